@@ -1,0 +1,133 @@
+"""The reconciler's own error hierarchy.
+
+Every adapter (git, DVC, BentoML, kustomize, Kubernetes, Prometheus, Argo) catches the
+exceptions of the library it wraps and raises one of these instead, so callers never have to
+know which third-party package sits behind a step. Each error carries enough to act on:
+the file, the field (or line), and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ReconcilerError(Exception):
+    """Base class of every error the reconciler raises on purpose."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem in one file: where it is and what to do about it."""
+
+    file: str
+    message: str
+    field: str | None = None
+    line: int | None = None
+    fix: str | None = None
+
+    def location(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.field:
+            where += f" (field '{self.field}')"
+        return where
+
+    def __str__(self) -> str:
+        text = f"{self.location()}: {self.message}"
+        return f"{text}\n  fix: {self.fix}" if self.fix else text
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "field": self.field, "line": self.line,
+                "message": self.message, "fix": self.fix}
+
+
+class SpecError(ReconcilerError):
+    """A model, environment or pool file is invalid. Holds every problem found, not just the first."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def single(cls, file: str | Path, message: str, *, field: str | None = None,
+               line: int | None = None, fix: str | None = None) -> "SpecError":
+        return cls([SpecProblem(str(file), message, field=field, line=line, fix=fix)])
+
+
+class UnsafeSourceError(ReconcilerError):
+    """A kustomization or symlink would make rendering read outside the repository."""
+
+
+class SourceError(ReconcilerError):
+    """Git could not give us the revision or files asked for."""
+
+
+class RenderError(ReconcilerError):
+    """kustomize (or the manifest generator) failed for a model."""
+
+
+class ValidationError(ReconcilerError):
+    """Rendered manifests failed schema validation."""
+
+    def __init__(self, message: str, errors: list[str], *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return self.message + "".join(f"\n  - {e}" for e in self.errors)
+
+
+class ArtifactError(ReconcilerError):
+    """DVC could not read or fetch a model's tracked artifacts."""
+
+
+class BuildError(ReconcilerError):
+    """Building a Bento or an image failed."""
+
+
+class ArgoError(ReconcilerError):
+    """The Argo server refused or failed a request."""
+
+
+class RegistryError(ReconcilerError):
+    """The container registry refused or failed a request."""
+
+
+@dataclass
+class KubeError(ReconcilerError):
+    """The Kubernetes API refused or failed a request."""
+
+    message: str
+    status: int | None = None
+    reason: str | None = None
+    retry_after: float | None = None
+    causes: list[str] = field(default_factory=list)
+    fix: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message, fix=self.fix)
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    def __str__(self) -> str:
+        text = self.message + "".join(f"\n  - {c}" for c in self.causes)
+        return f"{text}\n  fix: {self.fix}" if self.fix else text
+
+
+class MetricsError(ReconcilerError):
+    """Prometheus could not answer a query."""

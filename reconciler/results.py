@@ -1,0 +1,77 @@
+"""Typed result vocabulary shared by plan, sync, build and report.
+
+One word per outcome, the same word everywhere (the CLI, JSON output, PR comments, metrics):
+created / configured / unchanged / pruned / skipped / failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Action(str, Enum):
+    created = "created"
+    configured = "configured"
+    unchanged = "unchanged"
+    pruned = "pruned"
+    skipped = "skipped"
+    failed = "failed"
+
+    @property
+    def writes(self) -> bool:
+        return self in (Action.created, Action.configured, Action.pruned)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Identifies one Kubernetes object."""
+
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+
+    @classmethod
+    def of(cls, obj: dict) -> "ObjectRef":
+        meta = obj.get("metadata", {})
+        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+
+    def __str__(self) -> str:
+        ns = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{ns}{self.name}"
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    ref: ObjectRef
+    action: Action
+    model: str | None = None
+    message: str = ""
+    diff: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.ref.kind, "apiVersion": self.ref.api_version, "namespace": self.ref.namespace,
+                "name": self.ref.name, "action": self.action.value, "model": self.model,
+                "message": self.message, **({"diff": self.diff} if self.diff else {})}
+
+
+@dataclass
+class Summary:
+    """Counts of actions, e.g. for one model or one environment."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, action: Action) -> None:
+        self.counts[action] += 1
+
+    @property
+    def changed(self) -> bool:
+        return any(self.counts[a] for a in Action if a.writes)
+
+    def as_dict(self) -> dict[str, int]:
+        return {a.value: self.counts[a] for a in Action if self.counts[a]}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n} {a.value}" for a, n in self.counts.items() if n) or "nothing"
