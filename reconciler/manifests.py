@@ -1,0 +1,130 @@
+"""Pure generation of the Kubernetes objects for one model in one environment.
+
+Per pool the model serves from: a Deployment `<model>-<pool>`, a Service `<model>-<pool>` (the
+backend a traffic router weights), and a HorizontalPodAutoscaler when autoscaling is set. One
+Service `<model>` selects every pool, for clients that do not care where a model runs.
+Pool placement (nodeSelector, tolerations, device resource, hugepages, capabilities, rollout
+strategy) comes from environments/pools.yaml; nothing here talks to any server.
+"""
+
+from __future__ import annotations
+
+from . import labels as L
+from .catalog import ModelEntry
+from .specs import EffectiveServing, EnvironmentSpec, Pool
+
+CONTAINER = "bento"
+
+
+def selector_labels(model: str, pool: str | None = None) -> dict[str, str]:
+    result = {L.MODEL: model}
+    if pool is not None:
+        result[L.POOL] = pool
+    return result
+
+
+def ownership_labels(model: str, env: str, pool: str | None = None) -> dict[str, str]:
+    result = {L.MANAGED_BY: L.MANAGER, L.NAME: model, L.MODEL: model, L.ENVIRONMENT: env}
+    if pool is not None:
+        result[L.POOL] = pool
+    return result
+
+
+def _resources(serving: EffectiveServing, pool: Pool) -> dict[str, dict[str, str]]:
+    requests = {"cpu": serving.cpu, "memory": serving.memory}
+    limits = {"memory": serving.memory}
+    if pool.device is not None:
+        # extended resources: requests must equal limits
+        requests[pool.device.resource] = limits[pool.device.resource] = str(pool.device.count)
+    if pool.hugepages_2mi is not None:
+        requests["hugepages-2Mi"] = limits["hugepages-2Mi"] = pool.hugepages_2mi
+    return {"requests": requests, "limits": limits}
+
+
+def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: EffectiveServing, image: str) -> dict:
+    name = f"{entry.name}-{pool.name}"
+    container: dict = {
+        "name": CONTAINER,
+        "image": image,
+        "ports": [{"name": "http", "containerPort": serving.port}],
+        "env": [{"name": "BENTOML_PORT", "value": str(serving.port)}],
+        "resources": _resources(serving, pool),
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 10},
+    }
+    volumes = []
+    if pool.capabilities:
+        container["securityContext"] = {"capabilities": {"add": sorted(pool.capabilities)}}
+    if pool.hugepages_2mi is not None:
+        container["volumeMounts"] = [{"name": "hugepages", "mountPath": "/dev/hugepages"}]
+        volumes.append({"name": "hugepages", "emptyDir": {"medium": "HugePages"}})
+    pod_spec: dict = {"containers": [container]}
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = pool.tolerations
+    if volumes:
+        pod_spec["volumes"] = volumes
+    strategy = pool.strategy
+    spec: dict = {
+        "selector": {"matchLabels": selector_labels(entry.name, pool.name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {
+            "maxSurge": strategy.max_surge, "maxUnavailable": strategy.max_unavailable}},
+        "template": {
+            "metadata": {"labels": {**ownership_labels(entry.name, env.name, pool.name), L.TRACK: "stable"}},
+            "spec": pod_spec,
+        },
+    }
+    if serving.autoscaling is None:
+        spec = {"replicas": serving.replicas, **spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {**ownership_labels(entry.name, env.name, pool.name),
+                                              L.ACCELERATOR: pool.kind.value}},
+        "spec": spec,
+    }
+
+
+def service(model: str, env: str, port: int, pool: str | None) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{model}-{pool}" if pool else model, "labels": ownership_labels(model, env, pool)},
+        "spec": {
+            "selector": selector_labels(model, pool),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def autoscaler(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: EffectiveServing) -> dict:
+    assert serving.autoscaling is not None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"{entry.name}-{pool.name}", "labels": ownership_labels(entry.name, env.name, pool.name)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{entry.name}-{pool.name}"},
+            "minReplicas": max(1, serving.autoscaling.min_replicas),
+            "maxReplicas": serving.autoscaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization",
+                                          "averageUtilization": serving.autoscaling.target_cpu_utilization}}}],
+        },
+    }
+
+
+def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], serving: EffectiveServing,
+                  image: str) -> list[dict]:
+    """Every object one model needs in one environment, before kustomize overlays."""
+    objects: list[dict] = []
+    for pool in pools:
+        objects.append(deployment(entry, env, pool, serving, image))
+        objects.append(service(entry.name, env.name, serving.port, pool.name))
+        if serving.autoscaling is not None:
+            objects.append(autoscaler(entry, env, pool, serving))
+    objects.append(service(entry.name, env.name, serving.port, None))
+    return objects
+
+
