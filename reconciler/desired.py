@@ -1,0 +1,86 @@
+"""Desired state: what git says each environment should run, and how two revisions differ.
+
+This is the top of the reconcile pipeline, reading top to bottom:
+source (a revision's tree) -> catalog (validated specs) -> model hashes -> images -> render.
+`plan_revisions` runs it for two revisions and hands both renders to the pure `plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import source
+from .catalog import Catalog, load_catalog
+from .errors import ReconcilerError
+from .hashing import ModelHash, changed_models, describe, model_hashes
+from .build import resolve_images
+from .plan import EnvironmentPlan, Plan, plan_environment, triggers
+from .render import EnvironmentRender, render_environment
+
+
+@dataclass
+class DesiredState:
+    revision: str  # a commit sha, or "worktree"
+    catalog: Catalog
+    hashes: dict[str, ModelHash]
+    renders: dict[str, EnvironmentRender] = field(default_factory=dict)
+    env_errors: dict[str, ReconcilerError] = field(default_factory=dict)
+
+    def objects_by_model(self, env: str) -> dict[str, list[dict]]:
+        render = self.renders.get(env)
+        return {} if render is None else {name: m.objects for name, m in render.models.items()}
+
+    def errors_by_model(self, env: str) -> dict[str, str]:
+        render = self.renders.get(env)
+        return {} if render is None else {name: str(err) for name, err in render.errors.items()}
+
+
+def desired_state(catalog: Catalog, revision: str, hashes: dict[str, ModelHash],
+                  environments: Iterable[str] | None = None, models: set[str] | None = None) -> DesiredState:
+    """Render a loaded catalog for the given (default: all) environments."""
+    state = DesiredState(revision, catalog, hashes)
+    for env in sorted(environments if environments is not None else
+                      set(catalog.environments) | {e for e in catalog.env_errors if e != "*"}):
+        try:
+            env_spec = catalog.environment(env)
+            state.renders[env] = render_environment(catalog, env, models=models,
+                                                    images=resolve_images(catalog, env_spec, hashes))
+        except ReconcilerError as exc:
+            state.env_errors[env] = exc
+    return state
+
+
+def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
+               models: set[str] | None = None) -> DesiredState:
+    """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
+    root = Path(source.open_repo(root).working_dir)
+    with source.checkout(root, rev) as tree:
+        revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
+        catalog = load_catalog(tree)
+        entries = [catalog.models[m] for m in sorted(catalog.models) if models is None or m in models]
+        return desired_state(catalog, revision, model_hashes(root, rev, entries), environments, models)
+
+
+def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
+                   models: set[str] | None = None) -> Plan:
+    """What merging `head` onto `base` does to every environment (head None: the working tree)."""
+    before = desired_at(root, base, environments, models)
+    after = desired_at(root, head, environments, models)
+    paths = source.changed_paths(root, base, head)
+    plan = Plan(base=before.revision, head=after.revision)
+    envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
+                                                                 | set(before.renders))
+    for env in envs:
+        if env in after.env_errors:
+            plan.environments[env] = EnvironmentPlan(env, error=str(after.env_errors[env]))
+            continue
+        names = set(after.catalog.models) | set(after.catalog.errors)
+        reasons = triggers(paths, env, names)
+        for name, input_changes in changed_models(before.hashes, after.hashes).items():
+            if name in before.hashes and name in after.hashes:
+                reasons.setdefault(name, []).append(f"model content hash changed: {describe(input_changes)}")
+        plan.environments[env] = plan_environment(
+            env, after.objects_by_model(env), before.objects_by_model(env), reasons, after.errors_by_model(env))
+    return plan

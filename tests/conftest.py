@@ -1,0 +1,58 @@
+"""Shared fixtures: a real git repository made from this template, in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import git
+import pytest
+
+from tests.kubeapi.fixtures import kube_api  # noqa: F401  (the Kubernetes API stand-in fixture)
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared"
+TEMPLATE_PARTS = ("models", "environments", "pipelines", ".dvc", ".dvcignore", ".gitignore")
+
+IDENTITY = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _git_identity():
+    """Tests commit to throwaway repositories; give git an identity on machines that have none."""
+    saved = {k: os.environ.get(k) for k in IDENTITY}
+    os.environ.update(IDENTITY)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def copy_template(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in TEMPLATE_PARTS:
+        src = PROJECT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.pkl", "cache", "tmp"))
+        elif src.is_file():
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def commit_all(repo: git.Repo, message: str) -> str:
+    repo.git.add("-A")
+    repo.git.commit("-m", message, "--allow-empty")
+    return repo.head.commit.hexsha
+
+
+@pytest.fixture
+def template_repo(tmp_path: Path) -> Path:
+    """A fresh git repository holding this template's models/ and environments/, one commit."""
+    root = copy_template(tmp_path / "repo")
+    repo = git.Repo.init(root, initial_branch="main")
+    commit_all(repo, "template")
+    return root

@@ -1,0 +1,162 @@
+"""Plans between two commits of a real git repository, and hydration of rendered manifests."""
+
+from __future__ import annotations
+
+import json
+
+import git
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+from reconciler.desired import plan_revisions
+from reconciler.plan import plan_objects
+from reconciler.render import with_content_hash
+from reconciler.results import Action
+from tests.conftest import commit_all
+
+runner = CliRunner()
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_identical_trees_plan_no_change(template_repo):
+    plan = plan_revisions(template_repo, "HEAD", "HEAD")
+    assert set(plan.environments) == {"dev", "staging", "prod"}
+    assert all(env.models == {} for env in plan.environments.values())
+    assert plan.ok
+
+
+def test_a_commit_touching_one_model_lists_only_that_model(template_repo):
+    repo = git.Repo(template_repo)
+    edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
+    commit_all(repo, "scale digits")
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD")
+    for name, env in plan.environments.items():
+        assert env.changed_models == ["digits-classifier"], name
+        assert list(env.models) == ["digits-classifier"]
+        (result,) = [r for r in env.models["digits-classifier"].objects if r.action is not Action.unchanged]
+        assert result.action is Action.configured and result.ref.kind == "Deployment"
+        assert "-  replicas: " in result.diff and "+  replicas: " in result.diff
+    assert "models/digits-classifier/model.yaml changed" in plan.environments["prod"].models["digits-classifier"].reasons
+
+
+def test_a_code_change_changes_the_model_hash_and_so_its_image(template_repo):
+    repo = git.Repo(template_repo)
+    service = template_repo / "models/iris-classifier/service.py"
+    service.write_text(service.read_text() + "\n# tuned\n")
+    commit_all(repo, "touch iris code")
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", ["prod"])
+    iris = plan.environments["prod"].models["iris-classifier"]
+    assert any("content hash changed" in r and "service.py" in r for r in iris.reasons)
+    (deploy,) = [r for r in iris.objects if r.ref.kind == "Deployment"]
+    assert deploy.action is Action.configured and "image:" in deploy.diff
+    assert "digits-classifier" not in plan.environments["prod"].models
+
+
+def test_a_commit_touching_an_environment_overlay_lists_every_model_there(template_repo):
+    repo = git.Repo(template_repo)
+    edit(template_repo / "environments/staging/patches/deployment.yaml", "revisionHistoryLimit: 5", "revisionHistoryLimit: 3")
+    commit_all(repo, "staging history")
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD")
+    assert plan.environments["staging"].changed_models == ["digits-classifier", "iris-classifier"]
+    assert plan.environments["prod"].models == {} and plan.environments["dev"].models == {}
+
+
+def test_the_working_tree_is_planned_against_head_by_default(template_repo):
+    edit(template_repo / "environments/pools.yaml", "hourlyPrice: 0.758", "hourlyPrice: 0.76")
+    plan = plan_revisions(template_repo, "HEAD", None)
+    assert plan.head == "worktree"
+    # every model is listed with the reason, but a price change alters no manifest
+    assert set(plan.environments["prod"].models) == {"iris-classifier", "digits-classifier"}
+    assert plan.environments["prod"].changed_models == []
+
+
+def test_a_broken_model_is_reported_and_the_others_still_planned(template_repo):
+    edit(template_repo / "models/iris-classifier/model.yaml", "owner:", "ownr:")
+    edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 5")
+    plan = plan_revisions(template_repo, "HEAD", None, ["prod"])
+    prod = plan.environments["prod"]
+    assert not plan.ok
+    assert "ownr" in prod.models["iris-classifier"].error and "unknown field" in prod.models["iris-classifier"].error
+    # the broken model's live objects are skipped, never pruned
+    assert {r.action for r in prod.models["iris-classifier"].objects} == {Action.skipped}
+    assert prod.models["digits-classifier"].changed
+
+
+def test_plan_objects_reports_created_configured_unchanged_pruned():
+    def svc(name, port):
+        return with_content_hash({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "n"},
+                                  "spec": {"ports": [{"port": port}]}})
+
+    results = {r.ref.name: r.action for r in plan_objects(
+        [svc("new", 1), svc("same", 1), svc("changed", 2)], [svc("same", 1), svc("changed", 1), svc("gone", 1)])}
+    assert results == {"new": Action.created, "same": Action.unchanged, "changed": Action.configured,
+                       "gone": Action.pruned}
+
+
+def test_cli_plan_markdown_and_json(template_repo):
+    edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
+    md = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "markdown"])
+    assert md.exit_code == 0, md.output
+    assert "#### `prod`" in md.stdout and "| `digits-classifier` |" in md.stdout and "```diff" in md.stdout
+    js = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "json"])
+    data = json.loads(js.stdout)
+    assert data["environments"]["dev"]["changedModels"] == ["digits-classifier"]
+
+
+def test_cli_render_fails_with_the_model_error_but_prints_the_rest(template_repo):
+    edit(template_repo / "models/iris-classifier/model.yaml", "name: iris-classifier", "name: Iris")
+    result = runner.invoke(app, ["render", "dev", "--repo", str(template_repo)])
+    assert result.exit_code == 1
+    assert "DNS-1123" in result.stderr and "models/iris-classifier/model.yaml:1" in result.stderr
+    names = {d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d}
+    assert "digits-classifier-cpu-general" in names and not any(n.startswith("iris") for n in names)
+
+
+def test_hydrate_to_a_folder_writes_every_environment_and_model(template_repo, tmp_path):
+    out = tmp_path / "rendered"
+    result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for env in ("dev", "staging", "prod"):
+        assert sorted(p.name for p in (out / env).glob("*.yaml")) == [
+            "digits-classifier.yaml", "iris-classifier.yaml", "kustomization.yaml"]
+        assert yaml.safe_load((out / env / "kustomization.yaml").read_text())["resources"] == [
+            "digits-classifier.yaml", "iris-classifier.yaml"]
+
+
+def test_hydrate_refuses_an_environment_with_an_invalid_model(template_repo, tmp_path):
+    edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: -1")
+    out = tmp_path / "rendered"
+    result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out)])
+    assert result.exit_code == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_hydrate_branches_commit_only_when_content_changes(template_repo):
+    repo = git.Repo(template_repo)
+    first = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--branch-prefix", "rendered/"])
+    assert first.exit_code == 0, first.output
+    assert {"rendered/dev", "rendered/staging", "rendered/prod"} <= {h.name for h in repo.heads}
+    prod_files = repo.git.ls_tree("-r", "--name-only", "rendered/prod").split()
+    assert "prod/iris-classifier.yaml" in prod_files
+    head_before = repo.heads["rendered/prod"].commit.hexsha
+    second = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--branch-prefix", "rendered/"])
+    assert "unchanged" in second.stdout and repo.heads["rendered/prod"].commit.hexsha == head_before
+    edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
+    commit_all(repo, "scale")
+    runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--branch-prefix", "rendered/"])
+    assert repo.heads["rendered/prod"].commit.hexsha != head_before
+    assert repo.heads["rendered/prod"].commit.message.strip().endswith(f"Source-Commit: {repo.heads['main'].commit.hexsha}")
+    assert not repo.is_dirty(untracked_files=True)
+
+
+@pytest.mark.parametrize("args", [["hydrate"], ["hydrate", "--out", "x", "--branch-prefix", "r/"]])
+def test_hydrate_needs_exactly_one_target(template_repo, args):
+    result = runner.invoke(app, [*args, "--repo", str(template_repo)])
+    assert result.exit_code == 2 and "exactly one" in result.stderr

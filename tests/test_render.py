@@ -1,0 +1,140 @@
+"""Rendering with real kustomize: pool placement, ownership labels, determinism, isolation, safety."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler import labels as L
+from reconciler.catalog import load_catalog
+from reconciler.errors import UnsafeSourceError
+from reconciler.render import content_hash, render_environment
+
+IMAGES = {"iris-classifier": "registry.test/iris-classifier:abc", "digits-classifier": "registry.test/digits:abc"}
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def container(deployment: dict) -> dict:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+@pytest.fixture
+def catalog(template_repo):
+    return load_catalog(template_repo)
+
+
+def test_prod_gpu_model_requests_the_gpu_and_lands_on_the_gpu_pool(catalog):
+    result = render_environment(catalog, "prod", images=IMAGES)
+    assert result.errors == {}
+    (deploy,) = by_kind(result.models["iris-classifier"].objects, "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    assert container(deploy)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"]["node.kubernetes.io/instance-type"] == "g5.xlarge"
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    assert deploy["metadata"]["namespace"] == "models-prod"
+    # the prod overlay (a kustomize Component) was applied
+    assert pod["priorityClassName"] == "model-serving"
+
+
+def test_prod_inferentia_model_gets_neuron_device_hugepages_and_ipc_lock(catalog):
+    result = render_environment(catalog, "prod", images=IMAGES)
+    (deploy,) = by_kind(result.models["digits-classifier"].objects, "Deployment")
+    c = container(deploy)
+    assert c["resources"]["requests"]["aws.amazon.com/neuron"] == "1"
+    assert c["resources"]["limits"]["hugepages-2Mi"] == "256Mi"
+    assert c["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
+    pod = deploy["spec"]["template"]["spec"]
+    assert any(t["key"] == "aws.amazon.com/neuron" for t in pod["tolerations"])
+    assert {"name": "hugepages", "emptyDir": {"medium": "HugePages"}} in pod["volumes"]
+
+
+def test_dev_runs_both_models_on_cpu(catalog):
+    result = render_environment(catalog, "dev", images=IMAGES)
+    for name in ("iris-classifier", "digits-classifier"):
+        (deploy,) = by_kind(result.models[name].objects, "Deployment")
+        resources = container(deploy)["resources"]
+        assert not {"nvidia.com/gpu", "aws.amazon.com/neuron"} & set(resources["requests"])
+        assert "tolerations" not in deploy["spec"]["template"]["spec"]
+        assert deploy["metadata"]["labels"][L.POOL] == "cpu-general"
+
+
+def test_every_object_carries_ownership_labels_and_its_content_hash(catalog):
+    result = render_environment(catalog, "staging", images=IMAGES)
+    for obj in result.objects():
+        labels = obj["metadata"]["labels"]
+        assert labels[L.MANAGED_BY] == L.MANAGER and labels[L.ENVIRONMENT] == "staging"
+        assert labels[L.MODEL] in IMAGES
+        assert obj["metadata"]["annotations"][L.CONTENT_HASH] == content_hash(obj)
+    kinds = sorted(o["kind"] for o in result.models["iris-classifier"].objects)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service", "Service"]  # iris autoscales
+
+
+def test_rendering_is_byte_identical(catalog, template_repo):
+    first = render_environment(catalog, "prod", images=IMAGES).to_yaml()
+    second = render_environment(load_catalog(template_repo), "prod", images=IMAGES).to_yaml()
+    assert first == second and first.startswith("---\n")
+
+
+def test_a_broken_overlay_patch_fails_validation_for_each_model_with_the_field(catalog, template_repo):
+    patch = template_repo / "environments/staging/patches/deployment.yaml"
+    patch.write_text(patch.read_text().replace("terminationGracePeriodSeconds: 60",
+                                               "terminationGracePeriodSeconds: 60\n      restartPolice: Always"))
+    result = render_environment(load_catalog(template_repo), "staging", images=IMAGES)
+    assert set(result.errors) == set(IMAGES)
+    assert "restartPolice" in str(result.errors["iris-classifier"])
+
+
+def test_one_models_kustomize_failure_does_not_stop_the_others(catalog, monkeypatch):
+    from reconciler import render as render_module
+
+    real = render_module.kustomize.build
+
+    def build(folder: Path, **kw):
+        if "digits" in folder.name or folder.name == "render-all":
+            from reconciler.errors import RenderError
+            raise RenderError("boom: digits patch conflict")
+        return real(folder, **kw)
+
+    monkeypatch.setattr(render_module.kustomize, "build", build)
+    result = render_environment(catalog, "prod", images=IMAGES)
+    assert set(result.models) == {"iris-classifier"}
+    assert "boom" in str(result.errors["digits-classifier"])
+
+
+def test_kustomization_reaching_outside_the_repository_is_refused(template_repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kustomization.yaml").write_text("apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n")
+    kfile = template_repo / "environments/prod/kustomization.yaml"
+    kfile.write_text(kfile.read_text() + "components:\n  - ../../../outside\n")
+    with pytest.raises(UnsafeSourceError, match=r"environments/prod/kustomization.yaml \(field 'components.0'\)"):
+        render_environment(load_catalog(template_repo), "prod", images=IMAGES)
+
+
+def test_remote_base_is_refused(template_repo):
+    kfile = template_repo / "environments/dev/kustomization.yaml"
+    kfile.write_text(kfile.read_text() + "resources:\n  - https://github.com/acme/base//deploy?ref=v1\n")
+    with pytest.raises(UnsafeSourceError, match="remote base"):
+        render_environment(load_catalog(template_repo), "dev", images=IMAGES)
+
+
+def test_symlink_escaping_the_repository_is_refused(template_repo, tmp_path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("apiVersion: v1\nkind: Secret\n")
+    os.symlink(secret, template_repo / "environments/dev/patches/extra.yaml")
+    with pytest.raises(UnsafeSourceError, match="symlink"):
+        render_environment(load_catalog(template_repo), "dev", images=IMAGES)
+
+
+def test_plugins_are_refused(template_repo):
+    kfile = template_repo / "environments/staging/kustomization.yaml"
+    kfile.write_text(kfile.read_text() + "generators:\n  - plugin.yaml\n")
+    with pytest.raises(UnsafeSourceError, match="plugins"):
+        render_environment(load_catalog(template_repo), "staging", images=IMAGES)
