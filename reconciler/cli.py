@@ -76,7 +76,7 @@ def render(
 
 @app.command()
 def plan(
-    base: Annotated[str, typer.Option(help="the revision changes are measured from")] = "HEAD",
+    base: Annotated[str, typer.Option(help="the revision changes are measured from; 'empty' for a first deployment")] = "HEAD",
     head: Annotated[str | None, typer.Option(help="the revision to plan (default: the working tree)")] = None,
     environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable)")] = None,
     fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,

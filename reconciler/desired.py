@@ -20,6 +20,9 @@ from .plan import EnvironmentPlan, Plan, plan_environment, triggers
 from .render import EnvironmentRender, render_environment
 
 
+EMPTY = "empty"  # a base revision with nothing deployed
+
+
 @dataclass
 class DesiredState:
     revision: str  # a commit sha, or "worktree"
@@ -65,10 +68,17 @@ def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None =
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
                    models: set[str] | None = None) -> Plan:
-    """What merging `head` onto `base` does to every environment (head None: the working tree)."""
-    before = desired_at(root, base, environments, models)
+    """What merging `head` onto `base` does to every environment (head None: the working tree).
+
+    `base` may be EMPTY ("empty"): nothing deployed yet, so the plan is what a first sync creates.
+    """
     after = desired_at(root, head, environments, models)
-    paths = source.changed_paths(root, base, head)
+    if base == EMPTY:
+        before = DesiredState(EMPTY, Catalog(after.catalog.root), {})
+        paths = {f"{entry.rel}/model.yaml" for entry in after.catalog.models.values()}
+    else:
+        before = desired_at(root, base, environments, models)
+        paths = source.changed_paths(root, base, head)
     plan = Plan(base=before.revision, head=after.revision)
     envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
                                                                  | set(before.renders))
@@ -79,7 +89,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         names = set(after.catalog.models) | set(after.catalog.errors)
         reasons = triggers(paths, env, names)
         for name, input_changes in changed_models(before.hashes, after.hashes).items():
-            if name in before.hashes and name in after.hashes:
+            if name in before.hashes and name in after.hashes:  # new models are listed by their paths
                 reasons.setdefault(name, []).append(f"model content hash changed: {describe(input_changes)}")
         plan.environments[env] = plan_environment(
             env, after.objects_by_model(env), before.objects_by_model(env), reasons, after.errors_by_model(env))

@@ -160,3 +160,12 @@ def test_hydrate_branches_commit_only_when_content_changes(template_repo):
 def test_hydrate_needs_exactly_one_target(template_repo, args):
     result = runner.invoke(app, [*args, "--repo", str(template_repo)])
     assert result.exit_code == 2 and "exactly one" in result.stderr
+
+
+def test_plan_from_empty_creates_every_object(template_repo):
+    plan = plan_revisions(template_repo, "empty", "HEAD", ["prod"])
+    prod = plan.environments["prod"]
+    assert prod.changed_models == ["digits-classifier", "iris-classifier"]
+    actions = {r.action for m in prod.models.values() for r in m.objects}
+    assert actions == {Action.created}
+    assert plan.base == "empty"
