@@ -1,0 +1,107 @@
+"""The Neuron compilation step: trace a model with torch-neuronx on an inf2 node, once per key.
+
+Compiling for Inferentia takes minutes and only depends on the weights, the Neuron SDK version
+and the input shapes, so the step is memoized (Argo's ConfigMap cache) under
+`pipelines.neuron.cache_key(model_hash, sdk_version, input_shapes)` and writes its artifact to a
+key derived from the same cache key in the artifact repository: a second workflow with the same
+key skips the pod and hands the cached artifact to the image build.
+
+The pod lands on the pool declared in environments/pools.yaml: its nodeSelector, the tolerations
+of its taints, the device resource (aws.amazon.com/neuron), its 2Mi hugepages and IPC_LOCK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reconciler.specs import AcceleratorKind, Pool
+
+from . import common
+from .neuron import COMPILED_FILE, cache_key
+
+DEFAULT_NEURON_IMAGE = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.1.2-neuronx-py310-sdk2.20.0-ubuntu20.04"
+DEFAULT_SDK_VERSION = "2.20.0"
+CACHE_CONFIGMAP = "neuron-compile-cache"
+OUTPUT_DIR = "/work/neuron"
+BENTO_PATH = "/work/bento.bento"
+
+
+@dataclass(frozen=True)
+class NeuronOptions:
+    """What a Neuron compilation depends on besides the weights. Change the SDK: change the image too."""
+
+    sdk_version: str = DEFAULT_SDK_VERSION
+    image: str = DEFAULT_NEURON_IMAGE
+    input_shapes: tuple[tuple[int, ...], ...] = field(default=((1, 64),))
+    cache_configmap: str = CACHE_CONFIGMAP
+    max_age: str = "4320h"  # 180 days: keys change with the weights, so old entries only age out
+    cpu: str = "2"
+    memory: str = "8Gi"
+
+
+def requires_neuron(pool: Pool | None) -> bool:
+    return pool is not None and pool.kind is AcceleratorKind.inferentia
+
+
+def pool_placement(pool: Pool) -> dict:
+    """node_selector / tolerations kwargs for a hera template that must run on `pool`'s nodes."""
+    from hera.workflows.models import Toleration
+
+    return {
+        "node_selector": dict(pool.node_selector) or None,
+        "tolerations": [Toleration(**t) for t in pool.tolerations] or None,
+    }
+
+
+def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOptions = NeuronOptions(), *,
+                            name: str = "neuron-compile"):
+    """The memoized compile template (a hera Container) for `pool`.
+
+    Inputs: the `cache-key` parameter, the bento (HTTP artifact from the workflow parameter
+    `bento-url`) and the repository at the workflow's commit. Output: the `neuron-model` artifact.
+    """
+    from hera.workflows import Container, NoneArchiveStrategy, Parameter, Resources, S3Artifact
+    from hera.workflows import models as m
+
+    if not requires_neuron(pool):
+        raise ValueError(f"pool {pool.name!r} is a {pool.kind.value} pool: Neuron compilation needs an "
+                         "inferentia pool (kind: inferentia in environments/pools.yaml)")
+    assert pool.device is not None  # guaranteed by Pool validation for inferentia pools
+    custom = {"limits": {"hugepages-2Mi": pool.hugepages_2mi}} if pool.hugepages_2mi else None
+    shape = ",".join(str(d) for d in options.input_shapes[0])
+    script = "\n".join([
+        "set -eu",
+        "mkdir -p /work/bento",
+        f"tar -xf {BENTO_PATH} -C /work/bento",
+        "pip install --quiet " + " ".join(f"'{r}'" for r in common.STEP_REQUIREMENTS),
+        f"cd {common.SOURCE_PATH}",
+        f"python -m pipelines.neuron compile --model-pkl /work/bento/src/model.pkl "
+        f"--output {OUTPUT_DIR}/{COMPILED_FILE} --input-shape {shape}",
+    ])
+    return Container(
+        name=name,
+        image=options.image,
+        command=["sh", "-c"],
+        args=[script],
+        inputs=[
+            Parameter(name="cache-key"),
+            common.bento_artifact(BENTO_PATH),
+            common.source_artifact(source),
+        ],
+        outputs=[
+            S3Artifact(name="neuron-model", path=f"{OUTPUT_DIR}/{COMPILED_FILE}",
+                       key=f"neuron-cache/{{{{inputs.parameters.cache-key}}}}/{COMPILED_FILE}",
+                       archive=NoneArchiveStrategy()),
+        ],
+        memoize=m.Memoize(key="{{inputs.parameters.cache-key}}", max_age=options.max_age,
+                          cache=m.Cache(config_map=m.LocalObjectReference(name=options.cache_configmap))),
+        resources=Resources(cpu_request=options.cpu, memory_request=options.memory, memory_limit=options.memory,
+                            gpus=pool.device.count, gpu_flag=pool.device.resource, custom_resources=custom),
+        security_context=m.SecurityContext(capabilities=m.Capabilities(add=list(pool.capabilities)))
+        if pool.capabilities else None,
+        **pool_placement(pool),
+    )
+
+
+def compile_cache_key(model_hash: str, options: NeuronOptions = NeuronOptions()) -> str:
+    return cache_key(model_hash, options.sdk_version, options.input_shapes)

@@ -1,0 +1,265 @@
+"""The example models' pipeline steps: train -> evaluate -> register.
+
+One code path for a laptop and for the cluster: `reconciler pipeline run train` calls these
+functions in-process (reconciler/pipeline_runner.py), and every script template of the Argo
+Workflow in pipelines/train.py runs `python -m pipelines.steps <step> ...` against the same
+repository checked out at the workflow's commit.
+
+Steps are deterministic (fixed seeds, a fixed train/test split, one BLAS thread), so training the
+same code with the same library versions on the same CPU family gives byte-identical weights, hence
+the same DVC md5 and the same model hash.
+Datasets come with scikit-learn itself: nothing is downloaded.
+
+Only the standard library, numpy and scikit-learn are imported at module level, so the step image
+needs nothing else for train and evaluate (register imports dvc when it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+MODEL_FILE = "model.pkl"
+METRICS_FILE = "metrics.json"
+SEED = 0
+TEST_SIZE = 0.25
+
+
+class StepError(Exception):
+    """A step could not do its work (unknown model, missing input, quality gate failed)."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one example model is trained: which bundled dataset, which estimator, what quality gate."""
+
+    dataset: str  # a loader in sklearn.datasets, e.g. "load_iris"
+    estimator: Callable[[int], Any]
+    min_accuracy: float
+    input_shape: tuple[int, ...]  # one request's input, batch first (used for Neuron tracing)
+
+
+def _logistic_regression(seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+
+
+def _mlp(seed: int) -> Any:
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # scaler + one hidden ReLU layer: small enough to train in ~1 s, and both halves map onto
+    # torch ops one to one (pipelines/neuron.py traces them for Inferentia)
+    return make_pipeline(StandardScaler(),
+                         MLPClassifier(hidden_layer_sizes=(64,), max_iter=400, random_state=seed))
+
+
+RECIPES: dict[str, Recipe] = {
+    "iris-classifier": Recipe("load_iris", _logistic_regression, min_accuracy=0.9, input_shape=(1, 4)),
+    "digits-classifier": Recipe("load_digits", _mlp, min_accuracy=0.9, input_shape=(1, 64)),
+}
+
+
+def recipe(model: str) -> Recipe:
+    try:
+        return RECIPES[model]
+    except KeyError:
+        raise StepError(f"no training recipe for model {model!r}; known: {', '.join(sorted(RECIPES))}",
+                        fix="add a Recipe to pipelines/steps.py RECIPES, or train this model with its own pipeline") from None
+
+
+def _split(model: str, seed: int) -> tuple[Any, Any, Any, Any]:
+    import sklearn.datasets
+    from sklearn.model_selection import train_test_split
+
+    x, y = getattr(sklearn.datasets, recipe(model).dataset)(return_X_y=True)
+    return train_test_split(x, y, test_size=TEST_SIZE, random_state=seed, stratify=y)
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()  # noqa: S324 - DVC's content address, not a security hash
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def train(model: str, model_dir: Path, *, seed: int = SEED) -> Path:
+    """Fit the model's estimator on the training split and write `<model_dir>/model.pkl`."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    x_train, _, y_train, _ = _split(model, seed)
+    # one BLAS thread: floating-point sums in a fixed order, so the weights (and their DVC md5) do
+    # not depend on the machine's core count; it is also faster for models this small
+    with threadpool_limits(limits=1):
+        estimator = recipe(model).estimator(seed).fit(x_train, y_train)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out = model_dir / MODEL_FILE
+    tmp = out.with_suffix(".pkl.tmp")
+    tmp.write_bytes(pickle.dumps(estimator, protocol=4))
+    tmp.replace(out)
+    return out
+
+
+def evaluate(model: str, model_dir: Path, *, seed: int = SEED, enforce_gate: bool = True) -> dict[str, Any]:
+    """Score `model.pkl` on the held-out split, write `<model_dir>/metrics.json` and return the metrics.
+
+    metrics.json is committed next to model.yaml, so `reconciler plan` (and `dvc metrics diff`)
+    can show how a change moves accuracy. Raises StepError when accuracy is below the recipe's gate.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    weights = model_dir / MODEL_FILE
+    if not weights.is_file():
+        raise StepError(f"{weights}: no trained model to evaluate", fix="run the train step first")
+    estimator = pickle.loads(weights.read_bytes())  # noqa: S301 - our own artifact
+    _, x_test, _, y_test = _split(model, seed)
+    predicted = estimator.predict(x_test)
+    metrics = {
+        "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
+        "f1_macro": round(float(f1_score(y_test, predicted, average="macro")), 4),
+        "test_samples": int(len(y_test)),
+        "dataset": recipe(model).dataset.removeprefix("load_"),
+        "seed": seed,
+        "model_md5": md5_of(weights),
+    }
+    (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    gate = recipe(model).min_accuracy
+    if enforce_gate and metrics["accuracy"] < gate:
+        raise StepError(f"{model}: accuracy {metrics['accuracy']} is below the quality gate {gate}",
+                        fix="improve the model or lower min_accuracy in pipelines/steps.py RECIPES")
+    return metrics
+
+
+def register(model_dir: Path, repo_root: Path, *, push: bool = False, remote: str | None = None) -> Path:
+    """Track `model.pkl` with DVC (`dvc add`), optionally `dvc push` it, and return the pointer path.
+
+    `push` sends the weights to `remote` (a remote name from .dvc/config; None: the default remote).
+
+    Writes `<model_dir>/model.pkl.dvc` (commit it) and adds `/model.pkl` to `<model_dir>/.gitignore`.
+    DVC failures are raised as StepError; reconciler.pipeline_runner turns them into ArtifactError.
+    """
+    weights = model_dir / MODEL_FILE
+    if not weights.is_file():
+        raise StepError(f"{weights}: nothing to register", fix="run the train step first")
+    try:
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+    except ImportError as exc:  # pragma: no cover - dvc is a project dependency
+        raise StepError(f"dvc is not importable: {exc}", fix="pip install dvc==3.67.1") from None
+    import logging
+
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.WARNING)  # not dvc's "To track the changes with git, run: ..." hint
+    try:
+        with Repo(str(repo_root)) as repo:
+            repo.add(str(weights.resolve()))
+            if push:
+                repo.push(targets=[str(weights.resolve())], remote=remote)
+    except (DvcException, OSError, ValueError, RuntimeError) as exc:  # scmrepo/dvc-data raise plain errors too
+        raise StepError(f"dvc could not track {weights}: {type(exc).__name__}: {exc}",
+                        fix=f"run `dvc add {weights}` in {repo_root} to see the full error; "
+                            "the repository needs `dvc init` state (.dvc/config)") from None
+    finally:
+        dvc_logger.setLevel(level)
+    pointer = model_dir / (MODEL_FILE + ".dvc")
+    if not pointer.is_file():  # pragma: no cover - dvc writes it
+        raise StepError(f"dvc add did not write {pointer}")
+    return pointer
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """One node of the train DAG. The Argo DAG and the local runner are both built from STEPS."""
+
+    name: str
+    depends: tuple[str, ...]
+    description: str
+
+
+STEPS: tuple[StepDef, ...] = (
+    StepDef("train", (), "fit the estimator on the training split and write model.pkl"),
+    StepDef("evaluate", ("train",), "score the held-out split, write metrics.json, enforce the quality gate"),
+    StepDef("register", ("evaluate",), "dvc add model.pkl (and dvc push when a remote is given)"),
+)
+
+
+def dag_order(steps: tuple[StepDef, ...] = STEPS) -> list[StepDef]:
+    """Steps in an order where every step comes after the steps it depends on (stable, Kahn)."""
+    by_name = {s.name: s for s in steps}
+    for step in steps:
+        for dep in step.depends:
+            if dep not in by_name:
+                raise StepError(f"step {step.name!r} depends on unknown step {dep!r}")
+    done: list[StepDef] = []
+    seen: set[str] = set()
+    pending = list(steps)
+    while pending:
+        ready = [s for s in pending if set(s.depends) <= seen]
+        if not ready:
+            raise StepError("the step graph has a cycle: " + ", ".join(s.name for s in pending))
+        for step in ready:
+            done.append(step)
+            seen.add(step.name)
+            pending.remove(step)
+    return done
+
+
+# --------------------------------------------------------------------------- entry point for script templates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.steps", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    for name in ("train", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", required=True)
+        p.add_argument("--model-dir", required=True, type=Path)
+        p.add_argument("--seed", type=int, default=SEED)
+    p = sub.add_parser("register")
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--repo-root", required=True, type=Path)
+    p.add_argument("--push", action="store_true", help="dvc push to the default remote")
+    p.add_argument("--push-remote", default="", help="dvc push to this remote (empty: do not push unless --push)")
+    args = parser.parse_args(argv)
+    try:
+        if args.step == "train":
+            print(train(args.model, args.model_dir, seed=args.seed))
+        elif args.step == "evaluate":
+            print(json.dumps(evaluate(args.model, args.model_dir, seed=args.seed), sort_keys=True))
+        else:
+            print(register(args.model_dir, args.repo_root, push=args.push or bool(args.push_remote),
+                           remote=args.push_remote or None))
+    except StepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

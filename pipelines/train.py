@@ -1,0 +1,122 @@
+"""The example models' training pipeline on Argo: train -> evaluate -> register, as a DAG.
+
+The DAG is built from `pipelines.steps.STEPS` (the same graph the local runner walks) and every task
+runs `python -m pipelines.steps <step>` in the repository checked out at the workflow's commit, so
+a laptop run (`reconciler pipeline run train`) and a cluster run execute the same code.
+
+Outputs of the workflow: the `model` (model.pkl), `metrics` (metrics.json) and `pointer`
+(model.pkl.dvc) artifacts, and the `metrics` parameter (the JSON) for the Argo UI. Commit the
+pointer and metrics.json; with a `dvc-remote` the register step also pushes the weights.
+"""
+
+from __future__ import annotations
+
+from . import common
+from .steps import METRICS_FILE, MODEL_FILE, STEPS
+
+STEP_RETRY_LIMIT = 1
+OUT_DIR = "/work/out"
+
+
+def _model_dir(model: str) -> str:
+    return f"{common.SOURCE_PATH}/models/{model}"
+
+
+def _shell(requirements: tuple[str, ...], command: str) -> str:
+    pins = " ".join(f"'{r}'" for r in requirements)
+    return "\n".join(["set -eu", f"pip install --quiet --disable-pip-version-check {pins}",
+                      f"cd {common.SOURCE_PATH}", command])
+
+
+def _templates(model: str, source: common.Source, image: str) -> dict:
+    from hera.workflows import Artifact, Container, Parameter, RetryStrategy
+    from hera.workflows import models as m
+
+    # step outputs live in /work/out (not inside the /src checkout: artifacts are not nested);
+    # register copies the weights into the model folder and `dvc add`s them there
+    model_dir = _model_dir(model)
+    src = common.source_artifact(source)
+    weights, metrics = f"{OUT_DIR}/{MODEL_FILE}", f"{OUT_DIR}/{METRICS_FILE}"
+    retry = RetryStrategy(limit=str(STEP_RETRY_LIMIT))
+    return {
+        "train": Container(
+            name="train", image=image, command=["sh", "-c"], retry_strategy=retry,
+            args=[_shell(common.STEP_REQUIREMENTS,
+                         f"python -m pipelines.steps train --model {model} --model-dir {OUT_DIR}")],
+            inputs=[src],
+            outputs=[Artifact(name="model", path=weights)],
+        ),
+        "evaluate": Container(
+            name="evaluate", image=image, command=["sh", "-c"], retry_strategy=retry,
+            args=[_shell(common.STEP_REQUIREMENTS,
+                         f"python -m pipelines.steps evaluate --model {model} --model-dir {OUT_DIR}")],
+            inputs=[src, Artifact(name="model", path=weights)],
+            outputs=[Artifact(name="metrics", path=metrics),
+                     Parameter(name="metrics", value_from=m.ValueFrom(path=metrics), global_name="metrics")],
+        ),
+        "register": Container(
+            name="register", image=image, command=["sh", "-c"], retry_strategy=retry,
+            args=[_shell(common.STEP_REQUIREMENTS + common.REGISTER_REQUIREMENTS,
+                         f"cp {weights} {metrics} {model_dir}/\n"
+                         f"python -m pipelines.steps register --model-dir {model_dir} "
+                         f"--repo-root {common.SOURCE_PATH} --push-remote '{{{{workflow.parameters.dvc-remote}}}}'")],
+            inputs=[src, Artifact(name="model", path=weights), Artifact(name="metrics", path=metrics)],
+            outputs=[Artifact(name="pointer", path=f"{model_dir}/{MODEL_FILE}.dvc")],
+        ),
+    }
+
+
+# which artifacts each step takes from which earlier step
+_WIRING: dict[str, list[tuple[str, str]]] = {
+    "train": [],
+    "evaluate": [("train", "model")],
+    "register": [("train", "model"), ("evaluate", "metrics")],
+}
+
+
+def train_workflow(
+    *,
+    model: str,
+    model_hash: str,
+    commit: str,
+    repo_url: str,
+    environment: str = "dev",
+    namespace: str | None = None,
+    image: str = common.DEFAULT_STEP_IMAGE,
+    dvc_remote: str = "",
+):
+    """The train -> evaluate -> register Workflow for one example model at one commit (a hera Workflow).
+
+    `dvc_remote` names a DVC remote configured in the repository (empty: register without pushing).
+    The workflow uses generateName: every submit is a new run.
+    """
+    from hera.workflows import DAG, Parameter, Task, Workflow
+
+    from .steps import recipe
+
+    recipe(model)  # fail early, naming the known models, when there is no recipe
+    source = common.Source(repo_url=repo_url, commit=commit)
+    workflow_labels, annotations = common.metadata(
+        pipeline="train", model=model, model_hash=model_hash, environment=environment, source=source,
+        title=f"train {model} @ {commit[:12]}",
+        description=f"Train, evaluate and DVC-register {model} from commit {commit[:12]} "
+                    f"({' -> '.join(s.name for s in STEPS)})",
+    )
+    with Workflow(
+        generate_name=common.dns_name("train", model, limit=56) + "-",
+        namespace=namespace,
+        labels=workflow_labels,
+        annotations=annotations,
+        entrypoint="main",
+        arguments=[Parameter(name="dvc-remote", value=dvc_remote)],
+    ) as workflow:
+        templates = _templates(model, source, image)
+        with DAG(name="main"):
+            tasks: dict[str, Task] = {}
+            for step in STEPS:
+                arguments = [tasks[producer].get_artifact(name) for producer, name in _WIRING[step.name]]
+                task = Task(name=step.name, template=templates[step.name], arguments=arguments or None)
+                for dep in step.depends:
+                    tasks[dep] >> task
+                tasks[step.name] = task
+    return workflow

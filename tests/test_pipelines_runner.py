@@ -1,0 +1,227 @@
+"""The local pipeline runner: trains, evaluates and DVC-registers the example models end to end in a
+temporary copy of the repository (the working tree is never touched), and the `reconciler pipeline`
+commands that drive it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines import steps
+from reconciler import labels
+from reconciler.cli import app
+from reconciler.errors import ArtifactError, ReconcilerError
+from reconciler.pipeline_runner import render_workflow, run_train, trainable_models
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO_URL = "https://github.com/example/models-gitops.git"
+MODEL_SOURCES = ("model.yaml", "service.py", "bentofile.yaml", "model.pkl.dvc", "metrics.json", ".gitignore")
+GENERATED = ("model.pkl.dvc", "metrics.json", ".gitignore")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git + DVC copy of the template: model sources, environments, the committed .dvc config."""
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "environments", root / "environments")
+    for folder in (ROOT / "models").iterdir():
+        for name in MODEL_SOURCES:
+            if (folder / name).is_file():
+                (root / "models" / folder.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / name, root / "models" / folder.name / name)
+    (root / ".dvc").mkdir()
+    for name in (".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+        shutil.copy2(ROOT / name, root / name)
+    (root / ".gitignore").write_text(".dvc-storage/\n")
+    _git(root, "init", "-q")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "-A")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "template")
+    return root
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324
+
+
+def test_runner_trains_evaluates_registers_and_pushes_both_example_models(repo):
+    for folder in (repo / "models").iterdir():  # start from a template that was never trained
+        for name in GENERATED:
+            (folder / name).unlink()
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "untrained")
+    seen = []
+    runs = run_train(repo, push=True, on_step=seen.append)
+
+    assert [r.model for r in runs] == ["digits-classifier", "iris-classifier"] == trainable_models(repo)
+    assert [(s.model, s.step) for s in seen] == [(m, s.name) for m in ("digits-classifier", "iris-classifier")
+                                                 for s in steps.STEPS]
+    for run in runs:
+        folder = repo / "models" / run.model
+        weights = folder / "model.pkl"
+        pointer = yaml.safe_load((folder / "model.pkl.dvc").read_text())
+        assert pointer["outs"] == [{"md5": _md5(weights), "size": weights.stat().st_size, "hash": "md5",
+                                    "path": "model.pkl"}]
+        assert "/model.pkl" in (folder / ".gitignore").read_text().splitlines()
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics == run.metrics and metrics["model_md5"] == _md5(weights)
+        assert metrics["accuracy"] >= steps.RECIPES[run.model].min_accuracy
+        # the remote in .dvc/config (url = ../.dvc-storage) resolves to <repo>/.dvc-storage
+        md5 = _md5(weights)
+        assert (repo / ".dvc-storage" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    # git sees exactly what to commit: pointers, metrics, .gitignores; never the weights or the storage
+    untracked = set(_git(repo, "status", "--porcelain", "--untracked-files=all").splitlines())
+    assert untracked == {f"?? models/{m}/{f}" for m in ("digits-classifier", "iris-classifier")
+                         for f in (".gitignore", "metrics.json", "model.pkl.dvc")}
+
+
+def test_training_is_deterministic(tmp_path):
+    first = steps.train("iris-classifier", tmp_path / "a")
+    second = steps.train("iris-classifier", tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    other_seed = steps.train("iris-classifier", tmp_path / "c", seed=1)
+    assert steps.evaluate("iris-classifier", tmp_path / "c", seed=1)["seed"] == 1
+    assert other_seed.read_bytes() != first.read_bytes()
+
+
+def test_quality_gate_failure_is_a_reconciler_error_and_stops_before_register(repo, monkeypatch):
+    strict = steps.Recipe(**{**steps.RECIPES["iris-classifier"].__dict__, "min_accuracy": 1.01})
+    monkeypatch.setitem(steps.RECIPES, "iris-classifier", strict)
+    (repo / "models/iris-classifier/model.pkl.dvc").unlink()
+    with pytest.raises(ReconcilerError, match="step evaluate failed.*below the quality gate 1.01") as info:
+        run_train(repo, ["iris-classifier"])
+    assert not isinstance(info.value, ArtifactError)
+    assert "min_accuracy" in info.value.fix
+    assert (repo / "models/iris-classifier/metrics.json").is_file()
+    assert not (repo / "models/iris-classifier/model.pkl.dvc").exists()
+
+
+def test_register_without_dvc_state_is_an_artifact_error(repo):
+    shutil.rmtree(repo / ".dvc")
+    with pytest.raises(ArtifactError, match="iris-classifier: step register failed: dvc could not track") as info:
+        run_train(repo, ["iris-classifier"])
+    assert "dvc init" in info.value.fix
+
+
+def test_unknown_or_recipe_less_models_are_refused_with_a_fix(repo):
+    with pytest.raises(ReconcilerError, match="models/nope/model.yaml not found") as info:
+        run_train(repo, ["nope"])
+    assert info.value.fix
+    other = repo / "models" / "fraud-detector"
+    other.mkdir()
+    shutil.copy2(repo / "models/iris-classifier/model.yaml", other / "model.yaml")
+    with pytest.raises(ReconcilerError, match="no training recipe"):
+        run_train(repo, ["fraud-detector"])
+    assert "fraud-detector" not in trainable_models(repo)
+
+
+def test_cli_run_and_render(repo):
+    cli = CliRunner()
+    (repo / "models/iris-classifier/model.pkl.dvc").unlink()
+    result = cli.invoke(app, ["pipeline", "run", "train", "--model", "iris-classifier", "--no-register",
+                              "--repo", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert "iris-classifier: accuracy 0.97" in result.output
+    assert not (repo / "models/iris-classifier/model.pkl.dvc").exists()
+    _git(repo, "checkout", "--", "models/iris-classifier/model.pkl.dvc")  # (in the temporary copy)
+
+    head = _git(repo, "rev-parse", "HEAD")
+    result = cli.invoke(app, ["pipeline", "render", "train", "--model", "iris-classifier", "--repo", str(repo),
+                              "--repo-url", REPO_URL])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.stdout)
+    assert doc["kind"] == "Workflow"
+    assert doc["metadata"]["labels"][labels.GIT_COMMIT] == head
+    assert doc["metadata"]["labels"][labels.ENVIRONMENT] == "dev"
+    assert len(doc["metadata"]["annotations"][labels.MODEL_HASH]) == 64  # reconciler.hashing's digest
+
+    result = cli.invoke(app, ["pipeline", "render", "build-image", "--model", "digits-classifier", "--env",
+                              "staging", "--repo", str(repo), "--repo-url", REPO_URL])
+    assert result.exit_code == 1 and "--bento-url" in result.output
+
+    result = cli.invoke(app, ["pipeline", "render", "build-image", "--model", "digits-classifier", "--env",
+                              "staging", "--repo", str(repo), "--repo-url", REPO_URL,
+                              "--bento-url", "https://example.com/d.bento"])
+    assert result.exit_code == 0, result.output
+    names = [t["name"] for t in yaml.safe_load(result.stdout)["spec"]["templates"]]
+    assert "neuron-compile" in names  # digits serves from inf2 in staging
+    params = {p["name"]: p["value"] for p in yaml.safe_load(result.stdout)["spec"]["arguments"]["parameters"]}
+    assert params["image-ref"].startswith("ghcr.io/example/models/digits-classifier:")  # staging's registry
+
+
+def test_render_refuses_a_pool_the_model_does_not_use(repo):
+    with pytest.raises(ReconcilerError, match="does not serve from pool 'inf2'"):
+        render_workflow(repo, "build-image", "iris-classifier", environment="staging", repo_url=REPO_URL,
+                        bento_url="https://example.com/i.bento", pool="inf2")
+    with pytest.raises(ReconcilerError, match="no pipeline named 'deploy'"):
+        render_workflow(repo, "deploy", "iris-classifier", repo_url=REPO_URL)
+
+
+def test_render_without_origin_remote_asks_for_repo_url(repo):
+    with pytest.raises(ReconcilerError, match="no 'origin' remote") as info:
+        render_workflow(repo, "train", "iris-classifier")
+    assert "--repo-url" in info.value.fix
+
+
+@pytest.mark.parametrize("model, cls, rows, expected", [
+    ("iris-classifier", "IrisClassifier", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], [0, 2]),
+    ("digits-classifier", "DigitsClassifier", None, None),
+])
+def test_bentoml_services_serve_the_trained_weights(tmp_path, model, cls, rows, expected):
+    """service.py is a BentoML 1.4 service class that loads model.pkl from its own folder."""
+    import importlib.util
+
+    import numpy as np
+
+    folder = tmp_path / model
+    shutil.copytree(ROOT / "models" / model, folder, ignore=shutil.ignore_patterns("model.pkl"))
+    spec = importlib.util.spec_from_file_location(f"svc_{model.replace('-', '_')}", folder / "service.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    service = getattr(module, cls)
+    assert type(service).__name__ == "Service"  # @bentoml.service wrapped the class
+    with pytest.raises(RuntimeError, match="model.pkl is missing: run `dvc pull`"):
+        service.inner()
+    steps.train(model, folder)
+    instance = service.inner()
+    if rows is None:  # digits: held-out images of the bundled dataset
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        rows, expected = data.data[-5:], list(data.target[-5:])
+        assert instance.backend == "cpu"  # no torch_neuronx here: the sklearn path
+    assert list(instance.predict(np.asarray(rows))) == expected
+    bentofile = yaml.safe_load((folder / "bentofile.yaml").read_text())
+    assert bentofile["service"] == f"service.py:{cls}"
+    assert bentofile["python"]["lock_packages"] is False
+    assert {"service.py", "model.pkl"} <= set(bentofile["include"])
+
+
+def test_step_entry_point_is_what_the_argo_tasks_run(tmp_path, capsys):
+    """`python -m pipelines.steps ...` (the command of every train-DAG task) in a fresh process."""
+    import sys
+
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "pipelines.steps", "train", "--model", "iris-classifier",
+                           "--model-dir", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "model.pkl")
+    capsys.readouterr()
+    assert steps.main(["evaluate", "--model", "iris-classifier", "--model-dir", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "metrics.json").read_text())
+    assert printed["model_md5"] == _md5(out / "model.pkl")
+
+    assert steps.main(["register", "--model-dir", str(out), "--repo-root", str(tmp_path)]) == 1
+    assert "dvc could not track" in capsys.readouterr().err
+    assert steps.main(["train", "--model", "nope", "--model-dir", str(out)]) == 1
+    assert "no training recipe for model 'nope'" in capsys.readouterr().err
