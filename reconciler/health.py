@@ -1,0 +1,199 @@
+"""Health of live objects, per kind: pure functions over the JSON the API server returns.
+
+Modelled on argoproj/gitops-engine ``pkg/health``: every object is healthy, progressing, degraded,
+suspended or missing, with a message saying why. ``wait_for_health`` polls until every object is
+settled (healthy, degraded or suspended) or a timeout passes; an object still progressing then is
+reported as such, never hidden.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from reconciler.results import ObjectRef
+
+
+class HealthStatus(str, Enum):
+    healthy = "healthy"
+    progressing = "progressing"
+    degraded = "degraded"
+    suspended = "suspended"
+    missing = "missing"
+
+    @property
+    def settled(self) -> bool:
+        """No point waiting longer: the object reached a state only a change can move it from."""
+        return self in (HealthStatus.healthy, HealthStatus.degraded, HealthStatus.suspended)
+
+
+@dataclass(frozen=True)
+class Health:
+    status: HealthStatus
+    message: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"status": self.status.value, "message": self.message}
+
+
+HEALTHY = Health(HealthStatus.healthy)
+
+
+def _conditions(obj: dict) -> dict[str, dict]:
+    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or [] if isinstance(c, dict)}
+
+
+def _generation_observed(obj: dict) -> bool:
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return generation is None or (observed is not None and observed >= generation)
+
+
+def deployment_health(obj: dict) -> Health:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if spec.get("paused"):
+        return Health(HealthStatus.suspended, "rollout is paused")
+    if not _generation_observed(obj):
+        return Health(HealthStatus.progressing, "waiting for the rollout to be observed by the controller")
+    progressing = _conditions(obj).get("Progressing")
+    if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
+        return Health(HealthStatus.degraded, f"rollout exceeded its progress deadline: {progressing.get('message', '')}".rstrip(": "))
+    replicas = spec.get("replicas", 1)
+    updated = status.get("updatedReplicas", 0) or 0
+    total = status.get("replicas", 0) or 0
+    available = status.get("availableReplicas", 0) or 0
+    if updated < replicas:
+        return Health(HealthStatus.progressing, f"{updated} of {replicas} replicas updated")
+    if total > updated:
+        return Health(HealthStatus.progressing, f"{total - updated} old replicas pending termination")
+    if available < updated:
+        return Health(HealthStatus.progressing, f"{available} of {updated} updated replicas available")
+    available_cond = _conditions(obj).get("Available")
+    if available_cond and available_cond.get("status") == "False":
+        return Health(HealthStatus.degraded, f"not available: {available_cond.get('message', '')}".rstrip(": "))
+    return HEALTHY
+
+
+def service_health(obj: dict) -> Health:
+    if (obj.get("spec") or {}).get("type") == "LoadBalancer":
+        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+        if not ingress:
+            return Health(HealthStatus.progressing, "waiting for a load balancer address")
+    return HEALTHY
+
+
+_HPA_FAILED_REASONS = ("FailedGetResourceMetric", "FailedGetPodsMetric", "FailedGetObjectMetric",
+                       "FailedGetExternalMetric", "FailedGetScale", "FailedComputeMetricsReplicas",
+                       "InvalidSelector", "FailedUpdateScale")
+
+
+def hpa_health(obj: dict) -> Health:
+    for ctype, cond in _conditions(obj).items():
+        reason = cond.get("reason", "")
+        if cond.get("status") == "False" and (reason.startswith("Failed") or reason in _HPA_FAILED_REASONS):
+            return Health(HealthStatus.degraded, f"{ctype}: {reason}: {cond.get('message', '')}".rstrip(": "))
+    return HEALTHY
+
+
+def pvc_health(obj: dict) -> Health:
+    phase = (obj.get("status") or {}).get("phase")
+    if phase == "Lost":
+        return Health(HealthStatus.degraded, "volume lost")
+    if phase == "Pending":
+        return Health(HealthStatus.progressing, "waiting for the volume to be bound")
+    return HEALTHY
+
+
+def job_health(obj: dict) -> Health:
+    conds = _conditions(obj)
+    if (conds.get("Failed") or {}).get("status") == "True":
+        return Health(HealthStatus.degraded, conds["Failed"].get("message", "job failed"))
+    if (conds.get("Complete") or {}).get("status") == "True":
+        return HEALTHY
+    if (obj.get("spec") or {}).get("suspend"):
+        return Health(HealthStatus.suspended, "job is suspended")
+    return Health(HealthStatus.progressing, "job is running")
+
+
+def conditions_health(obj: dict) -> Health:
+    """Custom resources (and anything else with status.conditions): Ready, else Available, decides."""
+    if not _generation_observed(obj):
+        return Health(HealthStatus.progressing, "waiting for the controller to observe the latest generation")
+    conds = _conditions(obj)
+    for ctype in ("Ready", "Available"):
+        cond = conds.get(ctype)
+        if cond is None:
+            continue
+        text = f"{ctype}={cond.get('status')}" + (f" ({cond.get('reason')})" if cond.get("reason") else "")
+        if cond.get("message"):
+            text += f": {cond['message']}"
+        if cond.get("status") == "True":
+            return Health(HealthStatus.healthy, text)
+        if cond.get("status") == "False":
+            stalled = (conds.get("Stalled") or {}).get("status") == "True"
+            reconciling = (conds.get("Reconciling") or {}).get("status") == "True"
+            if reconciling and not stalled:
+                return Health(HealthStatus.progressing, text)
+            return Health(HealthStatus.degraded, text)
+        return Health(HealthStatus.progressing, text)
+    return HEALTHY
+
+
+_BY_KIND: dict[str, Callable[[dict], Health]] = {
+    "Deployment": deployment_health,
+    "StatefulSet": deployment_health,
+    "Service": service_health,
+    "HorizontalPodAutoscaler": hpa_health,
+    "PersistentVolumeClaim": pvc_health,
+    "Job": job_health,
+}
+
+
+def health_of(obj: dict | None) -> Health:
+    """The health of one live object (None: it does not exist)."""
+    if obj is None:
+        return Health(HealthStatus.missing, "object not found")
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return Health(HealthStatus.progressing, "being deleted")
+    check = _BY_KIND.get(obj.get("kind", ""))
+    if check is not None:
+        return check(obj)
+    return conditions_health(obj)
+
+
+def aggregate(healths: Iterable[Health]) -> HealthStatus:
+    """The worst of several: degraded > missing > progressing > suspended > healthy."""
+    order = [HealthStatus.degraded, HealthStatus.missing, HealthStatus.progressing, HealthStatus.suspended]
+    seen = {h.status for h in healths}
+    for status in order:
+        if status in seen:
+            return status
+    return HealthStatus.healthy
+
+
+def wait_for_health(kube: Any, refs: Iterable[ObjectRef], *, timeout: float = 300.0, interval: float = 2.0,
+                    clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[ObjectRef, Health]:
+    """Poll until every object is settled or ``timeout`` passes; returns the last health seen of each.
+
+    One list per (apiVersion, kind, namespace) per poll, not one get per object.
+    """
+    pending = list(dict.fromkeys(refs))
+    result: dict[ObjectRef, Health] = {}
+    deadline = clock() + timeout
+    while True:
+        groups: dict[tuple[str, str, str | None], list[ObjectRef]] = defaultdict(list)
+        for ref in pending:
+            groups[(ref.api_version, ref.kind, ref.namespace)].append(ref)
+        for (api_version, kind, namespace), group in groups.items():
+            live = {(o.get("metadata") or {}).get("name"): o for o in kube.list(api_version, kind, namespace)}
+            for ref in group:
+                result[ref] = health_of(live.get(ref.name))
+        pending = [r for r in pending if not result[r].status.settled]
+        if not pending or clock() >= deadline:
+            return result
+        sleep(min(interval, max(0.0, deadline - clock())))

@@ -1,0 +1,469 @@
+"""Kubernetes adapter: the only module that talks to an API server.
+
+Built on the official ``kubernetes`` client (37.x): its ``ApiClient`` does the transport (kubeconfig
+or in-cluster auth, TLS, proxies) and this module adds what the reconciler needs on top of it:
+
+* arbitrary kinds, custom resources included, through a small discovery-backed resource mapping
+  (``apiVersion`` + ``kind`` -> plural and scope, one ``GET /api/v1`` or ``/apis/<group>/<version>``
+  per group-version, refreshed once on a miss so a freshly installed CRD is found);
+* server-side apply with a field manager (``application/apply-patch+yaml``), server-side dry run;
+* every failure turned into :class:`reconciler.errors.KubeError` (status, reason, Retry-After,
+  causes): no ``ApiException`` or urllib3 error leaves this module;
+* bounded retries on 429 / 5xx / timeouts / connection errors, honouring ``Retry-After``, with a
+  capped exponential backoff (tenacity).
+
+Objects go in and come out as plain dicts (the JSON the server speaks).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import tenacity
+import urllib3
+
+from reconciler import labels
+from reconciler.errors import KubeError
+from reconciler.results import ObjectRef
+
+PatchType = Literal["merge", "json", "strategic"]
+
+CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "apply": "application/apply-patch+yaml",
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to retry a request that failed with 429, 5xx, a timeout or a connection error.
+
+    The wait before attempt n+1 is ``min(cap, initial * 2**(n-1))``, raised to the server's
+    ``Retry-After`` when it sent one (itself capped at ``max_retry_after``). Retries stop after
+    ``attempts`` tries or once ``deadline`` seconds have passed, whichever comes first; the last
+    error is raised then.
+    """
+
+    attempts: int = 6
+    initial: float = 0.2
+    cap: float = 5.0
+    max_retry_after: float = 30.0
+    deadline: float = 120.0
+
+    def wait_for(self, attempt: int, error: BaseException | None) -> float:
+        backoff = min(self.cap, self.initial * (2 ** max(0, attempt - 1)))
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            backoff = max(backoff, min(float(retry_after), self.max_retry_after))
+        return backoff
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What the server calls a kind: its plural path segment and whether it lives in a namespace."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    def base_path(self) -> str:
+        return f"/api/{self.api_version}" if not self.group else f"/apis/{self.api_version}"
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        path = self.base_path()
+        if self.namespaced and namespace:
+            path += f"/namespaces/{quote(namespace, safe='')}"
+        path += f"/{self.plural}"
+        if name:
+            path += f"/{quote(name, safe='')}"
+        return path
+
+
+@dataclass
+class RequestStats:
+    """Client-side counts (the server's own counters are the truth in tests; these are for reports)."""
+
+    requests: int = 0
+    retries: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+def _parse_retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_from_response(status: int, reason: str | None, data: bytes | None, headers: Any,
+                         what: str) -> KubeError:
+    """Build a KubeError from an HTTP failure, reading the metav1.Status body when there is one."""
+    message, causes, status_reason = "", [], None
+    if data:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("kind") == "Status":
+            message = body.get("message") or ""
+            status_reason = body.get("reason") or None
+            for cause in (body.get("details") or {}).get("causes") or []:
+                text = cause.get("message") or cause.get("reason") or ""
+                causes.append(f"{cause['field']}: {text}" if cause.get("field") else text)
+        elif data:
+            message = data.decode("utf-8", "replace")[:500]
+    reason_text = status_reason or reason or "Unknown"
+    fix = _FIXES.get(status)
+    return KubeError(f"{what}: HTTP {status} {reason_text}" + (f": {message}" if message else ""),
+                     status=status, reason=reason_text, retry_after=_parse_retry_after(headers),
+                     causes=causes, fix=fix)
+
+
+_FIXES: dict[int, str] = {
+    401: "the credentials in the kubeconfig were rejected: refresh them (or pick another --context)",
+    403: "the reconciler's ServiceAccount lacks RBAC for this verb and kind: see environments/reconciler/rbac.yaml",
+    422: "the rendered object is invalid: fix the model's manifests named in the causes",
+    429: "the API server is throttling: retry later or lower the reconcile concurrency",
+}
+
+
+class KubeClient:
+    """A small, typed front to one API server. Thread-safe for concurrent requests."""
+
+    def __init__(self, api_client: Any, *, retry: RetryPolicy | None = None,
+                 request_timeout: float | tuple[float, float] | None = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.api_client = api_client
+        self.retry = retry or RetryPolicy()
+        self.request_timeout = request_timeout
+        self.stats = RequestStats()
+        self._sleep = sleep
+        self._resources: dict[str, dict[str, Resource]] = {}
+        self._lock = threading.Lock()
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path | None = None, context: str | None = None,
+                        **kwargs: Any) -> "KubeClient":
+        """A client for the kubeconfig at ``path`` (default: $KUBECONFIG or ~/.kube/config) and
+        ``context`` (default: its current context). With no path and no kubeconfig at all, the
+        in-cluster ServiceAccount is used (the reconciler's own Deployment)."""
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+
+        configuration = k8s_client.Configuration()
+        try:
+            if path is None and not _default_kubeconfig_exists():
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            else:
+                k8s_config.load_kube_config(config_file=str(path) if path else None, context=context,
+                                            client_configuration=configuration, persist_config=False)
+        except k8s_config.ConfigException as exc:
+            raise KubeError(f"cannot load Kubernetes configuration from {path or '~/.kube/config'}: {exc}",
+                            fix="pass --kubeconfig PATH (and --context NAME), or run inside a cluster "
+                                "with a ServiceAccount") from None
+        except (OSError, ValueError) as exc:
+            raise KubeError(f"cannot read kubeconfig {path}: {exc}",
+                            fix="check the file exists and is valid YAML") from None
+        # Retries belong to this adapter (bounded, Retry-After aware); urllib3 must not retry on its own.
+        configuration.retries = 0
+        return cls(k8s_client.ApiClient(configuration), **kwargs)
+
+    @classmethod
+    def from_api_client(cls, api_client: Any, **kwargs: Any) -> "KubeClient":
+        return cls(api_client, **kwargs)
+
+    def close(self) -> None:
+        try:
+            self.api_client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _request_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                      body: Any = None, content_type: str | None = None, what: str = "") -> tuple[int, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        api = self.api_client
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
+        try:
+            serialized = api.param_serialize(method, path, query_params=list(query or []),
+                                             header_params=headers, body=body,
+                                             auth_settings=["BearerToken"])
+            response = api.call_api(*serialized, _request_timeout=self.request_timeout)
+            data = response.read()
+        except KubeError:
+            raise
+        except urllib3.exceptions.HTTPError as exc:
+            inner = getattr(exc, "reason", None) or exc
+            # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first
+            timed_out = isinstance(inner, urllib3.exceptions.TimeoutError) and not isinstance(
+                inner, urllib3.exceptions.NewConnectionError)
+            reason = "Timeout" if timed_out else "ConnectionError"
+            raise KubeError(f"{what or method + ' ' + path}: {reason}: {inner}", status=None, reason=reason,
+                            fix="check the API server is reachable (kubeconfig server URL, network)") from None
+        except Exception as exc:  # ApiException (status 0 for TLS errors) and anything else from the client
+            status = getattr(exc, "status", None) or None
+            raise KubeError(f"{what or method + ' ' + path}: {type(exc).__name__}: {getattr(exc, 'reason', exc)}",
+                            status=status, reason=type(exc).__name__) from None
+        status = response.status
+        if not 200 <= status <= 299:
+            raise _error_from_response(status, response.reason, data, response.headers, what or f"{method} {path}")
+        if not data:
+            return status, None
+        try:
+            return status, json.loads(data)
+        except ValueError:
+            raise KubeError(f"{what or method + ' ' + path}: the server answered with non-JSON",
+                            status=status, reason="BadResponse") from None
+
+    def request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                body: Any = None, content_type: str | None = None, what: str = "",
+                retry: RetryPolicy | None = None) -> tuple[int, Any]:
+        """One API call with bounded retries on retryable failures. Returns (status, parsed JSON)."""
+        policy = retry or self.retry
+        started = time.monotonic()
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            remaining = policy.deadline - (time.monotonic() - started)
+            return max(0.0, min(policy.wait_for(state.attempt_number, exc), remaining))
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            with self._lock:
+                self.stats.retries += 1
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, KubeError) and e.retryable),
+            stop=tenacity.stop_after_attempt(max(1, policy.attempts)) | tenacity.stop_after_delay(policy.deadline),
+            wait=wait, sleep=self._sleep, before_sleep=before_sleep, reraise=True)
+        return retrying(self._request_once, method, path, query=query, body=body,
+                        content_type=content_type, what=what)
+
+    # -- resource mapping ----------------------------------------------------------------------
+
+    def _discover(self, api_version: str) -> dict[str, Resource]:
+        group = api_version.rpartition("/")[0]
+        path = f"/apis/{api_version}" if group else f"/api/{api_version}"
+        try:
+            _, body = self.request("GET", path, what=f"discovery of {api_version}")
+        except KubeError as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        found: dict[str, Resource] = {}
+        for item in (body or {}).get("resources", []):
+            name = item.get("name", "")
+            if "/" in name:  # subresources: deployments/status, deployments/scale
+                continue
+            found[item["kind"]] = Resource(api_version, item["kind"], name, bool(item.get("namespaced")))
+        return found
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        """Map apiVersion + kind to the server's resource, asking discovery once per group-version
+        (and once more on a miss, so custom resources installed meanwhile are found)."""
+        with self._lock:
+            cached = self._resources.get(api_version)
+        if cached is None or kind not in cached:
+            fresh = self._discover(api_version)
+            with self._lock:
+                self._resources[api_version] = fresh
+            cached = fresh
+        try:
+            return cached[kind]
+        except KeyError:
+            raise KubeError(f"the server does not serve kind {kind} in {api_version}", status=404,
+                            reason="NoKindMatch",
+                            fix=f"check apiVersion/kind, or install the CustomResourceDefinition for {kind}") from None
+
+    def invalidate_discovery(self) -> None:
+        with self._lock:
+            self._resources.clear()
+
+    def _path_for(self, ref: ObjectRef) -> str:
+        res = self.resource(ref.api_version, ref.kind)
+        if res.namespaced and not ref.namespace:
+            raise KubeError(f"{ref} is namespaced but has no metadata.namespace", status=None, reason="NoNamespace",
+                            fix="set metadata.namespace on the object (the renderer sets the environment namespace)")
+        return res.path(ref.namespace if res.namespaced else None, ref.name)
+
+    # -- verbs ---------------------------------------------------------------------------------
+
+    def get(self, ref: ObjectRef) -> dict | None:
+        """The live object, or None when it does not exist."""
+        try:
+            _, body = self.request("GET", self._path_for(ref), what=f"get {ref}")
+        except KubeError as exc:
+            if exc.status == 404 and exc.reason != "NoKindMatch":
+                return None
+            raise
+        return body
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None,
+             label_selector: str | None = None, *, page_size: int = 500) -> list[dict]:
+        """Every object of a kind (in a namespace, or cluster-wide), optionally filtered by labels.
+        Items get their apiVersion/kind filled in (list responses omit them)."""
+        res = self.resource(api_version, kind)
+        path = res.path(namespace if res.namespaced else None)
+        items: list[dict] = []
+        token: str | None = None
+        while True:
+            query = [("limit", str(page_size))]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            _, body = self.request("GET", path, query=query, what=f"list {kind} in {namespace or 'all namespaces'}")
+            for item in (body or {}).get("items") or []:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            token = ((body or {}).get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def list_with_version(self, api_version: str, kind: str, namespace: str | None = None,
+                          label_selector: str | None = None) -> tuple[list[dict], str]:
+        """Like list() in one page, also returning the list's resourceVersion (to start a watch)."""
+        res = self.resource(api_version, kind)
+        query = [("labelSelector", label_selector)] if label_selector else []
+        _, body = self.request("GET", res.path(namespace if res.namespaced else None), query=query,
+                               what=f"list {kind}")
+        items = (body or {}).get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items, str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+    def apply(self, obj: dict, field_manager: str = labels.MANAGER, force: bool = True,
+              dry_run: bool = False) -> dict:
+        """Server-side apply ``obj`` as ``field_manager``; returns the object the server stored (or,
+        with dry_run, would store). ``force`` takes ownership of fields another manager holds."""
+        ref = ObjectRef.of(obj)
+        query = [("fieldManager", field_manager)]
+        if force:
+            query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
+        body = {k: v for k, v in obj.items() if k != "status"}
+        _, result = self.request("PATCH", self._path_for(ref), query=query, body=body,
+                                 content_type=CONTENT_TYPES["apply"],
+                                 what=f"{'dry-run ' if dry_run else ''}apply {ref}")
+        return result
+
+    def patch(self, ref: ObjectRef, patch: dict | list, type: PatchType = "merge",  # noqa: A002
+              field_manager: str | None = labels.MANAGER, dry_run: bool = False) -> dict:
+        """Patch a live object (merge, JSON-patch or strategic-merge)."""
+        if type not in ("merge", "json", "strategic"):
+            raise ValueError(f"unknown patch type {type!r}: use merge, json or strategic")
+        if type == "json" and not isinstance(patch, list):
+            raise ValueError("a JSON patch is a list of operations")
+        query = [("fieldManager", field_manager)] if field_manager else []
+        if dry_run:
+            query.append(("dryRun", "All"))
+        _, result = self.request("PATCH", self._path_for(ref), query=query, body=patch,
+                                 content_type=CONTENT_TYPES[type], what=f"{type}-patch {ref}")
+        return result
+
+    def create(self, obj: dict, field_manager: str = labels.MANAGER) -> dict:
+        """POST a new object; 409 AlreadyExists is raised as KubeError(status=409)."""
+        ref = ObjectRef.of(obj)
+        res = self.resource(ref.api_version, ref.kind)
+        path = res.path(ref.namespace if res.namespaced else None)
+        _, result = self.request("POST", path, query=[("fieldManager", field_manager)], body=obj,
+                                 what=f"create {ref}")
+        return result
+
+    def replace(self, obj: dict, field_manager: str = labels.MANAGER) -> dict:
+        """PUT an object. With metadata.resourceVersion set this is optimistic concurrency: a stale
+        version is raised as KubeError(status=409) and not retried."""
+        ref = ObjectRef.of(obj)
+        _, result = self.request("PUT", self._path_for(ref), query=[("fieldManager", field_manager)], body=obj,
+                                 what=f"replace {ref}")
+        return result
+
+    def delete(self, ref: ObjectRef, propagation_policy: str = "Background", dry_run: bool = False) -> bool:
+        """Delete an object. True if it was deleted, False if it was already gone."""
+        query = [("propagationPolicy", propagation_policy)]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        try:
+            self.request("DELETE", self._path_for(ref), query=query, what=f"delete {ref}")
+        except KubeError as exc:
+            if exc.status == 404 and exc.reason != "NoKindMatch":
+                return False
+            raise
+        return True
+
+    def watch(self, api_version: str, kind: str, namespace: str | None = None,
+              label_selector: str | None = None, resource_version: str | None = None,
+              timeout_seconds: int = 30) -> Iterator[dict]:
+        """Stream watch events ({'type': ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, 'object': {...}})
+        until the server closes the stream (after ``timeout_seconds``). Not retried: callers re-list."""
+        res = self.resource(api_version, kind)
+        query = [("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        api = self.api_client
+        self.stats.requests += 1
+        try:
+            serialized = api.param_serialize("GET", res.path(namespace if res.namespaced else None),
+                                             query_params=query, header_params={"Accept": "application/json"},
+                                             auth_settings=["BearerToken"])
+            response = api.call_api(*serialized, _request_timeout=(10, timeout_seconds + 10))
+            if not 200 <= response.status <= 299:
+                raise _error_from_response(response.status, response.reason, response.read(), response.headers,
+                                           f"watch {kind}")
+            buffer = b""
+            for chunk in response.response.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(buffer)
+        except KubeError:
+            raise
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError(f"watch {kind}: {exc}", status=None, reason="Timeout") from None
+        except ValueError as exc:
+            raise KubeError(f"watch {kind}: bad event: {exc}", status=None, reason="BadResponse") from None
+
+
+def _default_kubeconfig_exists() -> bool:
+    import os
+
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
+    return Path("~/.kube/config").expanduser().exists()
