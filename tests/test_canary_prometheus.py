@@ -1,0 +1,134 @@
+"""Canary analysis against a REAL Prometheus (Debian's /usr/bin/prometheus) scraping a synthetic
+BentoML metrics endpoint every second."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.canary.judge import judge
+from reconciler.canary.machine import Observations, step
+from reconciler.canary.prometheus import PrometheusAnalysis, PrometheusClient, selector
+from reconciler.canary.state import Phase, Policy, RolloutState
+from reconciler.errors import MetricsError
+from tests.fake_metrics import PROMETHEUS, FakeBentoMetrics, Series, run_prometheus, wait_for
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 10  # seconds of data each analysis looks at
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory):
+    if not Path(PROMETHEUS).exists() and shutil.which("prometheus") is None:
+        pytest.skip("no prometheus binary: apt-get install -y --no-install-recommends prometheus")
+    series = [
+        Series("iris", "stable", "gpu-a10g", requests=100, errors=1, latency=0.08),
+        Series("iris", "canary", "gpu-a10g", requests=20, errors=4, latency=0.3),
+        Series("digits", "stable", "gpu-a10g", requests=50, errors=0, latency=0.04),
+        Series("digits", "canary", "inf2", requests=50, errors=0, latency=0.09),
+        Series("quiet", "canary", "gpu-a10g", requests=0, errors=0, latency=0.05),  # scraped, never called
+    ]
+    with FakeBentoMetrics(series) as fake, run_prometheus(tmp_path_factory.mktemp("prom"), fake.address) as url:
+        client = PrometheusClient(url)
+        analysis = PrometheusAnalysis(client, samples=INTERVAL, sample_window="3s")
+
+        def ready():
+            now = time.time()
+            m = analysis.collect(model="iris", track="canary", pool="gpu-a10g", now=now, interval_seconds=INTERVAL)
+            return m.has_data and len(m.latency_samples) >= 5 and len(m.error_samples) >= 5
+
+        wait_for(ready, timeout=45, poll=0.5, what="Prometheus to hold a few seconds of scraped samples")
+        yield analysis
+        client.close()
+
+
+def test_success_rate_and_p95_per_track_and_pool(prometheus: PrometheusAnalysis) -> None:
+    now = time.time()
+    stable = prometheus.collect(model="iris", track="stable", pool="gpu-a10g", namespace="models-prod", now=now,
+                                interval_seconds=INTERVAL)
+    canary = prometheus.collect(model="iris", track="canary", pool="gpu-a10g", namespace="models-prod", now=now,
+                                interval_seconds=INTERVAL)
+    assert stable.error_rate == pytest.approx(0.01, rel=1e-6)
+    assert canary.error_rate == pytest.approx(0.20, rel=1e-6)
+    # all stable requests fall in the (0.075, 0.1] bucket: p95 interpolates to 98.75 ms; canary (0.25, 0.5]
+    assert stable.p95_ms == pytest.approx(98.75, rel=1e-6)
+    assert canary.p95_ms == pytest.approx(487.5, rel=1e-6)
+    assert stable.requests_per_second > canary.requests_per_second > 0  # 100 vs 20 requests per 1 s scrape
+    assert stable.requests_per_second / canary.requests_per_second == pytest.approx(5, rel=0.05)
+    assert all(math.isclose(v, 0.2, rel_tol=1e-6) for v in canary.error_samples)
+    verdict = judge(Policy(max_error_rate=0.05, max_p95_latency_ms=300), stable, canary)
+    assert not verdict.passed
+    assert "canary error rate 20.00% is above the limit 5.00%" in verdict.reasons
+
+
+def test_state_machine_on_real_metrics_rolls_back_the_bad_canary(prometheus: PrometheusAnalysis) -> None:
+    policy = Policy(steps=(10, 50, 100), interval_seconds=INTERVAL, failure_threshold=2, max_error_rate=0.05)
+    state = RolloutState("iris", "prod", policy, stable_revision="r1")
+    _, state = step(state, Observations("r2"), 0)
+    _, state = step(state, Observations("r2"), 1)  # canary ready: weight 10
+    for tick in range(2, 4):
+        now = time.time()
+        obs = Observations("r2", stable=prometheus.collect(model="iris", track="stable", pool="gpu-a10g", now=now,
+                                                           interval_seconds=INTERVAL),
+                           canary=prometheus.collect(model="iris", track="canary", pool="gpu-a10g", now=now,
+                                                     interval_seconds=INTERVAL))
+        _, state = step(state, obs, 1 + tick * INTERVAL)
+    assert state.phase is Phase.rolled_back
+    assert state.history[-1].canary["error_rate"] == pytest.approx(0.2, rel=1e-6)
+
+
+def test_missing_series_is_no_data_and_never_passes(prometheus: PrometheusAnalysis) -> None:
+    m = prometheus.collect(model="absent-model", track="canary", now=time.time(), interval_seconds=INTERVAL)
+    assert not m.has_data and m.requests_per_second is None
+    assert set(m.missing()) == {"request rate", "error rate", "p95 latency"}
+    verdict = judge(Policy(), None, m)
+    assert not verdict.passed and verdict.no_data
+
+
+def test_zero_traffic_gives_nan_which_is_no_data(prometheus: PrometheusAnalysis) -> None:
+    m = prometheus.collect(model="quiet", track="canary", now=time.time(), interval_seconds=INTERVAL)
+    assert m.requests_per_second == 0.0
+    assert math.isnan(m.error_rate) and math.isnan(m.p95_ms)  # 0/0 in PromQL
+    verdict = judge(Policy(), None, m)
+    assert not verdict.passed and verdict.no_data
+    assert "request rate, error rate, p95 latency" in verdict.reasons[0]
+
+
+def test_cross_pool_cost_and_slo_from_real_metrics(prometheus: PrometheusAnalysis) -> None:
+    now = time.time()
+    stable = prometheus.collect(model="digits", track="stable", pool="gpu-a10g", now=now, interval_seconds=INTERVAL,
+                                replicas=2, hourly_price=1.006)
+    canary = prometheus.collect(model="digits", track="canary", pool="inf2", now=now, interval_seconds=INTERVAL,
+                                replicas=2, hourly_price=0.758)
+    assert stable.p95_ms == pytest.approx(48.75) and canary.p95_ms == pytest.approx(98.75)
+    assert canary.error_rate == 0.0  # no 5xx series at all: "or vector(0)" keeps the ratio defined
+    expected = 0.758 * 2 / (canary.requests_per_second * 3600) * 1000
+    assert canary.cost_per_1000 == pytest.approx(expected)
+    policy = Policy(slo_p95_latency_ms=200, slo_error_rate=0.01)
+    assert judge(policy, stable, canary, cross_pool=True).passed  # 98.75 ms p95 < 200, and cheaper
+    strict = Policy(slo_p95_latency_ms=90, slo_error_rate=0.01)
+    verdict = judge(strict, stable, canary, cross_pool=True)
+    assert not verdict.passed and any("misses the SLO 90 ms" in r for r in verdict.reasons)
+
+
+def test_bad_query_and_unreachable_prometheus_raise_metrics_error(prometheus: PrometheusAnalysis) -> None:
+    broken = PrometheusAnalysis(prometheus.client, queries={"request_rate": "sum(rate(x{$selector}[$window]"})
+    with pytest.raises(MetricsError, match="Prometheus rejected") as info:
+        broken.collect(model="iris", track="canary", now=time.time(), interval_seconds=INTERVAL)
+    assert "canary.queries" in str(info.value)
+    with pytest.raises(MetricsError, match="unknown canary queries"):
+        PrometheusAnalysis(prometheus.client, queries={"p99": "x"})
+    with PrometheusClient("http://127.0.0.1:9", timeout=2) as dead:
+        with pytest.raises(MetricsError, match="unreachable"):
+            dead.query("up", time.time())
+
+
+def test_selector_quotes_label_values() -> None:
+    assert selector("iris", "canary", "inf2", "ns") == (
+        'gitops_ml_model="iris",gitops_ml_track="canary",gitops_ml_pool="inf2",namespace="ns"')
+    assert selector('a"b', "stable") == 'gitops_ml_model="a\\"b",gitops_ml_track="stable"'
