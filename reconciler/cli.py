@@ -151,3 +151,11 @@ def hydrate(
 
 # Area command modules register themselves here, one line each (keep imports light: the modules
 # must import heavy libraries inside their command functions).
+from .pipeline_runner import cli as pipeline_cli  # noqa: E402
+app.add_typer(pipeline_cli, name="pipeline")
+from .build import register as register_build  # noqa: E402
+register_build(app)
+from .canary.cli import rollout_app  # noqa: E402
+app.add_typer(rollout_app, name="rollout")
+from .loop import run_command, sync_command  # noqa: E402
+app.command("sync")(sync_command); app.command("run")(run_command)  # noqa: E702
