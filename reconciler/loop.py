@@ -444,6 +444,7 @@ def sync_command(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the synced models to become healthy")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 300.0,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
     from rich.console import Console
@@ -454,7 +455,8 @@ def sync_command(
     err = Console(stderr=True)
     kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
     options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
-                          self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout)
+                          self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
+                          prometheus_url=prometheus_url)
     try:
         kube = KubeClient.from_kubeconfig(kubeconfig, context or _environment_context(repo, environment, kubeconfig))
         result = sync_commit(kube, repo, rev, environment, options)
@@ -496,6 +498,7 @@ def run_command(
     identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
+    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
 ) -> None:
     """Run the reconciler: follow a git branch and keep the environments in sync (leader-elected).
 
@@ -517,7 +520,7 @@ def run_command(
     except ReconcilerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal))
+    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url))
     signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
     signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
     reconciler.start_http()

@@ -66,6 +66,8 @@ class SyncOptions:
     concurrency: int = 8
     field_manager: str = labels.MANAGER
     create_namespace: bool = True  # create the environment's namespace when missing (never pruned)
+    rollouts: bool = True  # run a canary tick for models whose environment has canaries on
+    prometheus_url: str | None = None  # canary analysis source; without it a canary never promotes
 
 
 @dataclass(frozen=True)
@@ -198,13 +200,15 @@ def _autoscaled(objects: Iterable[dict]) -> set[tuple[str | None, str]]:
 
 def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]], inventory: Inventory,
               live: Mapping[ObjectRef, dict] | None = None, options: SyncOptions = SyncOptions(),
-              errors: Mapping[str, Iterable[str] | str] | None = None) -> SyncPlan:
+              errors: Mapping[str, Iterable[str] | str] | None = None,
+              protect: Mapping[ObjectRef, str] | None = None) -> SyncPlan:
     """Decide what to do with every object of one environment. Pure.
 
     ``desired``: rendered objects per model. ``inventory``: what we own with hashes at last apply.
     ``live``: the live objects we could read, by ref (None: not read, decide from the inventory
     alone). ``errors``: models that failed to render or validate: their objects are skipped and
-    kept as they are in the cluster (never pruned).
+    kept as they are in the cluster (never pruned). ``protect``: owned objects that must not be
+    pruned although git no longer declares them now (a running canary holds them), with the reason.
     """
     plan = SyncPlan(environment, namespace)
     for model, errs in (errors or {}).items():
@@ -262,8 +266,11 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
 
     # Prune: what we own that left git. Never for models that failed (their objects stay as they are).
     prunes: list[PlannedAction] = []
+    protect = protect or {}
+    for ref in sorted(set(protect) & (set(inventory.entries) - set(seen)), key=str):
+        others.append(PlannedAction(ref, inventory.entries[ref].model, Action.skipped, protect[ref]))
     candidates = [e for ref, e in inventory.entries.items()
-                  if ref not in seen and not (e.model in failed_models)
+                  if ref not in seen and ref not in protect and not (e.model in failed_models)
                   and not (e.model in desired and e.model in plan.model_errors)]
     # Objects of a failed model that we own but it no longer declares are kept too:
     kept_for_failed = [e for ref, e in inventory.entries.items() if ref not in seen and e.model in failed_models
@@ -432,12 +439,13 @@ def _try(fn: Callable[[], Any]) -> KubeError | None:
 
 def sync_environment(kube: Any, environment: str, namespace: str, desired: Mapping[str, list[dict]], *,
                      errors: Mapping[str, Iterable[str] | str] | None = None,
-                     options: SyncOptions = SyncOptions()) -> SyncResult:
+                     options: SyncOptions = SyncOptions(),
+                     protect: Mapping[ObjectRef, str] | None = None) -> SyncResult:
     """Sync one environment; never raises KubeError (an environment-wide failure is in ``result.error``)."""
     started = time.monotonic()
     result = SyncResult(environment, namespace, dry_run=options.dry_run)
     try:
-        _sync(kube, result, desired, errors or {}, options)
+        _sync(kube, result, desired, errors or {}, options, protect or {})
     except KubeError as exc:
         result.error = str(exc)
     result.duration = time.monotonic() - started
@@ -445,7 +453,8 @@ def sync_environment(kube: Any, environment: str, namespace: str, desired: Mappi
 
 
 def _sync(kube: Any, result: SyncResult, desired: Mapping[str, list[dict]],
-          errors: Mapping[str, Iterable[str] | str], options: SyncOptions) -> None:
+          errors: Mapping[str, Iterable[str] | str], options: SyncOptions,
+          protect: Mapping[ObjectRef, str]) -> None:
     env, ns = result.environment, result.namespace
     validate = True
     declared_ns = any(o.get("kind") == "Namespace" and (o.get("metadata") or {}).get("name") == ns
@@ -467,7 +476,7 @@ def _sync(kube: Any, result: SyncResult, desired: Mapping[str, list[dict]],
     inventory = load_inventory(kube, env, ns) if validate or not options.dry_run else Inventory(env, ns)
     refs = {ObjectRef.of(o) for objs in desired.values() for o in objs} | set(inventory.entries)
     live = read_live(kube, env, ns, refs)
-    plan = plan_sync(env, ns, desired, inventory, live, options, errors)
+    plan = plan_sync(env, ns, desired, inventory, live, options, errors, protect)
 
     # 1. Validate every object about to be written (server-side dry run); foundation kinds
     #    (Namespace, CRD) are applied first, since the rest cannot be dry-run without them.
@@ -610,8 +619,57 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
     if environment in state.env_errors:
         return SyncResult(environment, "", dry_run=options.dry_run, error=str(state.env_errors[environment]),
                           duration=time.monotonic() - started)
-    namespace = state.catalog.environments[environment].namespace
-    result = sync_environment(kube, environment, namespace, state.objects_by_model(environment),
-                              errors=state.errors_by_model(environment), options=options)
+    env_spec = state.catalog.environments[environment]
+    desired = state.objects_by_model(environment)
+    errors: dict[str, Any] = dict(state.errors_by_model(environment))
+    rollouts = []
+    protect: dict[ObjectRef, str] = {}
+    if options.rollouts and env_spec.canary and not options.dry_run:
+        rollouts = _canary_ticks(kube, state.catalog, env_spec, desired, errors, protect, options)
+    result = sync_environment(kube, environment, env_spec.namespace, desired, errors=errors, options=options,
+                              protect=protect)
     result.commit = state.revision
+    for rollout in rollouts:
+        result.objects.extend(rollout.results)
+        if rollout.message:
+            result.notes.append(f"canary {rollout.model}: {rollout.message}")
     return result
+
+
+def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dict]], errors: dict[str, Any],
+                  protect: dict[ObjectRef, str], options: SyncOptions) -> list[Any]:
+    """One canary controller tick per model with canaries on, before the sync applies anything.
+
+    Desired objects the rollout holds back (the stable Deployment while a canary runs) are removed
+    from ``desired`` and protected from pruning, as are the old pool's objects of a cross-pool
+    canary. A model whose rollout cannot be driven is not synced at all: syncing it would replace
+    the stable version without analysis.
+    """
+    from reconciler.canary.controller import reconcile_rollout
+    from reconciler.canary.prometheus import PrometheusAnalysis, PrometheusClient
+    from reconciler.errors import ReconcilerError
+    from reconciler.specs import effective_canary
+
+    results: list[Any] = []
+    if kube.get(ObjectRef("v1", "Namespace", None, env.namespace)) is None:
+        return results  # nothing is live yet: a first deployment has no stable version to protect
+    for model in sorted(desired):
+        entry = catalog.models.get(model)
+        if entry is None or model in errors:
+            continue
+        cfg = effective_canary(entry.spec, env)
+        if not cfg.enabled:
+            continue
+        analysis = (PrometheusAnalysis(PrometheusClient(options.prometheus_url), queries=cfg.queries)
+                    if options.prometheus_url else None)
+        try:
+            rollout = reconcile_rollout(kube, entry, env, desired[model], time.time(), pools=catalog.pools,
+                                        analysis=analysis)
+        except (ReconcilerError, KubeError) as exc:
+            errors[model] = [f"canary: {exc}"]
+            continue
+        desired[model] = [o for o in desired[model] if ObjectRef.of(o) not in rollout.skip]
+        for ref in rollout.skip | rollout.keep:
+            protect[ref] = f"held by the running canary of {model} ({rollout.state.phase.value})"
+        results.append(rollout)
+    return results
