@@ -67,7 +67,8 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
         pod_spec["volumes"] = volumes
     strategy = pool.strategy
     spec: dict = {
-        "selector": {"matchLabels": selector_labels(entry.name, pool.name)},
+        # track in the selector: the stable and canary Deployments of a pool must not select each other's pods
+        "selector": {"matchLabels": {**selector_labels(entry.name, pool.name), L.TRACK: "stable"}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {
             "maxSurge": strategy.max_surge, "maxUnavailable": strategy.max_unavailable}},
         "template": {

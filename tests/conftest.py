@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from tests.kubeapi.fixtures import kube_api  # noqa: F401  (the Kubernetes API stand-in fixture)
+from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401  (the Kubernetes API stand-in)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
