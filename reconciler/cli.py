@@ -159,3 +159,5 @@ from .canary.cli import rollout_app  # noqa: E402
 app.add_typer(rollout_app, name="rollout")
 from .loop import run_command, sync_command  # noqa: E402
 app.command("sync")(sync_command); app.command("run")(run_command)  # noqa: E702
+from .quickstart import quickstart  # noqa: E402
+app.command("quickstart")(quickstart)

@@ -75,7 +75,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
     after = desired_at(root, head, environments, models)
     if base == EMPTY:
         before = DesiredState(EMPTY, Catalog(after.catalog.root), {})
-        paths = {f"{entry.rel}/model.yaml" for entry in after.catalog.models.values()}
+        paths: set[str] = set()
     else:
         before = desired_at(root, base, environments, models)
         paths = source.changed_paths(root, base, head)
@@ -87,7 +87,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
             plan.environments[env] = EnvironmentPlan(env, error=str(after.env_errors[env]))
             continue
         names = set(after.catalog.models) | set(after.catalog.errors)
-        reasons = triggers(paths, env, names)
+        reasons = triggers(paths, env, names) if base != EMPTY else {n: ["first deployment"] for n in names}
         for name, input_changes in changed_models(before.hashes, after.hashes).items():
             if name in before.hashes and name in after.hashes:  # new models are listed by their paths
                 reasons.setdefault(name, []).append(f"model content hash changed: {describe(input_changes)}")

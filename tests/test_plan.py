@@ -169,3 +169,4 @@ def test_plan_from_empty_creates_every_object(template_repo):
     actions = {r.action for m in prod.models.values() for r in m.objects}
     assert actions == {Action.created}
     assert plan.base == "empty"
+    assert prod.models["iris-classifier"].reasons == ["first deployment"]

@@ -1,0 +1,36 @@
+"""README command 1: `reconciler quickstart` on a fresh clone trains, tracks, builds, plans and hydrates."""
+
+from __future__ import annotations
+
+import git
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+
+
+@pytest.mark.slow
+def test_quickstart_on_a_fresh_clone(template_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
+    result = CliRunner().invoke(app, ["quickstart", "--repo", str(template_repo)])
+    assert result.exit_code == 0, result.output
+
+    # weights trained, tracked by DVC and pushed to the local-directory remote
+    assert (template_repo / "models/iris-classifier/model.pkl").is_file()
+    assert any((template_repo / ".dvc-storage").rglob("*")), "nothing was pushed to the DVC remote"
+    # a Bento per model, tagged with its content hash
+    bentos = {p.parent.parent.name for p in (tmp_path / "bentoml" / "bentos").glob("*/*/bento.yaml")}
+    assert bentos == {"iris-classifier", "digits-classifier"}
+    # 3 environments x 2 models hydrated
+    rendered = template_repo / "rendered"
+    for env in ("dev", "staging", "prod"):
+        assert sorted(p.name for p in (rendered / env).glob("*-classifier.yaml")) == [
+            "digits-classifier.yaml", "iris-classifier.yaml"]
+    prod_iris = [d for d in yaml.safe_load_all((rendered / "prod/iris-classifier.yaml").read_text()) if d]
+    (deploy,) = [d for d in prod_iris if d["kind"] == "Deployment"]
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "first deployment" in result.output
+    # the DVC pointers in git did not change: training is deterministic on one machine kind
+    assert not git.Repo(template_repo).is_dirty(untracked_files=False)
