@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from reconciler.specs import Pool
+from reconciler.specs import IMAGE_TAG_SUFFIX, Pool
 
 from . import common
 from .neuron import COMPILED_FILE
@@ -41,7 +41,7 @@ class BuildOptions:
 def image_tag(model_hash: str, pool: Pool | None) -> str:
     """Tag = first 12 hex of the model hash; Inferentia images (different content) get `-neuron`."""
     tag = common.short_hash(model_hash)
-    return f"{tag}-neuron" if requires_neuron(pool) else tag
+    return tag + IMAGE_TAG_SUFFIX[pool.kind] if requires_neuron(pool) else tag
 
 
 def image_repository(registry: str, model: str) -> str:

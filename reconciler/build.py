@@ -32,6 +32,7 @@ import typer
 from .errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
 from .hashing import ModelHash, model_hashes
 from .results import Action, Summary
+from .specs import IMAGE_TAG_SUFFIX
 
 STEPS = ("hash", "fetch", "build", "image")
 IMAGES_FILE_ENV = "RECONCILER_IMAGES_FILE"
@@ -135,6 +136,7 @@ def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageSt
                    lookup: bool = False) -> dict[str, str]:
     """Image reference per model for an environment: `registry/model@sha256:...` when the digest is
     known (recorded by a build, or asked from the registry when `lookup`), else `registry/model:<hash12>`.
+    Also `<model>/<kind>` for accelerator kinds whose images differ (`<hash12>-neuron` for inferentia).
 
     `env` is an EnvironmentSpec or an environment name of the catalog.
     """
@@ -150,6 +152,9 @@ def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageSt
             if digest:
                 store.record(tagged, digest)
         images[name] = pinned(tagged, digest)
+        for kind, suffix in IMAGE_TAG_SUFFIX.items():  # e.g. the Neuron-compiled image for inferentia pools
+            variant = tagged + suffix
+            images[f"{name}/{kind.value}"] = pinned(variant, store.get(variant))
     for client in clients.values():
         client.close()
     return images

@@ -116,12 +116,17 @@ def autoscaler(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
     }
 
 
+def image_for(images: dict[str, str], model: str, pool: Pool) -> str | None:
+    """The model's image for a pool: its accelerator kind's variant (`<model>/inferentia`) if any, else the model's."""
+    return images.get(f"{model}/{pool.kind.value}") or images.get(model)
+
+
 def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], serving: EffectiveServing,
-                  image: str) -> list[dict]:
-    """Every object one model needs in one environment, before kustomize overlays."""
+                  images: dict[str, str]) -> list[dict]:
+    """Every object one model needs in one environment, before kustomize overlays (images: pool -> image)."""
     objects: list[dict] = []
     for pool in pools:
-        objects.append(deployment(entry, env, pool, serving, image))
+        objects.append(deployment(entry, env, pool, serving, images[pool.name]))
         objects.append(service(entry.name, env.name, serving.port, pool.name))
         if serving.autoscaling is not None:
             objects.append(autoscaler(entry, env, pool, serving))

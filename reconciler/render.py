@@ -24,7 +24,7 @@ from . import kustomize
 from . import labels as L
 from .catalog import ENVIRONMENTS_DIR, Catalog, placements
 from .errors import ReconcilerError, RenderError, SpecError, ValidationError
-from .manifests import model_objects
+from .manifests import image_for, model_objects
 from .specs import EnvironmentSpec, effective_serving
 
 KUBERNETES_SCHEMA_VERSION = "1.33"
@@ -152,12 +152,12 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     for name in names:
         entry = catalog.models[name]
         try:
-            image = images.get(name)
-            if image is None:
+            pools = placements(entry, env, catalog.pools)
+            pool_images = {pool.name: image_for(images, name, pool) for pool in pools}
+            if None in pool_images.values():
                 raise RenderError(f"model {name!r}: no image resolved for environment {env.name!r}",
                                   fix="run `reconciler build` first, or pass images explicitly")
-            pools = placements(entry, env, catalog.pools)
-            generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), image)
+            generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images)
         except ReconcilerError as exc:
             result.errors[name] = exc
     if not generated:

@@ -224,7 +224,10 @@ def test_resolve_images_pins_known_digests(repo: Path, env) -> None:
     store.record(tagged_image("localhost:1/models", "tiny", hashes["tiny"]), digest)
     images = resolve_images(catalog, "dev", hashes)
     assert images == {"tiny": f"localhost:1/models/tiny@{digest}",
-                      "other": f"localhost:1/models/other:{hashes['other'].short}"}
+                      "other": f"localhost:1/models/other:{hashes['other'].short}",
+                      # the Neuron-compiled variant for inferentia pools: its own tag, digest not known yet
+                      "tiny/inferentia": f"localhost:1/models/tiny:{hashes['tiny'].short}-neuron",
+                      "other/inferentia": f"localhost:1/models/other:{hashes['other'].short}-neuron"}
     assert resolve_images(catalog, catalog.environments["dev"], hashes, store=ImageStore(env["images"])) == images
     # an unreachable registry while looking up leaves the tag
     assert resolve_images(catalog, "dev", {"other": hashes["other"]}, lookup=True)["other"].endswith(hashes["other"].short)

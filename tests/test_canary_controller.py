@@ -44,7 +44,7 @@ def model(accelerator: str = "gpu-a10g") -> ModelEntry:
 
 def desired(image: str, pool: str = "gpu-a10g", router: str = "gateway-api") -> list[dict]:
     entry, e = model(pool), env(router)
-    objects = model_objects(entry, e, [POOLS[pool]], effective_serving(entry.spec, e), image)
+    objects = model_objects(entry, e, [POOLS[pool]], effective_serving(entry.spec, e), {pool: image})
     for obj in objects:
         obj["metadata"]["namespace"] = NS
     return objects

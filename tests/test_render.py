@@ -138,3 +138,20 @@ def test_plugins_are_refused(template_repo):
     kfile.write_text(kfile.read_text() + "generators:\n  - plugin.yaml\n")
     with pytest.raises(UnsafeSourceError, match="plugins"):
         render_environment(load_catalog(template_repo), "staging", images=IMAGES)
+
+
+def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
+    from reconciler.build import ImageStore, resolve_images
+    from reconciler.hashing import model_hashes
+
+    catalog = load_catalog(template_repo)
+    hashes = model_hashes(template_repo, "HEAD", catalog.models.values())
+    store = ImageStore(template_repo / "no-images.json")
+    for env, suffix in (("prod", "-neuron"), ("dev", "")):
+        images = resolve_images(catalog, env, hashes, store=store)
+        result = render_environment(catalog, env, images=images)
+        (deploy,) = by_kind(result.models["digits-classifier"].objects, "Deployment")
+        tag = hashes["digits-classifier"].short + suffix
+        assert container(deploy)["image"] == f"{catalog.environments[env].registry}/digits-classifier:{tag}"
+    (gpu,) = by_kind(result.models["iris-classifier"].objects, "Deployment")
+    assert container(gpu)["image"].endswith(":" + hashes["iris-classifier"].short)
