@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from . import labels as L
+from .render import without_content_hash
 from .results import Action, ObjectRef, ObjectResult, Summary
 
 POOLS_FILE = "environments/pools.yaml"
@@ -85,20 +86,10 @@ class Plan:
                 "environments": {n: e.as_dict() for n, e in sorted(self.environments.items())}}
 
 
-def _without_hash(obj: dict) -> dict:
-    meta = dict(obj.get("metadata", {}))
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != L.CONTENT_HASH}
-    if annotations:
-        meta["annotations"] = annotations
-    else:
-        meta.pop("annotations", None)
-    return {**obj, "metadata": meta}
-
-
 def _text(obj: dict | None) -> list[str]:
     if obj is None:
         return []
-    return yaml.safe_dump(_without_hash(obj), sort_keys=True).splitlines(keepends=True)
+    return yaml.safe_dump(without_content_hash(obj), sort_keys=True).splitlines(keepends=True)
 
 
 def object_diff(live: dict | None, desired: dict | None, ref: ObjectRef) -> str:
@@ -120,7 +111,7 @@ def plan_objects(desired: Iterable[dict], live: Iterable[dict], model: str | Non
             action = Action.created
         elif new is None:
             action = Action.pruned
-        elif (_hash(new) is not None and _hash(new) == _hash(old)) or _without_hash(new) == _without_hash(old):
+        elif (_hash(new) is not None and _hash(new) == _hash(old)) or without_content_hash(new) == without_content_hash(old):
             action = Action.unchanged
         else:
             action = Action.configured

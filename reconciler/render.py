@@ -61,15 +61,20 @@ def dump_objects(objects: list[dict]) -> str:
     return "".join("---\n" + yaml.safe_dump(obj, sort_keys=True, default_flow_style=False) for obj in objects)
 
 
-def content_hash(obj: dict) -> str:
-    """sha256 of the object's canonical JSON, leaving out the content-hash annotation itself."""
+def without_content_hash(obj: dict) -> dict:
+    """A shallow copy of the object without the content-hash annotation (and no empty annotations)."""
     meta = dict(obj.get("metadata", {}))
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != L.CONTENT_HASH}
     if annotations:
         meta["annotations"] = annotations
     else:
         meta.pop("annotations", None)
-    canonical = json.dumps({**obj, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return {**obj, "metadata": meta}
+
+
+def content_hash(obj: dict) -> str:
+    """sha256 of the object's canonical JSON, leaving out the content-hash annotation itself."""
+    canonical = json.dumps(without_content_hash(obj), sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
