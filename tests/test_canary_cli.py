@@ -14,7 +14,6 @@ from reconciler.canary.metrics import VersionMetrics
 from reconciler.canary.report import report_json, write_png
 from reconciler.canary.state import Phase, Policy, RolloutState
 from reconciler.cli import app
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 
 NS = "models-prod"
 runner = CliRunner()

@@ -17,7 +17,6 @@ from reconciler.errors import KubeError, MetricsError
 from reconciler.manifests import model_objects
 from reconciler.results import ObjectRef
 from reconciler.specs import EnvironmentSpec, ModelSpec, PoolsFile, effective_serving
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "models-prod"

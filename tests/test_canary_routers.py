@@ -13,7 +13,6 @@ from reconciler.canary.routers import (Backends, GatewayAPIRouter, IstioRouter, 
                                        apply_changes, replica_split, router_for)
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401  (conftest imports only kube_api)
 
 ROOT = Path(__file__).resolve().parents[1]
 HTTPROUTE_CRD = ROOT / ".." / "shared" / "schemas" / "gateway.networking.k8s.io_httproutes.crd.yaml"

@@ -7,7 +7,6 @@ import pytest
 from reconciler.errors import KubeError
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.results import ObjectRef
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 from tests.kubeapi.instrumentation import Fault
 
 FAST = RetryPolicy(attempts=4, initial=0.01, cap=0.02, max_retry_after=5)
@@ -23,7 +22,7 @@ def deployment(name: str = "web", namespace: str = "default", image: str = "ngin
 
 
 @pytest.fixture
-def kube(kube_api):  # noqa: F811
+def kube(kube_api):
     sleeps: list[float] = []
     client = KubeClient.from_kubeconfig(kube_api.kubeconfig_path, retry=FAST, sleep=sleeps.append)
     client.sleeps = sleeps  # type: ignore[attr-defined]
@@ -31,7 +30,7 @@ def kube(kube_api):  # noqa: F811
     client.close()
 
 
-def test_from_kubeconfig_with_context_and_from_api_client(kube_api, tmp_path):  # noqa: F811
+def test_from_kubeconfig_with_context_and_from_api_client(kube_api, tmp_path):
     from tests.kubeapi.server import write_kubeconfig
 
     path = write_kubeconfig(tmp_path / "multi", {"one": kube_api.server}, current="one")
@@ -43,7 +42,7 @@ def test_from_kubeconfig_with_context_and_from_api_client(kube_api, tmp_path):  
     assert client.get(ObjectRef("v1", "Namespace", None, "kube-system"))["metadata"]["name"] == "kube-system"
 
 
-def test_apply_creates_then_updates_with_field_manager(kube, kube_api):  # noqa: F811
+def test_apply_creates_then_updates_with_field_manager(kube, kube_api):
     created = kube.apply(deployment())
     assert created["metadata"]["uid"]
     managers = {m["manager"] for m in created["metadata"]["managedFields"]}
@@ -54,7 +53,7 @@ def test_apply_creates_then_updates_with_field_manager(kube, kube_api):  # noqa:
         "containers"][0]["image"] == "nginx:2"
 
 
-def test_dry_run_apply_persists_nothing(kube, kube_api):  # noqa: F811
+def test_dry_run_apply_persists_nothing(kube, kube_api):
     before = kube_api.server.stats.snapshot()
     out = kube.apply(deployment(name="ghost"), dry_run=True)
     assert out["metadata"]["name"] == "ghost"
@@ -92,7 +91,7 @@ def test_get_list_label_selector_patch_delete(kube):
     assert kube.get(ref) is None
 
 
-def test_custom_resources_through_discovery(kube, kube_api):  # noqa: F811
+def test_custom_resources_through_discovery(kube, kube_api):
     route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
              "metadata": {"name": "r", "namespace": "default"}, "spec": {"rules": []}}
     kube.apply(route)
@@ -107,7 +106,7 @@ def test_custom_resources_through_discovery(kube, kube_api):  # noqa: F811
     assert err.value.reason == "NoKindMatch" and "CustomResourceDefinition" in err.value.fix
 
 
-def test_429_honours_retry_after_then_succeeds(kube, kube_api):  # noqa: F811
+def test_429_honours_retry_after_then_succeeds(kube, kube_api):
     kube.apply(deployment())
     kube_api.server.inject(Fault(path="deployments/web", method="GET", status=429, retry_after=3, count=2))
     assert kube.get(ObjectRef("apps/v1", "Deployment", "default", "web"))["metadata"]["name"] == "web"
@@ -115,7 +114,7 @@ def test_429_honours_retry_after_then_succeeds(kube, kube_api):  # noqa: F811
     assert kube.stats.retries == 2
 
 
-def test_5xx_backs_off_exponentially_capped_and_gives_up_bounded(kube, kube_api):  # noqa: F811
+def test_5xx_backs_off_exponentially_capped_and_gives_up_bounded(kube, kube_api):
     kube_api.server.inject(Fault(path="configmaps", status=503, count=10))
     with pytest.raises(KubeError) as err:
         kube.get(ObjectRef("v1", "ConfigMap", "default", "x"))
@@ -124,14 +123,14 @@ def test_5xx_backs_off_exponentially_capped_and_gives_up_bounded(kube, kube_api)
     assert kube_api.server.stats.snapshot()["faults"] == 4
 
 
-def test_timeout_is_retried(kube_api):  # noqa: F811
+def test_timeout_is_retried(kube_api):
     kube = KubeClient.from_api_client(kube_api.api_client, retry=FAST, request_timeout=0.3, sleep=lambda s: None)
     kube_api.server.inject(Fault(path="namespaces/default$", method="GET", delay=1.0, count=1))
     assert kube.get(ObjectRef("v1", "Namespace", None, "default"))["metadata"]["name"] == "default"
     assert kube.stats.retries == 1
 
 
-def test_non_retryable_errors_are_not_retried(kube, kube_api):  # noqa: F811
+def test_non_retryable_errors_are_not_retried(kube, kube_api):
     kube_api.server.inject(Fault(path="configmaps", status=403, count=1))
     with pytest.raises(KubeError) as err:
         kube.get(ObjectRef("v1", "ConfigMap", "default", "x"))

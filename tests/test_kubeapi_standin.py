@@ -12,7 +12,7 @@ from kubernetes import client, config, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.kubeapi import Cause, Fault, KubeApiServer
-from tests.kubeapi.fixtures import KubeApi, api_client_for, kube_api, kube_api_factory  # noqa: F401
+from tests.kubeapi.fixtures import KubeApi, api_client_for
 
 APPLY = "application/apply-patch+yaml"
 

@@ -20,7 +20,6 @@ from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 from reconciler.sync import SyncResult
 from tests.conftest import commit_all, copy_template
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 
 STATE_NS = "model-gitops"
 FAST = RetryPolicy(attempts=3, initial=0.01, cap=0.02)
@@ -32,7 +31,7 @@ def _images_file(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def kube(kube_api):  # noqa: F811
+def kube(kube_api):
     client = KubeClient.from_kubeconfig(kube_api.kubeconfig_path, retry=FAST, sleep=lambda s: None)
     client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STATE_NS}})
     return client
@@ -158,7 +157,7 @@ def test_environment_wide_failure_is_not_recorded_and_retried(remote, kube, tmp_
     assert retry.calls == [a, b]
 
 
-def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, kube_api, tmp_path):  # noqa: F811
+def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, kube_api, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS)
@@ -242,7 +241,7 @@ def test_leader_guard_refuses_writes_without_the_lease(kube):
         guarded.apply(cm)
 
 
-def test_two_reconcilers_only_the_lease_holder_writes(remote, kube_api, tmp_path):  # noqa: F811
+def test_two_reconcilers_only_the_lease_holder_writes(remote, kube_api, tmp_path):
     bare, work = remote
     clients = []
     reconcilers = []

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from reconciler.cli import app
 from tests.conftest import commit_all
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 
 NS = "models-staging"
 
@@ -22,7 +21,7 @@ def _images_file(tmp_path, monkeypatch):
     monkeypatch.delenv("RECONCILER_PROMETHEUS_URL", raising=False)
 
 
-def sync_staging(repo, kube_api) -> dict:  # noqa: F811
+def sync_staging(repo, kube_api) -> dict:
     result = CliRunner().invoke(app, ["sync", "staging", "--repo", str(repo), "--kubeconfig",
                                       str(kube_api.kubeconfig_path), "--format", "json"])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
@@ -33,7 +32,7 @@ def image_of(deployment: dict) -> str:
     return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
-def test_a_changed_image_starts_a_canary_and_keeps_stable(template_repo, kube_api):  # noqa: F811
+def test_a_changed_image_starts_a_canary_and_keeps_stable(template_repo, kube_api):
     first = sync_staging(template_repo, kube_api)
     assert first["summary"].get("created", 0) >= 4, first
     stable_before = kube_api.server.get("apps/v1", "Deployment", "iris-classifier-gpu-a10g", NS)

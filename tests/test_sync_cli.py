@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from reconciler import labels
 from reconciler.cli import app
 from tests.conftest import commit_all
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +20,7 @@ def _images_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
 
 
-def run_sync(repo, kube_api, *extra: str) -> dict:  # noqa: F811
+def run_sync(repo, kube_api, *extra: str) -> dict:
     result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(repo), "--kubeconfig",
                                       str(kube_api.kubeconfig_path), "--format", "json", *extra])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
@@ -34,7 +33,7 @@ def model_actions(report: dict, model: str) -> dict[str, int]:
     return report["models"][model]["summary"]
 
 
-def test_sync_applies_the_commit_then_a_second_pass_writes_nothing(template_repo, kube_api):  # noqa: F811
+def test_sync_applies_the_commit_then_a_second_pass_writes_nothing(template_repo, kube_api):
     first = run_sync(template_repo, kube_api)
     assert first["exit_code"] == 0, first
     assert set(first["models"]) == {"iris-classifier", "digits-classifier"}
@@ -50,7 +49,7 @@ def test_sync_applies_the_commit_then_a_second_pass_writes_nothing(template_repo
     assert kube_api.server.stats.snapshot()["writes"] == 0
 
 
-def test_one_model_changed_in_git_only_its_objects_are_written(template_repo, kube_api):  # noqa: F811
+def test_one_model_changed_in_git_only_its_objects_are_written(template_repo, kube_api):
     run_sync(template_repo, kube_api)
     spec = template_repo / "models" / "iris-classifier" / "model.yaml"
     spec.write_text(spec.read_text().replace("memory: 1Gi", "memory: 2Gi"))
@@ -68,7 +67,7 @@ def test_one_model_changed_in_git_only_its_objects_are_written(template_repo, ku
     assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
 
 
-def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(template_repo, kube_api):  # noqa: F811
+def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(template_repo, kube_api):
     run_sync(template_repo, kube_api)
     shutil.rmtree(template_repo / "models" / "digits-classifier")
     commit_all(git.Repo(template_repo), "retire digits")
@@ -85,7 +84,7 @@ def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(template_re
     assert left == {"iris-classifier"}
 
 
-def test_text_output_and_unreachable_cluster_exit_code(template_repo, kube_api, tmp_path):  # noqa: F811
+def test_text_output_and_unreachable_cluster_exit_code(template_repo, kube_api, tmp_path):
     result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(template_repo), "--kubeconfig",
                                       str(kube_api.kubeconfig_path)])
     assert result.exit_code == 0, result.output

@@ -20,7 +20,6 @@ from reconciler.inventory import load_inventory
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.results import Action, ObjectRef
 from reconciler.sync import SyncOptions, sync_environment
-from tests.kubeapi.fixtures import kube_api_factory  # noqa: F401
 
 E2E_KUBECONFIG = os.environ.get("RECONCILER_E2E_KUBECONFIG")
 FAST = RetryPolicy(attempts=6, initial=0.01, cap=0.05, max_retry_after=0.05)

@@ -16,7 +16,6 @@ import yaml
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.loop import Reconciler, RunConfig
 from tests.conftest import PROJECT, commit_all
-from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401
 
 MANIFESTS = PROJECT / "environments" / "reconciler"
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -54,7 +53,7 @@ def granted(rendered: list[dict]) -> dict[str, set[str]]:
     return out
 
 
-def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo, kube_api, tmp_path, monkeypatch):  # noqa: F811
+def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo, kube_api, tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
     bare = tmp_path / "remote.git"
     git.Repo.init(bare, bare=True, initial_branch="main")
