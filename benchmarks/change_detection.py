@@ -6,7 +6,7 @@ commits (a) one model's service edited, (b) one model's DVC md5 changed, and (c)
 and times `model_hashes` + `changed_models` for each pair of revisions, cold (fresh process caches)
 and warm (the blob-keyed parse caches filled by an earlier revision, as in `reconciler plan`).
 
-    /work/venv/bin/python benchmarks/change_detection.py [--models 1000] [--keep DIR]
+    .venv/bin/python benchmarks/change_detection.py [--models 1000] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ of its error rate (binomial errors over the requests it served at its current we
 p95 latency (log-normal noise). A/A runs give the canary exactly the stable's distributions;
 "2x" runs double the canary's error probability.
 
-    /work/venv/bin/python benchmarks/judge_false_rollback.py            # 100 seeds each
-    /work/venv/bin/python benchmarks/judge_false_rollback.py --seeds 30
+    .venv/bin/python benchmarks/judge_false_rollback.py            # 100 seeds each
+    .venv/bin/python benchmarks/judge_false_rollback.py --seeds 30
 
 Figures and the command are recorded in benchmarks/README-canary.md.
 """

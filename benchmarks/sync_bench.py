@@ -8,7 +8,7 @@ Measures, through the real client and the real executor (reconciler.sync.sync_en
 Desired objects are generated directly (Service + Deployment + HPA per model, labelled and hashed the
 way the renderer does), so the figures are the sync's, not kustomize's.
 
-    /work/venv/bin/python benchmarks/sync_bench.py [--models 1000] [--envs 3] [--concurrency 8]
+    .venv/bin/python benchmarks/sync_bench.py [--models 1000] [--envs 3] [--concurrency 8]
 """
 
 from __future__ import annotations
