@@ -7,6 +7,7 @@ source (a revision's tree) -> catalog (validated specs) -> model hashes -> image
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,11 @@ from .catalog import Catalog, load_catalog
 from .errors import ReconcilerError
 from .hashing import ModelHash, changed_models, describe, model_hashes
 from .build import resolve_images
-from .plan import EnvironmentPlan, Plan, plan_environment, triggers
+from .plan import EnvironmentPlan, Plan, metric_changes, plan_environment, triggers
 from .render import EnvironmentRender, render_environment
 
 
+METRICS_FILE = "metrics.json"
 EMPTY = "empty"  # a base revision with nothing deployed
 
 
@@ -30,6 +32,7 @@ class DesiredState:
     hashes: dict[str, ModelHash]
     renders: dict[str, EnvironmentRender] = field(default_factory=dict)
     env_errors: dict[str, ReconcilerError] = field(default_factory=dict)
+    metrics: dict[str, dict] = field(default_factory=dict)  # model -> its evaluation metrics.json
 
     def objects_by_model(self, env: str) -> dict[str, list[dict]]:
         render = self.renders.get(env)
@@ -63,7 +66,19 @@ def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None =
         revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
         catalog = load_catalog(tree)
         entries = [catalog.models[m] for m in sorted(catalog.models) if models is None or m in models]
-        return desired_state(catalog, revision, model_hashes(root, rev, entries), environments, models)
+        state = desired_state(catalog, revision, model_hashes(root, rev, entries), environments, models)
+        state.metrics = {e.name: read_metrics(e.path / METRICS_FILE) for e in entries
+                         if (e.path / METRICS_FILE).is_file()}
+        return state
+
+
+def read_metrics(path: Path) -> dict:
+    """A model's evaluation metrics (written by the pipeline's evaluate step); unreadable -> empty."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
@@ -88,6 +103,10 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
             continue
         names = set(after.catalog.models) | set(after.catalog.errors)
         reasons = triggers(paths, env, names) if base != EMPTY else {n: ["first deployment"] for n in names}
+        for name in sorted(after.metrics):
+            delta = metric_changes(before.metrics.get(name), after.metrics[name])
+            if delta and name in before.metrics:
+                reasons.setdefault(name, []).append("evaluation: " + ", ".join(delta))
         for name, input_changes in changed_models(before.hashes, after.hashes).items():
             if name in before.hashes and name in after.hashes:  # new models are listed by their paths
                 reasons.setdefault(name, []).append(f"model content hash changed: {describe(input_changes)}")

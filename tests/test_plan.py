@@ -170,3 +170,22 @@ def test_plan_from_empty_creates_every_object(template_repo):
     assert actions == {Action.created}
     assert plan.base == "empty"
     assert prod.models["iris-classifier"].reasons == ["first deployment"]
+
+
+def test_plan_shows_the_change_of_evaluation_metrics(template_repo):
+    metrics = template_repo / "models/iris-classifier/metrics.json"
+    data = json.loads(metrics.read_text())
+    data["accuracy"] = round(data["accuracy"] - 0.05, 4)
+    metrics.write_text(json.dumps(data))
+    plan = plan_revisions(template_repo, "HEAD", None, ["dev"])
+    (line,) = [r for r in plan.environments["dev"].models["iris-classifier"].reasons if r.startswith("evaluation:")]
+    assert line.startswith("evaluation: accuracy ") and "(-0.05)" in line
+
+
+def test_metric_changes_compares_numbers_only():
+    from reconciler.plan import metric_changes
+
+    assert metric_changes({"accuracy": 0.9, "dataset": "a", "seed": 0}, {"accuracy": 0.95, "dataset": "b", "seed": 1}) == [
+        "accuracy 0.9 -> 0.95 (+0.05)"]
+    assert metric_changes({"f1": 0.5}, {}) == ["f1 removed"]
+    assert metric_changes({"f1": 0.5}, {"f1": 0.5}) == []
