@@ -121,6 +121,24 @@ def image_for(images: dict[str, str], model: str, pool: Pool) -> str | None:
     return images.get(f"{model}/{pool.kind.value}") or images.get(model)
 
 
+def pod_monitor(model: str, env: str) -> dict:
+    """A prometheus-operator PodMonitor scraping the model's BentoML /metrics.
+
+    podTargetLabels copies the model, track and pool pod labels onto every series (as
+    gitops_ml_model, gitops_ml_track, gitops_ml_pool): the canary analysis queries select on them.
+    """
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": model, "labels": ownership_labels(model, env)},
+        "spec": {
+            "selector": {"matchLabels": selector_labels(model)},
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            "podTargetLabels": [L.MODEL, L.TRACK, L.POOL],
+        },
+    }
+
+
 def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], serving: EffectiveServing,
                   images: dict[str, str]) -> list[dict]:
     """Every object one model needs in one environment, before kustomize overlays (images: pool -> image)."""
@@ -131,6 +149,8 @@ def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], se
         if serving.autoscaling is not None:
             objects.append(autoscaler(entry, env, pool, serving))
     objects.append(service(entry.name, env.name, serving.port, None))
+    if env.monitoring == "pod-monitor":
+        objects.append(pod_monitor(entry.name, env.name))
     return objects
 
 

@@ -301,6 +301,8 @@ class EnvironmentSpec(Strict):
     pools: list[str] = Field(..., min_length=1)
     scale: Scale = Field(default_factory=Scale)
     canary: bool = False
+    monitoring: Literal["none", "pod-monitor"] = Field(
+        "none", description="pod-monitor: render a prometheus-operator PodMonitor per model (canary analysis needs it)")
     defaults: Defaults = Field(default_factory=Defaults)
 
     @field_validator("name")

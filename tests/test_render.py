@@ -155,3 +155,15 @@ def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
         assert container(deploy)["image"] == f"{catalog.environments[env].registry}/digits-classifier:{tag}"
     (gpu,) = by_kind(result.models["iris-classifier"].objects, "Deployment")
     assert container(gpu)["image"].endswith(":" + hashes["iris-classifier"].short)
+
+
+def test_pod_monitor_is_rendered_where_the_environment_asks_for_it(template_repo):
+    env_file = template_repo / "environments/staging/environment.yaml"
+    env_file.write_text(env_file.read_text() + "monitoring: pod-monitor\n")
+    catalog = load_catalog(template_repo)
+    staging = render_environment(catalog, "staging", images=IMAGES)
+    (monitor,) = by_kind(staging.models["iris-classifier"].objects, "PodMonitor")
+    assert monitor["metadata"]["namespace"] == "models-staging"
+    assert monitor["spec"]["selector"]["matchLabels"] == {L.MODEL: "iris-classifier"}
+    assert monitor["spec"]["podTargetLabels"] == [L.MODEL, L.TRACK, L.POOL]
+    assert by_kind(render_environment(catalog, "prod", images=IMAGES).objects(), "PodMonitor") == []
