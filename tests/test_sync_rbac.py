@@ -15,6 +15,7 @@ import yaml
 
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.loop import Reconciler, RunConfig
+from reconciler.sync import SyncOptions, sync_commit
 from tests.conftest import PROJECT, commit_all
 
 MANIFESTS = PROJECT / "environments" / "reconciler"
@@ -55,6 +56,12 @@ def granted(rendered: list[dict]) -> dict[str, set[str]]:
 
 def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo, kube_api, tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
+    # staging exercises everything a canary environment adds: PodMonitors and Gateway API routing
+    staging = template_repo / "environments" / "staging" / "environment.yaml"
+    staging.write_text(staging.read_text().replace("failureThreshold: 2}", "failureThreshold: 2, router: gateway-api}")
+                       + "monitoring: pod-monitor\n")
+    commit_all(git.Repo(template_repo), "staging: pod monitors, gateway api")
+    kube_api.server.register_crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")
     bare = tmp_path / "remote.git"
     git.Repo.init(bare, bare=True, initial_branch="main")
     work = git.Repo(template_repo)
@@ -63,17 +70,24 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo,
     kube = KubeClient.from_kubeconfig(kube_api.kubeconfig_path, retry=RetryPolicy(attempts=1))
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "model-gitops"}})
     rec = Reconciler(kube, RunConfig(repo_url=str(bare), branch="main", workdir=tmp_path / "mirror",
-                                     environments=["dev"], state_namespace="model-gitops", listen=None,
+                                     environments=["dev", "staging"], state_namespace="model-gitops", listen=None,
                                      identity="a"))
     kube_api.server.stats.reset()
-    assert rec.tick()[0].result.ok  # create everything
+    assert all(r.result.ok for r in rec.tick())  # create everything
     shutil.rmtree(template_repo / "models" / "digits-classifier")
     iris = template_repo / "models" / "iris-classifier" / "model.yaml"
     iris.write_text(iris.read_text().replace("memory: 1Gi", "memory: 2Gi"))
-    commit_all(work, "retire digits")
+    service = template_repo / "models" / "iris-classifier" / "service.py"
+    service.write_text(service.read_text() + "\n# new version: a canary in staging\n")
+    commit_all(work, "retire digits, new iris")
     work.git.push("origin", "main")
-    second = rec.tick()[0].result
-    assert second.ok and {"configured", "pruned"} <= set(second.summary().as_dict())
+    dev, staging_pass = (r.result for r in rec.tick())
+    assert dev.ok and {"configured", "pruned"} <= set(dev.summary().as_dict())
+    assert staging_pass.ok, staging_pass.as_dict()
+    # the next pass finds the canary ready and routes its first traffic step through an HTTPRoute
+    assert sync_commit(kube, template_repo, "HEAD", "staging", SyncOptions()).ok
+    assert kube_api.server.get("gateway.networking.k8s.io/v1", "HTTPRoute", "iris-classifier", "models-staging")
+    assert kube_api.server.objects("PodMonitor", "models-staging")
     rec.lease.release()
 
     used: dict[str, set[str]] = {}
