@@ -629,6 +629,9 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
     result = sync_environment(kube, environment, env_spec.namespace, desired, errors=errors, options=options,
                               protect=protect)
     result.commit = state.revision
+    if options.rollouts and env_spec.canary and options.dry_run:
+        result.notes.append("dry run: canaries were not evaluated; a changed model would start a canary "
+                            "rather than replace its stable version as shown")
     for rollout in rollouts:
         result.objects.extend(rollout.results)
         if rollout.message:
@@ -645,31 +648,43 @@ def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dic
     canary. A model whose rollout cannot be driven is not synced at all: syncing it would replace
     the stable version without analysis.
     """
-    from reconciler.canary.controller import reconcile_rollout
-    from reconciler.canary.prometheus import PrometheusAnalysis, PrometheusClient
-    from reconciler.errors import ReconcilerError
-    from reconciler.specs import effective_canary
+    from reconciler.canary.prometheus import PrometheusClient
 
     results: list[Any] = []
     if kube.get(ObjectRef("v1", "Namespace", None, env.namespace)) is None:
         return results  # nothing is live yet: a first deployment has no stable version to protect
-    for model in sorted(desired):
-        entry = catalog.models.get(model)
-        if entry is None or model in errors:
-            continue
-        cfg = effective_canary(entry.spec, env)
-        if not cfg.enabled:
-            continue
-        analysis = (PrometheusAnalysis(PrometheusClient(options.prometheus_url), queries=cfg.queries)
-                    if options.prometheus_url else None)
-        try:
-            rollout = reconcile_rollout(kube, entry, env, desired[model], time.time(), pools=catalog.pools,
-                                        analysis=analysis)
-        except (ReconcilerError, KubeError) as exc:
-            errors[model] = [f"canary: {exc}"]
-            continue
-        desired[model] = [o for o in desired[model] if ObjectRef.of(o) not in rollout.skip]
-        for ref in rollout.skip | rollout.keep:
-            protect[ref] = f"held by the running canary of {model} ({rollout.state.phase.value})"
-        results.append(rollout)
+    prometheus = PrometheusClient(options.prometheus_url) if options.prometheus_url else None
+    try:
+        for model in sorted(desired):
+            rollout = _canary_tick(kube, catalog, env, model, desired, errors, prometheus)
+            if rollout is not None:
+                desired[model] = [o for o in desired[model] if ObjectRef.of(o) not in rollout.skip]
+                for ref in rollout.skip | rollout.keep:
+                    protect[ref] = f"held by the running canary of {model} ({rollout.state.phase.value})"
+                results.append(rollout)
+    finally:
+        if prometheus is not None:
+            prometheus.close()
     return results
+
+
+def _canary_tick(kube: Any, catalog: Any, env: Any, model: str, desired: dict[str, list[dict]],
+                 errors: dict[str, Any], prometheus: Any) -> Any:
+    """The rollout of one model, or None when it has canaries off, errors, or its rollout failed (recorded in errors)."""
+    from reconciler.canary.controller import reconcile_rollout
+    from reconciler.canary.prometheus import PrometheusAnalysis
+    from reconciler.errors import ReconcilerError
+    from reconciler.specs import effective_canary
+
+    entry = catalog.models.get(model)
+    if entry is None or model in errors:
+        return None
+    cfg = effective_canary(entry.spec, env)
+    if not cfg.enabled:
+        return None
+    analysis = PrometheusAnalysis(prometheus, queries=cfg.queries) if prometheus is not None else None
+    try:
+        return reconcile_rollout(kube, entry, env, desired[model], time.time(), pools=catalog.pools, analysis=analysis)
+    except (ReconcilerError, KubeError) as exc:
+        errors[model] = [f"canary: {exc}"]
+        return None

@@ -58,3 +58,12 @@ def test_a_changed_image_starts_a_canary_and_keeps_stable(template_repo, kube_ap
     sync_staging(template_repo, kube_api)
     stable_after = kube_api.server.get("apps/v1", "Deployment", "iris-classifier-gpu-a10g", NS)
     assert image_of(stable_after) == image_of(stable_before)
+
+
+def test_a_dry_run_says_canaries_were_not_evaluated(template_repo, kube_api):
+    sync_staging(template_repo, kube_api)
+    result = CliRunner().invoke(app, ["sync", "staging", "--repo", str(template_repo), "--kubeconfig",
+                                      str(kube_api.kubeconfig_path), "--format", "json", "--dry-run"])
+    report = json.loads(result.stdout)
+    assert any("canaries were not evaluated" in n for n in report["notes"]), report["notes"]
+    assert kube_api.server.get("apps/v1", "Deployment", "iris-classifier-gpu-a10g-canary", NS) is None
