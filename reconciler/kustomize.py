@@ -29,6 +29,10 @@ REMOTE_PREFIXES = ("http://", "https://", "git@", "git::", "ssh://", "github.com
                    "oci://")
 
 
+# libyaml's C loader when PyYAML has it (its wheels do): kustomize output of 1,000 models parses ~10x faster
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def kubectl_binary() -> str:
     explicit = os.environ.get("RECONCILER_KUBECTL")
     if explicit:
@@ -140,6 +144,6 @@ def build(folder: Path, *, timeout: float = 120) -> list[dict]:
         raise RenderError(f"kustomize failed: {proc.stderr.strip()}",
                           fix="check the overlay patches and kustomization files named in the message")
     try:
-        return [d for d in yaml.safe_load_all(proc.stdout) if d]
+        return [d for d in yaml.load_all(proc.stdout, Loader=SAFE_LOADER) if d]
     except yaml.YAMLError as exc:  # pragma: no cover - kustomize prints valid YAML
         raise RenderError(f"kustomize printed unreadable YAML: {exc}") from None

@@ -167,3 +167,21 @@ def test_pod_monitor_is_rendered_where_the_environment_asks_for_it(template_repo
     assert monitor["spec"]["selector"]["matchLabels"] == {L.MODEL: "iris-classifier"}
     assert monitor["spec"]["podTargetLabels"] == [L.MODEL, L.TRACK, L.POOL]
     assert by_kind(render_environment(catalog, "prod", images=IMAGES).objects(), "PodMonitor") == []
+
+
+def test_an_overlay_that_generates_objects_of_no_model_is_an_environment_error(template_repo):
+    from reconciler.errors import SpecError
+
+    kfile = template_repo / "environments/dev/kustomization.yaml"
+    kfile.write_text(kfile.read_text() + "configMapGenerator:\n  - name: shared\n    literals: [a=b]\n")
+    with pytest.raises(SpecError, match=r"ConfigMap/shared.*belongs to no model") as info:
+        render_environment(load_catalog(template_repo), "dev", images=IMAGES)
+    assert info.value.problems[0].file == "environments/dev/kustomization.yaml"
+
+
+def test_models_are_rendered_in_chunks_with_the_same_result(catalog, monkeypatch):
+    from reconciler import render as render_module
+
+    whole = render_environment(catalog, "prod", images=IMAGES).to_yaml()
+    monkeypatch.setattr(render_module, "CHUNK", 1)
+    assert render_environment(catalog, "prod", images=IMAGES).to_yaml() == whole
