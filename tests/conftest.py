@@ -10,6 +10,7 @@ import git
 import pytest
 
 from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401  (the Kubernetes API stand-in)
+from tests.test_registry import serve  # noqa: F401  (the OCI registry stand-in, also used by build tests)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"

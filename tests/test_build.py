@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import git
@@ -24,7 +23,6 @@ from reconciler.errors import ArgoError, ArtifactError, BuildError
 from reconciler.hashing import model_hashes
 from reconciler.results import Action
 from tests.argo_standin import ArgoStandIn
-from tests.test_registry import Registry
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 SERVICE = ("import bentoml\nfrom common.features import scale\n\n@bentoml.service\nclass Svc:\n"
@@ -100,28 +98,12 @@ def repo(template: Path, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def registry():
-    servers = []
-
-    def start(images: dict) -> Registry:
-        server = Registry(None, images)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for s in servers:
-        s.shutdown()
-        s.server_close()
-
-
 def bentos(home: Path) -> set[str]:
     return {f"{p.parent.name}:{p.name}" for p in (home / "bentos").glob("*/*") if (p / "bento.yaml").is_file()}
 
 
 @pytest.mark.slow
-def test_builds_only_what_changed(repo: Path, env, registry) -> None:
+def test_builds_only_what_changed(repo: Path, env, serve) -> None:
     home = env["home"]
     first = build_models(repo, options=BuildOptions(home=home))
     r = first.results
@@ -144,7 +126,7 @@ def test_builds_only_what_changed(repo: Path, env, registry) -> None:
     assert bentos(home) == {f"tiny:{hashes['tiny'].short}", f"other:{hashes['other'].short}"}
 
     # second build of the unchanged repo, through the CLI, with a registry that has no images: builds nothing
-    reg = registry({})
+    reg = serve(None, {})
     result = CliRunner().invoke(app, ["build", "--repo", str(repo), "--registry", f"{reg.host}/models",
                                       "--model", "tiny", "--model", "other", "-o", "json"])
     assert result.exit_code == 0, result.output
@@ -171,11 +153,11 @@ def test_builds_only_what_changed(repo: Path, env, registry) -> None:
 
 
 @pytest.mark.slow
-def test_without_a_container_engine_images_are_handed_to_argo(repo: Path, env, registry, monkeypatch,
+def test_without_a_container_engine_images_are_handed_to_argo(repo: Path, env, serve, monkeypatch,
                                                                 tmp_path: Path) -> None:
     (repo / "models/tiny/weights.txt").write_text("w\n")  # the workspace already has the data
     dvc(repo, "add", "models/tiny/weights.txt")
-    reg = registry({})
+    reg = serve(None, {})
     options = BuildOptions(home=env["home"], registry=f"{reg.host}/models", environment="dev", engine=None)
     with ArgoStandIn(token="s3cret", namespaces=("argo",)) as argo:
         monkeypatch.setenv("ARGO_SERVER", argo.url)
@@ -202,11 +184,11 @@ def test_without_a_container_engine_images_are_handed_to_argo(repo: Path, env, r
         assert len(argo.workflows) == 1
 
 
-def test_existing_image_in_registry_skips_everything(repo: Path, env, registry) -> None:
+def test_existing_image_in_registry_skips_everything(repo: Path, env, serve) -> None:
     catalog = load_catalog(repo)
     hashes = model_hashes(repo, None, [catalog.models["tiny"]])
     digest = "sha256:" + hashlib.sha256(b"tiny image").hexdigest()
-    reg = registry({"models/tiny": {hashes["tiny"].short: digest}})
+    reg = serve(None, {"models/tiny": {hashes["tiny"].short: digest}})
     report = build_models(repo, ["tiny"], BuildOptions(home=env["home"], registry=f"{reg.host}/models"))
     tiny = report.results["tiny"]
     assert (tiny.action, tiny.built, tiny.image) == (Action.unchanged, [], f"{reg.host}/models/tiny@{digest}")
