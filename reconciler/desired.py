@@ -82,12 +82,13 @@ def read_metrics(path: Path) -> dict:
 
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
-                   models: set[str] | None = None) -> Plan:
+                   models: set[str] | None = None, *, after: DesiredState | None = None) -> Plan:
     """What merging `head` onto `base` does to every environment (head None: the working tree).
 
     `base` may be EMPTY ("empty"): nothing deployed yet, so the plan is what a first sync creates.
+    `after`: the head's desired state when the caller already rendered it (it is not rendered again).
     """
-    after = desired_at(root, head, environments, models)
+    after = after if after is not None else desired_at(root, head, environments, models)
     if base == EMPTY:
         before = DesiredState(EMPTY, Catalog(after.catalog.root), {})
         paths: set[str] = set()

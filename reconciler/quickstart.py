@@ -57,10 +57,10 @@ def quickstart(
             console.print("  images: no container engine or Argo server is used here; on a merge the image "
                           "build runs as an Argo Workflow (`reconciler pipeline render build-image`)")
         _stage("3. plan: what a first deployment of the working tree creates, per environment")
-        plan = plan_revisions(root, EMPTY, None)
+        state = desired_at(root, None)
+        plan = plan_revisions(root, EMPTY, None, after=state)
         print_plan(plan, console, diffs=False)
         _stage(f"4. hydrate: rendered manifests for Argo CD / Flux in {out}/")
-        state = desired_at(root, None)
         ready = {env: r for env, r in state.renders.items() if not r.errors}
         target = out if out.is_absolute() else root / out
         for result in hydration.hydrate_folder(ready, target, state.revision):

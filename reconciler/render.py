@@ -26,7 +26,7 @@ from . import labels as L
 from .catalog import ENVIRONMENTS_DIR, Catalog, placements
 from .errors import ReconcilerError, RenderError, SpecError, ValidationError
 from .manifests import image_for, model_objects
-from .specs import EnvironmentSpec, effective_serving
+from .specs import EnvironmentSpec, effective_serving, read_yaml
 
 @dataclass
 class ModelRender:
@@ -108,7 +108,7 @@ def _check_components(catalog: Catalog, env: EnvironmentSpec) -> list[Path]:
             continue
         rel = str(kfile.relative_to(catalog.root))
         kustomize.check_tree(catalog.root, folder)
-        doc = kustomize.read_yaml(kfile, display=rel) or {}
+        doc = read_yaml(kfile, display=rel) or {}
         if doc.get("kind") != "Component":
             raise SpecError.single(rel, f"kind is {doc.get('kind')!r}; it is applied on top of the generated models",
                                    field="kind", fix="set apiVersion: kustomize.config.k8s.io/v1alpha1 and kind: Component")
