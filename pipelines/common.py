@@ -19,9 +19,12 @@ PIPELINE = f"{labels.DOMAIN}/pipeline"
 
 SOURCE_PATH = "/src"  # where the repository is checked out (git input artifact) in every step pod
 DEFAULT_STEP_IMAGE = "python:3.11-slim"
-# what a step pod installs before running `python -m pipelines.steps` (train/evaluate need only these;
-# register adds dvc). Kept in one place so the step image can be pre-baked with exactly this list.
-STEP_REQUIREMENTS = ("scikit-learn>=1.4,<2", "numpy>=1.26")
+# what a step pod installs before running `python -m pipelines.steps`: the pinned training stack of
+# pipelines/requirements.lock, read from the checkout (`-r`), so the pod trains at exactly the versions
+# the laptop and the committed DVC pointers used; register adds dvc. Kept in one place so the step
+# image can be pre-baked with exactly this list.
+LOCK_FILE = "pipelines/requirements.lock"
+STEP_REQUIREMENTS = ("-r", f"{SOURCE_PATH}/{LOCK_FILE}")
 REGISTER_REQUIREMENTS = ("dvc==3.67.1",)
 
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")

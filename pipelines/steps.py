@@ -97,6 +97,47 @@ def _split(model: str, seed: int) -> tuple[Any, Any, Any, Any]:
     return train_test_split(x, y, test_size=TEST_SIZE, random_state=seed, stratify=y)
 
 
+LOCK_FILE = Path(__file__).with_name("requirements.lock")
+
+
+def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
+    """The `name==version` pins of pipelines/requirements.lock (comments and blank lines skipped)."""
+    pins: dict[str, str] = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            if not sep:
+                raise StepError(f"{lock.name}: {line!r} is not pinned as name==version",
+                                fix=f"pin an exact version in pipelines/{lock.name}")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def check_training_stack(lock: Path = LOCK_FILE) -> None:
+    """Refuse to train at library versions other than the lock's: the weights would not reproduce.
+
+    A pickle embeds the versions that wrote it, so training at other versions changes the DVC md5 of
+    every model and makes the committed pointers disagree with a retrain.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    if not lock.is_file():  # installed without the template's lock: nothing to hold the versions to
+        return
+    wrong = []
+    for name, pinned in locked_versions(lock).items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            wrong.append(f"{name} {installed} (locked: {pinned})")
+    if wrong:
+        raise StepError("the training stack differs from pipelines/requirements.lock: " + ", ".join(wrong),
+                        fix="pip install -r pipelines/requirements.lock (or reinstall with the [examples] extra); "
+                            "to move to new versions, change the lock and retrain every model")
+
+
 def md5_of(path: Path) -> str:
     digest = hashlib.md5()  # noqa: S324 - DVC's content address, not a security hash
     with path.open("rb") as handle:
@@ -112,6 +153,7 @@ def train(model: str, model_dir: Path, *, seed: int = SEED) -> Path:
     """Fit the model's estimator on the training split and write `<model_dir>/model.pkl`."""
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+    check_training_stack()
     x_train, _, y_train, _ = _split(model, seed)
     # one BLAS thread: floating-point sums in a fixed order, so the weights (and their DVC md5) do
     # not depend on the machine's core count; it is also faster for models this small

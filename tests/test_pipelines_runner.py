@@ -225,3 +225,27 @@ def test_step_entry_point_is_what_the_argo_tasks_run(tmp_path, capsys):
     assert "dvc could not track" in capsys.readouterr().err
     assert steps.main(["train", "--model", "nope", "--model-dir", str(out)]) == 1
     assert "no training recipe for model 'nope'" in capsys.readouterr().err
+
+
+def test_training_refuses_a_stack_other_than_the_lock(tmp_path):
+    """Training at other library versions would change every DVC md5: the step says so and how to fix it."""
+    from pipelines import steps
+
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# a lock pinned to a version that is not installed\nscikit-learn==0.0.1\n", encoding="utf-8")
+    with pytest.raises(steps.StepError) as info:
+        steps.check_training_stack(lock)
+    assert "scikit-learn" in str(info.value) and "locked: 0.0.1" in str(info.value)
+    assert "pip install -r pipelines/requirements.lock" in str(info.value)
+    steps.check_training_stack(steps.LOCK_FILE)  # the installed stack is the lock's
+
+
+def test_the_lock_file_holds_exact_pins_only(tmp_path):
+    from pipelines import steps
+
+    pins = steps.locked_versions()
+    assert {"scikit-learn", "numpy", "scipy"} <= set(pins)
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("scikit-learn>=1.4\n", encoding="utf-8")
+    with pytest.raises(steps.StepError, match="not pinned as name==version"):
+        steps.locked_versions(lock)
