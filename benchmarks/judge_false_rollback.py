@@ -1,7 +1,7 @@
 """How often does the Mann-Whitney judge roll back a canary that is as good as stable (A/A), and how
 often does it catch a canary with twice the error rate?
 
-Each run simulates one whole rollout through the real state machine (reconciler.canary.machine)
+Each run simulates one whole rollout through the real state machine (reconciler.rollout.machine)
 with seeded synthetic traffic: per analysis interval, every version gets one sample per sub-window
 of its error rate (binomial errors over the requests it served at its current weight) and of its
 p95 latency (log-normal noise). A/A runs give the canary exactly the stable's distributions;
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reconciler.canary.machine import Observations, Promote, Rollback, step
-from reconciler.canary.metrics import VersionMetrics
-from reconciler.canary.state import Phase, Policy, RolloutState
+from reconciler.rollout.machine import Observations, Promote, Rollback, step
+from reconciler.rollout.metrics import VersionMetrics
+from reconciler.rollout.state import Phase, Policy, RolloutState
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.catalog import load_catalog  # noqa: E402
-from reconciler.render import render_environment  # noqa: E402
+from reconciler.catalog.load import load_catalog  # noqa: E402
+from reconciler.render.environment import render_environment  # noqa: E402
 
 
 def generate(dest: Path, models: int) -> None:

@@ -1,6 +1,6 @@
 """Sync at scale against the API stand-in: 1,000 models x 3 environments.
 
-Measures, through the real client and the real executor (reconciler.sync.sync_environment):
+Measures, through the real client and the real executor (reconciler.sync.engine.sync_environment):
   1. the first apply (everything created),
   2. a no-op pass (nothing changed in git): requests, writes (must be 0), time,
   3. a one-model change (one model's Deployment changes in every environment): requests, writes, time.
@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reconciler import labels  # noqa: E402
-from reconciler.kube import KubeClient  # noqa: E402
-from reconciler.render import with_content_hash  # noqa: E402
-from reconciler.sync import SyncOptions, sync_environment  # noqa: E402
+from reconciler.cluster.kube import KubeClient  # noqa: E402
+from reconciler.render.environment import with_content_hash  # noqa: E402
+from reconciler.sync.engine import SyncOptions, sync_environment  # noqa: E402
 from tests.kubeapi.server import KubeApiServer  # noqa: E402
 
 

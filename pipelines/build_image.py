@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from reconciler.specs import IMAGE_TAG_SUFFIX, Pool
+from reconciler.catalog.specs import IMAGE_TAG_SUFFIX, Pool
 
 from . import common
 from .neuron import COMPILED_FILE
@@ -126,7 +126,7 @@ def build_image_workflow(
 ):
     """The image-build Workflow for one model at one commit (a hera `Workflow`; `.to_yaml()` to commit it).
 
-    - `model_hash`: the model's content hash (reconciler.hashing); names the workflow, tags the image
+    - `model_hash`: the model's content hash (reconciler.source.hashing); names the workflow, tags the image
       and keys the Neuron cache, so a second submit of the same hash is refused as already existing.
     - `bento_url`: where the exported bento can be downloaded (a workflow parameter, overridable at submit).
     - `pool`: the pool the image will be served from; an inferentia pool adds the memoized

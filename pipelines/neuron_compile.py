@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler.specs import AcceleratorKind, Pool
+from reconciler.catalog.specs import AcceleratorKind, Pool
 
 from . import common
 from .neuron import COMPILED_FILE, cache_key

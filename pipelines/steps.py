@@ -1,7 +1,7 @@
 """The example models' pipeline steps: train -> evaluate -> register.
 
 One code path for a laptop and for the cluster: `reconciler pipeline run train` calls these
-functions in-process (reconciler/pipeline_runner.py), and every script template of the Argo
+functions in-process (reconciler/build/pipeline_runner.py), and every script template of the Argo
 Workflow in pipelines/train.py runs `python -m pipelines.steps <step> ...` against the same
 repository checked out at the workflow's commit.
 
@@ -203,7 +203,7 @@ def register(model_dir: Path, repo_root: Path, *, push: bool = False, remote: st
     `push` sends the weights to `remote` (a remote name from .dvc/config; None: the default remote).
 
     Writes `<model_dir>/model.pkl.dvc` (commit it) and adds `/model.pkl` to `<model_dir>/.gitignore`.
-    DVC failures are raised as StepError; reconciler.pipeline_runner turns them into ArtifactError.
+    DVC failures are raised as StepError; reconciler.build.pipeline_runner turns them into ArtifactError.
     """
     weights = model_dir / MODEL_FILE
     if not weights.is_file():

@@ -13,9 +13,9 @@ from pipelines import common
 from pipelines.build_image import build_image_workflow
 from pipelines.train import train_workflow
 from reconciler import labels
-from reconciler.argo import ArgoConfig, get_workflow, list_workflows, render_yaml, submit
+from reconciler.build.argo import ArgoConfig, get_workflow, list_workflows, render_yaml, submit
 from reconciler.errors import ArgoError
-from reconciler.specs import PoolsFile, load
+from reconciler.catalog.specs import PoolsFile, load
 from tests.argo_standin import ArgoStandIn, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_config_from_environment():
 def test_cli_submit_uses_the_environment(server, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from reconciler.cli import app
+    from reconciler.cli.main import app
 
     monkeypatch.setenv("ARGO_SERVER", server.url)
     monkeypatch.setenv("ARGO_TOKEN", "s3cret")

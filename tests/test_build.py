@@ -14,13 +14,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.bento import find_bento, stage_context
-from reconciler.build import (NO_IMAGE_BACKEND, BuildOptions, ImageStore, build_models, resolve_images,
+from reconciler.build.bento import find_bento, stage_context
+from reconciler.build.builder import (NO_IMAGE_BACKEND, BuildOptions, ImageStore, build_models, resolve_images,
                               staged_files, tagged_image)
-from reconciler.catalog import load_catalog
-from reconciler.cli import app
+from reconciler.catalog.load import load_catalog
+from reconciler.cli.main import app
 from reconciler.errors import ArgoError, ArtifactError, BuildError
-from reconciler.hashing import model_hashes
+from reconciler.source.hashing import model_hashes
 from reconciler.results import Action
 from tests.argo_standin import ArgoStandIn
 
@@ -237,7 +237,7 @@ def test_staged_context_is_what_was_hashed(repo: Path, tmp_path: Path) -> None:
 
 
 def test_fetch_outside_a_dvc_repository_is_an_artifact_error(tmp_path: Path) -> None:
-    from reconciler.artifacts import fetch
+    from reconciler.build.artifacts import fetch
 
     (tmp_path / "m.pkl.dvc").write_text("outs:\n- md5: 0\n  path: m.pkl\n")
     with pytest.raises(ArtifactError, match="not a DVC repository") as err:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reconciler.canary import store
-from reconciler.canary.machine import Observations, step
-from reconciler.canary.metrics import VersionMetrics
-from reconciler.canary.report import report_json, write_png
-from reconciler.canary.state import Phase, Policy, RolloutState
-from reconciler.cli import app
+from reconciler.rollout import store
+from reconciler.rollout.machine import Observations, step
+from reconciler.rollout.metrics import VersionMetrics
+from reconciler.report.rollout import report_json, write_png
+from reconciler.rollout.state import Phase, Policy, RolloutState
+from reconciler.cli.main import app
 
 NS = "models-prod"
 runner = CliRunner()
@@ -45,7 +45,7 @@ def env_repo(tmp_path: Path, kube_api) -> tuple[Path, object]:
 
 
 def _client(kube_api):
-    from reconciler.kube import KubeClient
+    from reconciler.cluster.kube import KubeClient
 
     return KubeClient.from_api_client(kube_api.api_client)
 

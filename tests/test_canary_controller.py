@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from reconciler import labels as L
-from reconciler.canary import store
-from reconciler.canary.controller import reconcile_rollout, revision_of
-from reconciler.canary.metrics import VersionMetrics
-from reconciler.canary.state import Phase
-from reconciler.catalog import ModelEntry
+from reconciler.rollout import store
+from reconciler.rollout.controller import reconcile_rollout, revision_of
+from reconciler.rollout.metrics import VersionMetrics
+from reconciler.rollout.state import Phase
+from reconciler.catalog.load import ModelEntry
 from reconciler.errors import KubeError, MetricsError
-from reconciler.manifests import model_objects
+from reconciler.render.manifests import model_objects
 from reconciler.results import ObjectRef
-from reconciler.specs import EnvironmentSpec, ModelSpec, PoolsFile, effective_serving
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec, PoolsFile, effective_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "models-prod"
@@ -69,7 +69,7 @@ class FakeAnalysis:
 
 @pytest.fixture
 def cluster(kube_api):
-    from reconciler.kube import KubeClient
+    from reconciler.cluster.kube import KubeClient
 
     kube_api.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     client = KubeClient.from_api_client(kube_api.api_client)
@@ -80,7 +80,7 @@ def cluster(kube_api):
 
 def fresh_client(kube_api):
     """A new client per tick, as after a reconciler restart: nothing is remembered in memory."""
-    from reconciler.kube import KubeClient
+    from reconciler.cluster.kube import KubeClient
 
     return KubeClient.from_api_client(kube_api.api_client)
 

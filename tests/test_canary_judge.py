@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reconciler.canary.judge import judge, mann_whitney_worse
-from reconciler.canary.metrics import VersionMetrics
-from reconciler.canary.state import Policy
+from reconciler.rollout.judge import judge, mann_whitney_worse
+from reconciler.rollout.metrics import VersionMetrics
+from reconciler.rollout.state import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 MW = Policy(judge="mann-whitney", max_error_rate=0.5)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from reconciler.canary.machine import (DeployCanary, Observations, Promote, Rollback, SetWeight, pause, request,
+from reconciler.rollout.machine import (DeployCanary, Observations, Promote, Rollback, SetWeight, pause, request,
                                        resume, step)
-from reconciler.canary.metrics import VersionMetrics
-from reconciler.canary.state import Phase, Policy, RolloutState
-from reconciler.specs import SLO, EffectiveCanary
+from reconciler.rollout.metrics import VersionMetrics
+from reconciler.rollout.state import Phase, Policy, RolloutState
+from reconciler.catalog.specs import SLO, EffectiveCanary
 
 POLICY = Policy(steps=(10, 25, 50, 100), interval_seconds=60, failure_threshold=2,
                 progress_deadline_seconds=600, max_error_rate=0.01, max_p95_latency_ms=250)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.canary.judge import judge
-from reconciler.canary.machine import Observations, step
-from reconciler.canary.prometheus import PrometheusAnalysis, PrometheusClient, selector
-from reconciler.canary.state import Phase, Policy, RolloutState
+from reconciler.rollout.judge import judge
+from reconciler.rollout.machine import Observations, step
+from reconciler.rollout.prometheus import PrometheusAnalysis, PrometheusClient, selector
+from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.errors import MetricsError
 from tests.fake_metrics import PROMETHEUS, FakeBentoMetrics, Series, run_prometheus, wait_for
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from reconciler import labels as L
-from reconciler.canary.routers import (Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic,
+from reconciler.rollout.routers import (Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic,
                                        apply_changes, replica_split, router_for)
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
@@ -117,7 +117,7 @@ def test_the_crd_schema_would_reject_a_broken_route() -> None:
 
 
 def _client(kube_api):
-    from reconciler.kube import KubeClient
+    from reconciler.cluster.kube import KubeClient
 
     kube_api.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "models-prod"}})
     return KubeClient.from_api_client(kube_api.api_client)

@@ -10,9 +10,9 @@ import git
 import pytest
 
 from reconciler.errors import SourceError
-from reconciler.hashing import (ModelHash, changed_models, changes, describe, dvc_outputs, git_blob_id,
+from reconciler.source.hashing import (ModelHash, changed_models, changes, describe, dvc_outputs, git_blob_id,
                                 model_hashes, python_imports)
-from reconciler.specs import ModelSpec
+from reconciler.catalog.specs import ModelSpec
 
 
 class Entry:

@@ -1,11 +1,11 @@
-"""reconciler.kube.KubeClient through the real official client against the API stand-in."""
+"""reconciler.cluster.kube.KubeClient through the real official client against the API stand-in."""
 
 from __future__ import annotations
 
 import pytest
 
 from reconciler.errors import KubeError
-from reconciler.kube import KubeClient, RetryPolicy
+from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.results import ObjectRef
 from tests.kubeapi.instrumentation import Fault
 

@@ -13,12 +13,12 @@ import git
 import pytest
 
 from reconciler import labels
-from reconciler.kube import KubeClient, RetryPolicy
-from reconciler.lease import LeaderGuard, LeaseLock
-from reconciler.loop import GitMirror, Reconciler, Record, RunConfig, load_record, plan_catchup, reconcile_once
+from reconciler.cluster.kube import KubeClient, RetryPolicy
+from reconciler.run.lease import LeaderGuard, LeaseLock
+from reconciler.run.loop import GitMirror, Reconciler, Record, RunConfig, load_record, plan_catchup, reconcile_once
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
-from reconciler.sync import SyncResult
+from reconciler.sync.engine import SyncResult
 from tests.conftest import commit_all, copy_template
 
 STATE_NS = "model-gitops"

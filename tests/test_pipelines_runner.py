@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from pipelines import steps
 from reconciler import labels
-from reconciler.cli import app
+from reconciler.cli.main import app
 from reconciler.errors import ArtifactError, ReconcilerError
-from reconciler.pipeline_runner import render_workflow, run_train, trainable_models
+from reconciler.build.pipeline_runner import render_workflow, run_train, trainable_models
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_URL = "https://github.com/example/models-gitops.git"
@@ -142,7 +142,7 @@ def test_cli_run_and_render(repo):
     assert doc["kind"] == "Workflow"
     assert doc["metadata"]["labels"][labels.GIT_COMMIT] == head
     assert doc["metadata"]["labels"][labels.ENVIRONMENT] == "dev"
-    assert len(doc["metadata"]["annotations"][labels.MODEL_HASH]) == 64  # reconciler.hashing's digest
+    assert len(doc["metadata"]["annotations"][labels.MODEL_HASH]) == 64  # reconciler.source.hashing's digest
 
     result = cli.invoke(app, ["pipeline", "render", "build-image", "--model", "digits-classifier", "--env",
                               "staging", "--repo", str(repo), "--repo-url", REPO_URL])

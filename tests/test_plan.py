@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.cli import app
-from reconciler.desired import plan_revisions
-from reconciler.plan import plan_objects
-from reconciler.render import with_content_hash
+from reconciler.cli.main import app
+from reconciler.plan.desired import plan_revisions
+from reconciler.plan.changes import plan_objects
+from reconciler.render.environment import with_content_hash
 from reconciler.results import Action
 from tests.conftest import commit_all
 
@@ -183,7 +183,7 @@ def test_plan_shows_the_change_of_evaluation_metrics(template_repo):
 
 
 def test_metric_changes_compares_numbers_only():
-    from reconciler.plan import metric_changes
+    from reconciler.plan.changes import metric_changes
 
     assert metric_changes({"accuracy": 0.9, "dataset": "a", "seed": 0}, {"accuracy": 0.95, "dataset": "b", "seed": 1}) == [
         "accuracy 0.9 -> 0.95 (+0.05)"]

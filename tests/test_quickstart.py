@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.cli.main import app
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from reconciler.errors import RegistryError
-from reconciler.registry import DOCKER_HUB, ImageRef, RegistryClient, image_digest
+from reconciler.build.registry import DOCKER_HUB, ImageRef, RegistryClient, image_digest
 
 DIGEST = "sha256:" + hashlib.sha256(b"manifest").hexdigest()
 

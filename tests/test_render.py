@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from reconciler import labels as L
-from reconciler.catalog import load_catalog
+from reconciler.catalog.load import load_catalog
 from reconciler.errors import UnsafeSourceError
-from reconciler.render import content_hash, render_environment
+from reconciler.render.environment import content_hash, render_environment
 
 IMAGES = {"iris-classifier": "registry.test/iris-classifier:abc", "digits-classifier": "registry.test/digits:abc"}
 
@@ -92,7 +92,7 @@ def test_a_broken_overlay_patch_fails_validation_for_each_model_with_the_field(c
 
 
 def test_one_models_kustomize_failure_does_not_stop_the_others(catalog, monkeypatch):
-    from reconciler import render as render_module
+    from reconciler.render import environment as render_module
 
     real = render_module.kustomize.build
 
@@ -141,8 +141,8 @@ def test_plugins_are_refused(template_repo):
 
 
 def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
-    from reconciler.build import ImageStore, resolve_images
-    from reconciler.hashing import model_hashes
+    from reconciler.build.builder import ImageStore, resolve_images
+    from reconciler.source.hashing import model_hashes
 
     catalog = load_catalog(template_repo)
     hashes = model_hashes(template_repo, "HEAD", catalog.models.values())
@@ -180,7 +180,7 @@ def test_an_overlay_that_generates_objects_of_no_model_is_an_environment_error(t
 
 
 def test_models_are_rendered_in_chunks_with_the_same_result(catalog, monkeypatch):
-    from reconciler import render as render_module
+    from reconciler.render import environment as render_module
 
     whole = render_environment(catalog, "prod", images=IMAGES).to_yaml()
     monkeypatch.setattr(render_module, "CHUNK", 1)

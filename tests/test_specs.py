@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.catalog import load_catalog, placements
+from reconciler.catalog.load import load_catalog, placements
 from reconciler.errors import SpecError
-from reconciler.specs import EnvironmentSpec, ModelSpec, effective_canary, effective_serving, load
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec, effective_canary, effective_serving, load
 
 
 def write(path: Path, text: str) -> Path:

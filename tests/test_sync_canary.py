@@ -9,7 +9,7 @@ import git
 import pytest
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.cli.main import app
 from tests.conftest import commit_all
 
 NS = "models-staging"

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler import labels
-from reconciler.cli import app
+from reconciler.cli.main import app
 from tests.conftest import commit_all
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from reconciler import labels
-from reconciler.inventory import load_inventory
-from reconciler.kube import KubeClient, RetryPolicy
+from reconciler.sync.inventory import load_inventory
+from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.results import Action, ObjectRef
-from reconciler.sync import SyncOptions, sync_environment
+from reconciler.sync.engine import SyncOptions, sync_environment
 
 E2E_KUBECONFIG = os.environ.get("RECONCILER_E2E_KUBECONFIG")
 FAST = RetryPolicy(attempts=6, initial=0.01, cap=0.05, max_retry_after=0.05)
@@ -87,7 +87,7 @@ def cluster(request) -> Iterator[Cluster]:
 
 
 def hashed(obj: dict) -> dict:
-    from reconciler.render import with_content_hash
+    from reconciler.render.environment import with_content_hash
 
     return with_content_hash(obj)
 

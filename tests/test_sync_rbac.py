@@ -13,9 +13,9 @@ import git
 import pytest
 import yaml
 
-from reconciler.kube import KubeClient, RetryPolicy
-from reconciler.loop import Reconciler, RunConfig
-from reconciler.sync import SyncOptions, sync_commit
+from reconciler.cluster.kube import KubeClient, RetryPolicy
+from reconciler.run.loop import Reconciler, RunConfig
+from reconciler.sync.engine import SyncOptions, sync_commit
 from tests.conftest import PROJECT, commit_all
 
 MANIFESTS = PROJECT / "environments" / "reconciler"

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from reconciler.loop import Metrics
-from reconciler.webhook import ReconcilerHTTPServer, parse_push, signature, verify_signature
+from reconciler.run.loop import Metrics
+from reconciler.run.webhook import ReconcilerHTTPServer, parse_push, signature, verify_signature
 
 SECRET = b"s3cret"
 
@@ -82,7 +82,7 @@ def test_metrics_and_healthz(endpoint):
 
 
 def test_webhook_wakes_the_loop(tmp_path):
-    from reconciler.loop import Reconciler, RunConfig
+    from reconciler.run.loop import Reconciler, RunConfig
 
     class NoKube:
         pass

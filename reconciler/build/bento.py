@@ -1,0 +1,209 @@
+"""BentoML adapter: stage a build context, build a Bento, find Bentos, containerize.
+
+Bentos are built with BentoML's Python API (`bentoml.bentos.build_bentofile`) in a child Python
+process, one per model: BentoML imports the model's `service.py` to build it, and two models'
+`service` modules (or a BENTOML_HOME chosen after bentoml was first imported) cannot share one
+interpreter. The child writes its result as JSON; a failure becomes a BuildError with BentoML's
+own message.
+
+The build context is staged from exactly what the content hash covers: the model folder's files
+(git-visible ones: .gitignore'd clutter stays out), the DVC-tracked outputs its pointers name (as
+fetched), plus the repository modules its code imports (at their repository paths, so
+`import common.features` still works),
+plus a bentofile that sets the version (the content hash prefix), labels the Bento with the full
+hash, adds the shared modules to `include`, and defaults `python.lock_packages` to false (locking
+asks a package index, which offline builds cannot reach; set it to true in the bentofile to lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from reconciler import labels
+from reconciler.errors import BuildError
+
+ENGINES = ("docker", "podman", "buildah", "nerdctl", "buildctl")  # `bentoml containerize` backends
+ENGINE_ENV = "RECONCILER_CONTAINER_ENGINE"  # force one, or "none" to disable image builds
+
+
+@dataclass(frozen=True)
+class BentoInfo:
+    tag: str  # <model>:<hash prefix>
+    path: Path  # its folder in the Bento store
+
+
+def bentoml_home(explicit: Path | str | None = None) -> Path:
+    """The Bento store root: an explicit path, else $BENTOML_HOME, else ~/bentoml (BentoML's default)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
+
+
+def find_bento(home: Path, name: str, version: str) -> BentoInfo | None:
+    """The Bento `name:version` if the store has it (a file check: no bentoml import)."""
+    folder = home / "bentos" / name.lower() / version
+    return BentoInfo(f"{name.lower()}:{version}", folder) if (folder / "bento.yaml").is_file() else None
+
+
+# --------------------------------------------------------------------------- build context
+
+
+def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name: str, model_hash: str,
+                  shared: list[str], dest: Path) -> Path:
+    """Copy `files` (context-relative path -> source file or directory) into dest and write the build
+    bentofile there (from `bentofile`, the model's own). Returns the staged bentofile."""
+    try:
+        config = yaml.safe_load(bentofile.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise BuildError(f"bentofile {bentofile} is missing", fix="add it to the model folder, or point "
+                         "`bentofile:` in model.yaml at it") from None
+    except yaml.YAMLError as exc:
+        raise BuildError(f"bentofile {bentofile} is not valid YAML: {exc}", fix="fix the YAML syntax") from None
+    if not isinstance(config, dict):
+        raise BuildError(f"bentofile {bentofile} must be a mapping",
+                         fix="see https://docs.bentoml.com/en/latest/reference/bentoml/bento-build-options.html")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, src in sorted(files.items()):
+        target = dest / rel
+        if target.exists():
+            raise BuildError(f"{rel} would be staged twice (a shared module collides with a model file)",
+                             fix=f"rename the model's {rel} or the shared module")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():  # a DVC-tracked directory
+            shutil.copytree(src, target, symlinks=True, copy_function=_link_or_copy)
+        elif src.is_symlink():
+            target.symlink_to(os.readlink(src))
+        else:
+            _link_or_copy(str(src), str(target))
+
+    config.setdefault("service", service)
+    config["name"] = name
+    config["labels"] = {**(config.get("labels") or {}), labels.MODEL_HASH: model_hash}
+    if shared and config.get("include") is not None:
+        config["include"] = [*config["include"], *shared]
+    python = config.get("python")
+    if python is None:
+        config["python"] = {"lock_packages": False}
+    elif isinstance(python, dict):
+        python.setdefault("lock_packages", False)
+    staged = dest / ".reconciler-bentofile.yaml"
+    staged.write_text(yaml.safe_dump(config, sort_keys=False))  # a new file: never a hard link to the source
+    return staged
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)  # weights can be large: hard-link when the file system allows
+        return dst
+    except OSError:
+        return shutil.copy2(src, dst)
+
+
+# --------------------------------------------------------------------------- build (child process)
+
+
+def build(context: Path, bentofile: Path, *, name: str, version: str, home: Path, timeout: float = 900) -> BentoInfo:
+    """Build a Bento from a staged context into the store at `home`. Raises BuildError."""
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bento-result-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        request = {"bentofile": str(bentofile), "build_ctx": str(context), "name": name, "version": version,
+                   "result": str(result_file)}
+        env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+        try:
+            proc = subprocess.run([sys.executable, "-m", "reconciler.build.bento", json.dumps(request)], cwd=context,
+                                  env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"bentoml build of {name}:{version} took longer than {timeout:.0f} s",
+                             fix="check the bentofile for slow steps (setup scripts, large includes)") from None
+        try:
+            result = json.loads(result_file.read_text())
+        except (OSError, ValueError):
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+            raise BuildError(f"bentoml build of {name}:{version} crashed (exit {proc.returncode}):\n{tail}",
+                             fix="run `bentoml build` in the model folder to see the full output") from None
+    if "error" in result:
+        raise BuildError(f"bentoml build of {name}:{version} failed: {result['error']}", fix=result.get("fix") or
+                         "run `bentoml build` in the model folder to reproduce; check service.py imports and bentofile")
+    return BentoInfo(result["tag"], Path(result["path"]))
+
+
+def _child(request: dict) -> None:
+    """Runs in the child: the actual BentoML Python API call."""
+    out = Path(request["result"])
+    try:
+        import bentoml
+
+        bento = bentoml.bentos.build_bentofile(request["bentofile"], build_ctx=request["build_ctx"],
+                                               name=request["name"], version=request["version"])
+        out.write_text(json.dumps({"tag": str(bento.tag), "path": bento.path}))
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent as data
+        fix = None
+        if type(exc).__name__ == "ImportServiceError":
+            fix = ("the service could not be imported: add its dependencies to the bentofile's python.packages "
+                   "and install them where you build, or fix the import path in model.yaml `service:`")
+        out.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}", "fix": fix}))
+
+
+# --------------------------------------------------------------------------- containerize
+
+
+def container_engine() -> str | None:
+    """The first `bentoml containerize` backend that actually works here (docker needs a live daemon)."""
+    forced = os.environ.get(ENGINE_ENV, "").strip()
+    if forced:
+        return None if forced == "none" else forced
+    probes = {"docker": ["docker", "info", "--format", "{{.ServerVersion}}"], "podman": ["podman", "info"],
+              "buildah": ["buildah", "version"], "nerdctl": ["nerdctl", "info"], "buildctl": ["buildctl", "debug", "workers"]}
+    for engine in ENGINES:
+        if shutil.which(engine) is None:
+            continue
+        try:
+            if subprocess.run(probes[engine], capture_output=True, timeout=15).returncode == 0:
+                return engine
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
+def containerize_and_push(tag: str, image: str, engine: str, home: Path) -> None:
+    """`bentoml containerize TAG -t IMAGE --backend ENGINE`, then `ENGINE push IMAGE`. Raises BuildError."""
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    steps = [[str(bentoml_cli), "containerize", tag, "--backend", engine, "-t", image]]
+    if engine == "buildctl":
+        raise BuildError("the buildctl backend cannot push by itself here",
+                         fix=f"set {ENGINE_ENV}=docker (or podman), or use the Argo image build (ARGO_SERVER)")
+    steps.append([engine, "push", image])
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+            raise BuildError(f"`{' '.join(cmd[:3])} ...` failed (exit {proc.returncode}):\n{tail}",
+                             fix=f"check that {engine} can reach the base image registry and that you are logged in "
+                                 f"to the target registry (`{engine} login {image.split('/')[0]}`)")
+
+
+def export(tag: str, destination: str, home: Path) -> str:
+    """`bentoml export TAG DEST` (a path or an fs URL such as s3://bucket/x.bento). Raises BuildError."""
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("bentoml")), "export", tag, destination],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise BuildError(f"bentoml export of {tag} to {destination} failed:\n{tail}",
+                         fix="check that the destination is writable (for s3:// install fs-s3fs and set credentials)")
+    return destination
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))

@@ -1,0 +1,504 @@
+"""`reconciler build`: build only what changed.
+
+For every model (or the ones asked for), in this order:
+
+1. hash: its content hash (reconciler.source.hashing) over the working tree;
+2. image check: when a registry is configured, `HEAD` its manifest `<registry>/<model>:<hash12>`
+   (never pulled); an existing image means there is nothing to do;
+3. bento check: a Bento tagged `<model>:<hash12>` in the Bento store means the Bento is not rebuilt;
+4. fetch: `dvc pull` of the model's pointers (DVC's Python API);
+5. build: `bentoml build` (Python API, in a child process) of a staged context, tagged with the hash;
+6. image: with a working container engine, `bentoml containerize` + push, and the digest is read
+   back from the registry; else with ARGO_SERVER set, the image-build Argo Workflow is submitted;
+   else the build stops at the Bento and says what is missing.
+
+One model failing never stops the others; each gets a typed result (created / unchanged / failed).
+Known image digests are recorded per tagged image (`$BENTOML_HOME/reconciler-images.json`, or
+$RECONCILER_IMAGES_FILE: outside the git tree, so revisions checked out to temp dirs see it too), and
+`resolve_images` turns them into digest-pinned references for rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Callable, Iterable
+
+import typer
+
+from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
+from reconciler.source.hashing import ModelHash, model_hashes
+from reconciler.results import Action, Summary
+from reconciler.catalog.specs import IMAGE_TAG_SUFFIX
+
+STEPS = ("hash", "fetch", "build", "image")
+IMAGES_FILE_ENV = "RECONCILER_IMAGES_FILE"
+BENTO_URL_ENV = "RECONCILER_BENTO_URL"  # where the cluster downloads exported bentos: a template with {model} {tag}
+BENTO_EXPORT_ENV = "RECONCILER_BENTO_EXPORT"  # where `bentoml export` writes them (path or fs URL), same template
+
+NO_IMAGE_BACKEND = (
+    "image not built: no container engine here (docker with a running daemon, podman, buildah, nerdctl or "
+    "buildctl) and no Argo server configured. To get images, run `reconciler build --env ENV` on a runner "
+    "with Docker, or set ARGO_SERVER (and RECONCILER_BENTO_URL) to build them with the image-build workflow")
+
+
+# --------------------------------------------------------------------------- typed results
+
+
+@dataclass
+class ModelBuild:
+    model: str
+    action: Action
+    hash: str | None = None  # full content hash
+    bento: str | None = None  # <model>:<hash12>
+    image: str | None = None  # <registry>/<model>@sha256:... when the digest is known, else the tagged ref
+    built: list[str] = field(default_factory=list)  # steps that did work: fetch, build, image
+    message: str = ""
+    error: ReconcilerError | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"model": self.model, "action": self.action.value, "hash": self.hash, "bento": self.bento,
+                "image": self.image, "built": self.built, "message": self.message,
+                **({"error": str(self.error)} if self.error else {})}
+
+
+@dataclass
+class BuildReport:
+    results: dict[str, ModelBuild] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.action is not Action.failed for r in self.results.values())
+
+    @property
+    def summary(self) -> Summary:
+        s = Summary()
+        for r in self.results.values():
+            s.add(r.action)
+        return s
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "summary": self.summary.as_dict(),
+                "models": [self.results[m].as_dict() for m in sorted(self.results)]}
+
+
+# --------------------------------------------------------------------------- known image digests
+
+
+def images_file(home: Path | None = None) -> Path:
+    """$RECONCILER_IMAGES_FILE, else `reconciler-images.json` in the Bento store (outside any git tree)."""
+    explicit = os.environ.get(IMAGES_FILE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    from reconciler.build.bento import bentoml_home
+
+    return bentoml_home(home) / "reconciler-images.json"
+
+
+class ImageStore:
+    """Tagged image reference -> digest, e.g. 'ghcr.io/acme/m:0123456789ab' -> 'sha256:...'."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            data = json.loads(path.read_text())
+            self.digests: dict[str, str] = dict(data.get("images", {}))
+        except (OSError, ValueError, AttributeError):
+            self.digests = {}
+
+    def get(self, tagged: str) -> str | None:
+        return self.digests.get(tagged)
+
+    def record(self, tagged: str, digest: str) -> None:
+        if self.digests.get(tagged) == digest:
+            return
+        self.digests[tagged] = digest
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"images": dict(sorted(self.digests.items()))}, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def tagged_image(registry: str, model: str, model_hash: ModelHash | str) -> str:
+    digest = model_hash.digest if isinstance(model_hash, ModelHash) else model_hash
+    return f"{registry.rstrip('/')}/{model}:{digest[:12]}"
+
+
+def pinned(tagged: str, digest: str | None) -> str:
+    """'r/m:tag' + 'sha256:..' -> 'r/m@sha256:..'; without a digest, the tagged reference."""
+    return f"{tagged.rsplit(':', 1)[0]}@{digest}" if digest else tagged
+
+
+def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageStore | None = None,
+                   lookup: bool = False) -> dict[str, str]:
+    """Image reference per model for an environment: `registry/model@sha256:...` when the digest is
+    known (recorded by a build, or asked from the registry when `lookup`), else `registry/model:<hash12>`.
+    Also `<model>/<kind>` for accelerator kinds whose images differ (`<hash12>-neuron` for inferentia).
+
+    `env` is an EnvironmentSpec or an environment name of the catalog.
+    """
+    env_spec = catalog.environment(env) if isinstance(env, str) else env
+    store = store if store is not None else ImageStore(images_file())
+    images = {}
+    clients: dict[str, object] = {}
+    for name, model_hash in hashes.items():
+        tagged = tagged_image(env_spec.registry, name, model_hash)
+        digest = store.get(tagged)
+        if digest is None and lookup:
+            digest = _registry_digest(tagged, clients)
+            if digest:
+                store.record(tagged, digest)
+        images[name] = pinned(tagged, digest)
+        for kind, suffix in IMAGE_TAG_SUFFIX.items():  # e.g. the Neuron-compiled image for inferentia pools
+            variant = tagged + suffix
+            images[f"{name}/{kind.value}"] = pinned(variant, store.get(variant))
+    for client in clients.values():
+        client.close()
+    return images
+
+
+def _registry_digest(tagged: str, clients: dict) -> str | None:
+    from reconciler.build.registry import ImageRef, RegistryClient
+
+    ref = ImageRef.parse(tagged)
+    try:
+        if ref.host not in clients:
+            clients[ref.host] = RegistryClient(ref.host, timeout=5)
+        return clients[ref.host].image_digest(ref)
+    except RegistryError:
+        return None
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+@dataclass
+class BuildOptions:
+    home: Path | None = None  # Bento store; default $BENTOML_HOME or ~/bentoml
+    registry: str | None = None  # image registry prefix (from --env or --registry); None: no image step
+    environment: str | None = None
+    engine: str | None | bool = True  # True: detect; None/False: none; a name: use it
+    argo: bool = True  # hand off to the image-build workflow when ARGO_SERVER is set
+
+
+Progress = Callable[[str, str, str], None]  # (model, step, state: running|done|skipped|failed)
+
+
+def build_models(root: Path, models: Iterable[str] | None = None, options: BuildOptions | None = None,
+                 progress: Progress | None = None) -> BuildReport:
+    """Build every (or the named) model of the repository at `root`'s working tree."""
+    from reconciler.build.bento import bentoml_home, container_engine
+    from reconciler.catalog.load import load_catalog
+
+    options = options or BuildOptions()
+    root = Path(root).resolve()
+    wanted = set(models) if models else None
+    catalog = load_catalog(root, only=wanted)
+    report = BuildReport()
+    notify = progress or (lambda model, step, state: None)
+    for name in sorted(wanted - set(catalog.models) - set(catalog.errors)) if wanted else []:
+        report.results[name] = ModelBuild(name, Action.failed, message="no such model", error=SpecError.single(
+            f"models/{name}", f"no model named {name!r}", fix="check the name against the folders under models/"))
+    for name, err in sorted(catalog.errors.items()):
+        report.results[name] = ModelBuild(name, Action.failed, message="invalid model spec", error=err)
+        notify(name, "hash", "failed")
+    entries = [catalog.models[n] for n in sorted(catalog.models)]
+    if not entries:
+        return report
+    for e in entries:
+        notify(e.name, "hash", "running")
+    hashes = model_hashes(root, None, entries)  # SourceError: the repository itself is unusable
+    home = bentoml_home(options.home)
+    store = ImageStore(images_file(options.home))
+    if options.engine is True:
+        engine = container_engine() if options.registry else None
+    else:
+        engine = options.engine or None
+    clients: dict[str, object] = {}
+    try:
+        for entry in entries:
+            notify(entry.name, "hash", "done")
+            report.results[entry.name] = _build_one(root, catalog, entry, hashes[entry.name], home, store,
+                                                    options, engine, clients, notify)
+    finally:
+        for client in clients.values():
+            client.close()
+    return report
+
+
+def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, store: ImageStore,
+               options: BuildOptions, engine: str | None, clients: dict, notify: Progress) -> ModelBuild:
+    from reconciler.build import bento
+
+    name, short = entry.name, model_hash.short
+    result = ModelBuild(name, Action.unchanged, hash=model_hash.digest, bento=f"{name}:{short}")
+    step = "image"
+    notes: list[str] = []
+    try:
+        tagged = tagged_image(options.registry, name, model_hash) if options.registry else None
+        if tagged:
+            digest = store.get(tagged)
+            if digest is None:
+                try:
+                    digest = _registry_digest_or_raise(tagged, clients)
+                except RegistryError as exc:
+                    notes.append(f"registry check failed, so the image is treated as missing ({exc.message})")
+            if digest:
+                store.record(tagged, digest)
+                result.image = pinned(tagged, digest)
+                result.message = f"image {result.image} exists"
+                for s in ("fetch", "build", "image"):
+                    notify(name, s, "skipped")
+                return result
+            result.image = tagged
+
+        existing = bento.find_bento(home, name, short)
+        if existing is not None:
+            notify(name, "fetch", "skipped")
+            notify(name, "build", "skipped")
+            notes.insert(0, f"bento {existing.tag} exists")
+        else:
+            step = "fetch"
+            notify(name, "fetch", "running")
+            _fetch(root, entry, model_hash)
+            notify(name, "fetch", "done")
+            result.built.append("fetch")
+            step = "build"
+            notify(name, "build", "running")
+            built = _build_bento(root, entry, model_hash, home)
+            notify(name, "build", "done")
+            result.built.append("build")
+            result.bento = built.tag
+            notes.insert(0, f"built bento {built.tag}")
+
+        step = "image"
+        if tagged is None:
+            notify(name, "image", "skipped")
+            notes.append("no registry configured: pass --env ENV (or --registry) to build images")
+        elif engine:
+            notify(name, "image", "running")
+            bento.containerize_and_push(result.bento, tagged, engine, home)
+            digest = _registry_digest_or_raise(tagged, clients)
+            if digest is None:
+                raise RegistryError(f"pushed {tagged} but the registry does not list it",
+                                    fix="check that the push went to the registry configured for the environment")
+            store.record(tagged, digest)
+            result.image = pinned(tagged, digest)
+            result.built.append("image")
+            notes.append(f"pushed {result.image} ({engine})")
+            notify(name, "image", "done")
+        elif options.argo and os.environ.get("ARGO_SERVER"):
+            notify(name, "image", "running")
+            note, submitted = _argo_image(root, entry, model_hash, result.bento, home, options)
+            notes.append(note)
+            if submitted:  # False: this hash's workflow was submitted before, nothing new happened
+                result.built.append("image")
+            notify(name, "image", "done")
+        else:
+            notify(name, "image", "skipped")
+            notes.append(NO_IMAGE_BACKEND)
+        result.action = Action.created if result.built else Action.unchanged
+        result.message = "; ".join(notes)
+        return result
+    except Exception as exc:  # noqa: BLE001 - one broken model never stops the others
+        if not isinstance(exc, ReconcilerError):
+            exc = BuildError(f"{step} of {name} failed unexpectedly: {type(exc).__name__}: {exc}",
+                             fix="this is a bug or an environment problem (disk full, permissions): "
+                                 "rerun with `--model " + name + "` and report it with the message above")
+        notify(name, step, "failed")
+        result.action, result.error = Action.failed, exc
+        result.message = f"{step} failed"
+        return result
+
+
+def _registry_digest_or_raise(tagged: str, clients: dict) -> str | None:
+    from reconciler.build.registry import ImageRef, RegistryClient
+
+    ref = ImageRef.parse(tagged)
+    if ref.host not in clients:
+        clients[ref.host] = RegistryClient(ref.host, timeout=10)
+    return clients[ref.host].image_digest(ref)
+
+
+def _pointers(root: Path, entry, model_hash: ModelHash) -> list[Path]:
+    folder = entry.path
+    found = {folder / a for a in entry.spec.artifacts}
+    found |= {p for p in folder.rglob("*.dvc") if p.is_file()}
+    # a pipeline's outputs are pulled through its dvc.yaml (DVC takes stage files as targets)
+    found |= {p.with_name("dvc.yaml") for p in folder.rglob("dvc.lock") if p.with_name("dvc.yaml").is_file()}
+    return sorted(found)
+
+
+def _fetch(root: Path, entry, model_hash: ModelHash) -> None:
+    from reconciler.build.artifacts import fetch
+    from reconciler.errors import ArtifactError
+
+    pointers = _pointers(root, entry, model_hash)
+    missing = [p for p in pointers if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"DVC pointer {missing[0].relative_to(root)} is missing",
+                            fix=f"run `dvc add` on the artifact in {entry.path.relative_to(root)}/ and commit the "
+                                "pointer, or remove it from `artifacts:` in model.yaml")
+    fetch(root, pointers)
+
+
+def staged_files(root: Path, folder: str, model_hash: ModelHash) -> tuple[dict[str, Path], list[str]]:
+    """What goes into the build context: context-relative path -> source, and the shared module paths.
+
+    Files of the model folder land at the context root, shared modules at their repository paths, and
+    DVC outputs (fetched into the working tree) where their pointers put them.
+    """
+    files: dict[str, Path] = {}
+    shared: list[str] = []
+    prefix = folder + "/"
+    for path, kind in model_hash.kinds.items():
+        if kind == "spec" or model_hash.inputs[path] == "missing":
+            continue
+        if path.startswith(prefix):
+            rel = path[len(prefix):]
+        elif kind == "shared-code":
+            rel = path
+            shared.append(path)
+        else:
+            continue  # a bentofile or pointer output outside the folder: read from the repository, not staged
+        files[rel] = root / path
+    return files, sorted(shared)
+
+
+def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path):
+    from reconciler.build import bento
+    from reconciler.errors import ArtifactError
+
+    folder = entry.path.relative_to(root).as_posix()
+    files, shared = staged_files(root, folder, model_hash)
+    absent = [rel for rel, src in files.items() if not (src.exists() or src.is_symlink())]
+    if absent:
+        raise ArtifactError(f"{absent[0]} of {entry.name} is not in the working tree after the DVC fetch",
+                            fix="run `dvc pull` and check that the pointer's path matches the file")
+    with tempfile.TemporaryDirectory(prefix=f"bento-{entry.name}-") as tmp:
+        context = Path(tmp) / "context"
+        staged = bento.stage_context(files, entry.path / entry.spec.bentofile, service=entry.spec.service,
+                                     name=entry.name, model_hash=model_hash.digest, shared=shared, dest=context)
+        return bento.build(context, staged, name=entry.name, version=model_hash.short, home=home)
+
+
+def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
+                options: BuildOptions) -> tuple[str, bool]:
+    """Hand the image build to the image-build Argo Workflow (pipelines/build_image.py via reconciler.build.argo)."""
+    from reconciler.build import bento
+    from reconciler.build.argo import ArgoConfig, submit
+    from reconciler.build.pipeline_runner import render_workflow
+
+    url_template = os.environ.get(BENTO_URL_ENV)
+    if not url_template:
+        raise ArgoError(f"ARGO_SERVER is set but {BENTO_URL_ENV} is not: the workflow needs a URL to download the bento",
+                        fix=f"export {BENTO_URL_ENV}='https://artifacts.example.com/bentos/{{model}}-{{tag}}.bento' "
+                            f"and {BENTO_EXPORT_ENV} to where that URL is served from (e.g. s3://bucket/bentos/{{model}}-{{tag}}.bento)")
+    fields = {"model": entry.name, "tag": model_hash.short}
+    destination = os.environ.get(BENTO_EXPORT_ENV, str(home / "exports" / "{model}-{tag}.bento")).format(**fields)
+    local = "://" not in destination
+    if local:
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)
+    if not (local and Path(destination).is_file()):  # the export of a hash never changes
+        bento.export(tag, destination, home)
+    workflow = render_workflow(root, "build-image", entry.name, environment=options.environment or "dev",
+                               model_hash=model_hash.digest, bento_url=url_template.format(**fields),
+                               registry=options.registry)
+    submitted = submit(workflow, ArgoConfig.from_env(), exists_ok=True)
+    state = "submitted" if submitted.created else "already submitted"
+    return (f"image build {state} to Argo: {submitted.namespace}/{submitted.name} {submitted.ui_url} "
+            "(the digest is recorded by the next `reconciler build`, from the registry)"), submitted.created
+
+
+# --------------------------------------------------------------------------- CLI: `reconciler build`
+
+_MARKS = {"running": "[yellow]…[/yellow]", "done": "[green]✓[/green]", "skipped": "[dim]–[/dim]",
+          "failed": "[bold red]✗[/bold red]"}
+
+
+def build_command(
+    model: list[str] | None = None,
+    env: str | None = None,
+    registry: str | None = None,
+    repo: Path = Path("."),
+    bentoml_home_dir: Path | None = None,
+    output: str = "text",
+) -> None:
+    """Build what changed: a Bento (and an image) per model whose content hash has none yet."""
+    import sys
+
+    import typer
+    from rich.console import Console
+    from rich.live import Live
+    from rich.markup import escape
+    from rich.table import Table
+
+    from reconciler.catalog.load import load_catalog
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        if env and not registry:
+            registry = load_catalog(Path(repo).resolve(), only=set()).environment(env).registry
+        options = BuildOptions(home=bentoml_home_dir, registry=registry, environment=env)
+        state: dict[str, dict[str, str]] = {}
+
+        def table() -> Table:
+            t = Table("model", *STEPS, box=None, pad_edge=False)
+            for name in sorted(state):
+                t.add_row(name, *(_MARKS.get(state[name].get(s, ""), "") for s in STEPS))
+            return t
+
+        with Live(table(), console=console, transient=False, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            def progress(name: str, step: str, status: str) -> None:
+                state.setdefault(name, {})[step] = status
+                live.update(table(), refresh=True)
+
+            report = build_models(Path(repo), model or None, options, progress)
+        if not console.is_terminal:
+            console.print()  # Live leaves its last frame without a line break when not on a terminal
+    except ReconcilerError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(1) from None
+    if output == "json":
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        out = Console(soft_wrap=True, highlight=False)
+        no_backend = False
+        for name in sorted(report.results):
+            r = report.results[name]
+            message = r.message
+            if NO_IMAGE_BACKEND in message:  # said once, below
+                no_backend, message = True, message.replace(NO_IMAGE_BACKEND, "image not built (see below)")
+            colour = {"created": "green", "unchanged": "dim", "failed": "bold red"}.get(r.action.value, "")
+            out.print(f"[{colour}]{r.action.value:9}[/{colour}] {name}"
+                      + (f" {r.hash[:12]}" if r.hash else "") + (f": {escape(message)}" if message else ""))
+            if r.error is not None:
+                out.print("  " + str(r.error).replace("\n", "\n  "), markup=False)
+        if no_backend:
+            out.print(NO_IMAGE_BACKEND[0].upper() + NO_IMAGE_BACKEND[1:] + ".", markup=False)
+        out.print(f"build: {report.summary}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def build(
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="build images for this environment's registry")] = None,
+    registry: Annotated[str | None, typer.Option(help="image registry prefix (default: the environment's)")] = None,
+    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
+    bentoml_home: Annotated[Path | None, typer.Option("--bentoml-home", envvar="BENTOML_HOME",
+                                                      help="the Bento store (default: ~/bentoml)")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+) -> None:
+    """Build only what changed: fetch DVC artifacts, build a Bento tagged with the model's content
+    hash, and build + push its image where a container engine (or ARGO_SERVER) is available."""
+    build_command(model, env, registry, repo, bentoml_home, output)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `reconciler build` to the typer app."""
+    app.command("build")(build)

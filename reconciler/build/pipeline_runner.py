@@ -1,0 +1,263 @@
+"""Run the pipelines on a laptop (no cluster), and render them as Argo Workflows.
+
+`reconciler pipeline run train [--model M]` walks `pipelines.steps.STEPS` in DAG order in this
+process: train -> evaluate -> register (`dvc add` of model.pkl), the very functions the Argo
+Workflow's tasks call (`python -m pipelines.steps ...`). `reconciler pipeline render NAME --model M`
+prints the Workflow YAML for `train` or `build-image`, with defaults taken from the repository
+(HEAD commit, origin URL, the model's content hash, the environment's registry and pool).
+
+Step failures become ReconcilerError (ArtifactError for DVC), so the CLI prints a fix, not a trace.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Sequence
+
+import typer
+
+from reconciler.errors import ArtifactError, ReconcilerError, SourceError
+
+PIPELINES = ("train", "build-image")
+
+
+@dataclass(frozen=True)
+class StepRun:
+    model: str
+    step: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class ModelRun:
+    model: str
+    model_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    pointer: Path | None = None
+    steps: list[StepRun] = field(default_factory=list)
+
+
+def trainable_models(root: Path) -> list[str]:
+    """Model folders (models/<name>/model.yaml) that have a training recipe in pipelines.steps."""
+    from pipelines.steps import RECIPES
+
+    folder = root / "models"
+    return sorted(p.name for p in folder.iterdir() if (p / "model.yaml").is_file() and p.name in RECIPES) \
+        if folder.is_dir() else []
+
+
+def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool = True, push: bool = False,
+              seed: int | None = None, on_step: Callable[[StepRun], None] | None = None) -> list[ModelRun]:
+    """Train, evaluate and (unless register=False) DVC-register each model under `root`/models.
+
+    Writes models/<m>/model.pkl, metrics.json and (register) model.pkl.dvc + .gitignore. Raises
+    ReconcilerError for an unknown model or a failed step, ArtifactError when DVC fails.
+    """
+    from pipelines import steps
+
+    root = Path(root).resolve()
+    names = list(models) if models else trainable_models(root)
+    if not names:
+        raise ReconcilerError(f"no trainable models under {root / 'models'}",
+                              fix="run from the repository root, or pass --repo")
+    for name in names:
+        if not (root / "models" / name / "model.yaml").is_file():
+            raise ReconcilerError(f"models/{name}/model.yaml not found under {root}",
+                                  fix="check the model name against the folders under models/")
+        if name not in steps.RECIPES:
+            raise ReconcilerError(f"model {name!r} has no training recipe (known: {', '.join(sorted(steps.RECIPES))})",
+                                  fix="add a Recipe to pipelines/steps.py RECIPES")
+    seed = steps.SEED if seed is None else seed
+    order = [s for s in steps.dag_order() if register or s.name != "register"]
+    runs = []
+    for name in names:
+        run = ModelRun(name, root / "models" / name)
+        actions: dict[str, Callable[[], str]] = {
+            "train": lambda: str(steps.train(name, run.model_dir, seed=seed).relative_to(root)),
+            "evaluate": lambda: _evaluate(run, steps, seed),
+            "register": lambda: _register(run, root, steps, push),
+        }
+        for step in order:
+            started = time.perf_counter()
+            try:
+                detail = actions[step.name]()
+            except steps.StepError as exc:
+                cls = ArtifactError if step.name == "register" else ReconcilerError
+                raise cls(f"{name}: step {step.name} failed: {exc.message}", fix=exc.fix) from None
+            record = StepRun(name, step.name, time.perf_counter() - started, detail)
+            run.steps.append(record)
+            if on_step is not None:
+                on_step(record)
+        runs.append(run)
+    return runs
+
+
+def _evaluate(run: ModelRun, steps: Any, seed: int) -> str:
+    run.metrics = steps.evaluate(run.model, run.model_dir, seed=seed)
+    return ", ".join(f"{k}={run.metrics[k]}" for k in ("accuracy", "f1_macro"))
+
+
+def _register(run: ModelRun, root: Path, steps: Any, push: bool) -> str:
+    run.pointer = steps.register(run.model_dir, root, push=push)
+    return str(run.pointer.relative_to(root)) + (" (pushed)" if push else "")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _git_defaults(root: Path, commit: str | None, repo_url: str | None) -> tuple[str, str]:
+    from reconciler.source.git import head_sha, open_repo
+
+    commit = commit or head_sha(root)
+    if repo_url is None:
+        repo = open_repo(root)
+        try:
+            repo_url = next(iter(repo.remote("origin").urls))
+        except (ValueError, StopIteration):
+            raise SourceError(f"{root} has no 'origin' remote to take the repository URL from",
+                              fix="pass --repo-url https://github.com/<org>/<repo>.git, or `git remote add origin ...`") from None
+    return commit, repo_url
+
+
+def render_workflow(root: Path, pipeline: str, model: str, *, environment: str = "dev", commit: str | None = None,
+                    repo_url: str | None = None, model_hash: str | None = None, registry: str | None = None,
+                    bento_url: str | None = None, pool: str | None = None, namespace: str | None = None):
+    """The hera Workflow of `pipeline` ('train' or 'build-image') for `model`, defaults from the repository."""
+    from reconciler.catalog.load import load_catalog, placements
+
+    if pipeline not in PIPELINES:
+        raise ReconcilerError(f"no pipeline named {pipeline!r}", fix=f"use one of: {', '.join(PIPELINES)}")
+    root = Path(root).resolve()
+    catalog = load_catalog(root, only={model})
+    if model in catalog.errors:
+        raise catalog.errors[model]
+    if model not in catalog.models:
+        raise ReconcilerError(f"no model named {model!r} in {root / 'models'}",
+                              fix="check the name against the folders under models/")
+    entry = catalog.models[model]
+    env = catalog.environment(environment)
+    commit, repo_url = _git_defaults(root, commit, repo_url)
+    if model_hash is None:
+        from reconciler.source.hashing import model_hashes
+
+        model_hash = model_hashes(root, None, [entry])[model].digest
+    try:
+        if pipeline == "train":
+            from pipelines.train import train_workflow
+
+            return train_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
+                                  environment=environment, namespace=namespace)
+        from pipelines.build_image import build_image_workflow
+        from pipelines.neuron_compile import NeuronOptions
+        from pipelines.steps import RECIPES
+
+        chosen = placements(entry, env, catalog.pools)
+        if pool is not None:
+            if pool not in {p.name for p in chosen}:
+                raise ReconcilerError(f"{model} does not serve from pool {pool!r} in {environment} "
+                                      f"(it serves from: {', '.join(p.name for p in chosen)})",
+                                      fix="pick one of those pools, or change accelerator: in its model.yaml")
+            target = next(p for p in chosen if p.name == pool)
+        else:
+            target = chosen[0]
+        neuron = NeuronOptions(input_shapes=(RECIPES[model].input_shape,)) if model in RECIPES else NeuronOptions()
+        if bento_url is None:
+            raise ReconcilerError("build-image needs the URL of the exported bento",
+                                  fix="pass --bento-url https://.../<model>-<hash>.bento (from `bentoml export`)")
+        return build_image_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
+                                    registry=registry or env.registry, bento_url=bento_url,
+                                    environment=environment, pool=target, namespace=namespace,
+                                    neuron=neuron)
+    except ValueError as exc:  # bad commit / hash strings from the command line
+        raise ReconcilerError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- CLI: `reconciler pipeline ...`
+
+cli = typer.Typer(name="pipeline", no_args_is_help=True,
+                  help="Run the training pipeline locally, or render/submit pipelines as Argo Workflows.")
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
+
+
+def _fail(exc: ReconcilerError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@cli.command("run")
+def run_command(
+    name: Annotated[str, typer.Argument(help="the pipeline: train")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
+    register: Annotated[bool, typer.Option(help="dvc add the weights after evaluation")] = True,
+    push: Annotated[bool, typer.Option(help="dvc push the weights to the default remote")] = False,
+    repo: RepoOpt = Path("."),
+) -> None:
+    """Run a pipeline's steps in this process, in DAG order (no cluster needed)."""
+    if name != "train":
+        raise _fail(ReconcilerError(f"only the train pipeline runs locally, not {name!r}",
+                                    fix="image builds need a container engine: `reconciler pipeline submit build-image`"))
+
+    def show(step: StepRun) -> None:
+        typer.echo(f"✓ {step.model} {step.step} ({step.seconds:.1f}s): {step.detail}")
+
+    try:
+        runs = run_train(repo, model or None, register=register, push=push, on_step=show)
+    except ReconcilerError as exc:
+        raise _fail(exc) from None
+    for run in runs:
+        typer.echo(f"{run.model}: accuracy {run.metrics['accuracy']}, f1_macro {run.metrics['f1_macro']} "
+                   f"({run.metrics['test_samples']} held-out samples)")
+    if register:
+        typer.echo("commit: " + " ".join(str(p) for r in runs for p in (
+            f"models/{r.model}/model.pkl.dvc", f"models/{r.model}/metrics.json", f"models/{r.model}/.gitignore")))
+
+
+@cli.command("render")
+def render_command(
+    name: Annotated[str, typer.Argument(help="train or build-image")],
+    model: Annotated[str, typer.Option("--model", "-m")],
+    environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
+    commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
+    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
+    model_hash: Annotated[str | None, typer.Option(help="default: the working tree's model hash")] = None,
+    bento_url: Annotated[str | None, typer.Option(help="build-image: where the exported bento is")] = None,
+    pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
+    repo: RepoOpt = Path("."),
+) -> None:
+    """Print a pipeline's Argo Workflow as YAML (commit it, or `argo submit` it)."""
+    try:
+        workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
+                                   model_hash=model_hash, bento_url=bento_url, pool=pool)
+    except ReconcilerError as exc:
+        raise _fail(exc) from None
+    sys.stdout.write(workflow.to_yaml())
+
+
+@cli.command("submit")
+def submit_command(
+    name: Annotated[str, typer.Argument(help="train or build-image")],
+    model: Annotated[str, typer.Option("--model", "-m")],
+    environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
+    commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
+    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
+    model_hash: Annotated[str | None, typer.Option(help="default: the working tree's model hash")] = None,
+    bento_url: Annotated[str | None, typer.Option(help="build-image: where the exported bento is")] = None,
+    pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
+    repo: RepoOpt = Path("."),
+) -> None:
+    """Submit a pipeline to the Argo server in ARGO_SERVER (ARGO_TOKEN, ARGO_NAMESPACE)."""
+    from reconciler.build.argo import ArgoConfig, submit
+
+    try:
+        workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
+                                   model_hash=model_hash, bento_url=bento_url, pool=pool)
+        result = submit(workflow, ArgoConfig.from_env(), exists_ok=True)
+    except ReconcilerError as exc:
+        raise _fail(exc) from None
+    state = "submitted" if result.created else "already submitted"
+    typer.echo(f"{state}: {result.namespace}/{result.name}  {result.ui_url}")

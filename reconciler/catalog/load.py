@@ -1,0 +1,177 @@
+"""The catalog: every model, environment and pool in a repository tree, validated.
+
+A broken model is recorded in `Catalog.errors` and left out of `Catalog.models`: it never stops the
+other models from being planned, built or rendered. A broken pools file or environment, on the
+other hand, affects every model in it, so it is an error of the environment (`env_errors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.errors import SpecError, SpecProblem
+from reconciler.catalog.specs import AcceleratorKind, EnvironmentSpec, ModelSpec, Pool, PoolsFile, load
+
+MODELS_DIR = "models"
+ENVIRONMENTS_DIR = "environments"
+POOLS_FILE = "environments/pools.yaml"
+MODEL_FILE = "model.yaml"
+ENVIRONMENT_FILE = "environment.yaml"
+NON_ENVIRONMENT_DIRS = {"base", "reconciler"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path  # models/<name>, absolute
+    spec: ModelSpec
+
+    @property
+    def rel(self) -> str:
+        return f"{MODELS_DIR}/{self.name}"
+
+
+@dataclass
+class Catalog:
+    root: Path
+    pools: dict[str, Pool] = field(default_factory=dict)
+    environments: dict[str, EnvironmentSpec] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    errors: dict[str, SpecError] = field(default_factory=dict)  # model folder name -> why it was left out
+    env_errors: dict[str, SpecError] = field(default_factory=dict)  # environment name (or '*') -> error
+
+    def environment(self, name: str) -> EnvironmentSpec:
+        if name in self.env_errors:
+            raise self.env_errors[name]
+        if "*" in self.env_errors:
+            raise self.env_errors["*"]
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise SpecError.single(f"{ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE}",
+                                   f"no environment named {name!r} (known: {known})",
+                                   fix=f"create {ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE} or pick a known one") from None
+
+
+def _rel(root: Path, path: Path) -> str:
+    return str(path.relative_to(root))
+
+
+def _load_model(root: Path, folder: Path) -> ModelEntry:
+    spec_path = folder / MODEL_FILE
+    spec: ModelSpec = load(ModelSpec, spec_path, display=_rel(root, spec_path))
+    problems = []
+    if spec.name != folder.name:
+        problems.append(SpecProblem(_rel(root, spec_path), f"name {spec.name!r} does not match its folder {folder.name!r}",
+                                    field="name", fix=f"set name: {folder.name} or rename the folder"))
+    for what, rel in (("bentofile", spec.bentofile), ("service", spec.service.split(":")[0]),
+                      *(("artifact", a) for a in spec.artifacts)):
+        if not (folder / rel).is_file():
+            field_name = {"bentofile": "bentofile", "service": "service"}.get(what, "artifacts")
+            fix = {"bentofile": f"add {folder.name}/{rel} (see docs/model-spec.md), or point 'bentofile' at it",
+                   "service": f"add {folder.name}/{rel} with the BentoML service class",
+                   }.get(what, f"run `dvc add` on the artifact in models/{folder.name}/ and commit the pointer")
+            problems.append(SpecProblem(_rel(root, spec_path), f"{what} file {rel!r} is missing", field=field_name, fix=fix))
+    if problems:
+        raise SpecError(problems)
+    return ModelEntry(spec.name, folder, spec)
+
+
+def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
+    """Read and validate the whole repository tree rooted at `root`.
+
+    `only` restricts which model folders are read (the others are neither loaded nor reported).
+    """
+    root = root.resolve()
+    catalog = Catalog(root)
+    try:
+        catalog.pools = load(PoolsFile, root / POOLS_FILE, display=POOLS_FILE).pools
+    except SpecError as exc:
+        catalog.env_errors["*"] = exc
+
+    env_root = root / ENVIRONMENTS_DIR
+    for folder in sorted(p for p in env_root.iterdir() if p.is_dir()) if env_root.is_dir() else []:
+        if folder.name in NON_ENVIRONMENT_DIRS or not (folder / ENVIRONMENT_FILE).exists():
+            continue
+        rel = _rel(root, folder / ENVIRONMENT_FILE)
+        try:
+            env: EnvironmentSpec = load(EnvironmentSpec, folder / ENVIRONMENT_FILE, display=rel)
+            problems = []
+            if env.name != folder.name:
+                problems.append(SpecProblem(rel, f"name {env.name!r} does not match its folder {folder.name!r}",
+                                            field="name", fix=f"set name: {folder.name}"))
+            for i, pool in enumerate(env.pools):
+                if "*" not in catalog.env_errors and pool not in catalog.pools:
+                    problems.append(_unknown_pool(rel, f"pools.{i}", pool, catalog.pools))
+            if problems:
+                raise SpecError(problems)
+            catalog.environments[env.name] = env
+        except SpecError as exc:
+            catalog.env_errors[folder.name] = exc
+
+    models_root = root / MODELS_DIR
+    for folder in sorted(p for p in models_root.iterdir() if p.is_dir()) if models_root.is_dir() else []:
+        if only is not None and folder.name not in only:
+            continue
+        if not (folder / MODEL_FILE).exists():
+            catalog.errors[folder.name] = SpecError.single(
+                f"{MODELS_DIR}/{folder.name}", f"no {MODEL_FILE} in the model folder",
+                fix=f"add {MODELS_DIR}/{folder.name}/{MODEL_FILE}, or remove the folder")
+            continue
+        try:
+            entry = _load_model(root, folder)
+            _check_placements(catalog, entry)
+            catalog.models[entry.name] = entry
+        except SpecError as exc:
+            catalog.errors[folder.name] = exc
+    return catalog
+
+
+def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool]) -> SpecProblem:
+    known = ", ".join(sorted(pools)) or "none"
+    return SpecProblem(file, f"unknown pool {name!r} (pools declared in {POOLS_FILE}: {known})", field=field_name,
+                       fix=f"use one of the declared pools, a kind (cpu, gpu, inferentia), or declare {name!r} in {POOLS_FILE}")
+
+
+def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
+    problems = []
+    for env in catalog.environments.values():
+        try:
+            placements(entry, env, catalog.pools)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+
+
+def placements(entry: ModelEntry, env: EnvironmentSpec, pools: dict[str, Pool]) -> list[Pool]:
+    """The pools a model serves from in an environment: a kind picks the environment's pool of that kind."""
+    targets = entry.spec.targets_for(env.name) or [env.defaults.accelerator]
+    file = f"{entry.rel}/{MODEL_FILE}"
+    field_name = "accelerator" if isinstance(entry.spec.accelerator, str) else f"accelerator.{env.name}"
+    if entry.spec.targets_for(env.name) is None:
+        file, field_name = f"{ENVIRONMENTS_DIR}/{env.name}/{ENVIRONMENT_FILE}", "defaults.accelerator"
+    result: list[Pool] = []
+    kinds = {k.value for k in AcceleratorKind}
+    for target in targets:
+        if target in kinds:
+            matching = [pools[p] for p in env.pools if p in pools and pools[p].kind.value == target]
+            if not matching:
+                raise SpecError([SpecProblem(
+                    file, f"environment {env.name!r} has no {target} pool (it has: {', '.join(env.pools)})",
+                    field=field_name, fix=f"target another kind in {env.name}, or add a {target} pool to "
+                                          f"{ENVIRONMENTS_DIR}/{env.name}/{ENVIRONMENT_FILE}")])
+            pool = matching[0]
+        elif target in pools:
+            if target not in env.pools:
+                raise SpecError([SpecProblem(
+                    file, f"pool {target!r} is not available in environment {env.name!r} (it has: {', '.join(env.pools)})",
+                    field=field_name, fix=f"list {target} under pools: in {ENVIRONMENTS_DIR}/{env.name}/{ENVIRONMENT_FILE}")])
+            pool = pools[target]
+        else:
+            raise SpecError([_unknown_pool(file, field_name, target, pools)])
+        if pool not in result:
+            result.append(pool)
+    return result

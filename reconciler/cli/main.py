@@ -1,0 +1,163 @@
+"""The `reconciler` command line: render, plan, hydrate, build, sync, run, rollout.
+
+Commands import their heavy dependencies (hera, bentoml, dvc, kubernetes) inside the command
+function, so `reconciler --help` and `reconciler plan` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from reconciler.errors import ReconcilerError
+
+app = typer.Typer(
+    name="reconciler",
+    help="GitOps reconciler for ML models: validate, plan, build, render and roll out models to Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True, highlight=False)
+
+RepoOption = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
+
+
+class PlanFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+def fail(exc: ReconcilerError, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    return typer.Exit(code)
+
+
+def report_model_errors(errors: dict[str, object], where: str) -> None:
+    for name, err in sorted(errors.items()):
+        console.print(f"[bold red]✗ {name}[/bold red] ({where}):\n{err}", highlight=False)
+
+
+@app.command()
+def render(
+    environment: Annotated[str, typer.Argument(help="environment name, e.g. dev")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
+    rev: Annotated[str | None, typer.Option(help="git revision to render (default: the working tree)")] = None,
+    repo: RepoOption = Path("."),
+) -> None:
+    """Print the rendered, validated manifests of one environment."""
+    from reconciler.plan.desired import desired_at
+
+    try:
+        state = desired_at(repo, rev, [environment], set(model) if model else None)
+    except ReconcilerError as exc:
+        raise fail(exc) from None
+    if environment in state.env_errors:
+        raise fail(state.env_errors[environment])
+    result = state.renders[environment]
+    if model:
+        unknown = set(model) - set(result.models) - set(result.errors)
+        for name in sorted(unknown):
+            result.errors[name] = ReconcilerError(f"no model named {name!r} in models/",
+                                                  fix="check the name against the folders under models/")
+    sys.stdout.write(result.to_yaml())
+    report_model_errors(result.errors, environment)
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plan(
+    base: Annotated[str, typer.Option(help="the revision changes are measured from; 'empty' for a first deployment")] = "HEAD",
+    head: Annotated[str | None, typer.Option(help="the revision to plan (default: the working tree)")] = None,
+    environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable)")] = None,
+    fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plan to a file too")] = None,
+    diffs: Annotated[bool, typer.Option(help="show manifest diffs in text output")] = True,
+    repo: RepoOption = Path("."),
+) -> None:
+    """Show, per environment, which models change between two revisions and the manifest diff."""
+    from reconciler.plan.desired import plan_revisions
+    from reconciler.report.plan import plan_json, plan_markdown, print_plan
+
+    try:
+        result = plan_revisions(repo, base, head, environment or None)
+    except ReconcilerError as exc:
+        raise fail(exc) from None
+    if fmt is PlanFormat.text:
+        print_plan(result, out, diffs=diffs)
+        text = None
+    else:
+        text = plan_markdown(result) if fmt is PlanFormat.markdown else plan_json(result)
+        sys.stdout.write(text)
+    if output is not None:
+        output.write_text(text if text is not None else plan_json(result), encoding="utf-8")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def hydrate(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write <out>/<env>/*.yaml")] = None,
+    branch_prefix: Annotated[str | None, typer.Option(help="commit each environment to branch <prefix><env>")] = None,
+    rev: Annotated[str | None, typer.Option(help="revision to render (default: HEAD for branches, the working tree for --out)")] = None,
+    environment: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
+    repo: RepoOption = Path("."),
+) -> None:
+    """Write rendered manifests for Argo CD or Flux to sync from (no cluster needed).
+
+    An environment with any invalid model is not written at all: nothing of an environment is
+    published until all of it validated.
+    """
+    from reconciler.render import hydrate as hydration
+    from reconciler.plan.desired import desired_at
+
+    if (out_dir is None) == (branch_prefix is None):
+        raise fail(ReconcilerError("give exactly one of --out DIR or --branch-prefix PREFIX",
+                                   fix="e.g. `reconciler hydrate --out rendered` or `--branch-prefix rendered/`"), 2)
+    if branch_prefix is not None and rev is None:
+        rev = "HEAD"
+    try:
+        state = desired_at(repo, rev, environment or None)
+        ready = {}
+        for env, render_result in state.renders.items():
+            if render_result.errors:
+                report_model_errors(render_result.errors, env)
+                console.print(f"[yellow]{env}: not written, {len(render_result.errors)} model(s) have errors[/yellow]")
+            else:
+                ready[env] = render_result
+        for env, err in state.env_errors.items():
+            console.print(f"[bold red]✗ environment {env}[/bold red]:\n{err}", highlight=False)
+        if out_dir is not None:
+            results = hydration.hydrate_folder(ready, out_dir, state.revision)
+        else:
+            results = hydration.hydrate_branches(ready, repo, state.revision, branch_prefix)
+    except ReconcilerError as exc:
+        raise fail(exc) from None
+    for r in results:
+        note = f" (commit {r.committed[:12]})" if r.committed else (" (unchanged)" if branch_prefix else "")
+        out.print(f"[green]✓[/green] {r.environment}: {r.files} model(s) -> {r.target}{note}")
+    if len(results) != len(state.renders) + len(state.env_errors):
+        raise typer.Exit(1)
+
+
+# Area command modules register themselves here, one line each (keep imports light: the modules
+# must import heavy libraries inside their command functions).
+from reconciler.build.pipeline_runner import cli as pipeline_cli  # noqa: E402
+app.add_typer(pipeline_cli, name="pipeline")
+from reconciler.build.builder import register as register_build  # noqa: E402
+register_build(app)
+from reconciler.cli.rollout import rollout_app  # noqa: E402
+app.add_typer(rollout_app, name="rollout")
+from reconciler.run.loop import run_command, sync_command  # noqa: E402
+app.command("sync")(sync_command); app.command("run")(run_command)  # noqa: E702
+from reconciler.cli.quickstart import quickstart  # noqa: E402
+app.command("quickstart")(quickstart)

@@ -1,0 +1,150 @@
+"""``reconciler rollout status|promote|abort|pause|resume MODEL ENV``.
+
+The commands read and write the rollout state in the environment's cluster (ConfigMap
+``rollout-<model>``). promote / abort are recorded as requests that the next reconcile acts on
+(it holds the desired objects a promotion applies); pause / resume take effect at once.
+Heavy imports (kubernetes, matplotlib) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+rollout_app = typer.Typer(help="Canary rollouts: show, promote, abort, pause or resume a model's rollout.",
+                          no_args_is_help=True)
+
+ModelArg = Annotated[str, typer.Argument(help="model name, e.g. iris-classifier")]
+EnvArg = Annotated[str, typer.Argument(help="environment name, e.g. prod")]
+RepoOpt = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
+KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file (default: the environment's)")]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: the environment's)")]
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=True, highlight=False)
+
+
+def _connect(repo: Path, env_name: str, kubeconfig: str | None, context: str | None):
+    from reconciler.cluster.kube import KubeClient
+    from reconciler.catalog.specs import EnvironmentSpec, load
+
+    path = repo / "environments" / env_name / "environment.yaml"
+    env = load(EnvironmentSpec, path, display=f"environments/{env_name}/environment.yaml")
+    config = kubeconfig or env.cluster.kubeconfig
+    if config and not Path(config).is_absolute() and not kubeconfig:
+        config = str(repo / config)
+    return env, KubeClient.from_kubeconfig(config, context or env.cluster.context)
+
+
+def _load(client, model: str, env):
+    from reconciler.errors import ReconcilerError
+    from reconciler.rollout import store
+
+    stored = store.load(client, model, env.namespace)
+    if stored is None:
+        raise ReconcilerError(f"no rollout recorded for {model} in {env.name} (ConfigMap "
+                              f"{env.namespace}/{store.configmap_name(model)} not found)",
+                              fix="check the model name; a rollout is recorded once the reconciler syncs a new "
+                                  "revision in an environment with canary: true")
+    return stored
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    _console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    return typer.Exit(1)
+
+
+@rollout_app.command()
+def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
+           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format")] = Format.text,  # noqa: A002
+           png: Annotated[Path | None, typer.Option("--png", help="also write a latency/error chart here")] = None,
+           ) -> None:
+    """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.report.rollout import print_report, report_json, write_png
+
+    try:
+        env, client = _connect(repo, environment, kubeconfig, context)
+        state = _load(client, model, env).state
+    except ReconcilerError as exc:
+        raise _fail(exc) from None
+    if format is Format.json:
+        typer.echo(json.dumps(report_json(state), indent=2))
+    else:
+        print_report(state, _console())
+    if png is not None:
+        write_png(state, png)
+        _console(stderr=True).print(f"chart written to {png}")
+
+
+def _command(model: str, environment: str, repo: Path, kubeconfig: str | None, context: str | None,
+             verb: str) -> None:
+    from reconciler.errors import ReconcilerError
+    from reconciler.rollout import machine
+    from reconciler.rollout import store
+
+    try:
+        env, client = _connect(repo, environment, kubeconfig, context)
+        stored = _load(client, model, env)
+        state, now = stored.state, time.time()
+        if not state.phase.active:
+            raise ReconcilerError(f"{model} in {environment} has no canary in progress (phase {state.phase.value})",
+                                  fix="nothing to do; `reconciler rollout status` shows the last outcome")
+        if verb == "pause":
+            new = machine.pause(state, now)
+        elif verb == "resume":
+            new = machine.resume(state, now)
+        else:
+            new = machine.request(state, verb, now)
+        if new != state:
+            store.save(client, new, env.namespace, stored.resource_version)
+    except ReconcilerError as exc:
+        raise _fail(exc) from None
+    if new == state:
+        message = {"pause": "already paused", "resume": "not paused"}.get(verb, f"{verb} already requested")
+    elif verb in ("promote", "abort"):
+        message = f"{verb} requested: the next reconcile of {environment} carries it out"
+    else:
+        message = f"{verb}d"
+    _console().print(f"{model} in {environment}: {message}")
+
+
+@rollout_app.command()
+def promote(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
+            context: ContextOpt = None) -> None:
+    """Promote the canary now, skipping the remaining steps."""
+    _command(model, environment, repo, kubeconfig, context, "promote")
+
+
+@rollout_app.command()
+def abort(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
+          context: ContextOpt = None) -> None:
+    """Abort the canary: all traffic back to stable, canary removed."""
+    _command(model, environment, repo, kubeconfig, context, "abort")
+
+
+@rollout_app.command()
+def pause(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
+          context: ContextOpt = None) -> None:
+    """Freeze the canary at its current weight (no analysis, no deadline)."""
+    _command(model, environment, repo, kubeconfig, context, "pause")
+
+
+@rollout_app.command()
+def resume(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
+           context: ContextOpt = None) -> None:
+    """Resume a paused canary."""
+    _command(model, environment, repo, kubeconfig, context, "resume")

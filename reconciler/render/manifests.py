@@ -1,0 +1,156 @@
+"""Pure generation of the Kubernetes objects for one model in one environment.
+
+Per pool the model serves from: a Deployment `<model>-<pool>`, a Service `<model>-<pool>` (the
+backend a traffic router weights), and a HorizontalPodAutoscaler when autoscaling is set. One
+Service `<model>` selects every pool, for clients that do not care where a model runs.
+Pool placement (nodeSelector, tolerations, device resource, hugepages, capabilities, rollout
+strategy) comes from environments/pools.yaml; nothing here talks to any server.
+"""
+
+from __future__ import annotations
+
+from reconciler import labels as L
+from reconciler.catalog.load import ModelEntry
+from reconciler.catalog.specs import EffectiveServing, EnvironmentSpec, Pool
+
+CONTAINER = "bento"
+
+
+def selector_labels(model: str, pool: str | None = None) -> dict[str, str]:
+    result = {L.MODEL: model}
+    if pool is not None:
+        result[L.POOL] = pool
+    return result
+
+
+def ownership_labels(model: str, env: str, pool: str | None = None) -> dict[str, str]:
+    result = {L.MANAGED_BY: L.MANAGER, L.NAME: model, L.MODEL: model, L.ENVIRONMENT: env}
+    if pool is not None:
+        result[L.POOL] = pool
+    return result
+
+
+def _resources(serving: EffectiveServing, pool: Pool) -> dict[str, dict[str, str]]:
+    requests = {"cpu": serving.cpu, "memory": serving.memory}
+    limits = {"memory": serving.memory}
+    if pool.device is not None:
+        # extended resources: requests must equal limits
+        requests[pool.device.resource] = limits[pool.device.resource] = str(pool.device.count)
+    if pool.hugepages_2mi is not None:
+        requests["hugepages-2Mi"] = limits["hugepages-2Mi"] = pool.hugepages_2mi
+    return {"requests": requests, "limits": limits}
+
+
+def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: EffectiveServing, image: str) -> dict:
+    name = f"{entry.name}-{pool.name}"
+    container: dict = {
+        "name": CONTAINER,
+        "image": image,
+        "ports": [{"name": "http", "containerPort": serving.port}],
+        "env": [{"name": "BENTOML_PORT", "value": str(serving.port)}],
+        "resources": _resources(serving, pool),
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 10},
+    }
+    volumes = []
+    if pool.capabilities:
+        container["securityContext"] = {"capabilities": {"add": sorted(pool.capabilities)}}
+    if pool.hugepages_2mi is not None:
+        container["volumeMounts"] = [{"name": "hugepages", "mountPath": "/dev/hugepages"}]
+        volumes.append({"name": "hugepages", "emptyDir": {"medium": "HugePages"}})
+    pod_spec: dict = {"containers": [container]}
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = pool.tolerations
+    if volumes:
+        pod_spec["volumes"] = volumes
+    strategy = pool.strategy
+    spec: dict = {
+        # track in the selector: the stable and canary Deployments of a pool must not select each other's pods
+        "selector": {"matchLabels": {**selector_labels(entry.name, pool.name), L.TRACK: "stable"}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {
+            "maxSurge": strategy.max_surge, "maxUnavailable": strategy.max_unavailable}},
+        "template": {
+            "metadata": {"labels": {**ownership_labels(entry.name, env.name, pool.name), L.TRACK: "stable"}},
+            "spec": pod_spec,
+        },
+    }
+    if serving.autoscaling is None:
+        spec = {"replicas": serving.replicas, **spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {**ownership_labels(entry.name, env.name, pool.name),
+                                              L.ACCELERATOR: pool.kind.value}},
+        "spec": spec,
+    }
+
+
+def service(model: str, env: str, port: int, pool: str | None) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{model}-{pool}" if pool else model, "labels": ownership_labels(model, env, pool)},
+        "spec": {
+            "selector": selector_labels(model, pool),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def autoscaler(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: EffectiveServing) -> dict:
+    assert serving.autoscaling is not None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"{entry.name}-{pool.name}", "labels": ownership_labels(entry.name, env.name, pool.name)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{entry.name}-{pool.name}"},
+            "minReplicas": max(1, serving.autoscaling.min_replicas),
+            "maxReplicas": serving.autoscaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization",
+                                          "averageUtilization": serving.autoscaling.target_cpu_utilization}}}],
+        },
+    }
+
+
+def image_for(images: dict[str, str], model: str, pool: Pool) -> str | None:
+    """The model's image for a pool: its accelerator kind's variant (`<model>/inferentia`) if any, else the model's."""
+    return images.get(f"{model}/{pool.kind.value}") or images.get(model)
+
+
+def pod_monitor(model: str, env: str) -> dict:
+    """A prometheus-operator PodMonitor scraping the model's BentoML /metrics.
+
+    podTargetLabels copies the model, track and pool pod labels onto every series (as
+    gitops_ml_model, gitops_ml_track, gitops_ml_pool): the canary analysis queries select on them.
+    """
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": model, "labels": ownership_labels(model, env)},
+        "spec": {
+            "selector": {"matchLabels": selector_labels(model)},
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            "podTargetLabels": [L.MODEL, L.TRACK, L.POOL],
+        },
+    }
+
+
+def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], serving: EffectiveServing,
+                  images: dict[str, str]) -> list[dict]:
+    """Every object one model needs in one environment, before kustomize overlays (images: pool -> image)."""
+    objects: list[dict] = []
+    for pool in pools:
+        objects.append(deployment(entry, env, pool, serving, images[pool.name]))
+        objects.append(service(entry.name, env.name, serving.port, pool.name))
+        if serving.autoscaling is not None:
+            objects.append(autoscaler(entry, env, pool, serving))
+    objects.append(service(entry.name, env.name, serving.port, None))
+    if env.monitoring == "pod-monitor":
+        objects.append(pod_monitor(entry.name, env.name))
+    return objects
+
+

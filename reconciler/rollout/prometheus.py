@@ -1,0 +1,172 @@
+"""Canary analysis from Prometheus over its HTTP API (httpx). Errors become MetricsError.
+
+Default queries are PromQL over BentoML's own metrics (``bentoml_service_request_total`` with
+``http_response_code``/``endpoint`` labels, and the ``bentoml_service_request_duration_seconds``
+histogram), selected per model / track / pool / namespace. Those selector labels are the pods'
+``gitops.ml/*`` labels as Prometheus names them when a PodMonitor copies them with
+``podTargetLabels: [gitops.ml/model, gitops.ml/track, gitops.ml/pool]`` (dots and slashes become
+underscores). A model's canary policy can replace any query (``canary.queries``), using the
+placeholders ``$selector`` (the label matchers) and ``$window`` (the rate window).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from string import Template
+from typing import Any
+
+from reconciler.errors import MetricsError
+from reconciler.rollout.metrics import VersionMetrics
+
+LABELS = {"model": "gitops_ml_model", "track": "gitops_ml_track", "pool": "gitops_ml_pool", "namespace": "namespace"}
+
+DEFAULT_QUERIES: dict[str, str] = {
+    "request_rate": "sum(rate(bentoml_service_request_total{$selector}[$window]))",
+    "error_rate": ('(sum(rate(bentoml_service_request_total{$selector,http_response_code=~"5.."}[$window])) '
+                   "or vector(0)) / sum(rate(bentoml_service_request_total{$selector}[$window]))"),
+    "p95_latency_ms": ("histogram_quantile(0.95, sum by (le) "
+                       "(rate(bentoml_service_request_duration_seconds_bucket{$selector}[$window]))) * 1000"),
+}
+QUERY_KEYS = tuple(DEFAULT_QUERIES)
+
+
+def selector(model: str, track: str | None, pool: str | None = None, namespace: str | None = None,
+             labels: dict[str, str] = LABELS) -> str:
+    """Label matchers for one version; ``track=None`` leaves the track out (a cross-pool canary is
+    told apart by its pool)."""
+    def quote(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    parts = [f"{labels['model']}={quote(model)}"]
+    if track:
+        parts.append(f"{labels['track']}={quote(track)}")
+    if pool:
+        parts.append(f"{labels['pool']}={quote(pool)}")
+    if namespace:
+        parts.append(f"{labels['namespace']}={quote(namespace)}")
+    return ",".join(parts)
+
+
+def render_query(template: str, sel: str, window: str) -> str:
+    try:
+        return Template(template).substitute(selector=sel, window=window)
+    except (KeyError, ValueError) as exc:
+        raise MetricsError(f"canary query {template!r} has an unknown placeholder: {exc}",
+                           fix="use only $selector and $window in canary.queries") from None
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, int(math.ceil(value)))}s"
+
+
+def _value(raw: Any) -> float:
+    try:
+        return float(raw)  # Prometheus sends "NaN", "+Inf" as strings; float() reads them
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+class PrometheusClient:
+    """The two Prometheus HTTP API calls the analysis needs."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0, transport: Any = None) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "PrometheusClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        import httpx
+
+        try:
+            response = self._client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise MetricsError(f"Prometheus at {self.url} is unreachable: {type(exc).__name__}: {exc}",
+                               fix="check the Prometheus URL (--prometheus-url / RECONCILER_PROMETHEUS_URL) "
+                                   "and that it is running") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise MetricsError(f"Prometheus at {self.url} answered HTTP {response.status_code} with a non-JSON body "
+                               f"for {params.get('query')!r}",
+                               fix="check the URL points at Prometheus' API, not a proxy login page") from None
+        if response.status_code != 200 or body.get("status") != "success":
+            raise MetricsError(f"Prometheus rejected {params.get('query')!r}: HTTP {response.status_code} "
+                               f"{body.get('errorType', '')}: {body.get('error', '')}",
+                               fix="check the PromQL in the model's canary.queries" if response.status_code == 400
+                               else None)
+        return body["data"]
+
+    def query(self, promql: str, at: float) -> float | None:
+        """The single value of an instant query; None when it returned no series."""
+        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        result = data.get("result")
+        if data.get("resultType") == "scalar":
+            return _value(result[1])
+        if not result:
+            return None
+        if len(result) > 1:
+            raise MetricsError(f"query {promql!r} returned {len(result)} series, expected one",
+                               fix="aggregate it, e.g. wrap it in sum(...)")
+        return _value(result[0]["value"][1])
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[tuple[float, float]]:
+        data = self._get("/api/v1/query_range", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                                 "step": f"{step:g}"})
+        result = data.get("result") or []
+        if len(result) > 1:
+            raise MetricsError(f"query {promql!r} returned {len(result)} series, expected one",
+                               fix="aggregate it, e.g. wrap it in sum(...)")
+        return [(float(t), _value(v)) for t, v in result[0]["values"]] if result else []
+
+
+@dataclass
+class PrometheusAnalysis:
+    """Collects VersionMetrics for one track of a model over the last analysis interval.
+
+    ``samples`` is how many points per interval the Mann-Whitney judge gets (one range-query step
+    each); ``sample_window`` is the rate window of those points (at least two scrapes long).
+    """
+
+    client: PrometheusClient
+    queries: dict[str, str] = field(default_factory=dict)
+    samples: int = 12
+    sample_window: str = "1m"
+    labels: dict[str, str] = field(default_factory=lambda: dict(LABELS))
+
+    def __post_init__(self) -> None:
+        unknown = set(self.queries) - set(QUERY_KEYS)
+        if unknown:
+            raise MetricsError(f"unknown canary queries: {', '.join(sorted(unknown))}",
+                               fix=f"canary.queries may set only {', '.join(QUERY_KEYS)}")
+        self.queries = {**DEFAULT_QUERIES, **self.queries}
+
+    def collect(self, *, model: str, track: str, now: float, interval_seconds: int, pool: str | None = None,
+                namespace: str | None = None, replicas: int | None = None,
+                hourly_price: float | None = None, match_track: bool = True) -> VersionMetrics:
+        sel = selector(model, track if match_track else None, pool, namespace, self.labels)
+        window = _seconds(interval_seconds)
+        q = {key: render_query(text, sel, window) for key, text in self.queries.items()}
+        rps = self.client.query(q["request_rate"], now)
+        error_rate = self.client.query(q["error_rate"], now)
+        p95 = self.client.query(q["p95_latency_ms"], now)
+        step = max(1.0, interval_seconds / max(self.samples, 1))
+        start = now - interval_seconds + step
+        sample_q = {key: render_query(text, sel, self.sample_window) for key, text in self.queries.items()}
+        errors = self.client.query_range(sample_q["error_rate"], start, now, step)
+        latency = self.client.query_range(sample_q["p95_latency_ms"], start, now, step)
+        return VersionMetrics(
+            track=track, pool=pool, requests_per_second=rps, error_rate=error_rate, p95_ms=p95,
+            error_samples=tuple(v for _, v in errors if not math.isnan(v)),
+            latency_samples=tuple(v for _, v in latency if not math.isnan(v)),
+            replicas=replicas, hourly_price=hourly_price)

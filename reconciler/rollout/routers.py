@@ -1,0 +1,206 @@
+"""Traffic routers behind one interface: what to change so the canary gets ``canary_weight`` %.
+
+Each router computes the desired object changes purely (plain dicts); ``apply_changes`` hands them
+to a Kubernetes client (reconciler.cluster.kube.KubeClient or anything with ``apply`` / ``patch``).
+
+- ``GatewayAPIRouter``: an HTTPRoute ``<model>`` whose backendRefs weight the stable Service
+  ``<model>-<pool>`` against the canary Service; header matches (A/B) and a RequestMirror filter
+  (shadow traffic).
+- ``IstioRouter``: a VirtualService for the host ``<model>.<ns>.svc.cluster.local`` with weighted
+  destinations; header match (A/B) and mirror + mirrorPercentage (shadow traffic).
+- ``ReplicaRouter``: no mesh. Scales the stable and canary Deployments so that canary replicas /
+  total is as close to the weight as whole replicas allow (at least one each while both serve);
+  the model's Service ``<model>`` selects both, so kube-proxy spreads requests by replica count.
+  No header routing, no mirroring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from reconciler import labels as L
+from reconciler.errors import ReconcilerError
+from reconciler.results import ObjectRef
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Where the stable and canary versions of one model run in one namespace."""
+
+    model: str
+    namespace: str
+    environment: str
+    stable_service: str          # e.g. iris-gpu-a10g
+    canary_service: str          # e.g. iris-gpu-a10g-canary, or iris-inf2 across pools
+    stable_deployment: str
+    canary_deployment: str
+    port: int = 80               # the Services' port (manifests.service exposes 80 -> http)
+    total_replicas: int = 2      # the replica router splits this many replicas
+
+    def fqdn(self, service: str) -> str:
+        return f"{service}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {L.MANAGED_BY: L.MANAGER, L.MODEL: self.model, L.ENVIRONMENT: self.environment}
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """How traffic should be split: weight, optional A/B header, optional shadow mirror."""
+
+    canary_weight: int
+    header: tuple[str, str] | None = None     # requests carrying this header/value always reach the canary
+    mirror_percent: int | None = None         # copy this % of requests to the canary (responses dropped)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.canary_weight <= 100:
+            raise ValueError(f"canary weight {self.canary_weight} is not a percentage")
+        if self.mirror_percent is not None and not 0 <= self.mirror_percent <= 100:
+            raise ValueError(f"mirror percent {self.mirror_percent} is not a percentage")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object change: a server-side apply of a whole object, or a merge patch of a live one."""
+
+    op: Literal["apply", "patch"]
+    ref: ObjectRef
+    body: dict[str, Any]
+    note: str = ""
+
+
+class Router(Protocol):
+    name: str
+
+    def changes(self, backends: Backends, traffic: Traffic) -> list[Change]: ...
+
+
+def _meta(b: Backends, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": b.namespace, "labels": b.labels}
+
+
+@dataclass(frozen=True)
+class GatewayAPIRouter:
+    gateway: str = "models"
+    gateway_namespace: str | None = None
+    hostnames: tuple[str, ...] = ()
+    path_prefix: str = "/"
+    name: str = "gateway-api"
+
+    def httproute(self, b: Backends, t: Traffic) -> dict[str, Any]:
+        parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": self.gateway}
+        if self.gateway_namespace:
+            parent["namespace"] = self.gateway_namespace
+        canary_ref = {"name": b.canary_service, "port": b.port}
+        rules: list[dict[str, Any]] = []
+        if t.header is not None:
+            rules.append({
+                "matches": [{"path": {"type": "PathPrefix", "value": self.path_prefix},
+                             "headers": [{"type": "Exact", "name": t.header[0], "value": t.header[1]}]}],
+                "backendRefs": [{**canary_ref, "weight": 1}],
+            })
+        main: dict[str, Any] = {
+            "matches": [{"path": {"type": "PathPrefix", "value": self.path_prefix}}],
+            "backendRefs": [{"name": b.stable_service, "port": b.port, "weight": 100 - t.canary_weight},
+                            {**canary_ref, "weight": t.canary_weight}],
+        }
+        if t.mirror_percent:
+            main["filters"] = [{"type": "RequestMirror",
+                                "requestMirror": {"backendRef": dict(canary_ref), "percent": t.mirror_percent}}]
+        rules.append(main)
+        spec: dict[str, Any] = {"parentRefs": [parent], "rules": rules}
+        if self.hostnames:
+            spec["hostnames"] = list(self.hostnames)
+        return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": _meta(b, b.model), "spec": spec}
+
+    def changes(self, backends: Backends, traffic: Traffic) -> list[Change]:
+        route = self.httproute(backends, traffic)
+        return [Change("apply", ObjectRef.of(route), route,
+                       f"HTTPRoute {backends.model}: {backends.stable_service} {100 - traffic.canary_weight}% / "
+                       f"{backends.canary_service} {traffic.canary_weight}%")]
+
+
+@dataclass(frozen=True)
+class IstioRouter:
+    api_version: str = "networking.istio.io/v1"
+    gateways: tuple[str, ...] = ()
+    name: str = "istio"
+
+    def virtualservice(self, b: Backends, t: Traffic) -> dict[str, Any]:
+        def dest(service: str) -> dict[str, Any]:
+            return {"host": b.fqdn(service), "port": {"number": b.port}}
+
+        http: list[dict[str, Any]] = []
+        if t.header is not None:
+            http.append({"name": "canary-header", "match": [{"headers": {t.header[0]: {"exact": t.header[1]}}}],
+                         "route": [{"destination": dest(b.canary_service), "weight": 100}]})
+        main: dict[str, Any] = {"name": "primary", "route": [
+            {"destination": dest(b.stable_service), "weight": 100 - t.canary_weight},
+            {"destination": dest(b.canary_service), "weight": t.canary_weight}]}
+        if t.mirror_percent:
+            main["mirror"] = dest(b.canary_service)
+            main["mirrorPercentage"] = {"value": float(t.mirror_percent)}
+        http.append(main)
+        spec: dict[str, Any] = {"hosts": [b.fqdn(b.model)], "http": http}
+        if self.gateways:
+            spec["gateways"] = list(self.gateways)
+        return {"apiVersion": self.api_version, "kind": "VirtualService", "metadata": _meta(b, b.model), "spec": spec}
+
+    def changes(self, backends: Backends, traffic: Traffic) -> list[Change]:
+        vs = self.virtualservice(backends, traffic)
+        return [Change("apply", ObjectRef.of(vs), vs,
+                       f"VirtualService {backends.model}: {backends.stable_service} {100 - traffic.canary_weight}% / "
+                       f"{backends.canary_service} {traffic.canary_weight}%")]
+
+
+def replica_split(total: int, canary_weight: int) -> tuple[int, int]:
+    """(stable, canary) replicas whose ratio is closest to the weight; one each while both serve."""
+    total = max(total, 1)
+    if canary_weight <= 0:
+        return total, 0
+    if canary_weight >= 100:
+        return 0, total
+    if total == 1:
+        return 1, 1  # the finest split one replica allows is 50 / 50 with a second pod
+    canary = min(total - 1, max(1, int(total * canary_weight / 100 + 0.5)))  # half rounds up
+    return total - canary, canary
+
+
+@dataclass(frozen=True)
+class ReplicaRouter:
+    name: str = "replicas"
+
+    def changes(self, backends: Backends, traffic: Traffic) -> list[Change]:
+        if traffic.header is not None or traffic.mirror_percent:
+            raise ReconcilerError("the replica-ratio router cannot route by header or mirror traffic",
+                                  fix="set canary.router to gateway-api or istio in the model or environment spec")
+        stable, canary = replica_split(backends.total_replicas, traffic.canary_weight)
+        changes = []
+        for name, replicas in ((backends.stable_deployment, stable), (backends.canary_deployment, canary)):
+            ref = ObjectRef("apps/v1", "Deployment", backends.namespace, name)
+            changes.append(Change("patch", ref, {"spec": {"replicas": replicas}}, f"{name}: {replicas} replicas"))
+        return changes
+
+
+def router_for(kind: str, **options: Any) -> Router:
+    if kind == "gateway-api":
+        return GatewayAPIRouter(**options)
+    if kind == "istio":
+        return IstioRouter(**options)
+    if kind == "replicas":
+        return ReplicaRouter()
+    raise ReconcilerError(f"unknown canary router {kind!r}", fix="use gateway-api, istio or replicas")
+
+
+def apply_changes(client: Any, changes: list[Change]) -> list[dict]:
+    """Apply changes through a KubeClient-like object (apply / patch); returns the server's objects."""
+    results = []
+    for change in changes:
+        if change.op == "apply":
+            results.append(client.apply(change.body))
+        else:
+            results.append(client.patch(change.ref, change.body, type="merge"))
+    return results

@@ -1,0 +1,168 @@
+"""The persisted state of one model's rollout in one environment, and its policy.
+
+Everything here is a plain dataclass that round-trips through ``to_dict`` / ``from_dict`` (JSON),
+so the reconciler can store it in a ConfigMap and a restarted reconciler continues exactly where
+the previous one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import Any, Literal
+
+from reconciler.errors import ReconcilerError
+
+SCHEMA_VERSION = 1
+
+
+class Phase(str, Enum):
+    stable = "stable"              # no canary: all traffic on the stable revision
+    initializing = "initializing"  # a canary revision is being deployed at weight 0
+    progressing = "progressing"    # traffic is being shifted step by step, under analysis
+    promoted = "promoted"          # the canary became stable (terminal for that revision)
+    rolled_back = "rolled_back"    # the canary was abandoned (terminal for that revision)
+
+    @property
+    def active(self) -> bool:
+        return self in (Phase.initializing, Phase.progressing)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The canary policy of a model in an environment (from specs.EffectiveCanary and the SLO)."""
+
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    interval_seconds: int = 60
+    failure_threshold: int = 2
+    progress_deadline_seconds: int = 1800
+    max_error_rate: float = 0.01
+    max_p95_latency_ms: float | None = None
+    judge: Literal["threshold", "mann-whitney"] = "threshold"
+    router: Literal["gateway-api", "istio", "replicas"] = "replicas"
+    slo_p95_latency_ms: float | None = None
+    slo_error_rate: float | None = None
+    # Mann-Whitney judge: significance level and the effect size tolerated before failing
+    alpha: float = 0.01
+    error_rate_tolerance: float = 0.5        # relative: canary may be up to 1.5x stable's error rate
+    error_rate_abs_tolerance: float = 0.002  # absolute floor for the tolerance (0.2 percentage points)
+    latency_tolerance: float = 0.10          # relative: canary may be 10 % slower
+
+    @classmethod
+    def from_spec(cls, canary: Any, slo: Any = None) -> "Policy":
+        """Build from reconciler.catalog.specs.EffectiveCanary (and reconciler.catalog.specs.SLO)."""
+        return cls(steps=tuple(canary.steps), interval_seconds=canary.interval_seconds,
+                   failure_threshold=canary.failure_threshold,
+                   progress_deadline_seconds=canary.progress_deadline_seconds,
+                   max_error_rate=canary.max_error_rate, max_p95_latency_ms=canary.max_p95_latency_ms,
+                   judge=canary.judge, router=canary.router,
+                   slo_p95_latency_ms=getattr(slo, "p95_latency_ms", None),
+                   slo_error_rate=getattr(slo, "error_rate", None))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["steps"] = list(self.steps)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Policy":
+        data = dict(data)
+        data["steps"] = tuple(data.get("steps", cls.steps))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One line of the rollout report: what was seen at an analysis and what was decided, and why."""
+
+    at: float
+    revision: str | None
+    step_index: int
+    canary_weight: int
+    decision: str  # start | restart | advance | hold | promote | rollback | pause | resume | wait
+    reasons: tuple[str, ...] = ()
+    stable: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+
+    @property
+    def stable_weight(self) -> int:
+        return 100 - self.canary_weight
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reasons"] = list(self.reasons)
+        data["stable_weight"] = self.stable_weight
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StepRecord":
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        data["reasons"] = tuple(data.get("reasons") or ())
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    model: str
+    environment: str
+    policy: Policy = field(default_factory=Policy)
+    phase: Phase = Phase.stable
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    stable_pool: str | None = None
+    canary_pool: str | None = None
+    step_index: int = -1          # -1: canary at weight 0 (initializing); else index into policy.steps
+    canary_weight: int = 0
+    failed_checks: int = 0
+    started_at: float | None = None
+    progress_at: float | None = None       # last time the rollout made progress (deadline clock)
+    last_analysis_at: float | None = None
+    paused: bool = False
+    requested: Literal["promote", "abort"] | None = None
+    promoted_revision: str | None = None
+    promotions: int = 0                    # how many promotions this state has recorded, ever
+    outcome: str | None = None             # why the last rollout ended (promoted / rolled back because ...)
+    history: tuple[StepRecord, ...] = ()
+    generation: int = 0                    # bumped on every change; lets writers detect lost updates
+
+    @property
+    def cross_pool(self) -> bool:
+        return bool(self.stable_pool and self.canary_pool and self.stable_pool != self.canary_pool)
+
+    def evolve(self, **changes: Any) -> "RolloutState":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = SCHEMA_VERSION
+        data["phase"] = self.phase.value
+        data["policy"] = self.policy.to_dict()
+        data["history"] = [r.to_dict() for r in self.history]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RolloutState":
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            raise ReconcilerError(f"rollout state has schema {schema}, this reconciler reads {SCHEMA_VERSION}",
+                                  fix="upgrade the reconciler, or delete the rollout ConfigMap to start afresh")
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in known}
+        values["phase"] = Phase(values.get("phase", "stable"))
+        values["policy"] = Policy.from_dict(values.get("policy") or {})
+        values["history"] = tuple(StepRecord.from_dict(r) for r in values.get("history") or ())
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RolloutState":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReconcilerError(f"rollout state is not valid JSON: {exc}",
+                                  fix="delete the rollout ConfigMap to start afresh") from None
+        return cls.from_dict(data)

@@ -1,0 +1,531 @@
+"""`reconciler run`: the long-running reconciler, and the `sync` / `run` commands.
+
+The loop is thin; the decisions are pure and tested on their own:
+
+* :func:`plan_catchup` decides which commits to reconcile for one environment, given the commit
+  recorded in the cluster and the new head: nothing (up to date), each new merge in order
+  (first-parent history), or the head alone (first run, a force-push that rewrote history, or
+  too many commits behind);
+* :func:`reconcile_once` runs those steps through ``sync`` and records each completed commit in a
+  ConfigMap ``reconciler-state-<env>``, so a restarted reconciler resumes where it stopped;
+* :func:`run` polls the git remote (GitPython fetch) every ``interval`` seconds, or at once when a
+  signed GitHub push webhook arrives, holds a Lease so only one replica acts, and serves
+  ``/metrics`` and ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import typer
+
+from reconciler import labels
+from reconciler.errors import KubeError, ReconcilerError, SourceError
+
+log = logging.getLogger("reconciler.run.loop")
+
+STATE_PREFIX = "reconciler-state-"
+
+
+# -- git history -------------------------------------------------------------------------------
+
+class History(Protocol):
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool: ...
+
+    def between(self, base: str, head: str) -> list[str]:
+        """First-parent commits after ``base`` up to ``head``, oldest first."""
+        ...
+
+
+class GitMirror:
+    """A local clone of the watched remote branch, refreshed with ``fetch`` (force-pushes included)."""
+
+    def __init__(self, url: str, branch: str, workdir: Path) -> None:
+        self.url, self.branch, self.path = url, branch, Path(workdir)
+        self._repo: Any = None
+
+    @property
+    def tracking(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def repo(self) -> Any:
+        import git
+
+        if self._repo is None:
+            try:
+                if (self.path / ".git").exists():
+                    self._repo = git.Repo(self.path)
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._repo = git.Repo.clone_from(self.url, self.path, branch=self.branch, no_checkout=False)
+            except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+                raise SourceError(f"cannot clone {self.url} (branch {self.branch}) into {self.path}: {exc}",
+                                  fix="check the repository URL, the branch and the credentials") from None
+        return self._repo
+
+    def fetch(self) -> str:
+        """Fetch the branch (a forced update is accepted) and return its head commit."""
+        import git
+
+        repo = self.repo()
+        try:
+            repo.remotes.origin.fetch(refspec=f"+refs/heads/{self.branch}:{self.tracking}", prune=True)
+            return repo.commit(self.tracking).hexsha
+        except (git.GitCommandError, ValueError) as exc:
+            raise SourceError(f"git fetch of {self.url} {self.branch} failed: {exc}",
+                              fix="check the remote is reachable and the branch exists") from None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        import git
+
+        try:
+            return bool(self.repo().is_ancestor(ancestor, descendant))
+        except (git.GitCommandError, ValueError):  # unknown commit (rewritten away): not an ancestor
+            return False
+
+    def between(self, base: str, head: str) -> list[str]:
+        return [c.hexsha for c in self.repo().iter_commits(f"{base}..{head}", first_parent=True, reverse=True)]
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """What the cluster says was last reconciled for one environment."""
+
+    commit: str
+    ok: bool
+    time: str = ""
+    summary: str = ""
+
+    @classmethod
+    def of(cls, cm: dict | None) -> "Record | None":
+        data = (cm or {}).get("data") or {}
+        if not data.get("commit"):
+            return None
+        return cls(data["commit"], data.get("ok") == "true", data.get("time", ""), data.get("summary", ""))
+
+
+@dataclass(frozen=True)
+class Step:
+    commit: str
+    reason: str
+
+
+def plan_catchup(recorded: Record | None, head: str, history: History, *, resync: bool = False,
+                 max_catchup: int = 20) -> list[Step]:
+    """The commits to reconcile for one environment, oldest first. Pure (given the history)."""
+    if recorded is None:
+        return [Step(head, "first reconcile of this environment")]
+    if recorded.commit == head:
+        if not recorded.ok:
+            return [Step(head, "retrying: the last pass of this commit did not fully succeed")]
+        return [Step(head, "periodic resync")] if resync else []
+    if not history.is_ancestor(recorded.commit, head):
+        return [Step(head, f"history rewritten (force-push): {recorded.commit[:12]} is not an ancestor of "
+                           f"{head[:12]}; reconciling the head fully")]
+    commits = history.between(recorded.commit, head)
+    if not commits:
+        return [Step(head, "new head")]
+    if len(commits) > max_catchup:
+        return [Step(head, f"{len(commits)} commits behind (more than {max_catchup}): jumping to the head")]
+    return [Step(c, f"new merge {i + 1}/{len(commits)}") for i, c in enumerate(commits)]
+
+
+# -- state in the cluster ------------------------------------------------------------------------
+
+def state_ref(environment: str, namespace: str) -> Any:
+    from reconciler.results import ObjectRef
+
+    return ObjectRef("v1", "ConfigMap", namespace, f"{STATE_PREFIX}{environment}")
+
+
+def load_record(kube: Any, environment: str, namespace: str) -> Record | None:
+    return Record.of(kube.get(state_ref(environment, namespace)))
+
+
+def save_record(kube: Any, environment: str, namespace: str, record: Record, *, error: str = "") -> None:
+    ref = state_ref(environment, namespace)
+    kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": ref.name, "namespace": namespace,
+                             "labels": {labels.MANAGED_BY: labels.MANAGER, labels.ENVIRONMENT: environment,
+                                        f"{labels.DOMAIN}/role": "state"}},
+                "data": {"commit": record.commit, "ok": "true" if record.ok else "false",
+                         "time": record.time, "summary": record.summary, "lastError": error[:4000]}})
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+class Metrics:
+    """Prometheus metrics of one reconciler process (own registry: several can live in one test)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.reconciles = Counter("reconciler_reconcile_total", "Reconcile passes by environment and result",
+                                  ["environment", "result"], registry=self.registry)
+        self.objects = Counter("reconciler_objects_total", "Objects by environment and action",
+                               ["environment", "action"], registry=self.registry)
+        self.duration = Histogram("reconciler_reconcile_duration_seconds", "Duration of one sync pass",
+                                  ["environment"], registry=self.registry,
+                                  buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+        self.last_success = Gauge("reconciler_last_success_timestamp_seconds",
+                                  "Unix time of the last fully successful pass", ["environment"],
+                                  registry=self.registry)
+        self.leader = Gauge("reconciler_leader", "1 while this replica holds the Lease", registry=self.registry)
+        self.webhooks = Counter("reconciler_webhook_requests_total", "Webhook deliveries by outcome",
+                                ["outcome"], registry=self.registry)
+        self.polls = Counter("reconciler_git_fetch_total", "git fetches by result", ["result"],
+                             registry=self.registry)
+
+    def observe(self, result: Any) -> str:
+        outcome = "failed" if result.failed else ("success" if result.ok else "degraded")
+        self.reconciles.labels(result.environment, outcome).inc()
+        self.duration.labels(result.environment).observe(result.duration)
+        for action, n in result.summary().counts.items():
+            self.objects.labels(result.environment, action.value).inc(n)
+        if outcome == "success":
+            self.last_success.labels(result.environment).set(time.time())
+        return outcome
+
+    def exposition(self) -> tuple[str, bytes]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+# -- one pass ------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    environment: str
+    commit: str
+    reason: str
+    result: Any  # SyncResult
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"commit": self.commit, "reason": self.reason, **self.result.as_dict()}
+
+
+SyncFn = Callable[[Any, Path, str, str, Any], Any]  # (kube, repo, commit, environment, options) -> SyncResult
+
+
+def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
+    from reconciler.sync.engine import sync_commit
+
+    return sync_commit(kube, repo, commit, environment, options)
+
+
+def reconcile_once(kube: Any, repo: Path, head: str, history: History, environments: Iterable[str], *,
+                   state_namespace: str, options: Any = None, sync: SyncFn = _default_sync,
+                   resync: Callable[[str], bool] = lambda env: False, max_catchup: int = 20,
+                   metrics: Metrics | None = None,
+                   now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> list[Outcome]:
+    """Bring every environment to ``head``: each new merge in order, recording each completed commit.
+
+    A commit whose environment-wide sync failed (API unavailable, environment unrenderable) is not
+    recorded as reconciled: the next pass retries from there. A commit where only some models failed
+    is recorded with ok=false (the next pass retries it at the same head; later merges may fix it).
+    """
+    from reconciler.sync.engine import SyncOptions
+
+    options = options or SyncOptions()
+    outcomes: list[Outcome] = []
+    for env in environments:
+        try:
+            recorded = load_record(kube, env, state_namespace)
+        except KubeError as exc:
+            log.warning("cannot read the state of %s: %s", env, exc)
+            continue
+        for step in plan_catchup(recorded, head, history, resync=resync(env), max_catchup=max_catchup):
+            log.info("%s: reconciling %s (%s)", env, step.commit[:12], step.reason)
+            result = sync(kube, repo, step.commit, env, options)
+            outcomes.append(Outcome(env, step.commit, step.reason, result))
+            if metrics is not None:
+                metrics.observe(result)
+            if result.error is not None:
+                log.warning("%s at %s failed: %s", env, step.commit[:12], result.error)
+                try:  # keep the recorded commit, note the error
+                    if recorded is not None:
+                        save_record(kube, env, state_namespace, recorded, error=result.error)
+                except KubeError:
+                    pass
+                break
+            recorded = Record(step.commit, result.ok, now().strftime("%Y-%m-%dT%H:%M:%SZ"), str(result.summary()))
+            try:
+                save_record(kube, env, state_namespace, recorded)
+            except KubeError as exc:
+                log.warning("%s: could not record commit %s: %s", env, step.commit[:12], exc)
+                break
+    return outcomes
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+@dataclass
+class RunConfig:
+    repo_url: str
+    branch: str
+    workdir: Path
+    environments: list[str]
+    state_namespace: str
+    interval: float = 60.0
+    resync_every: float = 600.0
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_name: str = "model-gitops-reconciler"
+    lease_duration: int = 15
+    listen: tuple[str, int] | None = ("0.0.0.0", 8080)
+    webhook_secret: bytes | None = None
+    max_catchup: int = 20
+
+
+class Reconciler:
+    """The running reconciler: git mirror + lease + HTTP endpoint + the loop. ``stop()`` ends it."""
+
+    def __init__(self, kube: Any, config: RunConfig, options: Any = None, *, sync: SyncFn = _default_sync) -> None:
+        from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
+
+        self.kube = kube
+        self.config = config
+        self.options = options
+        self.sync = sync
+        self.metrics = Metrics()
+        self.mirror = GitMirror(config.repo_url, config.branch, config.workdir)
+        self.lease = LeaseLock(kube, config.lease_name, config.state_namespace, config.identity,
+                               duration=config.lease_duration)
+        self.keeper = LeaseKeeper(self.lease)
+        self.guarded = LeaderGuard(kube, self.lease)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.last_pass: float | None = None
+        self.last_resync: dict[str, float] = {}
+        self.outcomes: list[Outcome] = []
+        self.http = None
+
+    def on_push(self, push: Any) -> None:
+        self.wake.set()
+
+    def health(self) -> tuple[bool, str]:
+        # alive as long as the loop keeps turning (a follower turns too, it just does not write)
+        stale = self.last_pass is not None and time.monotonic() - self.last_pass > 3 * self.config.interval + 60
+        return (not stale, "stale: the loop has not run recently" if stale else
+                f"ok ({'leader' if self.lease.held else 'follower'})")
+
+    def start_http(self) -> Any:
+        from reconciler.run.webhook import ReconcilerHTTPServer
+
+        if self.config.listen is None:
+            return None
+        self.http = ReconcilerHTTPServer(self.config.listen, secret=self.config.webhook_secret,
+                                         branch=self.config.branch, on_push=self.on_push,
+                                         metrics=self.metrics.exposition, health=self.health,
+                                         count=lambda o: self.metrics.webhooks.labels(o).inc()).start()
+        return self.http
+
+    def _resync_due(self, env: str) -> bool:
+        last = self.last_resync.get(env)
+        return last is None or time.monotonic() - last >= self.config.resync_every
+
+    def tick(self) -> list[Outcome]:
+        """One turn: renew/acquire the lease, fetch, reconcile if leader."""
+        leader = self.lease.try_acquire_or_renew()
+        self.metrics.leader.set(1 if leader else 0)
+        self.last_pass = time.monotonic()
+        if not leader:
+            return []
+        try:
+            head = self.mirror.fetch()
+            self.metrics.polls.labels("ok").inc()
+        except SourceError as exc:
+            self.metrics.polls.labels("failed").inc()
+            log.warning("%s", exc)
+            return []
+        due = {env for env in self.config.environments if self._resync_due(env)}
+        outcomes = reconcile_once(self.guarded, self.mirror.path, head, self.mirror, self.config.environments,
+                                  state_namespace=self.config.state_namespace, options=self.options,
+                                  sync=self.sync, resync=lambda env: env in due,
+                                  max_catchup=self.config.max_catchup, metrics=self.metrics)
+        for env in due:
+            self.last_resync[env] = time.monotonic()
+        self.outcomes.extend(outcomes)
+        return outcomes
+
+    def run(self, max_ticks: int | None = None) -> None:
+        self.keeper.start()
+        ticks = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.tick()
+                except ReconcilerError as exc:  # KubeError, SourceError...: log, retry next turn
+                    log.warning("reconcile pass failed: %s", exc)
+                ticks += 1
+                if max_ticks is not None and ticks >= max_ticks:
+                    break
+                self.wake.wait(self.config.interval)
+                self.wake.clear()
+        finally:
+            self.keeper.stop(release=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+
+# -- command line --------------------------------------------------------------------------------
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _print_result(result: Any, fmt: OutputFormat) -> None:
+    import json
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
+        return
+    out = Console(soft_wrap=True, highlight=False)
+    title = f"sync {result.environment} ({result.namespace})" + (" [dry run]" if result.dry_run else "")
+    if result.commit:
+        title += f" @ {result.commit[:12]}"
+    table = Table(title=title, show_lines=False)
+    for col in ("model", "created", "configured", "unchanged", "pruned", "skipped", "failed", "health"):
+        table.add_column(col, justify="left" if col in ("model", "health") else "right")
+    for model, summary in result.by_model().items():
+        counts = summary.as_dict()
+        health = result.health.get(model)
+        table.add_row(model, *[str(counts.get(a, "")) for a in
+                               ("created", "configured", "unchanged", "pruned", "skipped", "failed")],
+                      health.status.value if health else "")
+    out.print(table)
+    for r in result.objects:
+        if r.action.value != "unchanged" or r.message:
+            colour = {"failed": "red", "skipped": "yellow", "pruned": "magenta"}.get(r.action.value, "green")
+            out.print(f"  [{colour}]{r.action.value:<10}[/{colour}] {r.ref}" + (f"  ({r.message})" if r.message else ""))
+    for model, errors in sorted(result.model_errors.items()):
+        out.print(f"[bold red]✗ {model}[/bold red] not synced:")
+        for e in errors:
+            out.print(f"    - {e}")
+    for note in result.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+    if result.error:
+        out.print(f"[bold red]error:[/bold red] {result.error}")
+    out.print(f"{result.summary()} in {result.duration:.2f}s")
+
+
+def sync_command(
+    environment: Annotated[str, typer.Argument(help="environment to sync, e.g. dev")],
+    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
+    rev: Annotated[str, typer.Option(help="git revision to apply")] = "HEAD",
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the environment's cluster.context if the kubeconfig has it, else the current one)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate server-side and show the plan; write nothing")] = False,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
+    self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster")] = False,
+    allow_empty_prune: Annotated[bool, typer.Option("--allow-empty-prune", help="allow pruning everything when the render is empty")] = False,
+    confirm_prune_kinds: Annotated[list[str] | None, typer.Option("--confirm-prune-kinds", help="also prune these protected kinds (Namespace, PersistentVolumeClaim); repeatable or comma-separated")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the synced models to become healthy")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 300.0,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+) -> None:
+    """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
+    from rich.console import Console
+
+    from reconciler.cluster.kube import KubeClient
+    from reconciler.sync.engine import SyncOptions, sync_commit
+
+    err = Console(stderr=True)
+    kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
+    options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
+                          self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
+                          prometheus_url=prometheus_url)
+    try:
+        kube = KubeClient.from_kubeconfig(kubeconfig, context or _environment_context(repo, environment, kubeconfig))
+        result = sync_commit(kube, repo, rev, environment, options)
+    except ReconcilerError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    _print_result(result, fmt)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _environment_context(repo: Path, environment: str, kubeconfig: Path | None) -> str | None:
+    """The environment's declared cluster.context, when the kubeconfig knows it."""
+    try:
+        import yaml
+        from kubernetes import config as k8s_config
+
+        spec = yaml.safe_load((repo / "environments" / environment / "environment.yaml").read_text())
+        wanted = ((spec or {}).get("cluster") or {}).get("context")
+        if not wanted:
+            return None
+        contexts, _ = k8s_config.list_kube_config_contexts(str(kubeconfig) if kubeconfig else None)
+        return wanted if any(c.get("name") == wanted for c in contexts) else None
+    except Exception:  # noqa: BLE001 - only a default; from_kubeconfig reports real problems
+        return None
+
+
+def run_command(
+    repo_url: Annotated[str, typer.Option("--repo-url", help="git remote to watch (URL or path)")],
+    environment: Annotated[list[str], typer.Option("--environment", "-e", help="environment to reconcile (repeatable)")],
+    branch: Annotated[str, typer.Option(help="branch to follow")] = "main",
+    workdir: Annotated[Path, typer.Option(help="where the local clone lives")] = Path("/tmp/reconciler/repo"),
+    interval: Annotated[float, typer.Option(help="seconds between polls of the remote")] = 60.0,
+    resync_every: Annotated[float, typer.Option(help="seconds between full resyncs of an up-to-date environment")] = 600.0,
+    namespace: Annotated[str | None, typer.Option(help="namespace of the Lease and state ConfigMaps (default: $POD_NAMESPACE or model-gitops)")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz")] = "0.0.0.0:8080",
+    identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
+    self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
+    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+) -> None:
+    """Run the reconciler: follow a git branch and keep the environments in sync (leader-elected).
+
+    The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
+    and the loop relies on polling)."""
+    from reconciler.cluster.kube import KubeClient
+    from reconciler.sync.engine import SyncOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port = listen.rpartition(":")
+    secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
+    config = RunConfig(repo_url=repo_url, branch=branch, workdir=workdir, environments=list(environment),
+                       state_namespace=namespace or os.environ.get("POD_NAMESPACE", "model-gitops"),
+                       interval=interval, resync_every=resync_every,
+                       identity=identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                       listen=(host or "0.0.0.0", int(port)), webhook_secret=secret.encode() if secret else None)
+    try:
+        kube = KubeClient.from_kubeconfig(kubeconfig, context)
+    except ReconcilerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url))
+    signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
+    signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
+    reconciler.start_http()
+    try:
+        reconciler.run()
+    finally:
+        if reconciler.http is not None:
+            reconciler.http.stop()
