@@ -13,15 +13,19 @@ For every model (or the ones asked for), in this order:
    else the build stops at the Bento and says what is missing.
 
 One model failing never stops the others; each gets a typed result (created / unchanged / failed).
-Known image digests are recorded per tagged image (`$BENTOML_HOME/reconciler-images.json`, or
-$RECONCILER_IMAGES_FILE: outside the git tree, so revisions checked out to temp dirs see it too), and
-`resolve_images` turns them into digest-pinned references for rendering.
+Known image digests live in git: the lock file `images.lock.json` at the repository top maps each
+tagged image (`<registry>/<model>:<hash12>[-suffix]`) to its digest. `build` records digests there in
+the working tree and the merge workflow commits it back (as Flux image automation does), and
+`resolve_images` reads it from the tree of the commit being rendered, never from the machine: one
+commit renders the same bytes on a builder, in a PR check, in `hydrate` and in the cluster
+(docs/architecture.md, "Where image references live").
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,10 @@ from reconciler.results import Action, Summary
 from reconciler.catalog.specs import IMAGE_TAG_SUFFIX
 
 STEPS = ("hash", "fetch", "build", "image")
-IMAGES_FILE_ENV = "RECONCILER_IMAGES_FILE"
+IMAGES_LOCK = "images.lock.json"  # at the repository top, committed: tagged image -> digest
+MAX_LOCK_BYTES = 8 * 1024 * 1024
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+TAGGED_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 BENTO_URL_ENV = "RECONCILER_BENTO_URL"  # where the cluster downloads exported bentos: a template with {model} {tag}
 BENTO_EXPORT_ENV = "RECONCILER_BENTO_EXPORT"  # where `bentoml export` writes them (path or fs URL), same template
 
@@ -88,26 +95,55 @@ class BuildReport:
 # --------------------------------------------------------------------------- known image digests
 
 
-def images_file(home: Path | None = None) -> Path:
-    """$RECONCILER_IMAGES_FILE, else `reconciler-images.json` in the Bento store (outside any git tree)."""
-    explicit = os.environ.get(IMAGES_FILE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    from reconciler.build.bento import bentoml_home
-
-    return bentoml_home(home) / "reconciler-images.json"
+def images_file(root: Path) -> Path:
+    """The image lock file of the repository (or revision tree) at `root`."""
+    return Path(root) / IMAGES_LOCK
 
 
 class ImageStore:
-    """Tagged image reference -> digest, e.g. 'ghcr.io/acme/m:0123456789ab' -> 'sha256:...'."""
+    """The image lock: tagged image reference -> digest, e.g. 'ghcr.io/acme/m:0123456789ab' -> 'sha256:...'.
 
-    def __init__(self, path: Path) -> None:
+    Read from a commit's tree, it is input like any other file of that commit, so it is validated: a
+    malformed lock is an error naming the file and the entry, never silently ignored (that would render
+    tags on one machine and digests on another). A missing lock is an empty one.
+    """
+
+    def __init__(self, path: Path, digests: dict[str, str] | None = None) -> None:
         self.path = path
+        self.digests: dict[str, str] = dict(digests or {})
+
+    @classmethod
+    def read(cls, path: Path) -> "ImageStore":
         try:
-            data = json.loads(path.read_text())
-            self.digests: dict[str, str] = dict(data.get("images", {}))
-        except (OSError, ValueError, AttributeError):
-            self.digests = {}
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise SpecError.single(IMAGES_LOCK, "the image lock must be a regular file",
+                                       fix=f"replace {IMAGES_LOCK} with the file `reconciler build` writes")
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_LOCK_BYTES + 1)
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as exc:
+            raise SpecError.single(IMAGES_LOCK, f"cannot read the image lock: {exc.strerror}",
+                                   fix="check the file's permissions") from None
+        if len(raw) > MAX_LOCK_BYTES:
+            raise SpecError.single(IMAGES_LOCK, f"the image lock is larger than {MAX_LOCK_BYTES} bytes",
+                                   fix="keep only the entries `reconciler build` records")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SpecError.single(IMAGES_LOCK, f"the image lock is not valid JSON: {exc}",
+                                   fix="restore it from git (`git checkout -- images.lock.json`) or delete it "
+                                       "and run `reconciler build --env ENV`") from None
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, dict):
+            raise SpecError.single(IMAGES_LOCK, 'expected {"images": {"<registry>/<model>:<tag>": "sha256:<hex>"}}',
+                                   fix="restore it from git, or delete it and run `reconciler build --env ENV`")
+        for tagged, digest in images.items():
+            if not (isinstance(digest, str) and DIGEST_RE.fullmatch(digest)) or not TAGGED_RE.fullmatch(tagged):
+                raise SpecError.single(IMAGES_LOCK, f"not a tagged image and sha256 digest: {tagged!r}: {digest!r}",
+                                       field=f"images.{tagged}",
+                                       fix="each entry is '<registry>/<model>:<tag>': 'sha256:<64 hex digits>'")
+        return cls(path, images)
 
     def get(self, tagged: str) -> str | None:
         return self.digests.get(tagged)
@@ -132,44 +168,25 @@ def pinned(tagged: str, digest: str | None) -> str:
     return f"{tagged.rsplit(':', 1)[0]}@{digest}" if digest else tagged
 
 
-def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageStore | None = None,
-                   lookup: bool = False) -> dict[str, str]:
-    """Image reference per model for an environment: `registry/model@sha256:...` when the digest is
-    known (recorded by a build, or asked from the registry when `lookup`), else `registry/model:<hash12>`.
-    Also `<model>/<kind>` for accelerator kinds whose images differ (`<hash12>-neuron` for inferentia).
+def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageStore | None = None) -> dict[str, str]:
+    """Image reference per model for an environment: `registry/model@sha256:...` when the commit's image
+    lock records the digest of `registry/model:<hash12>`, else that tag. Also `<model>/<kind>` for
+    accelerator kinds whose images differ (`<hash12>-neuron` for inferentia).
 
+    A pure function of the commit: the lock is read from the catalog's tree (`store` overrides it in
+    tests), the registry is never asked and nothing of the machine is read.
     `env` is an EnvironmentSpec or an environment name of the catalog.
     """
     env_spec = catalog.environment(env) if isinstance(env, str) else env
-    store = store if store is not None else ImageStore(images_file())
+    store = store if store is not None else ImageStore.read(images_file(catalog.root))
     images = {}
-    clients: dict[str, object] = {}
     for name, model_hash in hashes.items():
         tagged = tagged_image(env_spec.registry, name, model_hash)
-        digest = store.get(tagged)
-        if digest is None and lookup:
-            digest = _registry_digest(tagged, clients)
-            if digest:
-                store.record(tagged, digest)
-        images[name] = pinned(tagged, digest)
+        images[name] = pinned(tagged, store.get(tagged))
         for kind, suffix in IMAGE_TAG_SUFFIX.items():  # e.g. the Neuron-compiled image for inferentia pools
             variant = tagged + suffix
             images[f"{name}/{kind.value}"] = pinned(variant, store.get(variant))
-    for client in clients.values():
-        client.close()
     return images
-
-
-def _registry_digest(tagged: str, clients: dict) -> str | None:
-    from reconciler.build.registry import ImageRef, RegistryClient
-
-    ref = ImageRef.parse(tagged)
-    try:
-        if ref.host not in clients:
-            clients[ref.host] = RegistryClient(ref.host, timeout=5)
-        return clients[ref.host].image_digest(ref)
-    except RegistryError:
-        return None
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -212,7 +229,7 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
         notify(e.name, "hash", "running")
     hashes = model_hashes(root, None, entries)  # SourceError: the repository itself is unusable
     home = bentoml_home(options.home)
-    store = ImageStore(images_file(options.home))
+    store = ImageStore.read(images_file(root))  # recorded digests go to the working tree's lock
     if options.engine is True:
         engine = container_engine() if options.registry else None
     else:

@@ -1,0 +1,90 @@
+"""One commit renders the same bytes on every machine: image references come from the commit only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import git
+import pytest
+
+from reconciler.build.builder import IMAGES_LOCK, ImageStore, tagged_image
+from reconciler.catalog.load import load_catalog
+from reconciler.plan.desired import desired_at
+from reconciler.source.hashing import model_hashes
+from reconciler.render.hydrate import hydrate_folder
+from tests.conftest import commit_all
+
+MODEL = "digits-classifier"
+ENVIRONMENTS = ["dev", "prod"]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _render(root: Path, rev: str, out: Path) -> dict[str, bytes]:
+    state = desired_at(root, rev, ENVIRONMENTS)
+    assert not state.env_errors, state.env_errors
+    hydrate_folder(state.renders, out, state.revision)
+    return _files(out)
+
+
+def test_one_commit_renders_byte_identical_under_three_local_states(template_repo: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    repo = git.Repo(template_repo)
+    catalog = load_catalog(template_repo)
+    hashes = model_hashes(template_repo, "HEAD", [catalog.models[MODEL]])
+    prod_tag = tagged_image(catalog.environments["prod"].registry, MODEL, hashes[MODEL])
+    lock = ImageStore(template_repo / IMAGES_LOCK)  # what the merge workflow commits back
+    lock.record(prod_tag, "sha256:" + "a" * 64)
+    lock.record(prod_tag + "-neuron", "sha256:" + "e" * 64)  # the Neuron-compiled variant for inf2 pools
+    sha = commit_all(repo, "record image digests")
+
+    # 1. no image store at all: an empty Bento store, nothing else on the machine
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv("RECONCILER_IMAGES_FILE", raising=False)
+    fresh = tmp_path / "fresh-clone"
+    git.Repo.clone_from(str(template_repo), fresh)
+    bare = _render(fresh, sha, tmp_path / "out-bare")
+
+    # 2. a builder's machine: Bentos built, other digests in its local store and an uncommitted,
+    #    newer lock in its working tree (a build that ran after the commit)
+    home = tmp_path / "builder-home"
+    (home / "bentos" / MODEL).mkdir(parents=True)
+    (home / "reconciler-images.json").write_text(json.dumps({"images": {prod_tag: "sha256:" + "b" * 64}}))
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(home / "reconciler-images.json"))
+    ImageStore.read(template_repo / IMAGES_LOCK).record(prod_tag, "sha256:" + "c" * 64)
+    assert repo.is_dirty()
+    builder = _render(template_repo, sha, tmp_path / "out-builder")
+
+    # 3. the in-cluster reconciler: its own mirror of the remote in an emptyDir, a fresh image store
+    from reconciler.run.loop import GitMirror
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "pod-emptydir" / "bentoml"))
+    monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "pod-emptydir" / "images.json"))
+    mirror = GitMirror(str(template_repo), "main", tmp_path / "pod-emptydir" / "repo")
+    assert mirror.fetch() == sha
+    in_cluster = _render(mirror.path, sha, tmp_path / "out-cluster")
+
+    assert bare == builder == in_cluster
+    prod = bare[f"prod/{MODEL}.yaml"].decode()  # inf2 pools only: the Neuron variant, pinned by the lock
+    assert f"image: {prod_tag.rsplit(':', 1)[0]}@sha256:{'e' * 64}" in prod
+    assert "b" * 64 not in prod and "c" * 64 not in prod  # the machine's digests never leak in
+    # where the lock names no digest (dev pushes to another registry), the content-hash tag, the same everywhere
+    assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare[f"dev/{MODEL}.yaml"].decode()
+
+
+@pytest.mark.parametrize("content, wanted", [
+    ("{not json", "not valid JSON"),
+    ('{"images": []}', "expected"),
+    ('{"images": {"r/m:abc": "sha256:short"}}', "sha256 digest"),
+])
+def test_a_malformed_lock_fails_the_environment_naming_the_file(template_repo: Path, content: str,
+                                                                wanted: str) -> None:
+    (template_repo / IMAGES_LOCK).write_text(content)
+    state = desired_at(template_repo, None, ["dev"])
+    assert "dev" in state.env_errors and not state.renders
+    message = str(state.env_errors["dev"])
+    assert IMAGES_LOCK in message and wanted in message
