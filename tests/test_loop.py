@@ -15,11 +15,12 @@ import pytest
 from reconciler import labels
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.run.lease import LeaderGuard, LeaseLock
-from reconciler.run.loop import GitMirror, Reconciler, Record, RunConfig, load_record, plan_catchup, reconcile_once
+from reconciler.run.loop import (Failure, GitMirror, Metrics, Reconciler, Record, RunConfig, load_record, next_step,
+                                 reconcile_once)
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 from reconciler.sync.engine import SyncResult
-from tests.conftest import commit_all, copy_template
+from tests.conftest import PROJECT as PROJECT_TEMPLATE, commit_all, copy_template
 
 STATE_NS = "model-gitops"
 FAST = RetryPolicy(attempts=3, initial=0.01, cap=0.02)
@@ -74,16 +75,23 @@ class FakeHistory:
 
 # -- pure decisions ------------------------------------------------------------------------------
 
-def test_plan_catchup_decisions():
+def test_next_step_is_always_the_newest_commit():
     h = FakeHistory(["a", "b", "c", "d"])
-    assert [s.commit for s in plan_catchup(None, "d", h)] == ["d"]
-    assert plan_catchup(Record("d", True), "d", h) == []
-    assert [s.reason for s in plan_catchup(Record("d", True), "d", h, resync=True)] == ["periodic resync"]
-    assert plan_catchup(Record("d", False), "d", h)[0].reason.startswith("retrying")
-    assert [s.commit for s in plan_catchup(Record("a", True), "d", h)] == ["b", "c", "d"]
-    assert [s.commit for s in plan_catchup(Record("a", True), "d", h, max_catchup=2)] == ["d"]
-    rewritten = plan_catchup(Record("x", True), "d", h)
-    assert [s.commit for s in rewritten] == ["d"] and "force-push" in rewritten[0].reason
+    assert next_step(None, "d", h).commit == "d"
+    assert next_step(Record("d", True), "d", h) is None
+    assert next_step(Record("d", True), "d", h, resync=True).reason == "periodic resync"
+    assert next_step(Record("d", False), "d", h).reason.startswith("retrying")
+    step = next_step(Record("a", True), "d", h)  # three merges behind: the head only, never b or c
+    assert step.commit == "d" and "2 intermediate commits not replayed" in step.reason
+    rewritten = next_step(Record("x", True), "d", h)
+    assert rewritten.commit == "d" and "force-push" in rewritten.reason
+    # a failed head is retried; a newer commit supersedes it at once
+    failed = Record("a", True, failure=Failure("c", "overlay broken", "2026-12-01T21:00:00Z"))
+    assert next_step(failed, "c", h).commit == "c" and "retrying" in next_step(failed, "c", h).reason
+    assert next_step(failed, "d", h).commit == "d" and "supersedes failed c" in next_step(failed, "d", h).reason
+    # the very first pass failed: nothing applied yet, the failure is retried, a newer head tried
+    first = Record("", False, failure=Failure("a", "boom", "t"))
+    assert next_step(first, "a", h).commit == "a" and next_step(first, "b", h).commit == "b"
 
 
 # -- reconcile_once with real git ----------------------------------------------------------------
@@ -105,7 +113,7 @@ class Recorder:
         return result
 
 
-def test_each_new_merge_is_reconciled_in_order_and_recorded(remote, kube, tmp_path):
+def test_only_the_newest_merge_is_reconciled_and_recorded(remote, kube, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     first = mirror.fetch()
@@ -115,46 +123,47 @@ def test_each_new_merge_is_reconciled_in_order_and_recorded(remote, kube, tmp_pa
     shas = [push(work, f"merge {i}") for i in range(3)]
     head = mirror.fetch()
     assert head == shas[-1]
-    reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS, sync=sync)
-    assert sync.calls == [first, *shas]
+    out = reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS, sync=sync)
+    assert sync.calls == [first, head] and "not replayed" in out[0].reason
     assert load_record(kube, "dev", STATE_NS) == Record(head, True, load_record(kube, "dev", STATE_NS).time, "nothing")
     # up to date: nothing more
     reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS, sync=sync)
-    assert len(sync.calls) == 4
+    assert len(sync.calls) == 2
 
 
-def test_crash_mid_catchup_resumes_from_the_last_recorded_commit(remote, kube, tmp_path):
+def test_a_restarted_reconciler_resumes_from_the_recorded_commit(remote, kube, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     base = mirror.fetch()
     reconcile_once(kube, mirror.path, base, mirror, ["dev"], state_namespace=STATE_NS, sync=Recorder())
-    shas = [push(work, f"merge {i}") for i in range(3)]
-    head = mirror.fetch()
+    head = push(work, "merge")
     with pytest.raises(KeyboardInterrupt):
-        reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS,
-                       sync=Recorder(crash_on=shas[1]))
-    assert load_record(kube, "dev", STATE_NS).commit == shas[0]
+        reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS,
+                       sync=Recorder(crash_on=head))
+    assert load_record(kube, "dev", STATE_NS).commit == base
     # a new process (fresh mirror clone, fresh client) resumes
     mirror2 = GitMirror(str(bare), "main", tmp_path / "mirror2")
     again = Recorder()
     reconcile_once(kube, mirror2.path, mirror2.fetch(), mirror2, ["dev"], state_namespace=STATE_NS, sync=again)
-    assert again.calls == shas[1:]
+    assert again.calls == [head]
+    assert load_record(kube, "dev", STATE_NS).commit == head
 
 
-def test_environment_wide_failure_is_not_recorded_and_retried(remote, kube, tmp_path):
+def test_environment_wide_failure_keeps_the_applied_commit_and_is_retried(remote, kube, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     base = mirror.fetch()
     reconcile_once(kube, mirror.path, base, mirror, ["dev"], state_namespace=STATE_NS, sync=Recorder())
-    a, b = push(work, "a"), push(work, "b")
-    out = reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS,
-                         sync=Recorder(fail_on=a))
-    assert [o.commit for o in out] == [a]  # stopped at the failure
+    a = push(work, "a")
+    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS,
+                   sync=Recorder(fail_on=a))
     cm = kube.get(ObjectRef("v1", "ConfigMap", STATE_NS, "reconciler-state-dev"))
-    assert cm["data"]["commit"] == base and "API unavailable" in cm["data"]["lastError"]
+    assert (cm["data"]["commit"], cm["data"]["lastFailedCommit"]) == (base, a)
+    assert "API unavailable" in cm["data"]["lastError"] and cm["data"]["lastErrorTime"]
     retry = Recorder()
     reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS, sync=retry)
-    assert retry.calls == [a, b]
+    assert retry.calls == [a]
+    assert load_record(kube, "dev", STATE_NS) == Record(a, True, load_record(kube, "dev", STATE_NS).time, "nothing")
 
 
 def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, kube_api, tmp_path):
@@ -261,8 +270,62 @@ def test_two_reconcilers_only_the_lease_holder_writes(remote, kube_api, tmp_path
     assert two.tick() == []
     assert clients[1].stats.by_method.get("PATCH", 0) == writes_before
     out = one.tick()
-    assert [o.reason for o in out] == ["new merge 1/1"] and out[0].result.ok
+    assert [o.reason for o in out] == [f"newest commit of the branch, 1 after {one.outcomes[0].commit[:12]}"]
+    assert out[0].result.ok
     text = one.metrics.exposition()[1].decode()
     assert 'reconciler_reconcile_total{environment="dev",result="success"} 2.0' in text
     assert "reconciler_leader 1.0" in text
     assert "reconciler_leader 0.0" in two.metrics.exposition()[1].decode()
+
+
+def _metric(text: str, name: str, **want: str) -> float | None:
+    """The value of the series `name` whose labels include `want`, from a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in want.items()):
+                return sample.value
+    return None
+
+
+def test_broken_overlay_then_fix_the_next_tick_applies_the_fix_and_the_failure_is_recorded(remote, kube, kube_api,
+                                                                                         tmp_path):
+    bare, work = remote
+    config = RunConfig(repo_url=str(bare), branch="main", workdir=tmp_path / "mirror", environments=["dev"],
+                       state_namespace=STATE_NS, identity="one", listen=None, lease_duration=30)
+    reconciler = Reconciler(kube, config)
+    (first,) = reconciler.tick()
+    assert first.result.ok, first.result.as_dict()
+    patch = "environments/dev/patches/deployment.yaml"
+    broken = push(work, "break the dev overlay", change=lambda root: (root / patch).write_text("{ not: [yaml"))
+    (failed,) = reconciler.tick()
+    assert failed.commit == broken and not failed.result.ok
+    record = load_record(kube, "dev", STATE_NS)
+    assert record.commit == first.commit  # what runs is still the last good commit
+    assert record.failure.commit == broken and record.failure.time and patch.split("/")[-1] in record.failure.error
+    text = reconciler.metrics.exposition()[1].decode()
+    assert _metric(text, "reconciler_environment_ready", environment="dev") == 0
+    assert _metric(text, "reconciler_environment_failure_info", environment="dev", commit=broken) == 1
+    assert _metric(text, "reconciler_last_failure_timestamp_seconds", environment="dev") > 0
+    assert _metric(text, "reconciler_applied_commit_info", environment="dev", commit=first.commit) == 1
+
+    def fix(root: Path) -> None:
+        shutil.copy(PROJECT_TEMPLATE / patch, root / patch)
+        spec = root / "models/iris-classifier/model.yaml"
+        spec.write_text(spec.read_text().replace("memory: 1Gi", "memory: 2Gi"))
+
+    fixed = push(work, "fix the overlay, and give iris more memory", change=fix)
+    (applied,) = reconciler.tick()
+    assert applied.commit == fixed and applied.result.ok, applied.result.as_dict()
+    assert "supersedes failed " + broken[:12] in applied.reason
+    record = load_record(kube, "dev", STATE_NS)
+    assert (record.commit, record.failure) == (fixed, None)
+    (iris,) = [d for d in kube_api.server.objects("Deployment", "models-dev")
+               if d["metadata"]["labels"][labels.MODEL] == "iris-classifier"]
+    assert iris["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
+    text = reconciler.metrics.exposition()[1].decode()
+    assert _metric(text, "reconciler_environment_ready", environment="dev") == 1
+    assert _metric(text, "reconciler_environment_failure_info", environment="dev") is None
+    assert _metric(text, "reconciler_applied_commit_info", environment="dev", commit=fixed) == 1
+    assert _metric(text, "reconciler_applied_commit_info", environment="dev", commit=first.commit) is None

@@ -2,12 +2,11 @@
 
 The loop is thin; the decisions are pure and tested on their own:
 
-* :func:`plan_catchup` decides which commits to reconcile for one environment, given the commit
-  recorded in the cluster and the new head: nothing (up to date), each new merge in order
-  (first-parent history), or the head alone (first run, a force-push that rewrote history, or
-  too many commits behind);
-* :func:`reconcile_once` runs those steps through ``sync`` and records each completed commit in a
-  ConfigMap ``reconciler-state-<env>``, so a restarted reconciler resumes where it stopped;
+* :func:`next_step` decides what to reconcile for one environment, given the status recorded in the
+  cluster and the branch's head: nothing (up to date) or the head itself, never the intermediate
+  merges (as kustomize-controller reconciles the source's latest revision);
+* :func:`reconcile_once` runs it through ``sync`` and records the applied commit, or the failure
+  (commit, error, time), in a ConfigMap ``reconciler-state-<env>`` and in ``/metrics``;
 * :func:`run` polls the git remote (GitPython fetch) every ``interval`` seconds, or at once when a
   signed GitHub push webhook arrives, holds a Lease so only one replica acts, and serves
   ``/metrics`` and ``/healthz``.
@@ -101,20 +100,37 @@ class GitMirror:
 # -- decisions -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Record:
-    """What the cluster says was last reconciled for one environment."""
+class Failure:
+    """A pass that failed for the whole environment (unrenderable, refused, API down): nothing was applied."""
 
     commit: str
+    error: str
+    time: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """The environment's status in the cluster: the last applied commit and the last failure after it.
+
+    As kustomize-controller's lastAppliedRevision + Ready=False condition: a failure never replaces the
+    applied commit (what runs), and a pass that completes clears it.
+    """
+
+    commit: str  # the last applied commit ("" when none was ever applied)
     ok: bool
     time: str = ""
     summary: str = ""
+    failure: Failure | None = None
 
     @classmethod
     def of(cls, cm: dict | None) -> "Record | None":
         data = (cm or {}).get("data") or {}
-        if not data.get("commit"):
+        failure = (Failure(data["lastFailedCommit"], data.get("lastError", ""), data.get("lastErrorTime", ""))
+                   if data.get("lastFailedCommit") else None)
+        if not data.get("commit") and failure is None:
             return None
-        return cls(data["commit"], data.get("ok") == "true", data.get("time", ""), data.get("summary", ""))
+        return cls(data.get("commit", ""), data.get("ok") == "true", data.get("time", ""), data.get("summary", ""),
+                   failure)
 
 
 @dataclass(frozen=True)
@@ -123,24 +139,28 @@ class Step:
     reason: str
 
 
-def plan_catchup(recorded: Record | None, head: str, history: History, *, resync: bool = False,
-                 max_catchup: int = 20) -> list[Step]:
-    """The commits to reconcile for one environment, oldest first. Pure (given the history)."""
-    if recorded is None:
-        return [Step(head, "first reconcile of this environment")]
+def next_step(recorded: Record | None, head: str, history: History, *, resync: bool = False) -> Step | None:
+    """What to reconcile for one environment: the newest commit of the branch, or nothing. Pure.
+
+    Intermediate merges are never replayed (the desired state is the head; history is for reports), so
+    a broken commit followed by its fix costs one failed pass, not a stuck environment. A failed head
+    is retried on every pass until a newer commit supersedes it.
+    """
+    if recorded is not None and recorded.failure is not None and recorded.failure.commit == head:
+        return Step(head, f"retrying {head[:12]}: the environment failed at {recorded.failure.time}")
+    if recorded is None or not recorded.commit:
+        return Step(head, "first reconcile of this environment")
     if recorded.commit == head:
         if not recorded.ok:
-            return [Step(head, "retrying: the last pass of this commit did not fully succeed")]
-        return [Step(head, "periodic resync")] if resync else []
+            return Step(head, "retrying: the last pass of this commit did not fully succeed")
+        return Step(head, "periodic resync") if resync else None
+    superseded = (f"; supersedes failed {recorded.failure.commit[:12]}" if recorded.failure is not None else "")
     if not history.is_ancestor(recorded.commit, head):
-        return [Step(head, f"history rewritten (force-push): {recorded.commit[:12]} is not an ancestor of "
-                           f"{head[:12]}; reconciling the head fully")]
-    commits = history.between(recorded.commit, head)
-    if not commits:
-        return [Step(head, "new head")]
-    if len(commits) > max_catchup:
-        return [Step(head, f"{len(commits)} commits behind (more than {max_catchup}): jumping to the head")]
-    return [Step(c, f"new merge {i + 1}/{len(commits)}") for i, c in enumerate(commits)]
+        return Step(head, f"history rewritten (force-push): {recorded.commit[:12]} is not an ancestor of "
+                          f"{head[:12]}; reconciling the head fully{superseded}")
+    behind = len(history.between(recorded.commit, head))
+    skipped = f" ({behind - 1} intermediate commits not replayed)" if behind > 1 else ""
+    return Step(head, f"newest commit of the branch, {behind} after {recorded.commit[:12]}{skipped}{superseded}")
 
 
 # -- state in the cluster ------------------------------------------------------------------------
@@ -155,14 +175,18 @@ def load_record(kube: Any, environment: str, namespace: str) -> Record | None:
     return Record.of(kube.get(state_ref(environment, namespace)))
 
 
-def save_record(kube: Any, environment: str, namespace: str, record: Record, *, error: str = "") -> None:
+def save_record(kube: Any, environment: str, namespace: str, record: Record) -> None:
     ref = state_ref(environment, namespace)
+    failure = record.failure
     kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": ref.name, "namespace": namespace,
                              "labels": {labels.MANAGED_BY: labels.MANAGER, labels.ENVIRONMENT: environment,
                                         f"{labels.DOMAIN}/role": "state"}},
                 "data": {"commit": record.commit, "ok": "true" if record.ok else "false",
-                         "time": record.time, "summary": record.summary, "lastError": error[:4000]}})
+                         "time": record.time, "summary": record.summary,
+                         "lastFailedCommit": failure.commit if failure else "",
+                         "lastError": failure.error[:4000] if failure else "",
+                         "lastErrorTime": failure.time if failure else ""}})
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -189,6 +213,19 @@ class Metrics:
                                 ["outcome"], registry=self.registry)
         self.polls = Counter("reconciler_git_fetch_total", "git fetches by result", ["result"],
                              registry=self.registry)
+        self.ready = Gauge("reconciler_environment_ready", "1 when the environment's newest commit is applied, "
+                           "0 while its last pass failed for the whole environment", ["environment"],
+                           registry=self.registry)
+        self.last_failure = Gauge("reconciler_last_failure_timestamp_seconds",
+                                  "Unix time of the last whole-environment failure", ["environment"],
+                                  registry=self.registry)
+        self.failure = Gauge("reconciler_environment_failure_info", "The environment's current failure "
+                             "(one series per environment, removed when a pass completes)",
+                             ["environment", "commit", "error"], registry=self.registry)
+        self.applied = Gauge("reconciler_applied_commit_info", "The commit last applied to the environment",
+                             ["environment", "commit"], registry=self.registry)
+        self._failure_labels: dict[str, tuple[str, str]] = {}
+        self._applied_labels: dict[str, str] = {}
 
     def observe(self, result: Any) -> str:
         outcome = "failed" if result.failed else ("success" if result.ok else "degraded")
@@ -199,6 +236,24 @@ class Metrics:
         if outcome == "success":
             self.last_success.labels(result.environment).set(time.time())
         return outcome
+
+    def record(self, environment: str, record: Record, at: float) -> None:
+        """Mirror the environment's status (applied commit, current failure) in gauges."""
+        failure = record.failure
+        old = self._failure_labels.pop(environment, None)
+        if old is not None:
+            self.failure.remove(environment, *old)
+        if failure is not None:
+            labels_ = (failure.commit, failure.error.strip().splitlines()[0][:200] if failure.error.strip() else "")
+            self.failure.labels(environment, *labels_).set(1)
+            self._failure_labels[environment] = labels_
+            self.last_failure.labels(environment).set(at)
+        self.ready.labels(environment).set(0 if failure is not None else 1)
+        if record.commit and self._applied_labels.get(environment) != record.commit:
+            if environment in self._applied_labels:
+                self.applied.remove(environment, self._applied_labels[environment])
+            self.applied.labels(environment, record.commit).set(1)
+            self._applied_labels[environment] = record.commit
 
     def exposition(self) -> tuple[str, bytes]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -221,6 +276,26 @@ class Outcome:
 
 SyncFn = Callable[[Any, Path, str, str, Any], Any]  # (kube, repo, commit, environment, options) -> SyncResult
 
+APPLIED = frozenset({"created", "configured", "unchanged", "pruned"})
+
+
+def environment_failure(result: Any) -> str | None:
+    """Why nothing of the commit was applied to the environment, or None when some of it was. Pure.
+
+    Either the environment failed as a whole (its spec, a refused commit, the API), or every model
+    failed (typically a broken overlay patch): then nothing of that commit runs, so it must not be
+    recorded as applied.
+    """
+    if result.error is not None:
+        return str(result.error)
+    if result.model_errors and not any(r.action.value in APPLIED for r in result.objects):
+        first = sorted(result.model_errors.items())
+        lines = [f"every model failed; {name}: {errors[0] if errors else 'failed'}" for name, errors in first[:1]]
+        more = f" (and {len(first) - 1} more models)" if len(first) > 1 else ""
+        return lines[0] + more
+    return None
+
+
 
 def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
     from reconciler.sync.engine import sync_commit
@@ -230,14 +305,14 @@ def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options:
 
 def reconcile_once(kube: Any, repo: Path, head: str, history: History, environments: Iterable[str], *,
                    state_namespace: str, options: Any = None, sync: SyncFn = _default_sync,
-                   resync: Callable[[str], bool] = lambda env: False, max_catchup: int = 20,
-                   metrics: Metrics | None = None,
+                   resync: Callable[[str], bool] = lambda env: False, metrics: Metrics | None = None,
                    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> list[Outcome]:
-    """Bring every environment to ``head``: each new merge in order, recording each completed commit.
+    """Bring every environment to ``head``, the newest commit of the watched branch, and record the result.
 
-    A commit whose environment-wide sync failed (API unavailable, environment unrenderable) is not
-    recorded as reconciled: the next pass retries from there. A commit where only some models failed
-    is recorded with ok=false (the next pass retries it at the same head; later merges may fix it).
+    A pass that fails for the whole environment (unrenderable, refused commit, API unavailable) keeps
+    the applied commit and records the failure (commit, error, time) in the status ConfigMap and the
+    metrics; the next pass retries it, or tries a newer head as soon as one arrives. A pass where only
+    some models failed is recorded as applied with ok=false (retried at the same head).
     """
     from reconciler.sync.engine import SyncOptions
 
@@ -249,26 +324,30 @@ def reconcile_once(kube: Any, repo: Path, head: str, history: History, environme
         except KubeError as exc:
             log.warning("cannot read the state of %s: %s", env, exc)
             continue
-        for step in plan_catchup(recorded, head, history, resync=resync(env), max_catchup=max_catchup):
-            log.info("%s: reconciling %s (%s)", env, step.commit[:12], step.reason)
-            result = sync(kube, repo, step.commit, env, options)
-            outcomes.append(Outcome(env, step.commit, step.reason, result))
-            if metrics is not None:
-                metrics.observe(result)
-            if result.error is not None:
-                log.warning("%s at %s failed: %s", env, step.commit[:12], result.error)
-                try:  # keep the recorded commit, note the error
-                    if recorded is not None:
-                        save_record(kube, env, state_namespace, recorded, error=result.error)
-                except KubeError:
-                    pass
-                break
-            recorded = Record(step.commit, result.ok, now().strftime("%Y-%m-%dT%H:%M:%SZ"), str(result.summary()))
-            try:
-                save_record(kube, env, state_namespace, recorded)
-            except KubeError as exc:
-                log.warning("%s: could not record commit %s: %s", env, step.commit[:12], exc)
-                break
+        step = next_step(recorded, head, history, resync=resync(env))
+        if step is None:
+            continue
+        log.info("%s: reconciling %s (%s)", env, step.commit[:12], step.reason)
+        result = sync(kube, repo, step.commit, env, options)
+        outcomes.append(Outcome(env, step.commit, step.reason, result))
+        if metrics is not None:
+            metrics.observe(result)
+        stamp = now()
+        when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        error = environment_failure(result)
+        if error is not None:
+            log.warning("%s at %s failed: %s", env, step.commit[:12], error)
+            applied = recorded if recorded is not None else Record("", False)
+            record = Record(applied.commit, applied.ok, applied.time, applied.summary,
+                            Failure(step.commit, error, when))
+        else:
+            record = Record(step.commit, result.ok, when, str(result.summary()))
+        if metrics is not None:
+            metrics.record(env, record, stamp.timestamp())
+        try:
+            save_record(kube, env, state_namespace, record)
+        except KubeError as exc:
+            log.warning("%s: could not record the pass of %s: %s", env, step.commit[:12], exc)
     return outcomes
 
 
@@ -288,7 +367,6 @@ class RunConfig:
     lease_duration: int = 15
     listen: tuple[str, int] | None = ("0.0.0.0", 8080)
     webhook_secret: bytes | None = None
-    max_catchup: int = 20
 
 
 class Reconciler:
@@ -355,8 +433,7 @@ class Reconciler:
         due = {env for env in self.config.environments if self._resync_due(env)}
         outcomes = reconcile_once(self.guarded, self.mirror.path, head, self.mirror, self.config.environments,
                                   state_namespace=self.config.state_namespace, options=self.options,
-                                  sync=self.sync, resync=lambda env: env in due,
-                                  max_catchup=self.config.max_catchup, metrics=self.metrics)
+                                  sync=self.sync, resync=lambda env: env in due, metrics=self.metrics)
         for env in due:
             self.last_resync[env] = time.monotonic()
         self.outcomes.extend(outcomes)
