@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from reconciler.catalog.specs import IMAGE_TAG_SUFFIX, Pool
+from reconciler.catalog import images
+from reconciler.catalog.specs import Pool
 
 from . import common
 from .neuron import COMPILED_FILE
@@ -39,13 +40,11 @@ class BuildOptions:
 
 
 def image_tag(model_hash: str, pool: Pool | None) -> str:
-    """Tag = first 12 hex of the model hash; Inferentia images (different content) get `-neuron`."""
-    tag = common.short_hash(model_hash)
-    return tag + IMAGE_TAG_SUFFIX[pool.kind] if requires_neuron(pool) else tag
+    """The image tag for the pool's kind (reconciler.catalog.images): `<hash12>`, `<hash12>-cuda`, `<hash12>-neuron`."""
+    return images.image_tag(model_hash, pool.kind if pool is not None else None)
 
 
-def image_repository(registry: str, model: str) -> str:
-    return f"{registry.rstrip('/')}/{model}"
+image_repository = images.image_repository
 
 
 def _build_script(with_neuron: bool) -> str:

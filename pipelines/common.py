@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from reconciler import labels
+from reconciler.catalog.images import short_hash  # noqa: F401 - re-exported: names and tags use one hash prefix
 
 TITLE = "workflows.argoproj.io/title"
 DESCRIPTION = "workflows.argoproj.io/description"
@@ -38,15 +39,6 @@ def label_value(value: str) -> str:
     """
     text = _LABEL_VALUE.sub("-", value)[:63]
     return text.strip("-._")
-
-
-def short_hash(model_hash: str, length: int = 12) -> str:
-    """The hex part of a hash (after any 'algo:' prefix), lowercased and cut to `length`: for names and tags."""
-    digest = model_hash.rsplit(":", 1)[-1].lower()
-    digest = re.sub(r"[^a-z0-9]", "", digest)
-    if not digest:
-        raise ValueError(f"model hash {model_hash!r} has no alphanumeric digest")
-    return digest[:length]
 
 
 def dns_name(*parts: str, limit: int = 63) -> str:

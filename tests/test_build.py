@@ -207,7 +207,9 @@ def test_resolve_images_pins_known_digests(repo: Path, env) -> None:
     images = resolve_images(catalog, "dev", hashes)
     assert images == {"tiny": f"localhost:1/models/tiny@{digest}",
                       "other": f"localhost:1/models/other:{hashes['other'].short}",
-                      # the Neuron-compiled variant for inferentia pools: its own tag, digest not known yet
+                      # the CUDA and Neuron images of gpu and inferentia pools: their own tags, digests not known yet
+                      "tiny/gpu": f"localhost:1/models/tiny:{hashes['tiny'].short}-cuda",
+                      "other/gpu": f"localhost:1/models/other:{hashes['other'].short}-cuda",
                       "tiny/inferentia": f"localhost:1/models/tiny:{hashes['tiny'].short}-neuron",
                       "other/inferentia": f"localhost:1/models/other:{hashes['other'].short}-neuron"}
     assert resolve_images(catalog, catalog.environments["dev"], hashes, store=ImageStore.read(repo / IMAGES_LOCK)) == images

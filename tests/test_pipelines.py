@@ -187,7 +187,7 @@ def test_dag_order_rejects_cycles_and_unknown_dependencies():
 
 def test_gpu_build_is_one_buildkit_task_that_outputs_the_digest(pools):
     doc = _as_dict(_build(pools))
-    assert re.fullmatch(r"build-iris-classifier-0123456789ab-[0-9a-f]{6}", doc["metadata"]["name"])
+    assert re.fullmatch(r"build-iris-classifier-0123456789ab-cuda-[0-9a-f]{6}", doc["metadata"]["name"])
     templates = _templates(doc)
     assert [t["name"] for t in templates["main"]["dag"]["tasks"]] == ["build"]
     build = templates["build"]
@@ -198,7 +198,7 @@ def test_gpu_build_is_one_buildkit_task_that_outputs_the_digest(pools):
     assert {p["name"]: p["valueFrom"]["path"] for p in build["outputs"]["parameters"]} == {
         "digest": "/work/digest", "image": "/work/image"}
     assert {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}["image-ref"] == \
-        "ghcr.io/example/models/iris-classifier:0123456789ab"
+        "ghcr.io/example/models/iris-classifier:0123456789ab-cuda"
     bento = build["inputs"]["artifacts"][0]
     assert bento["http"]["url"] == "{{workflow.parameters.bento-url}}"
     params = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
@@ -214,7 +214,7 @@ def test_build_name_is_one_per_image_repository_and_tag(pools):
     assert name() != name(registry="localhost:5001/models")  # same hash, other registry: its own build
     assert name() != name(model_hash="sha256:" + "f" * 64)
     long = name(model="m" * 63)
-    assert len(long) <= 63 and long.endswith(("-0123456789ab-" + long[-6:]))
+    assert len(long) <= 63 and long.endswith(("-0123456789ab-cuda-" + long[-6:]))
 
 
 def test_build_script_extracts_the_digest_from_buildkit_metadata(tmp_path, pools):
@@ -276,7 +276,8 @@ def test_gpu_and_cpu_builds_have_no_neuron_step(pools):
     for pool in ("gpu-a10g", "cpu-general"):
         names = [t["name"] for t in _as_dict(_build(pools, pool=pool))["spec"]["templates"]]
         assert "neuron-compile" not in names
-    assert image_tag(HASH, pools["gpu-a10g"]) == "0123456789ab"
+    assert image_tag(HASH, pools["cpu-general"]) == "0123456789ab"
+    assert image_tag(HASH, pools["gpu-a10g"]) == "0123456789ab-cuda"
     assert image_tag(HASH, pools["inf2"]) == "0123456789ab-neuron"
 
 

@@ -36,7 +36,8 @@ import typer
 from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
-from reconciler.catalog.specs import IMAGE_TAG_SUFFIX
+from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, pinned
+from reconciler.catalog.specs import AcceleratorKind
 
 STEPS = ("hash", "fetch", "build", "image")
 IMAGES_LOCK = "images.lock.json"  # at the repository top, committed: tagged image -> digest
@@ -158,20 +159,17 @@ class ImageStore:
         tmp.replace(self.path)
 
 
-def tagged_image(registry: str, model: str, model_hash: ModelHash | str) -> str:
-    digest = model_hash.digest if isinstance(model_hash, ModelHash) else model_hash
-    return f"{registry.rstrip('/')}/{model}:{digest[:12]}"
-
-
-def pinned(tagged: str, digest: str | None) -> str:
-    """'r/m:tag' + 'sha256:..' -> 'r/m@sha256:..'; without a digest, the tagged reference."""
-    return f"{tagged.rsplit(':', 1)[0]}@{digest}" if digest else tagged
+def tagged_image(registry: str, model: str, model_hash: ModelHash | str,
+                 kind: AcceleratorKind | str | None = None) -> str:
+    """The tagged image reference (reconciler.catalog.images.image_ref): one tag per pool kind."""
+    return image_ref(registry, model, model_hash, kind)
 
 
 def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageStore | None = None) -> dict[str, str]:
     """Image reference per model for an environment: `registry/model@sha256:...` when the commit's image
     lock records the digest of `registry/model:<hash12>`, else that tag. Also `<model>/<kind>` for
-    accelerator kinds whose images differ (`<hash12>-neuron` for inferentia).
+    accelerator kinds (`<hash12>-cuda` for gpu, `<hash12>-neuron` for inferentia): reconciler.catalog.images
+    names them all.
 
     A pure function of the commit: the lock is read from the catalog's tree (`store` overrides it in
     tests), the registry is never asked and nothing of the machine is read.
@@ -183,9 +181,10 @@ def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageSt
     for name, model_hash in hashes.items():
         tagged = tagged_image(env_spec.registry, name, model_hash)
         images[name] = pinned(tagged, store.get(tagged))
-        for kind, suffix in IMAGE_TAG_SUFFIX.items():  # e.g. the Neuron-compiled image for inferentia pools
-            variant = tagged + suffix
-            images[f"{name}/{kind.value}"] = pinned(variant, store.get(variant))
+        for kind in TAG_SUFFIX:  # the CUDA and Neuron images of gpu and inferentia pools
+            if kind is not AcceleratorKind.cpu:
+                variant = tagged_image(env_spec.registry, name, model_hash, kind)
+                images[image_key(name, kind)] = pinned(variant, store.get(variant))
     return images
 
 

@@ -67,11 +67,6 @@ class ImageRef:
         return text
 
 
-def image_name(registry: str, model: str) -> str:
-    """The image repository of a model in a registry prefix: ('ghcr.io/acme/models', 'iris') -> '.../iris'."""
-    return f"{registry.rstrip('/')}/{model}"
-
-
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, params = header.strip().partition(" ")
     return scheme.lower(), {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', params)}

@@ -64,11 +64,6 @@ class AcceleratorKind(str, Enum):
     inferentia = "inferentia"
 
 
-# Images built for an accelerator kind whose content differs (Inferentia: the Neuron-compiled model)
-# carry a tag suffix; render picks `<model>/<kind>` from the image map for pools of that kind.
-IMAGE_TAG_SUFFIX = {AcceleratorKind.inferentia: "-neuron"}
-
-
 class Taint(Strict):
     key: str
     value: str | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from reconciler import labels as L
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.specs import EffectiveServing, EnvironmentSpec, Pool
+from reconciler.catalog.images import image_key
 
 CONTAINER = "bento"
 
@@ -117,8 +118,9 @@ def autoscaler(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
 
 
 def image_for(images: dict[str, str], model: str, pool: Pool) -> str | None:
-    """The model's image for a pool: its accelerator kind's variant (`<model>/inferentia`) if any, else the model's."""
-    return images.get(f"{model}/{pool.kind.value}") or images.get(model)
+    """The model's image for a pool: its kind's image (`<model>/gpu`, `<model>/inferentia`, see
+    reconciler.catalog.images.image_key) if the map has one, else the model's (an explicitly given single image)."""
+    return images.get(image_key(model, pool.kind)) or images.get(model)
 
 
 def pod_monitor(model: str, env: str) -> dict:

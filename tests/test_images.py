@@ -1,0 +1,39 @@
+"""The one image-reference function: a tag per pool kind, the same everywhere it is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.build.builder import tagged_image
+from reconciler.source.hashing import ModelHash
+from reconciler.catalog.images import image_key, image_ref, image_tag, pinned, short_hash
+from reconciler.catalog.specs import AcceleratorKind
+
+HEX = "0123456789abcdef" * 4
+
+
+def test_one_tag_per_kind_from_any_spelling_of_the_hash():
+    mh = ModelHash("m", HEX, {})
+    for spelled in (HEX, "sha256:" + HEX, HEX.upper(), mh):
+        assert image_tag(spelled) == "0123456789ab"
+        assert image_tag(spelled, "gpu") == "0123456789ab-cuda"
+        assert image_tag(spelled, AcceleratorKind.inferentia) == "0123456789ab-neuron"
+    tags = {image_tag(HEX, k) for k in AcceleratorKind}
+    assert len(tags) == len(AcceleratorKind)  # no two kinds share an image
+
+
+def test_reference_pin_and_map_key():
+    ref = image_ref("localhost:5001/models/", "iris", HEX, "inferentia")
+    assert ref == "localhost:5001/models/iris:0123456789ab-neuron"
+    assert tagged_image("localhost:5001/models", "iris", HEX, "inferentia") == ref  # build names it the same way
+    assert pinned(ref, "sha256:" + "f" * 64) == "localhost:5001/models/iris@sha256:" + "f" * 64
+    assert pinned(ref, None) == ref
+    assert image_key("iris") == image_key("iris", "cpu") == "iris"
+    assert image_key("iris", "gpu") == "iris/gpu"
+
+
+def test_bad_hash_or_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match="no alphanumeric digest"):
+        short_hash("sha256:")
+    with pytest.raises(ValueError, match="unknown accelerator kind 'tpu'"):
+        image_tag(HEX, "tpu")
