@@ -29,9 +29,8 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Iterable
+from typing import Callable, Iterable
 
-import typer
 
 from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
 from reconciler.source.hashing import ModelHash, model_hashes
@@ -429,92 +428,3 @@ def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
             "(the digest is recorded by the next `reconciler build`, from the registry)"), submitted.created
 
 
-# --------------------------------------------------------------------------- CLI: `reconciler build`
-
-_MARKS = {"running": "[yellow]…[/yellow]", "done": "[green]✓[/green]", "skipped": "[dim]–[/dim]",
-          "failed": "[bold red]✗[/bold red]"}
-
-
-def build_command(
-    model: list[str] | None = None,
-    env: str | None = None,
-    registry: str | None = None,
-    repo: Path = Path("."),
-    bentoml_home_dir: Path | None = None,
-    output: str = "text",
-) -> None:
-    """Build what changed: a Bento (and an image) per model whose content hash has none yet."""
-    import sys
-
-    import typer
-    from rich.console import Console
-    from rich.live import Live
-    from rich.markup import escape
-    from rich.table import Table
-
-    from reconciler.catalog.load import load_catalog
-
-    console = Console(stderr=True, highlight=False)
-    try:
-        if env and not registry:
-            registry = load_catalog(Path(repo).resolve(), only=set()).environment(env).registry
-        options = BuildOptions(home=bentoml_home_dir, registry=registry, environment=env)
-        state: dict[str, dict[str, str]] = {}
-
-        def table() -> Table:
-            t = Table("model", *STEPS, box=None, pad_edge=False)
-            for name in sorted(state):
-                t.add_row(name, *(_MARKS.get(state[name].get(s, ""), "") for s in STEPS))
-            return t
-
-        with Live(table(), console=console, transient=False, auto_refresh=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:
-            def progress(name: str, step: str, status: str) -> None:
-                state.setdefault(name, {})[step] = status
-                live.update(table(), refresh=True)
-
-            report = build_models(Path(repo), model or None, options, progress)
-        if not console.is_terminal:
-            console.print()  # Live leaves its last frame without a line break when not on a terminal
-    except ReconcilerError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
-        raise typer.Exit(1) from None
-    if output == "json":
-        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
-    else:
-        out = Console(soft_wrap=True, highlight=False)
-        no_backend = False
-        for name in sorted(report.results):
-            r = report.results[name]
-            message = r.message
-            if NO_IMAGE_BACKEND in message:  # said once, below
-                no_backend, message = True, message.replace(NO_IMAGE_BACKEND, "image not built (see below)")
-            colour = {"created": "green", "unchanged": "dim", "failed": "bold red"}.get(r.action.value, "")
-            out.print(f"[{colour}]{r.action.value:9}[/{colour}] {name}"
-                      + (f" {r.hash[:12]}" if r.hash else "") + (f": {escape(message)}" if message else ""))
-            if r.error is not None:
-                out.print("  " + str(r.error).replace("\n", "\n  "), markup=False)
-        if no_backend:
-            out.print(NO_IMAGE_BACKEND[0].upper() + NO_IMAGE_BACKEND[1:] + ".", markup=False)
-        out.print(f"build: {report.summary}")
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-def build(
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
-    env: Annotated[str | None, typer.Option("--env", "-e", help="build images for this environment's registry")] = None,
-    registry: Annotated[str | None, typer.Option(help="image registry prefix (default: the environment's)")] = None,
-    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
-    bentoml_home: Annotated[Path | None, typer.Option("--bentoml-home", envvar="BENTOML_HOME",
-                                                      help="the Bento store (default: ~/bentoml)")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
-) -> None:
-    """Build only what changed: fetch DVC artifacts, build a Bento tagged with the model's content
-    hash, and build + push its image where a container engine (or ARGO_SERVER) is available."""
-    build_command(model, env, registry, repo, bentoml_home, output)
-
-
-def register(app: typer.Typer) -> None:
-    """Add `reconciler build` to the typer app."""
-    app.command("build")(build)

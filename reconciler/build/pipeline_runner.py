@@ -11,13 +11,11 @@ Step failures become ReconcilerError (ArtifactError for DVC), so the CLI prints 
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
-import typer
 
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
 
@@ -176,88 +174,3 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         raise ReconcilerError(str(exc)) from None
 
 
-# --------------------------------------------------------------------------- CLI: `reconciler pipeline ...`
-
-cli = typer.Typer(name="pipeline", no_args_is_help=True,
-                  help="Run the training pipeline locally, or render/submit pipelines as Argo Workflows.")
-
-RepoOpt = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
-
-
-def _fail(exc: ReconcilerError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
-
-
-@cli.command("run")
-def run_command(
-    name: Annotated[str, typer.Argument(help="the pipeline: train")],
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
-    register: Annotated[bool, typer.Option(help="dvc add the weights after evaluation")] = True,
-    push: Annotated[bool, typer.Option(help="dvc push the weights to the default remote")] = False,
-    repo: RepoOpt = Path("."),
-) -> None:
-    """Run a pipeline's steps in this process, in DAG order (no cluster needed)."""
-    if name != "train":
-        raise _fail(ReconcilerError(f"only the train pipeline runs locally, not {name!r}",
-                                    fix="image builds need a container engine: `reconciler pipeline submit build-image`"))
-
-    def show(step: StepRun) -> None:
-        typer.echo(f"✓ {step.model} {step.step} ({step.seconds:.1f}s): {step.detail}")
-
-    try:
-        runs = run_train(repo, model or None, register=register, push=push, on_step=show)
-    except ReconcilerError as exc:
-        raise _fail(exc) from None
-    for run in runs:
-        typer.echo(f"{run.model}: accuracy {run.metrics['accuracy']}, f1_macro {run.metrics['f1_macro']} "
-                   f"({run.metrics['test_samples']} held-out samples)")
-    if register:
-        typer.echo("commit: " + " ".join(str(p) for r in runs for p in (
-            f"models/{r.model}/model.pkl.dvc", f"models/{r.model}/metrics.json", f"models/{r.model}/.gitignore")))
-
-
-@cli.command("render")
-def render_command(
-    name: Annotated[str, typer.Argument(help="train or build-image")],
-    model: Annotated[str, typer.Option("--model", "-m")],
-    environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
-    commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
-    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
-    model_hash: Annotated[str | None, typer.Option(help="default: the working tree's model hash")] = None,
-    bento_url: Annotated[str | None, typer.Option(help="build-image: where the exported bento is")] = None,
-    pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
-    repo: RepoOpt = Path("."),
-) -> None:
-    """Print a pipeline's Argo Workflow as YAML (commit it, or `argo submit` it)."""
-    try:
-        workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
-                                   model_hash=model_hash, bento_url=bento_url, pool=pool)
-    except ReconcilerError as exc:
-        raise _fail(exc) from None
-    sys.stdout.write(workflow.to_yaml())
-
-
-@cli.command("submit")
-def submit_command(
-    name: Annotated[str, typer.Argument(help="train or build-image")],
-    model: Annotated[str, typer.Option("--model", "-m")],
-    environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
-    commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
-    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
-    model_hash: Annotated[str | None, typer.Option(help="default: the working tree's model hash")] = None,
-    bento_url: Annotated[str | None, typer.Option(help="build-image: where the exported bento is")] = None,
-    pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
-    repo: RepoOpt = Path("."),
-) -> None:
-    """Submit a pipeline to the Argo server in ARGO_SERVER (ARGO_TOKEN, ARGO_NAMESPACE)."""
-    from reconciler.build.argo import ArgoConfig, submit
-
-    try:
-        workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
-                                   model_hash=model_hash, bento_url=bento_url, pool=pool)
-        result = submit(workflow, ArgoConfig.from_env(), exists_ok=True)
-    except ReconcilerError as exc:
-        raise _fail(exc) from None
-    state = "submitted" if result.created else "already submitted"
-    typer.echo(f"{state}: {result.namespace}/{result.name}  {result.ui_url}")

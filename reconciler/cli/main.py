@@ -86,7 +86,8 @@ def plan(
 ) -> None:
     """Show, per environment, which models change between two revisions and the manifest diff."""
     from reconciler.plan.desired import plan_revisions
-    from reconciler.report.plan import plan_json, plan_markdown, print_plan
+    from reconciler.cli.plan import print_plan
+    from reconciler.report.plan import plan_json, plan_markdown
 
     try:
         result = plan_revisions(repo, base, head, environment or None)
@@ -149,15 +150,16 @@ def hydrate(
         raise typer.Exit(1)
 
 
-# Area command modules register themselves here, one line each (keep imports light: the modules
-# must import heavy libraries inside their command functions).
-from reconciler.build.pipeline_runner import cli as pipeline_cli  # noqa: E402
+# Command groups, one module each under reconciler/cli/ (keep imports light: the modules import
+# heavy libraries inside their command functions).
+from reconciler.cli.pipeline import cli as pipeline_cli  # noqa: E402
 app.add_typer(pipeline_cli, name="pipeline")
-from reconciler.build.builder import register as register_build  # noqa: E402
+from reconciler.cli.build import register as register_build  # noqa: E402
 register_build(app)
 from reconciler.cli.rollout import rollout_app  # noqa: E402
 app.add_typer(rollout_app, name="rollout")
-from reconciler.run.loop import run_command, sync_command  # noqa: E402
+from reconciler.cli.sync import sync_command  # noqa: E402
+from reconciler.cli.run import run_command  # noqa: E402
 app.command("sync")(sync_command); app.command("run")(run_command)  # noqa: E702
 from reconciler.cli.quickstart import quickstart  # noqa: E402
 app.command("quickstart")(quickstart)

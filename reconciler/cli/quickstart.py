@@ -35,7 +35,7 @@ def quickstart(
     from reconciler.build.builder import BuildOptions, build_models
     from reconciler.plan.desired import EMPTY, desired_at, plan_revisions
     from reconciler.build.pipeline_runner import run_train
-    from reconciler.report.plan import print_plan
+    from reconciler.cli.plan import print_plan
 
     try:
         root = Path(source.open_repo(repo).working_dir)

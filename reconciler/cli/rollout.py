@@ -12,9 +12,12 @@ import json
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from reconciler.report.rollout import report_json
+from reconciler.rollout.state import RolloutState
 
 rollout_app = typer.Typer(help="Canary rollouts: show, promote, abort, pause or resume a model's rollout.",
                           no_args_is_help=True)
@@ -74,7 +77,7 @@ def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kube
            ) -> None:
     """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""
     from reconciler.errors import ReconcilerError
-    from reconciler.report.rollout import print_report, report_json, write_png
+    from reconciler.report.rollout import write_png
 
     try:
         env, client = _connect(repo, environment, kubeconfig, context)
@@ -148,3 +151,38 @@ def resume(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kube
            context: ContextOpt = None) -> None:
     """Resume a paused canary."""
     _command(model, environment, repo, kubeconfig, context, "resume")
+
+
+def _fmt(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "no data"
+    parts = []
+    err, p95, cost = metrics.get("error_rate"), metrics.get("p95_ms"), metrics.get("cost_per_1000")
+    parts.append("err n/a" if err is None else f"err {err:.2%}")
+    parts.append("p95 n/a" if p95 is None else f"p95 {p95:.0f}ms")
+    if cost is not None:
+        parts.append(f"${cost:.4f}/1k")
+    return " ".join(parts)
+
+
+def print_report(state: RolloutState, console: Any) -> None:
+    from rich.table import Table
+
+    data = report_json(state)
+    status = data["phase"] + (" (paused)" if state.paused else "") + (f", {state.requested} requested"
+                                                                      if state.requested else "")
+    console.print(f"[bold]{state.model}[/bold] in [bold]{state.environment}[/bold]: {status}; "
+                  f"canary {state.canary_revision or '-'} at {state.canary_weight}% "
+                  f"(step {data['step']}/{len(state.policy.steps)}), stable {state.stable_revision or '-'}; "
+                  f"failed checks {state.failed_checks}/{state.policy.failure_threshold}")
+    if state.cross_pool:
+        console.print(f"across pools: stable on {state.stable_pool}, canary on {state.canary_pool}")
+    table = Table(show_lines=False)
+    for column in ("at", "decision", "weights s/c", "stable", "canary", "why"):
+        table.add_column(column, overflow="fold")
+    for row in data["history"]:
+        table.add_row(row["at"], row["decision"], f"{row['stable_weight']}/{row['canary_weight']}",
+                      _fmt(row["stable"]), _fmt(row["canary"]), "; ".join(row["reasons"]))
+    console.print(table)
+    if state.outcome:
+        console.print(f"outcome: {state.outcome}")

@@ -1,6 +1,6 @@
 """The rollout report: per analysis, the weights, stable and canary metrics, the decision and why.
 
-Three renderings of the same rows: ``report_json`` (a dict), ``print_report`` (rich) and
+Renderings of the same rows: ``report_json`` (a dict; the terminal table is reconciler.cli.rollout) and
 ``write_png`` (matplotlib, Agg backend: p95 latency and error rate over the steps).
 """
 
@@ -35,41 +35,6 @@ def report_json(state: RolloutState) -> dict[str, Any]:
             "step": state.step_index + 1, "steps": list(state.policy.steps), "failed_checks": state.failed_checks,
             "failure_threshold": state.policy.failure_threshold, "promotions": state.promotions,
             "outcome": state.outcome, "history": report_rows(state)}
-
-
-def _fmt(metrics: dict[str, Any] | None) -> str:
-    if not metrics:
-        return "no data"
-    parts = []
-    err, p95, cost = metrics.get("error_rate"), metrics.get("p95_ms"), metrics.get("cost_per_1000")
-    parts.append("err n/a" if err is None else f"err {err:.2%}")
-    parts.append("p95 n/a" if p95 is None else f"p95 {p95:.0f}ms")
-    if cost is not None:
-        parts.append(f"${cost:.4f}/1k")
-    return " ".join(parts)
-
-
-def print_report(state: RolloutState, console: Any) -> None:
-    from rich.table import Table
-
-    data = report_json(state)
-    status = data["phase"] + (" (paused)" if state.paused else "") + (f", {state.requested} requested"
-                                                                      if state.requested else "")
-    console.print(f"[bold]{state.model}[/bold] in [bold]{state.environment}[/bold]: {status}; "
-                  f"canary {state.canary_revision or '-'} at {state.canary_weight}% "
-                  f"(step {data['step']}/{len(state.policy.steps)}), stable {state.stable_revision or '-'}; "
-                  f"failed checks {state.failed_checks}/{state.policy.failure_threshold}")
-    if state.cross_pool:
-        console.print(f"across pools: stable on {state.stable_pool}, canary on {state.canary_pool}")
-    table = Table(show_lines=False)
-    for column in ("at", "decision", "weights s/c", "stable", "canary", "why"):
-        table.add_column(column, overflow="fold")
-    for row in data["history"]:
-        table.add_row(row["at"], row["decision"], f"{row['stable_weight']}/{row['canary_weight']}",
-                      _fmt(row["stable"]), _fmt(row["canary"]), "; ".join(row["reasons"]))
-    console.print(table)
-    if state.outcome:
-        console.print(f"outcome: {state.outcome}")
 
 
 def write_png(state: RolloutState, path: Path) -> Path:

@@ -9,8 +9,10 @@ Layout (decisions pure, I/O at the edges):
 - ``prometheus``  PromQL defaults and an httpx client (errors -> MetricsError)
 - ``store``       the state persisted in a ConfigMap ``rollout-<model>`` per environment
 - ``controller``  ``reconcile_rollout(...)``: the entry point the sync engine calls
-- ``report``      the rollout report (rich table, JSON, matplotlib PNG)
-- ``cli``         ``reconciler rollout status|promote|abort|pause|resume MODEL ENV``
+
+Elsewhere: the rollout report (JSON, matplotlib PNG) is reconciler.report.rollout; the commands
+``reconciler rollout status|promote|abort|pause|resume MODEL ENV`` are reconciler.cli.rollout.
+May import: the shared vocabulary (errors, labels, results), catalog and cluster; never sync, run or cli.
 
 Importing this package is light: nothing here imports kubernetes, httpx, scipy or matplotlib at
 module level.

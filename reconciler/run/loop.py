@@ -1,4 +1,4 @@
-"""`reconciler run`: the long-running reconciler, and the `sync` / `run` commands.
+"""The long-running reconciler behind `reconciler run` (the commands are in reconciler.cli.run / .sync).
 
 The loop is thin; the decisions are pure and tested on their own:
 
@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-import typer
 
 from reconciler import labels
 from reconciler.errors import KubeError, ReconcilerError, SourceError
@@ -461,148 +458,3 @@ class Reconciler:
         self.wake.set()
 
 
-# -- command line --------------------------------------------------------------------------------
-
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
-
-
-def _print_result(result: Any, fmt: OutputFormat) -> None:
-    import json
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
-        return
-    out = Console(soft_wrap=True, highlight=False)
-    title = f"sync {result.environment} ({result.namespace})" + (" [dry run]" if result.dry_run else "")
-    if result.commit:
-        title += f" @ {result.commit[:12]}"
-    table = Table(title=title, show_lines=False)
-    for col in ("model", "created", "configured", "unchanged", "pruned", "skipped", "failed", "health"):
-        table.add_column(col, justify="left" if col in ("model", "health") else "right")
-    for model, summary in result.by_model().items():
-        counts = summary.as_dict()
-        health = result.health.get(model)
-        table.add_row(model, *[str(counts.get(a, "")) for a in
-                               ("created", "configured", "unchanged", "pruned", "skipped", "failed")],
-                      health.status.value if health else "")
-    out.print(table)
-    for r in result.objects:
-        if r.action.value != "unchanged" or r.message:
-            colour = {"failed": "red", "skipped": "yellow", "pruned": "magenta"}.get(r.action.value, "green")
-            out.print(f"  [{colour}]{r.action.value:<10}[/{colour}] {r.ref}" + (f"  ({r.message})" if r.message else ""))
-    for model, errors in sorted(result.model_errors.items()):
-        out.print(f"[bold red]✗ {model}[/bold red] not synced:")
-        for e in errors:
-            out.print(f"    - {e}")
-    for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
-    if result.error:
-        out.print(f"[bold red]error:[/bold red] {result.error}")
-    out.print(f"{result.summary()} in {result.duration:.2f}s")
-
-
-def sync_command(
-    environment: Annotated[str, typer.Argument(help="environment to sync, e.g. dev")],
-    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
-    rev: Annotated[str, typer.Option(help="git revision to apply")] = "HEAD",
-    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the environment's cluster.context if the kubeconfig has it, else the current one)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate server-side and show the plan; write nothing")] = False,
-    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
-    self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster")] = False,
-    allow_empty_prune: Annotated[bool, typer.Option("--allow-empty-prune", help="allow pruning everything when the render is empty")] = False,
-    confirm_prune_kinds: Annotated[list[str] | None, typer.Option("--confirm-prune-kinds", help="also prune these protected kinds (Namespace, PersistentVolumeClaim); repeatable or comma-separated")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the synced models to become healthy")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 300.0,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
-    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
-) -> None:
-    """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
-    from rich.console import Console
-
-    from reconciler.cluster.kube import KubeClient
-    from reconciler.sync.engine import SyncOptions, sync_commit
-
-    err = Console(stderr=True)
-    kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
-    options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
-                          self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
-                          prometheus_url=prometheus_url)
-    try:
-        kube = KubeClient.from_kubeconfig(kubeconfig, context or _environment_context(repo, environment, kubeconfig))
-        result = sync_commit(kube, repo, rev, environment, options)
-    except ReconcilerError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    _print_result(result, fmt)
-    if not result.ok:
-        raise typer.Exit(1)
-
-
-def _environment_context(repo: Path, environment: str, kubeconfig: Path | None) -> str | None:
-    """The environment's declared cluster.context, when the kubeconfig knows it."""
-    try:
-        import yaml
-        from kubernetes import config as k8s_config
-
-        spec = yaml.safe_load((repo / "environments" / environment / "environment.yaml").read_text())
-        wanted = ((spec or {}).get("cluster") or {}).get("context")
-        if not wanted:
-            return None
-        contexts, _ = k8s_config.list_kube_config_contexts(str(kubeconfig) if kubeconfig else None)
-        return wanted if any(c.get("name") == wanted for c in contexts) else None
-    except Exception:  # noqa: BLE001 - only a default; from_kubeconfig reports real problems
-        return None
-
-
-def run_command(
-    repo_url: Annotated[str, typer.Option("--repo-url", help="git remote to watch (URL or path)")],
-    environment: Annotated[list[str], typer.Option("--environment", "-e", help="environment to reconcile (repeatable)")],
-    branch: Annotated[str, typer.Option(help="branch to follow")] = "main",
-    workdir: Annotated[Path, typer.Option(help="where the local clone lives")] = Path("/tmp/reconciler/repo"),
-    interval: Annotated[float, typer.Option(help="seconds between polls of the remote")] = 60.0,
-    resync_every: Annotated[float, typer.Option(help="seconds between full resyncs of an up-to-date environment")] = 600.0,
-    namespace: Annotated[str | None, typer.Option(help="namespace of the Lease and state ConfigMaps (default: $POD_NAMESPACE or model-gitops)")] = None,
-    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
-    listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz")] = "0.0.0.0:8080",
-    identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
-    prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
-    self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
-    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
-) -> None:
-    """Run the reconciler: follow a git branch and keep the environments in sync (leader-elected).
-
-    The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
-    and the loop relies on polling)."""
-    from reconciler.cluster.kube import KubeClient
-    from reconciler.sync.engine import SyncOptions
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, _, port = listen.rpartition(":")
-    secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
-    config = RunConfig(repo_url=repo_url, branch=branch, workdir=workdir, environments=list(environment),
-                       state_namespace=namespace or os.environ.get("POD_NAMESPACE", "model-gitops"),
-                       interval=interval, resync_every=resync_every,
-                       identity=identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-                       listen=(host or "0.0.0.0", int(port)), webhook_secret=secret.encode() if secret else None)
-    try:
-        kube = KubeClient.from_kubeconfig(kubeconfig, context)
-    except ReconcilerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url))
-    signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
-    signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
-    reconciler.start_http()
-    try:
-        reconciler.run()
-    finally:
-        if reconciler.http is not None:
-            reconciler.http.stop()

@@ -1,0 +1,45 @@
+"""Plans printed for a terminal with rich (markdown and JSON are in reconciler.report.plan)."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from reconciler.plan.changes import EnvironmentPlan, Plan
+from reconciler.report.plan import short_revision
+from reconciler.results import Action
+
+ACTION_STYLE = {Action.created: "green", Action.configured: "yellow", Action.pruned: "red",
+                Action.unchanged: "dim", Action.skipped: "magenta", Action.failed: "bold red"}
+
+
+def print_plan(plan: Plan, console: Console, *, diffs: bool = True) -> None:
+    console.print(f"[bold]Plan[/bold] {short_revision(plan.base)} -> {short_revision(plan.head)}")
+    for name, env in sorted(plan.environments.items()):
+        console.print(_environment_panel(name, env, diffs))
+
+
+def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
+    if env.error:
+        return Panel(Text(env.error, style="red"), title=f"{name}: environment error", border_style="red")
+    if not env.models:
+        return Panel(Text("no change", style="dim"), title=name, border_style="dim")
+    table = Table(show_header=True, header_style="bold", expand=True)
+    table.add_column("model")
+    table.add_column("objects")
+    table.add_column("why")
+    parts: list = [table]
+    for model, mp in sorted(env.models.items()):
+        status = Text(mp.error, style="red") if mp.error else Text(str(mp.summary))
+        table.add_row(model, status, "\n".join(mp.reasons) or "-")
+        for result in mp.objects:
+            if result.action is Action.unchanged:
+                continue
+            parts.append(Text(f"{result.action.value:>10}  {result.ref}", style=ACTION_STYLE[result.action]))
+            if diffs and result.diff:
+                parts.append(Syntax(result.diff, "diff", theme="ansi_dark", background_color="default"))
+    title = f"{name}: {len(env.changed_models)} model(s) changed" if env.changed_models else f"{name}: no manifest change"
+    return Panel(Group(*parts), title=title, border_style="yellow" if env.changed_models else "dim")

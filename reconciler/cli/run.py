@@ -1,0 +1,62 @@
+"""`reconciler run`: the long-running reconciler (the loop itself is reconciler.run.loop)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler.errors import ReconcilerError
+from reconciler.run.loop import Reconciler, RunConfig
+
+
+def run_command(
+    repo_url: Annotated[str, typer.Option("--repo-url", help="git remote to watch (URL or path)")],
+    environment: Annotated[list[str], typer.Option("--environment", "-e", help="environment to reconcile (repeatable)")],
+    branch: Annotated[str, typer.Option(help="branch to follow")] = "main",
+    workdir: Annotated[Path, typer.Option(help="where the local clone lives")] = Path("/tmp/reconciler/repo"),
+    interval: Annotated[float, typer.Option(help="seconds between polls of the remote")] = 60.0,
+    resync_every: Annotated[float, typer.Option(help="seconds between full resyncs of an up-to-date environment")] = 600.0,
+    namespace: Annotated[str | None, typer.Option(help="namespace of the Lease and state ConfigMaps (default: $POD_NAMESPACE or model-gitops)")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz")] = "0.0.0.0:8080",
+    identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
+    self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
+    prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+) -> None:
+    """Run the reconciler: follow a git branch and keep the environments in sync (leader-elected).
+
+    The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
+    and the loop relies on polling)."""
+    from reconciler.cluster.kube import KubeClient
+    from reconciler.sync.engine import SyncOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, _, port = listen.rpartition(":")
+    secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
+    config = RunConfig(repo_url=repo_url, branch=branch, workdir=workdir, environments=list(environment),
+                       state_namespace=namespace or os.environ.get("POD_NAMESPACE", "model-gitops"),
+                       interval=interval, resync_every=resync_every,
+                       identity=identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                       listen=(host or "0.0.0.0", int(port)), webhook_secret=secret.encode() if secret else None)
+    try:
+        kube = KubeClient.from_kubeconfig(kubeconfig, context)
+    except ReconcilerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url))
+    signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
+    signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
+    reconciler.start_http()
+    try:
+        reconciler.run()
+    finally:
+        if reconciler.http is not None:
+            reconciler.http.stop()
