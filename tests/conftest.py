@@ -9,6 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
+from tests.envtest_fixtures import envtest, envtest_repo, kcm, kube, namespace, new_namespace  # noqa: F401  (a real API server)
 from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401  (the Kubernetes API stand-in)
 from tests.test_registry import serve  # noqa: F401  (the OCI registry stand-in, also used by build tests)
 
