@@ -9,12 +9,12 @@ from pathlib import Path
 import git
 import pytest
 
+from tests.envtest import SHARED  # noqa: F401  (../shared, found from a worktree too)
 from tests.envtest_fixtures import envtest, envtest_repo, kcm, kube, namespace, new_namespace  # noqa: F401  (a real API server)
 from tests.kubeapi.fixtures import kube_api, kube_api_factory  # noqa: F401  (the Kubernetes API stand-in)
 from tests.test_registry import serve  # noqa: F401  (the OCI registry stand-in, also used by build tests)
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = PROJECT.parent / "shared"
 TEMPLATE_PARTS = ("models", "environments", "pipelines", ".dvc", ".dvcignore", ".gitignore")
 
 IDENTITY = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",

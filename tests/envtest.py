@@ -388,8 +388,8 @@ class ControlPlane:
             return status, raw.decode(errors="replace")
 
     def client(self, kubeconfig: Path | None = None, **kwargs: Any):
-        """A :class:`reconciler.kube.KubeClient` (admin unless another kubeconfig is given)."""
-        from reconciler.kube import KubeClient
+        """A :class:`reconciler.cluster.kube.KubeClient` (admin unless another kubeconfig is given)."""
+        from reconciler.cluster.kube import KubeClient
 
         return KubeClient.from_kubeconfig(kubeconfig or self.kubeconfig, **kwargs)
 

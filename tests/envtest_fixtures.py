@@ -6,7 +6,7 @@
 * ``kcm`` (session): the same control plane with kube-controller-manager started (Deployments get
   ReplicaSets and Pods, garbage collection, namespace deletion). Ask for it when a test needs controllers;
   once started it keeps running for the rest of the worker's session, so no test may rely on its absence.
-* ``kube`` (function): an admin :class:`reconciler.kube.KubeClient` with fast retries.
+* ``kube`` (function): an admin :class:`reconciler.cluster.kube.KubeClient` with fast retries.
 * ``new_namespace`` (function): ``new_namespace(prefix="t") -> name`` creates a fresh namespace, deleted
   after the test (it then goes Terminating, as on a real cluster).
 * ``namespace`` (function): one fresh namespace.
@@ -66,7 +66,7 @@ def kcm(envtest: ControlPlane) -> ControlPlane:
 
 @pytest.fixture
 def kube(envtest: ControlPlane):
-    from reconciler.kube import KubeClient, RetryPolicy
+    from reconciler.cluster.kube import KubeClient, RetryPolicy
 
     client = KubeClient.from_kubeconfig(envtest.kubeconfig,
                                         retry=RetryPolicy(attempts=4, initial=0.05, cap=0.5, max_retry_after=1))
