@@ -12,8 +12,7 @@ from reconciler.build.builder import NO_IMAGE_BACKEND, STEPS, BuildOptions, buil
 from reconciler.errors import ReconcilerError
 
 
-_MARKS = {"running": "[yellow]…[/yellow]", "done": "[green]✓[/green]", "skipped": "[dim]–[/dim]",
-          "failed": "[bold red]✗[/bold red]"}
+_MARKS = {"running": ("…", "yellow"), "done": ("✓", "green"), "skipped": ("–", "dim"), "failed": ("✗", "bold red")}
 
 
 def build_command(
@@ -28,14 +27,14 @@ def build_command(
     import sys
 
     import typer
-    from rich.console import Console
     from rich.live import Live
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
+
+    from reconciler.cli.console import err as console, line, out, print_error, styled
 
     from reconciler.catalog.load import load_catalog
 
-    console = Console(stderr=True, highlight=False)
     try:
         if env and not registry:
             registry = load_catalog(Path(repo).resolve(), only=set()).environment(env).registry
@@ -45,7 +44,7 @@ def build_command(
         def table() -> Table:
             t = Table("model", *STEPS, box=None, pad_edge=False)
             for name in sorted(state):
-                t.add_row(name, *(_MARKS.get(state[name].get(s, ""), "") for s in STEPS))
+                t.add_row(name, *(styled(*_MARKS.get(state[name].get(s, ""), ("", ""))) for s in STEPS))
             return t
 
         with Live(table(), console=console, transient=False, auto_refresh=False,
@@ -58,12 +57,11 @@ def build_command(
         if not console.is_terminal:
             console.print()  # Live leaves its last frame without a line break when not on a terminal
     except ReconcilerError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        print_error(exc, console)
         raise typer.Exit(1) from None
     if output == "json":
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:
-        out = Console(soft_wrap=True, highlight=False)
         no_backend = False
         for name in sorted(report.results):
             r = report.results[name]
@@ -71,12 +69,12 @@ def build_command(
             if NO_IMAGE_BACKEND in message:  # said once, below
                 no_backend, message = True, message.replace(NO_IMAGE_BACKEND, "image not built (see below)")
             colour = {"created": "green", "unchanged": "dim", "failed": "bold red"}.get(r.action.value, "")
-            out.print(f"[{colour}]{r.action.value:9}[/{colour}] {name}"
-                      + (f" {r.hash[:12]}" if r.hash else "") + (f": {escape(message)}" if message else ""))
+            out.print(line(styled(f"{r.action.value:9}", colour), f" {name}"
+                           + (f" {r.hash[:12]}" if r.hash else "") + (f": {message}" if message else "")))
             if r.error is not None:
-                out.print("  " + str(r.error).replace("\n", "\n  "), markup=False)
+                out.print("  " + str(r.error).replace("\n", "\n  "))
         if no_backend:
-            out.print(NO_IMAGE_BACKEND[0].upper() + NO_IMAGE_BACKEND[1:] + ".", markup=False)
+            out.print(NO_IMAGE_BACKEND[0].upper() + NO_IMAGE_BACKEND[1:] + ".")
         out.print(f"build: {report.summary}")
     if not report.ok:
         raise typer.Exit(1)

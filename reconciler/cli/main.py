@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from reconciler.cli.console import err as console, line, out, print_error, print_model_errors, styled
 from reconciler.errors import ReconcilerError
 
 app = typer.Typer(
@@ -23,9 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-console = Console(stderr=True)
-out = Console(soft_wrap=True, highlight=False)
 
 RepoOption = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
 
@@ -37,13 +34,12 @@ class PlanFormat(str, Enum):
 
 
 def fail(exc: ReconcilerError, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    print_error(exc)
     return typer.Exit(code)
 
 
 def report_model_errors(errors: dict[str, object], where: str) -> None:
-    for name, err in sorted(errors.items()):
-        console.print(f"[bold red]✗ {name}[/bold red] ({where}):\n{err}", highlight=False)
+    print_model_errors(errors, where)
 
 
 @app.command()
@@ -132,11 +128,11 @@ def hydrate(
         for env, render_result in state.renders.items():
             if render_result.errors:
                 report_model_errors(render_result.errors, env)
-                console.print(f"[yellow]{env}: not written, {len(render_result.errors)} model(s) have errors[/yellow]")
+                console.print(styled(f"{env}: not written, {len(render_result.errors)} model(s) have errors", "yellow"))
             else:
                 ready[env] = render_result
         for env, err in state.env_errors.items():
-            console.print(f"[bold red]✗ environment {env}[/bold red]:\n{err}", highlight=False)
+            console.print(line(styled(f"✗ environment {env}", "bold red"), f":\n{err}"))
         if out_dir is not None:
             results = hydration.hydrate_folder(ready, out_dir, state.revision)
         else:
@@ -145,7 +141,7 @@ def hydrate(
         raise fail(exc) from None
     for r in results:
         note = f" (commit {r.committed[:12]})" if r.committed else (" (unchanged)" if branch_prefix else "")
-        out.print(f"[green]✓[/green] {r.environment}: {r.files} model(s) -> {r.target}{note}")
+        out.print(line(styled("✓", "green"), f" {r.environment}: {r.files} model(s) -> {r.target}{note}"))
     if len(results) != len(state.renders) + len(state.env_errors):
         raise typer.Exit(1)
 

@@ -8,6 +8,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from reconciler.cli.console import line, title as _title
 from reconciler.plan.changes import EnvironmentPlan, Plan
 from reconciler.report.plan import short_revision
 from reconciler.results import Action
@@ -17,16 +18,16 @@ ACTION_STYLE = {Action.created: "green", Action.configured: "yellow", Action.pru
 
 
 def print_plan(plan: Plan, console: Console, *, diffs: bool = True) -> None:
-    console.print(f"[bold]Plan[/bold] {short_revision(plan.base)} -> {short_revision(plan.head)}")
+    console.print(line(Text("Plan", style="bold"), f" {short_revision(plan.base)} -> {short_revision(plan.head)}"))
     for name, env in sorted(plan.environments.items()):
         console.print(_environment_panel(name, env, diffs))
 
 
 def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
     if env.error:
-        return Panel(Text(env.error, style="red"), title=f"{name}: environment error", border_style="red")
+        return Panel(Text(env.error, style="red"), title=_title(f"{name}: environment error"), border_style="red")
     if not env.models:
-        return Panel(Text("no change", style="dim"), title=name, border_style="dim")
+        return Panel(Text("no change", style="dim"), title=_title(name), border_style="dim")
     table = Table(show_header=True, header_style="bold", expand=True)
     table.add_column("model")
     table.add_column("objects")
@@ -34,7 +35,7 @@ def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
     parts: list = [table]
     for model, mp in sorted(env.models.items()):
         status = Text(mp.error, style="red") if mp.error else Text(str(mp.summary))
-        table.add_row(model, status, "\n".join(mp.reasons) or "-")
+        table.add_row(Text(model), status, Text("\n".join(mp.reasons) or "-"))
         for result in mp.objects:
             if result.action is Action.unchanged:
                 continue
@@ -42,4 +43,4 @@ def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
             if diffs and result.diff:
                 parts.append(Syntax(result.diff, "diff", theme="ansi_dark", background_color="default"))
     title = f"{name}: {len(env.changed_models)} model(s) changed" if env.changed_models else f"{name}: no manifest change"
-    return Panel(Group(*parts), title=title, border_style="yellow" if env.changed_models else "dim")
+    return Panel(Group(*parts), title=_title(title), border_style="yellow" if env.changed_models else "dim")

@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from reconciler.cli.console import line, out as console, print_error, styled, title
 from reconciler.errors import ReconcilerError
 
-console = Console(highlight=False)
 
-
-def _stage(title: str) -> None:
-    console.rule(f"[bold]{title}")
+def _stage(name: str) -> None:
+    console.rule(title(name, "bold"))
 
 
 def quickstart(
@@ -44,14 +42,14 @@ def quickstart(
             for run in run_train(root, push=True, on_step=lambda s: console.print(
                     f"  {s.model:<20} {s.step:<9} {s.seconds:5.1f}s  {s.detail}")):
                 metrics = ", ".join(f"{k}={v:.3f}" for k, v in run.metrics.items() if isinstance(v, float))
-                console.print(f"  [green]✓[/green] {run.model}: {metrics}")
+                console.print(line("  ", styled("✓", "green"), f" {run.model}: {metrics}"))
         if build:
             _stage("2. build Bentos (only models whose content hash has no build yet)")
             report = build_models(root, options=BuildOptions(engine=None, argo=False))
             for name, result in sorted(report.results.items()):
                 style = "red" if result.error else "green"
                 tag = f" {result.bento}" if result.bento else ""
-                console.print(f"  [{style}]{result.action.value:>10}[/{style}] {name}{tag}  {result.message}")
+                console.print(line("  ", styled(f"{result.action.value:>10}", style), f" {name}{tag}  {result.message}"))
                 if result.error:
                     console.print(f"    {result.error}")
             console.print("  images: no container engine or Argo server is used here; on a merge the image "
@@ -65,12 +63,12 @@ def quickstart(
         target = out if out.is_absolute() else root / out
         for result in hydration.hydrate_folder(ready, target, state.revision):
             files = ", ".join(sorted(p.name for p in Path(result.target).glob("*.yaml") if p.name != "kustomization.yaml"))
-            console.print(f"  [green]✓[/green] {result.environment}: {result.target}/ ({files})")
+            console.print(line("  ", styled("✓", "green"), f" {result.environment}: {result.target}/ ({files})"))
         if not plan.ok or len(ready) != len(state.renders) or state.env_errors:
-            console.print("[bold red]some models or environments have errors (above): they were not hydrated[/bold red]")
+            console.print(styled("some models or environments have errors (above): they were not hydrated", "bold red"))
             raise typer.Exit(1)
     except ReconcilerError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        print_error(exc, console)
         raise typer.Exit(1) from None
     console.print("\nNext: edit a model (e.g. models/digits-classifier/model.yaml) and run `reconciler plan` "
                   "to see what the change does in each environment.")

@@ -35,9 +35,9 @@ class Format(str, Enum):
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from reconciler.cli import console
 
-    return Console(stderr=stderr, soft_wrap=True, highlight=False)
+    return console.err if stderr else console.out
 
 
 def _connect(repo: Path, env_name: str, kubeconfig: str | None, context: str | None):
@@ -66,7 +66,9 @@ def _load(client, model: str, env):
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    _console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    from reconciler.cli.console import print_error
+
+    print_error(exc)
     return typer.Exit(1)
 
 
@@ -168,13 +170,15 @@ def _fmt(metrics: dict[str, Any] | None) -> str:
 def print_report(state: RolloutState, console: Any) -> None:
     from rich.table import Table
 
+    from reconciler.cli.console import line, styled
+
     data = report_json(state)
     status = data["phase"] + (" (paused)" if state.paused else "") + (f", {state.requested} requested"
                                                                       if state.requested else "")
-    console.print(f"[bold]{state.model}[/bold] in [bold]{state.environment}[/bold]: {status}; "
+    console.print(line(styled(state.model, "bold"), " in ", styled(state.environment, "bold"), f": {status}; "
                   f"canary {state.canary_revision or '-'} at {state.canary_weight}% "
                   f"(step {data['step']}/{len(state.policy.steps)}), stable {state.stable_revision or '-'}; "
-                  f"failed checks {state.failed_checks}/{state.policy.failure_threshold}")
+                  f"failed checks {state.failed_checks}/{state.policy.failure_threshold}"))
     if state.cross_pool:
         console.print(f"across pools: stable on {state.stable_pool}, canary on {state.canary_pool}")
     table = Table(show_lines=False)

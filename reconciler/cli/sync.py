@@ -20,38 +20,38 @@ def _print_result(result: Any, fmt: OutputFormat) -> None:
     import json
     import sys
 
-    from rich.console import Console
     from rich.table import Table
+
+    from reconciler.cli.console import line, out, print_error, styled, title as text_title
 
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
         return
-    out = Console(soft_wrap=True, highlight=False)
     title = f"sync {result.environment} ({result.namespace})" + (" [dry run]" if result.dry_run else "")
     if result.commit:
         title += f" @ {result.commit[:12]}"
-    table = Table(title=title, show_lines=False)
+    table = Table(title=text_title(title), show_lines=False)
     for col in ("model", "created", "configured", "unchanged", "pruned", "skipped", "failed", "health"):
         table.add_column(col, justify="left" if col in ("model", "health") else "right")
     for model, summary in result.by_model().items():
         counts = summary.as_dict()
         health = result.health.get(model)
-        table.add_row(model, *[str(counts.get(a, "")) for a in
+        table.add_row(styled(model, ""), *[str(counts.get(a, "")) for a in
                                ("created", "configured", "unchanged", "pruned", "skipped", "failed")],
                       health.status.value if health else "")
     out.print(table)
     for r in result.objects:
         if r.action.value != "unchanged" or r.message:
             colour = {"failed": "red", "skipped": "yellow", "pruned": "magenta"}.get(r.action.value, "green")
-            out.print(f"  [{colour}]{r.action.value:<10}[/{colour}] {r.ref}" + (f"  ({r.message})" if r.message else ""))
+            out.print(line("  ", styled(f"{r.action.value:<10}", colour), f" {r.ref}" + (f"  ({r.message})" if r.message else "")))
     for model, errors in sorted(result.model_errors.items()):
-        out.print(f"[bold red]✗ {model}[/bold red] not synced:")
+        out.print(line(styled(f"✗ {model}", "bold red"), " not synced:"))
         for e in errors:
             out.print(f"    - {e}")
     for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+        out.print(styled(f"note: {note}", "dim"))
     if result.error:
-        out.print(f"[bold red]error:[/bold red] {result.error}")
+        print_error(result.error, out)
     out.print(f"{result.summary()} in {result.duration:.2f}s")
 
 
@@ -72,12 +72,10 @@ def sync_command(
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
-    from rich.console import Console
-
+    from reconciler.cli.console import print_error
     from reconciler.cluster.kube import KubeClient
     from reconciler.sync.engine import SyncOptions, sync_commit
 
-    err = Console(stderr=True)
     kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
     options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
                           self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
@@ -86,7 +84,7 @@ def sync_command(
         kube = KubeClient.from_kubeconfig(kubeconfig, context or _environment_context(repo, environment, kubeconfig))
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        print_error(exc)
         raise typer.Exit(2) from None
     _print_result(result, fmt)
     if not result.ok:
