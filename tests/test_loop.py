@@ -15,7 +15,7 @@ import pytest
 from reconciler import labels
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.run.lease import LeaderGuard, LeaseLock
-from reconciler.run.loop import (Failure, GitMirror, Metrics, Reconciler, Record, RunConfig, load_record, next_step,
+from reconciler.run.loop import (Failure, GitMirror, Reconciler, Record, RunConfig, load_record, next_step,
                                  reconcile_once)
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef

@@ -75,9 +75,9 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     for name in names:
         run = ModelRun(name, root / "models" / name)
         actions: dict[str, Callable[[], str]] = {
-            "train": lambda: str(steps.train(name, run.model_dir, seed=seed).relative_to(root)),
-            "evaluate": lambda: _evaluate(run, steps, seed),
-            "register": lambda: _register(run, root, steps, push),
+            "train": lambda: str(steps.train(name, run.model_dir, seed=seed).relative_to(root)),  # noqa: B023 - called inside this iteration
+            "evaluate": lambda: _evaluate(run, steps, seed),  # noqa: B023 - called inside this iteration
+            "register": lambda: _register(run, root, steps, push),  # noqa: B023 - called inside this iteration
         }
         for step in order:
             started = time.perf_counter()

@@ -270,7 +270,7 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
     for ref in sorted(set(protect) & (set(inventory.entries) - set(seen)), key=str):
         others.append(PlannedAction(ref, inventory.entries[ref].model, Action.skipped, protect[ref]))
     candidates = [e for ref, e in inventory.entries.items()
-                  if ref not in seen and ref not in protect and not (e.model in failed_models)
+                  if ref not in seen and ref not in protect and e.model not in failed_models
                   and not (e.model in desired and e.model in plan.model_errors)]
     # Objects of a failed model that we own but it no longer declares are kept too:
     kept_for_failed = [e for ref, e in inventory.entries.items() if ref not in seen and e.model in failed_models

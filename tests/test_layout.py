@@ -1,0 +1,52 @@
+"""The layering of reconciler/ holds (import-linter contracts in pyproject.toml), and the check is real:
+it fails on a planted upward import and on a planted rich import in a library module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"import-linter is not installed in {LINT_IMPORTS.parent}: install the test extra")
+    env = {**os.environ, "PYTHONPATH": str(root), "NO_COLOR": "1"}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
+    """A copy of the package (and its contracts) with one import line added to one module."""
+    shutil.copytree(ROOT / "reconciler", tmp_path / "reconciler", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / (module.replace(".", "/") + ".py")
+    target.write_text(target.read_text(encoding="utf-8") + f"\n{line}\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_layers_are_kept():
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
+
+
+def test_an_upward_import_breaks_the_layers(tmp_path):
+    proc = lint_imports(planted_copy(tmp_path, "reconciler.source.git", "from reconciler.sync import engine  # planted"))
+    assert proc.returncode != 0
+    assert "stages import only the stages below them BROKEN" in proc.stdout
+    assert "reconciler.source.git -> reconciler.sync.engine" in proc.stdout
+
+
+def test_a_library_module_importing_rich_is_refused(tmp_path):
+    proc = lint_imports(planted_copy(tmp_path, "reconciler.sync.health", "import rich.console  # planted"))
+    assert proc.returncode != 0
+    assert "only the command layer imports typer and rich BROKEN" in proc.stdout
+    assert "reconciler.sync.health -> rich" in proc.stdout
