@@ -29,7 +29,6 @@ def build_command(
     import typer
     from rich.live import Live
     from rich.table import Table
-    from rich.text import Text
 
     from reconciler.cli.console import err as console, line, out, print_error, styled
 
