@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reconciler import labels  # noqa: E402
 from reconciler.cluster.kube import KubeClient  # noqa: E402
 from reconciler.render.environment import with_content_hash  # noqa: E402
-from reconciler.sync.engine import SyncOptions, sync_environment  # noqa: E402
+from reconciler.sync.engine import sync_environment  # noqa: E402
+from reconciler.sync.planner import SyncOptions
 from tests.kubeapi.server import KubeApiServer  # noqa: E402
 
 

@@ -19,7 +19,8 @@ from reconciler import labels
 from reconciler.sync.inventory import load_inventory
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.results import Action, ObjectRef
-from reconciler.sync.engine import SyncOptions, sync_environment
+from reconciler.sync.engine import sync_environment
+from reconciler.sync.planner import SyncOptions
 
 E2E_KUBECONFIG = os.environ.get("RECONCILER_E2E_KUBECONFIG")
 FAST = RetryPolicy(attempts=6, initial=0.01, cap=0.05, max_retry_after=0.05)

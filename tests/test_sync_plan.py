@@ -10,7 +10,8 @@ from reconciler import labels
 from reconciler.sync.health import HealthStatus, aggregate, health_of, wait_for_health
 from reconciler.sync.inventory import PENDING, Inventory, InventoryEntry
 from reconciler.results import Action, ObjectRef
-from reconciler.sync.engine import SyncOptions, drift, next_inventory, plan_sync, write_ahead_inventory
+from reconciler.sync.diff import drift
+from reconciler.sync.planner import SyncOptions, next_inventory, plan_sync, write_ahead_inventory
 
 NS = "models-dev"
 

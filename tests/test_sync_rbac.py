@@ -15,7 +15,8 @@ import yaml
 
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.run.loop import Reconciler, RunConfig
-from reconciler.sync.engine import SyncOptions, sync_commit
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
 from tests.conftest import PROJECT, commit_all
 
 MANIFESTS = PROJECT / "environments" / "reconciler"

@@ -36,7 +36,7 @@ def run_command(
     The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
     and the loop relies on polling)."""
     from reconciler.cluster.kube import KubeClient
-    from reconciler.sync.engine import SyncOptions
+    from reconciler.sync.planner import SyncOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = listen.rpartition(":")

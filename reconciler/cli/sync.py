@@ -74,7 +74,8 @@ def sync_command(
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
     from reconciler.cli.console import print_error
     from reconciler.cluster.kube import KubeClient
-    from reconciler.sync.engine import SyncOptions, sync_commit
+    from reconciler.sync.commit import sync_commit
+    from reconciler.sync.planner import SyncOptions
 
     kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
     options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,

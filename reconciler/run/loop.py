@@ -295,7 +295,7 @@ def environment_failure(result: Any) -> str | None:
 
 
 def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
-    from reconciler.sync.engine import sync_commit
+    from reconciler.sync.commit import sync_commit
 
     return sync_commit(kube, repo, commit, environment, options)
 
@@ -311,7 +311,7 @@ def reconcile_once(kube: Any, repo: Path, head: str, history: History, environme
     metrics; the next pass retries it, or tries a newer head as soon as one arrives. A pass where only
     some models failed is recorded as applied with ok=false (retried at the same head).
     """
-    from reconciler.sync.engine import SyncOptions
+    from reconciler.sync.planner import SyncOptions
 
     options = options or SyncOptions()
     outcomes: list[Outcome] = []

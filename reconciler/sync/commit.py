@@ -1,0 +1,105 @@
+"""Sync a git revision: render the environment at that commit (reconciler.plan.desired), run the
+executor, and drive the canary rollout of each changed model in a canary environment.
+
+This is where sync meets the stages below it (plan, render, rollout); the executor itself
+(reconciler.sync.engine) only knows desired objects.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from reconciler.errors import KubeError
+from reconciler.results import ObjectRef
+from reconciler.sync.engine import SyncResult, sync_environment
+from reconciler.sync.planner import SyncOptions
+
+
+def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
+                options: SyncOptions = SyncOptions()) -> SyncResult:
+    """Render ``environment`` at git revision ``rev`` of the repository and sync it.
+
+    An environment that cannot be rendered at all (its spec or overlay is broken) is an
+    environment-wide error; models that fail to render are skipped with their errors."""
+    from reconciler.plan.desired import desired_at
+    from reconciler.errors import ReconcilerError
+
+    started = time.monotonic()
+    try:
+        state = desired_at(repo_root, rev, [environment])
+    except ReconcilerError as exc:
+        return SyncResult(environment, "", dry_run=options.dry_run, error=str(exc),
+                          duration=time.monotonic() - started)
+    if environment in state.env_errors:
+        return SyncResult(environment, "", dry_run=options.dry_run, error=str(state.env_errors[environment]),
+                          duration=time.monotonic() - started)
+    env_spec = state.catalog.environments[environment]
+    desired = state.objects_by_model(environment)
+    errors: dict[str, Any] = dict(state.errors_by_model(environment))
+    rollouts = []
+    protect: dict[ObjectRef, str] = {}
+    if options.rollouts and env_spec.canary and not options.dry_run:
+        rollouts = _canary_ticks(kube, state.catalog, env_spec, desired, errors, protect, options)
+    result = sync_environment(kube, environment, env_spec.namespace, desired, errors=errors, options=options,
+                              protect=protect)
+    result.commit = state.revision
+    if options.rollouts and env_spec.canary and options.dry_run:
+        result.notes.append("dry run: canaries were not evaluated; a changed model would start a canary "
+                            "rather than replace its stable version as shown")
+    for rollout in rollouts:
+        result.objects.extend(rollout.results)
+        if rollout.message:
+            result.notes.append(f"canary {rollout.model}: {rollout.message}")
+    return result
+
+
+def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dict]], errors: dict[str, Any],
+                  protect: dict[ObjectRef, str], options: SyncOptions) -> list[Any]:
+    """One canary controller tick per model with canaries on, before the sync applies anything.
+
+    Desired objects the rollout holds back (the stable Deployment while a canary runs) are removed
+    from ``desired`` and protected from pruning, as are the old pool's objects of a cross-pool
+    canary. A model whose rollout cannot be driven is not synced at all: syncing it would replace
+    the stable version without analysis.
+    """
+    from reconciler.rollout.prometheus import PrometheusClient
+
+    results: list[Any] = []
+    if kube.get(ObjectRef("v1", "Namespace", None, env.namespace)) is None:
+        return results  # nothing is live yet: a first deployment has no stable version to protect
+    prometheus = PrometheusClient(options.prometheus_url) if options.prometheus_url else None
+    try:
+        for model in sorted(desired):
+            rollout = _canary_tick(kube, catalog, env, model, desired, errors, prometheus)
+            if rollout is not None:
+                desired[model] = [o for o in desired[model] if ObjectRef.of(o) not in rollout.skip]
+                for ref in rollout.skip | rollout.keep:
+                    protect[ref] = f"held by the running canary of {model} ({rollout.state.phase.value})"
+                results.append(rollout)
+    finally:
+        if prometheus is not None:
+            prometheus.close()
+    return results
+
+
+def _canary_tick(kube: Any, catalog: Any, env: Any, model: str, desired: dict[str, list[dict]],
+                 errors: dict[str, Any], prometheus: Any) -> Any:
+    """The rollout of one model, or None when it has canaries off, errors, or its rollout failed (recorded in errors)."""
+    from reconciler.rollout.controller import reconcile_rollout
+    from reconciler.rollout.prometheus import PrometheusAnalysis
+    from reconciler.errors import ReconcilerError
+    from reconciler.catalog.specs import effective_canary
+
+    entry = catalog.models.get(model)
+    if entry is None or model in errors:
+        return None
+    cfg = effective_canary(entry.spec, env)
+    if not cfg.enabled:
+        return None
+    analysis = PrometheusAnalysis(prometheus, queries=cfg.queries) if prometheus is not None else None
+    try:
+        return reconcile_rollout(kube, entry, env, desired[model], time.time(), pools=catalog.pools, analysis=analysis)
+    except (ReconcilerError, KubeError) as exc:
+        errors[model] = [f"canary: {exc}"]
+        return None
