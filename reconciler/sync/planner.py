@@ -98,12 +98,12 @@ class SyncPlan:
 
 def _autoscaled(objects: Iterable[dict]) -> set[tuple[str | None, str]]:
     """(namespace, deployment name) of Deployments an HPA scales: their spec.replicas is the HPA's."""
-    out = set()
+    out: set[tuple[str | None, str]] = set()
     for obj in objects:
         if obj.get("kind") == "HorizontalPodAutoscaler":
             target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
             if target.get("kind") == "Deployment":
-                out.add(((obj.get("metadata") or {}).get("namespace"), target.get("name")))
+                out.add(((obj.get("metadata") or {}).get("namespace"), str(target.get("name", ""))))
     return out
 
 
