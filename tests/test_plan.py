@@ -43,7 +43,8 @@ def test_a_commit_touching_one_model_lists_only_that_model(template_repo):
         (result,) = [r for r in env.models["digits-classifier"].objects if r.action is not Action.unchanged]
         assert result.action is Action.configured and result.ref.kind == "Deployment"
         assert "-  replicas: " in result.diff and "+  replicas: " in result.diff
-    assert "models/digits-classifier/model.yaml changed" in plan.environments["prod"].models["digits-classifier"].reasons
+    # reasons at field level, not file names
+    assert plan.environments["prod"].models["digits-classifier"].reasons == ["model.yaml: serving.replicas 2 -> 3"]
 
 
 def test_a_code_change_changes_the_model_hash_and_so_its_image(template_repo):
@@ -72,9 +73,12 @@ def test_the_working_tree_is_planned_against_head_by_default(template_repo):
     edit(template_repo / "environments/pools.yaml", "hourlyPrice: 0.758", "hourlyPrice: 0.76")
     plan = plan_revisions(template_repo, "HEAD", None)
     assert plan.head == "worktree"
-    # every model is listed with the reason, but a price change alters no manifest
-    assert set(plan.environments["prod"].models) == {"iris-classifier", "digits-classifier"}
-    assert plan.environments["prod"].changed_models == []
+    # a price change alters no manifest, but it changes what the models on that pool cost: only they have rows
+    prod = plan.environments["prod"]
+    assert set(prod.models) == {"digits-classifier"} and prod.changed_models == []
+    assert prod.models["digits-classifier"].reasons == ["pools.yaml: inf2.hourlyPrice 0.758 -> 0.76"]
+    assert prod.cost_delta == (round(4 * 0.002 * 730, 2),) * 2
+    assert plan.environments["dev"].models == {}  # dev has no inf2 pool
 
 
 def test_a_broken_model_is_reported_and_the_others_still_planned(template_repo):
@@ -104,7 +108,7 @@ def test_cli_plan_markdown_and_json(template_repo):
     edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
     md = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "markdown"])
     assert md.exit_code == 0, md.output
-    assert "#### `prod`" in md.stdout and "| `digits-classifier` |" in md.stdout and "```diff" in md.stdout
+    assert "#### 3. `prod`" in md.stdout and "| `digits-classifier` |" in md.stdout and "```diff" in md.stdout
     js = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "json"])
     data = json.loads(js.stdout)
     assert data["environments"]["dev"]["changedModels"] == ["digits-classifier"]

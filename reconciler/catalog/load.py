@@ -111,6 +111,8 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
         except SpecError as exc:
             catalog.env_errors[folder.name] = exc
 
+    _check_promotion(catalog)
+
     models_root = root / MODELS_DIR
     for folder in sorted(p for p in models_root.iterdir() if p.is_dir()) if models_root.is_dir() else []:
         if only is not None and folder.name not in only:
@@ -127,6 +129,62 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
         except SpecError as exc:
             catalog.errors[folder.name] = exc
     return catalog
+
+
+def _check_promotion(catalog: Catalog) -> None:
+    """`promotesFrom` names another environment, and the chain has no cycle."""
+    known = set(catalog.environments) | set(catalog.env_errors)
+    for name, env in sorted(catalog.environments.items()):
+        rel = f"{ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE}"
+        seen, current = [name], env.promotes_from
+        while current is not None:
+            if current not in known:
+                catalog.env_errors[name] = SpecError.single(
+                    rel, f"promotesFrom names {current!r}, which is not an environment "
+                         f"(known: {', '.join(sorted(known))})", field="promotesFrom",
+                    fix="name the environment a change reaches before this one, or remove the field")
+                break
+            if current in seen:
+                catalog.env_errors[name] = SpecError.single(
+                    rel, f"promotesFrom makes a cycle: {' <- '.join([*seen, current])}", field="promotesFrom",
+                    fix="promotion runs one way (dev -> staging -> prod): remove promotesFrom from the first environment")
+                break
+            seen.append(current)
+            nxt = catalog.environments.get(current)
+            current = nxt.promotes_from if nxt is not None else None
+    for name in catalog.env_errors:
+        catalog.environments.pop(name, None)
+
+
+def promotion_order(names: list[str] | set[str], promotes_from: dict[str, str | None]) -> list[str]:
+    """Environments in the order a change reaches them: an environment after the one it promotes
+    from (dev -> staging -> prod); otherwise by name. Pure; unknown or cyclic links are ignored."""
+    names = sorted(set(names))
+
+    def depth(name: str) -> int:
+        seen = {name}
+        current, n = promotes_from.get(name), 0
+        while current is not None and current in names and current not in seen:
+            seen.add(current)
+            n += 1
+            current = promotes_from.get(current)
+        return n
+
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(name: str, trail: frozenset[str]) -> None:
+        if name in placed or name in trail:
+            return
+        parent = promotes_from.get(name)
+        if parent in names:
+            place(parent, trail | {name})
+        placed.add(name)
+        order.append(name)
+
+    for name in sorted(names, key=lambda n: (depth(n), n)):
+        place(name, frozenset())
+    return order
 
 
 def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool]) -> SpecProblem:

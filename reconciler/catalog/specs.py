@@ -286,6 +286,24 @@ class Defaults(Strict):
     slo: SLO = Field(default_factory=SLO)
 
 
+class Budget(Strict):
+    """Guardrails of an environment: the plan refuses a change that would exceed them, and the
+    accelerator quotas are also enforced by the cluster (a ResourceQuota in the namespace)."""
+
+    monthly_usd: float | None = Field(None, alias="monthlyUSD", gt=0,
+                                      description="the most the environment's models may cost a month (at max replicas)")
+    nvidia_gpu: int | None = Field(None, alias="nvidia.com/gpu", ge=0)
+    aws_neuron: int | None = Field(None, alias="aws.amazon.com/neuron", ge=0)
+    aws_neuroncore: int | None = Field(None, alias="aws.amazon.com/neuroncore", ge=0)
+
+    @property
+    def devices(self) -> dict[str, int]:
+        """Device resource -> the most the environment's pods may request."""
+        found = {"nvidia.com/gpu": self.nvidia_gpu, "aws.amazon.com/neuron": self.aws_neuron,
+                 "aws.amazon.com/neuroncore": self.aws_neuroncore}
+        return {k: v for k, v in found.items() if v is not None}
+
+
 class EnvironmentSpec(Strict):
     """environments/<env>/environment.yaml"""
 
@@ -299,6 +317,9 @@ class EnvironmentSpec(Strict):
     monitoring: Literal["none", "pod-monitor"] = Field(
         "none", description="pod-monitor: render a prometheus-operator PodMonitor per model (canary analysis needs it)")
     defaults: Defaults = Field(default_factory=Defaults)
+    promotes_from: str | None = Field(
+        None, alias="promotesFrom", description="the environment a change reaches before this one (prod: staging)")
+    budget: Budget | None = None
 
     @field_validator("name")
     @classmethod

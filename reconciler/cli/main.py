@@ -77,10 +77,16 @@ def plan(
     environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable)")] = None,
     fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plan to a file too")] = None,
+    artifact: Annotated[Path | None, typer.Option(
+        help="write the complete plan (plan.md with every diff, plan.json) into this folder, e.g. for a CI artifact")] = None,
     diffs: Annotated[bool, typer.Option(help="show manifest diffs in text output")] = True,
     repo: RepoOption = Path("."),
 ) -> None:
-    """Show, per environment, which models change between two revisions and the manifest diff."""
+    """Show, per environment, which models change between two revisions and the manifest diff.
+
+    The markdown format is a PR comment: capped at GitHub's 65,536 characters (largest diffs left
+    out first, saying so); --artifact keeps the complete plan beside it.
+    """
     from reconciler.plan.desired import plan_revisions
     from reconciler.cli.plan import print_plan
     from reconciler.report.plan import plan_json, plan_markdown
@@ -97,6 +103,11 @@ def plan(
         sys.stdout.write(text)
     if output is not None:
         output.write_text(text if text is not None else plan_json(result), encoding="utf-8")
+    if artifact is not None:
+        artifact.mkdir(parents=True, exist_ok=True)
+        (artifact / "plan.md").write_text(plan_markdown(result, limit=sys.maxsize, max_diff_lines=sys.maxsize),
+                                          encoding="utf-8")
+        (artifact / "plan.json").write_text(plan_json(result), encoding="utf-8")
     if not result.ok:
         raise typer.Exit(1)
 

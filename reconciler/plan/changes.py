@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import yaml
 
 from reconciler import labels as L
+from reconciler.plan import cost
+from reconciler.plan.review import ModelReview, metric_rows
 from reconciler.render.environment import without_content_hash
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 
@@ -28,6 +30,7 @@ class ModelPlan:
     reasons: list[str] = field(default_factory=list)
     objects: list[ObjectResult] = field(default_factory=list)
     error: str | None = None
+    review: ModelReview | None = None
 
     @property
     def summary(self) -> Summary:
@@ -40,10 +43,22 @@ class ModelPlan:
     def changed(self) -> bool:
         return self.summary.changed
 
+    @property
+    def noteworthy(self) -> bool:
+        """A row of the plan: objects change, the model has errors, or its cost, policy, pools or metrics change."""
+        return self.changed or self.error is not None or (self.review is not None and self.review.noteworthy)
+
     def as_dict(self) -> dict[str, object]:
-        return {"model": self.model, "reasons": self.reasons, "changed": self.changed,
-                "summary": self.summary.as_dict(), "error": self.error,
-                "objects": [o.as_dict() for o in self.objects]}
+        data: dict[str, object] = {"model": self.model, "reasons": self.reasons, "changed": self.changed,
+                                   "summary": self.summary.as_dict(), "error": self.error,
+                                   "objects": [o.as_dict() for o in self.objects]}
+        if self.review is not None:
+            r = self.review
+            data["review"] = {"monthlyUSD": {"before": list(r.before.monthly), "after": list(r.after.monthly),
+                                             "delta": list(r.cost_delta)},
+                              "move": r.move, "policy": [list(row) for row in r.policy],
+                              "metrics": [[m.name, m.before, m.after] for m in r.metrics]}
+        return data
 
 
 @dataclass
@@ -51,6 +66,9 @@ class EnvironmentPlan:
     environment: str
     models: dict[str, ModelPlan] = field(default_factory=dict)
     error: str | None = None
+    changes: list[str] = field(default_factory=list)  # field-level changes of environment.yaml / pools.yaml
+    budget_error: str | None = None  # the change exceeds the environment's budget or quotas
+    total: tuple[cost.Footprint, cost.Footprint] | None = None  # every model of the environment, before and after
 
     @property
     def changed_models(self) -> list[str]:
@@ -64,9 +82,39 @@ class EnvironmentPlan:
                 summary.add(result.action)
         return summary
 
+    @property
+    def cost_delta(self) -> tuple[float, float]:
+        """Monthly cost change of the environment at min and max replicas."""
+        if self.total is not None:
+            return cost.delta(*self.total)
+        deltas = [m.review.cost_delta for m in self.models.values() if m.review is not None]
+        return (round(sum(d[0] for d in deltas), 2), round(sum(d[1] for d in deltas), 2))
+
+    @property
+    def model_summary(self) -> dict[str, int]:
+        """Models added, changed and removed (by their objects), and with errors."""
+        counts = {"added": 0, "changed": 0, "removed": 0, "errors": 0}
+        for mp in self.models.values():
+            actions = {r.action for r in mp.objects}
+            if mp.error:
+                counts["errors"] += 1
+            elif actions and actions <= {Action.created}:
+                counts["added"] += 1
+            elif actions and actions <= {Action.pruned}:
+                counts["removed"] += 1
+            else:
+                counts["changed"] += 1
+        return counts
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.budget_error is None and not any(m.error for m in self.models.values())
+
     def as_dict(self) -> dict[str, object]:
-        return {"environment": self.environment, "error": self.error, "changedModels": self.changed_models,
-                "summary": self.summary.as_dict(),
+        return {"environment": self.environment, "error": self.error, "budgetError": self.budget_error,
+                "changedModels": self.changed_models, "summary": self.summary.as_dict(),
+                "models_summary": self.model_summary, "changes": self.changes,
+                "monthlyUSDDelta": list(self.cost_delta),
                 "models": {name: m.as_dict() for name, m in sorted(self.models.items())}}
 
 
@@ -75,15 +123,26 @@ class Plan:
     base: str
     head: str
     environments: dict[str, EnvironmentPlan] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # promotion order (dev -> staging -> prod)
 
     @property
     def ok(self) -> bool:
-        return all(e.error is None and not any(m.error for m in e.models.values())
-                   for e in self.environments.values())
+        return all(e.ok for e in self.environments.values())
+
+    def ordered(self) -> list[EnvironmentPlan]:
+        """Environments in promotion order; any not in `order` after them, by name."""
+        names = [n for n in self.order if n in self.environments]
+        names += sorted(set(self.environments) - set(names))
+        return [self.environments[n] for n in names]
 
     def as_dict(self) -> dict[str, object]:
-        return {"base": self.base, "head": self.head, "ok": self.ok,
+        return {"base": self.base, "head": self.head, "ok": self.ok, "order": [e.environment for e in self.ordered()],
                 "environments": {n: e.as_dict() for n, e in sorted(self.environments.items())}}
+
+
+def short_revision(rev: str) -> str:
+    """A revision as people read it: 12 characters of a sha, or 'worktree' / 'empty'."""
+    return rev if rev in ("worktree", "empty") else rev[:12]
 
 
 def _text(obj: dict | None) -> list[str]:
@@ -92,15 +151,19 @@ def _text(obj: dict | None) -> list[str]:
     return yaml.safe_dump(without_content_hash(obj), sort_keys=True).splitlines(keepends=True)
 
 
-def object_diff(live: dict | None, desired: dict | None, ref: ObjectRef) -> str:
-    return "".join(difflib.unified_diff(_text(live), _text(desired), fromfile=f"live/{ref}", tofile=f"desired/{ref}"))
+def object_diff(live: dict | None, desired: dict | None, ref: ObjectRef,
+                labels: tuple[str, str] = ("live", "desired")) -> str:
+    """A unified diff of two versions of an object; `labels` name the two sides (revisions in a plan)."""
+    return "".join(difflib.unified_diff(_text(live), _text(desired), fromfile=f"{labels[0]}/{ref}",
+                                        tofile=f"{labels[1]}/{ref}"))
 
 
 def _hash(obj: dict) -> str | None:
     return (obj.get("metadata", {}).get("annotations") or {}).get(L.CONTENT_HASH)
 
 
-def plan_objects(desired: Iterable[dict], live: Iterable[dict], model: str | None = None) -> list[ObjectResult]:
+def plan_objects(desired: Iterable[dict], live: Iterable[dict], model: str | None = None,
+                 labels: tuple[str, str] = ("live", "desired")) -> list[ObjectResult]:
     """Per-object actions between two sets of rendered objects, matched by apiVersion/kind/namespace/name."""
     desired_by = {ObjectRef.of(o): o for o in desired}
     live_by = {ObjectRef.of(o): o for o in live}
@@ -115,7 +178,7 @@ def plan_objects(desired: Iterable[dict], live: Iterable[dict], model: str | Non
             action = Action.unchanged
         else:
             action = Action.configured
-        diff = "" if action is Action.unchanged else object_diff(old, new, ref)
+        diff = "" if action is Action.unchanged else object_diff(old, new, ref, labels)
         results.append(ObjectResult(ref, action, model=model, diff=diff))
     return results
 
@@ -136,41 +199,35 @@ def triggers(paths: Iterable[str], environment: str, models: Iterable[str]) -> d
 
 def metric_changes(old: Mapping[str, object] | None, new: Mapping[str, object] | None) -> list[str]:
     """Numeric evaluation metrics that differ, e.g. 'accuracy 0.9737 -> 0.9812 (+0.0075)'. Pure."""
-    old, new = old or {}, new or {}
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b) if v is not None)
-        if a == b or not numeric or key == "seed":
-            continue
-        if a is None or b is None:
-            lines.append(f"{key} {'new: ' + str(b) if a is None else 'removed'}")
-        else:
-            lines.append(f"{key} {a} -> {b} ({b - a:+.4g})")
-    return lines
+    return [str(row) for row in metric_rows(old, new)]
 
 
 def plan_environment(environment: str, desired: Mapping[str, list[dict]], live: Mapping[str, list[dict]],
                      reasons: Mapping[str, list[str]] | None = None,
-                     errors: Mapping[str, str] | None = None) -> EnvironmentPlan:
+                     errors: Mapping[str, str] | None = None, *,
+                     reviews: Mapping[str, ModelReview] | None = None,
+                     labels: tuple[str, str] = ("live", "desired")) -> EnvironmentPlan:
     """Compare desired with live, per model.
 
     A model in `errors` is skipped: its live objects are reported as skipped, never pruned, so a
-    broken spec cannot delete what is serving.
+    broken spec cannot delete what is serving. Only noteworthy models are kept (see
+    `ModelPlan.noteworthy`): a model whose objects, cost, policy and metrics are all unchanged has
+    no row, whatever paths changed.
     """
     reasons = reasons or {}
     errors = errors or {}
+    reviews = reviews or {}
     result = EnvironmentPlan(environment)
-    for model in sorted(set(desired) | set(live) | set(errors) | set(reasons)):
-        mp = ModelPlan(model, reasons=list(reasons.get(model, [])))
+    for model in sorted(set(desired) | set(live) | set(errors) | set(reasons) | set(reviews)):
+        mp = ModelPlan(model, reasons=list(reasons.get(model, [])), review=reviews.get(model))
         if model in errors:
             mp.error = errors[model]
             mp.objects = [ObjectResult(ObjectRef.of(o), Action.skipped, model=model, message="model has errors")
                           for o in live.get(model, [])]
         else:
-            mp.objects = plan_objects(desired.get(model, []), live.get(model, []), model)
+            mp.objects = plan_objects(desired.get(model, []), live.get(model, []), model, labels)
             if model not in desired and live.get(model):
                 mp.reasons.append("model removed from git")
-        if mp.reasons or mp.changed or mp.error:
+        if mp.noteworthy:
             result.models[model] = mp
     return result

@@ -12,13 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.source import git as source
-from reconciler.catalog.load import Catalog, load_catalog
-from reconciler.errors import ReconcilerError
-from reconciler.source.hashing import ModelHash, changed_models, describe, model_hashes
 from reconciler.build.builder import resolve_images
-from reconciler.plan.changes import EnvironmentPlan, Plan, metric_changes, plan_environment, triggers
+from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, load_catalog, placements, promotion_order
+from reconciler.errors import ReconcilerError
+from reconciler.plan import cost
+from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
+from reconciler.plan.review import ModelReview, ModelView, environment_changes, model_view, pool_changes, review
 from reconciler.render.environment import EnvironmentRender, render_environment
+from reconciler.source import git as source
+from reconciler.source.hashing import ModelHash, changed_models, describe, model_hashes
 
 
 METRICS_FILE = "metrics.json"
@@ -36,7 +38,7 @@ class DesiredState:
 
     def objects_by_model(self, env: str) -> dict[str, list[dict]]:
         render = self.renders.get(env)
-        return {} if render is None else {name: m.objects for name, m in render.models.items()}
+        return {} if render is None else render.groups()
 
     def errors_by_model(self, env: str) -> dict[str, str]:
         render = self.renders.get(env)
@@ -81,6 +83,80 @@ def read_metrics(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def model_views(state: DesiredState, env: str) -> dict[str, ModelView]:
+    """What the revision says about each valid model in an environment (no render)."""
+    catalog = state.catalog
+    spec = catalog.environments.get(env)
+    if spec is None:
+        return {}
+    views = {}
+    for name, entry in catalog.models.items():
+        try:
+            pools = placements(entry, spec, catalog.pools)
+        except ReconcilerError:
+            continue
+        views[name] = model_view(entry.spec, spec, pools, state.metrics.get(name))
+    return views
+
+
+def _reasons(name: str, path_reasons: list[str], model_review: ModelReview | None, hash_changes: str | None,
+             env_changes: list[str], pools_changed: list[str], env: str) -> list[str]:
+    """Why a model is in the plan, at field level where the change is in a spec."""
+    spec_file = f"models/{name}/model.yaml"
+    reasons = [r for r in path_reasons if not r.startswith((f"{spec_file} ", f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} ",
+                                                            f"{ENVIRONMENTS_DIR}/pools.yaml "))]
+    if model_review is not None:
+        reasons = [f"model.yaml: {c}" for c in model_review.reasons] + reasons
+        if model_review.move:
+            reasons.append(f"moves {model_review.move}")
+        if model_review.metrics:
+            reasons.append("evaluation: " + ", ".join(str(m) for m in model_review.metrics))
+    elif any(r.startswith(f"{spec_file} ") for r in path_reasons):
+        reasons.insert(0, f"{spec_file} changed")
+    reasons += [f"environment.yaml: {c}" for c in env_changes]
+    reasons += [f"pools.yaml: {c}" for c in pools_changed]
+    if hash_changes:
+        reasons.append(f"model content hash changed: {hash_changes}")
+    return reasons
+
+
+def plan_environment_between(env: str, before: DesiredState, after: DesiredState, paths: set[str],
+                             first: bool) -> EnvironmentPlan:
+    """One environment's plan from two desired states (rendered for at least the models that differ)."""
+    names = set(after.catalog.models) | set(after.catalog.errors)
+    path_reasons = triggers(paths, env, names) if not first else {n: ["first deployment"] for n in names}
+    old_views, new_views = model_views(before, env), model_views(after, env)
+    reviews = {n: review(old_views.get(n), new_views.get(n)) for n in set(old_views) | set(new_views)}
+    env_changes = environment_changes(before.catalog.environments.get(env), after.catalog.environments.get(env))
+    hash_changes = {n: describe(c) for n, c in changed_models(before.hashes, after.hashes).items()
+                    if n in before.hashes and n in after.hashes}  # new models are listed by their paths
+    reasons = {}
+    for name in sorted(set(path_reasons) | set(reviews) | set(hash_changes)):
+        used = {p for views in (old_views, new_views) if name in views for p, _ in views[name].pools}
+        pools_changed = pool_changes(before.catalog.pools, after.catalog.pools, used) if not first else []
+        reasons[name] = _reasons(name, path_reasons.get(name, []), reviews.get(name), hash_changes.get(name),
+                                 env_changes if not first else [], pools_changed, env)
+    result = plan_environment(env, after.objects_by_model(env), before.objects_by_model(env), reasons,
+                              after.errors_by_model(env), reviews=reviews,
+                              labels=(short_revision(before.revision), short_revision(after.revision)))
+    result.changes = [f"environment.yaml: {c}" for c in env_changes]
+    spec = after.catalog.environments.get(env)
+    if spec is not None:
+        result.total = (cost.total(v.footprint for v in old_views.values()),
+                        cost.total(v.footprint for v in new_views.values()))
+        if spec.budget is not None:
+            problems = cost.budget_problems(
+                f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE}", spec.budget.monthly_usd, spec.budget.devices,
+                *result.total, {n: (r.before, r.after) for n, r in reviews.items()})
+            if problems:
+                result.budget_error = (
+                    f"{env}: the change exceeds the environment's budget:\n"
+                    + "\n".join(f"  - {p}" for p in problems)
+                    + f"\n  fix: lower the replicas, choose a cheaper pool, or raise the budget in "
+                      f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} (a change that itself goes through review)")
+    return result
+
+
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
                    models: set[str] | None = None, *, after: DesiredState | None = None) -> Plan:
     """What merging `head` onto `base` does to every environment (head None: the working tree).
@@ -102,15 +178,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         if env in after.env_errors:
             plan.environments[env] = EnvironmentPlan(env, error=str(after.env_errors[env]))
             continue
-        names = set(after.catalog.models) | set(after.catalog.errors)
-        reasons = triggers(paths, env, names) if base != EMPTY else {n: ["first deployment"] for n in names}
-        for name in sorted(after.metrics):
-            delta = metric_changes(before.metrics.get(name), after.metrics[name])
-            if delta and name in before.metrics:
-                reasons.setdefault(name, []).append("evaluation: " + ", ".join(delta))
-        for name, input_changes in changed_models(before.hashes, after.hashes).items():
-            if name in before.hashes and name in after.hashes:  # new models are listed by their paths
-                reasons.setdefault(name, []).append(f"model content hash changed: {describe(input_changes)}")
-        plan.environments[env] = plan_environment(
-            env, after.objects_by_model(env), before.objects_by_model(env), reasons, after.errors_by_model(env))
+        plan.environments[env] = plan_environment_between(env, before, after, paths, base == EMPTY)
+    plan.order = promotion_order(set(plan.environments),
+                                 {n: e.promotes_from for n, e in after.catalog.environments.items()})
     return plan

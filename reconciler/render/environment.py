@@ -26,7 +26,7 @@ from reconciler.render import schemas
 from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
 from reconciler.errors import ReconcilerError, RenderError, SpecError, ValidationError
-from reconciler.render.manifests import image_for, model_objects
+from reconciler.render.manifests import image_for, model_objects, resource_quota
 from reconciler.catalog.specs import EnvironmentSpec, effective_serving, read_yaml
 
 @dataclass
@@ -39,18 +39,29 @@ class ModelRender:
         return dump_objects(self.objects)
 
 
+ENVIRONMENT_GROUP = "(environment)"  # the environment's own objects (its ResourceQuota), beside the models
+
+
 @dataclass
 class EnvironmentRender:
     environment: EnvironmentSpec
     models: dict[str, ModelRender] = field(default_factory=dict)
     errors: dict[str, ReconcilerError] = field(default_factory=dict)
+    shared: list[dict] = field(default_factory=list)  # objects of the environment itself (ResourceQuota)
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def objects(self) -> list[dict]:
-        return [obj for name in sorted(self.models) for obj in self.models[name].objects]
+        return [*self.shared, *(obj for name in sorted(self.models) for obj in self.models[name].objects)]
+
+    def groups(self) -> dict[str, list[dict]]:
+        """Objects by model, with the environment's own objects under ENVIRONMENT_GROUP."""
+        result = {name: m.objects for name, m in self.models.items()}
+        if self.shared:
+            result[ENVIRONMENT_GROUP] = self.shared
+        return result
 
     def to_yaml(self) -> str:
         return dump_objects(self.objects())
@@ -181,6 +192,9 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     """
     env = catalog.environment(env_name)
     result = EnvironmentRender(env)
+    quota = resource_quota(env)
+    if quota is not None:
+        result.shared.append(with_content_hash(quota))
     components = _check_components(catalog, env)
     images = images or {}
     generated: dict[str, list[dict]] = {}

@@ -156,3 +156,28 @@ def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], se
     return objects
 
 
+
+
+def namespace(env: EnvironmentSpec) -> dict:
+    """The environment's Namespace (hydrated output carries it, so Argo CD or Flux can create it)."""
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": env.namespace, "labels": {L.MANAGED_BY: L.MANAGER, L.ENVIRONMENT: env.name}}}
+
+
+QUOTA_NAME = "model-budget"
+
+
+def resource_quota(env: EnvironmentSpec) -> dict | None:
+    """The cluster's half of the budget: a ResourceQuota capping the accelerators the namespace may request.
+
+    Extended resources (GPUs, Neuron devices) can only be capped on requests (`requests.<resource>`).
+    The monthly USD budget has no quota equivalent: the plan enforces it.
+    """
+    if env.budget is None or not env.budget.devices:
+        return None
+    return {
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": QUOTA_NAME, "namespace": env.namespace,
+                     "labels": {L.MANAGED_BY: L.MANAGER, L.ENVIRONMENT: env.name}},
+        "spec": {"hard": {f"requests.{resource}": str(count) for resource, count in sorted(env.budget.devices.items())}},
+    }
