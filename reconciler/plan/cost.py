@@ -46,7 +46,8 @@ def footprint(pools: Iterable[Pool], serving: EffectiveServing) -> Footprint:
         low, high = max(1, serving.autoscaling.min_replicas), serving.autoscaling.max_replicas
     else:
         low = high = serving.replicas or 0
-    replicas, devices = {}, {}
+    replicas: dict[str, tuple[int, int]] = {}
+    devices: dict[str, tuple[int, int]] = {}
     cost_low = cost_high = 0.0
     for pool in pools:
         replicas[pool.name] = (low, high)
