@@ -129,5 +129,9 @@ class KubeError(ReconcilerError):
         return f"{text}\n  fix: {self.fix}" if self.fix else text
 
 
+class ClusterIdentityError(ReconcilerError):
+    """The cluster a command would act on is not the environment's (context or API server identity)."""
+
+
 class MetricsError(ReconcilerError):
     """Prometheus could not answer a query."""

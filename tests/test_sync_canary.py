@@ -23,7 +23,7 @@ def _images_file(tmp_path, monkeypatch):
 
 def sync_staging(repo, kube_api) -> dict:
     result = CliRunner().invoke(app, ["sync", "staging", "--repo", str(repo), "--kubeconfig",
-                                      str(kube_api.kubeconfig_path), "--format", "json"])
+                                      str(kube_api.kubeconfig_path), "--context", "standin", "--format", "json"])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return json.loads(result.stdout)
 
@@ -63,7 +63,7 @@ def test_a_changed_image_starts_a_canary_and_keeps_stable(template_repo, kube_ap
 def test_a_dry_run_says_canaries_were_not_evaluated(template_repo, kube_api):
     sync_staging(template_repo, kube_api)
     result = CliRunner().invoke(app, ["sync", "staging", "--repo", str(template_repo), "--kubeconfig",
-                                      str(kube_api.kubeconfig_path), "--format", "json", "--dry-run"])
+                                      str(kube_api.kubeconfig_path), "--context", "standin", "--format", "json", "--dry-run"])
     report = json.loads(result.stdout)
     assert any("canaries were not evaluated" in n for n in report["notes"]), report["notes"]
     assert kube_api.server.get("apps/v1", "Deployment", "iris-classifier-gpu-a10g-canary", NS) is None

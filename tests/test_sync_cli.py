@@ -22,7 +22,7 @@ def _images_file(tmp_path, monkeypatch):
 
 def run_sync(repo, kube_api, *extra: str) -> dict:
     result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(repo), "--kubeconfig",
-                                      str(kube_api.kubeconfig_path), "--format", "json", *extra])
+                                      str(kube_api.kubeconfig_path), "--context", "standin", "--format", "json", *extra])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     data = json.loads(result.stdout)
     data["exit_code"] = result.exit_code
@@ -86,7 +86,7 @@ def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(template_re
 
 def test_text_output_and_unreachable_cluster_exit_code(template_repo, kube_api, tmp_path):
     result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(template_repo), "--kubeconfig",
-                                      str(kube_api.kubeconfig_path)])
+                                      str(kube_api.kubeconfig_path), "--context", "standin"])
     assert result.exit_code == 0, result.output
     assert "iris-classifier" in result.stdout and "created" in result.stdout
     missing = CliRunner().invoke(app, ["sync", "dev", "--repo", str(template_repo),

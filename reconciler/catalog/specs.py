@@ -268,8 +268,13 @@ class ModelSpec(Strict):
 
 
 class Cluster(Strict):
-    context: str
+    context: str = Field(..., description="the kubeconfig context of the environment's cluster; commands refuse "
+                                          "any other unless --context is given")
     kubeconfig: str | None = None
+    kubeSystemUID: str | None = Field(
+        None, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="pins the cluster: the UID of its kube-system namespace (`kubectl get namespace kube-system "
+                    "-o jsonpath='{.metadata.uid}'`); every pass refuses another cluster, also in-cluster")
 
 
 class Scale(Strict):

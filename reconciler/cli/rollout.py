@@ -41,15 +41,17 @@ def _console(stderr: bool = False):
 
 
 def _connect(repo: Path, env_name: str, kubeconfig: str | None, context: str | None):
-    from reconciler.cluster.kube import KubeClient
+    """The environment and a client for its cluster: another context is refused unless --context is
+    given, a pinned cluster identity is checked, and the context and server are printed."""
     from reconciler.catalog.specs import EnvironmentSpec, load
+    from reconciler.cluster.identity import connect, verify_cluster
 
     path = repo / "environments" / env_name / "environment.yaml"
     env = load(EnvironmentSpec, path, display=f"environments/{env_name}/environment.yaml")
-    config = kubeconfig or env.cluster.kubeconfig
-    if config and not Path(config).is_absolute() and not kubeconfig:
-        config = str(repo / config)
-    return env, KubeClient.from_kubeconfig(config, context or env.cluster.context)
+    client, target = connect(env_name, env.cluster, repo=repo, kubeconfig=kubeconfig, context=context)
+    _console(stderr=True).print(f"cluster: {target.describe()}")
+    verify_cluster(client, env_name, env.cluster, target)
+    return env, client
 
 
 def _load(client, model: str, env):

@@ -24,7 +24,7 @@ def run_command(
     resync_every: Annotated[float, typer.Option(help="seconds between full resyncs of an up-to-date environment")] = 600.0,
     namespace: Annotated[str | None, typer.Option(help="namespace of the Lease and state ConfigMaps (default: $POD_NAMESPACE or model-gitops)")] = None,
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one; an environment whose cluster.context differs is refused unless this is given)")] = None,
     listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz")] = "0.0.0.0:8080",
     identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
@@ -35,6 +35,7 @@ def run_command(
 
     The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
     and the loop relies on polling)."""
+    from reconciler.cluster.identity import run_target
     from reconciler.cluster.kube import KubeClient
     from reconciler.sync.planner import SyncOptions
 
@@ -51,7 +52,11 @@ def run_command(
     except ReconcilerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url))
+    # each pass checks every environment's cluster.context and kubeSystemUID against this target
+    target = run_target(kube, kubeconfig, context)
+    typer.echo(f"cluster: {target.describe()}", err=True)
+    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url,
+                                                      target=target))
     signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
     signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
     reconciler.start_http()

@@ -60,7 +60,7 @@ def sync_command(
     repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
     rev: Annotated[str, typer.Option(help="git revision to apply")] = "HEAD",
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the environment's cluster.context if the kubeconfig has it, else the current one)")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the environment's cluster.context; another context is refused unless given here)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate server-side and show the plan; write nothing")] = False,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster")] = False,
@@ -72,17 +72,19 @@ def sync_command(
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
-    from reconciler.cli.console import print_error
-    from reconciler.cluster.kube import KubeClient
+    from reconciler.cli.console import err, print_error
+    from reconciler.cluster.identity import connect, environment_cluster
     from reconciler.sync.commit import sync_commit
     from reconciler.sync.planner import SyncOptions
 
     kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
-    options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
-                          self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
-                          prometheus_url=prometheus_url)
     try:
-        kube = KubeClient.from_kubeconfig(kubeconfig, context or _environment_context(repo, environment, kubeconfig))
+        kube, target = connect(environment, environment_cluster(repo, environment), repo=repo,
+                               kubeconfig=kubeconfig, context=context)
+        err.print(f"cluster: {target.describe()}")
+        options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
+                              self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
+                              prometheus_url=prometheus_url, target=target)
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:
         print_error(exc)
@@ -90,19 +92,3 @@ def sync_command(
     _print_result(result, fmt)
     if not result.ok:
         raise typer.Exit(1)
-
-
-def _environment_context(repo: Path, environment: str, kubeconfig: Path | None) -> str | None:
-    """The environment's declared cluster.context, when the kubeconfig knows it."""
-    try:
-        import yaml
-        from kubernetes import config as k8s_config
-
-        spec = yaml.safe_load((repo / "environments" / environment / "environment.yaml").read_text())
-        wanted = ((spec or {}).get("cluster") or {}).get("context")
-        if not wanted:
-            return None
-        contexts, _ = k8s_config.list_kube_config_contexts(str(kubeconfig) if kubeconfig else None)
-        return wanted if any(c.get("name") == wanted for c in contexts) else None
-    except Exception:  # noqa: BLE001 - only a default; from_kubeconfig reports real problems
-        return None

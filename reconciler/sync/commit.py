@@ -22,6 +22,7 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
 
     An environment that cannot be rendered at all (its spec or overlay is broken) is an
     environment-wide error; models that fail to render are skipped with their errors."""
+    from reconciler.cluster.identity import verify_cluster
     from reconciler.plan.desired import desired_at
     from reconciler.errors import ReconcilerError
 
@@ -35,6 +36,11 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
         return SyncResult(environment, "", dry_run=options.dry_run, error=str(state.env_errors[environment]),
                           duration=time.monotonic() - started)
     env_spec = state.catalog.environments[environment]
+    try:  # before anything is written: the client must talk to this environment's cluster
+        verify_cluster(kube, environment, env_spec.cluster, options.target)
+    except ReconcilerError as exc:
+        return SyncResult(environment, env_spec.namespace, dry_run=options.dry_run, error=str(exc),
+                          duration=time.monotonic() - started, commit=state.revision)
     desired = state.objects_by_model(environment)
     errors: dict[str, Any] = dict(state.errors_by_model(environment))
     rollouts = []

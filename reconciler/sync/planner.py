@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from reconciler import labels
 from reconciler.results import Action, ObjectRef, Summary
@@ -54,6 +55,7 @@ class SyncOptions:
     create_namespace: bool = True  # create the environment's namespace when missing (never pruned)
     rollouts: bool = True  # run a canary tick for models whose environment has canaries on
     prometheus_url: str | None = None  # canary analysis source; without it a canary never promotes
+    target: Any = None  # cluster.identity.Target the client talks to: checked against the environment's cluster
 
 
 @dataclass(frozen=True)
