@@ -17,7 +17,8 @@ from reconciler.cli.main import app
 from reconciler.cluster.identity import Target, check_target, check_uid, choose_context
 from reconciler.errors import ClusterIdentityError
 from reconciler.results import ObjectRef
-from reconciler.sync.engine import SyncOptions, sync_commit
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
 from tests.conftest import commit_all
 
 WRONG_UID = "00000000-0000-4000-8000-000000000000"

@@ -73,12 +73,14 @@ def sync_command(
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
     from reconciler.cli.console import err, print_error
-    from reconciler.cluster.identity import connect, environment_cluster
+    from reconciler.cluster.identity import connect, environment_cluster, kubeconfig_contexts
     from reconciler.sync.commit import sync_commit
     from reconciler.sync.planner import SyncOptions
 
     kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
     try:
+        if kubeconfig is not None:
+            kubeconfig_contexts(str(kubeconfig))  # an unreadable kubeconfig is the first thing to report
         kube, target = connect(environment, environment_cluster(repo, environment), repo=repo,
                                kubeconfig=kubeconfig, context=context)
         err.print(f"cluster: {target.describe()}")
