@@ -105,6 +105,12 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
             for i, pool in enumerate(env.pools):
                 if "*" not in catalog.env_errors and pool not in catalog.pools:
                     problems.append(_unknown_pool(rel, f"pools.{i}", pool, catalog.pools))
+                fallback = catalog.pools[pool].fallback if pool in catalog.pools else None
+                if fallback and fallback not in env.pools:
+                    problems.append(SpecProblem(
+                        rel, f"spot pool {pool!r} falls back to {fallback!r}, which this environment does not list",
+                        field=f"pools.{i}", fix=f"add {fallback} to pools: (its nodes take the pods when spot "
+                                                "capacity is gone)"))
             if problems:
                 raise SpecError(problems)
             catalog.environments[env.name] = env
@@ -230,6 +236,14 @@ def placements(entry: ModelEntry, env: EnvironmentSpec, pools: dict[str, Pool]) 
             pool = pools[target]
         else:
             raise SpecError([_unknown_pool(file, field_name, target, pools)])
+        if pool.spot and not entry.spec.spot:
+            if pool.fallback is None or pool.fallback not in pools:
+                raise SpecError([SpecProblem(
+                    f"{entry.rel}/{MODEL_FILE}", f"the model refuses spot capacity (spot: false) but pool "
+                    f"{pool.name!r} in {env.name} is a spot pool without an on-demand fallback",
+                    field="spot", fix=f"target an on-demand pool in {env.name}, give {pool.name!r} a fallback: "
+                                      f"in {POOLS_FILE}, or allow spot (remove spot: false)")])
+            pool = pools[pool.fallback]  # the on-demand pool behind the spot one
         if pool not in result:
             result.append(pool)
     return result

@@ -77,6 +77,12 @@ class Device(Strict):
     count: int = Field(1, ge=1)
 
 
+CAPACITY_LABEL = "karpenter.sh/capacity-type"  # Karpenter's well-known node label: spot | on-demand
+# the values each well-known capacity-type label takes (EKS managed node groups spell them SPOT / ON_DEMAND)
+CAPACITY_VALUES = {"karpenter.sh/capacity-type": ("spot", "on-demand"),
+                   "eks.amazonaws.com/capacityType": ("SPOT", "ON_DEMAND")}
+
+
 class RolloutStrategy(Strict):
     max_surge: str | int = Field(0, alias="maxSurge")
     max_unavailable: str | int = Field(1, alias="maxUnavailable")
@@ -95,6 +101,13 @@ class Pool(Strict):
     instance_types: list[str] = Field(default_factory=list, alias="instanceTypes")
     hourly_price: float = Field(..., alias="hourlyPrice", ge=0)
     rollout: RolloutStrategy | None = None
+    capacity_type: Literal["on-demand", "spot"] = Field("on-demand", alias="capacityType")
+    capacity_label: str = Field(CAPACITY_LABEL, alias="capacityLabel",
+                                description="the node label carrying the capacity type (karpenter.sh/capacity-type, "
+                                            "eks.amazonaws.com/capacityType)")
+    spot_price: float | None = Field(None, alias="spotPrice", ge=0, description="expected hourly spot price")
+    fallback: str | None = Field(None, description="an on-demand pool of the same kind the pods may land on when "
+                                                   "spot capacity is gone (preferred node affinity keeps them on spot)")
 
     @model_validator(mode="after")
     def _kind_matches_device(self) -> "Pool":
@@ -111,7 +124,29 @@ class Pool(Strict):
                                  "allocates its DMA buffers from 2Mi hugepages")
         if self.hugepages_2mi is not None:
             _quantity(self.hugepages_2mi)
+        if self.capacity_type == "spot" and self.spot_price is None:
+            raise ValueError("a spot pool needs spotPrice (its expected hourly price, used by cost judgements "
+                             "and the plan's cost delta), e.g. spotPrice: 0.30")
+        if self.capacity_type != "spot" and (self.spot_price is not None or self.fallback is not None):
+            raise ValueError("spotPrice and fallback only apply to a spot pool: add capacityType: spot, "
+                             "or remove them")
         return self
+
+    @property
+    def spot(self) -> bool:
+        return self.capacity_type == "spot"
+
+    @property
+    def price_per_hour(self) -> float:
+        """What one node of this pool costs per hour: the spot price on spot pools, else hourlyPrice.
+
+        THE price cost judgements and the plan's cost delta use (one function, so they never disagree)."""
+        return self.spot_price if self.spot and self.spot_price is not None else self.hourly_price
+
+    def capacity_value(self, spot: bool) -> str:
+        """The capacity-type label value of spot (or on-demand) nodes under this pool's capacity label."""
+        values = CAPACITY_VALUES.get(self.capacity_label, CAPACITY_VALUES[CAPACITY_LABEL])
+        return values[0] if spot else values[1]
 
     @property
     def tolerations(self) -> list[dict[str, str]]:
@@ -144,6 +179,22 @@ class PoolsFile(Strict):
     def _names(cls, pools: dict[str, Pool]) -> dict[str, Pool]:
         return {_dns_label(name, "pool name"): pool.model_copy(update={"name": name})
                 for name, pool in pools.items()}
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> "PoolsFile":
+        for name, pool in self.pools.items():
+            if pool.fallback is None:
+                continue
+            other = self.pools.get(pool.fallback)
+            where = f"pool {name!r}: fallback {pool.fallback!r}"
+            if other is None:
+                raise ValueError(f"{where} is not a declared pool (declared: {', '.join(sorted(self.pools))})")
+            if other.spot:
+                raise ValueError(f"{where} is a spot pool too: the fallback must be on-demand capacity")
+            if other.kind is not pool.kind or other.device != pool.device:
+                raise ValueError(f"{where} is a {other.kind.value} pool with another device: a fallback must "
+                                 "offer the same accelerator, so the same image and resources run there")
+        return self
 
 
 # --------------------------------------------------------------------------- serving, canary, SLO
@@ -232,6 +283,8 @@ class ModelSpec(Strict):
         description="a target for every environment, or {default: ..., <env>: ...}; a list serves from several pools")
     canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
     slo: SLO = Field(default_factory=SLO)
+    spot: bool = Field(True, description="false: never run on spot capacity (a spot pool's on-demand fallback "
+                                         "is used instead, or the placement is an error)")
 
     @field_validator("name")
     @classmethod

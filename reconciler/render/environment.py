@@ -209,7 +209,8 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             if None in pool_images.values():
                 raise RenderError(f"model {name!r}: no image resolved for environment {env.name!r}",
                                   fix="run `reconciler build` first, or pass images explicitly")
-            generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images)
+            generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images,
+                                            catalog.pools)
         except ReconcilerError as exc:
             result.errors[name] = exc
     if not generated:

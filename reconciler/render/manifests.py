@@ -42,7 +42,52 @@ def _resources(serving: EffectiveServing, pool: Pool) -> dict[str, dict[str, str
     return {"requests": requests, "limits": limits}
 
 
-def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: EffectiveServing, image: str) -> dict:
+def _match(selector: dict[str, str]) -> list[dict]:
+    return [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(selector.items())]
+
+
+def placement(pool: Pool, fallback: Pool | None = None) -> dict:
+    """nodeSelector / affinity / tolerations of a pod on `pool` (pod spec fields). Pure.
+
+    A spot pool pins the capacity-type node label to spot. With an on-demand `fallback` pool the pod
+    may land on either pool (required node affinity, one term per pool) and prefers spot (preferred
+    node affinity, weight 100): when spot capacity is reclaimed, replacements schedule on demand.
+    """
+    result: dict = {}
+    selector = dict(pool.node_selector)
+    if pool.spot:
+        selector[pool.capacity_label] = pool.capacity_value(spot=True)
+    tolerations = list(pool.tolerations)
+    if fallback is None:
+        if selector:
+            result["nodeSelector"] = selector
+    else:
+        spot_term = {"matchExpressions": _match(selector)}
+        result["affinity"] = {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                spot_term, {"matchExpressions": _match(dict(fallback.node_selector))}]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": spot_term}],
+        }}
+        tolerations += [t for t in fallback.tolerations if t not in tolerations]
+    if tolerations:
+        result["tolerations"] = tolerations
+    return result
+
+
+def disruption_budget(model: str, env: str, pool: Pool) -> dict:
+    """A PodDisruptionBudget for a model's pods on a spot pool: node drains (consolidation, spot
+    rebalancing) take them one at a time. maxUnavailable 1, not minAvailable: a single-replica model
+    never blocks a drain forever."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{model}-{pool.name}", "labels": ownership_labels(model, env, pool.name)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(model, pool.name)}},
+    }
+
+
+def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: EffectiveServing, image: str,
+               fallback: Pool | None = None) -> dict:
     name = f"{entry.name}-{pool.name}"
     container: dict = {
         "name": CONTAINER,
@@ -59,11 +104,7 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
     if pool.hugepages_2mi is not None:
         container["volumeMounts"] = [{"name": "hugepages", "mountPath": "/dev/hugepages"}]
         volumes.append({"name": "hugepages", "emptyDir": {"medium": "HugePages"}})
-    pod_spec: dict = {"containers": [container]}
-    if pool.node_selector:
-        pod_spec["nodeSelector"] = dict(pool.node_selector)
-    if pool.tolerations:
-        pod_spec["tolerations"] = pool.tolerations
+    pod_spec: dict = {"containers": [container], **placement(pool, fallback)}
     if volumes:
         pod_spec["volumes"] = volumes
     strategy = pool.strategy
@@ -142,14 +183,20 @@ def pod_monitor(model: str, env: str) -> dict:
 
 
 def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], serving: EffectiveServing,
-                  images: dict[str, str]) -> list[dict]:
-    """Every object one model needs in one environment, before kustomize overlays (images: pool -> image)."""
+                  images: dict[str, str], all_pools: dict[str, Pool] | None = None) -> list[dict]:
+    """Every object one model needs in one environment, before kustomize overlays (images: pool -> image;
+    all_pools: the declared pools, where spot pools' fallbacks are looked up)."""
     objects: list[dict] = []
     for pool in pools:
-        objects.append(deployment(entry, env, pool, serving, images[pool.name]))
+        fallback = (all_pools or {}).get(pool.fallback) if pool.fallback else None
+        if pool.fallback and fallback is None:
+            raise ValueError(f"pool {pool.name!r}: fallback {pool.fallback!r} was not passed in all_pools")
+        objects.append(deployment(entry, env, pool, serving, images[pool.name], fallback))
         objects.append(service(entry.name, env.name, serving.port, pool.name))
         if serving.autoscaling is not None:
             objects.append(autoscaler(entry, env, pool, serving))
+        if pool.spot:
+            objects.append(disruption_budget(entry.name, env.name, pool))
     objects.append(service(entry.name, env.name, serving.port, None))
     if env.monitoring == "pod-monitor":
         objects.append(pod_monitor(entry.name, env.name))

@@ -272,7 +272,7 @@ def _replicas(client: Any, namespace: str, deployment: str) -> int | None:
 
 
 def _price(pools: dict[str, Pool], pool: str | None) -> float | None:
-    return pools[pool].hourly_price if pool and pool in pools else None
+    return pools[pool].price_per_hour if pool and pool in pools else None
 
 
 def _total_replicas(client: Any, deployments: list[dict], namespace: str, state: RolloutState) -> int:
