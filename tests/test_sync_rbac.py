@@ -57,11 +57,13 @@ def granted(rendered: list[dict]) -> dict[str, set[str]]:
 
 def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo, kube_api, tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
-    # staging exercises everything a canary environment adds: PodMonitors and Gateway API routing
+    # staging exercises everything a canary environment adds: PodMonitors and Gateway API routing,
     staging = template_repo / "environments" / "staging" / "environment.yaml"
+    # ... and a spot pool (iris lands on it by kind): its PodDisruptionBudget
     staging.write_text(staging.read_text().replace("failureThreshold: 2}", "failureThreshold: 2, router: gateway-api}")
+                       .replace("pools: [cpu-general, gpu-a10g, inf2]", "pools: [cpu-general, gpu-a10g-spot, gpu-a10g, inf2]")
                        + "monitoring: pod-monitor\n")
-    commit_all(git.Repo(template_repo), "staging: pod monitors, gateway api")
+    commit_all(git.Repo(template_repo), "staging: pod monitors, gateway api, spot")
     kube_api.server.register_crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")
     bare = tmp_path / "remote.git"
     git.Repo.init(bare, bare=True, initial_branch="main")
