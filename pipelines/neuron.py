@@ -17,8 +17,13 @@ import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from reconciler.catalog.accelerators import NeuronSDK
+
+# the same name as reconciler.catalog.accelerators.COMPILED_FILE (a test holds them equal): this module
+# runs in the Neuron image with numpy and scikit-learn only, so it imports nothing of reconciler
 COMPILED_FILE = "model.neuron.pt"
 
 
@@ -29,15 +34,23 @@ class Dense:
     activation: str  # relu | tanh | logistic | identity | softmax
 
 
-def cache_key(model_hash: str, sdk_version: str, input_shapes: list[tuple[int, ...]] | tuple[tuple[int, ...], ...]) -> str:
-    """The memoization key of one compilation: same weights + same SDK + same shapes = same artifact.
+def cache_key(model_hash: str, sdk: "NeuronSDK", input_shapes: list[tuple[int, ...]] | tuple[tuple[int, ...], ...],
+              code_hash: str) -> str:
+    """The memoization key of one compilation: same weights, same SDK release (and so the same compile
+    image and compiler, derived from it), same shapes and same conversion code = same artifact.
 
     Returned as `neuron-<sdk>-<24 hex>`: a valid ConfigMap key and S3 path segment.
     """
     shapes = ";".join("x".join(str(d) for d in shape) for shape in input_shapes)
-    digest = hashlib.sha256(f"{model_hash}\n{sdk_version}\n{shapes}".encode()).hexdigest()[:24]
-    sdk = "".join(c if c.isalnum() else "-" for c in sdk_version)
-    return f"neuron-{sdk}-{digest}"
+    parts = [model_hash, sdk.version, sdk.compile_image, sdk.neuronx_cc, sdk.torch_neuronx, shapes, code_hash]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+    version = "".join(c if c.isalnum() else "-" for c in sdk.version)
+    return f"neuron-{version}-{digest}"
+
+
+def conversion_code_hash() -> str:
+    """sha256 of this module: the conversion code, part of every cache key."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def dense_layers(model: Any) -> list[Dense]:

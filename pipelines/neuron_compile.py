@@ -2,7 +2,7 @@
 
 Compiling for Inferentia takes minutes and only depends on the weights, the Neuron SDK version
 and the input shapes, so the step is memoized (Argo's ConfigMap cache) under
-`pipelines.neuron.cache_key(model_hash, sdk_version, input_shapes)` and writes its artifact to a
+`pipelines.neuron.cache_key(model_hash, sdk, input_shapes, code_hash)` and writes its artifact to a
 key derived from the same cache key in the artifact repository: a second workflow with the same
 key skips the pod and hands the cached artifact to the image build.
 
@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from reconciler.catalog.specs import AcceleratorKind, Pool
 
 from . import common
-from .neuron import COMPILED_FILE, cache_key
+from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NeuronSDK, neuron_sdk
 
-DEFAULT_NEURON_IMAGE = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.1.2-neuronx-py310-sdk2.20.0-ubuntu20.04"
-DEFAULT_SDK_VERSION = "2.20.0"
+from .neuron import COMPILED_FILE, cache_key, conversion_code_hash
 CACHE_CONFIGMAP = "neuron-compile-cache"
 OUTPUT_DIR = "/work/neuron"
 BENTO_PATH = "/work/bento.bento"
@@ -28,15 +27,36 @@ BENTO_PATH = "/work/bento.bento"
 
 @dataclass(frozen=True)
 class NeuronOptions:
-    """What a Neuron compilation depends on besides the weights. Change the SDK: change the image too."""
+    """What a Neuron compilation depends on besides the weights. The compile image is derived from
+    the SDK release (reconciler.catalog.accelerators.NEURON_SDKS), so the two cannot drift apart."""
 
-    sdk_version: str = DEFAULT_SDK_VERSION
-    image: str = DEFAULT_NEURON_IMAGE
+    sdk_version: str = DEFAULT_NEURON_SDK
     input_shapes: tuple[tuple[int, ...], ...] = field(default=((1, 64),))
     cache_configmap: str = CACHE_CONFIGMAP
     max_age: str = "4320h"  # 180 days: keys change with the weights, so old entries only age out
     cpu: str = "2"
     memory: str = "8Gi"
+
+    @property
+    def sdk(self) -> NeuronSDK:
+        return neuron_sdk(self.sdk_version)
+
+    @property
+    def image(self) -> str:
+        return self.sdk.compile_image
+
+
+def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None) -> NeuronOptions:
+    """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes)."""
+    image = getattr(getattr(spec, "images", None), "inferentia", None)
+    kw: dict = {}
+    if image is not None and image.neuron_sdk:
+        kw["sdk_version"] = image.neuron_sdk
+    if image is not None and image.input_shapes:
+        kw["input_shapes"] = tuple(tuple(s) for s in image.input_shapes)
+    elif default_shape is not None:
+        kw["input_shapes"] = (tuple(default_shape),)
+    return NeuronOptions(**kw)
 
 
 def requires_neuron(pool: Pool | None) -> bool:
@@ -104,4 +124,4 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
 
 
 def compile_cache_key(model_hash: str, options: NeuronOptions = NeuronOptions()) -> str:
-    return cache_key(model_hash, options.sdk_version, options.input_shapes)
+    return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash())

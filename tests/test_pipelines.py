@@ -4,6 +4,7 @@ Inferentia pool of environments/pools.yaml with a cache key that changes exactly
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
@@ -286,14 +287,25 @@ def test_neuron_template_refuses_a_non_inferentia_pool(pools):
         neuron_compile_template(pools["gpu-a10g"], common.Source(REPO, COMMIT))
 
 
-def test_neuron_cache_key_changes_with_weights_sdk_and_shapes_only():
-    base = cache_key(HASH, "2.20.0", [(1, 64)])
-    assert base == cache_key(HASH, "2.20.0", ((1, 64),))
-    assert re.fullmatch(r"neuron-2-20-0-[0-9a-f]{24}", base)
-    others = {cache_key("sha256:other", "2.20.0", [(1, 64)]), cache_key(HASH, "2.21.0", [(1, 64)]),
-              cache_key(HASH, "2.20.0", [(4, 64)]), cache_key(HASH, "2.20.0", [(1, 64), (1, 8)])}
-    assert base not in others and len(others) == 4
-    assert compile_cache_key(HASH, NeuronOptions(input_shapes=((1, 64),))) == base
+def test_neuron_cache_key_covers_weights_sdk_image_shapes_and_conversion_code():
+    from reconciler.catalog.accelerators import COMPILED_FILE as ACCEL_FILE, neuron_sdk
+    from pipelines.neuron import COMPILED_FILE, conversion_code_hash
+
+    sdk, code = neuron_sdk("2.18.1"), conversion_code_hash()
+    base = cache_key(HASH, sdk, [(1, 64)], code)
+    assert base == cache_key(HASH, sdk, ((1, 64),), code)
+    assert re.fullmatch(r"neuron-2-18-1-[0-9a-f]{24}", base)
+    other_sdk = dataclasses.replace(sdk, version="2.19.0")
+    other_image = dataclasses.replace(sdk, ubuntu="ubuntu22.04")  # same release number, another compile image
+    others = {cache_key("sha256:other", sdk, [(1, 64)], code), cache_key(HASH, other_sdk, [(1, 64)], code),
+              cache_key(HASH, other_image, [(1, 64)], code),
+              cache_key(HASH, sdk, [(4, 64)], code), cache_key(HASH, sdk, [(1, 64), (1, 8)], code),
+              cache_key(HASH, sdk, [(1, 64)], "0" * 64)}
+    assert base not in others and len(others) == 6
+    options = NeuronOptions(input_shapes=((1, 64),))
+    assert compile_cache_key(HASH, options) == base
+    assert options.image == sdk.compile_image  # derived: the compile image cannot drift from the SDK
+    assert COMPILED_FILE == ACCEL_FILE
 
 
 # --------------------------------------------------------------------------- neuron conversion (numpy)

@@ -150,7 +150,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
             return train_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
                                   environment=environment, namespace=namespace)
         from pipelines.build_image import build_image_workflow
-        from pipelines.neuron_compile import NeuronOptions
+        from pipelines.neuron_compile import neuron_options_for
         from pipelines.steps import RECIPES
 
         chosen = placements(entry, env, catalog.pools)
@@ -162,7 +162,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
             target = next(p for p in chosen if p.name == pool)
         else:
             target = chosen[0]
-        neuron = NeuronOptions(input_shapes=(RECIPES[model].input_shape,)) if model in RECIPES else NeuronOptions()
+        neuron = neuron_options_for(entry.spec, RECIPES[model].input_shape if model in RECIPES else None)
         if bento_url is None:
             raise ReconcilerError("build-image needs the URL of the exported bento",
                                   fix="pass --bento-url https://.../<model>-<hash>.bento (from `bentoml export`)")

@@ -200,12 +200,25 @@ def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool])
 
 
 def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
+    from reconciler.catalog.accelerators import NEURON_SDKS, compile_problem
+
     problems = []
+    file = f"{entry.rel}/{MODEL_FILE}"
+    inferentia = entry.spec.images.inferentia
+    if inferentia is not None and inferentia.neuron_sdk and inferentia.neuron_sdk not in NEURON_SDKS:
+        problems.append(SpecProblem(file, f"unknown Neuron SDK {inferentia.neuron_sdk!r}", field="images.inferentia.neuronSdk",
+                                    fix=f"use one of {', '.join(sorted(NEURON_SDKS))}, or add the release to NEURON_SDKS "
+                                        "in reconciler/catalog/accelerators.py"))
     for env in catalog.environments.values():
         try:
-            placements(entry, env, catalog.pools)
+            pools = placements(entry, env, catalog.pools)
         except SpecError as exc:
             problems.extend(exc.problems)
+            continue
+        for pool in pools:  # compile eligibility: an Inferentia pool needs a recipe that accepts the model
+            problem = compile_problem(entry.name, entry.spec.architecture, pool.kind, f"({pool.name}) in {env.name}")
+            if problem is not None and not any(p.message == problem[0] for p in problems):
+                problems.append(SpecProblem(file, problem[0], field="architecture", fix=problem[1]))
     if problems:
         raise SpecError(problems)
 

@@ -268,6 +268,22 @@ class SLO(Strict):
 Target = str  # an accelerator kind (cpu / gpu / inferentia) or a pool name
 
 
+class KindImage(Strict):
+    """models/<name>/model.yaml `images.<kind>`: what differs in the image built for one pool kind."""
+
+    bentofile: dict[str, Any] = Field(default_factory=dict, description="merged over the model's bentofile and "
+                                      "the kind's built-in overlay (python.packages, docker.*, envs ...)")
+    neuron_sdk: str | None = Field(None, alias="neuronSdk", description="inferentia: the Neuron SDK release")
+    input_shapes: list[list[int]] | None = Field(None, alias="inputShapes",
+                                                 description="inferentia: the traced input shapes, batch first")
+
+
+class KindImages(Strict):
+    cpu: KindImage | None = None
+    gpu: KindImage | None = None
+    inferentia: KindImage | None = None
+
+
 class ModelSpec(Strict):
     """models/<name>/model.yaml"""
 
@@ -285,6 +301,9 @@ class ModelSpec(Strict):
     slo: SLO = Field(default_factory=SLO)
     spot: bool = Field(True, description="false: never run on spot capacity (a spot pool's on-demand fallback "
                                          "is used instead, or the placement is an error)")
+    architecture: str | None = Field(None, description="what the weights are (e.g. sklearn-scaler-mlp): compile "
+                                                       "recipes declare the architectures they compile")
+    images: KindImages = Field(default_factory=KindImages, description="per pool kind image settings")
 
     @field_validator("name")
     @classmethod

@@ -372,15 +372,28 @@ def _digest(inputs: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+def _images_of(spec: object) -> dict | None:
+    images = getattr(spec, "images", None)
+    if images is None or not hasattr(images, "model_dump"):
+        return None
+    return images.model_dump(by_alias=True, exclude_none=True) or None
+
+
 def hash_model(tree: _Tree, folder: str, name: str, *, service: str, bentofile: str,
-               artifacts: Iterable[str]) -> ModelHash:
-    """The hash of one model whose folder is `folder` (repo-relative) in `tree`."""
+               artifacts: Iterable[str], images: dict | None = None) -> ModelHash:
+    """The hash of one model whose folder is `folder` (repo-relative) in `tree`.
+
+    `images`: the model.yaml per-kind image settings (they change what the images contain); hashed
+    only when set, so models without them keep their hash."""
     artifacts = list(artifacts)
     inputs: dict[str, str] = {}
     kinds: dict[str, str] = {}
     bento_path = posixpath.normpath(posixpath.join(folder, bentofile))
 
-    spec_fields = json.dumps({"service": service, "bentofile": bentofile, "artifacts": artifacts}, sort_keys=True)
+    fields: dict = {"service": service, "bentofile": bentofile, "artifacts": artifacts}
+    if images:
+        fields["images"] = images
+    spec_fields = json.dumps(fields, sort_keys=True)
     key = f"{folder}/{MODEL_FILE}{SPEC_KEY}"
     inputs[key] = "sha256:" + hashlib.sha256(spec_fields.encode()).hexdigest()
     kinds[key] = "spec"
@@ -452,5 +465,6 @@ def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry]) -> 
     for entry in models:
         spec = entry.spec
         result[entry.name] = hash_model(tree, folders[entry.name], entry.name,
-                                        service=spec.service, bentofile=spec.bentofile, artifacts=spec.artifacts)
+                                        service=spec.service, bentofile=spec.bentofile, artifacts=spec.artifacts,
+                                        images=_images_of(spec))
     return result

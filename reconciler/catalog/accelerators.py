@@ -1,0 +1,201 @@
+"""What each pool kind needs inside a model image, and which models can be compiled for Inferentia.
+
+Pure data and functions (no torch, no bentoml): the build stages a bentofile overlay per pool kind
+from here, the image-build workflow picks its compile image from here, and the catalog checks, at
+plan time, that every model placed on an Inferentia pool has a compile recipe that accepts it.
+
+- `NeuronSDK`: ONE Neuron SDK release, from which the compile image, the runtime package and the
+  torch-neuronx / neuronx-cc pins are all derived (so the compile image and the serving image can
+  never be on different SDKs, and the compile cache key names the release once).
+- `CompileRecipe`: a conversion (code in pipelines/) declaring the model architectures it compiles.
+- `kind_overlay(kind, ...)`: the bentofile overlay of a pool kind (cpu: none; gpu: CUDA; inferentia:
+  the Neuron package index, torch-neuronx, the Neuron runtime and the compiled artifact's path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.catalog.specs import AcceleratorKind
+
+COMPILED_FILE = "model.neuron.pt"  # the compiled TorchScript module, in the bento's src/ (next to service.py)
+NEURON_PIP_INDEX = "https://pip.repos.neuron.amazonaws.com"
+NEURON_APT_REPO = "https://apt.repos.neuron.amazonaws.com"
+CUDA_VERSION = "12.1.1"  # BentoML's `docker.cuda_version`: an nvidia/cuda base image
+ARTIFACT_ENV = "MODEL_ACCELERATOR_ARTIFACT"  # where the service finds the compiled artifact
+KIND_ENV = "MODEL_ACCELERATOR_KIND"  # which kind the image was built for (cpu / gpu / inferentia)
+
+
+@dataclass(frozen=True)
+class NeuronSDK:
+    """One AWS Neuron SDK release and the component versions it ships (its release-content page)."""
+
+    version: str
+    torch_neuronx: str
+    neuronx_cc: str
+    runtime_lib: str
+    collectives: str
+    torch: str  # the PyTorch minor torch-neuronx is built for, e.g. 2.1.2
+    python: str = "py310"
+    ubuntu: str = "ubuntu20.04"
+
+    @property
+    def compile_image(self) -> str:
+        """The Neuron deep-learning container the compile step runs in: same release, by construction."""
+        return (f"public.ecr.aws/neuron/pytorch-inference-neuronx:{self.torch}-neuronx-{self.python}"
+                f"-sdk{self.version}-{self.ubuntu}")
+
+    @property
+    def python_packages(self) -> list[str]:
+        return [f"torch-neuronx=={self.torch_neuronx}", f"neuronx-cc=={self.neuronx_cc}"]
+
+    @property
+    def system_packages(self) -> list[str]:
+        return [f"aws-neuronx-runtime-lib={self.runtime_lib}*", f"aws-neuronx-collectives={self.collectives}*"]
+
+
+# Neuron 2.18.1 (2024-04-10) release content: torch-neuronx 2.1.2.2.1.0, neuronx-cc 2.13.68.0,
+# aws-neuronx-runtime-lib 2.20.22.0, aws-neuronx-collectives 2.20.22.0
+NEURON_SDKS: dict[str, NeuronSDK] = {
+    "2.18.1": NeuronSDK("2.18.1", torch_neuronx="2.1.2.2.1.0", neuronx_cc="2.13.68.0", runtime_lib="2.20.22.0",
+                        collectives="2.20.22.0", torch="2.1.2"),
+}
+DEFAULT_NEURON_SDK = "2.18.1"
+
+
+def neuron_sdk(version: str = DEFAULT_NEURON_SDK) -> NeuronSDK:
+    try:
+        return NEURON_SDKS[version]
+    except KeyError:
+        raise ValueError(f"unknown Neuron SDK {version!r} (known: {', '.join(sorted(NEURON_SDKS))}): add its "
+                         "release content to NEURON_SDKS in reconciler/catalog/accelerators.py") from None
+
+
+# --------------------------------------------------------------------------- compile recipes
+
+
+@dataclass(frozen=True)
+class CompileRecipe:
+    """A conversion of trained weights into an accelerator artifact, and the architectures it accepts.
+
+    `architectures` are the values a model declares in `model.yaml` (`architecture:`); `code` is the
+    repository file holding the conversion, whose content is part of the compile cache key.
+    """
+
+    name: str
+    target: AcceleratorKind
+    architectures: frozenset[str]
+    code: str
+    description: str = ""
+
+
+COMPILE_RECIPES: tuple[CompileRecipe, ...] = (
+    CompileRecipe("torch-neuronx-dense", AcceleratorKind.inferentia,
+                  frozenset({"sklearn-mlp", "sklearn-scaler-mlp"}), "pipelines/neuron.py",
+                  "a (StandardScaler ->) MLPClassifier rewritten as torch Linear layers and traced with "
+                  "torch_neuronx.trace"),
+)
+NEEDS_COMPILE = frozenset({AcceleratorKind.inferentia})
+
+
+def recipe_for(architecture: str | None, kind: AcceleratorKind,
+               recipes: tuple[CompileRecipe, ...] = COMPILE_RECIPES) -> CompileRecipe | None:
+    """The compile recipe that accepts `architecture` for `kind`, or None."""
+    if architecture is None:
+        return None
+    return next((r for r in recipes if r.target is kind and architecture in r.architectures), None)
+
+
+def compile_problem(model: str, architecture: str | None, kind: AcceleratorKind, where: str,
+                    recipes: tuple[CompileRecipe, ...] = COMPILE_RECIPES) -> tuple[str, str] | None:
+    """(message, fix) when a model placed on a `kind` pool has no eligible compile recipe, else None. Pure."""
+    if kind not in NEEDS_COMPILE or recipe_for(architecture, kind, recipes) is not None:
+        return None
+    accepted = sorted(a for r in recipes if r.target is kind for a in r.architectures)
+    if architecture is None:
+        return (f"{model} targets an {kind.value} pool {where}, but model.yaml does not declare its architecture, "
+                f"so no compile recipe can be chosen",
+                f"add `architecture:` to model.yaml (compilable for {kind.value}: {', '.join(accepted)}), "
+                "or serve it from a cpu or gpu pool")
+    return (f"{model} targets an {kind.value} pool {where}, but no compile recipe compiles a {architecture!r} "
+            f"for {kind.value} (the recipes accept: {', '.join(accepted)})",
+            f"serve {model} from a cpu or gpu pool there (accelerator: in model.yaml), or add a CompileRecipe "
+            f"for {architecture!r} to reconciler/catalog/accelerators.py with its conversion in pipelines/")
+
+
+def code_hash(root: Path, recipe: CompileRecipe) -> str:
+    """sha256 of the recipe's conversion code (the file's bytes): part of the compile cache key."""
+    return hashlib.sha256((root / recipe.code).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- per-kind bentofile overlays
+
+
+NEURON_SETUP_SCRIPT = "accelerator-setup.sh"
+
+
+def neuron_setup_script(sdk: NeuronSDK) -> str:
+    """The image's setup script (bentofile docker.setup_script): the Neuron runtime from AWS's apt repository."""
+    packages = " ".join(f"'{p}'" for p in sdk.system_packages)
+    return "\n".join([
+        "#!/bin/sh",
+        f"# Neuron SDK {sdk.version}: the runtime the compiled model executes on (libnrt)",
+        "set -eux",
+        "apt-get update && apt-get install -y --no-install-recommends ca-certificates curl gnupg",
+        f"curl -fsSL {NEURON_APT_REPO}/GPG-PUB-KEY-AMAZON-AWS-NEURON.PUB | gpg --dearmor "
+        "-o /usr/share/keyrings/neuron.gpg",
+        f'echo "deb [signed-by=/usr/share/keyrings/neuron.gpg] {NEURON_APT_REPO} bookworm main" '
+        "> /etc/apt/sources.list.d/neuron.list",
+        f"apt-get update && apt-get install -y --no-install-recommends {packages}",
+        "rm -rf /var/lib/apt/lists/*",
+        "",
+    ])
+
+
+def kind_overlay(kind: AcceleratorKind, *, sdk: NeuronSDK | None = None) -> dict:
+    """The bentofile overlay of a pool kind: merged over the model's bentofile by `merge_bentofile`.
+
+    Files the overlay needs (the Neuron setup script) are returned under the key `files`
+    (context-relative path -> content) for the stager to write; `files` is not a bentofile field.
+    """
+    envs = [{"name": KIND_ENV, "value": kind.value}]
+    if kind is AcceleratorKind.cpu:
+        return {"envs": envs}
+    if kind is AcceleratorKind.gpu:
+        return {"envs": envs, "docker": {"cuda_version": CUDA_VERSION}}
+    sdk = sdk or neuron_sdk()
+    return {
+        "envs": [*envs, {"name": ARTIFACT_ENV, "value": f"/home/bentoml/bento/src/{COMPILED_FILE}"},
+                 {"name": "NEURON_SDK_VERSION", "value": sdk.version}],
+        "python": {"extra_index_url": [NEURON_PIP_INDEX], "packages": sdk.python_packages},
+        "docker": {"setup_script": NEURON_SETUP_SCRIPT},
+        "files": {NEURON_SETUP_SCRIPT: neuron_setup_script(sdk)},
+    }
+
+
+def merge_bentofile(base: dict, overlay: dict) -> dict:
+    """The model's bentofile with a kind overlay on top. Lists of packages / includes / envs are
+    appended (the model's own first); scalars of the overlay win; the model's own per-kind
+    overrides come in the overlay too. Pure: `base` is not modified."""
+    result = dict(base)
+    for key, value in overlay.items():
+        if key == "files":
+            continue
+        mine = result.get(key)
+        if isinstance(value, dict) and isinstance(mine, dict):
+            merged = dict(mine)
+            for k, v in value.items():
+                if isinstance(v, list) and isinstance(merged.get(k), list):
+                    merged[k] = [*merged[k], *(x for x in v if x not in merged[k])]
+                else:
+                    merged[k] = v
+            result[key] = merged
+        elif isinstance(value, list) and isinstance(mine, list):
+            names = {e.get("name") for e in mine if isinstance(e, dict)}
+            result[key] = [*mine, *(x for x in value if x not in mine
+                                    and not (isinstance(x, dict) and x.get("name") in names))]
+        else:
+            result[key] = value
+    return result

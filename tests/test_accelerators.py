@@ -1,0 +1,70 @@
+"""Accelerator facts: compile eligibility at plan time, one Neuron SDK value, per-kind bentofile overlays."""
+
+from __future__ import annotations
+
+import git
+import pytest
+
+from reconciler.catalog.accelerators import (COMPILE_RECIPES, NEURON_PIP_INDEX, AcceleratorKind, compile_problem,
+                                             kind_overlay, merge_bentofile, neuron_sdk, recipe_for)
+from reconciler.catalog.load import load_catalog
+from reconciler.plan.desired import plan_revisions
+from tests.conftest import commit_all
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_a_plan_moving_a_logistic_regression_to_inf2_reports_the_model_error_with_its_fix(template_repo):
+    _edit(template_repo / "models/iris-classifier/model.yaml", "prod: gpu", "prod: inf2")
+    commit_all(git.Repo(template_repo), "iris to inf2")
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", ["prod"])
+    assert not plan.ok
+    error = plan.environments["prod"].models["iris-classifier"].error
+    assert "models/iris-classifier/model.yaml" in error and "architecture" in error
+    assert "no compile recipe compiles a 'sklearn-scaler-logistic-regression' for inferentia" in error
+    assert "fix:" in error and "serve iris-classifier from a cpu or gpu pool" in error
+    # the MLP on inf2 is eligible and still planned
+    assert plan.environments["prod"].models.get("digits-classifier") is None or \
+        plan.environments["prod"].models["digits-classifier"].error is None
+
+
+def test_a_model_without_architecture_on_inferentia_is_told_to_declare_it(template_repo):
+    _edit(template_repo / "models/digits-classifier/model.yaml", "architecture: sklearn-scaler-mlp\n", "")
+    catalog = load_catalog(template_repo)
+    error = str(catalog.errors["digits-classifier"])
+    assert "does not declare its architecture" in error and "sklearn-scaler-mlp" in error
+    assert "iris-classifier" in catalog.models  # the other model is unaffected
+
+
+def test_recipes_declare_what_they_compile():
+    (recipe,) = COMPILE_RECIPES
+    assert recipe_for("sklearn-scaler-mlp", AcceleratorKind.inferentia) is recipe
+    assert recipe_for("sklearn-scaler-mlp", AcceleratorKind.gpu) is None
+    assert compile_problem("m", "anything", AcceleratorKind.gpu, "") is None  # only Inferentia compiles
+    assert compile_problem("m", "sklearn-mlp", AcceleratorKind.inferentia, "") is None
+
+
+def test_the_compile_image_and_the_serving_packages_come_from_one_sdk_value():
+    sdk = neuron_sdk("2.18.1")
+    assert "sdk2.18.1" in sdk.compile_image and sdk.torch in sdk.compile_image
+    overlay = kind_overlay(AcceleratorKind.inferentia, sdk=sdk)
+    assert f"torch-neuronx=={sdk.torch_neuronx}" in overlay["python"]["packages"]
+    assert NEURON_PIP_INDEX in overlay["python"]["extra_index_url"]
+    assert f"aws-neuronx-runtime-lib={sdk.runtime_lib}" in overlay["files"]["accelerator-setup.sh"]
+    with pytest.raises(ValueError, match="unknown Neuron SDK '9.9'"):
+        neuron_sdk("9.9")
+
+
+def test_merge_keeps_the_models_packages_and_adds_the_kinds():
+    base = {"python": {"packages": ["numpy"], "lock_packages": False}, "envs": [{"name": "A", "value": "1"}]}
+    merged = merge_bentofile(base, kind_overlay(AcceleratorKind.inferentia))
+    assert merged["python"]["packages"][0] == "numpy" and any(p.startswith("torch-neuronx==") for p in merged["python"]["packages"])
+    assert merged["python"]["lock_packages"] is False
+    assert [e["name"] for e in merged["envs"]][0] == "A"
+    assert "files" not in merged
+    assert base == {"python": {"packages": ["numpy"], "lock_packages": False}, "envs": [{"name": "A", "value": "1"}]}
+    assert merge_bentofile(base, kind_overlay(AcceleratorKind.gpu))["docker"]["cuda_version"]
