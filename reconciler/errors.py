@@ -9,6 +9,7 @@ the file, the field (or line), and what to do about it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 
@@ -108,7 +109,13 @@ class RegistryError(ReconcilerError):
 
 @dataclass
 class KubeError(ReconcilerError):
-    """The Kubernetes API refused or failed a request."""
+    """The Kubernetes API refused or failed a request.
+
+    Raised as one of the subclasses below, by meaning (as kopf's ``APINotFoundError``...): callers catch
+    ``NotFound`` or ``Invalid`` instead of comparing status codes. ``payload`` is the server's
+    ``metav1.Status`` body when it sent one. Only the transient kinds (``TooManyRequests``,
+    ``ServerError``, ``Unreachable``) are ``retryable``; everything else fails the same way when repeated.
+    """
 
     message: str
     status: int | None = None
@@ -116,17 +123,63 @@ class KubeError(ReconcilerError):
     retry_after: float | None = None
     causes: list[str] = field(default_factory=list)
     fix: str | None = None
+    payload: dict | None = None
+
+    transient: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__init__(self.message, fix=self.fix)
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status == 429 or self.status >= 500
+        return self.transient
 
     def __str__(self) -> str:
         text = self.message + "".join(f"\n  - {c}" for c in self.causes)
         return f"{text}\n  fix: {self.fix}" if self.fix else text
+
+
+class NotFound(KubeError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class NoKindMatch(KubeError):
+    """The server does not serve this apiVersion/kind (a CRD not installed, a typo in apiVersion)."""
+
+
+class Conflict(KubeError):
+    """409: AlreadyExists, a stale resourceVersion, or a server-side apply field-manager conflict."""
+
+
+class Invalid(KubeError):
+    """The object itself was refused: 400 BadRequest, 422 Invalid, or a 500 the server answers for a
+    schema error (see ``VALIDATION_500`` in reconciler/cluster/kube.py). Resending it cannot help."""
+
+
+class Unauthorized(KubeError):
+    """401: the credentials were rejected."""
+
+
+class Forbidden(KubeError):
+    """403: RBAC does not grant this verb on this resource, or admission refused it."""
+
+
+class TooManyRequests(KubeError):
+    """429: the server is throttling (API Priority and Fairness); honour Retry-After."""
+
+    transient = True
+
+
+class ServerError(KubeError):
+    """5xx that is not a validation answer: the server (or etcd, or a webhook) is failing."""
+
+    transient = True
+
+
+class Unreachable(KubeError):
+    """No HTTP answer: connection refused or dropped, timeout."""
+
+    transient = True
 
 
 class ClusterIdentityError(ReconcilerError):

@@ -10,6 +10,8 @@
 * ``new_namespace`` (function): ``new_namespace(prefix="t") -> name`` creates a fresh namespace, deleted
   after the test (it then goes Terminating, as on a real cluster).
 * ``namespace`` (function): one fresh namespace.
+* ``sim_nodes`` (function, starts ``kcm``): a :class:`tests.sim_nodes.SimulatedNodes`, one Node per pool;
+  ``with sim_nodes.running(ns): ...`` binds and readies fitting Pods; ``sim_nodes.stuck("digits", "pending")``.
 * ``envtest_repo`` (function): ``template_repo`` with every environment's namespace renamed to a fresh one
   (committed), so ``sync_commit`` / ``Reconciler`` tests do not meet a previous test's objects:
   ``envtest_repo.root``, ``envtest_repo.namespaces["staging"]``.
@@ -72,6 +74,16 @@ def kube(envtest: ControlPlane):
                                         retry=RetryPolicy(attempts=4, initial=0.05, cap=0.5, max_retry_after=1))
     yield client
     client.close()
+
+
+@pytest.fixture
+def sim_nodes(kcm: ControlPlane, kube):
+    """One simulated Node per pool of environments/pools.yaml (tests/sim_nodes.py), deleted after the test."""
+    from tests.sim_nodes import SimulatedNodes
+
+    nodes = SimulatedNodes(kube)
+    yield nodes
+    nodes.delete()
 
 
 @pytest.fixture

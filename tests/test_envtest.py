@@ -80,3 +80,35 @@ def test_controller_manager_runs_deployments_and_deletes_namespaces(kcm, kube, n
     assert {p["status"]["phase"] for p in pods} == {"Pending"}
     kube.delete(ObjectRef("v1", "Namespace", None, ns))
     assert kube.get(ObjectRef("v1", "Namespace", None, ns))["status"]["phase"] == "Terminating"
+
+
+def deployment(ns: str, name: str, replicas: int = 2, **pod_spec) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "x"}], **pod_spec}}}}
+
+
+def test_simulated_nodes_run_fitting_pods_and_leave_the_rest_pending(sim_nodes, kube, new_namespace):
+    ns = new_namespace("sim")
+    gpu = {"nodeSelector": {"gitops.ml/pool": "gpu-a10g"},
+           "containers": [{"name": "c", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+    kube.apply(deployment(ns, "cpu", nodeSelector={"gitops.ml/pool": "cpu-general"}))
+    kube.apply(deployment(ns, "gpu-untolerated", replicas=1, **gpu))
+    kube.apply(deployment(ns, "gpu", replicas=1, tolerations=[
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}], **gpu))
+    kube.apply(deployment(ns, "stuck", replicas=1))
+    sim_nodes.stuck("stuck-", "unready")
+
+    def available(name: str) -> bool:
+        live = kube.get(ObjectRef("apps/v1", "Deployment", ns, name))
+        return (live.get("status") or {}).get("availableReplicas") == live["spec"]["replicas"]
+
+    with sim_nodes.running(ns):
+        wait_for(lambda: available("cpu") and available("gpu"), what="the fitting Deployments to be available")
+        pods = {p["metadata"]["name"].rsplit("-", 2)[0]: p for p in kube.list("v1", "Pod", ns)}
+        wait_for(lambda: any(p["status"].get("phase") == "Running" for p in kube.list("v1", "Pod", ns)
+                             if p["metadata"]["name"].startswith("stuck-")))
+    assert pods["gpu"]["spec"]["nodeName"].startswith("sim-gpu-a10g-")
+    assert not pods["gpu-untolerated"]["spec"].get("nodeName")  # the taint keeps it off the GPU node
+    assert not available("gpu-untolerated") and not available("stuck")

@@ -1,71 +1,60 @@
-"""Sync scenarios through the real official client: against the API stand-in by default, or against a
-real cluster when RECONCILER_E2E_KUBECONFIG names a kubeconfig (the kind workflow sets it).
+"""Sync scenarios on the real API server (envtest: tests/envtest.py), through the real official client.
 
-On a real cluster each test works in its own namespace, counts writes on the client side (the server
-keeps no counters we can read) and skips what needs fault injection.
+Writes are counted from the API server's audit log; faults (5xx, 429, timeouts, dropped connections) come
+from a fault-injecting proxy in front of the real server (tests/fault_proxy.py); Pods run on simulated
+nodes (tests/sim_nodes.py) with the real controller-manager.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler import labels
-from reconciler.sync.inventory import load_inventory
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.results import Action, ObjectRef
 from reconciler.sync.engine import sync_environment
+from reconciler.sync.inventory import load_inventory
 from reconciler.sync.planner import SyncOptions
+from tests.envtest import ControlPlane
+from tests.fault_proxy import Fault, FaultProxy
 
-E2E_KUBECONFIG = os.environ.get("RECONCILER_E2E_KUBECONFIG")
 FAST = RetryPolicy(attempts=6, initial=0.01, cap=0.05, max_retry_after=0.05)
-
-
-class CountingKube(KubeClient):
-    """Counts the writes this client sends (dry runs apart): the write count on a real cluster."""
-
-    writes = 0
-
-    def request(self, method: str, path: str, *, query=None, **kwargs: Any):  # type: ignore[override]
-        if method in ("POST", "PUT", "PATCH", "DELETE") and ("dryRun", "All") not in (query or []):
-            self.writes += 1
-        return super().request(method, path, query=query, **kwargs)
 
 
 @dataclass
 class Cluster:
-    kube: CountingKube
+    plane: ControlPlane
+    kube: KubeClient
     namespace: str
     env: str
-    server: Any = None  # the stand-in, None on a real cluster
-    kubeconfig: str | None = None
+    tmp: Path
+    mark: int = 0
 
-    @property
-    def real(self) -> bool:
-        return self.server is None
-
-    def new_client(self, cls: type[KubeClient] = CountingKube) -> KubeClient:
+    def new_client(self, cls: type[KubeClient] = KubeClient, kubeconfig: Path | None = None,
+                   retry: RetryPolicy | None = FAST) -> KubeClient:
         """A fresh client (a restarted process)."""
-        if self.real:
-            return cls.from_kubeconfig(self.kubeconfig, retry=FAST)
-        return cls.from_kubeconfig(self.kubeconfig, retry=FAST, sleep=lambda s: None)
+        return cls.from_kubeconfig(kubeconfig or self.plane.kubeconfig, retry=retry)
+
+    def events(self):
+        return self.plane.audit.since(self.mark, user="admin")
 
     def writes(self) -> int:
-        return self.kube.writes if self.real else self.server.stats.snapshot()["writes"]
+        return sum(e.write for e in self.events())
+
+    def dry_runs(self) -> int:
+        return sum(e.dry_run for e in self.events())
 
     def reset_counts(self) -> None:
-        self.kube.writes = 0
-        if not self.real:
-            self.server.stats.reset()
+        self.mark = self.plane.audit.mark()
 
-    def need_standin(self) -> None:
-        if self.real:
-            pytest.skip("needs the stand-in's fault injection / counters")
+    def proxy(self) -> FaultProxy:
+        return FaultProxy(self.plane)
 
     def names(self, kind: str, api_version: str = "v1") -> set[str]:
         return {o["metadata"]["name"] for o in self.kube.list(api_version, kind, self.namespace)
@@ -73,18 +62,13 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(request) -> Iterator[Cluster]:
-    suffix = uuid.uuid4().hex[:6]
-    if E2E_KUBECONFIG:
-        kube = CountingKube.from_kubeconfig(E2E_KUBECONFIG, retry=FAST)
-        c = Cluster(kube, f"sync-{suffix}", f"e2e{suffix}", kubeconfig=E2E_KUBECONFIG)
-        yield c
-        kube.delete(ObjectRef("v1", "Namespace", None, c.namespace))
-        return
-    make = request.getfixturevalue("kube_api_factory")
-    api = make()
-    kube = CountingKube.from_kubeconfig(api.kubeconfig_path, retry=FAST, sleep=lambda s: None)
-    yield Cluster(kube, f"models-{suffix}", "dev", server=api.server, kubeconfig=str(api.kubeconfig_path))
+def cluster(envtest, new_namespace, tmp_path) -> Iterator[Cluster]:
+    ns = new_namespace("sync")
+    kube = KubeClient.from_kubeconfig(envtest.kubeconfig, retry=FAST)
+    c = Cluster(envtest, kube, ns, f"e{uuid.uuid4().hex[:6]}", tmp_path)
+    c.reset_counts()
+    yield c
+    kube.close()
 
 
 def hashed(obj: dict) -> dict:
@@ -136,10 +120,9 @@ def test_first_apply_then_noop_pass_writes_nothing(cluster):
     c.reset_counts()
     again = sync(c, desired(c, THREE))
     assert counts(again) == {"unchanged": 6}
-    assert c.writes() == 0
-    if not c.real:
-        stats = c.server.stats.snapshot()
-        assert stats["dry_runs"] == 0 and stats["reads"] > 0
+    events = c.events()
+    assert c.writes() == 0 and c.dry_runs() == 0
+    assert {e.verb for e in events} <= {"get", "list"} and events
 
 
 def test_one_model_changed_only_its_objects_are_written(cluster):
@@ -189,33 +172,31 @@ def test_schema_invalid_model_is_skipped_with_all_errors_others_applied(cluster)
 
 
 def test_api_faults_mid_sync_converge_without_duplicates(cluster):
-    from tests.kubeapi.instrumentation import Fault
-
     c = cluster
-    c.need_standin()
-    c.server.inject(Fault(path="deployments/digits-cpu", method="PATCH", status=500, count=2))
-    c.server.inject(Fault(path="services/wine", method="PATCH", status=429, retry_after=1, count=1))
-    c.server.inject(Fault(path="deployments/iris-cpu", method="PATCH", delay=0.5, count=1))
-    kube = c.new_client()
-    kube.request_timeout = 0.25
-    result = sync(c, desired(c, THREE), kube=kube)
+    with c.proxy() as proxy:
+        proxy.inject(Fault(path="deployments/digits-cpu", method="PATCH", status=500, count=2))
+        proxy.inject(Fault(path="services/wine", method="PATCH", status=429, retry_after=1, count=1))
+        proxy.inject(Fault(path="deployments/iris-cpu", method="PATCH", delay=0.5, count=1))
+        proxy.inject(Fault(path="services/iris", method="PATCH", dry_run=False, drop=True, count=1))
+        kube = c.new_client(kubeconfig=proxy.kubeconfig(c.tmp / "proxy.kubeconfig"))
+        kube.request_timeout = 0.25
+        result = sync(c, desired(c, THREE), kube=kube)
+        assert all(f.hits == f.count for f in proxy.faults)
     assert result.ok, result.as_dict()
     assert counts(result) == {"created": 6}
-    assert kube.stats.retries >= 4
-    assert len(c.server.objects("Deployment", c.namespace)) == 3
-    assert len([s for s in c.server.objects("Service", c.namespace)]) == 3
+    assert kube.stats.retries >= 5
+    assert c.names("Deployment", "apps/v1") == {"iris-cpu", "digits-cpu", "wine-cpu"}
+    assert c.names("Service") == {"iris", "digits", "wine"}
     assert counts(sync(c, desired(c, THREE))) == {"unchanged": 6}
 
 
 def test_retries_exhausted_fail_the_pass_and_the_next_pass_converges(cluster):
-    from tests.kubeapi.instrumentation import Fault
-
     c = cluster
-    c.need_standin()
-    c.server.inject(Fault(path="deployments", method="PATCH", status=503, count=100))
-    result = sync(c, desired(c, THREE))
+    with c.proxy() as proxy:
+        proxy.inject(Fault(path="deployments", method="PATCH", status=503, count=100))
+        kube = c.new_client(kubeconfig=proxy.kubeconfig(c.tmp / "proxy.kubeconfig"))
+        result = sync(c, desired(c, THREE), kube=kube)
     assert result.failed and "503" in (result.error or "") + str(result.as_dict())
-    c.server.faults.clear()
     assert sync(c, desired(c, THREE)).ok
     assert c.names("Deployment", "apps/v1") == {"iris-cpu", "digits-cpu", "wine-cpu"}
 
@@ -225,7 +206,7 @@ class Crash(BaseException):
 
 
 def crashing_after(n: int):
-    class Crashing(CountingKube):
+    class Crashing(KubeClient):
         applied = 0
 
         def apply(self, obj, field_manager=labels.MANAGER, force=True, dry_run=False):
@@ -291,12 +272,39 @@ def test_drift_reported_and_self_healed(cluster):
     assert c.kube.get(ref)["spec"]["template"]["spec"]["containers"][0]["image"] == "r/iris:1"
 
 
-def test_unhealthy_model_is_reported_not_hidden(cluster):
+def test_unhealthy_model_is_reported_not_hidden(cluster, sim_nodes):
     c = cluster
-    c.need_standin()
-    c.server.set_rollout_behaviour("failed", name="digits-cpu")
-    result = sync(c, desired(c, THREE), wait=True, timeout=0.5)
+    sim_nodes.stuck("digits-cpu-", "pending")
+    want = desired(c, THREE)
+    want["digits"][1]["spec"]["progressDeadlineSeconds"] = 3
+    hashed(want["digits"][1])
+    with sim_nodes.running(c.namespace):
+        result = sync(c, want, wait=True, timeout=120)
     assert result.health["iris"].status.value == "healthy"
-    assert result.health["digits"].status.value in ("degraded", "progressing")
+    assert result.health["digits"].status.value == "degraded"
     assert not result.ok
-    assert result.as_dict()["models"]["digits"]["health"]["objects"]
+    assert "progress deadline" in str(result.as_dict()["models"]["digits"]["health"]["objects"])
+
+
+@pytest.mark.parametrize("breakage, server_says", [
+    (lambda c: c["resources"].update(requests={"cpu": "lots"}), "quantities must match"),  # HTTP 500 upstream
+    (lambda c: c.update(bogus={"x": 1}), "field not declared in schema"),  # HTTP 500 under server-side apply
+    (lambda c: c.update(ports=[{"name": "a-port-name-over-15", "containerPort": 3000}]), "must be no more than 15"),
+    (lambda c: c["resources"].update(requests={"memory": "2Gi"}, limits={"memory": "1Gi"}), "less than or equal"),
+])
+def test_a_model_the_server_refuses_is_skipped_with_its_message_and_the_others_proceed(cluster, breakage, server_says):
+    c = cluster
+    want = desired(c, THREE)
+    container = want["digits"][1]["spec"]["template"]["spec"]["containers"][0]
+    container.setdefault("resources", {})
+    breakage(container)
+    hashed(want["digits"][1])
+    kube = c.new_client(retry=None)
+    result = sync(c, want, kube=kube)
+    assert result.error is None, result.error  # the environment was not aborted
+    assert kube.stats.retries == 0  # a refusal is not retried
+    assert any(server_says in e for e in result.model_errors["digits"]), result.model_errors
+    assert {r.ref.name: r.action for r in result.objects if r.model == "digits"} == {
+        "digits": Action.skipped, "digits-cpu": Action.skipped}
+    assert c.names("Deployment", "apps/v1") == {"iris-cpu", "wine-cpu"}
+    assert result.by_model()["iris"].as_dict() == {"created": 2}

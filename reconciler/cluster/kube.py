@@ -30,7 +30,8 @@ import tenacity
 import urllib3
 
 from reconciler import labels
-from reconciler.errors import KubeError
+from reconciler.errors import (Conflict, Forbidden, Invalid, KubeError, NoKindMatch, NotFound, ServerError,
+                               TooManyRequests, Unauthorized, Unreachable)
 from reconciler.results import ObjectRef
 
 PatchType = Literal["merge", "json", "strategic"]
@@ -117,16 +118,53 @@ def _parse_retry_after(headers: Any) -> float | None:
         return None
 
 
+# A 500 that is the server's answer about the object, not a fault of the server: these come from
+# paths of the apiserver that return a plain Go error for bad client input, so they reach the client as
+# HTTP 500 with no Status reason. Resending the same object fails the same way, so they are Invalid
+# (not retried, and one model's bad object skips only that model). Each entry: message prefix -> why.
+VALIDATION_500: dict[str, str] = {
+    # server-side apply of a field the schema does not declare (or a malformed associative list):
+    # kubernetes/kubernetes#122480, #139253 (a fix to answer 400 is open upstream)
+    "failed to create typed patch object": "the object does not match the kind's schema",
+    # a value the typed conversion cannot parse, e.g. a quantity `cpu: lots`
+    "failed to convert new object": "a field has a value of the wrong type or format",
+    "unable to convert unstructured object": "a field has a value of the wrong type or format",
+}
+
+
+def is_validation_500(message: str) -> bool:
+    return any(message.startswith(prefix) or f": {prefix}" in message for prefix in VALIDATION_500)
+
+
+def _error_class(status: int, status_reason: str | None, message: str) -> type[KubeError]:
+    if status == 404:
+        return NotFound
+    if status == 409:
+        return Conflict
+    if status in (400, 422) or (status == 500 and status_reason in (None, "") and is_validation_500(message)):
+        return Invalid
+    if status == 401:
+        return Unauthorized
+    if status == 403:
+        return Forbidden
+    if status == 429:
+        return TooManyRequests
+    if status >= 500:
+        return ServerError
+    return KubeError
+
+
 def _error_from_response(status: int, reason: str | None, data: bytes | None, headers: Any,
                          what: str) -> KubeError:
-    """Build a KubeError from an HTTP failure, reading the metav1.Status body when there is one."""
-    message, causes, status_reason = "", [], None
+    """Build the KubeError subclass for an HTTP failure, reading the metav1.Status body when there is one."""
+    message, causes, status_reason, payload = "", [], None, None
     if data:
         try:
             body = json.loads(data)
         except ValueError:
             body = None
         if isinstance(body, dict) and body.get("kind") == "Status":
+            payload = body
             message = body.get("message") or ""
             status_reason = body.get("reason") or None
             for cause in (body.get("details") or {}).get("causes") or []:
@@ -134,14 +172,16 @@ def _error_from_response(status: int, reason: str | None, data: bytes | None, he
                 causes.append(f"{cause['field']}: {text}" if cause.get("field") else text)
         elif data:
             message = data.decode("utf-8", "replace")[:500]
-    reason_text = status_reason or reason or "Unknown"
-    fix = _FIXES.get(status)
-    return KubeError(f"{what}: HTTP {status} {reason_text}" + (f": {message}" if message else ""),
-                     status=status, reason=reason_text, retry_after=_parse_retry_after(headers),
-                     causes=causes, fix=fix)
+    cls = _error_class(status, status_reason, message)
+    reason_text = status_reason or ("Invalid" if cls is Invalid and status == 500 else None) or reason or "Unknown"
+    fix = _FIXES.get(status) if cls is not Invalid or status != 500 else _FIXES[422]
+    return cls(f"{what}: HTTP {status} {reason_text}" + (f": {message}" if message else ""),
+               status=status, reason=reason_text, retry_after=_parse_retry_after(headers),
+               causes=causes, fix=fix, payload=payload)
 
 
 _FIXES: dict[int, str] = {
+    400: "the rendered object is malformed: fix the model's manifests",
     401: "the credentials in the kubeconfig were rejected: refresh them (or pick another --context)",
     403: "the reconciler's ServiceAccount lacks RBAC for this verb and kind: see environments/reconciler/rbac.yaml",
     422: "the rendered object is invalid: fix the model's manifests named in the causes",
@@ -227,8 +267,8 @@ class KubeClient:
             timed_out = isinstance(inner, urllib3.exceptions.TimeoutError) and not isinstance(
                 inner, urllib3.exceptions.NewConnectionError)
             reason = "Timeout" if timed_out else "ConnectionError"
-            raise KubeError(f"{what or method + ' ' + path}: {reason}: {inner}", status=None, reason=reason,
-                            fix="check the API server is reachable (kubeconfig server URL, network)") from None
+            raise Unreachable(f"{what or method + ' ' + path}: {reason}: {inner}", status=None, reason=reason,
+                              fix="check the API server is reachable (kubeconfig server URL, network)") from None
         except Exception as exc:  # ApiException (status 0 for TLS errors) and anything else from the client
             status = getattr(exc, "status", None) or None
             raise KubeError(f"{what or method + ' ' + path}: {type(exc).__name__}: {getattr(exc, 'reason', exc)}",
@@ -274,10 +314,8 @@ class KubeClient:
         path = f"/apis/{api_version}" if group else f"/api/{api_version}"
         try:
             _, body = self.request("GET", path, what=f"discovery of {api_version}")
-        except KubeError as exc:
-            if exc.status == 404:
-                return {}
-            raise
+        except NotFound:
+            return {}
         found: dict[str, Resource] = {}
         for item in (body or {}).get("resources", []):
             name = item.get("name", "")
@@ -299,9 +337,9 @@ class KubeClient:
         try:
             return cached[kind]
         except KeyError:
-            raise KubeError(f"the server does not serve kind {kind} in {api_version}", status=404,
-                            reason="NoKindMatch",
-                            fix=f"check apiVersion/kind, or install the CustomResourceDefinition for {kind}") from None
+            raise NoKindMatch(f"the server does not serve kind {kind} in {api_version}", status=404,
+                              reason="NoKindMatch",
+                              fix=f"check apiVersion/kind, or install the CustomResourceDefinition for {kind}") from None
 
     def invalidate_discovery(self) -> None:
         with self._lock:
@@ -320,10 +358,8 @@ class KubeClient:
         """The live object, or None when it does not exist."""
         try:
             _, body = self.request("GET", self._path_for(ref), what=f"get {ref}")
-        except KubeError as exc:
-            if exc.status == 404 and exc.reason != "NoKindMatch":
-                return None
-            raise
+        except NotFound:
+            return None
         return body
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
@@ -416,10 +452,8 @@ class KubeClient:
             query.append(("dryRun", "All"))
         try:
             self.request("DELETE", self._path_for(ref), query=query, what=f"delete {ref}")
-        except KubeError as exc:
-            if exc.status == 404 and exc.reason != "NoKindMatch":
-                return False
-            raise
+        except NotFound:
+            return False
         return True
 
     def watch(self, api_version: str, kind: str, namespace: str | None = None,
@@ -455,7 +489,7 @@ class KubeClient:
         except KubeError:
             raise
         except urllib3.exceptions.HTTPError as exc:
-            raise KubeError(f"watch {kind}: {exc}", status=None, reason="Timeout") from None
+            raise Unreachable(f"watch {kind}: {exc}", status=None, reason="Timeout") from None
         except ValueError as exc:
             raise KubeError(f"watch {kind}: bad event: {exc}", status=None, reason="BadResponse") from None
 
