@@ -10,6 +10,7 @@ import typer
 
 from reconciler.build.builder import NO_IMAGE_BACKEND, STEPS, BuildOptions, build_models
 from reconciler.errors import ReconcilerError
+from reconciler.extras import require
 
 
 _MARKS = {"running": ("…", "yellow"), "done": ("✓", "green"), "skipped": ("–", "dim"), "failed": ("✗", "bold red")}
@@ -35,6 +36,7 @@ def build_command(
     from reconciler.catalog.load import load_catalog
 
     try:
+        require("build")
         if env and not registry:
             registry = load_catalog(Path(repo).resolve(), only=set()).environment(env).registry
         options = BuildOptions(home=bentoml_home_dir, registry=registry, environment=env)

@@ -11,6 +11,7 @@ import typer
 
 from reconciler.build.pipeline_runner import StepRun, render_workflow, run_train
 from reconciler.errors import ReconcilerError
+from reconciler.extras import require
 
 
 cli = typer.Typer(name="pipeline", no_args_is_help=True,
@@ -42,6 +43,7 @@ def run_command(
         typer.echo(f"✓ {step.model} {step.step} ({step.seconds:.1f}s): {step.detail}")
 
     try:
+        require("build", "examples")
         runs = run_train(repo, model or None, register=register, push=push, on_step=show)
     except ReconcilerError as exc:
         raise _fail(exc) from None
@@ -67,6 +69,7 @@ def render_command(
 ) -> None:
     """Print a pipeline's Argo Workflow as YAML (commit it, or `argo submit` it)."""
     try:
+        require("pipelines")
         workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
                                    model_hash=model_hash, bento_url=bento_url, pool=pool)
     except ReconcilerError as exc:
@@ -90,6 +93,7 @@ def submit_command(
     from reconciler.build.argo import ArgoConfig, submit
 
     try:
+        require("pipelines")
         workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
                                    model_hash=model_hash, bento_url=bento_url, pool=pool)
         result = submit(workflow, ArgoConfig.from_env(), exists_ok=True)

@@ -34,8 +34,10 @@ def quickstart(
     from reconciler.plan.desired import EMPTY, desired_at, plan_revisions
     from reconciler.build.pipeline_runner import run_train
     from reconciler.cli.plan import print_plan
+    from reconciler.extras import require
 
     try:
+        require("build", "examples")
         root = Path(source.open_repo(repo).working_dir)
         if train:
             _stage("1. train -> evaluate -> register (DVC add + push to the local remote)")

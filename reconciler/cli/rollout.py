@@ -81,9 +81,12 @@ def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kube
            ) -> None:
     """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""
     from reconciler.errors import ReconcilerError
+    from reconciler.extras import require
     from reconciler.report.rollout import write_png
 
     try:
+        if png is not None:
+            require("report")
         env, client = _connect(repo, environment, kubeconfig, context)
         state = _load(client, model, env).state
     except ReconcilerError as exc:

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from statistics import fmean, median
 
+from reconciler.extras import missing_extra
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Policy
 
@@ -77,7 +78,10 @@ def _limits(policy: Policy, canary: VersionMetrics, reasons: list[str]) -> int:
 
 def mann_whitney_worse(stable: list[float], canary: list[float]) -> float:
     """One-sided p-value of 'canary samples tend to be larger than stable samples'."""
-    from scipy.stats import mannwhitneyu
+    try:
+        from scipy.stats import mannwhitneyu
+    except ImportError as exc:  # core install: say which extra brings scipy
+        raise missing_extra(exc) or exc from None
 
     if len(set(stable) | set(canary)) == 1:  # all identical: no evidence of a difference
         return 1.0
