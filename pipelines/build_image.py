@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 from reconciler.catalog import images
-from reconciler.catalog.specs import Pool
+from reconciler.catalog.pools import Pool
 
 from . import common
 from .neuron import COMPILED_FILE

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler.catalog.specs import AcceleratorKind, Pool
+from reconciler.catalog.pools import AcceleratorKind, Pool
 
 from . import common
 from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NeuronSDK, neuron_sdk

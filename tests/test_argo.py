@@ -15,7 +15,8 @@ from pipelines.train import train_workflow
 from reconciler import labels
 from reconciler.build.argo import ArgoConfig, get_workflow, list_workflows, render_yaml, submit
 from reconciler.errors import ArgoError
-from reconciler.catalog.specs import PoolsFile, load
+from reconciler.catalog.files import load
+from reconciler.catalog.pools import PoolsFile
 from tests.argo_standin import ArgoStandIn, validate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,9 @@ from reconciler.catalog.load import ModelEntry
 from reconciler.errors import KubeError, MetricsError
 from reconciler.render.manifests import model_objects
 from reconciler.results import ObjectRef
-from reconciler.catalog.specs import EnvironmentSpec, ModelSpec, PoolsFile, effective_serving
+from reconciler.catalog.effective import effective_serving
+from reconciler.catalog.pools import PoolsFile
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "models-prod"

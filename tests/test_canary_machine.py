@@ -10,7 +10,8 @@ from reconciler.rollout.machine import (DeployCanary, Observations, Promote, Rol
                                        resume, step)
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase, Policy, RolloutState
-from reconciler.catalog.specs import SLO, EffectiveCanary
+from reconciler.catalog.effective import EffectiveCanary
+from reconciler.catalog.specs import SLO
 
 POLICY = Policy(steps=(10, 25, 50, 100), interval_seconds=60, failure_threshold=2,
                 progress_deadline_seconds=600, max_error_rate=0.01, max_p95_latency_ms=250)

@@ -7,7 +7,7 @@ import pytest
 from reconciler.build.builder import tagged_image
 from reconciler.source.hashing import ModelHash
 from reconciler.catalog.images import image_key, image_ref, image_tag, pinned, short_hash
-from reconciler.catalog.specs import AcceleratorKind
+from reconciler.catalog.pools import AcceleratorKind
 
 HEX = "0123456789abcdef" * 4
 

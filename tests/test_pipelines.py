@@ -20,7 +20,8 @@ from pipelines.neuron import cache_key, dense_layers, forward
 from pipelines.neuron_compile import NeuronOptions, compile_cache_key, neuron_compile_template
 from pipelines.train import train_workflow
 from reconciler import labels
-from reconciler.catalog.specs import PoolsFile, load
+from reconciler.catalog.files import load
+from reconciler.catalog.pools import PoolsFile
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT.parent / "shared" / "schemas" / "argo-workflows.schema.json"

@@ -8,7 +8,7 @@ import git
 import pytest
 
 from reconciler.catalog.load import load_catalog, placements, promotion_order
-from reconciler.catalog.specs import effective_serving
+from reconciler.catalog.effective import effective_serving
 from reconciler.plan import cost
 from reconciler.plan.changes import Plan, plan_environment
 from reconciler.plan.desired import plan_revisions

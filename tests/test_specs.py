@@ -8,7 +8,9 @@ import pytest
 
 from reconciler.catalog.load import load_catalog, placements
 from reconciler.errors import SpecError
-from reconciler.catalog.specs import EnvironmentSpec, ModelSpec, effective_canary, effective_serving, load
+from reconciler.catalog.effective import effective_canary, effective_serving
+from reconciler.catalog.files import load
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 
 
 def write(path: Path, text: str) -> Path:

@@ -9,7 +9,8 @@ import yaml
 
 from reconciler import labels as L
 from reconciler.catalog.load import load_catalog, placements
-from reconciler.catalog.specs import PoolsFile, parse
+from reconciler.catalog.files import parse
+from reconciler.catalog.pools import PoolsFile
 from reconciler.errors import SpecError
 from reconciler.render.environment import render_environment
 from reconciler.render.schemas import problems

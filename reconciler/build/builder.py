@@ -36,7 +36,7 @@ from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryEr
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
 from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, pinned
-from reconciler.catalog.specs import AcceleratorKind
+from reconciler.catalog.pools import AcceleratorKind
 
 STEPS = ("hash", "fetch", "build", "image")
 IMAGES_LOCK = "images.lock.json"  # at the repository top, committed: tagged image -> digest

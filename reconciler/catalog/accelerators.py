@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.catalog.specs import AcceleratorKind
+from reconciler.catalog.pools import AcceleratorKind
 
 COMPILED_FILE = "model.neuron.pt"  # the compiled TorchScript module, in the bento's src/ (next to service.py)
 NEURON_PIP_INDEX = "https://pip.repos.neuron.amazonaws.com"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.catalog.specs import AcceleratorKind
+from reconciler.catalog.pools import AcceleratorKind
 
 TAG_SUFFIX: dict[AcceleratorKind, str] = {
     AcceleratorKind.cpu: "",

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import SpecError, SpecProblem
-from reconciler.catalog.specs import AcceleratorKind, EnvironmentSpec, ModelSpec, Pool, PoolsFile, load
+from reconciler.catalog.files import load
+from reconciler.catalog.pools import AcceleratorKind, Pool, PoolsFile
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 
 MODELS_DIR = "models"
 ENVIRONMENTS_DIR = "environments"

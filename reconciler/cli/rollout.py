@@ -43,7 +43,8 @@ def _console(stderr: bool = False):
 def _connect(repo: Path, env_name: str, kubeconfig: str | None, context: str | None):
     """The environment and a client for its cluster: another context is refused unless --context is
     given, a pinned cluster identity is checked, and the context and server are printed."""
-    from reconciler.catalog.specs import EnvironmentSpec, load
+    from reconciler.catalog.files import load
+    from reconciler.catalog.specs import EnvironmentSpec
     from reconciler.cluster.identity import connect, verify_cluster
 
     path = repo / "environments" / env_name / "environment.yaml"

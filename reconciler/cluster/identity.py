@@ -150,7 +150,8 @@ def run_target(client: Any, kubeconfig: str | Path | None, context: str | None) 
 
 def environment_cluster(repo: Path, environment: str) -> Any:
     """The `cluster` of an environment as the working tree declares it (the commit's is checked again)."""
-    from reconciler.catalog.specs import EnvironmentSpec, load
+    from reconciler.catalog.files import load
+    from reconciler.catalog.specs import EnvironmentSpec
 
     path = Path(repo) / "environments" / environment / "environment.yaml"
     return load(EnvironmentSpec, path, display=f"environments/{environment}/environment.yaml").cluster

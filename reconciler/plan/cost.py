@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.catalog.specs import EffectiveServing, Pool
+from reconciler.catalog.effective import EffectiveServing
+from reconciler.catalog.pools import Pool
 
 HOURS_PER_MONTH = 730  # the cloud providers' convention (8,760 h / 12)
 DEVICE_RESOURCES = ("nvidia.com/gpu", "aws.amazon.com/neuron", "aws.amazon.com/neuroncore")

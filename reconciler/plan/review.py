@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.plan import cost
-from reconciler.catalog.specs import EffectiveCanary, EnvironmentSpec, ModelSpec, Pool, effective_canary, effective_serving, effective_slo
+from reconciler.catalog.effective import EffectiveCanary, effective_canary, effective_serving, effective_slo
+from reconciler.catalog.pools import Pool
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 
 Value = object
 

@@ -27,7 +27,9 @@ from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
 from reconciler.errors import ReconcilerError, RenderError, SpecError, ValidationError
 from reconciler.render.manifests import image_for, model_objects, resource_quota
-from reconciler.catalog.specs import EnvironmentSpec, effective_serving, read_yaml
+from reconciler.catalog.effective import effective_serving
+from reconciler.catalog.files import read_yaml
+from reconciler.catalog.specs import EnvironmentSpec
 
 @dataclass
 class ModelRender:

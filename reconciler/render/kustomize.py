@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from reconciler.errors import RenderError, SpecError, UnsafeSourceError
-from reconciler.catalog.specs import read_yaml
+from reconciler.catalog.files import read_yaml
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 PATH_FIELDS = ("resources", "bases", "components", "crds", "configurations", "openapi")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from reconciler import labels as L
 from reconciler.catalog.load import ModelEntry
-from reconciler.catalog.specs import EffectiveServing, EnvironmentSpec, Pool
+from reconciler.catalog.effective import EffectiveServing
+from reconciler.catalog.pools import Pool
+from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.catalog.images import image_key
 
 CONTAINER = "bento"

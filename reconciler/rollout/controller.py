@@ -23,7 +23,9 @@ from typing import Any, Protocol
 from reconciler import labels as L
 from reconciler.errors import MetricsError, ReconcilerError
 from reconciler.results import Action, ObjectRef, ObjectResult
-from reconciler.catalog.specs import EnvironmentSpec, ModelSpec, Pool, effective_canary, effective_slo
+from reconciler.catalog.effective import effective_canary, effective_slo
+from reconciler.catalog.pools import Pool
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.rollout import store
 from reconciler.rollout.machine import DeployCanary, Observations, Promote, Rollback, RolloutAction, SetWeight, step
 from reconciler.rollout.metrics import VersionMetrics

@@ -51,7 +51,7 @@ class Policy:
 
     @classmethod
     def from_spec(cls, canary: Any, slo: Any = None) -> "Policy":
-        """Build from reconciler.catalog.specs.EffectiveCanary (and reconciler.catalog.specs.SLO)."""
+        """Build from reconciler.catalog.effective.EffectiveCanary (and reconciler.catalog.specs.SLO)."""
         return cls(steps=tuple(canary.steps), interval_seconds=canary.interval_seconds,
                    failure_threshold=canary.failure_threshold,
                    progress_deadline_seconds=canary.progress_deadline_seconds,

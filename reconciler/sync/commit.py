@@ -95,7 +95,7 @@ def _canary_tick(kube: Any, catalog: Any, env: Any, model: str, desired: dict[st
     from reconciler.rollout.controller import reconcile_rollout
     from reconciler.rollout.prometheus import PrometheusAnalysis
     from reconciler.errors import ReconcilerError
-    from reconciler.catalog.specs import effective_canary
+    from reconciler.catalog.effective import effective_canary
 
     entry = catalog.models.get(model)
     if entry is None or model in errors:

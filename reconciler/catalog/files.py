@@ -1,0 +1,102 @@
+"""Reading the files people write: YAML with line numbers, parsed into a spec model, every error
+located (file, line, field) with a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from reconciler.catalog.fields import Strict
+from reconciler.errors import SpecError, SpecProblem
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key, to point errors at lines."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+    lines = {}
+    for key_node, _ in node.value:
+        lines[key_node.value] = key_node.start_mark.line + 1
+    mapping = _Located(mapping)
+    mapping.key_lines = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Located(dict):
+    key_lines: dict[str, int]
+
+
+def read_yaml(path: Path, *, display: str | None = None) -> Any:
+    """Parse one YAML document, turning syntax errors into a SpecError with the line."""
+    shown = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError.single(shown, "file not found", fix=f"create {shown}") from None
+    except OSError as exc:
+        raise SpecError.single(shown, f"cannot read file: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError.single(shown, f"YAML syntax error: {exc.problem or exc}", line=line,
+                               fix="fix the YAML syntax at that line (indentation, a missing ':' or quote)") from None
+    except yaml.YAMLError as exc:
+        raise SpecError.single(shown, f"YAML error: {exc}") from None
+
+
+def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
+    line = None
+    node = data
+    for part in loc:
+        if isinstance(node, _Located) and part in node.key_lines:
+            line = node.key_lines[part]
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _fix_for(error: dict[str, Any], model: type[BaseModel]) -> str | None:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "remove the field, or check its spelling against docs/model-spec.md"
+    if kind == "missing":
+        return "add the field"
+    return None
+
+
+def parse(model: type[Strict], data: Any, file: str) -> Any:
+    """Validate data against a spec model; every pydantic error becomes a located SpecProblem."""
+    if data is None:
+        raise SpecError.single(file, "file is empty", fix=f"write a {model.__name__} document")
+    if not isinstance(data, dict):
+        raise SpecError.single(file, f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if p not in ("function-after", "function-before"))
+            dotted = ".".join(str(p) for p in loc if not str(p).startswith(("str", "dict[", "list[")))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            problems.append(SpecProblem(file, message, field=dotted or None, line=_line_of(data, loc),
+                                        fix=_fix_for(error, model)))
+        raise SpecError(problems) from None
+
+
+def load(model: type[Strict], path: Path, *, display: str | None = None) -> Any:
+    return parse(model, read_yaml(path, display=display), display or str(path))
