@@ -76,6 +76,14 @@ class SourceError(ReconcilerError):
     """Git could not give us the revision or files asked for."""
 
 
+class SignatureError(SourceError):
+    """A commit is not signed by a trusted key, so it is never applied."""
+
+
+class SecretError(ReconcilerError):
+    """A SOPS secret cannot be decrypted or is not fit to apply: its model fails closed."""
+
+
 class RenderError(ReconcilerError):
     """kustomize (or the manifest generator) failed for a model."""
 

@@ -169,6 +169,14 @@ class Cluster(Strict):
                     "-o jsonpath='{.metadata.uid}'`); every pass refuses another cluster, also in-cluster")
 
 
+class Secrets(Strict):
+    """Where the environment's age private key comes from, to decrypt its SOPS secrets in memory."""
+
+    ageKeyFile: str | None = Field(None, description="a file holding AGE-SECRET-KEY-... (e.g. a mounted Secret)")
+    ageKeyEnv: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="an environment variable holding AGE-SECRET-KEY-...")
+
+
 class Scale(Strict):
     """Multiplies model replica counts and autoscaling bounds in this environment (dev: 0.5, prod: 2)."""
 
@@ -217,6 +225,8 @@ class EnvironmentSpec(Strict):
     promotes_from: str | None = Field(
         None, alias="promotesFrom", description="the environment a change reaches before this one (prod: staging)")
     budget: Budget | None = None
+    secrets: Secrets | None = Field(None, description="the age key that decrypts the SOPS Secrets under "
+                                                      "environments/<env>/secrets/<model>/ (docs/trust.md)")
 
     @field_validator("name")
     @classmethod

@@ -30,12 +30,15 @@ def run_command(
     prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+    verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
+    verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
 ) -> None:
     """Run the reconciler: follow a git branch and keep the environments in sync (leader-elected).
 
     The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
     and the loop relies on polling)."""
     from reconciler.cluster.identity import run_target
+    from reconciler.source.verify import VerifyPolicy
     from reconciler.cluster.kube import KubeClient
     from reconciler.sync.planner import SyncOptions
 
@@ -55,8 +58,11 @@ def run_command(
     # each pass checks every environment's cluster.context and kubeSystemUID against this target
     target = run_target(kube, kubeconfig, context)
     typer.echo(f"cluster: {target.describe()}", err=True)
+    verify = VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers)
+    if verify.enabled:
+        typer.echo(f"commits must be signed: {verify.describe()}", err=True)
     reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url,
-                                                      target=target))
+                                                      target=target, verify=verify))
     signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
     signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
     reconciler.start_http()

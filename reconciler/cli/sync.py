@@ -70,10 +70,13 @@ def sync_command(
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 300.0,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+    verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
+    verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
     from reconciler.cli.console import err, print_error
     from reconciler.cluster.identity import connect, environment_cluster, kubeconfig_contexts
+    from reconciler.source.verify import VerifyPolicy
     from reconciler.sync.commit import sync_commit
     from reconciler.sync.planner import SyncOptions
 
@@ -86,7 +89,8 @@ def sync_command(
         err.print(f"cluster: {target.describe()}")
         options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
                               self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
-                              prometheus_url=prometheus_url, target=target)
+                              prometheus_url=prometheus_url, target=target,
+                              verify=VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers))
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:
         print_error(exc)

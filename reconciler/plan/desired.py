@@ -120,6 +120,45 @@ def _reasons(name: str, path_reasons: list[str], model_review: ModelReview | Non
     return reasons
 
 
+def planned_objects(state: DesiredState, env: str) -> dict[str, list[dict]]:
+    """The objects a plan compares: the rendered ones, and each SOPS Secret as a redacted stand-in
+    (its keys and digests of their ciphertext: a plan shows which keys changed, never a value)."""
+    from reconciler.render.secrets import redacted
+
+    objects = state.objects_by_model(env)
+    render = state.renders.get(env)
+    if render is None:
+        return objects
+    for name, model in render.models.items():
+        if model.secrets and name in objects:
+            objects[name] = [*objects[name], *(redacted(s, render.environment) for s in model.secrets)]
+    return objects
+
+
+def secret_changes(before: DesiredState, after: DesiredState, env: str) -> dict[str, list[str]]:
+    """Per model, which keys of its SOPS Secrets changed, compared decrypted when the environment's key is
+    at hand (a re-encrypted file then changes nothing), else by ciphertext. Never a value."""
+    from reconciler.errors import SecretError
+    from reconciler.render.secrets import age_key, key_changes
+
+    old, new = before.renders.get(env), after.renders.get(env)
+    if new is None:
+        return {}
+    key: str | None = None
+    try:
+        if any(m.secrets for m in new.models.values()):
+            key = age_key(new.environment)
+    except SecretError:
+        key = None
+    out = {}
+    for name, model in new.models.items():
+        previous = old.models[name].secrets if old is not None and name in old.models else []
+        lines = key_changes(previous, model.secrets, key)
+        if lines:
+            out[name] = lines
+    return out
+
+
 def plan_environment_between(env: str, before: DesiredState, after: DesiredState, paths: set[str],
                              first: bool) -> EnvironmentPlan:
     """One environment's plan from two desired states (rendered for at least the models that differ)."""
@@ -136,7 +175,9 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
         pools_changed = pool_changes(before.catalog.pools, after.catalog.pools, used) if not first else []
         reasons[name] = _reasons(name, path_reasons.get(name, []), reviews.get(name), hash_changes.get(name),
                                  env_changes if not first else [], pools_changed, env)
-    result = plan_environment(env, after.objects_by_model(env), before.objects_by_model(env), reasons,
+    for name, lines in secret_changes(before, after, env).items():
+        reasons.setdefault(name, []).extend(lines)
+    result = plan_environment(env, planned_objects(after, env), planned_objects(before, env), reasons,
                               after.errors_by_model(env), reviews=reviews,
                               labels=(short_revision(before.revision), short_revision(after.revision)))
     result.changes = [f"environment.yaml: {c}" for c in env_changes]

@@ -30,12 +30,14 @@ from reconciler.render.manifests import image_for, model_objects, resource_quota
 from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.files import read_yaml
 from reconciler.catalog.specs import EnvironmentSpec
+from reconciler.render.secrets import read_sealed
 
 @dataclass
 class ModelRender:
     model: str
     environment: str
     objects: list[dict]
+    secrets: list = field(default_factory=list)  # render.secrets.SealedSecret: encrypted, decrypted only at sync
 
     def to_yaml(self) -> str:
         return dump_objects(self.objects)
@@ -230,7 +232,8 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
         try:
             if validate:
                 validate_objects(objects, name)
-            result.models[name] = ModelRender(name, env.name, [with_content_hash(o) for o in objects])
-        except ValidationError as exc:
+            sealed = read_sealed(catalog.root, env.name, name)
+            result.models[name] = ModelRender(name, env.name, [with_content_hash(o) for o in objects], sealed)
+        except (ValidationError, SpecError) as exc:
             result.errors[name] = exc
     return result

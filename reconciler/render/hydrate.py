@@ -36,11 +36,19 @@ def write_environment(render: EnvironmentRender, folder: Path, revision: str) ->
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     names = sorted(render.models)
+    resources = []
     for name in names:
         (folder / f"{name}.yaml").write_text(render.models[name].to_yaml(), encoding="utf-8")
+        resources.append(f"{name}.yaml")
+        # SOPS Secrets stay encrypted, byte for byte as committed (their MAC holds): Flux's kustomize-controller
+        # (spec.decryption.provider: sops) or KSOPS decrypts them in the cluster; plaintext is never written
+        for sealed in render.models[name].secrets:
+            file = f"{name}.secret-{sealed.name}.yaml"
+            (folder / file).write_text(sealed.text, encoding="utf-8")
+            resources.append(file)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [f"{n}.yaml" for n in names]}, sort_keys=False), encoding="utf-8")
+        "resources": resources}, sort_keys=False), encoding="utf-8")
     (folder / "README.md").write_text(README.format(revision=revision), encoding="utf-8")
     return len(names)
 

@@ -8,6 +8,7 @@ This is where sync meets the stages below it (plan, render, rollout); the execut
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from reconciler.errors import KubeError
@@ -27,6 +28,13 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
     from reconciler.errors import ReconcilerError
 
     started = time.monotonic()
+    try:  # first of all: a commit that is not signed by a trusted key is not even rendered
+        verified = _verified_commit(repo_root, rev, options.verify)
+    except ReconcilerError as exc:
+        return SyncResult(environment, "", dry_run=options.dry_run, error=str(exc),
+                          duration=time.monotonic() - started)
+    if verified is not None:
+        rev = verified
     try:
         state = desired_at(repo_root, rev, [environment])
     except ReconcilerError as exc:
@@ -43,6 +51,7 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
                           duration=time.monotonic() - started, commit=state.revision)
     desired = state.objects_by_model(environment)
     errors: dict[str, Any] = dict(state.errors_by_model(environment))
+    _unseal_secrets(state.renders[environment], env_spec, desired, errors)
     rollouts = []
     protect: dict[ObjectRef, str] = {}
     if options.rollouts and env_spec.canary and not options.dry_run:
@@ -58,6 +67,45 @@ def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
         if rollout.message:
             result.notes.append(f"canary {rollout.model}: {rollout.message}")
     return result
+
+
+def _verified_commit(repo_root: Any, rev: str | None, policy: Any) -> str | None:
+    """The commit sha of `rev` once its signature is verified; None when verification is off."""
+    from reconciler.errors import SignatureError
+    from reconciler.source import git as source
+    from reconciler.source.verify import verify_commit
+
+    if policy is None or not policy.enabled:
+        return None
+    if rev is None:
+        raise SignatureError("the working tree has no signature to verify",
+                             fix="commit (signed) and sync that revision with --rev")
+    repo = source.open_repo(repo_root)
+    sha = source.resolve(repo, rev)
+    verify_commit(Path(repo.working_dir), sha, policy)
+    return sha
+
+
+def _unseal_secrets(render: Any, env_spec: Any, desired: dict[str, list[dict]], errors: dict[str, Any]) -> None:
+    """Decrypt each model's SOPS Secrets in memory and add them to its desired objects.
+
+    Fails closed per model: a missing or wrong key, ciphertext or an empty Secret moves the model to the
+    errors (its objects are skipped, never pruned); the other models go on."""
+    from reconciler.errors import SecretError
+    from reconciler.render.secrets import age_key, unseal
+
+    key: str | None = None
+    for name, model in sorted(render.models.items()):
+        if not model.secrets or name not in desired:
+            continue
+        try:
+            key = key if key is not None else age_key(env_spec)
+            secrets = [unseal(sealed, key, env_spec) for sealed in model.secrets]
+        except SecretError as exc:
+            errors[name] = str(exc)
+            desired.pop(name)
+            continue
+        desired[name] = [*desired[name], *secrets]
 
 
 def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dict]], errors: dict[str, Any],

@@ -56,6 +56,7 @@ class SyncOptions:
     rollouts: bool = True  # run a canary tick for models whose environment has canaries on
     prometheus_url: str | None = None  # canary analysis source; without it a canary never promotes
     target: Any = None  # cluster.identity.Target the client talks to: checked against the environment's cluster
+    verify: Any = None  # source.verify.VerifyPolicy: only commits signed by its keys are applied
 
 
 @dataclass(frozen=True)
