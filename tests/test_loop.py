@@ -289,19 +289,23 @@ def _metric(text: str, name: str, **want: str) -> float | None:
     return None
 
 
-def test_broken_overlay_then_fix_the_next_tick_applies_the_fix_and_the_failure_is_recorded(remote, kube, kube_api,
-                                                                                         tmp_path):
-    bare, work = remote
-    config = RunConfig(repo_url=str(bare), branch="main", workdir=tmp_path / "mirror", environments=["dev"],
-                       state_namespace=STATE_NS, identity="one", listen=None, lease_duration=30)
+def test_broken_overlay_then_fix_the_next_tick_applies_the_fix_and_the_failure_is_recorded(envtest, envtest_repo,
+                                                                                         new_namespace, tmp_path):
+    """On the real API server: the loop follows the repository's main branch (a path works as a git URL)."""
+    root, models_ns, state_ns = envtest_repo.root, envtest_repo.namespaces["dev"], new_namespace("state")
+    work = git.Repo(root)
+    kube = envtest.client()
+    config = RunConfig(repo_url=str(root), branch="main", workdir=tmp_path / "mirror", environments=["dev"],
+                       state_namespace=state_ns, identity="one", listen=None, lease_duration=30)
     reconciler = Reconciler(kube, config)
     (first,) = reconciler.tick()
-    assert first.result.ok, first.result.as_dict()
+    assert first.result.error is None and not first.result.model_errors, first.result.as_dict()
     patch = "environments/dev/patches/deployment.yaml"
-    broken = push(work, "break the dev overlay", change=lambda root: (root / patch).write_text("{ not: [yaml"))
+    (root / patch).write_text("{ not: [yaml")
+    broken = commit_all(work, "break the dev overlay")
     (failed,) = reconciler.tick()
     assert failed.commit == broken and not failed.result.ok
-    record = load_record(kube, "dev", STATE_NS)
+    record = load_record(kube, "dev", state_ns)
     assert record.commit == first.commit  # what runs is still the last good commit
     assert record.failure.commit == broken and record.failure.time and patch.split("/")[-1] in record.failure.error
     text = reconciler.metrics.exposition()[1].decode()
@@ -310,19 +314,17 @@ def test_broken_overlay_then_fix_the_next_tick_applies_the_fix_and_the_failure_i
     assert _metric(text, "reconciler_last_failure_timestamp_seconds", environment="dev") > 0
     assert _metric(text, "reconciler_applied_commit_info", environment="dev", commit=first.commit) == 1
 
-    def fix(root: Path) -> None:
-        shutil.copy(PROJECT_TEMPLATE / patch, root / patch)
-        spec = root / "models/iris-classifier/model.yaml"
-        spec.write_text(spec.read_text().replace("memory: 1Gi", "memory: 2Gi"))
-
-    fixed = push(work, "fix the overlay, and give iris more memory", change=fix)
+    shutil.copy(PROJECT_TEMPLATE / patch, root / patch)
+    spec = root / "models/iris-classifier/model.yaml"
+    spec.write_text(spec.read_text().replace("memory: 1Gi", "memory: 2Gi"))
+    fixed = commit_all(work, "fix the overlay, and give iris more memory")
     (applied,) = reconciler.tick()
-    assert applied.commit == fixed and applied.result.ok, applied.result.as_dict()
+    assert applied.commit == fixed and applied.result.error is None and not applied.result.model_errors
     assert "supersedes failed " + broken[:12] in applied.reason
-    record = load_record(kube, "dev", STATE_NS)
+    record = load_record(kube, "dev", state_ns)
     assert (record.commit, record.failure) == (fixed, None)
-    (iris,) = [d for d in kube_api.server.objects("Deployment", "models-dev")
-               if d["metadata"]["labels"][labels.MODEL] == "iris-classifier"]
+    status, iris = envtest.raw("GET", f"/apis/apps/v1/namespaces/{models_ns}/deployments/iris-classifier-cpu-general")
+    assert status == 200
     assert iris["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
     text = reconciler.metrics.exposition()[1].decode()
     assert _metric(text, "reconciler_environment_ready", environment="dev") == 1
