@@ -130,3 +130,19 @@ def test_a_plaintext_secret_in_git_is_refused(sealed_repo, envtest):
     assert "leaked.yaml" in errors and "not encrypted" in errors and "sops encrypt" in errors
     assert live(envtest, ns, "secrets", "leaked") is None and live(envtest, ns, "secrets", "db") is None
     assert re.search("oops", str(result.as_dict())) is None
+
+
+def test_render_prints_secrets_encrypted_and_fails_closed_without_the_key(sealed_repo, monkeypatch):
+    from typer.testing import CliRunner
+
+    from reconciler.cli.main import app
+
+    root, _, _ = sealed_repo
+    shown = CliRunner().invoke(app, ["render", "dev", "--rev", "HEAD", "--repo", str(root)])
+    assert shown.exit_code == 0, shown.output
+    assert "ENC[AES256_GCM" in shown.stdout and PASSWORD not in shown.output and "name: db" in shown.stdout
+    monkeypatch.delenv(KEY_VAR)
+    refused = CliRunner().invoke(app, ["render", "dev", "--rev", "HEAD", "--repo", str(root)])
+    assert refused.exit_code == 1 and KEY_VAR in refused.output
+    assert "ENC[" not in refused.stdout and f"name: {MODEL}-cpu-general" not in refused.stdout
+    assert "digits-classifier" in refused.stdout  # the other models still render

@@ -64,7 +64,17 @@ def render(
         for name in sorted(unknown):
             result.errors[name] = ReconcilerError(f"no model named {name!r} in models/",
                                                   fix="check the name against the folders under models/")
+    # SOPS Secrets: printed encrypted, as committed (what hydrate writes); decrypted in memory only to
+    # prove the environment's key opens them (a model whose key is missing or wrong fails closed)
+    from reconciler.render.secrets import check_decryption
+
+    for name, exc in check_decryption(result).items():
+        result.models.pop(name, None)
+        result.errors[name] = exc
     sys.stdout.write(result.to_yaml())
+    for name in sorted(result.models):
+        for sealed in result.models[name].secrets:
+            sys.stdout.write(sealed.text if sealed.text.startswith("---") else "---\n" + sealed.text)
     report_model_errors(result.errors, environment)
     if result.errors:
         raise typer.Exit(1)

@@ -250,3 +250,20 @@ def redacted(sealed: SealedSecret, env: Any) -> dict:
                               "metadata": {"name": sealed.name, "namespace": env.namespace,
                                            "labels": ownership_labels(sealed.model, env.name)},
                               "data": data})
+
+
+def check_decryption(render: Any) -> dict[str, SecretError]:
+    """Decrypt every model's Secrets in memory and drop the plaintext: the models whose Secrets the
+    environment's key cannot open, or that decrypt to something never applied (what sync would refuse)."""
+    failed: dict[str, SecretError] = {}
+    key: str | None = None
+    for name, model in sorted(render.models.items()):
+        if not model.secrets:
+            continue
+        try:
+            key = key if key is not None else age_key(render.environment)
+            for sealed in model.secrets:
+                unseal(sealed, key, render.environment)
+        except SecretError as exc:
+            failed[name] = exc
+    return failed
