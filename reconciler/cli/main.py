@@ -68,9 +68,9 @@ def render(
     # prove the environment's key opens them (a model whose key is missing or wrong fails closed)
     from reconciler.render.secrets import check_decryption
 
-    for name, exc in check_decryption(result).items():
+    for name, refused in check_decryption(result).items():
         result.models.pop(name, None)
-        result.errors[name] = exc
+        result.errors[name] = refused
     sys.stdout.write(result.to_yaml())
     for name in sorted(result.models):
         for sealed in result.models[name].secrets:
