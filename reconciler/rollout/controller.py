@@ -2,43 +2,57 @@
 
 ``reconcile_rollout(client, model, env, desired_objects, now, ...) -> RolloutResult``
 
-One call = one tick: read the persisted state (ConfigMap ``rollout-<model>``), observe (canary
-readiness, Prometheus metrics when an analysis is due), run the pure state machine, persist the new
-state FIRST (optimistic concurrency: a concurrent writer makes this call fail before anything is
-changed), then execute the machine's idempotent actions and converge the cluster on the state
-(canary objects present while a canary runs, router weights equal to the state's weight). A crash
-between the write and the actions is repaired by the next call's convergence.
+One call = one tick, and it WRITES NOTHING. It reads (the persisted state in ConfigMap
+``rollout-<model>``, the live Deployments for readiness and replica counts, Prometheus when an
+analysis is due), runs the pure state machine, and returns every object the model must have in
+the cluster now (``result.objects``): the rendered objects as the rollout needs them, the canary
+Deployment and Service, the HTTPRoute or VirtualService, and the state ConfigMap. The sync engine
+then treats them like any other object of the environment: a server-side dry run validates all of
+them before anything is applied, the inventory owns them, and whatever the rollout no longer needs
+(a canary after promotion or rollback, the old pool after a cross-pool move, everything of a model
+removed from git) is pruned by the ordinary inventory diff. ``result.protect`` lists owned objects
+git no longer renders that the rollout still holds (the stable Deployment on the old revision
+during a canary, the old pool during a cross-pool move).
 
-The sync engine must then apply the model's desired objects EXCEPT ``result.skip`` (the stable
-Deployments stay on the stable revision while a canary runs or after a rollback) and must not prune
-``result.keep`` (the old pool's objects during a cross-pool canary).
+The state ConfigMap goes first (ConfigMaps apply before Services, Deployments and routes) and
+carries the resourceVersion it was read with, so a concurrent writer makes that apply fail with a
+conflict and the sync applies nothing else of that model in the pass.
+
+Replica counts (``canary_replicas``): with the Gateway API or Istio routers the canary runs
+``ceil(full x weight)`` replicas (Argo Rollouts' setCanaryScale), which saves accelerator hours and
+makes both pools' cost per 1,000 inferences comparable. The replica router never writes the
+stable Deployment (an HPA may own its replicas): the canary alone is scaled, to
+``round(stable x w / (100 - w))`` replicas capped at the stable's count, and the weight reported
+is what the ready pods achieve, ``canary / (stable + canary)``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reconciler import labels as L
 from reconciler.errors import MetricsError, ReconcilerError
-from reconciler.results import Action, ObjectRef, ObjectResult
+from reconciler.results import ObjectRef, ObjectResult
 from reconciler.catalog.effective import effective_canary, effective_slo
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.rollout import store
-from reconciler.rollout.machine import DeployCanary, Observations, Promote, Rollback, RolloutAction, SetWeight, step
+from reconciler.rollout.machine import Observations, RolloutAction, step
 from reconciler.rollout.metrics import VersionMetrics
-from reconciler.rollout.routers import Backends, Router, Traffic, apply_changes, router_for
+from reconciler.rollout.routers import Backends, Router, Traffic, router_for
 from reconciler.rollout.state import Phase, Policy, RolloutState
 
 CANARY_SUFFIX = "-canary"
+SCALED_KINDS = ("Deployment", "HorizontalPodAutoscaler")
 
 
 class MetricsSource(Protocol):
     def collect(self, *, model: str, track: str, now: float, interval_seconds: int, pool: str | None = None,
                 namespace: str | None = None, replicas: int | None = None, hourly_price: float | None = None,
-                match_track: bool = True) -> VersionMetrics: ...
+                match_track: bool = True, full_replicas: int | None = None) -> VersionMetrics: ...
 
 
 @dataclass
@@ -47,10 +61,11 @@ class RolloutResult:
     environment: str
     state: RolloutState
     actions: list[RolloutAction] = field(default_factory=list)
-    results: list[ObjectResult] = field(default_factory=list)  # what this call changed in the cluster
-    skip: set[ObjectRef] = field(default_factory=set)          # desired objects the sync must not apply now
-    keep: set[ObjectRef] = field(default_factory=set)          # live objects the sync must not prune
+    objects: list[dict] = field(default_factory=list)          # the model's objects for this pass
+    protect: dict[ObjectRef, str] = field(default_factory=dict)  # owned, not rendered, still held
+    results: list[ObjectResult] = field(default_factory=list)  # kept for callers; the sync reports writes
     message: str = ""
+    achieved_weight: float | None = None
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -76,12 +91,48 @@ def _ref(obj: dict, namespace: str) -> ObjectRef:
     return ObjectRef(obj["apiVersion"], obj["kind"], meta.get("namespace") or namespace, meta["name"])
 
 
-def _by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o.get("kind") == kind]
-
-
 def _find(objects: list[dict], kind: str, name: str) -> dict | None:
     return next((o for o in objects if o.get("kind") == kind and o["metadata"]["name"] == name), None)
+
+
+def _rehash(obj: dict) -> dict:
+    """A derived object gets the content hash of what it now says (the plan compares hashes)."""
+    from reconciler.render.environment import with_content_hash
+
+    return with_content_hash(obj)
+
+
+def full_replicas(desired: list[dict], model: str, pool: str | None) -> int | None:
+    """Replicas the pool runs for the model when it serves all traffic: the rendered count, else the HPA's minimum."""
+    if pool is None:
+        return None
+    dep = _find(desired, "Deployment", f"{model}-{pool}")
+    if dep is not None and dep["spec"].get("replicas") is not None:
+        return int(dep["spec"]["replicas"])
+    hpa = _find(desired, "HorizontalPodAutoscaler", f"{model}-{pool}")
+    if hpa is not None:
+        return int(hpa["spec"].get("minReplicas") or 1)
+    return None
+
+
+def canary_replicas(router: str, weight: int, full: int, stable: int, phase: Phase) -> int:
+    """How many replicas the canary runs at ``weight`` %. Pure; see the module docstring."""
+    full, stable = max(full, 1), max(stable, 1)
+    if phase is Phase.promoting:
+        return full
+    if router == "replicas":
+        if weight >= 100:
+            return stable
+        return min(stable, max(1, round(stable * weight / (100 - weight))))
+    return max(1, math.ceil(full * weight / 100))
+
+
+def achieved_weight(router: str, weight: int, stable_ready: int, canary_ready: int) -> float:
+    """The share of traffic the canary really gets (%): by ready pods for the replica router."""
+    if router != "replicas":
+        return float(weight) if canary_ready > 0 or weight == 0 else 0.0
+    total = stable_ready + canary_ready
+    return 100.0 * canary_ready / total if total else 0.0
 
 
 def canary_objects(desired: list[dict], model: str, pool: str, namespace: str, replicas: int) -> list[dict]:
@@ -105,7 +156,7 @@ def canary_objects(desired: list[dict], model: str, pool: str, namespace: str, r
     svc["metadata"]["namespace"] = namespace
     svc["metadata"].setdefault("labels", {})[L.TRACK] = "canary"
     svc["spec"]["selector"] = {**svc["spec"]["selector"], L.TRACK: "canary"}
-    return [dep, svc]
+    return [_rehash(dep), _rehash(svc)]
 
 
 def stable_service(desired: list[dict], model: str, pool: str, namespace: str) -> dict | None:
@@ -116,82 +167,148 @@ def stable_service(desired: list[dict], model: str, pool: str, namespace: str) -
     svc = copy.deepcopy(service)
     svc["metadata"]["namespace"] = namespace
     svc["spec"]["selector"] = {**svc["spec"]["selector"], L.TRACK: "stable"}
-    return svc
+    return _rehash(svc)
 
 
-def backends_for(state: RolloutState, model: str, env: EnvironmentSpec, total_replicas: int,
+def backends_for(state: RolloutState, model: str, env: EnvironmentSpec, total_replicas: int = 2,
                  port: int = 80) -> Backends:
+    """Stable and canary backends of the state; once no canary runs, both are the stable Service."""
     stable_pool = state.stable_pool or state.canary_pool or "default"
-    if state.cross_pool and state.phase is not Phase.promoted:
-        canary = f"{model}-{state.canary_pool}"
-    else:
-        canary = f"{model}-{stable_pool}{CANARY_SUFFIX}"
     stable = f"{model}-{stable_pool}"
+    if state.phase in (Phase.initializing, Phase.progressing, Phase.promoting):
+        canary = f"{model}-{state.canary_pool}" if state.cross_pool else f"{stable}{CANARY_SUFFIX}"
+    else:
+        canary = stable
     return Backends(model=model, namespace=env.namespace, environment=env.name, stable_service=stable,
                     canary_service=canary, stable_deployment=stable, canary_deployment=canary, port=port,
                     total_replicas=total_replicas)
 
 
-def sync_exclusions(state: RolloutState, desired: list[dict], namespace: str, revision: str | None,
-                    router: str) -> tuple[set[ObjectRef], set[ObjectRef]]:
-    """(skip, keep) for the sync engine, from the state: see the module docstring."""
-    skip: set[ObjectRef] = set()
-    keep: set[ObjectRef] = set()
+def traffic_for(state: RolloutState) -> Traffic:
+    running = state.phase in (Phase.initializing, Phase.progressing, Phase.promoting)
+    policy = state.policy
+    return Traffic(state.canary_weight if running else 0, header=policy.ab_header if running else None,
+                   mirror_percent=policy.mirror_percent if running else None)
+
+
+def _namespaced(obj: dict, namespace: str) -> dict:
+    body = copy.deepcopy(obj)
+    body["metadata"]["namespace"] = body["metadata"].get("namespace") or namespace
+    return body
+
+
+def _scaled(obj: dict, namespace: str, replicas: int) -> dict:
+    body = _namespaced(obj, namespace)
+    body["spec"]["replicas"] = replicas
+    return _rehash(body)
+
+
+def rollout_objects(state: RolloutState, desired: list[dict], env: EnvironmentSpec, router: Router, *,
+                    revision: str | None, stable_replicas: int, state_version: str | None
+                    ) -> tuple[list[dict], dict[ObjectRef, str]]:
+    """Every object of the model for this pass, and the owned objects the rollout holds. Pure.
+
+    See the module docstring for what each phase needs; the state ConfigMap is always included."""
+    ns, model = env.namespace, state.model
+    objects: list[dict] = []
+    protect: dict[ObjectRef, str] = {}
     holding = state.phase.active or (state.phase is Phase.rolled_back and revision == state.canary_revision)
+    why = f"held by the canary of {model} ({state.phase.value})"
+    mesh = router.name != "replicas"
     if not holding:
-        return skip, keep
-    if state.cross_pool:
-        old = f"-{state.stable_pool}"
-        for kind, api in (("Deployment", "apps/v1"), ("Service", "v1"), ("HorizontalPodAutoscaler", "autoscaling/v2")):
-            keep.add(ObjectRef(api, kind, namespace, state.model + old))
+        objects.extend(_namespaced(o, ns) for o in desired)
+    elif state.cross_pool:
+        old = f"{model}-{state.stable_pool}"
+        for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler")):
+            protect[ObjectRef(api, kind, ns, old)] = why
+        full = full_replicas(desired, model, state.canary_pool) or 1
         for obj in desired:
             in_canary_pool = _pool_of(obj) == state.canary_pool
-            scaled_by_us = router == "replicas" or state.phase is Phase.rolled_back
-            if in_canary_pool and obj["kind"] in ("Deployment", "HorizontalPodAutoscaler") and scaled_by_us:
-                skip.add(_ref(obj, namespace))
-        return skip, keep
-    for obj in desired:
-        if obj["kind"] in ("Deployment", "HorizontalPodAutoscaler"):
-            skip.add(_ref(obj, namespace))
-        if obj["kind"] == "Service" and _pool_of(obj) == state.stable_pool:
-            skip.add(_ref(obj, namespace))  # narrowed to track=stable by the controller
-    return skip, keep
+            if in_canary_pool and obj["kind"] == "HorizontalPodAutoscaler" and state.phase is not Phase.promoting:
+                protect[_ref(obj, ns)] = why  # the rollout sizes the new pool until it is promoted
+                continue
+            if in_canary_pool and obj["kind"] == "Deployment":
+                if state.phase is Phase.promoting:
+                    objects.append(_namespaced(obj, ns) if obj["spec"].get("replicas") is not None
+                                   else _scaled(obj, ns, full))
+                elif state.phase is Phase.rolled_back:
+                    objects.append(_scaled(obj, ns, 0))
+                else:
+                    objects.append(_scaled(obj, ns, canary_replicas(router.name, state.canary_weight, full,
+                                                                    stable_replicas, state.phase)))
+                continue
+            objects.append(_namespaced(obj, ns))
+    else:
+        pool = state.stable_pool or ""
+        promoting = state.phase is Phase.promoting
+        for obj in desired:
+            if obj["kind"] in SCALED_KINDS and not promoting:
+                protect[_ref(obj, ns)] = why  # stays on the stable revision while the canary runs
+                continue
+            if mesh and obj["kind"] == "Service" and obj["metadata"]["name"] == f"{model}-{pool}":
+                svc = stable_service(desired, model, pool, ns)
+                if svc is not None:
+                    objects.append(svc)
+                continue
+            objects.append(_namespaced(obj, ns))
+        if state.phase.active:
+            full = full_replicas(desired, model, pool) or 1
+            replicas = canary_replicas(router.name, state.canary_weight, full, stable_replicas, state.phase)
+            objects.extend(canary_objects(desired, model, pool, ns, replicas))
+    if mesh:
+        for change in router.changes(backends_for(state, model, env), traffic_for(state)):
+            objects.append(_rehash(change.body))
+    cm = store.to_configmap(state, ns, state_version)
+    objects.append(store.with_state_hash(cm))
+    return objects, protect
 
 
-# --------------------------------------------------------------------------- the tick
+# --------------------------------------------------------------------------- the tick (reads only)
 
 
 def _spec_of(model: Any) -> ModelSpec:
     return getattr(model, "spec", model)
 
 
-def _ready(obj: dict | None) -> bool:
+def _status(obj: dict | None) -> dict:
+    return (obj or {}).get("status") or {}
+
+
+def ready_at(obj: dict | None, replicas: int, revision: str | None = None) -> bool:
+    """The Deployment has rolled out ``revision`` and has at least ``replicas`` ready, available pods."""
     if obj is None:
         return False
-    status = obj.get("status") or {}
-    return int(status.get("readyReplicas") or 0) >= 1
+    status = _status(obj)
+    if int(status.get("observedGeneration") or 0) < int((obj.get("metadata") or {}).get("generation") or 0):
+        return False
+    if revision is not None and revision_of(obj) != revision:
+        return False
+    want = max(replicas, 1)
+    return all(int(status.get(key) or 0) >= want for key in ("readyReplicas", "availableReplicas", "updatedReplicas"))
 
 
 def reconcile_rollout(client: Any, model: Any, env: EnvironmentSpec, desired_objects: list[dict], now: float, *,
                       pools: dict[str, Pool] | None = None, analysis: MetricsSource | None = None,
-                      router: Router | None = None) -> RolloutResult:
-    """Start or advance the canary of ``model`` (ModelSpec or catalog ModelEntry) in ``env``.
+                      router: Router | None = None, confirm: Any = None) -> RolloutResult:
+    """One tick of the canary of ``model`` (ModelSpec or catalog ModelEntry) in ``env``; writes nothing.
 
     ``desired_objects`` are the model's rendered objects for this environment; ``client`` is a
-    reconciler.cluster.kube.KubeClient; ``pools`` (name -> Pool) gives hourly prices for cross-pool cost;
+    reconciler.kube.KubeClient (only read here); ``pools`` (name -> Pool) gives hourly prices;
     ``analysis`` is a PrometheusAnalysis (or any MetricsSource; None means no metrics, which never
-    promotes); ``router`` overrides the policy's router (e.g. GatewayAPIRouter(gateway="edge")).
+    promotes); ``router`` overrides the policy's router; ``confirm`` is a callable(state) -> bool for
+    the confirm-promotion webhook (default: POST to ``canary.confirmWebhook`` when set).
     """
     spec = _spec_of(model)
     name = spec.name
     ns = env.namespace
     canary_cfg = effective_canary(spec, env)
     policy = Policy.from_spec(canary_cfg, effective_slo(spec, env))
-    deployments = [d for d in _by_kind(desired_objects, "Deployment")
-                   if not d["metadata"]["name"].endswith(CANARY_SUFFIX)]
+    deployments = [d for d in desired_objects if d.get("kind") == "Deployment"
+                   and not d["metadata"]["name"].endswith(CANARY_SUFFIX)]
+    stored = store.load(client, name, ns)
     if not canary_cfg.enabled or not deployments:
-        stored = store.load(client, name, ns)
-        return RolloutResult(name, env.name, stored.state if stored else RolloutState(name, env.name, policy),
+        state = stored.state if stored else RolloutState(name, env.name, policy)
+        return RolloutResult(name, env.name, state, objects=[_namespaced(o, ns) for o in desired_objects],
                              message="canary off: apply directly")
     revision = revision_of(deployments[0])
     if revision is None:
@@ -200,7 +317,6 @@ def reconcile_rollout(client: Any, model: Any, env: EnvironmentSpec, desired_obj
     desired_pools = [p for p in (_pool_of(d) for d in deployments) if p]
     router = router or router_for(policy.router)
 
-    stored = store.load(client, name, ns)
     if stored is None:
         state, version = _initial_state(client, name, env, policy, revision, desired_pools), None
     else:
@@ -208,49 +324,81 @@ def reconcile_rollout(client: Any, model: Any, env: EnvironmentSpec, desired_obj
     stable_pool = state.stable_pool or (desired_pools[0] if desired_pools else None)
     new_pools = [p for p in desired_pools if p != stable_pool]
     canary_pool = new_pools[0] if (new_pools and stable_pool not in desired_pools) else stable_pool
-
-    total = _total_replicas(client, deployments, ns, state)
     within = canary_pool == stable_pool
     canary_name = f"{name}-{canary_pool}{CANARY_SUFFIX}" if within else f"{name}-{canary_pool}"
+    stable_name = f"{name}-{stable_pool}"
+
+    live_stable = client.get(ObjectRef("apps/v1", "Deployment", ns, stable_name)) if stable_pool else None
     live_canary = client.get(ObjectRef("apps/v1", "Deployment", ns, canary_name)) if state.phase.active else None
-    ready = True if router.name == "replicas" else _ready(live_canary)
+    stable_replicas = int((live_stable or {}).get("spec", {}).get("replicas") or 0) or \
+        (full_replicas(desired_objects, name, stable_pool) or 1)
+    stable_ready = int(_status(live_stable).get("readyReplicas") or 0)
+    canary_ready_pods = int(_status(live_canary).get("readyReplicas") or 0)
+    full_canary = full_replicas(desired_objects, name, canary_pool) or 1
+    want = canary_replicas(router.name, max(state.canary_weight, 0), full_canary, stable_replicas,
+                           Phase.progressing) if state.phase.active else 1
+    ready = ready_at(live_canary, want if state.phase is Phase.progressing else 1)
+    achieved = achieved_weight(router.name, state.canary_weight, stable_ready, canary_ready_pods) \
+        if state.phase is Phase.progressing else None
+    promoted_name = canary_name if not within else stable_name
+    promoted_ready = False
+    if state.phase is Phase.promoting:
+        promoted_ready = ready_at(client.get(ObjectRef("apps/v1", "Deployment", ns, promoted_name)),
+                                  full_canary, state.canary_revision)
 
     stable_m = canary_m = None
     notes: list[str] = []
-    due = (state.phase is Phase.progressing and not state.paused and
+    metrics_error = None
+    due = (state.phase in (Phase.progressing, Phase.initializing) and not state.paused and
            (state.last_analysis_at is None or now - state.last_analysis_at >= policy.interval_seconds))
     if due and analysis is not None:
         prices = pools or {}
-        cross = state.cross_pool
+        cross = state.cross_pool or not within
         try:
             stable_m = analysis.collect(model=name, track="stable", now=now, interval_seconds=policy.interval_seconds,
-                                        pool=state.stable_pool, namespace=ns, match_track=not cross,
-                                        replicas=_replicas(client, ns, f"{name}-{state.stable_pool}"),
-                                        hourly_price=_price(prices, state.stable_pool))
-            canary_m = analysis.collect(model=name, track="canary", now=now, interval_seconds=policy.interval_seconds,
-                                        pool=state.canary_pool, namespace=ns, match_track=not cross,
-                                        replicas=_replicas(client, ns, canary_name),
-                                        hourly_price=_price(prices, state.canary_pool))
+                                        pool=stable_pool, namespace=ns, match_track=not cross,
+                                        replicas=stable_ready or None, hourly_price=_price(prices, stable_pool),
+                                        full_replicas=stable_replicas)
+            if state.phase is Phase.progressing:
+                canary_m = analysis.collect(model=name, track="canary", now=now,
+                                            interval_seconds=policy.interval_seconds, pool=canary_pool, namespace=ns,
+                                            match_track=not cross, replicas=canary_ready_pods or None,
+                                            hourly_price=_price(prices, canary_pool), full_replicas=full_canary)
         except MetricsError as exc:
-            stable_m = canary_m = None  # no data: a failed check, never a promotion
+            stable_m = canary_m = None  # inconclusive: neither a pass nor a failure
+            metrics_error = exc.message
             notes.append(f"metrics unavailable: {exc.message}")
+    confirmed = None
+    at_last = state.phase is Phase.progressing and state.step_index >= len(policy.steps) - 1 and due
+    if at_last and (confirm is not None or policy.confirm_url):
+        confirmed = (confirm or _webhook(policy.confirm_url))(state)
 
     obs = Observations(revision=revision, canary_ready=ready, stable=stable_m, canary=canary_m,
-                       stable_pool=stable_pool, canary_pool=canary_pool)
+                       stable_pool=stable_pool, canary_pool=canary_pool, achieved_weight=achieved,
+                       promoted_ready=promoted_ready, promotion_confirmed=confirmed, metrics_error=metrics_error)
     actions, new_state = step(state, obs, now)
-    if new_state != state or version is None:
-        store.save(client, new_state, ns, version)  # before acting: a conflict stops us here
-
-    result = RolloutResult(name, env.name, new_state, actions, message="; ".join(notes))
-    port = 80
-    for action in actions:
-        result.results.extend(_execute(client, action, new_state, state, desired_objects, env, router, total, port))
-    result.results.extend(_converge(client, new_state, desired_objects, env, router, total, port, revision))
-    result.skip, result.keep = sync_exclusions(new_state, desired_objects, ns, revision, router.name)
+    objects, protect = rollout_objects(new_state, desired_objects, env, router, revision=revision,
+                                       stable_replicas=stable_replicas, state_version=version)
+    result = RolloutResult(name, env.name, new_state, actions, objects=objects, protect=protect,
+                           message="; ".join(notes), achieved_weight=new_state.achieved_weight)
     if new_state.history and new_state.history[-1] is not (state.history[-1] if state.history else None):
         record = new_state.history[-1]
         result.message = "; ".join([*notes, f"{record.decision}: " + "; ".join(record.reasons)])
     return result
+
+
+def _webhook(url: str | None) -> Any:
+    """Flagger's confirm-promotion webhook: HTTP 200 to a POST of the rollout means "go ahead"."""
+    def ask(state: RolloutState) -> bool:
+        import httpx
+
+        payload = {"name": state.model, "environment": state.environment, "phase": "Promoting",
+                   "revision": state.canary_revision, "stable": state.stable_revision, "weight": state.canary_weight}
+        try:
+            return httpx.post(url or "", json=payload, timeout=10.0).status_code == 200
+        except httpx.HTTPError:
+            return False  # unreachable: not confirmed (the step holds; the progress deadline still applies)
+    return ask
 
 
 def _initial_state(client: Any, model: str, env: EnvironmentSpec, policy: Policy, revision: str,
@@ -265,131 +413,5 @@ def _initial_state(client: Any, model: str, env: EnvironmentSpec, policy: Policy
     return RolloutState(model, env.name, policy, stable_revision=revision_of(stable), stable_pool=_pool_of(stable))
 
 
-def _replicas(client: Any, namespace: str, deployment: str) -> int | None:
-    live = client.get(ObjectRef("apps/v1", "Deployment", namespace, deployment))
-    if live is None:
-        return None
-    status = live.get("status") or {}
-    return int(status.get("readyReplicas") or live.get("spec", {}).get("replicas") or 0)
-
-
 def _price(pools: dict[str, Pool], pool: str | None) -> float | None:
     return pools[pool].price_per_hour if pool and pool in pools else None
-
-
-def _total_replicas(client: Any, deployments: list[dict], namespace: str, state: RolloutState) -> int:
-    """How many replicas the replica router splits: the stable pool's desired (or live) count."""
-    pool = state.stable_pool
-    for dep in deployments:
-        if _pool_of(dep) == pool and dep["spec"].get("replicas"):
-            return int(dep["spec"]["replicas"])
-    live = client.get(ObjectRef("apps/v1", "Deployment", namespace, f"{state.model}-{pool}")) if pool else None
-    if live and live.get("spec", {}).get("replicas"):
-        return int(live["spec"]["replicas"])
-    return 2
-
-
-def _applied(client: Any, obj: dict, namespace: str, message: str) -> ObjectResult:
-    client.apply(obj)
-    return ObjectResult(_ref(obj, namespace), Action.configured, obj["metadata"].get("labels", {}).get(L.MODEL), message)
-
-
-def _route(client: Any, router: Router, backends: Backends, weight: int, model: str) -> list[ObjectResult]:
-    changes = router.changes(backends, Traffic(weight))
-    apply_changes(client, changes)
-    return [ObjectResult(c.ref, Action.configured, model, c.note) for c in changes]
-
-
-def _delete(client: Any, ref: ObjectRef, model: str, why: str) -> list[ObjectResult]:
-    return [ObjectResult(ref, Action.pruned, model, why)] if client.delete(ref) else []
-
-
-def _execute(client: Any, action: RolloutAction, state: RolloutState, before: RolloutState, desired: list[dict],
-             env: EnvironmentSpec, router: Router, total: int, port: int) -> list[ObjectResult]:
-    ns, model = env.namespace, state.model
-    out: list[ObjectResult] = []
-    if isinstance(action, DeployCanary):
-        if state.cross_pool:
-            for obj in desired:
-                if _pool_of(obj) == state.canary_pool:
-                    body = {**copy.deepcopy(obj), "metadata": {**obj["metadata"], "namespace": ns}}
-                    if obj["kind"] == "Deployment" and router.name == "replicas":
-                        body["spec"] = {**body["spec"], "replicas": 0}
-                    out.append(_applied(client, body, ns, f"canary {action.revision} in pool {state.canary_pool}"))
-        else:
-            replicas = 0 if router.name == "replicas" else total
-            for obj in canary_objects(desired, model, state.stable_pool, ns, replicas):
-                out.append(_applied(client, obj, ns, f"canary {action.revision}"))
-            svc = stable_service(desired, model, state.stable_pool, ns)
-            if svc is not None and router.name != "replicas":
-                out.append(_applied(client, svc, ns, "stable Service narrowed to track=stable"))
-    elif isinstance(action, SetWeight):
-        out.extend(_route(client, router, backends_for(state if state.phase.active else before, model, env, total, port),
-                          action.canary_weight, model))
-    elif isinstance(action, Promote):
-        if before.phase.active or before.stable_revision is None:
-            for obj in desired:  # the stable Deployments move to the promoted revision
-                if obj["kind"] in ("Deployment", "HorizontalPodAutoscaler", "Service"):
-                    body = {**copy.deepcopy(obj), "metadata": {**obj["metadata"], "namespace": ns}}
-                    out.append(_applied(client, body, ns, f"promoted {action.revision}"))
-            if before.stable_revision is not None and router.name != "replicas":
-                # every backend is the (new) stable Service: no weight points at a removed canary
-                promoted = backends_for(state, model, env, total, port)
-                promoted = Backends(**{**promoted.__dict__, "canary_service": promoted.stable_service})
-                out.extend(_route(client, router, promoted, 0, model))
-            if not before.cross_pool and before.stable_revision is not None:
-                out.extend(_remove_canary(client, state, ns))
-    elif isinstance(action, Rollback):
-        if before.cross_pool:
-            ref = ObjectRef("apps/v1", "Deployment", ns, f"{model}-{before.canary_pool}")
-            if client.get(ref) is not None:
-                client.patch(ref, {"spec": {"replicas": 0}})
-                out.append(ObjectResult(ref, Action.configured, model, "rolled back: scaled to 0"))
-        else:
-            out.extend(_remove_canary(client, state, ns))
-    return out
-
-
-def _remove_canary(client: Any, state: RolloutState, ns: str) -> list[ObjectResult]:
-    name = f"{state.model}-{state.stable_pool}{CANARY_SUFFIX}"
-    out = []
-    for api, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
-        out.extend(_delete(client, ObjectRef(api, kind, ns, name), state.model, "canary removed"))
-    return out
-
-
-def _converge(client: Any, state: RolloutState, desired: list[dict], env: EnvironmentSpec, router: Router,
-              total: int, port: int, revision: str | None) -> list[ObjectResult]:
-    """Repair what a crash between the state write and the actions could have left undone."""
-    if not state.phase.active or state.canary_revision != revision:
-        return []
-    out: list[ObjectResult] = []
-    ns = env.namespace
-    if not state.cross_pool and state.stable_pool:
-        name = f"{state.model}-{state.stable_pool}{CANARY_SUFFIX}"
-        if client.get(ObjectRef("apps/v1", "Deployment", ns, name)) is None:
-            replicas = 0 if router.name == "replicas" else total
-            for obj in canary_objects(desired, state.model, state.stable_pool, ns, replicas):
-                out.append(_applied(client, obj, ns, "canary re-created"))
-    if state.phase is Phase.progressing and router.name != "replicas":
-        backends = backends_for(state, state.model, env, total, port)
-        for change in router.changes(backends, Traffic(state.canary_weight)):
-            live = client.get(change.ref)
-            if live is None or _weights(live.get("spec")) != _weights(change.body.get("spec")):
-                apply_changes(client, [change])
-                out.append(ObjectResult(change.ref, Action.configured, state.model, "weights re-applied"))
-    return out
-
-
-def _weights(node: Any) -> list[Any]:
-    """Every backend name/host and weight in a route spec, in order (what a router decides)."""
-    found: list[Any] = []
-    if isinstance(node, dict):
-        for key in sorted(node):
-            if key in ("weight", "name", "host", "percent", "value"):
-                found.append((key, node[key]))
-            found.extend(_weights(node[key]))
-    elif isinstance(node, list):
-        for item in node:
-            found.extend(_weights(item))
-    return found

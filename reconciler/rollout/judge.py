@@ -1,79 +1,234 @@
-"""Verdicts: does the canary pass this analysis interval? Pure functions of the policy and metrics.
+"""Verdicts: what one analysis interval says about the canary. Pure functions of policy and metrics.
 
-Three judges:
-- ``threshold``: the canary's error rate and p95 are under fixed limits.
-- ``mann-whitney``: Kayenta-style. The per-sub-interval samples of the canary are compared with
-  the stable's by a one-sided Mann-Whitney U test; the canary fails only when it is significantly
-  worse (p < alpha) AND the difference is larger than an effect-size tolerance, so tiny but
-  "significant" differences do not flap a rollout. Fixed limits still apply as guard rails.
-- cross-pool (stable and canary in different pools, e.g. GPU -> Inferentia): the canary must meet
-  the SLO (p95, error rate) and be cheaper per 1,000 inferences than the stable pool.
+Three outcomes, as Argo Rollouts' AnalysisRun: ``passed``, ``failed`` and ``inconclusive``.
+Inconclusive means "not enough to decide": no data (Prometheus unreachable, NaN), fewer canary
+requests than ``policy.min_requests`` in the interval, or nothing to compare with. It never passes
+and never counts as a failure; the machine holds the step and, past ``inconclusive_limit``, pauses
+or rolls back as the policy says.
 
-Missing data or NaN never passes: it is a failed check with the reason "no data".
+Both judges compare the canary with stable, with an effect-size tolerance, and keep the fixed
+limits (``maxErrorRate``, ``maxP95LatencyMs``) as a second, absolute check:
+
+- errors, both judges: the counts accumulated since the revision started (``Evidence``), by the
+  conditional binomial test of two Poisson rates (``stats.rate_ratio_pvalue``). Fails when the canary
+  is significantly worse (p < alpha) AND its observed rate is above ``1 + error_rate_tolerance``
+  times stable's.
+- latency, ``threshold``: the canary's requests slower than stable's p95 x (1 + latency_tolerance),
+  from the duration histogram, by an exact binomial test against the 5 % a p95 allows.
+- latency, ``mann-whitney``: Kayenta-style, a one-sided Mann-Whitney U on the p95 of non-overlapping
+  sub-windows (so the samples are independent and the p-value means what it says), with the same
+  effect-size gate on the medians. With fewer than ``MIN_WINDOWS`` windows it uses the histogram test.
+- across pools (GPU -> Inferentia): latency against the SLO only (the pools may differ within it),
+  errors compared as above, and cost per 1,000 inferences at equal load (``VersionMetrics.cost_at_load``):
+  cheaper passes; costs more but meets the SLO follows ``policy.cost_policy`` (promote / rollback /
+  confirm, the default: a person decides).
+
+When stable serves nothing (a 100 % step, or a cross-pool move), the comparison uses the stable's
+last measurement with enough traffic, kept in ``Evidence.baseline``: an empty stable is never
+"missing data".
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from statistics import fmean, median
+from dataclasses import dataclass, field
+from enum import Enum
+from statistics import median
 
 from reconciler.extras import missing_extra
+from reconciler.rollout import stats
 from reconciler.rollout.metrics import VersionMetrics
-from reconciler.rollout.state import Policy
+from reconciler.rollout.state import Evidence, Policy
 
-MIN_SAMPLES = 3
+MIN_WINDOWS = 4
+TAIL_SHARE = 0.05  # the share of requests a p95 leaves above itself
+
+
+class Outcome(str, Enum):
+    passed = "passed"
+    failed = "failed"
+    inconclusive = "inconclusive"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    passed: bool
+    outcome: Outcome
     reasons: tuple[str, ...]
-    no_data: bool = False
+    needs_confirmation: bool = False  # passed, but a person must confirm (cost policy "confirm")
+    pvalues: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.passed
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.failed
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.outcome is Outcome.inconclusive
+
+    @property
+    def no_data(self) -> bool:  # the name earlier callers used
+        return self.inconclusive
+
+
+def accumulate(evidence: Evidence, stable: VersionMetrics | None, canary: VersionMetrics | None,
+               min_requests: int) -> Evidence:
+    """The evidence after one more analysed interval (pure). Stable's measurement becomes the baseline
+    when it had enough traffic."""
+    c_req = canary.request_count if canary is not None and canary.has_data else 0
+    s_req = stable.request_count if stable is not None and stable.has_data else 0
+    if not c_req and not s_req:
+        return evidence
+    baseline = evidence.baseline
+    if stable is not None and s_req >= max(min_requests, 1):
+        baseline = stable.as_dict()
+    return Evidence(canary_requests=evidence.canary_requests + c_req,
+                    canary_errors=evidence.canary_errors + (canary.error_count if c_req and canary else 0),
+                    stable_requests=evidence.stable_requests + s_req,
+                    stable_errors=evidence.stable_errors + (stable.error_count if s_req and stable else 0),
+                    intervals=evidence.intervals + 1, baseline=baseline)
 
 
 def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics | None, *,
-          cross_pool: bool = False, canary_weight: int = 0) -> Verdict:
+          evidence: Evidence | None = None, cross_pool: bool = False, canary_weight: int = 0) -> Verdict:
+    """The verdict of one interval. ``evidence`` already includes this interval (see ``accumulate``);
+    without it, this interval's counts alone are the evidence."""
     if canary is None or not canary.has_data:
         missing = ", ".join(canary.missing()) if canary is not None else "all metrics"
-        return Verdict(False, (f"no data for the canary ({missing}): never promote on missing data",), no_data=True)
+        return Verdict(Outcome.inconclusive, (f"no data for the canary ({missing}): inconclusive, "
+                                              "never promoted on missing data",))
+    if evidence is None:
+        evidence = accumulate(Evidence(), stable, canary, policy.min_requests)
+    n = canary.request_count
+    if n < policy.min_requests:
+        return Verdict(Outcome.inconclusive, (f"canary served {n} requests this interval, fewer than the "
+                                              f"minimum {policy.min_requests}: inconclusive",))
+    reference = _reference(policy, stable, evidence)
+    failures: list[str] = []
+    passes: list[str] = []
+    open_questions: list[str] = []
+    pvalues: dict[str, float] = {}
+    _limits(policy, canary, cross_pool, failures, passes)
+    _errors(policy, evidence, failures, passes, open_questions, pvalues)
     if cross_pool:
-        return _cross_pool(policy, stable, canary)
-    reasons: list[str] = []
-    failures = _limits(policy, canary, reasons)
-    if policy.judge == "mann-whitney":
-        if canary_weight >= 100 and (stable is None or not stable.has_data):
-            # at 100 % the stable serves nothing, so there is nothing to compare with: the fixed limits
-            # (and the SLO) decide this last step alone
-            reasons.append("stable serves no traffic at 100 %: judged on the fixed limits only")
-            return Verdict(failures == 0, tuple(reasons))
-        if stable is None or not stable.has_data:
-            missing = ", ".join(stable.missing()) if stable is not None else "all metrics"
-            return Verdict(False, (f"no data for the stable version ({missing}): cannot compare",), no_data=True)
-        stat_failures, no_data = _mann_whitney(policy, stable, canary, reasons)
-        if no_data:
-            return Verdict(False, tuple(reasons), no_data=True)
-        failures += stat_failures
-    return Verdict(failures == 0, tuple(reasons))
-
-
-def _limits(policy: Policy, canary: VersionMetrics, reasons: list[str]) -> int:
-    failures = 0
-    err = canary.error_rate or 0.0
-    if err > policy.max_error_rate:
-        failures += 1
-        reasons.append(f"canary error rate {err:.2%} is above the limit {policy.max_error_rate:.2%}")
+        _slo_latency(policy, canary, failures, passes, open_questions)
+    elif reference is None:
+        open_questions.append("no stable measurement with enough traffic to compare latency with")
+    elif policy.judge == "mann-whitney" and len(_finite(canary.latency_samples)) >= MIN_WINDOWS \
+            and len(_finite(reference.latency_samples)) >= MIN_WINDOWS:
+        _latency_mann_whitney(policy, reference, canary, failures, passes, pvalues)
     else:
-        reasons.append(f"canary error rate {err:.2%} is within the limit {policy.max_error_rate:.2%}")
-    limit = policy.max_p95_latency_ms
-    if limit is not None:
+        _latency_tail(policy, reference, canary, failures, passes, open_questions, pvalues)
+    needs_confirmation = False
+    if cross_pool and not failures:
+        needs_confirmation = _cost(policy, stable, canary, reference, failures, passes, open_questions)
+    if failures:
+        return Verdict(Outcome.failed, (*failures, *passes), pvalues=pvalues)
+    if open_questions:
+        return Verdict(Outcome.inconclusive, (*(q + ": inconclusive" for q in open_questions), *passes),
+                       pvalues=pvalues)
+    return Verdict(Outcome.passed, tuple(passes), needs_confirmation, pvalues)
+
+
+def _finite(values: tuple[float, ...]) -> list[float]:
+    return [float(v) for v in values if v is not None and not math.isnan(v) and not math.isinf(v)]
+
+
+def _reference(policy: Policy, stable: VersionMetrics | None, evidence: Evidence) -> VersionMetrics | None:
+    """What the canary's latency and cost are compared with: stable now, else its last measurement."""
+    if stable is not None and stable.has_data and stable.request_count >= max(policy.min_requests, 1):
+        return stable
+    if evidence.baseline:
+        return VersionMetrics.from_dict(evidence.baseline)
+    return None
+
+
+def _limits(policy: Policy, canary: VersionMetrics, cross_pool: bool, failures: list[str],
+            passes: list[str]) -> None:
+    """The absolute checks: fixed limits within a pool, the SLO across pools."""
+    err = canary.error_count / canary.request_count
+    limit = policy.max_error_rate
+    if cross_pool and policy.slo_error_rate is not None:
+        limit = policy.slo_error_rate
+    word = "SLO" if cross_pool and policy.slo_error_rate is not None else "limit"
+    if err > limit:
+        failures.append(f"canary error rate {err:.2%} is above the {word} {limit:.2%}")
+    else:
+        passes.append(f"canary error rate {err:.2%} is within the {word} {limit:.2%}")
+    p95_limit = policy.max_p95_latency_ms
+    if p95_limit is not None and not cross_pool:
         p95 = canary.p95_ms or 0.0
-        if p95 > limit:
-            failures += 1
-            reasons.append(f"canary p95 {p95:.0f} ms is above the limit {limit:.0f} ms")
+        if p95 > p95_limit:
+            failures.append(f"canary p95 {p95:.0f} ms is above the limit {p95_limit:.0f} ms")
         else:
-            reasons.append(f"canary p95 {p95:.0f} ms is within the limit {limit:.0f} ms")
-    return failures
+            passes.append(f"canary p95 {p95:.0f} ms is within the limit {p95_limit:.0f} ms")
+
+
+def _errors(policy: Policy, ev: Evidence, failures: list[str], passes: list[str], open_questions: list[str],
+            pvalues: dict[str, float]) -> None:
+    if ev.stable_requests <= 0:
+        open_questions.append("stable has served no requests since the canary started: no error rate to compare")
+        return
+    c_rate = ev.canary_errors / ev.canary_requests if ev.canary_requests else 0.0
+    s_rate = ev.stable_errors / ev.stable_requests
+    ratio = 1.0 + policy.error_rate_tolerance
+    p = stats.rate_ratio_pvalue(ev.canary_errors, ev.canary_requests, ev.stable_errors, ev.stable_requests)
+    pvalues["errors"] = p
+    counts = (f"{ev.canary_errors}/{ev.canary_requests} canary vs {ev.stable_errors}/{ev.stable_requests} "
+              f"stable requests over {ev.intervals} interval(s)")
+    if p < policy.alpha and c_rate > s_rate * ratio:
+        failures.append(f"canary error rate {c_rate:.3%} is significantly above stable {s_rate:.3%} "
+                        f"({counts}; p={p:.2g} < {policy.alpha}, beyond {ratio:.2f}x)")
+    else:
+        passes.append(f"canary error rate {c_rate:.3%} vs stable {s_rate:.3%}: no significant increase "
+                      f"({counts}; p={p:.2g})")
+
+
+def _latency_tail(policy: Policy, reference: VersionMetrics, canary: VersionMetrics, failures: list[str],
+                  passes: list[str], open_questions: list[str], pvalues: dict[str, float]) -> None:
+    ref_p95 = reference.p95_ms
+    if ref_p95 is None or not math.isfinite(ref_p95) or ref_p95 <= 0:
+        open_questions.append("stable p95 unknown: no latency to compare with")
+        return
+    bound_ms = ref_p95 * (1 + policy.latency_tolerance)
+    if not canary.latency_buckets:
+        # no histogram (a custom query): compare the p95 figures themselves
+        p95 = canary.p95_ms or 0.0
+        if p95 > bound_ms:
+            failures.append(f"canary p95 {p95:.0f} ms is above stable {ref_p95:.0f} ms + "
+                            f"{policy.latency_tolerance:.0%}")
+        else:
+            passes.append(f"canary p95 {p95:.0f} ms vs stable {ref_p95:.0f} ms: within {policy.latency_tolerance:.0%}")
+        return
+    slower, total = stats.fraction_above(canary.latency_buckets, bound_ms / 1000.0)
+    k, n = int(round(slower)), int(round(total))
+    p = stats.tail_pvalue(k, n, TAIL_SHARE)
+    pvalues["latency"] = p
+    share = k / n if n else 0.0
+    if p < policy.alpha:
+        failures.append(f"canary p95 {canary.p95_ms or 0:.0f} ms is significantly above stable {ref_p95:.0f} ms: "
+                        f"{share:.1%} of {n} canary requests are slower than {bound_ms:.0f} ms (stable p95 + "
+                        f"{policy.latency_tolerance:.0%}), more than the {TAIL_SHARE:.0%} a p95 allows (p={p:.2g})")
+    else:
+        passes.append(f"canary p95 {canary.p95_ms or 0:.0f} ms vs stable {ref_p95:.0f} ms: {share:.1%} of {n} "
+                      f"requests slower than {bound_ms:.0f} ms, no significant increase (p={p:.2g})")
+
+
+def _latency_mann_whitney(policy: Policy, reference: VersionMetrics, canary: VersionMetrics,
+                          failures: list[str], passes: list[str], pvalues: dict[str, float]) -> None:
+    s_lat, c_lat = _finite(reference.latency_samples), _finite(canary.latency_samples)
+    p = mann_whitney_worse(s_lat, c_lat)
+    pvalues["latency"] = p
+    s_med, c_med = median(s_lat), median(c_lat)
+    if p < policy.alpha and c_med > s_med * (1 + policy.latency_tolerance):
+        failures.append(f"canary latency {c_med:.0f} ms is significantly above stable {s_med:.0f} ms "
+                        f"(Mann-Whitney over {len(c_lat)}+{len(s_lat)} windows, p={p:.2g}, beyond "
+                        f"{policy.latency_tolerance:.0%})")
+    else:
+        passes.append(f"canary latency {c_med:.0f} ms vs stable {s_med:.0f} ms: no significant increase (p={p:.2g})")
 
 
 def mann_whitney_worse(stable: list[float], canary: list[float]) -> float:
@@ -83,74 +238,49 @@ def mann_whitney_worse(stable: list[float], canary: list[float]) -> float:
     except ImportError as exc:  # core install: say which extra brings scipy
         raise missing_extra(exc) or exc from None
 
-    if len(set(stable) | set(canary)) == 1:  # all identical: no evidence of a difference
+    if not stable or not canary or len(set(stable) | set(canary)) == 1:  # all identical: no evidence
         return 1.0
     result = mannwhitneyu(canary, stable, alternative="greater", method="asymptotic")
     p = float(result.pvalue)
     return 1.0 if math.isnan(p) else p
 
 
-def _clean(samples: tuple[float, ...]) -> list[float]:
-    return [float(v) for v in samples if v is not None and not math.isnan(v) and not math.isinf(v)]
-
-
-def _mann_whitney(policy: Policy, stable: VersionMetrics, canary: VersionMetrics,
-                  reasons: list[str]) -> tuple[int, bool]:
-    failures = 0
-    s_err, c_err = _clean(stable.error_samples), _clean(canary.error_samples)
-    s_lat, c_lat = _clean(stable.latency_samples), _clean(canary.latency_samples)
-    if min(len(s_err), len(c_err), len(s_lat), len(c_lat)) < MIN_SAMPLES:
-        reasons.append(f"fewer than {MIN_SAMPLES} samples per version (error: stable {len(s_err)}, canary "
-                       f"{len(c_err)}; latency: stable {len(s_lat)}, canary {len(c_lat)}): no data")
-        return 0, True
-    p = mann_whitney_worse(s_err, c_err)
-    s_mean, c_mean = fmean(s_err), fmean(c_err)
-    allowed = max(policy.error_rate_abs_tolerance, policy.error_rate_tolerance * s_mean)
-    if p < policy.alpha and c_mean - s_mean > allowed:
-        failures += 1
-        reasons.append(f"canary error rate {c_mean:.2%} is significantly above stable {s_mean:.2%} "
-                       f"(Mann-Whitney p={p:.4f} < {policy.alpha}, difference beyond tolerance {allowed:.2%})")
-    else:
-        reasons.append(f"canary error rate {c_mean:.2%} vs stable {s_mean:.2%}: no significant increase "
-                       f"(p={p:.4f}, tolerance {allowed:.2%})")
-    p = mann_whitney_worse(s_lat, c_lat)
-    s_med, c_med = median(s_lat), median(c_lat)
-    if p < policy.alpha and c_med > s_med * (1 + policy.latency_tolerance):
-        failures += 1
-        reasons.append(f"canary latency {c_med:.0f} ms is significantly above stable {s_med:.0f} ms "
-                       f"(p={p:.4f}, beyond {policy.latency_tolerance:.0%})")
-    else:
-        reasons.append(f"canary latency {c_med:.0f} ms vs stable {s_med:.0f} ms: no significant increase (p={p:.4f})")
-    return failures, False
-
-
-def _cross_pool(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics) -> Verdict:
-    reasons: list[str] = []
-    failures = 0
-    slo_p95 = policy.slo_p95_latency_ms or policy.max_p95_latency_ms
-    if slo_p95 is None:
-        return Verdict(False, ("a cross-pool canary needs a p95 latency SLO (slo.p95LatencyMs) to judge against",))
+def _slo_latency(policy: Policy, canary: VersionMetrics, failures: list[str], passes: list[str],
+                 open_questions: list[str]) -> None:
+    slo = policy.slo_p95_latency_ms or policy.max_p95_latency_ms
+    if slo is None:
+        failures.append("a cross-pool canary needs a p95 latency SLO (slo.p95LatencyMs) to judge against")
+        return
     p95 = canary.p95_ms or 0.0
-    if p95 > slo_p95:
-        failures += 1
-        reasons.append(f"canary pool {canary.pool} p95 {p95:.0f} ms misses the SLO {slo_p95:.0f} ms")
+    if p95 > slo:
+        failures.append(f"canary pool {canary.pool} p95 {p95:.0f} ms misses the SLO {slo:.0f} ms")
     else:
-        reasons.append(f"canary pool {canary.pool} p95 {p95:.0f} ms meets the SLO {slo_p95:.0f} ms")
-    max_err = policy.slo_error_rate if policy.slo_error_rate is not None else policy.max_error_rate
-    err = canary.error_rate or 0.0
-    if err > max_err:
-        failures += 1
-        reasons.append(f"canary error rate {err:.2%} misses the SLO {max_err:.2%}")
-    c_cost = canary.cost_per_1000
-    s_cost = stable.cost_per_1000 if stable is not None and stable.has_data else None
+        passes.append(f"canary pool {canary.pool} p95 {p95:.0f} ms meets the SLO {slo:.0f} ms")
+
+
+def _cost(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics, reference: VersionMetrics | None,
+          failures: list[str], passes: list[str], open_questions: list[str]) -> bool:
+    """Cost per 1,000 inferences of both pools at the same load; returns "needs a person's confirmation"."""
+    old = reference if reference is not None else stable
+    load = (canary.requests_per_second or 0.0) + (stable.requests_per_second or 0.0 if stable is not None
+                                                  and stable.has_data else 0.0)
+    c_cost = canary.cost_at_load(load)
+    s_cost = old.cost_at_load(load) if old is not None else None
     if c_cost is None or s_cost is None:
-        return Verdict(False, (*reasons, "cost per 1,000 inferences unknown (need replicas, pool price and "
-                                         "traffic for both pools): no data"), no_data=True)
+        open_questions.append("cost per 1,000 inferences unknown (need the pools' hourly prices and full-size "
+                              "replica counts)")
+        return False
+    old_pool = old.pool if old is not None else "stable"
+    figures = (f"${c_cost:.4f} per 1,000 inferences on {canary.pool} vs ${s_cost:.4f} on {old_pool}, both at "
+               f"{load:.1f} req/s with full-size replicas")
     if c_cost < s_cost:
-        reasons.append(f"canary pool {canary.pool} costs ${c_cost:.4f} per 1,000 inferences, "
-                       f"cheaper than {stable.pool} at ${s_cost:.4f}")
-    else:
-        failures += 1
-        reasons.append(f"canary pool {canary.pool} costs ${c_cost:.4f} per 1,000 inferences, "
-                       f"not cheaper than {stable.pool} at ${s_cost:.4f}")
-    return Verdict(failures == 0, tuple(reasons))
+        passes.append(f"canary pool is cheaper: {figures}")
+        return False
+    if policy.cost_policy == "rollback":
+        failures.append(f"canary pool costs more (cost policy: rollback): {figures}")
+        return False
+    if policy.cost_policy == "promote":
+        passes.append(f"canary pool costs more but meets the SLO (cost policy: promote): {figures}")
+        return False
+    passes.append(f"canary pool costs more but meets the SLO (cost policy: confirm, a person decides): {figures}")
+    return True

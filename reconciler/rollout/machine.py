@@ -7,22 +7,32 @@ the same step twice, or after a restart from persisted state, never promotes twi
 Flow for one canary revision::
 
     stable --(new revision)--> initializing (weight 0) --(canary ready)--> progressing step 0
-    progressing --(check passes)--> next step ... --(last step passes)--> promoted
+    progressing --(check passes)--> next step ... --(last step passes)--> promoting --> promoted
     progressing --(check fails)--> hold; failed_checks += 1 --(>= failure_threshold)--> rolled_back
+    progressing --(inconclusive)--> hold; inconclusive_checks += 1 --(>= inconclusive_limit)-->
+        paused for a person, or rolled_back (policy.on_inconclusive)
     any active --(no progress for progress_deadline)--> rolled_back
     any active --(another new revision)--> initializing again at weight 0 (analysis restarts)
 
-Pause freezes the machine (no analysis, no weight change, deadline clock stopped); resume restarts
-the deadline and analysis clocks. Promote / abort requested by a user take effect on the next step.
+A step only advances while the canary is ready (``Observations.canary_ready``): a canary with no
+ready pod never gets more traffic. ``promoting`` keeps all traffic where it is while the promoted
+version scales to its full size; only once it is ready at full size (``Observations.promoted_ready``)
+is the old version let go (``Promote``), so a ``maxSurge: 0`` GPU pool never loses capacity.
+
+Manual gates: a pause step (``policy.pauses``) and the cost policy ``confirm`` pause the rollout
+with a reason; a confirm-promotion webhook (``Observations.promotion_confirmed`` False) holds the
+last step. Pause freezes the machine (no analysis, no weight change, deadline clock stopped); resume
+restarts the deadline and analysis clocks. Promote / abort requested by a user take effect on the
+next step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.rollout.judge import judge
+from reconciler.rollout.judge import Verdict, accumulate, judge
 from reconciler.rollout.metrics import VersionMetrics
-from reconciler.rollout.state import Phase, RolloutState, StepRecord
+from reconciler.rollout.state import Evidence, Phase, RolloutState, StepRecord
 
 MAX_HISTORY = 200
 
@@ -42,6 +52,10 @@ class Observations:
     canary: VersionMetrics | None = None
     stable_pool: str | None = None
     canary_pool: str | None = None
+    achieved_weight: float | None = None     # the canary's real share of traffic (%), when the router knows it
+    promoted_ready: bool = False             # promoting: the new version is ready at full size
+    promotion_confirmed: bool | None = None  # the confirm-promotion webhook's answer (None: no webhook)
+    metrics_error: str | None = None         # why there are no metrics this tick (Prometheus down ...)
 
 
 @dataclass(frozen=True)
@@ -60,8 +74,16 @@ class DeployCanary:
 
 
 @dataclass(frozen=True)
+class ScaleUp:
+    """Promoting: run ``revision`` as the stable version at full size (in ``pool``); traffic stays."""
+
+    revision: str
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
 class Promote:
-    """Make ``revision`` the stable version (in ``pool``), all traffic to it, remove the canary."""
+    """``revision`` (in ``pool``) is ready at full size: all traffic to it, remove the old version."""
 
     revision: str
     pool: str | None = None
@@ -75,7 +97,7 @@ class Rollback:
     reason: str
 
 
-RolloutAction = SetWeight | DeployCanary | Promote | Rollback
+RolloutAction = SetWeight | DeployCanary | ScaleUp | Promote | Rollback
 
 
 def _record(state: RolloutState, now: float, decision: str, reasons: tuple[str, ...] | list[str],
@@ -83,7 +105,8 @@ def _record(state: RolloutState, now: float, decision: str, reasons: tuple[str, 
     record = StepRecord(at=now, revision=state.canary_revision, step_index=state.step_index,
                         canary_weight=state.canary_weight, decision=decision, reasons=tuple(reasons),
                         stable=obs.stable.summary() if obs and obs.stable else None,
-                        canary=obs.canary.summary() if obs and obs.canary else None)
+                        canary=obs.canary.summary() if obs and obs.canary else None,
+                        achieved_weight=state.achieved_weight)
     history = (*state.history, record)[-MAX_HISTORY:]
     return state.evolve(history=history, generation=state.generation + 1)
 
@@ -98,30 +121,50 @@ def _start(state: RolloutState, obs: Observations, now: float) -> tuple[list[Rol
     reason = (f"new revision {obs.revision} replaces canary {state.canary_revision}: analysis restarts at weight 0"
               if restarting else f"new revision {obs.revision}: canary starts at weight 0")
     new = state.evolve(phase=Phase.initializing, canary_revision=obs.revision, step_index=-1, canary_weight=0,
-                       failed_checks=0, started_at=now, progress_at=now, last_analysis_at=None,
-                       requested=None, outcome=None,
+                       failed_checks=0, inconclusive_checks=0, evidence=_fresh(state.evidence),
+                       started_at=now, progress_at=now, last_analysis_at=None, achieved_weight=0.0,
+                       requested=None, outcome=None, paused=False, pause_reason=None, pause_until=None,
                        stable_pool=obs.stable_pool or state.stable_pool, canary_pool=pool)
     return actions, _record(new, now, "restart" if restarting else "start", (reason,))
 
 
+def _fresh(evidence: Evidence) -> Evidence:
+    """Evidence for a new canary revision: counts start again, the stable's baseline stays."""
+    return Evidence(baseline=evidence.baseline)
+
+
 def _promote(state: RolloutState, now: float, reasons: list[str] | tuple[str, ...],
              obs: Observations | None) -> tuple[list[RolloutAction], RolloutState]:
+    """Judged good: scale the new version to full size first (phase promoting); traffic stays."""
     revision = state.canary_revision
     assert revision is not None
     if state.promoted_revision == revision:  # already promoted: never twice
         return [], state
+    pool = state.canary_pool or state.stable_pool
+    new = state.evolve(phase=Phase.promoting, requested=None, paused=False, pause_reason=None, pause_until=None,
+                       progress_at=now, outcome=f"promoting {revision}: " + "; ".join(reasons))
+    return [ScaleUp(revision, pool)], _record(new, now, "promoting", (
+        *reasons, f"{revision} scales to full size in {pool}; the old version stays until it is ready"), obs)
+
+
+def _promoted(state: RolloutState, now: float, obs: Observations) -> tuple[list[RolloutAction], RolloutState]:
+    revision = state.canary_revision
+    assert revision is not None
+    reasons = (state.outcome or "").removeprefix(f"promoting {revision}: ")
     new = state.evolve(phase=Phase.promoted, stable_revision=revision, promoted_revision=revision,
-                       promotions=state.promotions + 1, canary_weight=0, requested=None,
+                       promotions=state.promotions + 1, canary_weight=0, achieved_weight=None, requested=None,
                        stable_pool=state.canary_pool or state.stable_pool, progress_at=now,
-                       outcome=f"promoted {revision}: " + "; ".join(reasons))
-    return [Promote(revision, new.stable_pool)], _record(new, now, "promote", reasons, obs)
+                       outcome=f"promoted {revision}: {reasons}")
+    return [Promote(revision, new.stable_pool)], _record(new, now, "promote", (
+        f"{revision} is ready at full size: traffic moves to it and the old version is removed",), obs)
 
 
 def _rollback(state: RolloutState, now: float, reasons: list[str] | tuple[str, ...],
               obs: Observations | None) -> tuple[list[RolloutAction], RolloutState]:
     revision = state.canary_revision or ""
     summary = "; ".join(reasons)
-    new = state.evolve(phase=Phase.rolled_back, canary_weight=0, requested=None,
+    new = state.evolve(phase=Phase.rolled_back, canary_weight=0, achieved_weight=0.0, requested=None,
+                       paused=False, pause_reason=None, pause_until=None,
                        outcome=f"rolled back {revision}: {summary}")
     return [SetWeight(0), Rollback(revision, summary)], _record(new, now, "rollback", reasons, obs)
 
@@ -145,10 +188,21 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
 
     if state.requested == "abort":
         return _rollback(state, now, ["aborted by a user"], obs)
+    if state.phase is Phase.promoting:
+        if obs.promoted_ready:
+            return _promoted(state, now, obs)
+        return [], state  # traffic stays where it is until the new version is ready at full size
     if state.requested == "promote":
         return _promote(state, now, ["promoted by a user"], obs)
     if state.paused:
-        return [], state
+        if state.pause_until is not None and now >= state.pause_until:
+            state = _record(state.evolve(paused=False, pause_reason=None, pause_until=None, progress_at=now,
+                                         last_analysis_at=None, gate_cleared=state.step_index), now, "resume",
+                            ("timed pause step is over",))
+        else:
+            return [], state
+    if obs.achieved_weight is not None and obs.achieved_weight != state.achieved_weight:
+        state = state.evolve(achieved_weight=obs.achieved_weight)
 
     policy = state.policy
     deadline = policy.progress_deadline_seconds
@@ -157,6 +211,11 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
                                       f"deadline of {deadline}s"], obs)
 
     if state.phase is Phase.initializing:
+        if obs.stable is not None and obs.stable.has_data and (
+                state.last_analysis_at is None or now - state.last_analysis_at >= policy.interval_seconds):
+            # stable serves everything now: its figures are the baseline a 100 % step is judged against
+            state = state.evolve(evidence=accumulate(state.evidence, obs.stable, None, policy.min_requests),
+                                 last_analysis_at=now)
         if not obs.canary_ready:
             return [], state
         weight = policy.steps[0]
@@ -167,23 +226,74 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
     if state.last_analysis_at is not None and now - state.last_analysis_at < policy.interval_seconds:
         return [], state  # not yet time for the next analysis
 
-    verdict = judge(policy, obs.stable, obs.canary, cross_pool=state.cross_pool,
-                    canary_weight=state.canary_weight)
-    state = state.evolve(last_analysis_at=now)
-    if verdict.passed:
-        if state.step_index >= len(policy.steps) - 1:
-            return _promote(state, now, [f"all {len(policy.steps)} steps passed", *verdict.reasons], obs)
-        index = state.step_index + 1
-        weight = policy.steps[index]
-        new = state.evolve(step_index=index, canary_weight=weight, progress_at=now)
-        return [SetWeight(weight)], _record(new, now, "advance", (f"weight {weight}%", *verdict.reasons), obs)
-    failed = state.failed_checks + 1
-    state = state.evolve(failed_checks=failed)
-    if failed >= policy.failure_threshold:
-        return _rollback(state, now, [f"{failed} failed checks reached the threshold {policy.failure_threshold}",
-                                      *verdict.reasons], obs)
-    return [], _record(state, now, "hold", (f"failed check {failed}/{policy.failure_threshold}: weight stays "
-                                             f"{state.canary_weight}%", *verdict.reasons), obs)
+    evidence = accumulate(state.evidence, obs.stable, obs.canary, policy.min_requests)
+    state = state.evolve(last_analysis_at=now, evidence=evidence)
+    if obs.canary is None and obs.metrics_error:
+        from reconciler.rollout.judge import Outcome
+
+        verdict = Verdict(Outcome.inconclusive, (f"no metrics: {obs.metrics_error}: inconclusive, not a failure",))
+    else:
+        verdict = judge(policy, obs.stable, obs.canary, evidence=evidence, cross_pool=state.cross_pool,
+                        canary_weight=state.canary_weight)
+    if verdict.inconclusive:
+        return _inconclusive(state, now, verdict, obs)
+    if verdict.failed:
+        failed = state.failed_checks + 1
+        state = state.evolve(failed_checks=failed, inconclusive_checks=0)
+        if failed >= policy.failure_threshold:
+            return _rollback(state, now, [f"{failed} failed checks reached the threshold {policy.failure_threshold}",
+                                          *verdict.reasons], obs)
+        return [], _record(state, now, "hold", (f"failed check {failed}/{policy.failure_threshold}: weight stays "
+                                                 f"{state.canary_weight}%", *verdict.reasons), obs)
+    state = state.evolve(inconclusive_checks=0)
+    if not obs.canary_ready:
+        return [], _record(state, now, "hold", (f"canary not ready: weight stays {state.canary_weight}%",
+                                                 *verdict.reasons), obs)
+    if state.step_index >= len(policy.steps) - 1:
+        return _last_step_passed(state, now, verdict, obs)
+    index = state.step_index + 1
+    weight = policy.steps[index]
+    new = state.evolve(step_index=index, canary_weight=weight, progress_at=now)
+    actions: list[RolloutAction] = [SetWeight(weight)]
+    gate = policy.pause_after(state.step_index)
+    if gate is not None and state.gate_cleared != state.step_index:  # a pause step: hold before the next weight
+        new = state.evolve(progress_at=now, paused=True, pause_until=None if gate.seconds is None else now + gate.seconds,
+                           pause_reason="pause step" + ("" if gate.seconds is None else f" of {gate.seconds}s"))
+        how = ("until `reconciler rollout resume`" if gate.seconds is None else f"for {gate.seconds}s")
+        return [], _record(new, now, "pause", (f"pause step after {state.canary_weight}%: holding {how}",
+                                               *verdict.reasons), obs)
+    return actions, _record(new, now, "advance", (f"weight {weight}%", *verdict.reasons), obs)
+
+
+def _last_step_passed(state: RolloutState, now: float, verdict: Verdict,
+                      obs: Observations) -> tuple[list[RolloutAction], RolloutState]:
+    policy = state.policy
+    reasons = [f"all {len(policy.steps)} steps passed", *verdict.reasons]
+    if obs.promotion_confirmed is False:
+        return [], _record(state, now, "hold", ("the confirm-promotion webhook has not confirmed: waiting",
+                                                 *verdict.reasons), obs)
+    if verdict.needs_confirmation:
+        new = state.evolve(paused=True, pause_reason="confirm promotion", progress_at=now)
+        return [], _record(new, now, "pause", ("the canary pool costs more: waiting for a person to run "
+                                               "`reconciler rollout promote` (or abort)", *verdict.reasons), obs)
+    return _promote(state, now, reasons, obs)
+
+
+def _inconclusive(state: RolloutState, now: float, verdict: Verdict,
+                  obs: Observations) -> tuple[list[RolloutAction], RolloutState]:
+    policy = state.policy
+    count = state.inconclusive_checks + 1
+    state = state.evolve(inconclusive_checks=count)
+    if count < policy.inconclusive_limit:
+        return [], _record(state, now, "inconclusive", (
+            f"inconclusive {count}/{policy.inconclusive_limit}: weight stays {state.canary_weight}%",
+            *verdict.reasons), obs)
+    why = f"{count} inconclusive analyses reached the limit {policy.inconclusive_limit}"
+    if policy.on_inconclusive == "rollback":
+        return _rollback(state, now, [why, *verdict.reasons], obs)
+    new = state.evolve(paused=True, pause_reason="inconclusive", progress_at=now)
+    return [], _record(new, now, "pause", (f"{why}: paused for a person (resume, promote or abort)",
+                                           *verdict.reasons), obs)
 
 
 # --------------------------------------------------------------------------- user commands (pure)
@@ -192,14 +302,19 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
 def pause(state: RolloutState, now: float) -> RolloutState:
     if state.paused or not state.phase.active:
         return state
-    return _record(state.evolve(paused=True), now, "pause", ("paused by a user",))
+    return _record(state.evolve(paused=True, pause_reason="paused by a user", pause_until=None), now, "pause",
+                   ("paused by a user",))
 
 
 def resume(state: RolloutState, now: float) -> RolloutState:
     if not state.paused:
         return state
     # restart both clocks: time spent paused counts neither against the deadline nor as analysis
-    new = state.evolve(paused=False, progress_at=now, last_analysis_at=now if state.last_analysis_at else None)
+    gate = state.pause_reason is not None and state.pause_reason.startswith("pause step")
+    # a pause step that is over lets the next analysis advance at once; otherwise a whole interval is measured
+    new = state.evolve(paused=False, pause_reason=None, pause_until=None, inconclusive_checks=0, progress_at=now,
+                       last_analysis_at=None if gate else (now if state.last_analysis_at else None),
+                       gate_cleared=state.step_index if gate else state.gate_cleared)
     return _record(new, now, "resume", ("resumed by a user",))
 
 

@@ -22,6 +22,10 @@ from reconciler.rollout.metrics import VersionMetrics
 LABELS = {"model": "gitops_ml_model", "track": "gitops_ml_track", "pool": "gitops_ml_pool", "namespace": "namespace"}
 
 DEFAULT_QUERIES: dict[str, str] = {
+    "requests": "sum(increase(bentoml_service_request_total{$selector}[$window]))",
+    "errors": ('sum(increase(bentoml_service_request_total{$selector,http_response_code=~"5.."}[$window])) '
+               "or vector(0)"),
+    "latency_buckets": "sum by (le) (increase(bentoml_service_request_duration_seconds_bucket{$selector}[$window]))",
     "request_rate": "sum(rate(bentoml_service_request_total{$selector}[$window]))",
     "error_rate": ('(sum(rate(bentoml_service_request_total{$selector,http_response_code=~"5.."}[$window])) '
                    "or vector(0)) / sum(rate(bentoml_service_request_total{$selector}[$window]))"),
@@ -29,6 +33,17 @@ DEFAULT_QUERIES: dict[str, str] = {
                        "(rate(bentoml_service_request_duration_seconds_bucket{$selector}[$window]))) * 1000"),
 }
 QUERY_KEYS = tuple(DEFAULT_QUERIES)
+MIN_SAMPLE_WINDOW = 30  # seconds: a rate() window must hold at least two scrapes (15 s is the usual interval)
+
+
+def sample_layout(interval_seconds: int, samples: int, min_window: float = MIN_SAMPLE_WINDOW) -> tuple[int, float]:
+    """(windows, seconds each) for the per-window latency samples of one interval. Pure.
+
+    The windows tile the interval without overlapping (range-query step = rate window), so the
+    samples are independent: overlapping windows share requests and make a rank test's p-values
+    far too small (1-minute windows every 5 s gave p < 0.01 in a quarter of A/A intervals)."""
+    windows = max(1, min(max(samples, 1), int(interval_seconds // max(min_window, 1))))
+    return windows, interval_seconds / windows
 
 
 def selector(model: str, track: str | None, pool: str | None = None, namespace: str | None = None,
@@ -120,6 +135,11 @@ class PrometheusClient:
                                fix="aggregate it, e.g. wrap it in sum(...)")
         return _value(result[0]["value"][1])
 
+    def query_vector(self, promql: str, at: float, label: str) -> list[tuple[str, float]]:
+        """An instant query returning many series: (value of ``label``, value) per series."""
+        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        return [((item.get("metric") or {}).get(label, ""), _value(item["value"][1])) for item in data.get("result") or []]
+
     def query_range(self, promql: str, start: float, end: float, step: float) -> list[tuple[float, float]]:
         data = self._get("/api/v1/query_range", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
                                                  "step": f"{step:g}"})
@@ -134,14 +154,15 @@ class PrometheusClient:
 class PrometheusAnalysis:
     """Collects VersionMetrics for one track of a model over the last analysis interval.
 
-    ``samples`` is how many points per interval the Mann-Whitney judge gets (one range-query step
-    each); ``sample_window`` is the rate window of those points (at least two scrapes long).
+    Counts (``increase()`` over the interval) feed the error test, the duration histogram's bucket
+    increases feed the latency test; ``samples`` non-overlapping windows of at least
+    ``min_window`` seconds (``sample_layout``) give the Mann-Whitney judge its per-window p95s.
     """
 
     client: PrometheusClient
     queries: dict[str, str] = field(default_factory=dict)
     samples: int = 12
-    sample_window: str = "1m"
+    min_window: float = MIN_SAMPLE_WINDOW
     labels: dict[str, str] = field(default_factory=lambda: dict(LABELS))
 
     def __post_init__(self) -> None:
@@ -153,20 +174,29 @@ class PrometheusAnalysis:
 
     def collect(self, *, model: str, track: str, now: float, interval_seconds: int, pool: str | None = None,
                 namespace: str | None = None, replicas: int | None = None,
-                hourly_price: float | None = None, match_track: bool = True) -> VersionMetrics:
+                hourly_price: float | None = None, match_track: bool = True,
+                full_replicas: int | None = None) -> VersionMetrics:
         sel = selector(model, track if match_track else None, pool, namespace, self.labels)
         window = _seconds(interval_seconds)
         q = {key: render_query(text, sel, window) for key, text in self.queries.items()}
+        requests = self.client.query(q["requests"], now)
+        errors = self.client.query(q["errors"], now)
         rps = self.client.query(q["request_rate"], now)
         error_rate = self.client.query(q["error_rate"], now)
         p95 = self.client.query(q["p95_latency_ms"], now)
-        step = max(1.0, interval_seconds / max(self.samples, 1))
-        start = now - interval_seconds + step
-        sample_q = {key: render_query(text, sel, self.sample_window) for key, text in self.queries.items()}
-        errors = self.client.query_range(sample_q["error_rate"], start, now, step)
-        latency = self.client.query_range(sample_q["p95_latency_ms"], start, now, step)
+        buckets = []
+        for le, count in self.client.query_vector(q["latency_buckets"], now, "le"):
+            try:
+                buckets.append((float(le), count))  # "+Inf" reads as inf
+            except ValueError:
+                continue
+        windows, seconds = sample_layout(interval_seconds, self.samples, self.min_window)
+        latency: list[tuple[float, float]] = []
+        if windows > 1:
+            sample_q = render_query(self.queries["p95_latency_ms"], sel, _seconds(seconds))
+            latency = self.client.query_range(sample_q, now - interval_seconds + seconds, now, seconds)
         return VersionMetrics(
             track=track, pool=pool, requests_per_second=rps, error_rate=error_rate, p95_ms=p95,
-            error_samples=tuple(v for _, v in errors if not math.isnan(v)),
             latency_samples=tuple(v for _, v in latency if not math.isnan(v)),
-            replicas=replicas, hourly_price=hourly_price)
+            replicas=replicas, hourly_price=hourly_price, requests=requests, errors=errors,
+            latency_buckets=tuple(sorted(buckets)), full_replicas=full_replicas)

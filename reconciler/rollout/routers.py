@@ -1,17 +1,18 @@
 """Traffic routers behind one interface: what to change so the canary gets ``canary_weight`` %.
 
-Each router computes the desired object changes purely (plain dicts); ``apply_changes`` hands them
-to a Kubernetes client (reconciler.cluster.kube.KubeClient or anything with ``apply`` / ``patch``).
+Each router computes the desired route object purely (plain dicts); the controller hands them to
+the sync with the rest of the environment (validated by a server-side dry run, owned by the inventory).
 
 - ``GatewayAPIRouter``: an HTTPRoute ``<model>`` whose backendRefs weight the stable Service
   ``<model>-<pool>`` against the canary Service; header matches (A/B) and a RequestMirror filter
   (shadow traffic).
 - ``IstioRouter``: a VirtualService for the host ``<model>.<ns>.svc.cluster.local`` with weighted
   destinations; header match (A/B) and mirror + mirrorPercentage (shadow traffic).
-- ``ReplicaRouter``: no mesh. Scales the stable and canary Deployments so that canary replicas /
-  total is as close to the weight as whole replicas allow (at least one each while both serve);
-  the model's Service ``<model>`` selects both, so kube-proxy spreads requests by replica count.
-  No header routing, no mirroring.
+- ``ReplicaRouter``: no mesh. The model's Service ``<model>`` selects both tracks, so kube-proxy
+  spreads requests by ready pods; the controller sizes the canary Deployment alone
+  (``controller.canary_replicas``, never the stable's replicas, which an HPA may own) and reports
+  the weight the ready pods achieve. Whole replicas make weights coarse, so the weight shown is the
+  achieved one. No header routing, no mirroring.
 """
 
 from __future__ import annotations
@@ -101,10 +102,14 @@ class GatewayAPIRouter:
                              "headers": [{"type": "Exact", "name": t.header[0], "value": t.header[1]}]}],
                 "backendRefs": [{**canary_ref, "weight": 1}],
             })
+        backends = [{"name": b.stable_service, "port": b.port, "weight": 100 - t.canary_weight}]
+        if b.canary_service != b.stable_service:
+            backends.append({**canary_ref, "weight": t.canary_weight})
+        else:  # no canary: one backend, nothing points at a removed Service
+            backends = [{"name": b.stable_service, "port": b.port, "weight": 100}]
         main: dict[str, Any] = {
             "matches": [{"path": {"type": "PathPrefix", "value": self.path_prefix}}],
-            "backendRefs": [{"name": b.stable_service, "port": b.port, "weight": 100 - t.canary_weight},
-                            {**canary_ref, "weight": t.canary_weight}],
+            "backendRefs": backends,
         }
         if t.mirror_percent:
             main["filters"] = [{"type": "RequestMirror",
@@ -137,9 +142,11 @@ class IstioRouter:
         if t.header is not None:
             http.append({"name": "canary-header", "match": [{"headers": {t.header[0]: {"exact": t.header[1]}}}],
                          "route": [{"destination": dest(b.canary_service), "weight": 100}]})
-        main: dict[str, Any] = {"name": "primary", "route": [
-            {"destination": dest(b.stable_service), "weight": 100 - t.canary_weight},
-            {"destination": dest(b.canary_service), "weight": t.canary_weight}]}
+        route = [{"destination": dest(b.stable_service), "weight": 100 - t.canary_weight},
+                 {"destination": dest(b.canary_service), "weight": t.canary_weight}]
+        if b.canary_service == b.stable_service:  # no canary: one destination
+            route = [{"destination": dest(b.stable_service), "weight": 100}]
+        main: dict[str, Any] = {"name": "primary", "route": route}
         if t.mirror_percent:
             main["mirror"] = dest(b.canary_service)
             main["mirrorPercentage"] = {"value": float(t.mirror_percent)}
@@ -156,19 +163,6 @@ class IstioRouter:
                        f"{backends.canary_service} {traffic.canary_weight}%")]
 
 
-def replica_split(total: int, canary_weight: int) -> tuple[int, int]:
-    """(stable, canary) replicas whose ratio is closest to the weight; one each while both serve."""
-    total = max(total, 1)
-    if canary_weight <= 0:
-        return total, 0
-    if canary_weight >= 100:
-        return 0, total
-    if total == 1:
-        return 1, 1  # the finest split one replica allows is 50 / 50 with a second pod
-    canary = min(total - 1, max(1, int(total * canary_weight / 100 + 0.5)))  # half rounds up
-    return total - canary, canary
-
-
 @dataclass(frozen=True)
 class ReplicaRouter:
     name: str = "replicas"
@@ -177,12 +171,7 @@ class ReplicaRouter:
         if traffic.header is not None or traffic.mirror_percent:
             raise ReconcilerError("the replica-ratio router cannot route by header or mirror traffic",
                                   fix="set canary.router to gateway-api or istio in the model or environment spec")
-        stable, canary = replica_split(backends.total_replicas, traffic.canary_weight)
-        changes = []
-        for name, replicas in ((backends.stable_deployment, stable), (backends.canary_deployment, canary)):
-            ref = ObjectRef("apps/v1", "Deployment", backends.namespace, name)
-            changes.append(Change("patch", ref, {"spec": {"replicas": replicas}}, f"{name}: {replicas} replicas"))
-        return changes
+        return []  # no route object: the canary Deployment's size is the weight
 
 
 def router_for(kind: str, **options: Any) -> Router:
@@ -193,14 +182,3 @@ def router_for(kind: str, **options: Any) -> Router:
     if kind == "replicas":
         return ReplicaRouter()
     raise ReconcilerError(f"unknown canary router {kind!r}", fix="use gateway-api, istio or replicas")
-
-
-def apply_changes(client: Any, changes: list[Change]) -> list[dict]:
-    """Apply changes through a KubeClient-like object (apply / patch); returns the server's objects."""
-    results = []
-    for change in changes:
-        if change.op == "apply":
-            results.append(client.apply(change.body))
-        else:
-            results.append(client.patch(change.ref, change.body, type="merge"))
-    return results

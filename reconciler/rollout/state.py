@@ -21,12 +21,49 @@ class Phase(str, Enum):
     stable = "stable"              # no canary: all traffic on the stable revision
     initializing = "initializing"  # a canary revision is being deployed at weight 0
     progressing = "progressing"    # traffic is being shifted step by step, under analysis
+    promoting = "promoting"        # judged good: the new version scales to full size before the old goes
     promoted = "promoted"          # the canary became stable (terminal for that revision)
     rolled_back = "rolled_back"    # the canary was abandoned (terminal for that revision)
 
     @property
     def active(self) -> bool:
-        return self in (Phase.initializing, Phase.progressing)
+        return self in (Phase.initializing, Phase.progressing, Phase.promoting)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What analysis has measured since the canary revision started.
+
+    Error counts accumulate over every analysed interval of the revision (both tracks are measured
+    over the same intervals, so the comparison stays like with like while weights change), which
+    gives a low-error-rate model the statistical power a single interval cannot. ``baseline`` is the
+    stable version's last measurement with enough traffic (``VersionMetrics.as_dict()``): what the
+    canary is compared with once stable serves nothing (a 100 % step, a cross-pool move).
+    """
+
+    canary_requests: int = 0
+    canary_errors: int = 0
+    stable_requests: int = 0
+    stable_errors: int = 0
+    intervals: int = 0
+    baseline: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Evidence":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A manual gate in the step list: after step ``after`` (an index into the weights) passes, hold
+    for ``seconds`` (None: until a person runs ``reconciler rollout resume`` or ``promote``)."""
+
+    after: int
+    seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,32 +80,57 @@ class Policy:
     router: Literal["gateway-api", "istio", "replicas"] = "replicas"
     slo_p95_latency_ms: float | None = None
     slo_error_rate: float | None = None
-    # Mann-Whitney judge: significance level and the effect size tolerated before failing
+    # comparison with stable (both judges): significance level and the effect size tolerated
     alpha: float = 0.01
-    error_rate_tolerance: float = 0.5        # relative: canary may be up to 1.5x stable's error rate
-    error_rate_abs_tolerance: float = 0.002  # absolute floor for the tolerance (0.2 percentage points)
-    latency_tolerance: float = 0.10          # relative: canary may be 10 % slower
+    error_rate_tolerance: float = 0.25       # relative: canary may make up to 1.25x stable's errors
+    latency_tolerance: float = 0.10          # relative: canary's p95 may be 10 % above stable's
+    # guards and outcomes (Argo Rollouts' AnalysisRun: Successful / Failed / Inconclusive)
+    min_requests: int = 200                  # canary requests per interval below which nothing is concluded
+    inconclusive_limit: int = 3              # consecutive inconclusive analyses before on_inconclusive
+    on_inconclusive: Literal["pause", "rollback"] = "pause"
+    # cross-pool: a canary pool that meets the SLO but costs more per 1,000 inferences
+    cost_policy: Literal["promote", "rollback", "confirm"] = "confirm"
+    pauses: tuple[Pause, ...] = ()           # manual gates between steps
+    ab_header: tuple[str, str] | None = None  # requests with this header/value always go to the canary
+    mirror_percent: int | None = None         # shadow this % of stable's requests to the canary
+    confirm_url: str | None = None            # Flagger-style confirm-promotion webhook
 
     @classmethod
     def from_spec(cls, canary: Any, slo: Any = None) -> "Policy":
-        """Build from reconciler.catalog.effective.EffectiveCanary (and reconciler.catalog.specs.SLO)."""
+        """Build from reconciler.catalog.effective.EffectiveCanary (and its SLO)."""
+        optional = {key: getattr(canary, key) for key in (
+            "min_requests", "inconclusive_limit", "on_inconclusive", "cost_policy", "error_rate_tolerance",
+            "latency_tolerance", "mirror_percent", "confirm_url") if getattr(canary, key, None) is not None}
+        header = getattr(canary, "ab_header", None)
+        if header:
+            optional["ab_header"] = (header.name, header.value)
+        pauses = getattr(canary, "pauses", None)
+        if pauses:
+            optional["pauses"] = tuple(Pause(p.after, p.seconds) for p in pauses)
         return cls(steps=tuple(canary.steps), interval_seconds=canary.interval_seconds,
                    failure_threshold=canary.failure_threshold,
                    progress_deadline_seconds=canary.progress_deadline_seconds,
                    max_error_rate=canary.max_error_rate, max_p95_latency_ms=canary.max_p95_latency_ms,
                    judge=canary.judge, router=canary.router,
                    slo_p95_latency_ms=getattr(slo, "p95_latency_ms", None),
-                   slo_error_rate=getattr(slo, "error_rate", None))
+                   slo_error_rate=getattr(slo, "error_rate", None), **optional)
+
+    def pause_after(self, index: int) -> Pause | None:
+        return next((p for p in self.pauses if p.after == index), None)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["steps"] = list(self.steps)
+        data["pauses"] = [asdict(p) for p in self.pauses]
+        data["ab_header"] = list(self.ab_header) if self.ab_header else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Policy":
         data = dict(data)
         data["steps"] = tuple(data.get("steps", cls.steps))
+        data["pauses"] = tuple(Pause(**p) for p in data.get("pauses") or ())
+        data["ab_header"] = tuple(data["ab_header"]) if data.get("ab_header") else None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -81,10 +143,11 @@ class StepRecord:
     revision: str | None
     step_index: int
     canary_weight: int
-    decision: str  # start | restart | advance | hold | promote | rollback | pause | resume | wait
+    decision: str  # start | restart | advance | hold | inconclusive | promote | rollback | pause | resume | ...
     reasons: tuple[str, ...] = ()
     stable: dict[str, Any] | None = None
     canary: dict[str, Any] | None = None
+    achieved_weight: float | None = None  # the share of traffic the router really gave the canary (%)
 
     @property
     def stable_weight(self) -> int:
@@ -115,7 +178,13 @@ class RolloutState:
     canary_pool: str | None = None
     step_index: int = -1          # -1: canary at weight 0 (initializing); else index into policy.steps
     canary_weight: int = 0
+    achieved_weight: float | None = None   # what the router really achieved (replica ratios are coarse)
     failed_checks: int = 0
+    inconclusive_checks: int = 0           # consecutive inconclusive analyses
+    evidence: Evidence = field(default_factory=Evidence)
+    pause_reason: str | None = None        # why the rollout is paused (a person, a pause step, a gate)
+    pause_until: float | None = None       # a timed pause step resumes by itself at this time
+    gate_cleared: int = -1                 # the step index whose pause step is over (passes once)
     started_at: float | None = None
     progress_at: float | None = None       # last time the rollout made progress (deadline clock)
     last_analysis_at: float | None = None
@@ -140,6 +209,7 @@ class RolloutState:
         data["phase"] = self.phase.value
         data["policy"] = self.policy.to_dict()
         data["history"] = [r.to_dict() for r in self.history]
+        data["evidence"] = self.evidence.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -156,6 +226,7 @@ class RolloutState:
         values["phase"] = Phase(values.get("phase", "stable"))
         values["policy"] = Policy.from_dict(values.get("policy") or {})
         values["history"] = tuple(StepRecord.from_dict(r) for r in values.get("history") or ())
+        values["evidence"] = Evidence.from_dict(values.get("evidence"))
         return cls(**values)
 
     @classmethod

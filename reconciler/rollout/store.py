@@ -2,8 +2,9 @@
 environment's namespace, labelled with the reconciler's labels.
 
 Writes are optimistic: the ConfigMap's resourceVersion read with the state goes back with the
-update, so two reconcilers (or a reconciler and ``reconciler rollout promote``) cannot both act on
-the same state: the second write fails with 409 Conflict and its actions are not executed.
+write (the sync's server-side apply, or ``save`` for the rollout commands), so two reconcilers (or
+a reconciler and ``reconciler rollout promote``) cannot both act on the same state: the second
+write fails with 409 Conflict, and the sync applies nothing else of that model in that pass.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def to_configmap(state: RolloutState, namespace: str, resource_version: str | No
     if resource_version:
         metadata["resourceVersion"] = resource_version
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {STATE_KEY: state.to_json()}}
+
+
+def with_state_hash(cm: dict[str, Any]) -> dict[str, Any]:
+    """The content-hash annotation of the state ConfigMap, leaving out its resourceVersion (which
+    changes on every write): an unchanged state then plans as unchanged and costs no write."""
+    from reconciler.render.environment import content_hash
+
+    bare = {**cm, "metadata": {k: v for k, v in cm["metadata"].items() if k != "resourceVersion"}}
+    cm["metadata"].setdefault("annotations", {})[L.CONTENT_HASH] = content_hash(bare)
+    return cm
 
 
 def load(client: Any, model: str, namespace: str) -> Stored | None:
