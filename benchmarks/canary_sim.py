@@ -100,10 +100,16 @@ def _extrapolated_increase(times: np.ndarray, values: np.ndarray, start: float, 
 class Prom:
     """The cumulative counters of one track as Prometheus scraped them."""
 
-    def __init__(self) -> None:
+    def __init__(self, running_for: float = 0.0, track: Track | None = None, rps: float = 0.0) -> None:
+        """``running_for`` seconds of earlier traffic in the counters: stable's pods have served for long
+        (their counters are large), a canary's pods are new (counters start at zero, and Prometheus'
+        extrapolation towards zero then under-counts the first interval, as it does for real)."""
         self.times: list[float] = []
         self.rows: list[np.ndarray] = []  # [requests, errors, bucket_le_0 .. bucket_le_inf] cumulative
         self._total = np.zeros(2 + len(BUCKETS))
+        if running_for and track is not None:
+            n = rps * running_for
+            self._total = np.concatenate([[n, n * track.error_rate], np.cumsum(track.bucket_probs() * n)])
 
     def scrape(self, at: float, requests: int, errors: int, bucket_counts: np.ndarray) -> None:
         self._total = self._total + np.concatenate([[requests, errors], np.cumsum(bucket_counts)])
@@ -156,7 +162,7 @@ def simulate(sc: Scenario, seed: int, *, calibrate: bool = False) -> Run:
                          stable_pool=sc.stable.pool)
     canary_pool = sc.canary.pool if sc.cross_pool else sc.stable.pool
     probs = {"stable": sc.stable.bucket_probs(), "canary": sc.canary.bucket_probs()}
-    proms = {"stable": Prom(), "canary": Prom()}
+    proms = {"stable": Prom(running_for=86_400, track=sc.stable, rps=sc.total_rps), "canary": Prom()}
     phase = rng.uniform(0, SCRAPE)
     clock = 0.0
     run = Run("running")

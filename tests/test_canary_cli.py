@@ -26,9 +26,11 @@ def scripted_state() -> RolloutState:
     _, state = step(state, Observations("v2"), 0)
     _, state = step(state, Observations("v2"), 10)
     for i, canary_err in enumerate((0.002, 0.05), start=1):
-        obs = Observations("v2", stable=VersionMetrics("stable", requests_per_second=90, error_rate=0.001, p95_ms=110),
+        obs = Observations("v2", stable=VersionMetrics("stable", requests_per_second=90, error_rate=0.001, p95_ms=110,
+                                                       requests=5400, errors=5.4),
                            canary=VersionMetrics("canary", requests_per_second=10, error_rate=canary_err,
-                                                 p95_ms=120 + i * 10))
+                                                 p95_ms=110 + i * 2, requests=600, errors=600 * canary_err),
+                           achieved_weight=10.0 if i == 1 else 50.0)
         _, state = step(state, obs, 10 + 60 * i)
     return state
 
@@ -97,6 +99,8 @@ def test_pause_resume_promote_abort_write_the_state(env_repo) -> None:
     state = store.load(_client(kube_api), "iris", NS).state
     assert state.requested == "promote"
     actions, state = step(state, Observations("v2"), 1000)  # what the next reconcile does with it
+    assert state.phase is Phase.promoting  # the new version scales to full size before the old goes
+    actions, state = step(state, Observations("v2", promoted_ready=True), 1010)
     assert state.phase is Phase.promoted
     store.save(_client(kube_api), state, NS, store.load(_client(kube_api), "iris", NS).resource_version)
 

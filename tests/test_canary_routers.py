@@ -1,5 +1,5 @@
-"""Traffic routers: the exact HTTPRoute / VirtualService / replica changes, pure and through the
-Kubernetes API stand-in; generated HTTPRoutes validate against the upstream CRD schema."""
+"""Traffic routers: the exact HTTPRoute / VirtualService, the replica router's sizes and achieved
+weights (pure); generated HTTPRoutes validate against the upstream CRD schema."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from reconciler import labels as L
-from reconciler.rollout.routers import (Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic,
-                                       apply_changes, replica_split, router_for)
+from reconciler.rollout.controller import achieved_weight, canary_replicas
+from reconciler.rollout.routers import Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic, router_for
+from reconciler.rollout.state import Phase
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
 
@@ -65,24 +66,42 @@ def test_virtualservice_weights_header_and_mirror_exactly() -> None:
     assert vs["apiVersion"] == "networking.istio.io/v1" and vs["metadata"]["name"] == "digits"
 
 
-@pytest.mark.parametrize(("total", "weight", "expected"), [
-    (4, 0, (4, 0)), (4, 10, (3, 1)), (4, 25, (3, 1)), (4, 50, (2, 2)), (4, 90, (1, 3)), (4, 100, (0, 4)),
-    (10, 25, (7, 3)), (1, 10, (1, 1)), (3, 50, (1, 2)),
+@pytest.mark.parametrize(("weight", "stable", "expected"), [
+    (5, 4, 1), (10, 4, 1), (25, 4, 1), (50, 4, 4), (75, 4, 4), (100, 4, 4), (10, 10, 1), (25, 9, 3), (0, 4, 1),
 ])
-def test_replica_split_is_closest_ratio_with_one_each(total: int, weight: int, expected: tuple[int, int]) -> None:
-    assert replica_split(total, weight) == expected
+def test_replica_router_scales_the_canary_alone_and_reports_what_it_achieves(weight, stable, expected) -> None:
+    # measured on main: with 4 replicas, 5/10/25 % all became 1 replica (~25 %) while status said "5 %"
+    replicas = canary_replicas("replicas", weight, full=stable, stable=stable, phase=Phase.progressing)
+    assert replicas == expected
+    achieved = achieved_weight("replicas", weight, stable_ready=stable, canary_ready=replicas)
+    assert achieved == pytest.approx(100 * replicas / (stable + replicas))
+    # nothing is ready yet: the canary gets nothing, whatever the step says
+    assert achieved_weight("replicas", weight, stable_ready=stable, canary_ready=0) == 0.0
 
 
-def test_replica_router_patches_both_deployments_and_refuses_header_routing() -> None:
-    changes = ReplicaRouter().changes(B, Traffic(50))
-    assert [(c.op, c.ref, c.body) for c in changes] == [
-        ("patch", ObjectRef("apps/v1", "Deployment", "models-prod", "iris-gpu-a10g"), {"spec": {"replicas": 2}}),
-        ("patch", ObjectRef("apps/v1", "Deployment", "models-prod", "iris-gpu-a10g-canary"), {"spec": {"replicas": 2}}),
-    ]
+def test_mesh_routers_scale_canary_replicas_with_the_weight() -> None:
+    # setCanaryScale-style: ceil(full x weight), at least one; full size while promoting
+    assert [canary_replicas("gateway-api", w, full=4, stable=4, phase=Phase.progressing)
+            for w in (0, 5, 25, 50, 60, 100)] == [1, 1, 1, 2, 3, 4]
+    assert canary_replicas("istio", 5, full=4, stable=4, phase=Phase.promoting) == 4
+    assert achieved_weight("istio", 25, stable_ready=4, canary_ready=1) == 25.0
+    assert achieved_weight("istio", 25, stable_ready=4, canary_ready=0) == 0.0
+
+
+def test_replica_router_writes_no_route_and_refuses_header_routing() -> None:
+    assert ReplicaRouter().changes(B, Traffic(50)) == []
     with pytest.raises(ReconcilerError, match="cannot route by header"):
         ReplicaRouter().changes(B, Traffic(10, header=("x-canary", "1")))
     with pytest.raises(ReconcilerError, match="unknown canary router"):
         router_for("linkerd")
+
+
+def test_no_canary_means_one_backend() -> None:
+    single = Backends(**{**B.__dict__, "canary_service": B.stable_service})
+    route = GatewayAPIRouter().httproute(single, Traffic(0))
+    assert route["spec"]["rules"][-1]["backendRefs"] == [{"name": "iris-gpu-a10g", "port": 80, "weight": 100}]
+    vs = IstioRouter().virtualservice(single, Traffic(0))
+    assert [d["weight"] for d in vs["spec"]["http"][-1]["route"]] == [100]
 
 
 def _httproute_schema() -> dict:
@@ -111,68 +130,3 @@ def test_the_crd_schema_would_reject_a_broken_route() -> None:
     route["spec"]["rules"][0]["backendRefs"][0]["weight"] = 2_000_000  # above the schema's maximum
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(route, schema)
-
-
-# --------------------------------------------------------------------------- through the Kubernetes API stand-in
-
-
-def _client(kube_api):
-    from reconciler.cluster.kube import KubeClient
-
-    kube_api.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "models-prod"}})
-    return KubeClient.from_api_client(kube_api.api_client)
-
-
-def _deployment(name: str, replicas: int) -> dict:
-    labels = {L.MODEL: "iris", L.POOL: "gpu-a10g"}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "models-prod", "labels": dict(labels)},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {**labels, L.TRACK: name.rsplit("-", 1)[-1]}},
-                     "template": {"metadata": {"labels": {**labels, L.TRACK: name.rsplit("-", 1)[-1]}},
-                                  "spec": {"containers": [{"name": "bento", "image": "registry/iris:1"}]}}}}
-
-
-def test_gateway_router_through_the_standin_sets_exact_backend_weights(kube_api) -> None:
-    client = _client(kube_api)
-    router = GatewayAPIRouter(gateway="models")
-    for weight in (10, 50):
-        apply_changes(client, router.changes(B, Traffic(weight, header=("x-canary", "always"))))
-        live = client.get(ObjectRef("gateway.networking.k8s.io/v1", "HTTPRoute", "models-prod", "iris"))
-        assert live["metadata"]["labels"] == LABELS
-        rules = live["spec"]["rules"]
-        assert rules[0]["backendRefs"] == [{"name": "iris-gpu-a10g-canary", "port": 80, "weight": 1}]
-        assert rules[0]["matches"][0]["headers"] == [{"type": "Exact", "name": "x-canary", "value": "always"}]
-        assert rules[1]["backendRefs"] == [{"name": "iris-gpu-a10g", "port": 80, "weight": 100 - weight},
-                                           {"name": "iris-gpu-a10g-canary", "port": 80, "weight": weight}]
-    # dropping the header rule and adding a mirror: server-side apply removes what we no longer send
-    apply_changes(client, router.changes(B, Traffic(0, mirror_percent=100)))
-    live = client.get(ObjectRef("gateway.networking.k8s.io/v1", "HTTPRoute", "models-prod", "iris"))
-    assert len(live["spec"]["rules"]) == 1
-    assert live["spec"]["rules"][0]["backendRefs"][1]["weight"] == 0
-    assert live["spec"]["rules"][0]["filters"] == [{"type": "RequestMirror", "requestMirror": {
-        "backendRef": {"name": "iris-gpu-a10g-canary", "port": 80}, "percent": 100}}]
-    assert len(kube_api.server.objects("HTTPRoute")) == 1
-
-
-def test_istio_router_through_the_standin_sets_exact_route_weights(kube_api) -> None:
-    client = _client(kube_api)
-    apply_changes(client, IstioRouter().changes(CROSS, Traffic(25)))
-    live = client.get(ObjectRef("networking.istio.io/v1", "VirtualService", "models-prod", "digits"))
-    assert live["spec"]["hosts"] == ["digits.models-prod.svc.cluster.local"]
-    assert [(r["destination"]["host"], r["weight"]) for r in live["spec"]["http"][0]["route"]] == [
-        ("digits-gpu-a10g.models-prod.svc.cluster.local", 75), ("digits-inf2.models-prod.svc.cluster.local", 25)]
-    assert "mirror" not in live["spec"]["http"][0]
-
-
-def test_replica_router_through_the_standin_scales_both_deployments(kube_api) -> None:
-    client = _client(kube_api)
-    kube_api.server.create(_deployment("iris-gpu-a10g-stable", 4))
-    kube_api.server.create(_deployment("iris-gpu-a10g-canary", 0))
-    backends = Backends(model="iris", namespace="models-prod", environment="prod", stable_service="iris-gpu-a10g",
-                        canary_service="iris-gpu-a10g-canary", stable_deployment="iris-gpu-a10g-stable",
-                        canary_deployment="iris-gpu-a10g-canary", total_replicas=4)
-    for weight, expected in ((25, (3, 1)), (50, (2, 2)), (0, (4, 0))):
-        apply_changes(client, ReplicaRouter().changes(backends, Traffic(weight)))
-        got = tuple(kube_api.server.get("apps/v1", "Deployment", name, "models-prod")["spec"]["replicas"]
-                    for name in ("iris-gpu-a10g-stable", "iris-gpu-a10g-canary"))
-        assert got == expected

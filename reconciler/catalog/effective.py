@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from reconciler.catalog.fields import Strict, duration_seconds
-from reconciler.catalog.specs import SLO, Autoscaling, CanaryPolicy, EnvironmentSpec, ModelSpec, Resources, Serving
+from reconciler.catalog.specs import (SLO, ABHeader, Autoscaling, CanaryPolicy, EnvironmentSpec, ModelSpec, Resources,
+                                      Serving)
 
 
 class EffectiveServing(Strict):
@@ -28,14 +31,32 @@ class EffectiveCanary(Strict):
     judge: Literal["threshold", "mann-whitney"]
     router: Literal["gateway-api", "istio", "replicas"]
     queries: dict[str, str]
+    pauses: list["EffectivePause"] = Field(default_factory=list)
+    min_requests: int | None = None
+    inconclusive_limit: int | None = None
+    on_inconclusive: Literal["pause", "rollback"] | None = None
+    cost_policy: Literal["promote", "rollback", "confirm"] | None = None
+    error_rate_tolerance: float | None = None
+    latency_tolerance: float | None = None
+    ab_header: ABHeader | None = None
+    mirror_percent: int | None = None
+    confirm_url: str | None = None
+
+
+class EffectivePause(Strict):
+    after: int              # index into the weights
+    seconds: int | None     # None: until resumed by a person
+
+
+EffectiveCanary.model_rebuild()
 
 
 BUILTIN_SERVING = Serving(port=3000, resources=Resources(cpu="500m", memory="512Mi"), replicas=1)
 
 
-BUILTIN_CANARY = CanaryPolicy(enabled=True, steps=[10, 25, 50, 100], interval="1m", failureThreshold=2,
-                              progressDeadline="30m", maxErrorRate=0.01, judge="threshold", router="replicas",
-                              queries={})
+BUILTIN_CANARY = CanaryPolicy.model_validate({
+    "enabled": True, "steps": [10, 25, 50, 100], "interval": "1m", "failureThreshold": 2, "progressDeadline": "30m",
+    "maxErrorRate": 0.01, "judge": "threshold", "router": "replicas", "queries": {}})
 
 
 def _first(*values: Any) -> Any:
@@ -68,8 +89,17 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         return _first(*(getattr(layer, attr) for layer in layers))
 
     enabled = env.canary and pick("enabled")
+    steps: list[int] = []
+    pauses: list[EffectivePause] = []
+    for item in pick("steps"):
+        if isinstance(item, int):
+            steps.append(item)
+        else:
+            duration = item.pause.duration
+            pauses.append(EffectivePause(after=len(steps) - 1,
+                                         seconds=None if duration is None else duration_seconds(duration)))
     return EffectiveCanary(
-        enabled=bool(enabled), steps=pick("steps"), interval_seconds=duration_seconds(pick("interval")),
+        enabled=bool(enabled), steps=steps, pauses=pauses, interval_seconds=duration_seconds(pick("interval")),
         failure_threshold=pick("failure_threshold"),
         progress_deadline_seconds=duration_seconds(pick("progress_deadline")),
         max_error_rate=pick("max_error_rate"),
@@ -77,6 +107,10 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
                                   env.defaults.canary.max_p95_latency_ms, env.defaults.slo.p95_latency_ms),
         judge=pick("judge"), router=pick("router"),
         queries={**(env.defaults.canary.queries or {}), **(model.canary.queries or {})},
+        min_requests=pick("min_requests"), inconclusive_limit=pick("inconclusive_limit"),
+        on_inconclusive=pick("on_inconclusive"), cost_policy=pick("cost_policy"),
+        error_rate_tolerance=pick("error_rate_tolerance"), latency_tolerance=pick("latency_tolerance"),
+        ab_header=pick("ab_header"), mirror_percent=pick("mirror_percent"), confirm_url=pick("confirm_webhook"),
     )
 
 

@@ -49,11 +49,35 @@ class Serving(Strict):
     autoscaling: Autoscaling | None = None
 
 
+class ABHeader(Strict):
+    """Requests carrying this header with this value always reach the canary (A/B routing)."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    value: str
+
+
+class PauseStep(Strict):
+    """A manual gate in the step list: ``{pause: {}}`` waits for `reconciler rollout resume`,
+    ``{pause: {duration: 10m}}`` waits that long."""
+
+    class Spec(Strict):
+        duration: str | None = None
+
+        @field_validator("duration")
+        @classmethod
+        def _duration(cls, value: str | None) -> str | None:
+            if value is not None:
+                duration_seconds(value)
+            return value
+
+    pause: Spec
+
+
 class CanaryPolicy(Strict):
     """How a new version is moved in: weight steps, how long each is watched, when to give up."""
 
     enabled: bool | None = None
-    steps: list[int] | None = None
+    steps: list[int | PauseStep] | None = None
     interval: str | None = None
     failure_threshold: int | None = Field(None, alias="failureThreshold", ge=1)
     progress_deadline: str | None = Field(None, alias="progressDeadline")
@@ -62,14 +86,29 @@ class CanaryPolicy(Strict):
     judge: Literal["threshold", "mann-whitney"] | None = None
     router: Literal["gateway-api", "istio", "replicas"] | None = None
     queries: dict[str, str] | None = None
+    min_requests: int | None = Field(None, alias="minRequests", ge=1, description=(
+        "canary requests per interval below which an analysis is inconclusive (default 200)"))
+    inconclusive_limit: int | None = Field(None, alias="inconclusiveLimit", ge=1)
+    on_inconclusive: Literal["pause", "rollback"] | None = Field(None, alias="onInconclusive")
+    cost_policy: Literal["promote", "rollback", "confirm"] | None = Field(None, alias="costPolicy", description=(
+        "a cross-pool canary that meets the SLO but costs more per 1,000 inferences (default confirm)"))
+    error_rate_tolerance: float | None = Field(None, alias="errorRateTolerance", ge=0)
+    latency_tolerance: float | None = Field(None, alias="latencyTolerance", ge=0)
+    ab_header: ABHeader | None = Field(None, alias="abHeader")
+    mirror_percent: int | None = Field(None, alias="mirrorPercent", ge=1, le=100)
+    confirm_webhook: str | None = Field(None, alias="confirmWebhook", pattern=r"^https?://")
 
     @field_validator("steps")
     @classmethod
-    def _steps(cls, steps: list[int] | None) -> list[int] | None:
+    def _steps(cls, steps: list[int | PauseStep] | None) -> list[int | PauseStep] | None:
         if steps is None:
             return None
-        if not steps or any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
-            raise ValueError("steps must be increasing traffic percentages between 1 and 100, e.g. [10, 25, 50, 100]")
+        weights = [s for s in steps if isinstance(s, int)]
+        if not weights or any(not 0 < s <= 100 for s in weights) or weights != sorted(set(weights)):
+            raise ValueError("steps must be increasing traffic percentages between 1 and 100, e.g. [10, 25, 50, 100] "
+                             "(a {pause: {}} entry may sit between two of them)")
+        if not isinstance(steps[0], int) or not isinstance(steps[-1], int):
+            raise ValueError("a pause step goes between two weights, e.g. [10, {pause: {}}, 50, 100]")
         return steps
 
     @field_validator("interval", "progress_deadline")

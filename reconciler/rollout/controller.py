@@ -316,6 +316,10 @@ def reconcile_rollout(client: Any, model: Any, env: EnvironmentSpec, desired_obj
                               fix=f"annotate it with {L.MODEL_HASH} or give its container an image")
     desired_pools = [p for p in (_pool_of(d) for d in deployments) if p]
     router = router or router_for(policy.router)
+    if router.name == "replicas" and (policy.ab_header or policy.mirror_percent):
+        raise ReconcilerError(f"{name}: canary.abHeader and canary.mirrorPercent need a traffic router; the replica "
+                              "router splits by pod count only",
+                              fix="set canary.router to gateway-api or istio in the model or environment spec")
 
     if stored is None:
         state, version = _initial_state(client, name, env, policy, revision, desired_pools), None
@@ -380,7 +384,7 @@ def reconcile_rollout(client: Any, model: Any, env: EnvironmentSpec, desired_obj
     objects, protect = rollout_objects(new_state, desired_objects, env, router, revision=revision,
                                        stable_replicas=stable_replicas, state_version=version)
     result = RolloutResult(name, env.name, new_state, actions, objects=objects, protect=protect,
-                           message="; ".join(notes), achieved_weight=new_state.achieved_weight)
+                           message="; ".join(notes), achieved_weight=achieved)
     if new_state.history and new_state.history[-1] is not (state.history[-1] if state.history else None):
         record = new_state.history[-1]
         result.message = "; ".join([*notes, f"{record.decision}: " + "; ".join(record.reasons)])

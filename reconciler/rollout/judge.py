@@ -111,7 +111,7 @@ def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics 
     passes: list[str] = []
     open_questions: list[str] = []
     pvalues: dict[str, float] = {}
-    _limits(policy, canary, cross_pool, failures, passes)
+    _limits(policy, canary, cross_pool, failures, passes, open_questions)
     _errors(policy, evidence, failures, passes, open_questions, pvalues)
     if cross_pool:
         _slo_latency(policy, canary, failures, passes, open_questions)
@@ -147,15 +147,21 @@ def _reference(policy: Policy, stable: VersionMetrics | None, evidence: Evidence
 
 
 def _limits(policy: Policy, canary: VersionMetrics, cross_pool: bool, failures: list[str],
-            passes: list[str]) -> None:
+            passes: list[str], open_questions: list[str]) -> None:
     """The absolute checks: fixed limits within a pool, the SLO across pools."""
-    err = canary.error_count / canary.request_count
+    k, n = canary.error_count, canary.request_count
+    err = k / n
     limit = policy.max_error_rate
     if cross_pool and policy.slo_error_rate is not None:
         limit = policy.slo_error_rate
     word = "SLO" if cross_pool and policy.slo_error_rate is not None else "limit"
-    if err > limit:
-        failures.append(f"canary error rate {err:.2%} is above the {word} {limit:.2%}")
+    # a handful of errors on few requests is not evidence of a breach: above the limit AND significantly so
+    p = stats.tail_pvalue(k, n, limit) if limit > 0 else 0.0
+    if err > limit and p < policy.alpha:
+        failures.append(f"canary error rate {err:.2%} is above the {word} {limit:.2%} ({k} of {n} requests)")
+    elif err > limit:
+        open_questions.append(f"canary error rate {err:.2%} is above the {word} {limit:.2%} on too few requests to "
+                              f"tell ({k} of {n}, p={p:.2g})")
     else:
         passes.append(f"canary error rate {err:.2%} is within the {word} {limit:.2%}")
     p95_limit = policy.max_p95_latency_ms
@@ -190,6 +196,9 @@ def _errors(policy: Policy, ev: Evidence, failures: list[str], passes: list[str]
 def _latency_tail(policy: Policy, reference: VersionMetrics, canary: VersionMetrics, failures: list[str],
                   passes: list[str], open_questions: list[str], pvalues: dict[str, float]) -> None:
     ref_p95 = reference.p95_ms
+    if reference.latency_buckets and canary.latency_buckets:  # read both sides through the same histogram lens
+        q = stats.histogram_quantile(0.95, reference.latency_buckets)
+        ref_p95 = None if q is None else q * 1000.0
     if ref_p95 is None or not math.isfinite(ref_p95) or ref_p95 <= 0:
         open_questions.append("stable p95 unknown: no latency to compare with")
         return

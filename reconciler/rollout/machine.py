@@ -201,8 +201,6 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
                             ("timed pause step is over",))
         else:
             return [], state
-    if obs.achieved_weight is not None and obs.achieved_weight != state.achieved_weight:
-        state = state.evolve(achieved_weight=obs.achieved_weight)
 
     policy = state.policy
     deadline = policy.progress_deadline_seconds
@@ -228,6 +226,8 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
 
     evidence = accumulate(state.evidence, obs.stable, obs.canary, policy.min_requests)
     state = state.evolve(last_analysis_at=now, evidence=evidence)
+    if obs.achieved_weight is not None:  # what the router really gave the canary over this interval
+        state = state.evolve(achieved_weight=obs.achieved_weight)
     if obs.canary is None and obs.metrics_error:
         from reconciler.rollout.judge import Outcome
 

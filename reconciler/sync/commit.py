@@ -112,9 +112,11 @@ def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dic
                   protect: dict[ObjectRef, str], options: SyncOptions) -> list[Any]:
     """One canary controller tick per model with canaries on, before the sync applies anything.
 
-    Desired objects the rollout holds back (the stable Deployment while a canary runs) are removed
-    from ``desired`` and protected from pruning, as are the old pool's objects of a cross-pool
-    canary. A model whose rollout cannot be driven is not synced at all: syncing it would replace
+    The tick writes nothing: it returns the model's objects for this pass (rendered ones as the
+    rollout needs them, plus the canary Deployment/Service, the route and the rollout-state
+    ConfigMap), which replace ``desired[model]``, and the owned objects it holds back (the stable
+    Deployment on its revision, the old pool of a cross-pool move), which are protected from
+    pruning. A model whose rollout cannot be driven is not synced at all: syncing it would replace
     the stable version without analysis.
     """
     from reconciler.rollout.prometheus import PrometheusClient
@@ -127,9 +129,10 @@ def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dic
         for model in sorted(desired):
             rollout = _canary_tick(kube, catalog, env, model, desired, errors, prometheus)
             if rollout is not None:
-                desired[model] = [o for o in desired[model] if ObjectRef.of(o) not in rollout.skip]
-                for ref in rollout.skip | rollout.keep:
-                    protect[ref] = f"held by the running canary of {model} ({rollout.state.phase.value})"
+                # the rollout's objects (canary Deployment/Service, route, state ConfigMap) replace the
+                # model's rendered ones: validated, applied, owned and pruned like every other object
+                desired[model] = rollout.objects
+                protect.update(rollout.protect)
                 results.append(rollout)
     finally:
         if prometheus is not None:

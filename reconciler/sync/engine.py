@@ -252,6 +252,13 @@ def _sync(kube: Any, result: SyncResult, desired: Mapping[str, list[dict]],
         def apply(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
             return a, _try(lambda: kube.apply(a.obj, field_manager=options.field_manager))
 
+        # a model applies as a unit in kind order: after one of its writes failed (e.g. its rollout
+        # state lost a race with another writer), nothing more of it is written in this pass
+        stopped = [a for a in batch if (a.model or "-") in failed_models]
+        for a in stopped:
+            results[a.ref] = ObjectResult(a.ref, Action.failed, a.model,
+                                          "not attempted: an earlier write of this model failed in this pass")
+        batch = [a for a in batch if (a.model or "-") not in failed_models]
         for a, exc in _parallel(apply, batch, options.concurrency):
             results[a.ref] = _object_result(a, exc)
             if exc is None:
