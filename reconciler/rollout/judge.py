@@ -11,8 +11,8 @@ limits (``maxErrorRate``, ``maxP95LatencyMs``) as a second, absolute check:
 
 - errors, both judges: the counts accumulated since the revision started (``Evidence``), by the
   conditional binomial test of two Poisson rates (``stats.rate_ratio_pvalue``). Fails when the canary
-  is significantly worse (p < alpha) AND its observed rate is above ``1 + error_rate_tolerance``
-  times stable's.
+  is significantly worse (p < alpha / number of steps: the accumulating counts are looked at once
+  per step) AND its observed rate is above ``1 + error_rate_tolerance`` times stable's.
 - latency, ``threshold``: the canary's requests slower than stable's p95 x (1 + latency_tolerance),
   from the duration histogram, by an exact binomial test against the 5 % a p95 allows.
 - latency, ``mann-whitney``: Kayenta-style, a one-sided Mann-Whitney U on the p95 of non-overlapping
@@ -183,11 +183,14 @@ def _errors(policy: Policy, ev: Evidence, failures: list[str], passes: list[str]
     ratio = 1.0 + policy.error_rate_tolerance
     p = stats.rate_ratio_pvalue(ev.canary_errors, ev.canary_requests, ev.stable_errors, ev.stable_requests)
     pvalues["errors"] = p
+    # the counts accumulate, so the test is looked at once per step: spend alpha over the planned steps
+    # (Bonferroni), or a rollout with many steps would roll back good canaries more often
+    alpha = policy.alpha / max(len(policy.steps), 1)
     counts = (f"{ev.canary_errors}/{ev.canary_requests} canary vs {ev.stable_errors}/{ev.stable_requests} "
               f"stable requests over {ev.intervals} interval(s)")
-    if p < policy.alpha and c_rate > s_rate * ratio:
+    if p < alpha and c_rate > s_rate * ratio:
         failures.append(f"canary error rate {c_rate:.3%} is significantly above stable {s_rate:.3%} "
-                        f"({counts}; p={p:.2g} < {policy.alpha}, beyond {ratio:.2f}x)")
+                        f"({counts}; p={p:.2g} < {alpha:.2g}, beyond {ratio:.2f}x)")
     else:
         passes.append(f"canary error rate {c_rate:.3%} vs stable {s_rate:.3%}: no significant increase "
                       f"({counts}; p={p:.2g})")
