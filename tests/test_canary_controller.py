@@ -19,7 +19,6 @@ from reconciler.catalog.load import ModelEntry
 from reconciler.errors import KubeError, MetricsError
 from reconciler.render.environment import with_content_hash
 from reconciler.render.manifests import model_objects
-from reconciler.results import ObjectRef
 from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.pools import PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
@@ -74,17 +73,6 @@ class FakeAnalysis:
                               p95_ms=self.canary_p95 if canary else 100.0, replicas=kw["replicas"],
                               hourly_price=kw["hourly_price"], requests=requests, errors=error * requests,
                               full_replicas=kw.get("full_replicas"))
-
-
-@pytest.fixture
-def cluster(kube_api):
-    from reconciler.cluster.kube import KubeClient
-
-    kube_api.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    client = KubeClient.from_api_client(kube_api.api_client)
-    for obj in desired("r.example/models/iris:v1"):  # what the sync engine deployed before
-        client.apply(obj)
-    return kube_api, client
 
 
 def fresh_client(kube_api):

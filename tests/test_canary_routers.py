@@ -13,7 +13,6 @@ from reconciler.rollout.controller import achieved_weight, canary_replicas
 from reconciler.rollout.routers import Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic, router_for
 from reconciler.rollout.state import Phase
 from reconciler.errors import ReconcilerError
-from reconciler.results import ObjectRef
 
 ROOT = Path(__file__).resolve().parents[1]
 HTTPROUTE_CRD = ROOT / ".." / "shared" / "schemas" / "gateway.networking.k8s.io_httproutes.crd.yaml"

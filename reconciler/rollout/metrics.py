@@ -58,7 +58,8 @@ class VersionMetrics:
     @property
     def request_count(self) -> int:
         """Requests served in the interval as a whole number (from the counter, else rate x interval)."""
-        return int(round(self.requests)) if _finite(self.requests) and (self.requests or 0) > 0 else 0
+        value = float(self.requests or 0.0) if _finite(self.requests) else 0.0
+        return int(round(value)) if value > 0 else 0
 
     @property
     def error_count(self) -> int:
@@ -114,9 +115,6 @@ class VersionMetrics:
         data["latency_samples"] = tuple(_nan(v) for v in data.get("latency_samples") or ())
         data["latency_buckets"] = tuple((float(le) if le is not None else math.inf, _nan(c))
                                         for le, c in data.get("latency_buckets") or ())
-        for key in ("requests", "errors"):
-            if key in data and data[key] is None:
-                data[key] = None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
