@@ -101,6 +101,8 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     rotated = plan_revisions(root, base, "HEAD", ["dev"])
     text = plan_markdown(rotated) + plan_json(rotated)
     assert "secret db: changed password" in text and "changed user" not in text
+    # only the model carrying the Secret is affected, not every model of the environment
+    assert "(its encrypted Secrets)" in text and "digits-classifier" not in text
     assert NEW_PASSWORD not in text and PASSWORD not in text
     sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
     assert base64.b64decode(live(envtest, ns, "secrets", "db")["data"]["password"]).decode() == NEW_PASSWORD

@@ -191,6 +191,9 @@ def triggers(paths: Iterable[str], environment: str, models: Iterable[str]) -> d
         parts = path.split("/")
         if parts[0] == "models" and len(parts) > 2 and parts[1] in models:
             reasons.setdefault(parts[1], []).append(f"{path} changed")
+        elif parts[:3] == ["environments", environment, "secrets"]:  # one model's SOPS Secrets, not everyone's
+            if len(parts) > 4 and parts[3] in models:
+                reasons.setdefault(parts[3], []).append(f"{path} changed (its encrypted Secrets)")
         elif path == POOLS_FILE or path.startswith(("environments/base/", f"environments/{environment}/")):
             for model in models:
                 reasons.setdefault(model, []).append(f"{path} changed (applies to every model in {environment})")
