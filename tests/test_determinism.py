@@ -60,7 +60,7 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     builder = _render(template_repo, sha, tmp_path / "out-builder")
 
     # 3. the in-cluster reconciler: its own mirror of the remote in an emptyDir, a fresh image store
-    from reconciler.run.loop import GitMirror
+    from reconciler.source.git import GitMirror
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "pod-emptydir" / "bentoml"))
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "pod-emptydir" / "images.json"))

@@ -10,8 +10,8 @@ import git
 import pytest
 
 from reconciler.errors import SourceError
-from reconciler.source.hashing import (ModelHash, changed_models, changes, describe, dvc_outputs, git_blob_id,
-                                model_hashes, python_imports)
+from reconciler.source.git import git_blob_id
+from reconciler.source.hashing import (ModelHash, changed_models, changes, describe, dvc_outputs, model_hashes, python_imports)
 from reconciler.catalog.specs import ModelSpec
 
 

@@ -15,8 +15,8 @@ import pytest
 from reconciler import labels
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.run.lease import LeaderGuard, LeaseLock
-from reconciler.run.loop import (Failure, GitMirror, Reconciler, Record, RunConfig, load_record, next_step,
-                                 reconcile_once)
+from reconciler.run.loop import Failure, Reconciler, Record, RunConfig, load_record, next_step, reconcile_once
+from reconciler.source.git import GitMirror
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 from reconciler.sync.engine import SyncResult

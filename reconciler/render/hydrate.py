@@ -8,15 +8,13 @@ content changed, with the source commit in the message. Neither needs a cluster.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
 import yaml
 
-from reconciler.errors import SourceError
 from reconciler.render.environment import EnvironmentRender
+from reconciler.source.git import branch_worktree
 
 README = ("Rendered by the model reconciler from {revision}. Do not edit: change models/ or environments/ "
           "on the main branch instead.\n")
@@ -58,51 +56,14 @@ def hydrate_folder(renders: dict[str, EnvironmentRender], out: Path, revision: s
             for env, render in sorted(renders.items())]
 
 
-def _identity(repo: git.Repo) -> dict[str, str]:
-    """A committer identity for machines (CI runners) where git has none configured."""
-    reader = repo.config_reader()
-    if reader.has_option("user", "name") and reader.has_option("user", "email"):
-        return {}
-    name, email = "model-gitops-reconciler", "reconciler@localhost"
-    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
-
-
 def hydrate_branches(renders: dict[str, EnvironmentRender], repo_root: Path, revision: str,
                      prefix: str = "rendered/") -> list[HydrateResult]:
     """Commit each environment's manifests to branch `<prefix><env>` without touching the working tree."""
-    repo = git.Repo(repo_root, search_parent_directories=True)
     results = []
     for env, render in sorted(renders.items()):
         branch = f"{prefix}{env}"
-        with tempfile.TemporaryDirectory(prefix=f"hydrate-{env}-") as tmp:
-            worktree = Path(tmp) / "wt"
-            try:
-                exists = branch in repo.heads
-                if exists:
-                    repo.git.worktree("add", str(worktree), branch)
-                else:
-                    repo.git.worktree("add", "--detach", str(worktree))
-                    wt = git.Repo(worktree)
-                    wt.git.checkout("--orphan", branch)
-                    wt.git.rm("-rf", "--quiet", "--ignore-unmatch", ".")
-                wt = git.Repo(worktree)
-                for child in worktree.iterdir():
-                    if child.name != ".git":
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
-                count = write_environment(render, worktree / env, revision)
-                wt.git.add("-A")
-                committed = None
-                if wt.is_dirty(index=True, untracked_files=True) or not exists:
-                    with wt.git.custom_environment(**_identity(repo)):
-                        wt.git.commit("-m", f"Render {env} from {revision[:12]}\n\nSource-Commit: {revision}",
-                                      "--allow-empty")
-                    committed = wt.head.commit.hexsha
-                results.append(HydrateResult(env, branch, count, committed))
-            except git.GitCommandError as exc:
-                raise SourceError(f"could not write branch {branch}: {exc.stderr.strip()}",
-                                  fix="check that the repository is writable and the branch is not checked out elsewhere") from None
-            finally:
-                if worktree.exists():
-                    repo.git.worktree("remove", "--force", str(worktree))
-                repo.git.worktree("prune")
+        with branch_worktree(repo_root, branch) as wt:
+            count = write_environment(render, wt.path / env, revision)
+            committed = wt.commit(f"Render {env} from {revision[:12]}\n\nSource-Commit: {revision}")
+        results.append(HydrateResult(env, branch, count, committed))
     return results

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from reconciler import labels
 from reconciler.errors import KubeError, ReconcilerError, SourceError
+from reconciler.source.git import GitMirror
 
 log = logging.getLogger("reconciler.run.loop")
 
@@ -42,56 +43,6 @@ class History(Protocol):
     def between(self, base: str, head: str) -> list[str]:
         """First-parent commits after ``base`` up to ``head``, oldest first."""
         ...
-
-
-class GitMirror:
-    """A local clone of the watched remote branch, refreshed with ``fetch`` (force-pushes included)."""
-
-    def __init__(self, url: str, branch: str, workdir: Path) -> None:
-        self.url, self.branch, self.path = url, branch, Path(workdir)
-        self._repo: Any = None
-
-    @property
-    def tracking(self) -> str:
-        return f"refs/remotes/origin/{self.branch}"
-
-    def repo(self) -> Any:
-        import git
-
-        if self._repo is None:
-            try:
-                if (self.path / ".git").exists():
-                    self._repo = git.Repo(self.path)
-                else:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._repo = git.Repo.clone_from(self.url, self.path, branch=self.branch, no_checkout=False)
-            except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-                raise SourceError(f"cannot clone {self.url} (branch {self.branch}) into {self.path}: {exc}",
-                                  fix="check the repository URL, the branch and the credentials") from None
-        return self._repo
-
-    def fetch(self) -> str:
-        """Fetch the branch (a forced update is accepted) and return its head commit."""
-        import git
-
-        repo = self.repo()
-        try:
-            repo.remotes.origin.fetch(refspec=f"+refs/heads/{self.branch}:{self.tracking}", prune=True)
-            return repo.commit(self.tracking).hexsha
-        except (git.GitCommandError, ValueError) as exc:
-            raise SourceError(f"git fetch of {self.url} {self.branch} failed: {exc}",
-                              fix="check the remote is reachable and the branch exists") from None
-
-    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        import git
-
-        try:
-            return bool(self.repo().is_ancestor(ancestor, descendant))
-        except (git.GitCommandError, ValueError):  # unknown commit (rewritten away): not an ancestor
-            return False
-
-    def between(self, base: str, head: str) -> list[str]:
-        return [c.hexsha for c in self.repo().iter_commits(f"{base}..{head}", first_parent=True, reverse=True)]
 
 
 # -- decisions -----------------------------------------------------------------------------------
@@ -293,7 +244,6 @@ def environment_failure(result: Any) -> str | None:
     return None
 
 
-
 def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
     from reconciler.sync.commit import sync_commit
 
@@ -456,5 +406,3 @@ class Reconciler:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
-
-

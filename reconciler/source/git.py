@@ -1,16 +1,30 @@
-"""The git adapter: revisions, their trees, and what changed between two of them.
+"""The git adapter: every read and write of git goes through here, with one error translation
+(:func:`git_errors`: GitPython's exceptions become SourceError with git's own message and a fix).
 
-Built on GitPython. `None` as a revision means the working tree, so a data scientist can see
-what an uncommitted change would do with the same code path a pull request uses.
+- revisions and checkouts (:func:`open_repo`, :func:`resolve`, :func:`checkout`, :func:`head_sha`);
+- diffs (:func:`changed_paths`);
+- trees and blobs for content hashing (:func:`open_tree`: a commit through ``git ls-tree`` and
+  ``git cat-file --batch``, or the working tree honouring ``.gitignore``);
+- fetch of a watched branch (:class:`GitMirror`, for ``reconciler run``);
+- commits to other branches without touching the working tree (:func:`branch_worktree`, for hydrate).
+
+`None` as a revision means the working tree, so a data scientist can see what an uncommitted change
+would do with the same code path a pull request uses.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import hashlib
 import io
+import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import git
@@ -20,6 +34,18 @@ from reconciler.errors import SourceError
 WORKTREE = None
 
 
+@contextlib.contextmanager
+def git_errors(what: str, *, fix: str | None = None) -> Iterator[None]:
+    """The one translation of GitPython's errors: SourceError('<what>: <git's message>', fix)."""
+    try:
+        yield
+    except git.GitCommandError as exc:
+        detail = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n") or str(exc)
+        raise SourceError(f"{what}: {detail}", fix=fix) from None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.BadName, ValueError) as exc:
+        raise SourceError(f"{what}: {exc}" if str(exc) else what, fix=fix) from None
+
+
 def open_repo(root: Path) -> git.Repo:
     try:
         return git.Repo(root, search_parent_directories=True)
@@ -27,12 +53,11 @@ def open_repo(root: Path) -> git.Repo:
         raise SourceError(f"{root} is not inside a git repository",
                           fix="run the reconciler from a clone of the model repository (or `git init` it)") from None
 
-
 def resolve(repo: git.Repo, rev: str) -> str:
     """A revision (branch, tag, HEAD~1, sha) -> full commit sha."""
     try:
         return repo.commit(rev).hexsha
-    except (git.BadName, ValueError, git.GitCommandError):
+    except (git.BadName, ValueError, git.GitCommandError):  # git's message adds nothing here
         raise SourceError(f"unknown git revision {rev!r} in {repo.working_dir}",
                           fix="fetch it first (`git fetch origin`), or name a branch, tag or commit that exists") from None
 
@@ -47,10 +72,8 @@ def checkout(root: Path, rev: str | None) -> Iterator[Path]:
         return
     sha = resolve(repo, rev)
     buffer = io.BytesIO()
-    try:
+    with git_errors(f"cannot read revision {rev!r}"):
         repo.archive(buffer, treeish=sha, format="tar")
-    except git.GitCommandError as exc:
-        raise SourceError(f"cannot read revision {rev!r}: {exc.stderr.strip()}") from None
     buffer.seek(0)
     with tempfile.TemporaryDirectory(prefix=f"rev-{sha[:8]}-") as tmp:
         with tarfile.open(fileobj=buffer) as tar:
@@ -64,15 +87,13 @@ def changed_paths(root: Path, base: str, head: str | None) -> set[str]:
     """Paths (relative to the repository top) that differ between `base` and `head` (None: working tree)."""
     repo = open_repo(root)
     base_commit = repo.commit(resolve(repo, base))
-    try:
+    with git_errors(f"git diff {base}..{head or 'worktree'} failed"):
         if head is WORKTREE:
             diffs = base_commit.diff(None)
             untracked = set(repo.untracked_files)
         else:
             diffs = base_commit.diff(repo.commit(resolve(repo, head)))
             untracked = set()
-    except git.GitCommandError as exc:
-        raise SourceError(f"git diff {base}..{head or 'worktree'} failed: {exc.stderr.strip()}") from None
     paths = set(untracked)
     for d in diffs:
         paths.update(p for p in (d.a_path, d.b_path) if p)
@@ -85,3 +106,236 @@ def head_sha(root: Path) -> str:
         return repo.head.commit.hexsha
     except ValueError:
         raise SourceError(f"{repo.working_dir} has no commits yet", fix="commit the repository first") from None
+
+
+def _identity(repo: git.Repo) -> dict[str, str]:
+    """A committer identity for machines (CI runners) where git has none configured."""
+    reader = repo.config_reader()
+    if reader.has_option("user", "name") and reader.has_option("user", "email"):
+        return {}
+    name, email = "model-gitops-reconciler", "reconciler@localhost"
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+@dataclass
+class BranchWorktree:
+    """A temporary, emptied checkout of one branch: write files under ``path``, then :meth:`commit`."""
+
+    repo: git.Repo
+    worktree: git.Repo
+    path: Path
+    branch: str
+    existed: bool
+
+    def commit(self, message: str) -> str | None:
+        """Commit everything under ``path``; the new sha, or None when nothing changed (a new branch always commits)."""
+        with git_errors(f"could not write branch {self.branch}",
+                        fix="check that the repository is writable and the branch is not checked out elsewhere"):
+            self.worktree.git.add("-A")
+            if not (self.worktree.is_dirty(index=True, untracked_files=True) or not self.existed):
+                return None
+            with self.worktree.git.custom_environment(**_identity(self.repo)):
+                self.worktree.git.commit("-m", message, "--allow-empty")
+            return self.worktree.head.commit.hexsha
+
+
+@contextlib.contextmanager
+def branch_worktree(repo_root: Path, branch: str) -> Iterator[BranchWorktree]:
+    """Branch ``branch`` of the repository checked out empty in a temporary folder (an orphan branch
+    when it does not exist yet), without touching the working tree; removed afterwards."""
+    repo = open_repo(repo_root)
+    fix = "check that the repository is writable and the branch is not checked out elsewhere"
+    with tempfile.TemporaryDirectory(prefix="branch-") as tmp:
+        path = Path(tmp) / "wt"
+        try:
+            with git_errors(f"could not write branch {branch}", fix=fix):
+                existed = branch in repo.heads
+                if existed:
+                    repo.git.worktree("add", str(path), branch)
+                else:
+                    repo.git.worktree("add", "--detach", str(path))
+                    fresh = git.Repo(path)
+                    fresh.git.checkout("--orphan", branch)
+                    fresh.git.rm("-rf", "--quiet", "--ignore-unmatch", ".")
+                for child in path.iterdir():
+                    if child.name != ".git":
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+            yield BranchWorktree(repo, git.Repo(path), path, branch, existed)
+        finally:
+            with git_errors(f"could not clean up the worktree of {branch}", fix=fix):
+                if path.exists():
+                    repo.git.worktree("remove", "--force", str(path))
+                repo.git.worktree("prune")
+
+
+# --------------------------------------------------------------------------- trees and blobs
+
+def git_blob_id(content: bytes) -> str:
+    """`git hash-object` of some bytes: sha1 of 'blob <len>\\0' + content."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+class Tree:
+    """Sorted repo-relative paths with lazy blob ids and contents."""
+
+    paths: list[str]
+    batched = False  # True where prefetch() reads many blobs in one round trip
+
+    def ids_under(self, folder: str) -> dict[str, str]:
+        prefix = folder.rstrip("/") + "/"
+        start = bisect.bisect_left(self.paths, prefix)
+        out = {}
+        for path in self.paths[start:]:
+            if not path.startswith(prefix):
+                break
+            out[path] = self.blob_id(path)
+        return out
+
+    def exists(self, path: str) -> bool:
+        i = bisect.bisect_left(self.paths, path)
+        return i < len(self.paths) and self.paths[i] == path
+
+    def blob_id(self, path: str) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read(self, path: str) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prefetch(self, paths: Iterable[str]) -> None:
+        """Read these blobs ahead where that is cheaper in one batch (a commit); nothing by default."""
+
+
+class GitTree(Tree):
+    """The files of a commit: one `git ls-tree`, contents through git's object database."""
+
+    batched = True
+
+    def __init__(self, repo, rev: str, prefix: str) -> None:
+        self._repo = repo
+        with git_errors(f"git cannot resolve revision {rev!r} in {repo.working_tree_dir}",
+                        fix="pass a commit, branch or tag that exists (`git log --oneline`), "
+                            "or fetch it first (`git fetch --all`)"):
+            commit = repo.rev_parse(rev)
+            out = repo.git.ls_tree("-r", "-z", "--full-tree", commit.hexsha)
+        self._ids: dict[str, str] = {}
+        for record in out.split("\0"):
+            if not record:
+                continue
+            meta, path = record.split("\t", 1)
+            mode, kind, sha = meta.split()
+            if kind != "blob" or not path.startswith(prefix):
+                continue  # submodules (commit) are not model inputs
+            self._ids[path[len(prefix):]] = sha
+        self.paths = sorted(self._ids)
+        self._prefetched: dict[str, bytes] = {}
+
+    def blob_id(self, path: str) -> str:
+        return self._ids[path]
+
+    def read(self, path: str) -> bytes:
+        sha = self._ids[path]
+        data = self._prefetched.pop(sha, None)
+        if data is None:
+            data = self._repo.odb.stream(bytes.fromhex(sha)).read()
+        return data
+
+    def prefetch(self, paths: Iterable[str]) -> None:
+        """Read many blobs with one `git cat-file --batch` instead of one round trip each."""
+        shas = sorted({self._ids[p] for p in paths if p in self._ids})
+        if len(shas) < 16:
+            return
+        proc = subprocess.run(["git", "cat-file", "--batch"], input="\n".join(shas).encode() + b"\n",
+                              cwd=self._repo.working_tree_dir or self._repo.git_dir, capture_output=True)
+        if proc.returncode != 0:
+            return  # the lazy path reads them one by one and reports a real error
+        out, pos = proc.stdout, 0
+        while pos < len(out):
+            eol = out.index(b"\n", pos)
+            header = out[pos:eol].split()
+            pos = eol + 1
+            if len(header) != 3:  # "<sha> missing"
+                continue
+            size = int(header[2])
+            self._prefetched[header[0].decode()] = out[pos:pos + size]
+            pos += size + 1
+
+
+class WorkTree(Tree):
+    """The working tree: tracked and untracked files that .gitignore does not exclude."""
+
+    def __init__(self, git_cmd, root: Path) -> None:
+        self._root = root
+        with git_errors(f"git cannot list the working tree of {root}",
+                        fix="run the reconciler inside a git checkout of the repository"):
+            out = git_cmd.ls_files("-z", "--cached", "--others", "--exclude-standard", "--", ".")
+        # ls-files paths are relative to the current directory of the call: the repository root here
+        paths = {p for p in out.split("\0") if p}
+        self.paths = sorted(p for p in paths if os.path.isfile(os.path.join(root, p)))  # deleted tracked files are gone
+        self._ids: dict[str, str] = {}
+
+    def blob_id(self, path: str) -> str:
+        sha = self._ids.get(path)
+        if sha is None:
+            sha = self._ids[path] = git_blob_id(self.read(path))
+        return sha
+
+    def read(self, path: str) -> bytes:
+        full = os.path.join(self._root, path)
+        if os.path.islink(full):  # git stores a symlink as its target
+            return os.readlink(full).encode()
+        with open(full, "rb") as f:
+            return f.read()
+
+
+def open_tree(repo_root: Path, rev: str | None) -> Tree:
+    repo = open_repo(repo_root)
+    top = Path(repo.working_tree_dir or repo_root).resolve()
+    rel = repo_root.resolve().relative_to(top).as_posix()
+    prefix = "" if rel == "." else rel + "/"
+    if rev is None:
+        # ls-files runs in repo_root, so its paths are relative to it even inside a bigger repository
+        return WorkTree(git.Git(repo_root), repo_root.resolve())
+    return GitTree(repo, rev, prefix)
+
+
+# --------------------------------------------------------------------------- a watched remote branch
+
+class GitMirror:
+    """A local clone of the watched remote branch, refreshed with ``fetch`` (force-pushes included)."""
+
+    def __init__(self, url: str, branch: str, workdir: Path) -> None:
+        self.url, self.branch, self.path = url, branch, Path(workdir)
+        self._repo: git.Repo | None = None
+
+    @property
+    def tracking(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def repo(self) -> git.Repo:
+        if self._repo is None:
+            with git_errors(f"cannot clone {self.url} (branch {self.branch}) into {self.path}",
+                            fix="check the repository URL, the branch and the credentials"):
+                if (self.path / ".git").exists():
+                    self._repo = git.Repo(self.path)
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._repo = git.Repo.clone_from(self.url, self.path, branch=self.branch, no_checkout=False)
+        return self._repo
+
+    def fetch(self) -> str:
+        """Fetch the branch (a forced update is accepted) and return its head commit."""
+        repo = self.repo()
+        with git_errors(f"git fetch of {self.url} {self.branch} failed",
+                        fix="check the remote is reachable and the branch exists"):
+            repo.remotes.origin.fetch(refspec=f"+refs/heads/{self.branch}:{self.tracking}", prune=True)
+            return repo.commit(self.tracking).hexsha
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        try:
+            repo = self.repo()
+            return bool(repo.is_ancestor(repo.commit(ancestor), repo.commit(descendant)))
+        except (git.GitCommandError, git.BadName, ValueError):  # unknown commit (rewritten away): not an ancestor
+            return False
+
+    def between(self, base: str, head: str) -> list[str]:
+        return [c.hexsha for c in self.repo().iter_commits(f"{base}..{head}", first_parent=True, reverse=True)]

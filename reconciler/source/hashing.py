@@ -22,19 +22,17 @@ Only `model_hashes` touches git and the file system; everything after reading th
 from __future__ import annotations
 
 import ast
-import bisect
 import hashlib
 import json
 import os
 import posixpath
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
 
 import yaml
 
-from reconciler.errors import SourceError
+from reconciler.source.git import Tree, open_tree
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 1,000 pointers
 
@@ -103,139 +101,6 @@ def describe(change_list: list[InputChange]) -> str:
     return "; ".join(f"{kind}: {', '.join(paths)}" for kind, paths in sorted(by_kind.items())) or "no input changed"
 
 
-# --------------------------------------------------------------------------- trees (the I/O edge)
-
-
-def git_blob_id(content: bytes) -> str:
-    """`git hash-object` of some bytes: sha1 of 'blob <len>\\0' + content."""
-    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-class _Tree:
-    """Sorted repo-relative paths with lazy blob ids and contents."""
-
-    paths: list[str]
-
-    def ids_under(self, folder: str) -> dict[str, str]:
-        prefix = folder.rstrip("/") + "/"
-        start = bisect.bisect_left(self.paths, prefix)
-        out = {}
-        for path in self.paths[start:]:
-            if not path.startswith(prefix):
-                break
-            out[path] = self.blob_id(path)
-        return out
-
-    def exists(self, path: str) -> bool:
-        i = bisect.bisect_left(self.paths, path)
-        return i < len(self.paths) and self.paths[i] == path
-
-    def blob_id(self, path: str) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def read(self, path: str) -> bytes:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class _GitTree(_Tree):
-    """The files of a commit: one `git ls-tree`, contents through git's object database."""
-
-    def __init__(self, repo, rev: str, prefix: str) -> None:
-        self._repo = repo
-        try:
-            commit = repo.rev_parse(rev)
-            out = repo.git.ls_tree("-r", "-z", "--full-tree", commit.hexsha)
-        except Exception as exc:  # gitdb.BadName, GitCommandError, ValueError
-            raise SourceError(f"git cannot resolve revision {rev!r} in {repo.working_tree_dir}: {exc}",
-                              fix="pass a commit, branch or tag that exists (`git log --oneline`), "
-                                  "or fetch it first (`git fetch --all`)") from None
-        self._ids: dict[str, str] = {}
-        for record in out.split("\0"):
-            if not record:
-                continue
-            meta, path = record.split("\t", 1)
-            mode, kind, sha = meta.split()
-            if kind != "blob" or not path.startswith(prefix):
-                continue  # submodules (commit) are not model inputs
-            self._ids[path[len(prefix):]] = sha
-        self.paths = sorted(self._ids)
-        self._prefetched: dict[str, bytes] = {}
-
-    def blob_id(self, path: str) -> str:
-        return self._ids[path]
-
-    def read(self, path: str) -> bytes:
-        sha = self._ids[path]
-        data = self._prefetched.pop(sha, None)
-        if data is None:
-            data = self._repo.odb.stream(bytes.fromhex(sha)).read()
-        return data
-
-    def prefetch(self, paths: Iterable[str]) -> None:
-        """Read many blobs with one `git cat-file --batch` instead of one round trip each."""
-        shas = sorted({self._ids[p] for p in paths if p in self._ids})
-        if len(shas) < 16:
-            return
-        proc = subprocess.run(["git", "cat-file", "--batch"], input="\n".join(shas).encode() + b"\n",
-                              cwd=self._repo.working_tree_dir or self._repo.git_dir, capture_output=True)
-        if proc.returncode != 0:
-            return  # the lazy path reads them one by one and reports a real error
-        out, pos = proc.stdout, 0
-        while pos < len(out):
-            eol = out.index(b"\n", pos)
-            header = out[pos:eol].split()
-            pos = eol + 1
-            if len(header) != 3:  # "<sha> missing"
-                continue
-            size = int(header[2])
-            self._prefetched[header[0].decode()] = out[pos:pos + size]
-            pos += size + 1
-
-
-class _WorkTree(_Tree):
-    """The working tree: tracked and untracked files that .gitignore does not exclude."""
-
-    def __init__(self, git_cmd, root: Path) -> None:
-        self._root = root
-        try:
-            out = git_cmd.ls_files("-z", "--cached", "--others", "--exclude-standard", "--", ".")
-        except Exception as exc:  # GitCommandError
-            raise SourceError(f"git cannot list the working tree of {root}: {exc}",
-                              fix="run the reconciler inside a git checkout of the repository") from None
-        # ls-files paths are relative to the current directory of the call: the repository root here
-        paths = {p for p in out.split("\0") if p}
-        self.paths = sorted(p for p in paths if os.path.isfile(os.path.join(root, p)))  # deleted tracked files are gone
-        self._ids: dict[str, str] = {}
-
-    def blob_id(self, path: str) -> str:
-        sha = self._ids.get(path)
-        if sha is None:
-            sha = self._ids[path] = git_blob_id(self.read(path))
-        return sha
-
-    def read(self, path: str) -> bytes:
-        full = os.path.join(self._root, path)
-        if os.path.islink(full):  # git stores a symlink as its target
-            return os.readlink(full).encode()
-        with open(full, "rb") as f:
-            return f.read()
-
-
-def _open_tree(repo_root: Path, rev: str | None) -> _Tree:
-    import git  # GitPython: imported here so `reconciler --help` stays fast
-
-    try:
-        repo = git.Repo(repo_root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise SourceError(f"{repo_root} is not inside a git repository",
-                          fix="run `git init` and commit the repository, or run from a clone") from None
-    top = Path(repo.working_tree_dir).resolve()
-    rel = repo_root.resolve().relative_to(top).as_posix()
-    prefix = "" if rel == "." else rel + "/"
-    if rev is None:
-        # ls-files runs in repo_root, so its paths are relative to it even inside a bigger repository
-        return _WorkTree(git.Git(repo_root), repo_root.resolve())
-    return _GitTree(repo, rev, prefix)
 
 
 # --------------------------------------------------------------------------- content facts (cached by blob id)
@@ -306,7 +171,7 @@ def _is_pointer(path: str) -> bool:
 # --------------------------------------------------------------------------- import resolution
 
 
-def _module_files(tree: _Tree, base: str, dotted: str) -> list[str]:
+def _module_files(tree: Tree, base: str, dotted: str) -> list[str]:
     """Files a module import executes, searched under one directory ('' = repository root)."""
     if not dotted:
         return []
@@ -324,7 +189,7 @@ def _module_files(tree: _Tree, base: str, dotted: str) -> list[str]:
     return found
 
 
-def _resolve(tree: _Tree, importer: str, record: tuple[int, str, tuple[str, ...]], roots: list[str]) -> list[str]:
+def _resolve(tree: Tree, importer: str, record: tuple[int, str, tuple[str, ...]], roots: list[str]) -> list[str]:
     level, module, names = record
     if level:
         base = posixpath.dirname(importer)
@@ -343,7 +208,7 @@ def _resolve(tree: _Tree, importer: str, record: tuple[int, str, tuple[str, ...]
     return []
 
 
-def _imports_of(tree: _Tree, path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+def _imports_of(tree: Tree, path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
     return _cached(_IMPORT_CACHE, tree.blob_id(path), lambda: python_imports(tree.read(path)))
 
 
@@ -379,7 +244,7 @@ def _images_of(spec: object) -> dict | None:
     return images.model_dump(by_alias=True, exclude_none=True) or None
 
 
-def hash_model(tree: _Tree, folder: str, name: str, *, service: str, bentofile: str,
+def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: str,
                artifacts: Iterable[str], images: dict | None = None) -> ModelHash:
     """The hash of one model whose folder is `folder` (repo-relative) in `tree`.
 
@@ -449,11 +314,11 @@ def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry]) -> 
     Raises SourceError when repo_root is not in a git repository or the revision does not exist.
     """
     repo_root = Path(repo_root)
-    tree = _open_tree(repo_root, rev)
+    tree = open_tree(repo_root, rev)
     root = os.path.realpath(repo_root)
     models = list(models)
     folders = {e.name: _folder_of(e, root) for e in models}
-    if isinstance(tree, _GitTree):
+    if tree.batched:  # a commit: read the blobs the caches lack in one `git cat-file --batch`
         wanted = []
         for folder in folders.values():
             for path, sha in tree.ids_under(folder).items():
