@@ -68,3 +68,33 @@ def test_merge_keeps_the_models_packages_and_adds_the_kinds():
     assert "files" not in merged
     assert base == {"python": {"packages": ["numpy"], "lock_packages": False}, "envs": [{"name": "A", "value": "1"}]}
     assert merge_bentofile(base, kind_overlay(AcceleratorKind.gpu))["docker"]["cuda_version"]
+
+
+def test_load_accelerated_with_a_fake_device_and_a_missing_artifact_is_not_ready(tmp_path):
+    from pipelines.serving import device_present, load_accelerated
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    assert not device_present("inferentia", dev)
+    (dev / "neuron0").touch()
+    assert device_present("inferentia", dev)
+    calls = []
+    model, state = load_accelerated(calls.append, kind="inferentia", artifact=str(tmp_path / "model.neuron.pt"),
+                                    device=True)
+    assert model is None and not state.ready and state.backend == "none" and calls == []
+    assert "compiled artifact" in state.error and "missing" in state.error
+    # present but not loadable: not ready either, with the loader's reason
+    (tmp_path / "model.neuron.pt").write_bytes(b"junk")
+
+    def broken(path):
+        raise RuntimeError("bad magic")
+
+    _, state = load_accelerated(broken, kind="inferentia", artifact=str(tmp_path / "model.neuron.pt"), device=True)
+    assert not state.ready and "bad magic" in state.error
+    # loads: the accelerator serves
+    model, state = load_accelerated(lambda p: ("module", p.name), kind="inferentia",
+                                    artifact=str(tmp_path / "model.neuron.pt"), device=True)
+    assert state.ready and state.backend == "inferentia" and model == ("module", "model.neuron.pt")
+    # no device (a laptop, a cpu node): the CPU model serves, ready
+    model, state = load_accelerated(broken, kind="inferentia", artifact=None, device=False)
+    assert model is None and state.ready and state.backend == "cpu"

@@ -2,6 +2,7 @@
 
 BentoML 1.4 service. The weights (`model.pkl`, DVC-tracked) sit next to this file, in the model
 folder and in the bento's `src/`; train them with `reconciler pipeline run train --model iris-classifier`.
+Every response carries the X-Model-Version header (content hash, commit, weights md5; pipelines/serving.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
+
+from pipelines.serving import traced
 
 HERE = Path(__file__).resolve().parent
 SPECIES = ("setosa", "versicolor", "virginica")
@@ -34,3 +37,6 @@ class IrisClassifier:
     def species(self, features: np.ndarray) -> list[str]:
         """Species name per row."""
         return [SPECIES[int(i)] for i in self.predict(features)]
+
+
+traced(IrisClassifier, HERE)

@@ -31,6 +31,7 @@ import yaml
 from reconciler import labels
 from reconciler.errors import BuildError
 
+VERSION_FILE = "gitops-version.json"  # pipelines.serving.VERSION_FILE: read by the service
 ENGINES = ("docker", "podman", "buildah", "nerdctl", "buildctl")  # `bentoml containerize` backends
 ENGINE_ENV = "RECONCILER_CONTAINER_ENGINE"  # force one, or "none" to disable image builds
 
@@ -58,9 +59,13 @@ def find_bento(home: Path, name: str, version: str) -> BentoInfo | None:
 
 
 def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name: str, model_hash: str,
-                  shared: list[str], dest: Path) -> Path:
+                  shared: list[str], dest: Path, overlay: dict | None = None,
+                  version: dict | None = None) -> Path:
     """Copy `files` (context-relative path -> source file or directory) into dest and write the build
-    bentofile there (from `bentofile`, the model's own). Returns the staged bentofile."""
+    bentofile there (from `bentofile`, the model's own, with the pool kind's `overlay` merged on top:
+    reconciler.catalog.accelerators.kind_overlay; its `files` are written into the context). `version`
+    (model hash, git commit, weights md5s) is written as gitops-version.json beside the service, which
+    returns it in every response. Returns the staged bentofile."""
     try:
         config = yaml.safe_load(bentofile.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -85,6 +90,16 @@ def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name
         else:
             _link_or_copy(str(src), str(target))
 
+    if overlay:
+        from reconciler.catalog.accelerators import merge_bentofile
+
+        for rel, text in (overlay.get("files") or {}).items():
+            (dest / rel).write_text(text, encoding="utf-8")
+        config = merge_bentofile(config, overlay)
+    if version is not None:
+        (dest / VERSION_FILE).write_text(json.dumps(version, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if config.get("include") is not None and VERSION_FILE not in config["include"]:
+            config["include"] = [*config["include"], VERSION_FILE]
     config.setdefault("service", service)
     config["name"] = name
     config["labels"] = {**(config.get("labels") or {}), labels.MODEL_HASH: model_hash}

@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
-from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, pinned
+from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, image_tag, pinned
 from reconciler.catalog.pools import AcceleratorKind
 
 STEPS = ("hash", "fetch", "build", "image")
@@ -65,11 +65,13 @@ class ModelBuild:
     built: list[str] = field(default_factory=list)  # steps that did work: fetch, build, image
     message: str = ""
     error: ReconcilerError | None = None
+    bentos: dict[str, str] = field(default_factory=dict)  # pool kind -> bento tag (one bento per kind served)
+    images: dict[str, str] = field(default_factory=dict)  # pool kind -> image reference
 
     def as_dict(self) -> dict[str, object]:
         return {"model": self.model, "action": self.action.value, "hash": self.hash, "bento": self.bento,
-                "image": self.image, "built": self.built, "message": self.message,
-                **({"error": str(self.error)} if self.error else {})}
+                "image": self.image, "bentos": self.bentos, "images": self.images, "built": self.built,
+                "message": self.message, **({"error": str(self.error)} if self.error else {})}
 
 
 @dataclass
@@ -244,16 +246,66 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
     return report
 
 
+def model_kinds(catalog, entry, environment: str | None = None) -> list[AcceleratorKind]:
+    """The pool kinds a model is served from (in one environment, or in any): one image per kind.
+    cpu first, then gpu, then inferentia."""
+    from reconciler.catalog.load import placements
+
+    envs = [catalog.environments[environment]] if environment in catalog.environments else \
+        list(catalog.environments.values())
+    kinds: set[AcceleratorKind] = set()
+    for env in envs:
+        try:
+            kinds |= {p.kind for p in placements(entry, env, catalog.pools)}
+        except ReconcilerError:
+            continue  # reported by the catalog as the model's error
+    order = list(AcceleratorKind)
+    return sorted(kinds or {AcceleratorKind.cpu}, key=order.index)
+
+
 def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, store: ImageStore,
                options: BuildOptions, engine: str | None, clients: dict, notify: Progress) -> ModelBuild:
+    """Build the model's bento and image for every pool kind it is served from (a kind's failure fails the model)."""
+    name = entry.name
+    kinds = model_kinds(catalog, entry, options.environment)
+    result = ModelBuild(name, Action.unchanged, hash=model_hash.digest)
+    notes: list[str] = []
+    fetched = False
+    for kind in kinds:
+        one = ModelBuild(name, Action.unchanged, hash=model_hash.digest,
+                         bento=f"{name}:{image_tag(model_hash, kind)}")
+        fetched = _build_kind(root, entry, model_hash, kind, home, store, options, engine, clients, notify, one,
+                              fetched)
+        result.bentos[kind.value] = one.bento or ""
+        if one.image:
+            result.images[kind.value] = one.image
+        result.built += [s for s in one.built if s not in result.built]
+        prefix = f"{kind.value}: " if len(kinds) > 1 else ""
+        if one.message:
+            notes.append(prefix + one.message)
+        if one.error is not None:
+            result.action, result.error = Action.failed, one.error
+            break
+    first = kinds[0].value
+    result.bento = result.bentos.get(first)
+    result.image = result.images.get(first)
+    if result.action is not Action.failed:
+        result.action = Action.created if result.built else Action.unchanged
+    result.message = "; ".join(notes)
+    return result
+
+
+def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind, home: Path, store: ImageStore,
+                options: BuildOptions, engine: str | None, clients: dict, notify: Progress, result: ModelBuild,
+                fetched: bool) -> bool:
+    """One kind's bento and image into `result`; returns whether the DVC artifacts are fetched."""
     from reconciler.build import bento
 
-    name, short = entry.name, model_hash.short
-    result = ModelBuild(name, Action.unchanged, hash=model_hash.digest, bento=f"{name}:{short}")
+    name, version = entry.name, image_tag(model_hash, kind)
     step = "image"
     notes: list[str] = []
     try:
-        tagged = tagged_image(options.registry, name, model_hash) if options.registry else None
+        tagged = tagged_image(options.registry, name, model_hash, kind) if options.registry else None
         if tagged:
             digest = store.get(tagged)
             if digest is None:
@@ -267,23 +319,25 @@ def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, st
                 result.message = f"image {result.image} exists"
                 for s in ("fetch", "build", "image"):
                     notify(name, s, "skipped")
-                return result
+                return fetched
             result.image = tagged
 
-        existing = bento.find_bento(home, name, short)
+        existing = bento.find_bento(home, name, version)
         if existing is not None:
             notify(name, "fetch", "skipped")
             notify(name, "build", "skipped")
             notes.insert(0, f"bento {existing.tag} exists")
         else:
-            step = "fetch"
-            notify(name, "fetch", "running")
-            _fetch(root, entry, model_hash)
-            notify(name, "fetch", "done")
-            result.built.append("fetch")
+            if not fetched:
+                step = "fetch"
+                notify(name, "fetch", "running")
+                _fetch(root, entry, model_hash)
+                notify(name, "fetch", "done")
+                result.built.append("fetch")
+                fetched = True
             step = "build"
             notify(name, "build", "running")
-            built = _build_bento(root, entry, model_hash, home)
+            built = _build_bento(root, entry, model_hash, home, kind)
             notify(name, "build", "done")
             result.built.append("build")
             result.bento = built.tag
@@ -307,7 +361,7 @@ def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, st
             notify(name, "image", "done")
         elif options.argo and os.environ.get("ARGO_SERVER"):
             notify(name, "image", "running")
-            note, submitted = _argo_image(root, entry, model_hash, result.bento, home, options)
+            note, submitted = _argo_image(root, entry, model_hash, result.bento, home, options, kind)
             notes.append(note)
             if submitted:  # False: this hash's workflow was submitted before, nothing new happened
                 result.built.append("image")
@@ -315,18 +369,17 @@ def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, st
         else:
             notify(name, "image", "skipped")
             notes.append(NO_IMAGE_BACKEND)
-        result.action = Action.created if result.built else Action.unchanged
         result.message = "; ".join(notes)
-        return result
+        return fetched
     except Exception as exc:  # noqa: BLE001 - one broken model never stops the others
         if not isinstance(exc, ReconcilerError):
-            exc = BuildError(f"{step} of {name} failed unexpectedly: {type(exc).__name__}: {exc}",
+            exc = BuildError(f"{step} of {name} ({kind.value}) failed unexpectedly: {type(exc).__name__}: {exc}",
                              fix="this is a bug or an environment problem (disk full, permissions): "
                                  "rerun with `--model " + name + "` and report it with the message above")
         notify(name, step, "failed")
         result.action, result.error = Action.failed, exc
         result.message = f"{step} failed"
-        return result
+        return fetched
 
 
 def _registry_digest_or_raise(tagged: str, clients: dict) -> str | None:
@@ -383,7 +436,21 @@ def staged_files(root: Path, folder: str, model_hash: ModelHash) -> tuple[dict[s
     return files, sorted(shared)
 
 
-def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path):
+def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
+    """What the service returns per request: content hash, the commit built from, the weights' DVC md5s."""
+    from reconciler.source.git import head_sha
+
+    try:
+        commit = head_sha(root)
+    except ReconcilerError:
+        commit = "unknown"
+    folder = entry.path.relative_to(root).as_posix() + "/"
+    weights = {path.removeprefix(folder): ident.split(":", 1)[1] for path, ident in sorted(model_hash.inputs.items())
+               if model_hash.kinds.get(path) == "data" and ident.startswith("md5:")}
+    return {"model": entry.name, "model_hash": model_hash.digest, "git_commit": commit, "weights_md5": weights}
+
+
+def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu):
     from reconciler.build import bento
     from reconciler.errors import ArtifactError
 
@@ -396,12 +463,26 @@ def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path):
     with tempfile.TemporaryDirectory(prefix=f"bento-{entry.name}-") as tmp:
         context = Path(tmp) / "context"
         staged = bento.stage_context(files, entry.path / entry.spec.bentofile, service=entry.spec.service,
-                                     name=entry.name, model_hash=model_hash.digest, shared=shared, dest=context)
-        return bento.build(context, staged, name=entry.name, version=model_hash.short, home=home)
+                                     name=entry.name, model_hash=model_hash.digest, shared=shared, dest=context,
+                                     overlay=bentofile_overlay(entry.spec, kind),
+                                     version=version_record(root, entry, model_hash))
+        return bento.build(context, staged, name=entry.name, version=image_tag(model_hash, kind), home=home)
+
+
+def bentofile_overlay(spec, kind: AcceleratorKind) -> dict:
+    """The kind's built-in bentofile overlay with the model's own `images.<kind>.bentofile` on top."""
+    from reconciler.catalog.accelerators import kind_overlay, merge_bentofile, neuron_sdk
+
+    own = getattr(spec.images, kind.value, None)
+    sdk = neuron_sdk(own.neuron_sdk) if own is not None and own.neuron_sdk else None
+    overlay = kind_overlay(kind, sdk=sdk)
+    if own is not None and own.bentofile:
+        overlay = {**merge_bentofile(overlay, own.bentofile), "files": overlay.get("files", {})}
+    return overlay
 
 
 def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
-                options: BuildOptions) -> tuple[str, bool]:
+                options: BuildOptions, kind: AcceleratorKind = AcceleratorKind.cpu) -> tuple[str, bool]:
     """Hand the image build to the image-build Argo Workflow (pipelines/build_image.py via reconciler.build.argo)."""
     from reconciler.build import bento
     from reconciler.build.argo import ArgoConfig, submit
@@ -412,7 +493,7 @@ def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
         raise ArgoError(f"ARGO_SERVER is set but {BENTO_URL_ENV} is not: the workflow needs a URL to download the bento",
                         fix=f"export {BENTO_URL_ENV}='https://artifacts.example.com/bentos/{{model}}-{{tag}}.bento' "
                             f"and {BENTO_EXPORT_ENV} to where that URL is served from (e.g. s3://bucket/bentos/{{model}}-{{tag}}.bento)")
-    fields = {"model": entry.name, "tag": model_hash.short}
+    fields = {"model": entry.name, "tag": image_tag(model_hash, kind)}
     destination = os.environ.get(BENTO_EXPORT_ENV, str(home / "exports" / "{model}-{tag}.bento")).format(**fields)
     local = "://" not in destination
     if local:
@@ -421,7 +502,7 @@ def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
         bento.export(tag, destination, home)
     workflow = render_workflow(root, "build-image", entry.name, environment=options.environment or "dev",
                                model_hash=model_hash.digest, bento_url=url_template.format(**fields),
-                               registry=options.registry)
+                               registry=options.registry, kind=kind.value)
     submitted = submit(workflow, ArgoConfig.from_env(), exists_ok=True)
     state = "submitted" if submitted.created else "already submitted"
     return (f"image build {state} to Argo: {submitted.namespace}/{submitted.name} {submitted.ui_url} "

@@ -123,7 +123,8 @@ def _git_defaults(root: Path, commit: str | None, repo_url: str | None) -> tuple
 
 def render_workflow(root: Path, pipeline: str, model: str, *, environment: str = "dev", commit: str | None = None,
                     repo_url: str | None = None, model_hash: str | None = None, registry: str | None = None,
-                    bento_url: str | None = None, pool: str | None = None, namespace: str | None = None):
+                    bento_url: str | None = None, pool: str | None = None, namespace: str | None = None,
+                    kind: str | None = None):
     """The hera Workflow of `pipeline` ('train' or 'build-image') for `model`, defaults from the repository."""
     from reconciler.catalog.load import load_catalog, placements
 
@@ -160,6 +161,11 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                       f"(it serves from: {', '.join(p.name for p in chosen)})",
                                       fix="pick one of those pools, or change accelerator: in its model.yaml")
             target = next(p for p in chosen if p.name == pool)
+        elif kind is not None:  # the image of one pool kind: built on (and for) the first pool of that kind
+            target = next((p for p in chosen if p.kind.value == kind), None)
+            if target is None:
+                raise ReconcilerError(f"{model} serves from no {kind} pool in {environment}",
+                                      fix="pick a kind it serves from, or change accelerator: in its model.yaml")
         else:
             target = chosen[0]
         neuron = neuron_options_for(entry.spec, RECIPES[model].input_shape if model in RECIPES else None)

@@ -1,0 +1,215 @@
+"""One bento and image per pool kind, with real `bentoml build`: what each kind's Dockerfile holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+import pytest
+import yaml
+
+from pipelines import steps
+from reconciler.build.builder import BuildOptions, build_models, resolve_images
+from reconciler.catalog.accelerators import ARTIFACT_ENV, COMPILED_FILE, NEURON_PIP_INDEX, neuron_sdk
+from reconciler.catalog.load import load_catalog
+from reconciler.render.environment import render_environment
+from reconciler.results import Action
+from reconciler.source.hashing import model_hashes
+from tests.conftest import commit_all
+
+MODEL = "digits-classifier"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The template with digits served from cpu, gpu and inf2 in prod, trained, and built for prod."""
+    from tests.conftest import copy_template
+
+    tmp = tmp_path_factory.mktemp("kinds")
+    root = copy_template(tmp / "repo")
+    repo = git.Repo.init(root, initial_branch="main")
+    spec_path = root / "models" / MODEL / "model.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["accelerator"] = {"prod": ["cpu-general", "gpu-a10g", "inf2"]}
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    folder = root / "models" / MODEL
+    steps.train(MODEL, folder)
+    steps.register(folder, root)
+    commit_all(repo, "digits on three pool kinds")
+    home = tmp / "bentoml"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BENTOML_HOME", str(home))
+    mp.setenv("RECONCILER_CONTAINER_ENGINE", "none")
+    mp.delenv("ARGO_SERVER", raising=False)
+    try:
+        report = build_models(root, [MODEL], BuildOptions(home=home, registry="registry.test/models",
+                                                          environment="prod", engine=None))
+    finally:
+        mp.undo()
+    return root, home, report
+
+
+def _bento_dir(home: Path, tag: str) -> Path:
+    name, version = tag.split(":")
+    return home / "bentos" / name / version
+
+
+def test_one_bento_per_pool_kind(built):
+    root, home, report = built
+    result = report.results[MODEL]
+    assert result.action is Action.created, result.as_dict()
+    short = result.hash[:12]
+    assert result.bentos == {"cpu": f"{MODEL}:{short}", "gpu": f"{MODEL}:{short}-cuda",
+                             "inferentia": f"{MODEL}:{short}-neuron"}
+    assert result.images == {"cpu": f"registry.test/models/{MODEL}:{short}",
+                             "gpu": f"registry.test/models/{MODEL}:{short}-cuda",
+                             "inferentia": f"registry.test/models/{MODEL}:{short}-neuron"}
+    for tag in result.bentos.values():
+        assert (_bento_dir(home, tag) / "bento.yaml").is_file(), tag
+
+
+def test_each_kinds_dockerfile_and_requirements(built):
+    _, home, report = built
+    bentos = report.results[MODEL].bentos
+    sdk = neuron_sdk()
+    files = {}
+    for kind, tag in bentos.items():
+        folder = _bento_dir(home, tag)
+        dockerfile = (folder / "env" / "docker" / "Dockerfile").read_text()
+        requirements = (folder / "env" / "python" / "requirements.txt").read_text()
+        files[kind] = (dockerfile, requirements, folder)
+    cpu_docker, cpu_reqs, _ = files["cpu"]
+    gpu_docker, gpu_reqs, _ = files["gpu"]
+    inf_docker, inf_reqs, inf_dir = files["inferentia"]
+    # gpu: a CUDA base; nothing Neuron
+    assert "nvidia/cuda" in gpu_docker and "torch-neuronx" not in gpu_reqs
+    # inferentia: torch-neuronx from the Neuron package index, the Neuron runtime, the compiled artifact's path
+    assert f"torch-neuronx=={sdk.torch_neuronx}" in inf_reqs and f"neuronx-cc=={sdk.neuronx_cc}" in inf_reqs
+    assert NEURON_PIP_INDEX in inf_reqs
+    # BentoML copies the setup script to env/docker/script__<hash> and RUNs it in the Dockerfile
+    (script,) = (p for p in (inf_dir / "env" / "docker").iterdir() if p.name.startswith("script__"))
+    assert f"./env/docker/{script.name}" in inf_docker
+    assert f"aws-neuronx-runtime-lib={sdk.runtime_lib}" in script.read_text()
+    assert ARTIFACT_ENV in inf_docker and f"/home/bentoml/bento/src/{COMPILED_FILE}" in inf_docker
+    assert "nvidia/cuda" not in inf_docker
+    # cpu: neither
+    for text in (cpu_docker, cpu_reqs):
+        assert "nvidia/cuda" not in text and "neuron" not in text.lower()
+    # the model's own packages are in every kind's image
+    for _, reqs, _ in files.values():
+        assert "scikit-learn" in reqs
+
+
+def test_each_deployment_references_its_own_kinds_image(built):
+    root, _, report = built
+    catalog = load_catalog(root)
+    hashes = model_hashes(root, None, [catalog.models[MODEL]])
+    images = resolve_images(catalog, "prod", hashes)
+    result = render_environment(catalog, "prod", models={MODEL}, images=images)
+    assert result.errors == {}
+    by_pool = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+               for d in result.models[MODEL].objects if d["kind"] == "Deployment"}
+    short = report.results[MODEL].hash[:12]
+    repo = f"ghcr.io/example/models/{MODEL}"
+    assert by_pool == {f"{MODEL}-cpu-general": f"{repo}:{short}", f"{MODEL}-gpu-a10g": f"{repo}:{short}-cuda",
+                       f"{MODEL}-inf2": f"{repo}:{short}-neuron"}
+
+
+# --------------------------------------------------------------------------- serving: readiness and version
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Served:
+    """`bentoml serve TAG` on 127.0.0.1 in a child process (its own process group, stopped at exit)."""
+
+    def __init__(self, home: Path, tag: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = _free_port()
+        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        self.proc = subprocess.Popen(
+            [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(self.port)],
+            env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_live(self, deadline_s: float = 120) -> None:
+        import time
+
+        import httpx
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError("bentoml serve exited:\n" + self.proc.stdout.read().decode(errors="replace"))
+            try:
+                if httpx.get(self.url("/livez"), timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("bentoml serve did not come up")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def test_a_served_bento_returns_the_version_header_and_labels_its_metrics(built):
+    import httpx
+
+    root, home, report = built
+    result = report.results[MODEL]
+    served = _Served(home, result.bentos["cpu"])
+    try:
+        served.wait_live()
+        response = httpx.post(served.url("/predict"), json={"images": [[0.0] * 64]}, timeout=30)
+        assert response.status_code == 200, response.text
+        header = response.headers["x-model-version"]
+        commit = git.Repo(root).head.commit.hexsha
+        md5 = yaml.safe_load((root / "models" / MODEL / "model.pkl.dvc").read_text())["outs"][0]["md5"]
+        assert header == f"hash={result.hash}; commit={commit}; weights-md5={md5}"
+        metrics = httpx.get(served.url("/metrics"), timeout=10).text
+        line = next(ln for ln in metrics.splitlines() if ln.startswith("gitops_ml_requests_total{"))
+        assert f'model_hash="{result.hash}"' in line and f'git_commit="{commit}"' in line
+        assert f'weights_md5="{md5}"' in line and 'endpoint="/predict"' in line
+    finally:
+        served.stop()
+
+
+def test_with_the_device_present_and_the_artifact_missing_the_service_is_not_ready_and_does_not_fall_back(built, tmp_path):
+    import httpx
+
+    _, home, report = built
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "neuron0").touch()  # a fake Neuron device node: the device is "present"
+    served = _Served(home, report.results[MODEL].bentos["inferentia"], env={
+        "MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_KIND": "inferentia",  # what the -neuron image sets
+        "MODEL_ACCELERATOR_ARTIFACT": str(tmp_path / "missing" / COMPILED_FILE)})
+    try:
+        served.wait_live()
+        ready = httpx.get(served.url("/readyz"), timeout=10)
+        assert ready.status_code == 503, ready.text
+        answer = httpx.post(served.url("/predict"), json={"images": [[0.0] * 64]}, timeout=30)
+        assert answer.status_code >= 500  # no prediction from the CPU model while the device is held
+    finally:
+        served.stop()
