@@ -53,6 +53,9 @@ def reviewed(template_repo):
     repo = git.Repo(template_repo)
     edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
     edit(template_repo / "models/iris-classifier/model.yaml", "prod: gpu", "prod: inferentia")
+    # a LogisticRegression has no Inferentia compile recipe: iris becomes an MLP to move there
+    edit(template_repo / "models/iris-classifier/model.yaml", "architecture: sklearn-scaler-logistic-regression",
+         "architecture: sklearn-scaler-mlp")
     edit(template_repo / "models/iris-classifier/model.yaml", "slo: {p95LatencyMs: 150}",
          "slo: {p95LatencyMs: 150}\ncanary: {failureThreshold: 4}")
     commit_all(repo, "review me")

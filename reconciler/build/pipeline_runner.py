@@ -162,10 +162,11 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                       fix="pick one of those pools, or change accelerator: in its model.yaml")
             target = next(p for p in chosen if p.name == pool)
         elif kind is not None:  # the image of one pool kind: built on (and for) the first pool of that kind
-            target = next((p for p in chosen if p.kind.value == kind), None)
-            if target is None:
+            of_kind = [p for p in chosen if p.kind.value == kind]
+            if not of_kind:
                 raise ReconcilerError(f"{model} serves from no {kind} pool in {environment}",
                                       fix="pick a kind it serves from, or change accelerator: in its model.yaml")
+            target = of_kind[0]
         else:
             target = chosen[0]
         neuron = neuron_options_for(entry.spec, RECIPES[model].input_shape if model in RECIPES else None)
