@@ -108,16 +108,18 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     assert base64.b64decode(live(envtest, ns, "secrets", "db")["data"]["password"]).decode() == NEW_PASSWORD
 
 
-@pytest.mark.parametrize("key", ["missing", "wrong"])
-def test_a_missing_or_wrong_key_fails_that_model_closed(sealed_repo, envtest, monkeypatch, key):
+@pytest.mark.parametrize("key, says", [("missing", KEY_VAR), ("wrong", "wrong key"),
+                                       ("not a key: root:x:0:0", "holds no age private key")])
+def test_a_missing_or_wrong_key_fails_that_model_closed(sealed_repo, envtest, monkeypatch, key, says):
     root, ns, _ = sealed_repo
     if key == "missing":
         monkeypatch.delenv(KEY_VAR)
     else:
-        monkeypatch.setenv(KEY_VAR, identity()[0])
+        monkeypatch.setenv(KEY_VAR, identity()[0] if key == "wrong" else key)
     result = sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
     errors = " ".join(result.model_errors.get(MODEL, []))
-    assert (KEY_VAR in errors) if key == "missing" else ("wrong key" in errors), result.as_dict()
+    assert says in errors, result.as_dict()
+    assert "root:x" not in str(result.as_dict())  # whatever the named source holds is never echoed
     assert live(envtest, ns, "secrets", "db") is None  # neither ciphertext nor an empty Secret is applied
     assert live(envtest, ns, "deployments", f"{MODEL}-cpu-general") is None  # the whole model is held back
     assert live(envtest, ns, "deployments", "digits-classifier-cpu-general") is not None  # the others go on

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ SECRETS_DIR = "secrets"
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's own limit for a Secret
 TIMEOUT = 30.0
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_AGE_KEY = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{58}")
 
 
 @dataclass(frozen=True)
@@ -127,13 +129,25 @@ def age_key(env: Any) -> str:
             raise SecretError(f"the age key variable ${spec.ageKeyEnv} (named by {where}) is not set",
                               fix=f"export {spec.ageKeyEnv} with the environment's AGE-SECRET-KEY-... (e.g. from a "
                                   "mounted Secret); until then this environment's secret-carrying models are skipped")
-        return value
+        return _age_identities(value, f"${spec.ageKeyEnv}")
     path = Path(spec.ageKeyFile).expanduser()
     try:
-        return path.read_text(encoding="utf-8")[:64 * 1024]
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            return _age_identities(fh.read(64 * 1024), str(path))
     except OSError as exc:
         raise SecretError(f"cannot read the age key file {path} (named by {where}): {exc.strerror}",
                           fix="mount the key there (a Secret volume), or fix secrets.ageKeyFile") from None
+
+
+def _age_identities(text: str, source: str) -> str:
+    """Only the AGE-SECRET-KEY-1... lines (as age-keygen writes them, comments dropped). Whatever else the
+    file or variable holds is never passed on nor echoed: the environment names the source, and git is
+    not trusted to point only at key files."""
+    keys = [line.strip() for line in text.splitlines() if _AGE_KEY.fullmatch(line.strip())]
+    if not keys:
+        raise SecretError(f"{source} holds no age private key (a line AGE-SECRET-KEY-1...)",
+                          fix="put the environment's age identity there (age-keygen writes one)")
+    return "\n".join(keys)
 
 
 def sops_binary() -> str:
