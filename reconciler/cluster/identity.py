@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ClusterIdentityError, KubeError
 from reconciler.results import ObjectRef
 
@@ -82,7 +83,7 @@ def check_uid(environment: str, cluster: Any, target: Target, uid: str | None) -
             f"(`{UID_COMMAND}`)")
 
 
-def verify_cluster(kube: Any, environment: str, cluster: Any, target: Target | None) -> None:
+def verify_cluster(kube: Cluster, environment: str, cluster: Any, target: Target | None) -> None:
     """Both checks, for the environment's spec at the commit being applied (reads kube-system when pinned)."""
     if target is None:
         return
@@ -137,7 +138,7 @@ def connect(environment: str, cluster: Any, *, repo: Path | None = None, kubecon
     return client, Target(chosen, _server(client), explicit=bool(context), kubeconfig=path)
 
 
-def run_target(client: Any, kubeconfig: str | Path | None, context: str | None) -> Target:
+def run_target(client: Cluster, kubeconfig: str | Path | None, context: str | None) -> Target:
     """The Target of a client made for `run` (one client for every environment it reconciles)."""
     from reconciler.cluster.kube import _default_kubeconfig_exists
 
@@ -157,8 +158,7 @@ def environment_cluster(repo: Path, environment: str) -> Any:
     return load(EnvironmentSpec, path, display=f"environments/{environment}/environment.yaml").cluster
 
 
-def _server(client: Any) -> str:
-    try:
-        return str(client.api_client.configuration.host)
-    except AttributeError:
-        return "unknown"
+def _server(client: object) -> str:
+    """The API server URL of a KubeClient; "unknown" for a client without one (a stand-in)."""
+    host = getattr(getattr(getattr(client, "api_client", None), "configuration", None), "host", None)
+    return str(host) if host else "unknown"

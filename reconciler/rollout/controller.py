@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from reconciler.cluster.protocol import Cluster
 from reconciler import labels as L
 from reconciler.errors import MetricsError, ReconcilerError
 from reconciler.results import ObjectRef, ObjectResult
@@ -287,7 +288,7 @@ def ready_at(obj: dict | None, replicas: int, revision: str | None = None) -> bo
     return all(int(status.get(key) or 0) >= want for key in ("readyReplicas", "availableReplicas", "updatedReplicas"))
 
 
-def reconcile_rollout(client: Any, model: Any, env: EnvironmentSpec, desired_objects: list[dict], now: float, *,
+def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired_objects: list[dict], now: float, *,
                       pools: dict[str, Pool] | None = None, analysis: MetricsSource | None = None,
                       router: Router | None = None, confirm: Any = None) -> RolloutResult:
     """One tick of the canary of ``model`` (ModelSpec or catalog ModelEntry) in ``env``; writes nothing.
@@ -405,7 +406,7 @@ def _webhook(url: str | None) -> Any:
     return ask
 
 
-def _initial_state(client: Any, model: str, env: EnvironmentSpec, policy: Policy, revision: str,
+def _initial_state(client: Cluster, model: str, env: EnvironmentSpec, policy: Policy, revision: str,
                    desired_pools: list[str]) -> RolloutState:
     """No ConfigMap yet: the live Deployments (if any) are the stable version."""
     selector = f"{L.MODEL}={model}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.cluster.protocol import Cluster
 from reconciler import labels as L
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
@@ -58,7 +59,7 @@ def with_state_hash(cm: dict[str, Any]) -> dict[str, Any]:
     return cm
 
 
-def load(client: Any, model: str, namespace: str) -> Stored | None:
+def load(client: Cluster, model: str, namespace: str) -> Stored | None:
     cm = client.get(configmap_ref(model, namespace))
     if cm is None:
         return None
@@ -70,7 +71,7 @@ def load(client: Any, model: str, namespace: str) -> Stored | None:
     return Stored(RolloutState.from_json(text), cm["metadata"].get("resourceVersion"))
 
 
-def save(client: Any, state: RolloutState, namespace: str, resource_version: str | None) -> Stored:
+def save(client: Cluster, state: RolloutState, namespace: str, resource_version: str | None) -> Stored:
     """Create or replace the state; a concurrent writer makes this raise KubeError(status=409)."""
     if resource_version is None:
         stored = client.create(to_configmap(state, namespace))

@@ -13,14 +13,16 @@ Same semantics as client-go ``leaderelection``:
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
+from reconciler.cluster.protocol import Cluster, PatchType
 from reconciler import labels
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
@@ -51,7 +53,7 @@ class LeaseRecord:
 class LeaseLock:
     """One candidate's view of a Lease. Call :meth:`try_acquire_or_renew` periodically."""
 
-    def __init__(self, kube: Any, name: str, namespace: str, identity: str, *, duration: int = 15,
+    def __init__(self, kube: Cluster, name: str, namespace: str, identity: str, *, duration: int = 15,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.kube = kube
@@ -146,25 +148,51 @@ class LeaseLock:
 
 
 class LeaderGuard:
-    """Wraps a KubeClient so writes fail fast once leadership is lost (reads pass through)."""
+    """A Cluster whose writes fail fast once leadership is lost; reads (and dry runs) pass through."""
 
-    _WRITES = frozenset({"apply", "patch", "create", "replace", "delete"})
-
-    def __init__(self, kube: Any, lease: LeaseLock) -> None:
+    def __init__(self, kube: Cluster, lease: LeaseLock) -> None:
         self._kube = kube
         self._lease = lease
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._kube, name)
-        if name in self._WRITES:
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                if not kwargs.get("dry_run") and not self._lease.held:
-                    raise KubeError(f"not the leader any more ({self._lease.identity} lost Lease "
-                                    f"{self._lease.ref.namespace}/{self._lease.ref.name}): write refused",
-                                    status=409, reason="LeadershipLost")
-                return attr(*args, **kwargs)
-            return guarded
-        return attr
+    def _check(self, dry_run: bool = False) -> None:
+        if not dry_run and not self._lease.held:
+            raise KubeError(f"not the leader any more ({self._lease.identity} lost Lease "
+                            f"{self._lease.ref.namespace}/{self._lease.ref.name}): write refused",
+                            status=409, reason="LeadershipLost")
+
+    def get(self, ref: ObjectRef) -> dict | None:
+        return self._kube.get(ref)
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None,
+             label_selector: str | None = None) -> builtins.list[dict]:
+        return self._kube.list(api_version, kind, namespace, label_selector)
+
+    def apply(self, obj: dict, field_manager: str = labels.MANAGER, force: bool = True,
+              dry_run: bool = False) -> dict:
+        self._check(dry_run)
+        return self._kube.apply(obj, field_manager=field_manager, force=force, dry_run=dry_run)
+
+    def patch(self, ref: ObjectRef, patch: dict | builtins.list, type: PatchType = "merge",  # noqa: A002
+              field_manager: str | None = labels.MANAGER, dry_run: bool = False) -> dict:
+        self._check(dry_run)
+        return self._kube.patch(ref, patch, type=type, field_manager=field_manager, dry_run=dry_run)
+
+    def create(self, obj: dict, field_manager: str = labels.MANAGER) -> dict:
+        self._check()
+        return self._kube.create(obj, field_manager=field_manager)
+
+    def replace(self, obj: dict, field_manager: str = labels.MANAGER) -> dict:
+        self._check()
+        return self._kube.replace(obj, field_manager=field_manager)
+
+    def delete(self, ref: ObjectRef, propagation_policy: str = "Background", dry_run: bool = False) -> bool:
+        self._check(dry_run)
+        return self._kube.delete(ref, propagation_policy=propagation_policy, dry_run=dry_run)
+
+
+if TYPE_CHECKING:
+    def _satisfies_cluster(guard: LeaderGuard) -> Cluster:  # mypy checks the seam; never called
+        return guard
 
 
 class LeaseKeeper:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+from reconciler.cluster.protocol import Cluster
 from reconciler import labels
 from reconciler.errors import KubeError, ReconcilerError, SourceError
 from reconciler.source.git import GitMirror
@@ -119,11 +120,11 @@ def state_ref(environment: str, namespace: str) -> Any:
     return ObjectRef("v1", "ConfigMap", namespace, f"{STATE_PREFIX}{environment}")
 
 
-def load_record(kube: Any, environment: str, namespace: str) -> Record | None:
+def load_record(kube: Cluster, environment: str, namespace: str) -> Record | None:
     return Record.of(kube.get(state_ref(environment, namespace)))
 
 
-def save_record(kube: Any, environment: str, namespace: str, record: Record) -> None:
+def save_record(kube: Cluster, environment: str, namespace: str, record: Record) -> None:
     ref = state_ref(environment, namespace)
     failure = record.failure
     kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
@@ -244,13 +245,13 @@ def environment_failure(result: Any) -> str | None:
     return None
 
 
-def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
+def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
     from reconciler.sync.commit import sync_commit
 
     return sync_commit(kube, repo, commit, environment, options)
 
 
-def reconcile_once(kube: Any, repo: Path, head: str, history: History, environments: Iterable[str], *,
+def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, environments: Iterable[str], *,
                    state_namespace: str, options: Any = None, sync: SyncFn = _default_sync,
                    resync: Callable[[str], bool] = lambda env: False, metrics: Metrics | None = None,
                    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> list[Outcome]:
@@ -319,7 +320,7 @@ class RunConfig:
 class Reconciler:
     """The running reconciler: git mirror + lease + HTTP endpoint + the loop. ``stop()`` ends it."""
 
-    def __init__(self, kube: Any, config: RunConfig, options: Any = None, *, sync: SyncFn = _default_sync) -> None:
+    def __init__(self, kube: Cluster, config: RunConfig, options: Any = None, *, sync: SyncFn = _default_sync) -> None:
         from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
 
         self.kube = kube

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 from reconciler.sync.engine import SyncResult, sync_environment
 from reconciler.sync.planner import SyncOptions
 
 
-def sync_commit(kube: Any, repo_root: Any, rev: str | None, environment: str,
+def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str,
                 options: SyncOptions = SyncOptions()) -> SyncResult:
     """Render ``environment`` at git revision ``rev`` of the repository and sync it.
 
@@ -108,7 +109,7 @@ def _unseal_secrets(render: Any, env_spec: Any, desired: dict[str, list[dict]], 
         desired[name] = [*desired[name], *secrets]
 
 
-def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dict]], errors: dict[str, Any],
+def _canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list[dict]], errors: dict[str, Any],
                   protect: dict[ObjectRef, str], options: SyncOptions) -> list[Any]:
     """One canary controller tick per model with canaries on, before the sync applies anything.
 
@@ -140,7 +141,7 @@ def _canary_ticks(kube: Any, catalog: Any, env: Any, desired: dict[str, list[dic
     return results
 
 
-def _canary_tick(kube: Any, catalog: Any, env: Any, model: str, desired: dict[str, list[dict]],
+def _canary_tick(kube: Cluster, catalog: Any, env: Any, model: str, desired: dict[str, list[dict]],
                  errors: dict[str, Any], prometheus: Any) -> Any:
     """The rollout of one model, or None when it has canaries off, errors, or its rollout failed (recorded in errors)."""
     from reconciler.rollout.controller import reconcile_rollout

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.cluster.protocol import Cluster
 from reconciler import labels
 from reconciler.errors import KubeError
 from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_health
@@ -110,7 +111,7 @@ class SyncResult:
 
 # -- executor ----------------------------------------------------------------------------------
 
-def read_live(kube: Any, environment: str, namespace: str, refs: Iterable[ObjectRef]) -> dict[ObjectRef, dict]:
+def read_live(kube: Cluster, environment: str, namespace: str, refs: Iterable[ObjectRef]) -> dict[ObjectRef, dict]:
     """The live objects among ``refs``: one labelled list per (apiVersion, kind, namespace)."""
     wanted = set(refs)
     groups = {(r.api_version, r.kind, r.namespace) for r in wanted}
@@ -150,7 +151,7 @@ def _try(fn: Callable[[], Any]) -> KubeError | None:
     return None
 
 
-def sync_environment(kube: Any, environment: str, namespace: str, desired: Mapping[str, list[dict]], *,
+def sync_environment(kube: Cluster, environment: str, namespace: str, desired: Mapping[str, list[dict]], *,
                      errors: Mapping[str, Iterable[str] | str] | None = None,
                      options: SyncOptions = SyncOptions(),
                      protect: Mapping[ObjectRef, str] | None = None) -> SyncResult:
@@ -165,7 +166,7 @@ def sync_environment(kube: Any, environment: str, namespace: str, desired: Mappi
     return result
 
 
-def _sync(kube: Any, result: SyncResult, desired: Mapping[str, list[dict]],
+def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
           errors: Mapping[str, Iterable[str] | str], options: SyncOptions,
           protect: Mapping[ObjectRef, str]) -> None:
     env, ns = result.environment, result.namespace
@@ -198,7 +199,9 @@ def _sync(kube: Any, result: SyncResult, desired: Mapping[str, list[dict]],
     results: dict[ObjectRef, ObjectResult] = {}
 
     def dry_run(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
-        return a, _try(lambda: kube.apply(a.obj, field_manager=options.field_manager, dry_run=True))
+        obj = a.obj
+        assert obj is not None, "a write always carries its desired object"
+        return a, _try(lambda: kube.apply(obj, field_manager=options.field_manager, dry_run=True))
 
     def check(batch: list[PlannedAction]) -> None:
         if not validate:
@@ -250,7 +253,9 @@ def _sync(kube: Any, result: SyncResult, desired: Mapping[str, list[dict]],
             continue
 
         def apply(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
-            return a, _try(lambda: kube.apply(a.obj, field_manager=options.field_manager))
+            obj = a.obj
+            assert obj is not None, "a write always carries its desired object"
+            return a, _try(lambda: kube.apply(obj, field_manager=options.field_manager))
 
         # a model applies as a unit in kind order: after one of its writes failed (e.g. its rollout
         # state lost a race with another writer), nothing more of it is written in this pass
@@ -304,7 +309,7 @@ def _object_result(a: PlannedAction, exc: KubeError | None) -> ObjectResult:
     return ObjectResult(a.ref, Action.failed, a.model, str(exc))
 
 
-def model_health(kube: Any, plan: SyncPlan, *, timeout: float = 300.0, interval: float = 2.0,
+def model_health(kube: Cluster, plan: SyncPlan, *, timeout: float = 300.0, interval: float = 2.0,
                  sleep: Callable[[float], None] = time.sleep) -> dict[str, ModelHealth]:
     """Wait for every synced model's objects to settle; the health per model (worst object wins)."""
     refs_by_model: dict[str, list[ObjectRef]] = defaultdict(list)

@@ -13,8 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
+from reconciler.cluster.protocol import Cluster
 from reconciler.results import ObjectRef
 
 
@@ -175,7 +175,7 @@ def aggregate(healths: Iterable[Health]) -> HealthStatus:
     return HealthStatus.healthy
 
 
-def wait_for_health(kube: Any, refs: Iterable[ObjectRef], *, timeout: float = 300.0, interval: float = 2.0,
+def wait_for_health(kube: Cluster, refs: Iterable[ObjectRef], *, timeout: float = 300.0, interval: float = 2.0,
                     clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep) -> dict[ObjectRef, Health]:
     """Poll until every object is settled or ``timeout`` passes; returns the last health seen of each.

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.cluster.protocol import Cluster
 from reconciler import labels
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
@@ -122,7 +123,7 @@ class Inventory:
         return cls(environment, namespace, entries, (cm.get("metadata") or {}).get("resourceVersion"))
 
 
-def load_inventory(kube: Any, environment: str, namespace: str) -> Inventory:
+def load_inventory(kube: Cluster, environment: str, namespace: str) -> Inventory:
     """The inventory recorded in the cluster, or an empty one when there is none yet."""
     cm = kube.get(ObjectRef("v1", "ConfigMap", namespace, inventory_name(environment)))
     if cm is None:
@@ -130,7 +131,7 @@ def load_inventory(kube: Any, environment: str, namespace: str) -> Inventory:
     return Inventory.from_configmap(environment, namespace, cm)
 
 
-def save_inventory(kube: Any, inventory: Inventory, *, previous: Inventory | None = None) -> bool:
+def save_inventory(kube: Cluster, inventory: Inventory, *, previous: Inventory | None = None) -> bool:
     """Record the inventory (server-side apply). Skipped, returning False, when ``previous`` (what was
     read from the cluster) already holds the same entries: an unchanged inventory costs no write."""
     if previous is not None and previous.same_entries(inventory) and (
