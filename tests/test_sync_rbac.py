@@ -63,7 +63,17 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo,
     staging.write_text(staging.read_text().replace("failureThreshold: 2}", "failureThreshold: 2, router: gateway-api}")
                        .replace("pools: [cpu-general, gpu-a10g, inf2]", "pools: [cpu-general, gpu-a10g-spot, gpu-a10g, inf2]")
                        + "monitoring: pod-monitor\n")
-    commit_all(git.Repo(template_repo), "staging: pod monitors, gateway api, spot")
+    # ... and dev gives iris a SOPS-encrypted Secret (decrypted in memory, applied with the model's objects)
+    from tests.test_secrets import encrypt, identity, secret
+
+    private, public = identity()
+    sealed = template_repo / "environments/dev/secrets/iris-classifier/db.yaml"
+    sealed.parent.mkdir(parents=True)
+    sealed.write_text(encrypt(secret("models-dev", "rbac-test-password"), public))
+    dev = template_repo / "environments" / "dev" / "environment.yaml"
+    dev.write_text(dev.read_text() + "secrets: {ageKeyEnv: RBAC_TEST_AGE_KEY}\n")
+    monkeypatch.setenv("RBAC_TEST_AGE_KEY", private)
+    commit_all(git.Repo(template_repo), "staging: pod monitors, gateway api, spot; dev: a sealed secret")
     kube_api.server.register_crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")
     bare = tmp_path / "remote.git"
     git.Repo.init(bare, bare=True, initial_branch="main")
@@ -91,6 +101,7 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, template_repo,
     assert sync_commit(kube, template_repo, "HEAD", "staging", SyncOptions()).ok
     assert kube_api.server.get("gateway.networking.k8s.io/v1", "HTTPRoute", "iris-classifier", "models-staging")
     assert kube_api.server.objects("PodMonitor", "models-staging")
+    assert kube_api.server.get("v1", "Secret", "db", "models-dev")
     rec.lease.release()
 
     used: dict[str, set[str]] = {}
