@@ -72,6 +72,15 @@ class UnsafeSourceError(ReconcilerError):
     """A kustomization or symlink would make rendering read outside the repository."""
 
 
+class UnsafePathError(SpecError, UnsafeSourceError):
+    """A file the reconciler was asked to read is (or goes through) a symlink leaving the repository,
+    a path that escapes it, or not a regular file. Names the in-repository path, never outside content."""
+
+
+class LimitError(SpecError):
+    """An input exceeds a configured bound (file size, tree size or file count, YAML alias expansion)."""
+
+
 class SourceError(ReconcilerError):
     """Git could not give us the revision or files asked for."""
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.catalog.fields import Strict
 from reconciler.errors import SpecError, SpecProblem
+from reconciler.source import guard
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -34,15 +35,19 @@ class _Located(dict):
     key_lines: dict[str, int]
 
 
-def read_yaml(path: Path, *, display: str | None = None) -> Any:
-    """Parse one YAML document, turning syntax errors into a SpecError with the line."""
+def read_yaml(path: Path, *, display: str | None = None, root: Path | None = None) -> Any:
+    """Parse one YAML document of the repository at `root`, through the read guard (symlinks leaving
+    the repository, size, alias expansion), turning syntax errors into a SpecError with the line.
+
+    Without `root`, the file's own folder is the boundary."""
     shown = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = guard.read_text(root if root is not None else path.parent, path, display=shown)
     except FileNotFoundError:
         raise SpecError.single(shown, "file not found", fix=f"create {shown}") from None
     except OSError as exc:
         raise SpecError.single(shown, f"cannot read file: {exc.strerror}") from None
+    guard.check_yaml_aliases(text, shown)
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
@@ -98,5 +103,5 @@ def parse(model: type[Strict], data: Any, file: str) -> Any:
         raise SpecError(problems) from None
 
 
-def load(model: type[Strict], path: Path, *, display: str | None = None) -> Any:
-    return parse(model, read_yaml(path, display=display), display or str(path))
+def load(model: type[Strict], path: Path, *, display: str | None = None, root: Path | None = None) -> Any:
+    return parse(model, read_yaml(path, display=display, root=root), display or str(path))

