@@ -50,11 +50,13 @@ class ObjectResult:
     model: str | None = None
     message: str = ""
     diff: str = ""
+    refused: bool = False  # skipped by a safety check (mass prune, protected kind): the sync is partial
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.ref.kind, "apiVersion": self.ref.api_version, "namespace": self.ref.namespace,
                 "name": self.ref.name, "action": self.action.value, "model": self.model,
-                "message": self.message, **({"diff": self.diff} if self.diff else {})}
+                "message": self.message, **({"diff": self.diff} if self.diff else {}),
+                **({"refused": True} if self.refused else {})}
 
 
 @dataclass

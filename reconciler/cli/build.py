@@ -32,6 +32,7 @@ def build_command(
     from rich.table import Table
 
     from reconciler.cli.console import err as console, line, out, print_error, styled
+    from reconciler.cli.exits import outcome
 
     from reconciler.catalog.load import load_catalog
 
@@ -77,8 +78,8 @@ def build_command(
         if no_backend:
             out.print(NO_IMAGE_BACKEND[0].upper() + NO_IMAGE_BACKEND[1:] + ".")
         out.print(f"build: {report.summary}")
-    if not report.ok:
-        raise typer.Exit(1)
+    failed = sum(1 for r in report.results.values() if r.error is not None or r.action.value == "failed")
+    raise typer.Exit(outcome(done=len(report.results) - failed, failed=failed))
 
 
 def build(

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from reconciler.cli.console import err as console, line, out, print_error, print_model_errors, styled
+from reconciler.cli.exits import ExitCode, outcome
 from reconciler.errors import ReconcilerError
 
 app = typer.Typer(
@@ -76,8 +77,7 @@ def render(
         for sealed in result.models[name].secrets:
             sys.stdout.write(sealed.text if sealed.text.startswith("---") else "---\n" + sealed.text)
     report_model_errors(result.errors, environment)
-    if result.errors:
-        raise typer.Exit(1)
+    raise typer.Exit(outcome(done=len(result.models), failed=len(result.errors)))
 
 
 @app.command()
@@ -118,8 +118,10 @@ def plan(
         (artifact / "plan.md").write_text(plan_markdown(result, limit=sys.maxsize, max_diff_lines=sys.maxsize),
                                           encoding="utf-8")
         (artifact / "plan.json").write_text(plan_json(result), encoding="utf-8")
-    if not result.ok:
-        raise typer.Exit(1)
+    envs = result.environments.values()
+    raise typer.Exit(outcome(done=sum(1 for e in envs if not e.error),
+                             failed=sum(1 for e in envs if e.error) + sum(1 for e in envs for m in e.models.values()
+                                                                          if m.error)))
 
 
 @app.command()
@@ -140,7 +142,8 @@ def hydrate(
 
     if (out_dir is None) == (branch_prefix is None):
         raise fail(ReconcilerError("give exactly one of --out DIR or --branch-prefix PREFIX",
-                                   fix="e.g. `reconciler hydrate --out rendered` or `--branch-prefix rendered/`"), 2)
+                                   fix="e.g. `reconciler hydrate --out rendered` or `--branch-prefix rendered/`"),
+                   ExitCode.USAGE)
     if branch_prefix is not None and rev is None:
         rev = "HEAD"
     try:
@@ -163,8 +166,7 @@ def hydrate(
     for r in results:
         note = f" (commit {r.committed[:12]})" if r.committed else (" (unchanged)" if branch_prefix else "")
         out.print(line(styled("✓", "green"), f" {r.environment}: {r.files} model(s) -> {r.target}{note}"))
-    if len(results) != len(state.renders) + len(state.env_errors):
-        raise typer.Exit(1)
+    raise typer.Exit(outcome(done=len(results), failed=len(state.renders) + len(state.env_errors) - len(results)))
 
 
 # Command groups, one module each under reconciler/cli/ (keep imports light: the modules import

@@ -25,7 +25,7 @@ def run_command(
     namespace: Annotated[str | None, typer.Option(help="namespace of the Lease and state ConfigMaps (default: $POD_NAMESPACE or model-gitops)")] = None,
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one; an environment whose cluster.context differs is refused unless this is given)")] = None,
-    listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz")] = "0.0.0.0:8080",
+    listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz (in a cluster: 0.0.0.0:8080)")] = "127.0.0.1:8080",
     identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
@@ -36,7 +36,8 @@ def run_command(
     """Run the reconciler: follow a git branch and keep the environments in sync (leader-elected).
 
     The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
-    and the loop relies on polling)."""
+    and the loop relies on polling); with $RECONCILER_METRICS_TOKEN set, /metrics wants
+    `Authorization: Bearer <token>`."""
     from reconciler.cluster.identity import run_target
     from reconciler.source.verify import VerifyPolicy
     from reconciler.cluster.kube import KubeClient
@@ -49,12 +50,13 @@ def run_command(
                        state_namespace=namespace or os.environ.get("POD_NAMESPACE", "model-gitops"),
                        interval=interval, resync_every=resync_every,
                        identity=identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-                       listen=(host or "0.0.0.0", int(port)), webhook_secret=secret.encode() if secret else None)
+                       listen=(host or "127.0.0.1", int(port)), webhook_secret=secret.encode() if secret else None,
+                       metrics_token=os.environ.get("RECONCILER_METRICS_TOKEN") or None)
     try:
         kube = KubeClient.from_kubeconfig(kubeconfig, context)
     except ReconcilerError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     # each pass checks every environment's cluster.context and kubeSystemUID against this target
     target = run_target(kube, kubeconfig, context)
     typer.echo(f"cluster: {target.describe()}", err=True)

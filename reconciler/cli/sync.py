@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from reconciler.cli.exits import ExitCode, outcome
 from reconciler.errors import ReconcilerError
 
 
@@ -94,7 +95,20 @@ def sync_command(
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:
         print_error(exc)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     _print_result(result, fmt)
-    if not result.ok:
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(result))
+
+
+def exit_code(result: Any) -> ExitCode:
+    """0 all synced and healthy; 1 the environment failed as a whole (or nothing of it was synced);
+    3 partial: a model skipped for its errors, an object failed, a prune refused, a model unhealthy."""
+    if result.ok:
+        return ExitCode.OK
+    if result.error is not None:
+        return ExitCode.FAILED
+    summary = result.summary().as_dict()
+    done = sum(int(summary.get(a, 0)) for a in ("created", "configured", "unchanged", "pruned"))
+    problems = len(result.model_errors) + int(summary.get("failed", 0))
+    return outcome(done=done, failed=problems, refused=len(result.refused)) if problems or result.refused \
+        else ExitCode.PARTIAL  # everything was applied, but not everything is healthy

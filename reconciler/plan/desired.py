@@ -15,7 +15,7 @@ from pathlib import Path
 from reconciler.source import guard
 from reconciler.build.builder import resolve_images
 from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, load_catalog, placements, promotion_order
-from reconciler.errors import ReconcilerError
+from reconciler.errors import LimitError, ReconcilerError
 from reconciler.plan import cost
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
 from reconciler.plan.review import ModelReview, ModelView, environment_changes, model_view, pool_changes, review
@@ -69,7 +69,7 @@ def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None =
         revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
         catalog = load_catalog(tree)
         entries = [catalog.models[m] for m in sorted(catalog.models) if models is None or m in models]
-        oversized: dict[str, ReconcilerError] = {}
+        oversized: dict[str, LimitError] = {}
         hashes = model_hashes(root, rev, entries, errors=oversized)
         for name, exc in oversized.items():  # a model over a bound is that model's error, not everyone's
             catalog.models.pop(name, None)

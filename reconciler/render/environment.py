@@ -214,9 +214,11 @@ def _bisect(workdir: Path, env: EnvironmentSpec, generated: dict[str, list[dict]
         if ok is not None:
             rendered.update(ok)
         elif len(halves[i]) == 1:
+            assert exc is not None
             name = next(iter(halves[i]))
             errors[name] = _model_error(name, env, exc)
         else:
+            assert exc is not None
             rendered.update(_bisect(workdir / f"half-{i}", env, halves[i], components, errors, timeout, exc))
     return rendered
 

@@ -54,7 +54,7 @@ _EQ = re.compile(r"^(?P<key>[^\s!=()]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=()]*
 _EXISTS = re.compile(r"^(?P<neg>!?)\s*(?P<key>[^\s!=(),]+)$")
 
 
-def label_selector_matches(text: str, labels: dict, field: str = "labelSelector") -> bool:
+def label_selector_matches(text: str, labels: dict | None, field: str = "labelSelector") -> bool:
     """A Kubernetes label selector (`a=b,c!=d,e in (x,y),!f`) against a label map."""
     labels = {str(k): str(v) for k, v in (labels or {}).items()}
     for term in _split_terms(text):

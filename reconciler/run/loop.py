@@ -313,8 +313,9 @@ class RunConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     lease_name: str = "model-gitops-reconciler"
     lease_duration: int = 15
-    listen: tuple[str, int] | None = ("0.0.0.0", 8080)
+    listen: tuple[str, int] | None = ("127.0.0.1", 8080)  # the in-cluster manifest binds 0.0.0.0
     webhook_secret: bytes | None = None
+    metrics_token: str | None = None  # when set, /metrics wants Authorization: Bearer <token>
 
 
 class Reconciler:
@@ -357,7 +358,8 @@ class Reconciler:
         self.http = ReconcilerHTTPServer(self.config.listen, secret=self.config.webhook_secret,
                                          branch=self.config.branch, on_push=self.on_push,
                                          metrics=self.metrics.exposition, health=self.health,
-                                         count=lambda o: self.metrics.webhooks.labels(o).inc()).start()
+                                         count=lambda o: self.metrics.webhooks.labels(o).inc(),
+                                         metrics_token=self.config.metrics_token).start()
         return self.http
 
     def _resync_due(self, env: str) -> bool:

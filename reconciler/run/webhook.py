@@ -3,14 +3,24 @@
 ``POST /webhook`` accepts a GitHub ``push`` event only with a valid ``X-Hub-Signature-256``
 (HMAC SHA-256 of the raw body with the shared secret, compared in constant time); a push to the
 watched branch wakes the loop at once instead of at its next poll. A missing or wrong signature is
-answered 401 and changes nothing; so is any request when no secret is configured.
+answered 401 and changes nothing; so is any request when no secret is configured. A delivery whose
+``X-GitHub-Delivery`` ID was already handled (GitHub redelivers) is acknowledged without work.
+
+The endpoint faces the network, so it holds against slow and greedy clients (ServerLimits): every
+socket read has a timeout, the request line and headers must arrive within `header_timeout` and
+the body within `body_timeout` (a client declaring 1 MB and sending 10 bytes is cut off), at most
+`max_connections` are served at once (the next one gets 503 at once, without a thread), and each
+connection carries one request. It binds 127.0.0.1 unless told otherwise (the in-cluster manifest
+says 0.0.0.0). With a metrics token, /metrics wants `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +28,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Bounds of the HTTP endpoint (seconds, counts, bytes)."""
+
+    read_timeout: float = 10.0      # one socket read (idle time)
+    header_timeout: float = 10.0    # request line + headers, in total
+    body_timeout: float = 30.0      # the whole body, in total
+    max_connections: int = 32       # served at once; the next gets 503
+    max_body: int = MAX_BODY
+    remembered_deliveries: int = 4096  # X-GitHub-Delivery IDs kept to acknowledge redeliveries
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -55,6 +77,43 @@ class _Handler(BaseHTTPRequestHandler):
     server: "ReconcilerHTTPServer"
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.limits.read_timeout)  # every read, not only the first
+        self._watchdog: threading.Timer | None = None
+        self._expired = False
+        self._arm(self.server.limits.header_timeout, "header_timeout")
+
+    def _arm(self, seconds: float, which: str) -> None:
+        """Cut the connection if the current phase (headers, body) is not over within `seconds`."""
+        self._disarm()
+        self._watchdog = threading.Timer(seconds, self._expire, args=(which,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _expire(self, which: str) -> None:
+        self._expired = True
+        self.server.count(f"timeout_{which.removesuffix('_timeout')}")
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+        except OSError:
+            pass
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._disarm()  # the request line and headers are in
+        self.close_connection = True  # one request per connection: no idle keep-alive to hold
+        return ok and not self._expired  # cut off mid-headers: what arrived is not a request
+
+    def finish(self) -> None:
+        self._disarm()
+        super().finish()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
@@ -63,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -72,6 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
             ok, text = self.server.health()
             self._reply(200 if ok else 503, text + "\n")
         elif path == "/metrics":
+            if not self.server.metrics_authorized(self.headers.get("Authorization")):
+                self._reply(401, "/metrics wants Authorization: Bearer <token>\n")
+                return
             content_type, payload = self.server.metrics()
             self._reply(200, payload, content_type)
         else:
@@ -85,10 +148,18 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_BODY:
+        if length < 0 or length > self.server.limits.max_body:
             self._reply(413, "payload too large\n")
             return
-        body = self.rfile.read(length)
+        self._arm(self.server.limits.body_timeout, "body_timeout")
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # a read timed out, or the watchdog cut the connection
+            return
+        finally:
+            self._disarm()
+        if len(body) < length or self._expired:
+            return  # the client went away, or was cut off, before sending what it declared
         if not verify_signature(self.server.secret, body, self.headers.get("X-Hub-Signature-256")):
             self.server.count("rejected")
             self._reply(401, "invalid or missing X-Hub-Signature-256\n")
@@ -108,6 +179,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.count("bad")
             self._reply(400, f"{exc}\n")
             return
+        if push.delivery and not self.server.first_delivery(push.delivery):
+            self.server.count("duplicate")
+            self._reply(200, f"delivery {push.delivery} already handled\n")
+            return
         if self.server.branch is not None and push.branch != self.server.branch:
             self.server.count("ignored")
             self._reply(202, f"ignored push to {push.ref} (watching {self.server.branch})\n")
@@ -125,8 +200,14 @@ class ReconcilerHTTPServer(ThreadingHTTPServer):
                  on_push: Callable[[PushEvent], None],
                  metrics: Callable[[], tuple[str, bytes]],
                  health: Callable[[], tuple[bool, str]] = lambda: (True, "ok"),
-                 count: Callable[[str], None] = lambda outcome: None) -> None:
+                 count: Callable[[str], None] = lambda outcome: None,
+                 limits: ServerLimits = ServerLimits(), metrics_token: str | None = None) -> None:
         super().__init__(address, _Handler)
+        self.limits = limits
+        self.metrics_token = metrics_token
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._deliveries: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._deliveries_lock = threading.Lock()
         self.secret = secret
         self.branch = branch
         self.on_push = on_push
@@ -134,6 +215,51 @@ class ReconcilerHTTPServer(ThreadingHTTPServer):
         self.health = health
         self.count = count
         self._thread: threading.Thread | None = None
+
+    def metrics_authorized(self, header: str | None) -> bool:
+        if not self.metrics_token:
+            return True
+        expected = f"Bearer {self.metrics_token}".encode()
+        return header is not None and hmac.compare_digest(header.strip().encode(), expected)
+
+    def first_delivery(self, delivery: str) -> bool:
+        """True the first time a delivery ID is seen (the last `remembered_deliveries` are kept)."""
+        with self._deliveries_lock:
+            if delivery in self._deliveries:
+                self._deliveries.move_to_end(delivery)
+                return False
+            self._deliveries[delivery] = None
+            while len(self._deliveries) > self.limits.remembered_deliveries:
+                self._deliveries.popitem(last=False)
+            return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, up to max_connections; past that a 503 without a thread."""
+        if not self._slots.acquire(blocking=False):
+            self.count("overloaded")
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\nRetry-After: 1\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (or was cut off) is not an error of the server; the rest is logged."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

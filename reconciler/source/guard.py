@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from reconciler.errors import LimitError, UnsafePathError
+from reconciler.errors import LimitError, SpecError, UnsafePathError
 
 ENV_PREFIX = "RECONCILER_"
 
@@ -109,7 +109,7 @@ def _check_regular(st: os.stat_result, shown: str) -> None:
                                      fix="replace it with a regular file")
 
 
-def _too_big(shown: str, size: int | str, limit: int, name: str) -> LimitError:
+def _too_big(shown: str, size: int | str, limit: int, name: str) -> SpecError:
     return LimitError.single(shown, f"is {size} bytes, over the limit of {limit} bytes ({name})",
                              fix=f"keep the file smaller, or raise ${Limits.variable(name)} where the reconciler runs")
 
@@ -231,7 +231,7 @@ def check_yaml_aliases(text: str | bytes, shown: str, loader: Any = None) -> Non
     """Refuse a YAML text whose alias expansion exceeds max_yaml_nodes (cheap when it has no alias)."""
     import yaml
 
-    if (b"*" if isinstance(text, bytes) else "*") not in text:
+    if (b"*" not in text) if isinstance(text, bytes) else ("*" not in text):
         return  # no alias can occur without '*'
     limit = limits().max_yaml_nodes
     loader = loader or getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -333,7 +333,7 @@ def _check_tree_bounds(tree: Tree, folder: str, name: str) -> None:
 
 
 def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry],
-                 errors: dict[str, ReconcilerError] | None = None) -> dict[str, ModelHash]:
+                 errors: dict[str, LimitError] | None = None) -> dict[str, ModelHash]:
     """Content hashes of models at a git revision, or of the working tree when rev is None.
 
     Raises SourceError when repo_root is not in a git repository or the revision does not exist.

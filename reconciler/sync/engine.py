@@ -86,10 +86,15 @@ class SyncResult:
         return self.error is not None or any(r.action is Action.failed for r in self.objects)
 
     @property
+    def refused(self) -> list[ObjectResult]:
+        """Objects a safety check refused to touch (a mass prune of an empty render, a protected kind)."""
+        return [r for r in self.objects if r.refused]
+
+    @property
     def ok(self) -> bool:
         unhealthy = any(h.status in (HealthStatus.degraded, HealthStatus.missing, HealthStatus.progressing)
                         for h in self.health.values())
-        return not self.failed and not self.model_errors and not unhealthy
+        return not self.failed and not self.model_errors and not unhealthy and not self.refused
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -229,7 +234,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     result.model_errors = dict(plan.model_errors)
 
     if options.dry_run:
-        result.objects = [ObjectResult(a.ref, a.action, a.model, a.reason) for a in plan.actions]
+        result.objects = [ObjectResult(a.ref, a.action, a.model, a.reason, refused=a.refused) for a in plan.actions]
         return
 
     # 2. Record ownership ahead of the writes, so a crash cannot leave objects nobody owns.
@@ -294,7 +299,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     if save_inventory(kube, final, previous=inventory_now):
         result.inventory_written += 1
 
-    result.objects = [results.get(a.ref) or ObjectResult(a.ref, a.action, a.model, a.reason) for a in plan.actions]
+    result.objects = [results.get(a.ref) or ObjectResult(a.ref, a.action, a.model, a.reason, refused=a.refused) for a in plan.actions]
     if aborted is not None:
         result.error = f"sync of {env} stopped: {aborted.message}"
 
@@ -305,7 +310,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
 
 def _object_result(a: PlannedAction, exc: KubeError | None) -> ObjectResult:
     if exc is None:
-        return ObjectResult(a.ref, a.action, a.model, a.reason)
+        return ObjectResult(a.ref, a.action, a.model, a.reason, refused=a.refused)
     return ObjectResult(a.ref, Action.failed, a.model, str(exc))
 
 

@@ -67,6 +67,7 @@ class PlannedAction:
     reason: str = ""
     obj: dict | None = None  # the desired object, for created/configured
     hash: str | None = None  # its content hash
+    refused: bool = False  # a safety check refused it (not the user's --no-prune): the sync is partial
 
     @property
     def writes(self) -> bool:
@@ -198,12 +199,12 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
             others.append(PlannedAction(
                 entry.ref, entry.model, Action.skipped,
                 f"the render of {environment} is empty: refusing to prune all {len(candidates)} owned objects "
-                "(pass --allow-empty-prune if that is really meant)"))
+                "(pass --allow-empty-prune if that is really meant)", refused=True))
         elif entry.ref.kind in PROTECTED_KINDS and entry.ref.kind not in options.confirm_prune_kinds:
             others.append(PlannedAction(
                 entry.ref, entry.model, Action.skipped,
                 f"no longer in git, but {entry.ref.kind} is never pruned without confirmation "
-                f"(pass --confirm-prune-kinds {entry.ref.kind})"))
+                f"(pass --confirm-prune-kinds {entry.ref.kind})", refused=True))
         else:
             prunes.append(PlannedAction(entry.ref, entry.model, Action.pruned, "no longer in git"))
 
