@@ -88,7 +88,7 @@ def test_a_prod_sync_under_a_dev_context_refuses_and_with_context_given_proceeds
     repo, ns = envtest_repo.root, envtest_repo.namespaces["prod"]
     kubeconfig = without(two_contexts(envtest, tmp_path), "prod-eks")  # only dev is known, and current
     refused = sync(repo, kubeconfig)
-    assert refused.exit_code == 2, refused.output
+    assert refused.exit_code == 1, refused.output  # failed: nothing was done (README, exit codes)
     assert "'prod-eks'" in refused.output and "'kind-dev'" in refused.output and "--context" in refused.output
     assert deployments(envtest, ns) == []  # nothing written
 

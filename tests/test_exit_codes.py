@@ -44,7 +44,8 @@ def test_render_plan_hydrate_share_the_codes(template_repo, tmp_path):
 
 def test_a_refused_mass_prune_exits_3(envtest_repo, envtest):
     root = envtest_repo.root
-    sync = ["sync", "dev", "--repo", str(root), "--kubeconfig", str(envtest.kubeconfig), "--format", "json"]
+    sync = ["sync", "dev", "--repo", str(root), "--kubeconfig", str(envtest.kubeconfig), "--context", "envtest",
+            "--format", "json"]
     first = invoke(*sync)
     assert first.exit_code == 0, first.output
     for model in ("iris-classifier", "digits-classifier"):

@@ -48,13 +48,18 @@ def outside(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- 1. one read guard
 
 
+def render_with_link(repo: Path, rel: str, target: Path, rev: str | None):
+    """Replace a repository file by a committed symlink to `target`, then `reconciler render dev`."""
+    path = repo / rel
+    path.unlink()
+    path.symlink_to(target)
+    commit_all(git.Repo(repo), f"{rel} -> outside")
+    return cli(repo, "render", "dev", *(["--rev", rev] if rev else []))
+
+
 @pytest.mark.parametrize("rev", [None, "HEAD"])
 def test_a_symlinked_pools_file_never_reads_outside_the_repository(template_repo, outside, rev):
-    pools = template_repo / "environments" / "pools.yaml"
-    pools.unlink()
-    pools.symlink_to(outside)
-    commit_all(git.Repo(template_repo), "pools.yaml -> outside")
-    result, text = cli(template_repo, "render", "dev", *(["--rev", rev] if rev else []))
+    result, text = render_with_link(template_repo, "environments/pools.yaml", outside, rev)
     assert SECRET not in text and "stolen" not in text
     assert "environments/pools.yaml" in text and "outside the repository" in text
     assert result.exit_code == 1
@@ -62,11 +67,7 @@ def test_a_symlinked_pools_file_never_reads_outside_the_repository(template_repo
 
 @pytest.mark.parametrize("rev", [None, "HEAD"])
 def test_a_model_file_linked_to_a_kubeconfig_is_refused_and_the_other_models_render(template_repo, outside, rev):
-    spec = template_repo / "models" / "iris-classifier" / "model.yaml"
-    spec.unlink()
-    spec.symlink_to(outside)
-    commit_all(git.Repo(template_repo), "model.yaml -> kubeconfig")
-    result, text = cli(template_repo, "render", "dev", *(["--rev", rev] if rev else []))
+    result, text = render_with_link(template_repo, "models/iris-classifier/model.yaml", outside, rev)
     assert SECRET not in text and "token" not in text
     assert "models/iris-classifier/model.yaml" in text and "symlink" in text
     assert "name: digits-classifier" in result.stdout  # the healthy model still renders

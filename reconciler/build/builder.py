@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 
 
 from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
+from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
 from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, image_tag, pinned
@@ -456,6 +457,8 @@ def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: Acc
 
     folder = entry.path.relative_to(root).as_posix()
     files, shared = staged_files(root, folder, model_hash)
+    for src in [*files.values(), entry.path / entry.spec.bentofile]:  # nothing outside the repository is staged
+        guard.inside(root, src)
     absent = [rel for rel, src in files.items() if not (src.exists() or src.is_symlink())]
     if absent:
         raise ArtifactError(f"{absent[0]} of {entry.name} is not in the working tree after the DVC fetch",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.catalog.pools import AcceleratorKind
+from reconciler.source import guard
 
 COMPILED_FILE = "model.neuron.pt"  # the compiled TorchScript module, in the bento's src/ (next to service.py)
 NEURON_PIP_INDEX = "https://pip.repos.neuron.amazonaws.com"
@@ -127,7 +128,7 @@ def compile_problem(model: str, architecture: str | None, kind: AcceleratorKind,
 
 def code_hash(root: Path, recipe: CompileRecipe) -> str:
     """sha256 of the recipe's conversion code (the file's bytes): part of the compile cache key."""
-    return hashlib.sha256((root / recipe.code).read_bytes()).hexdigest()
+    return hashlib.sha256(guard.read_bytes(root, root / recipe.code)).hexdigest()
 
 
 # --------------------------------------------------------------------------- per-kind bentofile overlays
