@@ -22,6 +22,7 @@ Only `model_hashes` touches git and the file system; everything after reading th
 from __future__ import annotations
 
 import ast
+import bisect
 import hashlib
 import json
 import os
