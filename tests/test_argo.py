@@ -13,7 +13,7 @@ from pipelines import common
 from pipelines.build_image import build_image_workflow
 from pipelines.train import train_workflow
 from reconciler import labels
-from reconciler.build.argo import ArgoConfig, get_workflow, list_workflows, render_yaml, submit
+from reconciler.build.argo import ArgoConfig, get_workflow, list_workflows, submit
 from reconciler.errors import ArgoError
 from reconciler.catalog.files import load
 from reconciler.catalog.pools import PoolsFile
@@ -61,7 +61,7 @@ def test_submit_sends_the_workflow_with_labels_annotations_and_parameters(server
         "bento-url": "https://example.com/d.bento",
         "image-ref": "ghcr.io/example/models/digits-classifier:fedcba987654-neuron"}
     # what was sent is what `pipeline render` prints
-    assert sent == yaml.safe_load(render_yaml(_build()))
+    assert sent == yaml.safe_load(_build().to_yaml())
 
 
 def test_generate_name_gets_the_servers_name_and_can_be_found_by_label(server):
@@ -162,9 +162,9 @@ def test_cli_submit_uses_the_environment(server, monkeypatch, tmp_path):
 
 
 def test_standin_checks_what_argo_checks():
-    good = yaml.safe_load(render_yaml(_build()))
+    good = yaml.safe_load(_build().to_yaml())
     assert validate(good, "argo") == []
-    bad = yaml.safe_load(render_yaml(_build()))
+    bad = yaml.safe_load(_build().to_yaml())
     bad["metadata"]["labels"]["gitops.ml/model-hash"] = "x" * 64
     bad["metadata"]["namespace"] = "elsewhere"
     bad["spec"]["entrypoint"] = "missing"

@@ -161,10 +161,3 @@ def test_replace_with_stale_resource_version_conflicts(kube):
     with pytest.raises(KubeError) as err:
         kube.create(cm)
     assert err.value.status == 409
-
-
-def test_watch_streams_events(kube):
-    items, rv = kube.list_with_version("v1", "ConfigMap", "default")
-    kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w", "namespace": "default"}})
-    events = list(kube.watch("v1", "ConfigMap", "default", resource_version=rv, timeout_seconds=1))
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w")]

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from reconciler.errors import RegistryError
-from reconciler.build.registry import DOCKER_HUB, ImageRef, RegistryClient, image_digest
+from reconciler.build.registry import DOCKER_HUB, ImageRef, RegistryClient
 
 DIGEST = "sha256:" + hashlib.sha256(b"manifest").hexdigest()
 
@@ -118,6 +118,13 @@ def no_ambient_credentials(monkeypatch, tmp_path):
 
 IMAGES = {"models/iris": {"abc123": DIGEST}}
 
+
+
+def image_digest(image: str, **kwargs) -> str | None:
+    """The digest of one image reference through a RegistryClient for its host (None: no such image)."""
+    ref = ImageRef.parse(image)
+    with RegistryClient(ref.host, **kwargs) as client:
+        return client.image_digest(ref)
 
 def test_bearer_token_flow_finds_digest_and_reuses_token(serve) -> None:
     reg = serve("bearer", IMAGES)

@@ -11,7 +11,7 @@ from reconciler.sync.health import HealthStatus, aggregate, health_of, wait_for_
 from reconciler.sync.inventory import PENDING, Inventory, InventoryEntry
 from reconciler.results import Action, ObjectRef
 from reconciler.sync.diff import drift
-from reconciler.sync.planner import SyncOptions, next_inventory, plan_sync, write_ahead_inventory
+from reconciler.sync.planner import SyncOptions, next_inventory, plan_sync
 
 NS = "models-dev"
 
@@ -186,7 +186,7 @@ def test_duplicate_object_across_models_is_an_error_of_the_second():
 
 def test_inventory_after_partial_apply_keeps_unapplied_objects_owned(two_models):
     plan = plan_sync("dev", NS, two_models, Inventory("dev", NS), live={})
-    ahead = write_ahead_inventory(plan, Inventory("dev", NS))
+    ahead = next_inventory(plan, Inventory("dev", NS))
     assert len(ahead.entries) == 4 and {e.hash for e in ahead.entries.values()} == {PENDING}
     first = plan.applies[0]
     after = next_inventory(plan, ahead, applied=[first.ref])

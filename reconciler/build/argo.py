@@ -49,11 +49,6 @@ class SubmitResult:
     ui_url: str
 
 
-def render_yaml(workflow: Any) -> str:
-    """The Workflow as committable YAML (hera's to_yaml, stable key order)."""
-    return workflow.to_yaml()
-
-
 def _service(config: ArgoConfig):
     from hera.workflows import WorkflowsService
 

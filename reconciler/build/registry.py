@@ -194,10 +194,3 @@ class RegistryClient:
             raise RegistryError(f"cannot reach registry {self.host}: {exc}",
                                 fix="check the registry address in the environment's `registry:` field and the "
                                     "network; for a local registry start it (e.g. `docker run -p 5001:5000 registry:2`)") from None
-
-
-def image_digest(image: str, **kwargs) -> str | None:
-    """One-shot: the digest of an image reference, or None when it does not exist."""
-    ref = ImageRef.parse(image)
-    with RegistryClient(ref.host, **kwargs) as client:
-        return client.image_digest(ref)

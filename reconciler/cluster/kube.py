@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -341,10 +341,6 @@ class KubeClient:
                               reason="NoKindMatch",
                               fix=f"check apiVersion/kind, or install the CustomResourceDefinition for {kind}") from None
 
-    def invalidate_discovery(self) -> None:
-        with self._lock:
-            self._resources.clear()
-
     def _path_for(self, ref: ObjectRef) -> str:
         res = self.resource(ref.api_version, ref.kind)
         if res.namespaced and not ref.namespace:
@@ -384,19 +380,6 @@ class KubeClient:
             token = ((body or {}).get("metadata") or {}).get("continue")
             if not token:
                 return items
-
-    def list_with_version(self, api_version: str, kind: str, namespace: str | None = None,
-                          label_selector: str | None = None) -> tuple[list[dict], str]:
-        """Like list() in one page, also returning the list's resourceVersion (to start a watch)."""
-        res = self.resource(api_version, kind)
-        query = [("labelSelector", label_selector)] if label_selector else []
-        _, body = self.request("GET", res.path(namespace if res.namespaced else None), query=query,
-                               what=f"list {kind}")
-        items = (body or {}).get("items") or []
-        for item in items:
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-        return items, str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
 
     def apply(self, obj: dict, field_manager: str = labels.MANAGER, force: bool = True,
               dry_run: bool = False) -> dict:
@@ -455,43 +438,6 @@ class KubeClient:
         except NotFound:
             return False
         return True
-
-    def watch(self, api_version: str, kind: str, namespace: str | None = None,
-              label_selector: str | None = None, resource_version: str | None = None,
-              timeout_seconds: int = 30) -> Iterator[dict]:
-        """Stream watch events ({'type': ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, 'object': {...}})
-        until the server closes the stream (after ``timeout_seconds``). Not retried: callers re-list."""
-        res = self.resource(api_version, kind)
-        query = [("watch", "true"), ("timeoutSeconds", str(timeout_seconds))]
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if resource_version:
-            query.append(("resourceVersion", resource_version))
-        api = self.api_client
-        self.stats.requests += 1
-        try:
-            serialized = api.param_serialize("GET", res.path(namespace if res.namespaced else None),
-                                             query_params=query, header_params={"Accept": "application/json"},
-                                             auth_settings=["BearerToken"])
-            response = api.call_api(*serialized, _request_timeout=(10, timeout_seconds + 10))
-            if not 200 <= response.status <= 299:
-                raise _error_from_response(response.status, response.reason, response.read(), response.headers,
-                                           f"watch {kind}")
-            buffer = b""
-            for chunk in response.response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-            if buffer.strip():
-                yield json.loads(buffer)
-        except KubeError:
-            raise
-        except urllib3.exceptions.HTTPError as exc:
-            raise Unreachable(f"watch {kind}: {exc}", status=None, reason="Timeout") from None
-        except ValueError as exc:
-            raise KubeError(f"watch {kind}: bad event: {exc}", status=None, reason="BadResponse") from None
 
 
 def _default_kubeconfig_exists() -> bool:

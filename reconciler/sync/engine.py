@@ -35,7 +35,7 @@ from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_hea
 from reconciler.sync.inventory import Inventory, load_inventory, save_inventory
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 from reconciler.sync.planner import (FOUNDATION_KINDS, PlannedAction, SyncOptions, SyncPlan, kind_rank, next_inventory,
-                                     plan_sync, write_ahead_inventory)
+                                     plan_sync)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
 
     # 2. Record ownership ahead of the writes, so a crash cannot leave objects nobody owns.
     todo = [a for a in plan.applies if a.ref not in results]
-    ahead = write_ahead_inventory(plan, inventory)
+    ahead = next_inventory(plan, inventory)  # written ahead: every object about to be created, hash unknown
     if todo and not ahead.same_entries(inventory):
         save_inventory(kube, ahead, previous=inventory)
         result.inventory_written += 1

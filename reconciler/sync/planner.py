@@ -233,8 +233,3 @@ def next_inventory(plan: SyncPlan, previous: Inventory, *, applied: Iterable[Obj
         elif a.action is Action.unchanged and a.ref in inv.entries and inv.entries[a.ref].model != a.model:
             inv.entries[a.ref] = replace(inv.entries[a.ref], model=a.model)
     return inv
-
-
-def write_ahead_inventory(plan: SyncPlan, previous: Inventory) -> Inventory:
-    """The inventory to record before applying: the previous one plus every object about to be created."""
-    return next_inventory(plan, previous)
