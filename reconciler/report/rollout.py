@@ -37,44 +37,102 @@ def report_json(state: RolloutState) -> dict[str, Any]:
             "outcome": state.outcome, "history": report_rows(state)}
 
 
+DECISION_COLOURS = {"advance": "tab:green", "promoting": "tab:blue", "promote": "tab:blue", "hold": "tab:orange",
+                    "inconclusive": "tab:gray", "pause": "tab:purple", "rollback": "tab:red", "start": "black",
+                    "restart": "black", "resume": "tab:purple"}
+
+
+def _short(text: str, width: int = 110) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def write_png(state: RolloutState, path: Path) -> Path:
-    """Chart p95 latency and error rate of stable and canary, and the canary weight, per analysis."""
-    import matplotlib
+    """The rollout as a reviewer reads it, on a wall-clock axis: the canary weight (set and achieved) as
+    step lines, p95 of both tracks against the SLO / limit, error rate of both against the limit from
+    zero, every decision marked where it was taken and numbered, with its reason in words below."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        from reconciler.extras import missing_extra
 
+        raise missing_extra(exc) or exc from None
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from datetime import datetime, timezone
 
-    rows = [r for r in report_rows(state) if r["stable"] or r["canary"]]
-    xs = list(range(1, len(rows) + 1))
+    records = [r for r in state.history if r.revision == state.canary_revision] or list(state.history)
+    times = [datetime.fromtimestamp(r.at, tz=timezone.utc) for r in records]
+    policy = state.policy
 
     def series(track: str, key: str, scale: float = 1.0) -> list[float]:
         out = []
-        for row in rows:
-            value = (row[track] or {}).get(key)
+        for record in records:
+            value = (getattr(record, track) or {}).get(key)
             out.append(float("nan") if value is None else value * scale)
         return out
 
-    fig, (lat, err) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    lat.plot(xs, series("stable", "p95_ms"), marker="o", label="stable p95")
-    lat.plot(xs, series("canary", "p95_ms"), marker="o", label="canary p95")
-    if state.policy.max_p95_latency_ms or state.policy.slo_p95_latency_ms:
-        lat.axhline(state.policy.slo_p95_latency_ms or state.policy.max_p95_latency_ms, linestyle="--",
-                    color="grey", label="limit")
+    decisions = [(t, r) for t, r in zip(times, records, strict=True)
+                 if r.decision not in ("wait",)]
+    notes = [f"{i}. {t:%H:%M:%S} {r.decision} at {r.canary_weight}%: " + _short("; ".join(r.reasons))
+             for i, (t, r) in enumerate(decisions, start=1)]
+    fig_height = 7.5 + 0.22 * len(notes)
+    fig = plt.figure(figsize=(11, fig_height))
+    top = 1 - 0.9 / fig_height
+    bottom = (0.35 + 0.22 * len(notes)) / fig_height + 0.05
+    grid = fig.add_gridspec(3, 1, height_ratios=[1, 1.2, 1.2], top=top, bottom=bottom, hspace=0.12)
+    weight_ax = fig.add_subplot(grid[0])
+    lat = fig.add_subplot(grid[1], sharex=weight_ax)
+    err = fig.add_subplot(grid[2], sharex=weight_ax)
+
+    weight_ax.step(times, [r.canary_weight for r in records], where="post", color="tab:green", linewidth=2,
+                   label="canary weight set (%)")
+    achieved = [float("nan") if r.achieved_weight is None else r.achieved_weight for r in records]
+    if any(a == a for a in achieved):  # not all NaN
+        # measured over the interval that ends at the analysis: drawn backwards from it
+        weight_ax.step(times, achieved, where="pre", color="tab:olive", linestyle="--",
+                       label="achieved over the interval (%)")
+    weight_ax.set_ylim(-5, 110)
+    weight_ax.set_ylabel("canary weight (%)")
+    for i, (t, record) in enumerate(decisions, start=1):
+        colour = DECISION_COLOURS.get(record.decision, "black")
+        for ax in (weight_ax, lat, err):
+            ax.axvline(t, color=colour, alpha=0.25, linewidth=1)
+        weight_ax.annotate(str(i), (t, 104), ha="center", va="center", fontsize=8, color="white",
+                           bbox={"boxstyle": "circle,pad=0.2", "fc": colour, "ec": "none"})
+    weight_ax.legend(loc="center left", fontsize=8)
+
+    lat.plot(times, series("stable", "p95_ms"), marker="o", label="stable p95")
+    lat.plot(times, series("canary", "p95_ms"), marker="o", label="canary p95")
+    slo = policy.slo_p95_latency_ms or policy.max_p95_latency_ms
+    if slo:
+        lat.axhline(slo, linestyle="--", color="tab:red", label=f"SLO p95 {slo:.0f} ms")
+    lat.set_ylim(bottom=0)
     lat.set_ylabel("p95 latency (ms)")
-    lat.legend(loc="upper left")
-    weight_axis = lat.twinx()
-    weight_axis.step(xs, [r["canary_weight"] for r in rows], where="post", color="green", alpha=0.3)
-    weight_axis.set_ylabel("canary weight (%)")
-    weight_axis.set_ylim(0, 105)
-    err.plot(xs, series("stable", "error_rate", 100), marker="o", label="stable")
-    err.plot(xs, series("canary", "error_rate", 100), marker="o", label="canary")
+    lat.legend(loc="upper left", fontsize=8)
+
+    err.plot(times, series("stable", "error_rate", 100), marker="o", label="stable")
+    err.plot(times, series("canary", "error_rate", 100), marker="o", label="canary")
+    limit = policy.slo_error_rate if state.cross_pool and policy.slo_error_rate is not None else policy.max_error_rate
+    err.axhline(limit * 100, linestyle="--", color="tab:red", label=f"limit {limit:.2%}")
+    err.set_ylim(bottom=0)
     err.set_ylabel("error rate (%)")
-    err.set_xlabel("analysis")
-    err.legend(loc="upper left")
-    for x, row in zip(xs, rows, strict=True):
-        err.annotate(row["decision"], (x, 0), textcoords="offset points", xytext=(0, -28), ha="center", fontsize=7)
-    fig.suptitle(f"{state.model} in {state.environment}: {state.phase.value}")
-    fig.tight_layout()
+    err.set_xlabel("time (UTC)")
+    err.legend(loc="upper left", fontsize=8)
+    err.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    for ax in (weight_ax, lat):
+        ax.tick_params(labelbottom=False)
+
+    old_rev, old_pool = state.stable_revision, state.stable_pool
+    if state.phase.value == "promoted":
+        old_rev, old_pool = state.replaced_revision, state.replaced_pool
+    pools = f" ({old_pool} -> {state.canary_pool})" if old_pool and state.canary_pool and old_pool != state.canary_pool \
+        else ""
+    outcome = state.phase.value.replace("_", " ") + (f" (paused: {state.pause_reason})" if state.paused else "")
+    fig.suptitle(f"{state.model} in {state.environment}: {old_rev or '-'} -> {state.canary_revision or '-'}{pools}: "
+                 f"{outcome}", fontsize=12)
+    fig.text(0.01, (0.15 + 0.22 * len(notes)) / fig_height, "\n".join(notes), fontsize=7.5, va="top",
+             family="monospace")
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

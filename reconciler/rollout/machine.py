@@ -152,6 +152,7 @@ def _promoted(state: RolloutState, now: float, obs: Observations) -> tuple[list[
     assert revision is not None
     reasons = (state.outcome or "").removeprefix(f"promoting {revision}: ")
     new = state.evolve(phase=Phase.promoted, stable_revision=revision, promoted_revision=revision,
+                       replaced_revision=state.stable_revision, replaced_pool=state.stable_pool,
                        promotions=state.promotions + 1, canary_weight=0, achieved_weight=None, requested=None,
                        stable_pool=state.canary_pool or state.stable_pool, progress_at=now,
                        outcome=f"promoted {revision}: {reasons}")

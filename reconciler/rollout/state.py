@@ -185,6 +185,8 @@ class RolloutState:
     pause_reason: str | None = None        # why the rollout is paused (a person, a pause step, a gate)
     pause_until: float | None = None       # a timed pause step resumes by itself at this time
     gate_cleared: int = -1                 # the step index whose pause step is over (passes once)
+    replaced_revision: str | None = None   # the stable revision the last promotion replaced (for reports)
+    replaced_pool: str | None = None
     started_at: float | None = None
     progress_at: float | None = None       # last time the rollout made progress (deadline clock)
     last_analysis_at: float | None = None

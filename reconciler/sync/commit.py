@@ -60,6 +60,7 @@ def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str
     result = sync_environment(kube, environment, env_spec.namespace, desired, errors=errors, options=options,
                               protect=protect)
     result.commit = state.revision
+    result.rollouts = rollouts
     if options.rollouts and env_spec.canary and options.dry_run:
         result.notes.append("dry run: canaries were not evaluated; a changed model would start a canary "
                             "rather than replace its stable version as shown")

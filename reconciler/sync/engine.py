@@ -66,6 +66,7 @@ class SyncResult:
     notes: list[str] = field(default_factory=list)
     duration: float = 0.0
     commit: str | None = None
+    rollouts: list[Any] = field(default_factory=list)  # this pass's canary ticks (rollout.controller.RolloutResult)
 
     def summary(self) -> Summary:
         s = Summary()
