@@ -62,7 +62,8 @@ def write_png(state: RolloutState, path: Path) -> Path:
     from datetime import datetime, timezone
 
     records = [r for r in state.history if r.revision == state.canary_revision] or list(state.history)
-    times = [datetime.fromtimestamp(r.at, tz=timezone.utc) for r in records]
+    stamps = [datetime.fromtimestamp(r.at, tz=timezone.utc) for r in records]
+    times = [float(mdates.date2num(t)) for t in stamps]  # matplotlib's date numbers: a wall-clock axis
     policy = state.policy
 
     def series(track: str, key: str, scale: float = 1.0) -> list[float]:
@@ -72,10 +73,9 @@ def write_png(state: RolloutState, path: Path) -> Path:
             out.append(float("nan") if value is None else value * scale)
         return out
 
-    decisions = [(t, r) for t, r in zip(times, records, strict=True)
-                 if r.decision not in ("wait",)]
-    notes = [f"{i}. {t:%H:%M:%S} {r.decision} at {r.canary_weight}%: " + _short("; ".join(r.reasons))
-             for i, (t, r) in enumerate(decisions, start=1)]
+    decisions = [(t, r) for t, r in zip(times, records, strict=True) if r.decision not in ("wait",)]
+    notes = [f"{i}. {datetime.fromtimestamp(r.at, tz=timezone.utc):%H:%M:%S} {r.decision} at {r.canary_weight}%: "
+             + _short("; ".join(r.reasons)) for i, (_, r) in enumerate(decisions, start=1)]
     fig_height = 7.5 + 0.22 * len(notes)
     fig = plt.figure(figsize=(11, fig_height))
     top = 1 - 0.9 / fig_height

@@ -245,15 +245,6 @@ def environment_failure(result: Any) -> str | None:
     return None
 
 
-def report_finished_canaries(result: Any) -> None:
-    """A canary that ended in this pass is reported to GitHub when the environment asks for it
-    (RECONCILER_GITHUB_TOKEN and GITHUB_REPOSITORY set): never fails the pass, says why in its notes."""
-    from reconciler.report.github import report_finished
-
-    for note in report_finished(result, os.environ):
-        result.notes.append(note)
-
-
 def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
     from reconciler.sync.commit import sync_commit
 
@@ -286,7 +277,6 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
             continue
         log.info("%s: reconciling %s (%s)", env, step.commit[:12], step.reason)
         result = sync(kube, repo, step.commit, env, options)
-        report_finished_canaries(result)
         outcomes.append(Outcome(env, step.commit, step.reason, result))
         if metrics is not None:
             metrics.observe(result)
