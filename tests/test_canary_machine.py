@@ -305,19 +305,6 @@ def cross_obs(canary_p95: float, weight: int, canary_price: float = 0.758, repli
                         promoted_ready=True)
 
 
-def cross_run(policy: Policy, canary_p95: float, canary_price: float = 0.758):
-    state = initial(policy, stable_pool="gpu-a10g")
-    # the stable pool's interval alone before the canary gets traffic is the baseline
-    _, state = step(state, Observations("r2", canary_ready=False, stable_pool="gpu-a10g", canary_pool="inf2"), 0)
-    _, state = step(state, Observations("r2", canary_ready=True, stable_pool="gpu-a10g", canary_pool="inf2",
-                                        stable=metrics("stable", p95=90, rps=40, pool="gpu-a10g", replicas=4,
-                                                       hourly_price=1.006, full_replicas=4)), 60)
-    return run(state, lambda now: cross_obs(canary_p95, state_weight[0], canary_price), start=120, ticks=12)
-
-
-state_weight = [0]
-
-
 @pytest.mark.parametrize("steps", [(5, 25, 50, 100), (25, 50, 100), (50, 100), (100,)])
 def test_cross_pool_cheaper_pool_meeting_the_slo_is_promoted_at_any_weight_schedule(steps) -> None:
     # measured on main: at 100 % the empty stable read as "no data" (30 of 30 rolled back), and at 5 %
