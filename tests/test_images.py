@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.build.builder import tagged_image
+from reconciler.build.images import tagged_image
 from reconciler.source.hashing import ModelHash
 from reconciler.catalog.images import image_key, image_ref, image_tag, pinned, short_hash
 from reconciler.catalog.pools import AcceleratorKind

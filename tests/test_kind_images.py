@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from pipelines import steps
-from reconciler.build.builder import BuildOptions, build_models, resolve_images
+from reconciler.build.builder import BuildOptions, build_models
+from reconciler.build.images import resolve_images
 from reconciler.catalog.accelerators import ARTIFACT_ENV, COMPILED_FILE, NEURON_PIP_INDEX, neuron_sdk
 from reconciler.catalog.load import load_catalog
 from reconciler.render.environment import render_environment

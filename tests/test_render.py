@@ -141,7 +141,7 @@ def test_plugins_are_refused(template_repo):
 
 
 def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
-    from reconciler.build.builder import ImageStore, resolve_images
+    from reconciler.build.images import ImageStore, resolve_images
     from reconciler.source.hashing import model_hashes
 
     catalog = load_catalog(template_repo)

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from reconciler.run.loop import Metrics
+from reconciler.run.metrics import Metrics
 from reconciler.run.webhook import ReconcilerHTTPServer, parse_push, signature, verify_signature
 
 SECRET = b"s3cret"

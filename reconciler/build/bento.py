@@ -30,6 +30,7 @@ import yaml
 
 from reconciler import labels
 from reconciler.errors import BuildError
+from reconciler.source.hashing import ModelHash
 
 VERSION_FILE = "gitops-version.json"  # pipelines.serving.VERSION_FILE: read by the service
 ENGINES = ("docker", "podman", "buildah", "nerdctl", "buildctl")  # `bentoml containerize` backends
@@ -222,3 +223,26 @@ def export(tag: str, destination: str, home: Path) -> str:
 
 if __name__ == "__main__":
     _child(json.loads(sys.argv[1]))
+
+
+def staged_files(root: Path, folder: str, model_hash: ModelHash) -> tuple[dict[str, Path], list[str]]:
+    """What goes into the build context: context-relative path -> source, and the shared module paths.
+
+    Files of the model folder land at the context root, shared modules at their repository paths, and
+    DVC outputs (fetched into the working tree) where their pointers put them.
+    """
+    files: dict[str, Path] = {}
+    shared: list[str] = []
+    prefix = folder + "/"
+    for path, kind in model_hash.kinds.items():
+        if kind == "spec" or model_hash.inputs[path] == "missing":
+            continue
+        if path.startswith(prefix):
+            rel = path[len(prefix):]
+        elif kind == "shared-code":
+            rel = path
+            shared.append(path)
+        else:
+            continue  # a bentofile or pointer output outside the folder: read from the repository, not staged
+        files[rel] = root / path
+    return files, sorted(shared)

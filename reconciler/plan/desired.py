@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.source import guard
-from reconciler.build.builder import resolve_images
+from reconciler.build.images import resolve_images
 from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, load_catalog, placements, promotion_order
 from reconciler.errors import LimitError, ReconcilerError
 from reconciler.plan import cost

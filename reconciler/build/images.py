@@ -1,0 +1,117 @@
+"""The image lock (images.lock.json at the repository top, committed): tagged image -> digest, and
+the image references a render uses (digest-pinned where the lock has one, the content-hash tag else)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, pinned
+from reconciler.catalog.pools import AcceleratorKind
+from reconciler.errors import SpecError
+from reconciler.source.hashing import ModelHash
+
+
+IMAGES_LOCK = "images.lock.json"  # at the repository top, committed: tagged image -> digest
+
+
+MAX_LOCK_BYTES = 8 * 1024 * 1024
+
+
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+TAGGED_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def images_file(root: Path) -> Path:
+    """The image lock file of the repository (or revision tree) at `root`."""
+    return Path(root) / IMAGES_LOCK
+
+
+class ImageStore:
+    """The image lock: tagged image reference -> digest, e.g. 'ghcr.io/acme/m:0123456789ab' -> 'sha256:...'.
+
+    Read from a commit's tree, it is input like any other file of that commit, so it is validated: a
+    malformed lock is an error naming the file and the entry, never silently ignored (that would render
+    tags on one machine and digests on another). A missing lock is an empty one.
+    """
+
+    def __init__(self, path: Path, digests: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.digests: dict[str, str] = dict(digests or {})
+
+    @classmethod
+    def read(cls, path: Path) -> "ImageStore":
+        try:
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise SpecError.single(IMAGES_LOCK, "the image lock must be a regular file",
+                                       fix=f"replace {IMAGES_LOCK} with the file `reconciler build` writes")
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_LOCK_BYTES + 1)
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as exc:
+            raise SpecError.single(IMAGES_LOCK, f"cannot read the image lock: {exc.strerror}",
+                                   fix="check the file's permissions") from None
+        if len(raw) > MAX_LOCK_BYTES:
+            raise SpecError.single(IMAGES_LOCK, f"the image lock is larger than {MAX_LOCK_BYTES} bytes",
+                                   fix="keep only the entries `reconciler build` records")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SpecError.single(IMAGES_LOCK, f"the image lock is not valid JSON: {exc}",
+                                   fix="restore it from git (`git checkout -- images.lock.json`) or delete it "
+                                       "and run `reconciler build --env ENV`") from None
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, dict):
+            raise SpecError.single(IMAGES_LOCK, 'expected {"images": {"<registry>/<model>:<tag>": "sha256:<hex>"}}',
+                                   fix="restore it from git, or delete it and run `reconciler build --env ENV`")
+        for tagged, digest in images.items():
+            if not (isinstance(digest, str) and DIGEST_RE.fullmatch(digest)) or not TAGGED_RE.fullmatch(tagged):
+                raise SpecError.single(IMAGES_LOCK, f"not a tagged image and sha256 digest: {tagged!r}: {digest!r}",
+                                       field=f"images.{tagged}",
+                                       fix="each entry is '<registry>/<model>:<tag>': 'sha256:<64 hex digits>'")
+        return cls(path, images)
+
+    def get(self, tagged: str) -> str | None:
+        return self.digests.get(tagged)
+
+    def record(self, tagged: str, digest: str) -> None:
+        if self.digests.get(tagged) == digest:
+            return
+        self.digests[tagged] = digest
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"images": dict(sorted(self.digests.items()))}, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def tagged_image(registry: str, model: str, model_hash: ModelHash | str,
+                 kind: AcceleratorKind | str | None = None) -> str:
+    """The tagged image reference (reconciler.catalog.images.image_ref): one tag per pool kind."""
+    return image_ref(registry, model, model_hash, kind)
+
+
+def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageStore | None = None) -> dict[str, str]:
+    """Image reference per model for an environment: `registry/model@sha256:...` when the commit's image
+    lock records the digest of `registry/model:<hash12>`, else that tag. Also `<model>/<kind>` for
+    accelerator kinds (`<hash12>-cuda` for gpu, `<hash12>-neuron` for inferentia): reconciler.catalog.images
+    names them all.
+
+    A pure function of the commit: the lock is read from the catalog's tree (`store` overrides it in
+    tests), the registry is never asked and nothing of the machine is read.
+    `env` is an EnvironmentSpec or an environment name of the catalog.
+    """
+    env_spec = catalog.environment(env) if isinstance(env, str) else env
+    store = store if store is not None else ImageStore.read(images_file(catalog.root))
+    images = {}
+    for name, model_hash in hashes.items():
+        tagged = tagged_image(env_spec.registry, name, model_hash)
+        images[name] = pinned(tagged, store.get(tagged))
+        for kind in TAG_SUFFIX:  # the CUDA and Neuron images of gpu and inferentia pools
+            if kind is not AcceleratorKind.cpu:
+                variant = tagged_image(env_spec.registry, name, model_hash, kind)
+                images[image_key(name, kind)] = pinned(variant, store.get(variant))
+    return images
