@@ -50,3 +50,13 @@ def test_a_library_module_importing_rich_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "only the command layer imports typer and rich BROKEN" in proc.stdout
     assert "reconciler.sync.health -> rich" in proc.stdout
+
+
+def test_no_module_is_over_the_size_limit_without_saying_why():
+    """Past 400 lines a module's docstring must say why it stays whole ("over 400 lines: ...")."""
+    too_big = []
+    for path in sorted((ROOT / "reconciler").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 400 and "over 400 lines" not in text[:3000].lower():
+            too_big.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+    assert not too_big, "split these modules by verb, or say in the docstring why not: " + ", ".join(too_big)

@@ -1,5 +1,9 @@
 """Kubernetes adapter: the only module that talks to an API server.
 
+Over 400 lines: it is one class, KubeClient, whose verbs share the discovery cache, the retry policy
+and the one translation of API errors into KubeError subclasses; split across modules, those would
+have to be shared back through private names.
+
 Built on the official ``kubernetes`` client (37.x): its ``ApiClient`` does the transport (kubeconfig
 or in-cluster auth, TLS, proxies) and this module adds what the reconciler needs on top of it:
 
