@@ -47,7 +47,7 @@ def image_tag(model_hash: str, pool: Pool | None) -> str:
 image_repository = images.image_repository
 
 
-def _build_script(with_neuron: bool) -> str:
+def _build_script(with_neuron: bool, cache_ref: str | None = None) -> str:
     lines = [
         "set -eu",
         "IMAGE='{{workflow.parameters.image-ref}}'",
@@ -60,7 +60,9 @@ def _build_script(with_neuron: bool) -> str:
         "buildctl-daemonless.sh build --frontend dockerfile.v0"
         f" --local context={CONTEXT_DIR} --local dockerfile={CONTEXT_DIR}/env/docker"
         ' --output "type=image,name=$IMAGE,push=true"'
-        " --metadata-file /work/metadata.json",
+        + (f" --export-cache type=registry,ref={cache_ref},mode=max --import-cache type=registry,ref={cache_ref}"
+           if cache_ref else "")
+        + " --metadata-file /work/metadata.json",
         # the metadata file is JSON with "containerimage.digest": "sha256:..."; no jq in the image
         "tr -d '\\n ' < /work/metadata.json"
         " | sed -n 's/.*\"containerimage.digest\":\"\\(sha256:[0-9a-f]*\\)\".*/\\1/p' > /work/digest",
@@ -71,8 +73,11 @@ def _build_script(with_neuron: bool) -> str:
     return "\n".join(lines)
 
 
-def build_template(*, with_neuron: bool, options: BuildOptions, name: str = "build"):
-    """The BuildKit template: pushes the workflow parameter `image-ref`, outputs `digest` and `image`."""
+def build_template(*, with_neuron: bool, options: BuildOptions, name: str = "build", cache_ref: str | None = None):
+    """The BuildKit template: pushes the workflow parameter `image-ref`, outputs `digest` and `image`.
+
+    `cache_ref`: a registry reference BuildKit exports its layer cache to and imports it from
+    (`<repository>:buildcache-<kind>`), so a rebuild of a changed model reuses the unchanged layers."""
     from hera.workflows import Artifact, Container, EmptyDirVolume, Env, Parameter, Resources, SecretVolume
     from hera.workflows import models as m
 
@@ -91,7 +96,8 @@ def build_template(*, with_neuron: bool, options: BuildOptions, name: str = "bui
         name=name,
         image=options.buildkit_image,
         command=["sh", "-c"],
-        args=[_build_script(with_neuron)],
+        args=[_build_script(with_neuron, cache_ref)],
+        retry_strategy=common.retry(),
         env=[Env(name="BUILDKITD_FLAGS", value="--oci-worker-no-process-sandbox")],
         inputs=inputs,
         outputs=[
@@ -122,6 +128,8 @@ def build_image_workflow(
     namespace: str | None = None,
     options: BuildOptions = BuildOptions(),
     neuron: NeuronOptions = NeuronOptions(),
+    operations: common.Operations = common.Operations(),
+    run: common.RunContext = common.RunContext(),
 ):
     """The image-build Workflow for one model at one commit (a hera `Workflow`; `.to_yaml()` to commit it).
 
@@ -140,7 +148,7 @@ def build_image_workflow(
     target = f"{pool.name} ({pool.kind.value})" if pool is not None else "any pool"
     workflow_labels, annotations = common.metadata(
         pipeline="build-image", model=model, model_hash=model_hash, environment=environment, source=source,
-        title=f"build {model} {tag}",
+        title=f"build {model} {tag}", run=run,
         description=f"Build and push {image_ref} for {environment}, served from {target}, "
                     f"from the bento of commit {commit[:12]}"
                     + (" (Neuron-compiled for Inferentia)" if with_neuron else ""),
@@ -154,11 +162,14 @@ def build_image_workflow(
         labels=workflow_labels,
         annotations=annotations,
         entrypoint="main",
-        service_account_name=options.service_account,
+        **{**operations.workflow_fields(common.pod_labels(model, model_hash, environment, pool.name if pool else None)),
+           "service_account_name": options.service_account or operations.service_account},
         arguments=[Parameter(name=common.BENTO_URL_PARAMETER, value=bento_url),
                    Parameter(name="image-ref", value=image_ref)],
     ) as workflow:
-        build = build_template(with_neuron=with_neuron, options=options)
+        kind = pool.kind.value if pool is not None else "cpu"
+        build = build_template(with_neuron=with_neuron, options=options,
+                               cache_ref=f"{image_repository(registry, model)}:buildcache-{kind}")
         compile_ = None
         if with_neuron:
             assert pool is not None

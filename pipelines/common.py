@@ -47,14 +47,106 @@ def dns_name(*parts: str, limit: int = 63) -> str:
     return text[:limit].rstrip("-")
 
 
-def commit_url(repo_url: str, commit: str) -> str:
-    """https://host/org/repo(.git) or git@host:org/repo(.git) -> https://host/org/repo/commit/<sha>."""
+def web_url(repo_url: str) -> str | None:
+    """https://host/org/repo for an https or ssh (git@host:org/repo) origin; None for anything else
+    (a local path, file://, http://): those have no page to link to, and a path must never become a link."""
     url = repo_url.strip()
     ssh = re.match(r"^(?:ssh://)?git@([^:/]+)[:/](.+)$", url)
     if ssh:
         url = f"https://{ssh.group(1)}/{ssh.group(2)}"
-    url = url.rstrip("/").removesuffix(".git")
-    return f"{url}/commit/{commit}"
+    if not re.match(r"^https://[^/\s]+/\S+$", url):
+        return None
+    return url.rstrip("/").removesuffix(".git")
+
+
+def commit_url(repo_url: str, commit: str) -> str | None:
+    """https://host/org/repo/commit/<sha>, or None when the origin is not a web (https/ssh) URL."""
+    base = web_url(repo_url)
+    return f"{base}/commit/{commit}" if base else None
+
+
+NO_LINK = f"{labels.DOMAIN}/no-commit-link"
+GIT_COMMIT_KEY = "git-commit"  # label keys without a '.', so the Argo UI's ${metadata.labels.<key>} can name them
+PR_KEY = "pr-number"
+BRANCH_KEY = "branch"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a workflow was started from: a pull request (number, branch) or a branch; for labels and links."""
+
+    pr_number: int | None = None
+    branch: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "RunContext":
+        """GitHub Actions: GITHUB_REF=refs/pull/<n>/merge and GITHUB_HEAD_REF on pull requests."""
+        import os
+
+        env = os.environ if environ is None else environ
+        pr = re.match(r"^refs/pull/(\d+)/", env.get("GITHUB_REF", ""))
+        branch = env.get("GITHUB_HEAD_REF") or env.get("GITHUB_REF_NAME") or None
+        return cls(int(pr.group(1)) if pr else None, branch)
+
+
+@dataclass(frozen=True)
+class Operations:
+    """What Argo operators expect on every workflow: garbage collection, a deadline, an identity."""
+
+    service_account: str | None = None
+    active_deadline_seconds: int = 4 * 3600
+    ttl_after_success: int = 24 * 3600
+    ttl_after_failure: int = 7 * 24 * 3600
+    pod_gc: str = "OnPodSuccess"  # failed pods stay for `kubectl logs` until the workflow's TTL
+
+    @classmethod
+    def from_environment(cls, env) -> "Operations":
+        """From an EnvironmentSpec's `pipelines:` (serviceAccountName, activeDeadlineSeconds, ttl...)."""
+        p = env.pipelines
+        return cls(service_account=p.service_account_name, active_deadline_seconds=p.active_deadline_seconds,
+                   ttl_after_success=p.ttl_seconds_after_success, ttl_after_failure=p.ttl_seconds_after_failure)
+
+    def workflow_fields(self, pod_labels: dict[str, str]) -> dict:
+        """hera Workflow keyword arguments: podGC, ttlStrategy, activeDeadlineSeconds, serviceAccountName, podMetadata."""
+        from hera.workflows import models as m
+
+        return {
+            "pod_gc": m.PodGC(strategy=self.pod_gc),
+            "ttl_strategy": m.TTLStrategy(seconds_after_success=self.ttl_after_success,
+                                          seconds_after_failure=self.ttl_after_failure,
+                                          seconds_after_completion=max(self.ttl_after_success, self.ttl_after_failure)),
+            "active_deadline_seconds": self.active_deadline_seconds,
+            "service_account_name": self.service_account,
+            "pod_metadata": m.Metadata(labels=dict(pod_labels)),
+        }
+
+
+def retry(limit: int = 2):
+    """Retries with exponential backoff (30 s, 60 s, ... at most 10 min) for transient failures."""
+    from hera.workflows import RetryStrategy
+    from hera.workflows import models as m
+
+    return RetryStrategy(limit=str(limit), retry_policy="Always",
+                         backoff=m.Backoff(duration="30s", factor="2", max_duration="10m"))  # type: ignore[arg-type]
+
+
+def links_configmap(repo_url: str, namespace: str = "argo") -> dict:
+    """The workflow-controller ConfigMap's `links`: the Argo UI shows a clickable link to the commit (and
+    the pull request) of every workflow of this repository. Raises ValueError for a non-web origin."""
+    import yaml
+
+    base = web_url(repo_url)
+    if base is None:
+        raise ValueError(f"the origin {'(a local path)' if '://' not in repo_url and '@' not in repo_url else repo_url!r} "
+                         "is not an https URL, so the Argo UI has no page to link commits to: pass the repository's "
+                         "https URL (e.g. --repo-url https://github.com/<org>/<repo>.git)")
+    links = [
+        {"name": "Commit", "scope": "workflow", "url": f"{base}/commit/${{metadata.labels.{GIT_COMMIT_KEY}}}"},
+        {"name": "Pull request", "scope": "workflow", "url": f"{base}/pull/${{metadata.labels.{PR_KEY}}}"},
+    ]
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "workflow-controller-configmap", "namespace": namespace},
+            "data": {"links": yaml.safe_dump(links, sort_keys=False)}}
 
 
 @dataclass(frozen=True)
@@ -71,24 +163,43 @@ class Source:
 
 
 def metadata(*, pipeline: str, model: str, model_hash: str, environment: str, source: Source,
-             title: str, description: str) -> tuple[dict[str, str], dict[str, str]]:
+             title: str, description: str, run: RunContext | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(labels, annotations) for a workflow of this repository."""
+    run = run or RunContext()
     workflow_labels = {
         labels.MANAGED_BY: labels.MANAGER,
         labels.MODEL: label_value(model),
         labels.MODEL_HASH: label_value(model_hash),
         labels.ENVIRONMENT: label_value(environment),
         labels.GIT_COMMIT: label_value(source.commit),
+        GIT_COMMIT_KEY: label_value(source.commit),
         PIPELINE: pipeline,
     }
+    if run.pr_number is not None:
+        workflow_labels[PR_KEY] = str(run.pr_number)
+    if run.branch:
+        workflow_labels[BRANCH_KEY] = label_value(run.branch)
     annotations = {
         TITLE: title,
         DESCRIPTION: description,
-        COMMIT_URL: commit_url(source.repo_url, source.commit),
         labels.MODEL_HASH: model_hash,
         labels.GIT_COMMIT: source.commit,
     }
+    url = commit_url(source.repo_url, source.commit)
+    if url:
+        annotations[COMMIT_URL] = url
+    else:
+        annotations[NO_LINK] = "the origin is not an https URL: no commit link (set the origin to the repository's https URL)"
     return workflow_labels, annotations
+
+
+def pod_labels(model: str, model_hash: str, environment: str, pool: str | None) -> dict[str, str]:
+    """podMetadata labels of every step pod: cost attribution by model, hash, environment and pool."""
+    result = {labels.MODEL: label_value(model), labels.MODEL_HASH: label_value(model_hash),
+              labels.ENVIRONMENT: label_value(environment)}
+    if pool:
+        result[labels.POOL] = label_value(pool)
+    return result
 
 
 def source_artifact(source: Source):  # -> hera.workflows.GitArtifact

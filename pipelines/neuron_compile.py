@@ -113,6 +113,7 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
                        key=f"neuron-cache/{{{{inputs.parameters.cache-key}}}}/{COMPILED_FILE}",
                        archive=NoneArchiveStrategy()),
         ],
+        retry_strategy=common.retry(),
         memoize=m.Memoize(key="{{inputs.parameters.cache-key}}", max_age=options.max_age,
                           cache=m.Cache(config_map=m.LocalObjectReference(name=options.cache_configmap))),
         resources=Resources(cpu_request=options.cpu, memory_request=options.memory, memory_limit=options.memory,
@@ -125,3 +126,30 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
 
 def compile_cache_key(model_hash: str, options: NeuronOptions = NeuronOptions()) -> str:
     return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash())
+
+
+def neuron_compile_workflow(*, model: str, model_hash: str, commit: str, repo_url: str, bento_url: str,
+                            environment: str, pool: Pool, namespace: str | None = None,
+                            options: NeuronOptions = NeuronOptions(),
+                            operations: common.Operations = common.Operations(),
+                            run: common.RunContext = common.RunContext()):
+    """The compile step alone (`pipeline render neuron-compile`): warms the Neuron cache for a model, or
+    checks on an inf2 node that it compiles, without building an image. Memoized like the build's task."""
+    from hera.workflows import DAG, Parameter, Task, Workflow
+
+    source = common.Source(repo_url=repo_url, commit=commit)
+    key = compile_cache_key(model_hash, options)
+    workflow_labels, annotations = common.metadata(
+        pipeline="neuron-compile", model=model, model_hash=model_hash, environment=environment, source=source,
+        title=f"neuron-compile {model} {common.short_hash(model_hash)}", run=run,
+        description=f"Compile {model} for Inferentia ({pool.name}) with Neuron SDK {options.sdk_version}; cache key {key}")
+    with Workflow(
+        generate_name=common.dns_name("neuron-compile", model, limit=56) + "-",
+        namespace=namespace, labels=workflow_labels, annotations=annotations, entrypoint="main",
+        **operations.workflow_fields(common.pod_labels(model, model_hash, environment, pool.name)),
+        arguments=[Parameter(name=common.BENTO_URL_PARAMETER, value=bento_url)],
+    ) as workflow:
+        template = neuron_compile_template(pool, source, options)
+        with DAG(name="main"):
+            Task(name="neuron-compile", template=template, arguments={"cache-key": key})
+    return workflow

@@ -28,7 +28,7 @@ def _shell(requirements: tuple[str, ...], command: str) -> str:
                       f"cd {common.SOURCE_PATH}", command])
 
 
-def _templates(model: str, source: common.Source, image: str) -> dict:
+def _templates(model: str, source: common.Source, image: str, dvc_credentials_secret: str | None = None) -> dict:
     from hera.workflows import Artifact, Container, Parameter, RetryStrategy
     from hera.workflows import models as m
 
@@ -38,6 +38,10 @@ def _templates(model: str, source: common.Source, image: str) -> dict:
     src = common.source_artifact(source)
     weights, metrics = f"{OUT_DIR}/{MODEL_FILE}", f"{OUT_DIR}/{METRICS_FILE}"
     retry = RetryStrategy(limit=str(STEP_RETRY_LIMIT))
+    # the DVC remote's credentials (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) from the Secret the
+    # environment names (pipelines.dvcCredentialsSecret): every key becomes an env var of the register pod
+    credentials = [m.EnvFromSource(secret_ref=m.SecretEnvSource(name=dvc_credentials_secret))] \
+        if dvc_credentials_secret else None
     return {
         "train": Container(
             name="train", image=image, command=["sh", "-c"], retry_strategy=retry,
@@ -55,7 +59,7 @@ def _templates(model: str, source: common.Source, image: str) -> dict:
                      Parameter(name="metrics", value_from=m.ValueFrom(path=metrics), global_name="metrics")],
         ),
         "register": Container(
-            name="register", image=image, command=["sh", "-c"], retry_strategy=retry,
+            name="register", image=image, command=["sh", "-c"], retry_strategy=retry, env_from=credentials,
             args=[_shell(common.STEP_REQUIREMENTS + common.REGISTER_REQUIREMENTS,
                          f"cp {weights} {metrics} {model_dir}/\n"
                          f"python -m pipelines.steps register --model-dir {model_dir} "
@@ -84,6 +88,9 @@ def train_workflow(
     namespace: str | None = None,
     image: str = common.DEFAULT_STEP_IMAGE,
     dvc_remote: str = "",
+    dvc_credentials_secret: str | None = None,
+    operations: common.Operations = common.Operations(),
+    run: common.RunContext = common.RunContext(),
 ):
     """The train -> evaluate -> register Workflow for one example model at one commit (a hera Workflow).
 
@@ -98,7 +105,7 @@ def train_workflow(
     source = common.Source(repo_url=repo_url, commit=commit)
     workflow_labels, annotations = common.metadata(
         pipeline="train", model=model, model_hash=model_hash, environment=environment, source=source,
-        title=f"train {model} @ {commit[:12]}",
+        title=f"train {model} @ {commit[:12]}", run=run,
         description=f"Train, evaluate and DVC-register {model} from commit {commit[:12]} "
                     f"({' -> '.join(s.name for s in STEPS)})",
     )
@@ -108,9 +115,10 @@ def train_workflow(
         labels=workflow_labels,
         annotations=annotations,
         entrypoint="main",
+        **operations.workflow_fields(common.pod_labels(model, model_hash, environment, None)),
         arguments=[Parameter(name="dvc-remote", value=dvc_remote)],
     ) as workflow:
-        templates = _templates(model, source, image)
+        templates = _templates(model, source, image, dvc_credentials_secret)
         with DAG(name="main"):
             tasks: dict[str, Task] = {}
             for step in STEPS:

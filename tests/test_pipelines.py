@@ -17,14 +17,18 @@ import yaml
 from pipelines import common, steps
 from pipelines.build_image import build_image_workflow, image_tag
 from pipelines.neuron import cache_key, dense_layers, forward
-from pipelines.neuron_compile import NeuronOptions, compile_cache_key, neuron_compile_template
+from pipelines.neuron_compile import (NeuronOptions, compile_cache_key, neuron_compile_template,
+                                      neuron_compile_workflow)
 from pipelines.train import train_workflow
 from reconciler import labels
 from reconciler.catalog.files import load
 from reconciler.catalog.pools import PoolsFile
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT.parent / "shared" / "schemas" / "argo-workflows.schema.json"
+# ../shared beside the checkout (a worktree sits one level deeper: walk up to the first parent holding it)
+SCHEMA = next((p / "shared" / "schemas" / "argo-workflows.schema.json" for p in ROOT.parents
+               if (p / "shared" / "schemas" / "argo-workflows.schema.json").is_file()),
+              ROOT.parent / "shared" / "schemas" / "argo-workflows.schema.json")
 WORKFLOW_DEF = "io.argoproj.workflow.v1alpha1.Workflow"
 HASH = "sha256:" + "0123456789abcdef" * 4
 COMMIT = "4f2c9d1e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
@@ -44,10 +48,23 @@ def argo_validator():
     from jsonschema.validators import validator_for
     from referencing import Registry, Resource
 
-    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    schema = _closed(json.loads(SCHEMA.read_text(encoding="utf-8")))
     registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
     cls = validator_for(schema)
     return cls({"$ref": f"{schema['$id']}#/definitions/{WORKFLOW_DEF}"}, registry=registry)
+
+
+def _closed(node):
+    """The schema with additionalProperties forced false on every object that lists its properties:
+    an unknown (misspelt, or misplaced) field is an error, as the Argo controller's strict decoding makes it."""
+    if isinstance(node, dict):
+        node = {k: _closed(v) for k, v in node.items()}
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [_closed(v) for v in node]
+    return node
 
 
 def _build(pools, model="iris-classifier", pool="gpu-a10g", **kw):
@@ -67,6 +84,11 @@ def _all_workflows(pools):
         "build-cpu": _build(pools, pool="cpu-general", environment="dev"),
         "build-nopool": _build(pools, pool=None),
         "build-inf2": _build(pools, model="digits-classifier", pool="inf2"),
+        "compile-inf2": neuron_compile_workflow(model="digits-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
+                                                bento_url="https://artifacts.example.com/b.bento",
+                                                environment="prod", pool=pools["inf2"]),
+        "build-pr": _build(pools, operations=common.Operations(service_account="argo-builder"),
+                           run=common.RunContext(pr_number=42, branch="feature/faster-iris")),
     }
 
 
@@ -325,3 +347,69 @@ def test_dense_layers_refuse_unsupported_estimators(tmp_path):
     steps.train("iris-classifier", tmp_path)
     with pytest.raises(ValueError, match="LogisticRegression"):
         dense_layers(pickle.loads((tmp_path / "model.pkl").read_bytes()))
+
+
+# --------------------------------------------------------------------------- what Argo operators expect
+
+
+def test_every_workflow_has_gc_ttl_deadline_identity_pod_labels_and_retries(pools):
+    for name, workflow in _all_workflows(pools).items():
+        doc = _as_dict(workflow)
+        spec = doc["spec"]
+        assert spec["podGC"] == {"strategy": "OnPodSuccess"}, name
+        assert spec["ttlStrategy"]["secondsAfterSuccess"] > 0 and spec["ttlStrategy"]["secondsAfterFailure"] > 0, name
+        assert spec["activeDeadlineSeconds"] > 0, name
+        pod = spec["podMetadata"]["labels"]
+        assert {labels.MODEL, labels.MODEL_HASH, labels.ENVIRONMENT} <= set(pod), name
+        assert all(LABEL_VALUE.match(v) for v in pod.values()), name
+        # the commit under a label key the Argo UI's links can name (no '.')
+        assert doc["metadata"]["labels"][common.GIT_COMMIT_KEY] == COMMIT, name
+        for template in spec["templates"]:
+            if template["name"] in ("build", "neuron-compile"):
+                retry = template["retryStrategy"]
+                assert int(retry["limit"]) >= 1 and retry["backoff"]["factor"] and retry["backoff"]["duration"], name
+        if name.startswith(("build-gpu", "build-cpu", "build-inf2", "compile")):
+            assert labels.POOL in pod, name
+
+
+def test_pool_label_buildkit_cache_and_pr_labels(pools):
+    doc = _as_dict(_all_workflows(pools)["build-pr"])
+    assert doc["spec"]["podMetadata"]["labels"][labels.POOL] == "gpu-a10g"
+    assert doc["spec"]["serviceAccountName"] == "argo-builder"
+    script = _templates(doc)["build"]["container"]["args"][0]
+    cache = "ghcr.io/example/models/iris-classifier:buildcache-gpu"
+    assert f"--export-cache type=registry,ref={cache},mode=max" in script
+    assert f"--import-cache type=registry,ref={cache}" in script
+    assert doc["metadata"]["labels"][common.PR_KEY] == "42"
+    assert doc["metadata"]["labels"][common.BRANCH_KEY] == "feature-faster-iris"
+    assert common.RunContext.from_env({"GITHUB_REF": "refs/pull/7/merge", "GITHUB_HEAD_REF": "fix"}) == \
+        common.RunContext(7, "fix")
+
+
+def test_links_configmap_and_a_local_origin_is_said_not_linked(pools, tmp_path):
+    cm = common.links_configmap(REPO)
+    links = yaml.safe_load(cm["data"]["links"])
+    assert {link["name"]: link["url"] for link in links} == {
+        "Commit": "https://github.com/example/models-gitops/commit/${metadata.labels.git-commit}",
+        "Pull request": "https://github.com/example/models-gitops/pull/${metadata.labels.pr-number}"}
+    local = str(tmp_path / "origin.git")
+    with pytest.raises(ValueError, match="not an https URL") as info:
+        common.links_configmap(local)
+    assert local not in str(info.value)  # never a path
+    doc = _as_dict(train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=local))
+    annotations = doc["metadata"]["annotations"]
+    assert common.COMMIT_URL not in annotations and "not an https URL" in annotations[common.NO_LINK]
+    assert local not in json.dumps(annotations)
+
+
+def test_the_shipped_links_configmap_is_what_the_command_prints():
+    shipped = yaml.safe_load((ROOT / "pipelines" / "argo" / "workflow-controller-links.yaml").read_text())
+    assert shipped == common.links_configmap(REPO)
+
+
+def test_readme_pipeline_list_matches_what_pipeline_render_offers():
+    from reconciler.build.pipeline_runner import PIPELINES
+
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"`pipeline render ([a-z-]+)`", readme))
+    assert listed == set(PIPELINES), listed

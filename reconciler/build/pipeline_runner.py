@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
 
-PIPELINES = ("train", "build-image")
+PIPELINES = ("train", "build-image", "neuron-compile")
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,25 @@ def _register(run: ModelRun, root: Path, steps: Any, push: bool) -> str:
 # --------------------------------------------------------------------------- rendering
 
 
+def serving_kinds(root: Path, model: str, environment: str) -> list[str]:
+    """The pool kinds `model` is served from in `environment`: one image (one build-image workflow) each."""
+    from reconciler.catalog.load import load_catalog
+    from reconciler.build.builder import model_kinds
+
+    catalog = load_catalog(Path(root).resolve(), only={model})
+    if model in catalog.errors:
+        raise catalog.errors[model]
+    if model not in catalog.models:
+        raise ReconcilerError(f"no model named {model!r}", fix="check the name against the folders under models/")
+    catalog.environment(environment)
+    return [k.value for k in model_kinds(catalog, catalog.models[model], environment)]
+
+
+def origin_url(root: Path) -> str:
+    """The repository's origin URL (SourceError without one)."""
+    return _git_defaults(root, "0" * 40, None)[1]
+
+
 def _git_defaults(root: Path, commit: str | None, repo_url: str | None) -> tuple[str, str]:
     from reconciler.source.git import head_sha, open_repo
 
@@ -125,7 +144,11 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                     repo_url: str | None = None, model_hash: str | None = None, registry: str | None = None,
                     bento_url: str | None = None, pool: str | None = None, namespace: str | None = None,
                     kind: str | None = None):
-    """The hera Workflow of `pipeline` ('train' or 'build-image') for `model`, defaults from the repository."""
+    """The hera Workflow of `pipeline` ('train', 'build-image' or 'neuron-compile') for `model`, defaults from
+    the repository and the environment (`pipelines:` in environment.yaml: service account, deadline, TTLs,
+    DVC remote and its credentials Secret); PR number and branch labels from GitHub Actions' variables.
+    build-image builds the image of one pool kind (`kind`, or the pool's, default the first pool's):
+    `serving_kinds` lists the kinds a model needs one image each for."""
     from reconciler.catalog.load import load_catalog, placements
 
     if pipeline not in PIPELINES:
@@ -144,14 +167,21 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         from reconciler.source.hashing import model_hashes
 
         model_hash = model_hashes(root, None, [entry])[model].digest
+    from pipelines.common import Operations, RunContext
+
+    operations, run = Operations.from_environment(env), RunContext.from_env()
+    namespace = namespace or env.pipelines.namespace
     try:
         if pipeline == "train":
             from pipelines.train import train_workflow
 
             return train_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
-                                  environment=environment, namespace=namespace)
+                                  environment=environment, namespace=namespace,
+                                  dvc_remote=env.pipelines.dvc_remote or "",
+                                  dvc_credentials_secret=env.pipelines.dvc_credentials_secret,
+                                  operations=operations, run=run)
         from pipelines.build_image import build_image_workflow
-        from pipelines.neuron_compile import neuron_options_for
+        from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for
         from pipelines.steps import RECIPES
 
         chosen = placements(entry, env, catalog.pools)
@@ -161,6 +191,10 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                       f"(it serves from: {', '.join(p.name for p in chosen)})",
                                       fix="pick one of those pools, or change accelerator: in its model.yaml")
             target = next(p for p in chosen if p.name == pool)
+        elif pipeline == "neuron-compile" and kind is None:
+            kind = "inferentia"
+        if pool is not None:
+            pass
         elif kind is not None:  # the image of one pool kind: built on (and for) the first pool of that kind
             of_kind = [p for p in chosen if p.kind.value == kind]
             if not of_kind:
@@ -173,10 +207,14 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         if bento_url is None:
             raise ReconcilerError("build-image needs the URL of the exported bento",
                                   fix="pass --bento-url https://.../<model>-<hash>.bento (from `bentoml export`)")
+        if pipeline == "neuron-compile":
+            return neuron_compile_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
+                                           bento_url=bento_url, environment=environment, pool=target,
+                                           namespace=namespace, options=neuron, operations=operations, run=run)
         return build_image_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
                                     registry=registry or env.registry, bento_url=bento_url,
                                     environment=environment, pool=target, namespace=namespace,
-                                    neuron=neuron)
+                                    neuron=neuron, operations=operations, run=run)
     except ValueError as exc:  # bad commit / hash strings from the command line
         raise ReconcilerError(str(exc)) from None
 

@@ -248,6 +248,21 @@ class Budget(Strict):
         return {k: v for k, v in found.items() if v is not None}
 
 
+class Pipelines(Strict):
+    """How this environment's Argo Workflows run (environment.yaml `pipelines:`)."""
+
+    service_account_name: str | None = Field(None, alias="serviceAccountName",
+                                             description="the ServiceAccount every workflow pod runs as")
+    namespace: str | None = Field(None, description="where workflows are submitted (default: the Argo server's)")
+    active_deadline_seconds: int = Field(4 * 3600, alias="activeDeadlineSeconds", ge=60)
+    ttl_seconds_after_success: int = Field(24 * 3600, alias="ttlSecondsAfterSuccess", ge=0)
+    ttl_seconds_after_failure: int = Field(7 * 24 * 3600, alias="ttlSecondsAfterFailure", ge=0)
+    dvc_remote: str | None = Field(None, alias="dvcRemote", description="the DVC remote register pushes to")
+    dvc_credentials_secret: str | None = Field(
+        None, alias="dvcCredentialsSecret",
+        description="a Secret whose keys (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become the register step's env")
+
+
 class EnvironmentSpec(Strict):
     """environments/<env>/environment.yaml"""
 
@@ -266,6 +281,7 @@ class EnvironmentSpec(Strict):
     budget: Budget | None = None
     secrets: Secrets | None = Field(None, description="the age key that decrypts the SOPS Secrets under "
                                                       "environments/<env>/secrets/<model>/ (docs/trust.md)")
+    pipelines: Pipelines = Field(default_factory=lambda: Pipelines.model_validate({}))
 
     @field_validator("name")
     @classmethod

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from reconciler.build.pipeline_runner import StepRun, render_workflow, run_train
+from reconciler.build.pipeline_runner import StepRun, render_workflow, run_train, serving_kinds
 from reconciler.errors import ReconcilerError
 from reconciler.extras import require
 
@@ -57,7 +57,7 @@ def run_command(
 
 @cli.command("render")
 def render_command(
-    name: Annotated[str, typer.Argument(help="train or build-image")],
+    name: Annotated[str, typer.Argument(help="train, build-image or neuron-compile")],
     model: Annotated[str, typer.Option("--model", "-m")],
     environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
     commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
@@ -67,19 +67,43 @@ def render_command(
     pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
     repo: RepoOpt = Path("."),
 ) -> None:
-    """Print a pipeline's Argo Workflow as YAML (commit it, or `argo submit` it)."""
+    """Print a pipeline's Argo Workflow as YAML (commit it, or `argo submit` it). build-image without
+    --pool prints one workflow per pool kind the model is served from (one image per kind)."""
     try:
         require("pipelines")
-        workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
-                                   model_hash=model_hash, bento_url=bento_url, pool=pool)
+        kinds = serving_kinds(repo, model, environment) if name == "build-image" and pool is None else [None]
+        workflows = [render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,
+                                     model_hash=model_hash, bento_url=bento_url, pool=pool, kind=kind)
+                     for kind in kinds]
     except ReconcilerError as exc:
         raise _fail(exc) from None
-    sys.stdout.write(workflow.to_yaml())
+    sys.stdout.write("---\n".join(w.to_yaml() for w in workflows))
+
+
+@cli.command("links")
+def links_command(
+    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
+    namespace: Annotated[str, typer.Option(help="the Argo controller's namespace")] = "argo",
+    repo: RepoOpt = Path("."),
+) -> None:
+    """Print the workflow-controller ConfigMap `links` (commit and pull-request links in the Argo UI)."""
+    import yaml
+
+    from pipelines.common import links_configmap
+    from reconciler.build.pipeline_runner import origin_url
+
+    try:
+        url = repo_url or origin_url(repo)
+        sys.stdout.write(yaml.safe_dump(links_configmap(url, namespace), sort_keys=False))
+    except ValueError as exc:
+        raise _fail(ReconcilerError(str(exc))) from None
+    except ReconcilerError as exc:
+        raise _fail(exc) from None
 
 
 @cli.command("submit")
 def submit_command(
-    name: Annotated[str, typer.Argument(help="train or build-image")],
+    name: Annotated[str, typer.Argument(help="train, build-image or neuron-compile")],
     model: Annotated[str, typer.Option("--model", "-m")],
     environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
     commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
