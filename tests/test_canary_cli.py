@@ -60,6 +60,8 @@ def test_report_rows_have_weights_metrics_decision_and_why() -> None:
     assert advance["canary"]["error_rate"] == 0.002 and advance["stable"]["p95_ms"] == 110
     assert any("5.00% is above the limit 1.00%" in r for r in hold["reasons"])
     assert data["failed_checks"] == 1 and data["phase"] == "progressing"
+    # the weight the router really achieved is reported beside the one the step set
+    assert [r["achieved_weight"] for r in data["history"]][2:] == [10.0, 50.0] and data["achieved_weight"] == 50.0
 
 
 def test_png_chart_is_written(tmp_path: Path) -> None:

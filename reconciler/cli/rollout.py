@@ -179,19 +179,24 @@ def print_report(state: RolloutState, console: Any) -> None:
     from reconciler.cli.console import line, styled
 
     data = report_json(state)
-    status = data["phase"] + (" (paused)" if state.paused else "") + (f", {state.requested} requested"
-                                                                      if state.requested else "")
+    status = data["phase"] + (f" (paused: {state.pause_reason or 'by a user'})" if state.paused else "") + (
+        f", {state.requested} requested" if state.requested else "")
+    achieved = "" if state.achieved_weight is None or state.achieved_weight == state.canary_weight else \
+        f", {state.achieved_weight:.0f}% achieved"
     console.print(line(styled(state.model, "bold"), " in ", styled(state.environment, "bold"), f": {status}; "
-                  f"canary {state.canary_revision or '-'} at {state.canary_weight}% "
+                  f"canary {state.canary_revision or '-'} at {state.canary_weight}%{achieved} "
                   f"(step {data['step']}/{len(state.policy.steps)}), stable {state.stable_revision or '-'}; "
-                  f"failed checks {state.failed_checks}/{state.policy.failure_threshold}"))
+                  f"failed checks {state.failed_checks}/{state.policy.failure_threshold}, inconclusive "
+                  f"{state.inconclusive_checks}/{state.policy.inconclusive_limit}"))
     if state.cross_pool:
         console.print(f"across pools: stable on {state.stable_pool}, canary on {state.canary_pool}")
     table = Table(show_lines=False)
-    for column in ("at", "decision", "weights s/c", "stable", "canary", "why"):
+    for column in ("at", "decision", "weights s/c", "achieved", "stable", "canary", "why"):
         table.add_column(column, overflow="fold")
     for row in data["history"]:
+        got = row.get("achieved_weight")
         table.add_row(row["at"], row["decision"], f"{row['stable_weight']}/{row['canary_weight']}",
+                      "" if got is None else f"{got:.0f}%",
                       _fmt(row["stable"]), _fmt(row["canary"]), "; ".join(row["reasons"]))
     console.print(table)
     if state.outcome:

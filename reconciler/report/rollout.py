@@ -22,8 +22,8 @@ def report_rows(state: RolloutState) -> list[dict[str, Any]]:
     for record in state.history:
         rows.append({"at": _when(record.at), "revision": record.revision, "decision": record.decision,
                      "step": record.step_index + 1, "stable_weight": record.stable_weight,
-                     "canary_weight": record.canary_weight, "stable": record.stable, "canary": record.canary,
-                     "reasons": list(record.reasons)})
+                     "canary_weight": record.canary_weight, "achieved_weight": record.achieved_weight,
+                     "stable": record.stable, "canary": record.canary, "reasons": list(record.reasons)})
     return rows
 
 
@@ -32,6 +32,8 @@ def report_json(state: RolloutState) -> dict[str, Any]:
             "paused": state.paused, "requested": state.requested, "stable_revision": state.stable_revision,
             "canary_revision": state.canary_revision, "stable_pool": state.stable_pool,
             "canary_pool": state.canary_pool, "canary_weight": state.canary_weight,
+            "achieved_weight": state.achieved_weight, "pause_reason": state.pause_reason,
+            "inconclusive_checks": state.inconclusive_checks, "inconclusive_limit": state.policy.inconclusive_limit,
             "step": state.step_index + 1, "steps": list(state.policy.steps), "failed_checks": state.failed_checks,
             "failure_threshold": state.policy.failure_threshold, "promotions": state.promotions,
             "outcome": state.outcome, "history": report_rows(state)}
