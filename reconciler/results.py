@@ -7,8 +7,10 @@ created / configured / unchanged / pruned / skipped / failed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class Action(str, Enum):
@@ -64,6 +66,15 @@ class Summary:
     """Counts of actions, e.g. for one model or one environment."""
 
     counts: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, items: Iterable[Any]) -> Summary:
+        """The one aggregation: counts of ``item.action`` over anything that has one (ObjectResult,
+        PlannedAction, ModelBuild...)."""
+        summary = cls()
+        for item in items:
+            summary.add(item.action)
+        return summary
 
     def add(self, action: Action) -> None:
         self.counts[action] += 1

@@ -81,10 +81,7 @@ class BuildReport:
 
     @property
     def summary(self) -> Summary:
-        s = Summary()
-        for r in self.results.values():
-            s.add(r.action)
-        return s
+        return Summary.of(self.results.values())
 
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "summary": self.summary.as_dict(),

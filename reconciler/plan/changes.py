@@ -34,10 +34,7 @@ class ModelPlan:
 
     @property
     def summary(self) -> Summary:
-        summary = Summary()
-        for result in self.objects:
-            summary.add(result.action)
-        return summary
+        return Summary.of(self.objects)
 
     @property
     def changed(self) -> bool:
@@ -76,11 +73,7 @@ class EnvironmentPlan:
 
     @property
     def summary(self) -> Summary:
-        summary = Summary()
-        for model in self.models.values():
-            for result in model.objects:
-                summary.add(result.action)
-        return summary
+        return Summary.of(r for model in self.models.values() for r in model.objects)
 
     @property
     def cost_delta(self) -> tuple[float, float]:

@@ -69,10 +69,7 @@ class SyncResult:
     rollouts: list[Any] = field(default_factory=list)  # this pass's canary ticks (rollout.controller.RolloutResult)
 
     def summary(self) -> Summary:
-        s = Summary()
-        for r in self.objects:
-            s.add(r.action)
-        return s
+        return Summary.of(self.objects)
 
     def by_model(self) -> dict[str, Summary]:
         out: dict[str, Summary] = defaultdict(Summary)

@@ -94,10 +94,7 @@ class SyncPlan:
         return sum(1 for a in self.actions if a.writes)
 
     def summary(self) -> Summary:
-        s = Summary()
-        for a in self.actions:
-            s.add(a.action)
-        return s
+        return Summary.of(self.actions)
 
 
 def _autoscaled(objects: Iterable[dict]) -> set[tuple[str | None, str]]:
