@@ -55,16 +55,28 @@ def run_command(
             f"models/{r.model}/model.pkl.dvc", f"models/{r.model}/metrics.json", f"models/{r.model}/.gitignore")))
 
 
+
+# the options `pipeline render` and `pipeline submit` share
+PipelineArg = Annotated[str, typer.Argument(help="train, build-image or neuron-compile")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e")]
+CommitOpt = Annotated[str | None, typer.Option(help="default: HEAD")]
+RepoUrlOpt = Annotated[str | None, typer.Option(help="default: the origin remote's URL")]
+ModelHashOpt = Annotated[str | None, typer.Option(help="default: the working tree's model hash")]
+BentoUrlOpt = Annotated[str | None, typer.Option(help="build-image: where the exported bento is")]
+PoolOpt = Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")]
+
+
 @cli.command("render")
 def render_command(
-    name: Annotated[str, typer.Argument(help="train, build-image or neuron-compile")],
-    model: Annotated[str, typer.Option("--model", "-m")],
-    environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
-    commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
-    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
-    model_hash: Annotated[str | None, typer.Option(help="default: the working tree's model hash")] = None,
-    bento_url: Annotated[str | None, typer.Option(help="build-image: where the exported bento is")] = None,
-    pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
+    name: PipelineArg,
+    model: ModelOpt,
+    environment: EnvOpt = "dev",
+    commit: CommitOpt = None,
+    repo_url: RepoUrlOpt = None,
+    model_hash: ModelHashOpt = None,
+    bento_url: BentoUrlOpt = None,
+    pool: PoolOpt = None,
     repo: RepoOpt = Path("."),
 ) -> None:
     """Print a pipeline's Argo Workflow as YAML (commit it, or `argo submit` it). build-image without
@@ -82,7 +94,7 @@ def render_command(
 
 @cli.command("links")
 def links_command(
-    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
+    repo_url: RepoUrlOpt = None,
     namespace: Annotated[str, typer.Option(help="the Argo controller's namespace")] = "argo",
     repo: RepoOpt = Path("."),
 ) -> None:
@@ -103,14 +115,14 @@ def links_command(
 
 @cli.command("submit")
 def submit_command(
-    name: Annotated[str, typer.Argument(help="train, build-image or neuron-compile")],
-    model: Annotated[str, typer.Option("--model", "-m")],
-    environment: Annotated[str, typer.Option("--env", "-e")] = "dev",
-    commit: Annotated[str | None, typer.Option(help="default: HEAD")] = None,
-    repo_url: Annotated[str | None, typer.Option(help="default: the origin remote's URL")] = None,
-    model_hash: Annotated[str | None, typer.Option(help="default: the working tree's model hash")] = None,
-    bento_url: Annotated[str | None, typer.Option(help="build-image: where the exported bento is")] = None,
-    pool: Annotated[str | None, typer.Option(help="build-image: the pool to build for (default: the first)")] = None,
+    name: PipelineArg,
+    model: ModelOpt,
+    environment: EnvOpt = "dev",
+    commit: CommitOpt = None,
+    repo_url: RepoUrlOpt = None,
+    model_hash: ModelHashOpt = None,
+    bento_url: BentoUrlOpt = None,
+    pool: PoolOpt = None,
     repo: RepoOpt = Path("."),
 ) -> None:
     """Submit a pipeline to the Argo server in ARGO_SERVER (ARGO_TOKEN, ARGO_NAMESPACE)."""
