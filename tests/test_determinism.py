@@ -69,11 +69,11 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     in_cluster = _render(mirror.path, sha, tmp_path / "out-cluster")
 
     assert bare == builder == in_cluster
-    prod = bare[f"prod/{MODEL}.yaml"].decode()  # inf2 pools only: the Neuron variant, pinned by the lock
+    prod = bare["prod/manifest.yaml"].decode()  # inf2 pools only: the Neuron variant, pinned by the lock
     assert f"image: {prod_tag.rsplit(':', 1)[0]}@sha256:{'e' * 64}" in prod
     assert "b" * 64 not in prod and "c" * 64 not in prod  # the machine's digests never leak in
     # where the lock names no digest (dev pushes to another registry), the content-hash tag, the same everywhere
-    assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare[f"dev/{MODEL}.yaml"].decode()
+    assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare["dev/manifest.yaml"].decode()
 
 
 @pytest.mark.parametrize("content, wanted", [

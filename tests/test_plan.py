@@ -123,20 +123,35 @@ def test_cli_render_fails_with_the_model_error_but_prints_the_rest(template_repo
     assert "digits-classifier-cpu-general" in names and not any(n.startswith("iris") for n in names)
 
 
-def test_hydrate_to_a_folder_writes_every_environment_and_model(template_repo, tmp_path):
-    out = tmp_path / "rendered"
+def test_hydrate_to_a_folder_writes_the_source_hydrator_layout(template_repo, tmp_path):
+    out = tmp_path / "hydrated"
     result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for env in ("dev", "staging", "prod"):
-        assert sorted(p.name for p in (out / env).glob("*.yaml")) == [
-            "digits-classifier.yaml", "iris-classifier.yaml", "kustomization.yaml"]
-        assert yaml.safe_load((out / env / "kustomization.yaml").read_text())["resources"] == [
-            "digits-classifier.yaml", "iris-classifier.yaml"]
+        assert sorted(p.name for p in (out / env).iterdir()) == ["README.md", "hydrator.metadata", "manifest.yaml"]
+        assert json.loads((out / env / "hydrator.metadata").read_text())["drySha"] == "worktree"
+        docs = [d for d in yaml.safe_load_all((out / env / "manifest.yaml").read_text()) if d]
+        assert docs[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": f"models-{env}", "labels": {"app.kubernetes.io/managed-by": "model-gitops-reconciler",
+                                                "gitops.ml/environment": env}}}
+        models = {d["metadata"]["labels"].get("gitops.ml/model") for d in docs[1:]}
+        assert models == {"digits-classifier", "iris-classifier"}
+
+
+def test_hydrate_kustomize_layout_is_an_option(template_repo, tmp_path):
+    out = tmp_path / "hydrated"
+    result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out), "--layout", "kustomize",
+                                 "--env", "dev"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "dev" / "kustomization.yaml").read_text())["resources"] == [
+        "namespace.yaml", "digits-classifier.yaml", "iris-classifier.yaml"]
+    bad = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out), "--layout", "helm"])
+    assert bad.exit_code == 2 and "--layout plain" in bad.stderr
 
 
 def test_hydrate_refuses_an_environment_with_an_invalid_model(template_repo, tmp_path):
     edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: -1")
-    out = tmp_path / "rendered"
+    out = tmp_path / "hydrated"
     result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out)])
     assert result.exit_code == 1
     assert not out.exists() or not any(out.iterdir())
@@ -148,7 +163,8 @@ def test_hydrate_branches_commit_only_when_content_changes(template_repo):
     assert first.exit_code == 0, first.output
     assert {"rendered/dev", "rendered/staging", "rendered/prod"} <= {h.name for h in repo.heads}
     prod_files = repo.git.ls_tree("-r", "--name-only", "rendered/prod").split()
-    assert "prod/iris-classifier.yaml" in prod_files
+    assert sorted(prod_files) == ["hydrator.metadata", "prod/README.md", "prod/hydrator.metadata", "prod/manifest.yaml"]
+    assert json.loads(repo.git.show("rendered/prod:hydrator.metadata"))["drySha"] == repo.head.commit.hexsha
     head_before = repo.heads["rendered/prod"].commit.hexsha
     second = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--branch-prefix", "rendered/"])
     assert "unchanged" in second.stdout and repo.heads["rendered/prod"].commit.hexsha == head_before

@@ -23,13 +23,12 @@ def test_quickstart_on_a_fresh_clone(template_repo, tmp_path, monkeypatch):
     # a Bento per model, tagged with its content hash
     bentos = {p.parent.parent.name for p in (tmp_path / "bentoml" / "bentos").glob("*/*/bento.yaml")}
     assert bentos == {"iris-classifier", "digits-classifier"}
-    # 3 environments x 2 models hydrated
-    rendered = template_repo / "rendered"
+    # 3 environments x 2 models hydrated, in the Argo CD source hydrator layout
+    hydrated = template_repo / "hydrated"
     for env in ("dev", "staging", "prod"):
-        assert sorted(p.name for p in (rendered / env).glob("*-classifier.yaml")) == [
-            "digits-classifier.yaml", "iris-classifier.yaml"]
-    prod_iris = [d for d in yaml.safe_load_all((rendered / "prod/iris-classifier.yaml").read_text()) if d]
-    (deploy,) = [d for d in prod_iris if d["kind"] == "Deployment"]
+        assert sorted(p.name for p in (hydrated / env).iterdir()) == ["README.md", "hydrator.metadata", "manifest.yaml"]
+    prod = [d for d in yaml.safe_load_all((hydrated / "prod/manifest.yaml").read_text()) if d]
+    (deploy,) = [d for d in prod if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("iris")]
     assert deploy["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "first deployment" in result.output
     # the DVC pointers in git did not change: training at the versions of pipelines/requirements.lock

@@ -126,8 +126,11 @@ def plan(
 
 @app.command()
 def hydrate(
-    out_dir: Annotated[Path | None, typer.Option("--out", help="write <out>/<env>/*.yaml")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write <out>/<env>/manifest.yaml (e.g. --out hydrated)")] = None,
     branch_prefix: Annotated[str | None, typer.Option(help="commit each environment to branch <prefix><env>")] = None,
+    layout: Annotated[str, typer.Option(
+        help="plain: manifest.yaml + hydrator.metadata per environment (Argo CD source hydrator layout); "
+             "kustomize: a file per model and a kustomization.yaml")] = "plain",
     rev: Annotated[str | None, typer.Option(help="revision to render (default: HEAD for branches, the working tree for --out)")] = None,
     environment: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
     repo: RepoOption = Path("."),
@@ -135,14 +138,18 @@ def hydrate(
     """Write rendered manifests for Argo CD or Flux to sync from (no cluster needed).
 
     An environment with any invalid model is not written at all: nothing of an environment is
-    published until all of it validated.
+    published until all of it validated. docs/hydrated-output.md shows the Argo CD Application and
+    Flux Kustomization that read a rendered/<env> branch, and what that path does not do.
     """
     from reconciler.render import hydrate as hydration
     from reconciler.plan.desired import desired_at
 
     if (out_dir is None) == (branch_prefix is None):
         raise fail(ReconcilerError("give exactly one of --out DIR or --branch-prefix PREFIX",
-                                   fix="e.g. `reconciler hydrate --out rendered` or `--branch-prefix rendered/`"),
+                                   fix="e.g. `reconciler hydrate --out hydrated` or `--branch-prefix rendered/`"),
+                   ExitCode.USAGE)
+    if layout not in hydration.LAYOUTS:
+        raise fail(ReconcilerError(f"unknown --layout {layout!r}", fix="use --layout plain or --layout kustomize"),
                    ExitCode.USAGE)
     if branch_prefix is not None and rev is None:
         rev = "HEAD"
@@ -158,9 +165,9 @@ def hydrate(
         for env, err in state.env_errors.items():
             console.print(line(styled(f"✗ environment {env}", "bold red"), f":\n{err}"))
         if out_dir is not None:
-            results = hydration.hydrate_folder(ready, out_dir, state.revision)
+            results = hydration.hydrate_folder(ready, out_dir, state.revision, layout)
         else:
-            results = hydration.hydrate_branches(ready, repo, state.revision, branch_prefix)
+            results = hydration.hydrate_branches(ready, repo, state.revision, branch_prefix, layout)
     except ReconcilerError as exc:
         raise fail(exc) from None
     for r in results:

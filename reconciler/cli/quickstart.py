@@ -23,7 +23,7 @@ def _stage(name: str) -> None:
 
 def quickstart(
     repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
-    out: Annotated[Path, typer.Option(help="where the hydrated manifests go")] = Path("rendered"),
+    out: Annotated[Path, typer.Option(help="where the hydrated manifests go")] = Path("hydrated"),
     train: Annotated[bool, typer.Option("--train/--no-train", help="train the example models first")] = True,
     build: Annotated[bool, typer.Option("--build/--no-build", help="build Bentos for changed models")] = True,
 ) -> None:
@@ -64,7 +64,7 @@ def quickstart(
         ready = {env: r for env, r in state.renders.items() if not r.errors}
         target = out if out.is_absolute() else root / out
         for result in hydration.hydrate_folder(ready, target, state.revision):
-            files = ", ".join(sorted(p.name for p in Path(result.target).glob("*.yaml") if p.name != "kustomization.yaml"))
+            files = ", ".join(sorted(p.name for p in Path(result.target).iterdir()))
             console.print(line("  ", styled("✓", "green"), f" {result.environment}: {result.target}/ ({files})"))
         if not plan.ok or len(ready) != len(state.renders) or state.env_errors:
             console.print(styled("some models or environments have errors (above): they were not hydrated", "bold red"))
