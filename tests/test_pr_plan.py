@@ -49,13 +49,10 @@ def copy_template_once():
 
 @pytest.fixture
 def reviewed(template_repo):
-    """One commit: digits 2 -> 3 replicas, iris moves to Inferentia in prod and doubles its failure threshold."""
+    """One commit: digits 2 -> 3 replicas and moves to a GPU in staging, iris doubles its failure threshold."""
     repo = git.Repo(template_repo)
     edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
-    edit(template_repo / "models/iris-classifier/model.yaml", "prod: gpu", "prod: inferentia")
-    # a LogisticRegression has no Inferentia compile recipe: iris becomes an MLP to move there
-    edit(template_repo / "models/iris-classifier/model.yaml", "architecture: sklearn-scaler-logistic-regression",
-         "architecture: sklearn-scaler-mlp")
+    edit(template_repo / "models/digits-classifier/model.yaml", "staging: inferentia", "staging: gpu")
     edit(template_repo / "models/iris-classifier/model.yaml", "slo: {p95LatencyMs: 150}",
          "slo: {p95LatencyMs: 150}\ncanary: {failureThreshold: 4}")
     commit_all(repo, "review me")
@@ -73,14 +70,14 @@ def test_cost_delta_on_the_examples(reviewed):
 
 def test_accelerator_move_is_said_in_words(reviewed):
     _, plan = reviewed
-    iris = plan.environments["prod"].models["iris-classifier"]
-    assert iris.review.move == "gpu-a10g (gpu) -> inf2 (inferentia), by a cross-pool canary"
-    # iris is autoscaled 2..8 in prod: the cost is a range, and inf2 is cheaper than a10g
-    assert iris.review.cost_delta == (round(2 * (0.758 - 1.006) * 730, 2), round(8 * (0.758 - 1.006) * 730, 2))
-    assert "moves gpu-a10g (gpu) -> inf2 (inferentia)" in "\n".join(iris.reasons)
-    assert "- `iris-classifier`: gpu-a10g (gpu) -> inf2 (inferentia), by a cross-pool canary" in plan_markdown(plan)
-    # only prod moves: staging keeps its gpu
-    assert plan.environments["staging"].models["iris-classifier"].review.move is None
+    digits = plan.environments["staging"].models["digits-classifier"]
+    assert digits.review.move == "inf2 (inferentia) -> gpu-a10g (gpu), by a cross-pool canary"
+    # 2 inf2 replicas become 3 on g5.xlarge
+    assert digits.review.cost_delta == (round(3 * 1.006 * 730 - 2 * 0.758 * 730, 2),) * 2
+    assert "moves inf2 (inferentia) -> gpu-a10g (gpu)" in "\n".join(digits.reasons)
+    assert "- `digits-classifier`: inf2 (inferentia) -> gpu-a10g (gpu), by a cross-pool canary" in plan_markdown(plan)
+    # only staging moves: prod keeps Inferentia, and dev has no canaries
+    assert plan.environments["prod"].models["digits-classifier"].review.move is None
 
 
 def test_a_canary_policy_only_change_is_a_before_after_table(reviewed):
@@ -90,6 +87,7 @@ def test_a_canary_policy_only_change_is_a_before_after_table(reviewed):
     assert {r.action for r in iris.objects} == {Action.unchanged}  # no manifest changes
     assert iris.review.policy == [("canary.failureThreshold", 2, 4)]
     assert staging.changed_models == ["digits-classifier"]
+    assert not any(r.startswith("model.yaml: canary") for r in staging.models["digits-classifier"].reasons)
     md = plan_markdown(plan)
     assert "| `iris-classifier` | `canary.failureThreshold` | 2 | 4 |" in md
     # dev has no canaries: the same change is no row there

@@ -90,6 +90,9 @@ def plan(
     artifact: Annotated[Path | None, typer.Option(
         help="write the complete plan (plan.md with every diff, plan.json) into this folder, e.g. for a CI artifact")] = None,
     diffs: Annotated[bool, typer.Option(help="show manifest diffs in text output")] = True,
+    full: Annotated[bool, typer.Option(
+        help="render every model at both revisions, without the render cache (slow; the incremental plan is "
+             "tested to be identical)")] = False,
     repo: RepoOption = Path("."),
 ) -> None:
     """Show, per environment, which models change between two revisions and the manifest diff.
@@ -102,7 +105,7 @@ def plan(
     from reconciler.report.plan import plan_json, plan_markdown
 
     try:
-        result = plan_revisions(repo, base, head, environment or None)
+        result = plan_revisions(repo, base, head, environment or None, full=full)
     except ReconcilerError as exc:
         raise fail(exc) from None
     if fmt is PlanFormat.text:
@@ -154,7 +157,10 @@ def hydrate(
     if branch_prefix is not None and rev is None:
         rev = "HEAD"
     try:
-        state = desired_at(repo, rev, environment or None)
+        from reconciler.render.cache import RenderCache, default_folder
+
+        # the render cache: what the merge's hydrate renders, a later plan of a pull request reuses
+        state = desired_at(repo, rev, environment or None, cache=RenderCache(default_folder()))
         ready = {}
         for env, render_result in state.renders.items():
             if render_result.errors:

@@ -7,6 +7,7 @@ source (a revision's tree) -> catalog (validated specs) -> model hashes -> image
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,12 +15,14 @@ from pathlib import Path
 
 from reconciler.source import guard
 from reconciler.build.images import resolve_images
-from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, load_catalog, placements, promotion_order
+from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_DIR, Catalog, load_catalog, placements,
+                                     promotion_order)
 from reconciler.errors import LimitError, ReconcilerError
 from reconciler.plan import cost
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
 from reconciler.plan.review import ModelReview, ModelView, environment_changes, model_view, pool_changes, review
-from reconciler.render.environment import EnvironmentRender, render_environment
+from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
+from reconciler.render.environment import EnvironmentRender, render_environment, render_keys
 from reconciler.source import git as source
 from reconciler.source.hashing import ModelHash, changed_models, describe, model_hashes
 
@@ -46,39 +49,69 @@ class DesiredState:
         return {} if render is None else {name: str(err) for name, err in render.errors.items()}
 
 
-def desired_state(catalog: Catalog, revision: str, hashes: dict[str, ModelHash],
-                  environments: Iterable[str] | None = None, models: set[str] | None = None) -> DesiredState:
-    """Render a loaded catalog for the given (default: all) environments."""
-    state = DesiredState(revision, catalog, hashes)
-    for env in sorted(environments if environments is not None else
-                      set(catalog.environments) | {e for e in catalog.env_errors if e != "*"}):
+def _environments(catalog: Catalog, environments: Iterable[str] | None) -> list[str]:
+    return sorted(environments if environments is not None else
+                  set(catalog.environments) | {e for e in catalog.env_errors if e != "*"})
+
+
+def render_state(state: DesiredState, environments: Iterable[str] | None = None, models: set[str] | None = None,
+                 *, cache: RenderCache | None = None, only: dict[str, set[str] | None] | None = None) -> DesiredState:
+    """Render a loaded state for the given (default: all) environments; `only[env]` narrows the models there."""
+    catalog = state.catalog
+    for env in _environments(catalog, environments):
         try:
             env_spec = catalog.environment(env)
-            state.renders[env] = render_environment(catalog, env, models=models,
-                                                    images=resolve_images(catalog, env_spec, hashes))
+            wanted = (only or {}).get(env, models)
+            state.renders[env] = render_environment(catalog, env, models=wanted, cache=cache,
+                                                    images=resolve_images(catalog, env_spec, state.hashes))
         except ReconcilerError as exc:
             state.env_errors[env] = exc
     return state
 
 
+def desired_state(catalog: Catalog, revision: str, hashes: dict[str, ModelHash],
+                  environments: Iterable[str] | None = None, models: set[str] | None = None) -> DesiredState:
+    """Render a loaded catalog for the given (default: all) environments."""
+    return render_state(DesiredState(revision, catalog, hashes), environments, models)
+
+
+def _tree_paths(root: Path, rev: str | None, models: set[str] | None) -> list[str] | None:
+    """What of a revision must be written out to load the given models: everything but the other model folders."""
+    if models is None or rev is None:
+        return None
+    repo = source.open_repo(root)
+    top = repo.git.ls_tree("--name-only", "-z", source.resolve(repo, rev)).split("\0")
+    return [p for p in top if p and p != MODELS_DIR] + [f"{MODELS_DIR}/{m}" for m in sorted(models)]
+
+
+def open_state(root: Path, rev: str | None, models: set[str] | None, stack: contextlib.ExitStack) -> DesiredState:
+    """source -> catalog -> hashes, for one revision (None: the working tree), without rendering.
+
+    Only the named models are read (None: all); the revision's tree is written from git's objects
+    into a folder that lives as long as `stack`.
+    """
+    tree = stack.enter_context(source.checkout(root, rev, _tree_paths(root, rev, models)))
+    revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
+    catalog = load_catalog(tree, only=models)
+    entries = [catalog.models[m] for m in sorted(catalog.models)]
+    oversized: dict[str, LimitError] = {}
+    hashes = model_hashes(root, rev, entries, errors=oversized)
+    for name, exc in oversized.items():  # a model over a bound is that model's error, not everyone's
+        catalog.models.pop(name, None)
+        catalog.errors[name] = exc
+    entries = [e for e in entries if e.name not in oversized]
+    state = DesiredState(revision, catalog, hashes)
+    state.metrics = {e.name: read_metrics(e.path / METRICS_FILE, root=tree) for e in entries
+                     if (e.path / METRICS_FILE).is_file()}
+    return state
+
+
 def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
-               models: set[str] | None = None) -> DesiredState:
+               models: set[str] | None = None, *, cache: RenderCache | None = None) -> DesiredState:
     """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
     root = Path(source.open_repo(root).working_dir)
-    with source.checkout(root, rev) as tree:
-        revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
-        catalog = load_catalog(tree)
-        entries = [catalog.models[m] for m in sorted(catalog.models) if models is None or m in models]
-        oversized: dict[str, LimitError] = {}
-        hashes = model_hashes(root, rev, entries, errors=oversized)
-        for name, exc in oversized.items():  # a model over a bound is that model's error, not everyone's
-            catalog.models.pop(name, None)
-            catalog.errors[name] = exc
-        entries = [e for e in entries if e.name not in oversized]
-        state = desired_state(catalog, revision, hashes, environments, models)
-        state.metrics = {e.name: read_metrics(e.path / METRICS_FILE, root=tree) for e in entries
-                         if (e.path / METRICS_FILE).is_file()}
-        return state
+    with contextlib.ExitStack() as stack:
+        return render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
 
 
 def read_metrics(path: Path, *, root: Path | None = None) -> dict:
@@ -168,8 +201,11 @@ def secret_changes(before: DesiredState, after: DesiredState, env: str) -> dict[
 
 
 def plan_environment_between(env: str, before: DesiredState, after: DesiredState, paths: set[str],
-                             first: bool) -> EnvironmentPlan:
-    """One environment's plan from two desired states (rendered for at least the models that differ)."""
+                             first: bool, complete: bool = True) -> EnvironmentPlan:
+    """One environment's plan from two desired states (rendered for at least the models that differ).
+
+    `complete`: both states hold every model, so the environment's totals (and budget) are known.
+    """
     names = set(after.catalog.models) | set(after.catalog.errors)
     path_reasons = triggers(paths, env, names) if not first else {n: ["first deployment"] for n in names}
     old_views, new_views = model_views(before, env), model_views(after, env)
@@ -190,36 +226,71 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
                               labels=(short_revision(before.revision), short_revision(after.revision)))
     result.changes = [f"environment.yaml: {c}" for c in env_changes]
     spec = after.catalog.environments.get(env)
-    if spec is not None:
+    if spec is not None and spec.budget is not None and complete:  # a budget: the plan reads every model
         result.total = (cost.total(v.footprint for v in old_views.values()),
                         cost.total(v.footprint for v in new_views.values()))
-        if spec.budget is not None:
-            problems = cost.budget_problems(
-                f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE}", spec.budget.monthly_usd, spec.budget.devices,
-                *result.total, {n: (r.before, r.after) for n, r in reviews.items()})
-            if problems:
-                result.budget_error = (
-                    f"{env}: the change exceeds the environment's budget:\n"
-                    + "\n".join(f"  - {p}" for p in problems)
-                    + f"\n  fix: lower the replicas, choose a cheaper pool, or raise the budget in "
-                      f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} (a change that itself goes through review)")
+        problems = cost.budget_problems(
+            f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE}", spec.budget.monthly_usd, spec.budget.devices,
+            *result.total, {n: (r.before, r.after) for n, r in reviews.items()})
+        if problems:
+            result.budget_error = (
+                f"{env}: the change exceeds the environment's budget:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+                + f"\n  fix: lower the replicas, choose a cheaper pool, or raise the budget in "
+                  f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} (a change that itself goes through review)")
     return result
 
 
-def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
-                   models: set[str] | None = None, *, after: DesiredState | None = None) -> Plan:
-    """What merging `head` onto `base` does to every environment (head None: the working tree).
+INERT_PATHS = (".github/",)  # prefixes no render reads
+INERT_SUFFIXES = (".md", ".rst")
 
-    `base` may be EMPTY ("empty"): nothing deployed yet, so the plan is what a first sync creates.
-    `after`: the head's desired state when the caller already rendered it (it is not rendered again).
+
+def touched_models(paths: Iterable[str]) -> set[str] | None:
+    """The models a change can affect through their own folder; None when it may affect every model
+    (environments/, the pools file, images.lock.json, shared code, anything not known to be inert).
+
+    Limit: a model whose code imports another model's folder is not found from that folder's change.
     """
-    after = after if after is not None else desired_at(root, head, environments, models)
-    if base == EMPTY:
-        before = DesiredState(EMPTY, Catalog(after.catalog.root), {})
-        paths: set[str] = set()
-    else:
-        before = desired_at(root, base, environments, models)
-        paths = source.changed_paths(root, base, head)
+    found: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        if parts[0] == MODELS_DIR:
+            if len(parts) > 2:
+                found.add(parts[1])
+            continue  # a file directly under models/ belongs to no model
+        if path.startswith(INERT_PATHS) or path.endswith(INERT_SUFFIXES):
+            continue
+        return None
+    return found
+
+
+def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
+    try:
+        spec = state.catalog.environment(env)
+        return render_keys(state.catalog, env, resolve_images(state.catalog, spec, state.hashes))
+    except ReconcilerError:
+        return None
+
+
+def models_to_render(before: DesiredState, after: DesiredState, env: str) -> set[str] | None:
+    """The models of an environment to render for a plan: those whose render can differ between two
+    loaded states (a different render key, a key on one side only, errors), and those with a row for
+    another reason (cost, policy or metrics), whose unchanged objects the row lists. With the same
+    key at both revisions, the second render is a cache hit. None: render them all (the
+    environment itself fails)."""
+    old, new = _keys(before, env), _keys(after, env)
+    if old is None or new is None:
+        return None
+    names = set(before.catalog.models) | set(after.catalog.models)
+    differ = {n for n in names if old.get(n) is None or new.get(n) is None or old[n] != new[n]}
+    old_views, new_views = model_views(before, env), model_views(after, env)
+    noteworthy = {n for n in set(old_views) | set(new_views)
+                  if review(old_views.get(n), new_views.get(n)).noteworthy}
+    return differ | noteworthy | set(before.catalog.errors) | set(after.catalog.errors)
+
+
+def _assemble(before: DesiredState, after: DesiredState, paths: set[str], environments: Iterable[str] | None,
+              first: bool, complete: bool) -> Plan:
     plan = Plan(base=before.revision, head=after.revision)
     envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
                                                                  | set(before.renders))
@@ -227,7 +298,50 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         if env in after.env_errors:
             plan.environments[env] = EnvironmentPlan(env, error=str(after.env_errors[env]))
             continue
-        plan.environments[env] = plan_environment_between(env, before, after, paths, base == EMPTY)
+        plan.environments[env] = plan_environment_between(env, before, after, paths, first, complete)
     plan.order = promotion_order(set(plan.environments),
                                  {n: e.promotes_from for n, e in after.catalog.environments.items()})
     return plan
+
+
+def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
+                   models: set[str] | None = None, *, after: DesiredState | None = None, full: bool = False,
+                   cache: RenderCache | None = None) -> Plan:
+    """What merging `head` onto `base` does to every environment (head None: the working tree).
+
+    `base` may be EMPTY ("empty"): nothing deployed yet, so the plan is what a first sync creates.
+    `after`: the head's desired state when the caller already rendered it (it is not rendered again).
+
+    Incremental by default: only models under the changed paths are read (all of them when a
+    change may touch every model), and of those only the ones whose render key differs between
+    the revisions are rendered, through the render cache (`cache`, default: the on-disk one). A
+    model with the same key renders the same at both revisions, so it is unchanged without a
+    render. `full=True` renders everything at both revisions with no cache: the reference the
+    incremental plan is tested against (identical results). One difference by design: a model
+    whose inputs did not change keeps a render error it had at the base out of the plan unless the
+    cache holds it (its error was reported when it was introduced; `render` and `sync` report it).
+    """
+    root = Path(source.open_repo(root).working_dir)
+    if cache is None:
+        cache = NO_CACHE if full else RenderCache(default_folder())
+    if base == EMPTY or after is not None or full:
+        after = after if after is not None else desired_at(root, head, environments, models, cache=cache)
+        if base == EMPTY:
+            return _assemble(DesiredState(EMPTY, Catalog(after.catalog.root), {}), after, set(), environments,
+                             True, True)
+        before = desired_at(root, base, environments, models, cache=cache)
+        return _assemble(before, after, source.changed_paths(root, base, head), environments, False, models is None)
+    paths = source.changed_paths(root, base, head)
+    touched = touched_models(paths)
+    scope = models if touched is None else (touched if models is None else touched & models)
+    with contextlib.ExitStack() as stack:
+        new = open_state(root, head, scope, stack)
+        if scope != models and any(e.budget for e in new.catalog.environments.values()):
+            scope = models  # a budget is checked on the environment's total: read every model
+            new = open_state(root, head, scope, stack)
+        old = open_state(root, base, scope, stack)
+        envs = _environments(new.catalog, environments)
+        only = {env: models_to_render(old, new, env) for env in envs}
+        render_state(new, environments, scope, cache=cache, only=only)
+        render_state(old, environments, scope, cache=cache, only=only)
+        return _assemble(old, new, paths, environments, False, scope is None)

@@ -27,6 +27,7 @@ from reconciler.source import guard
 from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
 from reconciler.errors import ReconcilerError, RenderError, SpecError, SpecProblem, ValidationError
+from reconciler.render.cache import RenderCache, folder_digest, render_key
 from reconciler.render.manifests import image_for, model_objects, resource_quota
 from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.files import read_yaml
@@ -103,15 +104,31 @@ def with_content_hash(obj: dict) -> dict:
     return obj
 
 
+_VALIDATED: dict[str, list[str]] = {}  # content hash -> schema problems: each distinct content is validated once
+_VALIDATED_LIMIT = 200_000
+
+
+def _problems(obj: dict) -> list[str]:
+    key = (obj.get("metadata", {}).get("annotations") or {}).get(L.CONTENT_HASH) or content_hash(obj)
+    found = _VALIDATED.get(key)
+    if found is None:
+        if len(_VALIDATED) > _VALIDATED_LIMIT:
+            _VALIDATED.clear()
+        found = _VALIDATED[key] = schemas.problems(obj) or []
+    return found
+
+
 def validate_objects(objects: list[dict], model: str) -> None:
     """Strict offline schema validation; raises one ValidationError listing every problem.
 
-    Custom resources have no schema here: the cluster's server-side dry run validates them at sync.
+    Each distinct object content (by content hash) is validated once per process: the two
+    revisions of a plan share most objects. Custom resources have no schema here: the cluster's
+    server-side dry run validates them at sync.
     """
     errors = []
     for obj in objects:
         ref = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-        errors.extend(f"{ref} {problem}" for problem in schemas.problems(obj) or [])
+        errors.extend(f"{ref} {problem}" for problem in _problems(obj))
     if errors:
         raise ValidationError(f"model {model!r}: rendered objects are not valid Kubernetes objects", errors,
                               fix="fix the overlay patch or model spec field named in each error")
@@ -271,12 +288,49 @@ def _check_patch_targets(targets: list[kustomize.PatchTarget], env: EnvironmentS
         raise SpecError(problems)
 
 
+def _placed(catalog: Catalog, env: EnvironmentSpec, name: str, images: dict[str, str]) -> tuple[list, dict[str, str]]:
+    """The pools a model is placed on in an environment and its image per pool; raises when one is missing."""
+    pools = placements(catalog.models[name], env, catalog.pools)
+    pool_images = {pool.name: image_for(images, name, pool) for pool in pools}
+    if None in pool_images.values():
+        raise RenderError(f"model {name!r}: no image resolved for environment {env.name!r}",
+                          fix="run `reconciler build` first, or pass images explicitly")
+    return pools, pool_images  # type: ignore[return-value]
+
+
+def render_keys(catalog: Catalog, env_name: str, images: dict[str, str], *, models: set[str] | None = None,
+                validate: bool = True) -> dict[str, str]:
+    """The render-cache key of every (or the named) renderable model of an environment (see render.cache).
+
+    Two revisions whose key for a model is the same render it identically; models that cannot be
+    placed or have no image have no key (rendering them reports why).
+    """
+    env = catalog.environment(env_name)
+    overlays = folder_digest(_component_folders(catalog, env))
+    all_pools = [catalog.pools[n] for n in sorted(catalog.pools)]
+    keys = {}
+    for name in sorted(catalog.models if models is None else models & set(catalog.models)):
+        try:
+            _, pool_images = _placed(catalog, env, name, images)
+        except ReconcilerError:
+            continue
+        keys[name] = render_key(catalog.models[name].spec, env, all_pools, pool_images, overlays, validate)
+    return keys
+
+
+def _component_folders(catalog: Catalog, env: EnvironmentSpec) -> list[Path]:
+    return [catalog.root / ENVIRONMENTS_DIR / "base", catalog.root / ENVIRONMENTS_DIR / env.name]
+
+
 def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | None = None,
-                       images: dict[str, str] | None = None, validate: bool = True) -> EnvironmentRender:
+                       images: dict[str, str] | None = None, validate: bool = True,
+                       cache: RenderCache | None = None) -> EnvironmentRender:
     """Render every (or the named) model for one environment.
 
     Raises for problems of the environment as a whole (its spec, its overlay); problems of one
-    model are collected in the result's `errors` and never stop the others.
+    model are collected in the result's `errors` and never stop the others. With a `cache`, a
+    model whose render key is cached is not rendered again, and new renders are stored.
+    Validation and hashing of each chunk run in its worker, overlapping the other chunks' kustomize.
     """
     env = catalog.environment(env_name)
     result = EnvironmentRender(env)
@@ -290,36 +344,53 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     names = sorted(catalog.models if models is None else models & set(catalog.models))
     for name in sorted(set(catalog.errors) if models is None else set(catalog.errors) & models):
         result.errors[name] = catalog.errors[name]
+    keys = render_keys(catalog, env_name, images, models=set(names), validate=validate) if cache is not None else {}
     for name in names:
         entry = catalog.models[name]
+        cached = cache.get(keys[name]) if cache is not None and name in keys else None
+        if cached is not None:  # sealed Secrets are files, not rendered: read them every time
+            try:
+                result.models[name] = ModelRender(name, env.name, cached, read_sealed(catalog.root, env.name, name))
+            except SpecError as exc:
+                result.errors[name] = exc
+            continue
         try:
-            pools = placements(entry, env, catalog.pools)
-            pool_images = {pool.name: image_for(images, name, pool) for pool in pools}
-            if None in pool_images.values():
-                raise RenderError(f"model {name!r}: no image resolved for environment {env.name!r}",
-                                  fix="run `reconciler build` first, or pass images explicitly")
+            pools, pool_images = _placed(catalog, env, name, images)
             generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images,
                                             catalog.pools)
         except ReconcilerError as exc:
             result.errors[name] = exc
     if not generated:
         return result
-    _check_patch_targets(targets, env, generated, identity_only=models is not None or bool(result.errors))
+    # rendered in part (a subset, errors, cache hits): only kinds can be checked, names may be elsewhere
+    _check_patch_targets(targets, env, generated,
+                         identity_only=models is not None or bool(result.errors) or bool(result.models))
 
     names = sorted(generated)
     chunks = [{n: generated[n] for n in names[i:i + CHUNK]} for i in range(0, len(names), CHUNK)]
+
+    def work(i: int, tmp: str) -> dict[str, ModelRender]:
+        done = {}
+        for name, objects in _render_chunk(Path(tmp) / f"chunk-{i}", env, chunks[i], components,
+                                           result.errors).items():
+            hashed = [with_content_hash(o) for o in objects]
+            try:
+                if validate:
+                    validate_objects(hashed, name)
+                sealed = read_sealed(catalog.root, env.name, name)
+            except (ValidationError, SpecError) as exc:
+                result.errors[name] = exc
+                continue
+            done[name] = ModelRender(name, env.name, hashed, sealed)
+        return done
+
     with tempfile.TemporaryDirectory(prefix=f"render-{env.name}-") as tmp, \
             ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
-        parts = pool.map(lambda i: _render_chunk(Path(tmp) / f"chunk-{i}", env, chunks[i], components, result.errors),
-                         range(len(chunks)))
-        rendered = {name: objects for part in parts for name, objects in part.items()}
-
-    for name, objects in rendered.items():
-        try:
-            if validate:
-                validate_objects(objects, name)
-            sealed = read_sealed(catalog.root, env.name, name)
-            result.models[name] = ModelRender(name, env.name, [with_content_hash(o) for o in objects], sealed)
-        except (ValidationError, SpecError) as exc:
-            result.errors[name] = exc
+        for part in pool.map(lambda i: work(i, tmp), range(len(chunks))):
+            result.models.update(part)
+    if cache is not None:
+        for name in names:
+            if name in result.models and name in keys:
+                cache.put(keys[name], result.models[name].objects)
+    result.models = dict(sorted(result.models.items()))
     return result

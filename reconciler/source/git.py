@@ -17,15 +17,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import git
 
@@ -63,24 +61,83 @@ def resolve(repo: git.Repo, rev: str) -> str:
                           fix="fetch it first (`git fetch origin`), or name a branch, tag or commit that exists") from None
 
 
+def cat_file_batch(git_dir: str | os.PathLike[str], shas: Iterable[str]) -> dict[str, bytes]:
+    """Object contents by sha, read with one `git cat-file --batch` (missing objects are left out)."""
+    wanted = sorted(set(shas))
+    if not wanted:
+        return {}
+    proc = subprocess.run(["git", "cat-file", "--batch"], input="\n".join(wanted).encode() + b"\n",
+                          cwd=git_dir, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise SourceError(f"git cat-file failed in {git_dir}: {proc.stderr.decode(errors='replace').strip()}")
+    found: dict[str, bytes] = {}
+    out, pos = proc.stdout, 0
+    while pos < len(out):
+        eol = out.index(b"\n", pos)
+        header = out[pos:eol].split()
+        pos = eol + 1
+        if len(header) != 3:  # "<sha> missing"
+            continue
+        size = int(header[2])
+        found[header[0].decode()] = out[pos:pos + size]
+        pos += size + 1
+    return found
+
+
+def write_tree(repo: git.Repo, sha: str, dest: Path, paths: Iterable[str] | None = None) -> int:
+    """Write the files of commit `sha` (only those under `paths`, if given) into `dest`, straight from
+    git's object database: one `ls-tree` and one `cat-file --batch`, no archive. Symlinks stay
+    symlinks (render refuses those that leave the repository); submodules are skipped."""
+    args = ["-r", "-z", "--full-tree", sha]
+    if paths is not None:
+        paths = sorted(set(paths))
+        if not paths:
+            return 0
+        args += ["--", *paths]
+    try:
+        listing = repo.git.ls_tree(*args)
+    except git.GitCommandError as exc:
+        raise SourceError(f"cannot read revision {sha[:12]}: {exc.stderr.strip()}") from None
+    entries = []
+    for record in listing.split("\0"):
+        if not record:
+            continue
+        meta, path = record.split("\t", 1)
+        mode, kind, obj = meta.split()
+        if kind != "blob":
+            continue
+        parts = PurePosixPath(path).parts
+        if PurePosixPath(path).is_absolute() or ".." in parts:  # git never stores these; refuse them anyway
+            raise SourceError(f"revision {sha[:12]} holds an unsafe path {path!r}")
+        entries.append((mode, obj, path))
+    blobs = cat_file_batch(repo.git_dir, (obj for _, obj, _ in entries))
+    for mode, obj, path in entries:
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "120000":
+            os.symlink(blobs[obj].decode("utf-8", "surrogateescape"), target)
+        else:
+            target.write_bytes(blobs[obj])
+            if mode == "100755":
+                target.chmod(0o755)
+    return len(entries)
+
+
 @contextlib.contextmanager
-def checkout(root: Path, rev: str | None) -> Iterator[Path]:
-    """The repository's tree at `rev` in a temporary folder (symlinks kept as symlinks), or the working tree."""
+def checkout(root: Path, rev: str | None, paths: Iterable[str] | None = None) -> Iterator[Path]:
+    """The repository's tree at `rev` in a temporary folder, or the working tree (rev None).
+
+    `paths` (repository-relative files or folders) limits what is written: a plan of one model
+    needs environments/ and that model's folder, not the other 999.
+    """
     repo = open_repo(root)
     top = Path(repo.working_dir)
     if rev is WORKTREE:
         yield top
         return
     sha = resolve(repo, rev)
-    buffer = io.BytesIO()
-    with git_errors(f"cannot read revision {rev!r}"):
-        repo.archive(buffer, treeish=sha, format="tar")
-    buffer.seek(0)
     with tempfile.TemporaryDirectory(prefix=f"rev-{sha[:8]}-") as tmp:
-        with tarfile.open(fileobj=buffer) as tar:
-            # 'tar' filter: refuses members outside the folder; symlinks are kept, and render refuses
-            # those that point out of the repository with a message naming them
-            tar.extractall(tmp, filter="tar")
+        write_tree(repo, sha, Path(tmp), paths)
         yield Path(tmp)
 
 
@@ -255,20 +312,10 @@ class GitTree(Tree):
         shas = sorted({self._ids[p] for p in paths if p in self._ids and self._sizes[p] <= limit})
         if len(shas) < 16:
             return
-        proc = subprocess.run(["git", "cat-file", "--batch"], input="\n".join(shas).encode() + b"\n",
-                              cwd=self._repo.working_tree_dir or self._repo.git_dir, capture_output=True)
-        if proc.returncode != 0:
+        try:
+            self._prefetched.update(cat_file_batch(self._repo.git_dir, shas))
+        except SourceError:
             return  # the lazy path reads them one by one and reports a real error
-        out, pos = proc.stdout, 0
-        while pos < len(out):
-            eol = out.index(b"\n", pos)
-            header = out[pos:eol].split()
-            pos = eol + 1
-            if len(header) != 3:  # "<sha> missing"
-                continue
-            size = int(header[2])
-            self._prefetched[header[0].decode()] = out[pos:pos + size]
-            pos += size + 1
 
 
 class WorkTree(Tree):

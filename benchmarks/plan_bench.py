@@ -1,0 +1,119 @@
+"""Plan at monorepo scale: a one-model change in an N-model repository, x 3 environments.
+
+Generates a git repository with N copies of the iris example (real DVC pointer, metrics, bentofile),
+commits it, changes one model's service.py in a second commit, then measures, side by side in one
+run, `plan_revisions(base=HEAD~1, head=HEAD)`:
+
+- full:        every model rendered at both revisions (`full=True`, the old behaviour);
+- incremental, cold:  an empty render cache;
+- incremental, base cached: the cache holds the base revision's render (what the merge of the
+                      base commit leaves behind: `reconciler hydrate` / `render` with the cache on);
+- the `reconciler plan --format markdown` command itself (a new process: imports included), base cached.
+
+It checks that the incremental plan is identical to the full one, and prints wall and CPU
+(this process + its kustomize children) for each.
+
+    .venv/bin/python benchmarks/plan_bench.py [--models 1000] [--skip-full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reconciler.plan.desired import desired_at, plan_revisions  # noqa: E402
+from reconciler.render.cache import RenderCache  # noqa: E402
+from reconciler.report.plan import plan_json  # noqa: E402
+
+
+def cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def git(root: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench",
+           "GIT_COMMITTER_EMAIL": "b@x"}
+    return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def generate(dest: Path, models: int) -> None:
+    shutil.copytree(ROOT / "environments", dest / "environments")
+    template = ROOT / "models" / "iris-classifier"
+    for i in range(models):
+        name = f"model-{i:04d}"
+        folder = dest / "models" / name
+        folder.mkdir(parents=True)
+        for f in ("service.py", "bentofile.yaml", "model.pkl.dvc", "metrics.json"):
+            shutil.copy2(template / f, folder / f)
+        spec = (template / "model.yaml").read_text().replace("name: iris-classifier", f"name: {name}")
+        (folder / "model.yaml").write_text(spec)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "generated")
+
+
+def measure(label: str, fn, rows: list) -> object:
+    wall, used = time.perf_counter(), cpu()
+    result = fn()
+    rows.append((label, time.perf_counter() - wall, cpu() - used))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--skip-full", action="store_true", help="do not time the full render (minutes at 1,000)")
+    args = parser.parse_args()
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "repo"
+        generate(root, args.models)
+        service = root / "models" / "model-0007" / "service.py"
+        service.write_text(service.read_text() + "\n# tuned\n")
+        git(root, "commit", "-qam", "change one model's code")
+        cold = RenderCache(Path(tmp) / "cache-cold")
+        warm_dir = Path(tmp) / "cache-warm"
+        incremental = measure("incremental plan, cold cache", lambda: plan_revisions(
+            root, "HEAD~1", "HEAD", cache=cold), rows)
+        measure("(setup) render the base revision into a cache", lambda: desired_at(
+            root, "HEAD~1", cache=RenderCache(warm_dir)), rows)
+        warm = measure("incremental plan, base cached", lambda: plan_revisions(
+            root, "HEAD~1", "HEAD", cache=RenderCache(warm_dir)), rows)
+        env = {**os.environ, "RECONCILER_CACHE": str(warm_dir)}
+        cli = [str(Path(sys.executable).parent / "reconciler"), "plan", "--repo", str(root), "--base", "HEAD~1",
+               "--head", "HEAD", "--format", "markdown"]
+        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(cli, env=env, capture_output=True, text=True, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rows.append(("`reconciler plan` command, base cached", time.perf_counter() - started,
+                     after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+        assert proc.returncode == 0, proc.stderr
+        same = plan_json(incremental) == plan_json(warm)
+        if not args.skip_full:
+            full = measure("full render of both revisions", lambda: plan_revisions(
+                root, "HEAD~1", "HEAD", full=True), rows)
+            same = same and plan_json(full) == plan_json(incremental)
+        changed = {env: e.changed_models for env, e in incremental.environments.items()}
+    print(f"models: {args.models}, environments: 3, change: one model's service.py")
+    print(f"{'run':<48} {'wall':>8} {'CPU':>8}")
+    for label, wall, used in rows:
+        print(f"{label:<48} {wall:7.2f}s {used:7.2f}s")
+    print(f"changed models per environment: {json.dumps(changed)}")
+    print(f"incremental plans identical to {'the full-render plan' if not args.skip_full else 'each other'}: {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The incremental plan equals the full-render plan, on random changes; its parts work as claimed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+
+import git
+import pytest
+
+from reconciler.catalog.load import load_catalog
+from reconciler.plan.desired import plan_revisions, touched_models
+from reconciler.render.cache import RenderCache
+from reconciler.render.environment import render_environment
+from reconciler.report.plan import plan_json, plan_markdown
+from reconciler.source.git import checkout
+from tests.conftest import commit_all
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, (old, path)
+    path.write_text(text.replace(old, new, 1))
+
+
+def _copy_model(root, src, name):
+    shutil.copytree(root / "models" / src, root / "models" / name)
+    _edit(root / "models" / name / "model.yaml", f"name: {src}", f"name: {name}")
+
+
+CHANGES = {
+    "replicas": lambda r, rng: _edit(r / "models/digits-classifier/model.yaml", "replicas: 2", f"replicas: {rng.randint(3, 5)}"),
+    "code": lambda r, rng: (r / "models/iris-classifier/service.py").write_text(
+        (r / "models/iris-classifier/service.py").read_text() + f"\n# {rng.random()}\n"),
+    "overlay": lambda r, rng: _edit(r / "environments/staging/patches/deployment.yaml", "revisionHistoryLimit: 5",
+                                    "revisionHistoryLimit: 3"),
+    "price": lambda r, rng: _edit(r / "environments/pools.yaml", "hourlyPrice: 1.006", "hourlyPrice: 1.1"),
+    "move": lambda r, rng: _edit(r / "models/digits-classifier/model.yaml", "staging: inferentia", "staging: gpu"),
+    "ineligible": lambda r, rng: _edit(r / "models/iris-classifier/model.yaml", "prod: gpu", "prod: inferentia"),
+    "policy": lambda r, rng: (r / "models/digits-classifier/model.yaml").write_text(
+        (r / "models/digits-classifier/model.yaml").read_text() + "canary: {failureThreshold: 5}\n"),
+    "metrics": lambda r, rng: _edit(r / "models/iris-classifier/metrics.json", '"accuracy": ', '"accuracy": 0.5, "old": '),
+    "new-model": lambda r, rng: _copy_model(r, "iris-classifier", "iris-two"),
+    "remove": lambda r, rng: shutil.rmtree(r / "models/extra-model"),
+    "broken": lambda r, rng: _edit(r / "models/extra-model/model.yaml", "owner:", "ownr:"),
+    "env-scale": lambda r, rng: _edit(r / "environments/prod/environment.yaml", "replicasFactor: 2", "replicasFactor: 3"),
+    "docs": lambda r, rng: (r / "README.md").write_text("docs only\n"),
+}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_plan_is_identical_to_the_full_render(template_repo, tmp_path, seed):
+    rng = random.Random(seed)
+    repo = git.Repo(template_repo)
+    _copy_model(template_repo, "digits-classifier", "extra-model")  # a third model the change may leave alone
+    commit_all(repo, "three models")
+    picked = rng.sample(sorted(CHANGES), 3)
+    if "remove" in picked and "broken" in picked:
+        picked.remove("broken")
+    for name in picked:
+        CHANGES[name](template_repo, rng)
+    commit_all(repo, "random change: " + ", ".join(picked))
+
+    full = plan_revisions(template_repo, "HEAD~1", "HEAD", full=True)
+    cache = RenderCache(tmp_path / "cache")
+    cold = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
+    warm = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
+    assert plan_json(cold) == plan_json(full), picked
+    assert plan_json(warm) == plan_json(full), picked
+    assert plan_markdown(warm) == plan_markdown(full)
+    assert cache.hits > 0 or not any(e.models for e in full.environments.values())
+
+
+def test_touched_models_scopes_by_model_folder():
+    assert touched_models({"models/a/service.py", "models/b/model.yaml", "models/README.md"}) == {"a", "b"}
+    assert touched_models({"README.md", "docs/x.md", ".github/workflows/pr.yaml"}) == set()
+    for shared in ("environments/prod/environment.yaml", "environments/pools.yaml", "pipelines/common.py",
+                   "images.lock.json"):
+        assert touched_models({"models/a/x", shared}) is None
+
+
+def test_a_cached_render_is_not_rendered_again(template_repo, tmp_path, monkeypatch):
+    from reconciler.render import kustomize
+
+    catalog = load_catalog(template_repo)
+    images = {m: f"registry.test/{m}:0123456789ab" for m in catalog.models}
+    cache = RenderCache(tmp_path / "cache")
+    first = render_environment(catalog, "prod", images=images, cache=cache)
+    assert cache.hits == 0 and len(first.models) == 2
+
+    def no_kustomize(*args, **kwargs):
+        raise AssertionError("kustomize ran for a cached model")
+
+    monkeypatch.setattr(kustomize, "build", no_kustomize)
+    again = render_environment(catalog, "prod", images=images, cache=cache)
+    assert cache.hits == 2 and again.to_yaml() == first.to_yaml()
+    # another input (the image) is another key: rendered, not taken from the cache
+    monkeypatch.undo()
+    other = render_environment(catalog, "prod", images={**images, "iris-classifier": "registry.test/iris:ffffffffffff"},
+                               cache=cache)
+    assert "registry.test/iris:ffffffffffff" in other.models["iris-classifier"].to_yaml()
+
+
+def test_a_revision_is_read_from_git_objects_with_symlinks_modes_and_a_subset(template_repo):
+    repo = git.Repo(template_repo)
+    script = template_repo / "models/iris-classifier/run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    os.symlink("service.py", template_repo / "models/iris-classifier/link.py")
+    sha = commit_all(repo, "script and link")
+    with checkout(template_repo, sha) as tree:
+        assert os.access(tree / "models/iris-classifier/run.sh", os.X_OK)
+        assert os.readlink(tree / "models/iris-classifier/link.py") == "service.py"
+        assert json.loads((tree / "models/iris-classifier/metrics.json").read_text())["dataset"] == "iris"
+    with checkout(template_repo, sha, ["environments", "models/iris-classifier"]) as tree:
+        assert (tree / "environments/pools.yaml").is_file() and (tree / "models/iris-classifier/model.yaml").is_file()
+        assert not (tree / "models/digits-classifier").exists()
