@@ -83,7 +83,9 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     files = {p.name: p.read_text() for p in (tmp_path / "rendered/dev").iterdir()}
     assert all(PASSWORD not in text for text in files.values())
     assert files[f"{MODEL}.secret-db.yaml"] == committed  # byte for byte: its MAC holds for Flux / KSOPS
-    assert f"{MODEL}.secret-db.yaml" in files["kustomization.yaml"]
+    assert "kustomization.yaml" not in files  # plain layout: Flux lists the folder's files itself
+    hydrate_folder(state.renders, tmp_path / "kustomize-layout", state.revision, "kustomize")
+    assert f"{MODEL}.secret-db.yaml" in (tmp_path / "kustomize-layout/dev/kustomization.yaml").read_text()
 
     # sync decrypts in memory and applies the plaintext Secret, owned like the model's other objects
     result = sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
