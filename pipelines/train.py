@@ -63,7 +63,13 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
             args=[_shell(common.STEP_REQUIREMENTS + common.REGISTER_REQUIREMENTS,
                          f"cp {weights} {metrics} {model_dir}/\n"
                          f"python -m pipelines.steps register --model-dir {model_dir} "
-                         f"--repo-root {common.SOURCE_PATH} --push-remote '{{{{workflow.parameters.dvc-remote}}}}'")],
+                         f"--repo-root {common.SOURCE_PATH} --push-remote '{{{{workflow.parameters.dvc-remote}}}}'\n"
+                         # close the loop: the new pointer + metrics.json as a branch (and a PR with GITHUB_TOKEN)
+                         "if [ '{{workflow.parameters.propose}}' = true ]; then\n"
+                         "  export GIT_AUTHOR_NAME=model-gitops GIT_AUTHOR_EMAIL=model-gitops@users.noreply.github.com\n"
+                         "  export GIT_COMMITTER_NAME=model-gitops GIT_COMMITTER_EMAIL=model-gitops@users.noreply.github.com\n"
+                         f"  python -m pipelines.propose --repo-root {common.SOURCE_PATH} --model {model}\n"
+                         "fi")],
             inputs=[src, Artifact(name="model", path=weights), Artifact(name="metrics", path=metrics)],
             outputs=[Artifact(name="pointer", path=f"{model_dir}/{MODEL_FILE}.dvc")],
         ),
@@ -116,7 +122,8 @@ def train_workflow(
         annotations=annotations,
         entrypoint="main",
         **operations.workflow_fields(common.pod_labels(model, model_hash, environment, None)),
-        arguments=[Parameter(name="dvc-remote", value=dvc_remote)],
+        arguments=[Parameter(name="dvc-remote", value=dvc_remote),
+                   Parameter(name="propose", value="true" if dvc_remote else "false")],
     ) as workflow:
         templates = _templates(model, source, image, dvc_credentials_secret)
         with DAG(name="main"):

@@ -32,6 +32,8 @@ def run_command(
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
     register: Annotated[bool, typer.Option(help="dvc add the weights after evaluation")] = True,
     push: Annotated[bool, typer.Option(help="dvc push the weights to the default remote")] = False,
+    propose: Annotated[bool, typer.Option(help="after a push, commit the new pointer and metrics on a branch "
+                                               "train/<model>-<md5> and push it to origin (a PR with GITHUB_TOKEN)")] = False,
     repo: RepoOpt = Path("."),
 ) -> None:
     """Run a pipeline's steps in this process, in DAG order (no cluster needed)."""
@@ -44,7 +46,18 @@ def run_command(
 
     try:
         require("build", "examples")
-        runs = run_train(repo, model or None, register=register, push=push, on_step=show)
+        runs = run_train(repo, model or None, register=register, push=push or propose, on_step=show)
+        if propose:
+            from pipelines.propose import ProposeError, propose as propose_change
+
+            for r in runs:
+                try:
+                    proposal = propose_change(repo, r.model)
+                except ProposeError as exc:
+                    raise ReconcilerError(f"{r.model}: proposing the new weights failed: {exc.message}",
+                                          fix=exc.fix) from None
+                typer.echo(f"proposed {r.model}: branch {proposal.branch} pushed to {proposal.pushed_to}"
+                           + (f", pull request {proposal.pull_request}" if proposal.pull_request else ""))
     except ReconcilerError as exc:
         raise _fail(exc) from None
     for run in runs:

@@ -1,0 +1,142 @@
+"""Close the training loop: propose a retrained model's `.dvc` pointer and metrics.json back to git.
+
+After `register` (`dvc add`, and `dvc push` to the environment's DVC remote), the new pointer and
+metrics are committed on a branch of their own, `train/<model>-<md5 prefix>`, and pushed to the
+repository's remote; with a GitHub token (GITHUB_TOKEN) and a github.com origin a pull request is
+opened too. The change then reaches review and `reconciler plan` like any other commit: the plan of
+that branch shows the metric change with its values.
+
+The same function runs on a laptop (`reconciler pipeline run train --propose`, against the local
+remotes) and in the Argo register step (`python -m pipelines.propose ...`). Only the standard library
+and the `git` command are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+POINTER = "model.pkl.dvc"
+METRICS = "metrics.json"
+
+
+class ProposeError(Exception):
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+
+
+@dataclass(frozen=True)
+class Proposal:
+    branch: str
+    commit: str
+    pushed_to: str | None
+    pull_request: str | None  # the PR's URL when one was opened
+
+
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise ProposeError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
+                           fix="check the repository's remote and credentials (a token or deploy key that may push)")
+    return proc.stdout.strip()
+
+
+def _pointer_md5(pointer: Path) -> str:
+    match = re.search(r"md5:\s*([0-9a-f]{32})", pointer.read_text(encoding="utf-8"))
+    if not match:
+        raise ProposeError(f"{pointer} has no md5", fix="run the register step (dvc add) first")
+    return match.group(1)
+
+
+def propose(repo_root: Path, model: str, *, remote: str = "origin", base: str | None = None,
+            push: bool = True, token: str | None = None) -> Proposal:
+    """Commit models/<model>/{model.pkl.dvc, metrics.json, .gitignore} on `train/<model>-<md5>` and push it.
+
+    The branch starts at `base` (default: HEAD); the working tree's branch is left as it was.
+    """
+    root = Path(repo_root).resolve()
+    folder = root / "models" / model
+    pointer = folder / POINTER
+    if not pointer.is_file() or not (folder / METRICS).is_file():
+        raise ProposeError(f"models/{model}: no {POINTER} and {METRICS} to propose",
+                           fix="run the train, evaluate and register steps first")
+    branch = f"train/{model}-{_pointer_md5(pointer)[:12]}"
+    paths = [f"models/{model}/{name}" for name in (POINTER, METRICS, ".gitignore") if (folder / name).is_file()]
+    start = base or _git(root, "rev-parse", "HEAD")
+    # commit through a temporary index: the working tree and the current branch are not touched
+    index = root / ".git" / f"propose-{os.getpid()}.index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    try:
+        subprocess.run(["git", "read-tree", start], cwd=root, env=env, check=True, capture_output=True)
+        subprocess.run(["git", "add", "-f", "--", *paths], cwd=root, env=env, check=True, capture_output=True)
+        tree = subprocess.run(["git", "write-tree"], cwd=root, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        raise ProposeError(f"staging {', '.join(paths)} failed: {exc.stderr}") from None
+    finally:
+        index.unlink(missing_ok=True)
+    metrics = json.loads((folder / METRICS).read_text(encoding="utf-8"))
+    summary = ", ".join(f"{k} {metrics[k]}" for k in ("accuracy", "f1_macro") if k in metrics)
+    message = f"Retrain {model}: {summary}\n\nNew weights {_pointer_md5(pointer)} (DVC), proposed by the register step."
+    commit = _git(root, "commit-tree", tree, "-p", start, "-m", message)
+    _git(root, "update-ref", f"refs/heads/{branch}", commit)
+    pushed = None
+    if push:
+        _git(root, "push", remote, f"{commit}:refs/heads/{branch}")
+        pushed = remote
+    url = _open_pull_request(root, remote, branch, model, message, token) if pushed else None
+    return Proposal(branch, commit, pushed, url)
+
+
+def _open_pull_request(root: Path, remote: str, branch: str, model: str, message: str,
+                       token: str | None) -> str | None:
+    token = token or os.environ.get("GITHUB_TOKEN")
+    origin = _git(root, "remote", "get-url", remote)
+    match = re.match(r"^(?:https://github\.com/|git@github\.com:)([^/]+)/([^/]+?)(?:\.git)?/?$", origin)
+    if not token or not match:
+        return None  # a branch without a PR: no token, or not a GitHub origin
+    owner, repo = match.groups()
+    base = os.environ.get("PROPOSE_BASE_BRANCH", "main")
+    title, _, body = message.partition("\n\n")
+    request = urllib.request.Request(
+        f"https://api.github.com/repos/{owner}/{repo}/pulls", method="POST",
+        data=json.dumps({"title": title, "head": branch, "base": base, "body": body}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - a fixed https URL
+            return json.loads(response.read()).get("html_url")
+    except OSError as exc:
+        raise ProposeError(f"opening the pull request for {branch} failed: {exc}",
+                           fix="check that GITHUB_TOKEN may create pull requests (pull-requests: write)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.propose", description=__doc__.split("\n")[0])
+    parser.add_argument("--repo-root", required=True, type=Path)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--remote", default="origin")
+    parser.add_argument("--no-push", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        result = propose(args.repo_root, args.model, remote=args.remote, push=not args.no_push)
+    except ProposeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"branch": result.branch, "commit": result.commit, "pull_request": result.pull_request}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
