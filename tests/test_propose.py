@@ -12,7 +12,6 @@ import yaml
 from pipelines.propose import ProposeError, propose
 from reconciler.build.pipeline_runner import run_train
 from reconciler.plan.desired import plan_revisions
-from tests.conftest import commit_all
 
 MODEL = "iris-classifier"
 
