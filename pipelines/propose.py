@@ -23,18 +23,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .steps import StepError
+
 POINTER = "model.pkl.dvc"
 METRICS = "metrics.json"
 
 
-class ProposeError(Exception):
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+class ProposeError(StepError):
+    """The change could not be proposed (nothing to propose, git refused, the PR could not be opened)."""
 
 
 @dataclass(frozen=True)
