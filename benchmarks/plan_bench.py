@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import render_bench  # noqa: E402
 from reconciler.plan.desired import desired_at, plan_revisions  # noqa: E402
 from reconciler.render.cache import RenderCache  # noqa: E402
 from reconciler.report.plan import plan_json  # noqa: E402
@@ -49,16 +50,10 @@ def git(root: Path, *args: str) -> str:
 
 
 def generate(dest: Path, models: int) -> None:
-    shutil.copytree(ROOT / "environments", dest / "environments")
+    render_bench.generate(dest, models)
     template = ROOT / "models" / "iris-classifier"
-    for i in range(models):
-        name = f"model-{i:04d}"
-        folder = dest / "models" / name
-        folder.mkdir(parents=True)
-        for f in ("service.py", "bentofile.yaml", "model.pkl.dvc", "metrics.json"):
-            shutil.copy2(template / f, folder / f)
-        spec = (template / "model.yaml").read_text().replace("name: iris-classifier", f"name: {name}")
-        (folder / "model.yaml").write_text(spec)
+    for i in range(models):  # with evaluation metrics, as a trained model has
+        shutil.copy2(template / "metrics.json", dest / "models" / f"model-{i:04d}" / "metrics.json")
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "generated")
@@ -80,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
         generate(root, args.models)
-        service = root / "models" / "model-0007" / "service.py"
+        service = root / "models" / f"model-{min(7, args.models - 1):04d}" / "service.py"
         service.write_text(service.read_text() + "\n# tuned\n")
         git(root, "commit", "-qam", "change one model's code")
         cold = RenderCache(Path(tmp) / "cache-cold")
