@@ -109,3 +109,16 @@ def test_refusing_spot_on_a_spot_pool_without_fallback_is_a_model_error(spot_rep
     error = str(catalog.errors["iris-classifier"])
     assert "refuses spot capacity" in error and "gpu-a10g-spot" in error and "fix:" in error
     assert "digits-classifier" in catalog.models  # one broken model never blocks the others
+
+
+def test_the_plans_cost_uses_the_spot_price(spot_repo):
+    import git
+
+    from reconciler.plan.desired import plan_revisions
+    from tests.conftest import commit_all
+
+    commit_all(git.Repo(spot_repo), "iris on the spot pool in prod")
+    plan = plan_revisions(spot_repo, "HEAD~1", "HEAD", ["prod"])
+    iris = plan.environments["prod"].models["iris-classifier"]
+    # iris is autoscaled 2..8 in prod: from the on-demand A10G (1.006/h) to spot (0.35/h), 730 h a month
+    assert iris.review.cost_delta == (round(2 * (0.35 - 1.006) * 730, 2), round(8 * (0.35 - 1.006) * 730, 2))

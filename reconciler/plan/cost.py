@@ -21,8 +21,9 @@ DEVICE_RESOURCES = ("nvidia.com/gpu", "aws.amazon.com/neuron", "aws.amazon.com/n
 
 
 def hourly_price(pool: Pool) -> float:
-    """The price of one node of the pool, per hour: THE one place a pool's price is read."""
-    return pool.hourly_price
+    """The price of one node of the pool, per hour: THE one place a pool's price is read (the spot
+    price on spot pools: Pool.price_per_hour)."""
+    return pool.price_per_hour
 
 
 @dataclass(frozen=True)
