@@ -1,4 +1,9 @@
-"""The example models' pipeline steps: train -> evaluate -> register.
+"""Every model's pipeline steps: train -> evaluate -> register.
+
+The model-specific part is the model's own `models/<name>/train.py` (its `train()` and
+`evaluate()`, see `load_recipe`): these steps wrap it with what every model needs (the pinned
+training stack, one BLAS thread, metrics.json, the quality gate, DVC), so adding a model never
+means editing this file.
 
 One code path for a laptop and for the cluster: `reconciler pipeline run train` calls these
 functions in-process (reconciler/build/pipeline_runner.py), and every script template of the Argo
@@ -8,7 +13,7 @@ repository checked out at the workflow's commit.
 Steps are deterministic (fixed seeds, a fixed train/test split, one BLAS thread), so training the
 same code with the same library versions on the same CPU family gives byte-identical weights, hence
 the same DVC md5 and the same model hash.
-Datasets come with scikit-learn itself: nothing is downloaded.
+The example models' datasets come with scikit-learn itself: nothing is downloaded.
 
 Only the standard library, numpy and scikit-learn are imported at module level, so the step image
 needs nothing else for train and evaluate (register imports dvc when it runs).
@@ -19,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,6 @@ from typing import Any, Callable
 MODEL_FILE = "model.pkl"
 METRICS_FILE = "metrics.json"
 SEED = 0
-TEST_SIZE = 0.25
 
 
 class StepError(Exception):
@@ -45,56 +48,59 @@ class StepError(Exception):
 
 # --------------------------------------------------------------------------- recipes
 
+TRAIN_FILE = "train.py"
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one example model is trained: which bundled dataset, which estimator, what quality gate."""
+    """A model's own training code: `models/<name>/train.py`, loaded from the model folder.
 
-    dataset: str  # a loader in sklearn.datasets, e.g. "load_iris"
-    estimator: Callable[[int], Any]
-    min_accuracy: float
-    input_shape: tuple[int, ...]  # one request's input, batch first (used for Neuron tracing)
+    The contract (docs/model-spec.md, "train.py"): `train(out_dir, *, seed) -> Path` writes the
+    weights (`out_dir/model.pkl`), `evaluate(out_dir, *, seed) -> dict` scores them on held-out data;
+    optional `QUALITY_GATE = {"metric": minimum}` and `INPUT_SHAPE = (1, n)` (Neuron tracing).
+    """
 
-
-def _logistic_regression(seed: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-
-
-def _mlp(seed: int) -> Any:
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    # scaler + one hidden ReLU layer: small enough to train in ~1 s, and both halves map onto
-    # torch ops one to one (pipelines/neuron.py traces them for Inferentia)
-    return make_pipeline(StandardScaler(),
-                         MLPClassifier(hidden_layer_sizes=(64,), max_iter=400, random_state=seed))
+    model: str
+    path: Path
+    train: Callable[..., Any]
+    evaluate: Callable[..., dict[str, Any]]
+    quality_gate: dict[str, float]
+    input_shape: tuple[int, ...] | None
 
 
-RECIPES: dict[str, Recipe] = {
-    "iris-classifier": Recipe("load_iris", _logistic_regression, min_accuracy=0.9, input_shape=(1, 4)),
-    "digits-classifier": Recipe("load_digits", _mlp, min_accuracy=0.9, input_shape=(1, 64)),
-}
+def recipe_path(model: str, repo_root: Path = Path(".")) -> Path:
+    return Path(repo_root) / "models" / model / TRAIN_FILE
 
 
-def recipe(model: str) -> Recipe:
+def load_recipe(model: str, repo_root: Path = Path(".")) -> Recipe:
+    """Import `models/<model>/train.py` (by path: model folders are not packages) and check its contract."""
+    import importlib.util
+
+    path = recipe_path(model, repo_root)
+    shown = f"models/{model}/{TRAIN_FILE}"
+    if not path.is_file():
+        raise StepError(f"{shown} not found: the model has no training entry point",
+                        fix=f"add {shown} with train(out_dir, *, seed) and evaluate(out_dir, *, seed) "
+                            "(see docs/model-spec.md, \"train.py\"), or copy one: `reconciler model new NAME --from iris-classifier`")
+    spec = importlib.util.spec_from_file_location(f"model_recipe_{model.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
     try:
-        return RECIPES[model]
-    except KeyError:
-        raise StepError(f"no training recipe for model {model!r}; known: {', '.join(sorted(RECIPES))}",
-                        fix="add a Recipe to pipelines/steps.py RECIPES, or train this model with its own pipeline") from None
-
-
-def _split(model: str, seed: int) -> tuple[Any, Any, Any, Any]:
-    import sklearn.datasets
-    from sklearn.model_selection import train_test_split
-
-    x, y = getattr(sklearn.datasets, recipe(model).dataset)(return_X_y=True)
-    return train_test_split(x, y, test_size=TEST_SIZE, random_state=seed, stratify=y)
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a data scientist's module: any error is theirs to fix
+        raise StepError(f"{shown} failed to import: {type(exc).__name__}: {exc}",
+                        fix=f"run `python {shown}` to see the full error") from None
+    missing = [name for name in ("train", "evaluate") if not callable(getattr(module, name, None))]
+    if missing:
+        raise StepError(f"{shown} defines no {' or '.join(f'{m}()' for m in missing)}",
+                        fix="define train(out_dir, *, seed) -> Path and evaluate(out_dir, *, seed) -> dict "
+                            "(see docs/model-spec.md, \"train.py\")")
+    gate = getattr(module, "QUALITY_GATE", {}) or {}
+    shape = getattr(module, "INPUT_SHAPE", None)
+    if not isinstance(gate, dict) or not all(isinstance(v, (int, float)) for v in gate.values()):
+        raise StepError(f"{shown}: QUALITY_GATE must map metric names to minimum numbers, e.g. {{\"accuracy\": 0.9}}",
+                        fix=f"fix QUALITY_GATE in {shown}")
+    return Recipe(model, path, module.train, module.evaluate, {str(k): float(v) for k, v in gate.items()},
+                  tuple(int(d) for d in shape) if shape else None)
 
 
 LOCK_FILE = Path(__file__).with_name("requirements.lock")
@@ -149,51 +155,48 @@ def md5_of(path: Path) -> str:
 # --------------------------------------------------------------------------- steps
 
 
-def train(model: str, model_dir: Path, *, seed: int = SEED) -> Path:
-    """Fit the model's estimator on the training split and write `<model_dir>/model.pkl`."""
+def train(model: str, model_dir: Path, *, seed: int = SEED, repo_root: Path = Path(".")) -> Path:
+    """Run `models/<model>/train.py` train() into `model_dir` and return `<model_dir>/model.pkl`."""
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     check_training_stack()
-    x_train, _, y_train, _ = _split(model, seed)
+    found = load_recipe(model, repo_root)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out = model_dir / MODEL_FILE
     # one BLAS thread: floating-point sums in a fixed order, so the weights (and their DVC md5) do
     # not depend on the machine's core count; it is also faster for models this small
     with threadpool_limits(limits=1):
-        estimator = recipe(model).estimator(seed).fit(x_train, y_train)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    out = model_dir / MODEL_FILE
-    tmp = out.with_suffix(".pkl.tmp")
-    tmp.write_bytes(pickle.dumps(estimator, protocol=4))
-    tmp.replace(out)
+        written = found.train(model_dir, seed=seed)
+    if Path(written or out).resolve() != out.resolve() or not out.is_file():
+        raise StepError(f"models/{model}/{TRAIN_FILE}: train() must write {MODEL_FILE} into the folder it is given "
+                        f"and return its path (it returned {written!r})",
+                        fix=f"write the weights to out_dir / {MODEL_FILE!r} and return that path")
     return out
 
 
-def evaluate(model: str, model_dir: Path, *, seed: int = SEED, enforce_gate: bool = True) -> dict[str, Any]:
-    """Score `model.pkl` on the held-out split, write `<model_dir>/metrics.json` and return the metrics.
+def evaluate(model: str, model_dir: Path, *, seed: int = SEED, enforce_gate: bool = True,
+             repo_root: Path = Path(".")) -> dict[str, Any]:
+    """Score `model.pkl` with the model's evaluate(), write `<model_dir>/metrics.json`, return the metrics.
 
     metrics.json is committed next to model.yaml, so `reconciler plan` (and `dvc metrics diff`)
-    can show how a change moves accuracy. Raises StepError when accuracy is below the recipe's gate.
+    can show how a change moves accuracy. Raises StepError when a metric is below its QUALITY_GATE.
     """
-    from sklearn.metrics import accuracy_score, f1_score
-
     weights = model_dir / MODEL_FILE
     if not weights.is_file():
         raise StepError(f"{weights}: no trained model to evaluate", fix="run the train step first")
-    estimator = pickle.loads(weights.read_bytes())  # noqa: S301 - our own artifact
-    _, x_test, _, y_test = _split(model, seed)
-    predicted = estimator.predict(x_test)
-    metrics = {
-        "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
-        "f1_macro": round(float(f1_score(y_test, predicted, average="macro")), 4),
-        "test_samples": int(len(y_test)),
-        "dataset": recipe(model).dataset.removeprefix("load_"),
-        "seed": seed,
-        "model_md5": md5_of(weights),
-    }
+    found = load_recipe(model, repo_root)
+    metrics = found.evaluate(model_dir, seed=seed)
+    if not isinstance(metrics, dict):
+        raise StepError(f"models/{model}/{TRAIN_FILE}: evaluate() returned {type(metrics).__name__}, not a dict",
+                        fix="return a dict of metric name -> value, e.g. {\"accuracy\": 0.97}")
+    metrics = {**metrics, "seed": seed, "model_md5": md5_of(weights)}
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    gate = recipe(model).min_accuracy
-    if enforce_gate and metrics["accuracy"] < gate:
-        raise StepError(f"{model}: accuracy {metrics['accuracy']} is below the quality gate {gate}",
-                        fix="improve the model or lower min_accuracy in pipelines/steps.py RECIPES")
+    if enforce_gate:
+        for name, minimum in sorted(found.quality_gate.items()):
+            value = metrics.get(name)
+            if not isinstance(value, (int, float)) or value < minimum:
+                raise StepError(f"{model}: {name} {value} is below the quality gate {minimum}",
+                                fix=f"improve the model or lower QUALITY_GATE[{name!r}] in models/{model}/{TRAIN_FILE}")
     return metrics
 
 
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model", required=True)
         p.add_argument("--model-dir", required=True, type=Path)
         p.add_argument("--seed", type=int, default=SEED)
+        p.add_argument("--repo-root", type=Path, default=Path("."), help="where models/<model>/train.py is")
     p = sub.add_parser("register")
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--repo-root", required=True, type=Path)
@@ -291,9 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.step == "train":
-            print(train(args.model, args.model_dir, seed=args.seed))
+            print(train(args.model, args.model_dir, seed=args.seed, repo_root=args.repo_root))
         elif args.step == "evaluate":
-            print(json.dumps(evaluate(args.model, args.model_dir, seed=args.seed), sort_keys=True))
+            print(json.dumps(evaluate(args.model, args.model_dir, seed=args.seed, repo_root=args.repo_root),
+                             sort_keys=True))
         else:
             print(register(args.model_dir, args.repo_root, push=args.push or bool(args.push_remote),
                            remote=args.push_remote or None))

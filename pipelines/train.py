@@ -105,9 +105,6 @@ def train_workflow(
     """
     from hera.workflows import DAG, Parameter, Task, Workflow
 
-    from .steps import recipe
-
-    recipe(model)  # fail early, naming the known models, when there is no recipe
     source = common.Source(repo_url=repo_url, commit=commit)
     workflow_labels, annotations = common.metadata(
         pipeline="train", model=model, model_hash=model_hash, environment=environment, source=source,

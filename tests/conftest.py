@@ -52,10 +52,34 @@ def commit_all(repo: git.Repo, message: str) -> str:
     return repo.head.commit.hexsha
 
 
+@pytest.fixture(scope="session")
+def example_dvc_storage(tmp_path_factory) -> Path:
+    """The example models' weights, trained once per session at the lock and `dvc push`ed to a local remote.
+
+    `reconciler plan` checks that a changed model's tracked weights are in the DVC remote, as a
+    merge build will need them; copies of the template get this folder as their `.dvc-storage/`.
+    """
+    from reconciler.pipeline_runner import run_train
+
+    work = copy_template(tmp_path_factory.mktemp("weights") / "repo")
+    commit_all(git.Repo.init(work, initial_branch="main"), "template")
+    run_train(work, push=True)
+    storage = work / ".dvc-storage"
+    dirty = git.Repo(work).git.status("--porcelain")
+    assert not dirty, f"retraining at the lock changed committed files (refresh the pointers):\n{dirty}"
+    return storage
+
+
+def with_dvc_storage(root: Path, storage: Path) -> Path:
+    shutil.copytree(storage, root / ".dvc-storage", dirs_exist_ok=True)
+    return root
+
+
 @pytest.fixture
-def template_repo(tmp_path: Path) -> Path:
-    """A fresh git repository holding this template's models/ and environments/, one commit."""
-    root = copy_template(tmp_path / "repo")
+def template_repo(tmp_path: Path, example_dvc_storage: Path) -> Path:
+    """A fresh git repository holding this template's models/ and environments/, one commit, with the
+    example weights in its (gitignored) local DVC remote."""
+    root = with_dvc_storage(copy_template(tmp_path / "repo"), example_dvc_storage)
     repo = git.Repo.init(root, initial_branch="main")
     commit_all(repo, "template")
     return root

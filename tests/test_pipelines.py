@@ -191,9 +191,13 @@ def test_train_dag_follows_the_shared_step_graph_and_wires_artifacts():
     assert "--model digits-classifier" in templates["train"]["container"]["args"][0]
 
 
-def test_train_workflow_for_a_model_without_recipe_names_the_known_ones():
-    with pytest.raises(steps.StepError, match="digits-classifier, iris-classifier"):
-        train_workflow(model="fraud-detector", model_hash=HASH, commit=COMMIT, repo_url=REPO)
+def test_train_workflow_runs_the_model_folders_own_train_py():
+    """The Argo train and evaluate tasks run `python -m pipelines.steps` from the checkout root, which
+    loads models/<model>/train.py there: a new model needs no platform change."""
+    workflow = train_workflow(model="fraud-detector", model_hash=HASH, commit=COMMIT, repo_url=REPO).to_dict()
+    scripts = {t["name"]: t["container"]["args"][0] for t in workflow["spec"]["templates"] if "container" in t}
+    for step in ("train", "evaluate"):
+        assert f"cd {common.SOURCE_PATH}\npython -m pipelines.steps {step} --model fraud-detector" in scripts[step]
 
 
 def test_dag_order_rejects_cycles_and_unknown_dependencies():
@@ -335,7 +339,7 @@ def test_neuron_cache_key_covers_weights_sdk_image_shapes_and_conversion_code():
 
 
 def test_dense_layers_reproduce_the_sklearn_probabilities(tmp_path):
-    steps.train("digits-classifier", tmp_path)
+    steps.train("digits-classifier", tmp_path, repo_root=ROOT)
     model = pickle.loads((tmp_path / "model.pkl").read_bytes())
     x = np.random.default_rng(0).uniform(0, 16, size=(20, 64))
     layers = dense_layers(model)
@@ -344,7 +348,7 @@ def test_dense_layers_reproduce_the_sklearn_probabilities(tmp_path):
 
 
 def test_dense_layers_refuse_unsupported_estimators(tmp_path):
-    steps.train("iris-classifier", tmp_path)
+    steps.train("iris-classifier", tmp_path, repo_root=ROOT)
     with pytest.raises(ValueError, match="LogisticRegression"):
         dense_layers(pickle.loads((tmp_path / "model.pkl").read_bytes()))
 

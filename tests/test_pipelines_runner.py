@@ -22,7 +22,7 @@ from reconciler.build.pipeline_runner import render_workflow, run_train, trainab
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_URL = "https://github.com/example/models-gitops.git"
-MODEL_SOURCES = ("model.yaml", "service.py", "bentofile.yaml", "model.pkl.dvc", "metrics.json", ".gitignore")
+MODEL_SOURCES = ("model.yaml", "service.py", "train.py", "bentofile.yaml", "model.pkl.dvc", "metrics.json", ".gitignore")
 GENERATED = ("model.pkl.dvc", "metrics.json", ".gitignore")
 
 
@@ -74,7 +74,7 @@ def test_runner_trains_evaluates_registers_and_pushes_both_example_models(repo):
         assert "/model.pkl" in (folder / ".gitignore").read_text().splitlines()
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics == run.metrics and metrics["model_md5"] == _md5(weights)
-        assert metrics["accuracy"] >= steps.RECIPES[run.model].min_accuracy
+        assert metrics["accuracy"] >= steps.load_recipe(run.model, repo).quality_gate["accuracy"]
         # the remote in .dvc/config (url = ../.dvc-storage) resolves to <repo>/.dvc-storage
         md5 = _md5(weights)
         assert (repo / ".dvc-storage" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
@@ -85,22 +85,22 @@ def test_runner_trains_evaluates_registers_and_pushes_both_example_models(repo):
 
 
 def test_training_is_deterministic(tmp_path):
-    first = steps.train("iris-classifier", tmp_path / "a")
-    second = steps.train("iris-classifier", tmp_path / "b")
+    first = steps.train("iris-classifier", tmp_path / "a", repo_root=ROOT)
+    second = steps.train("iris-classifier", tmp_path / "b", repo_root=ROOT)
     assert first.read_bytes() == second.read_bytes()
-    other_seed = steps.train("iris-classifier", tmp_path / "c", seed=1)
-    assert steps.evaluate("iris-classifier", tmp_path / "c", seed=1)["seed"] == 1
+    other_seed = steps.train("iris-classifier", tmp_path / "c", seed=1, repo_root=ROOT)
+    assert steps.evaluate("iris-classifier", tmp_path / "c", seed=1, repo_root=ROOT)["seed"] == 1
     assert other_seed.read_bytes() != first.read_bytes()
 
 
 def test_quality_gate_failure_is_a_reconciler_error_and_stops_before_register(repo, monkeypatch):
-    strict = steps.Recipe(**{**steps.RECIPES["iris-classifier"].__dict__, "min_accuracy": 1.01})
-    monkeypatch.setitem(steps.RECIPES, "iris-classifier", strict)
+    recipe = repo / "models/iris-classifier/train.py"
+    recipe.write_text(recipe.read_text().replace('QUALITY_GATE = {"accuracy": 0.9}', 'QUALITY_GATE = {"accuracy": 1.01}'))
     (repo / "models/iris-classifier/model.pkl.dvc").unlink()
     with pytest.raises(ReconcilerError, match="step evaluate failed.*below the quality gate 1.01") as info:
         run_train(repo, ["iris-classifier"])
     assert not isinstance(info.value, ArtifactError)
-    assert "min_accuracy" in info.value.fix
+    assert "QUALITY_GATE['accuracy'] in models/iris-classifier/train.py" in info.value.fix
     assert (repo / "models/iris-classifier/metrics.json").is_file()
     assert not (repo / "models/iris-classifier/model.pkl.dvc").exists()
 
@@ -119,9 +119,13 @@ def test_unknown_or_recipe_less_models_are_refused_with_a_fix(repo):
     other = repo / "models" / "fraud-detector"
     other.mkdir()
     shutil.copy2(repo / "models/iris-classifier/model.yaml", other / "model.yaml")
-    with pytest.raises(ReconcilerError, match="no training recipe"):
+    with pytest.raises(ReconcilerError, match="models/fraud-detector/train.py not found") as info:
         run_train(repo, ["fraud-detector"])
+    assert "reconciler model new NAME --from iris-classifier" in info.value.fix
     assert "fraud-detector" not in trainable_models(repo)
+    (other / "train.py").write_text("def train(out_dir, *, seed):\n    pass\n")
+    with pytest.raises(ReconcilerError, match=r"models/fraud-detector/train.py defines no evaluate\(\)"):
+        run_train(repo, ["fraud-detector"])
 
 
 def test_cli_run_and_render(repo):
@@ -191,7 +195,7 @@ def test_bentoml_services_serve_the_trained_weights(tmp_path, model, cls, rows, 
     assert type(service).__name__ == "Service"  # @bentoml.service wrapped the class
     with pytest.raises(RuntimeError, match="model.pkl is missing: run `dvc pull`"):
         service.inner()
-    steps.train(model, folder)
+    steps.train(model, folder, repo_root=ROOT)
     instance = service.inner()
     if rows is None:  # digits: held-out images of the bundled dataset
         from sklearn.datasets import load_digits
@@ -216,15 +220,15 @@ def test_step_entry_point_is_what_the_argo_tasks_run(tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out / "model.pkl")
     capsys.readouterr()
-    assert steps.main(["evaluate", "--model", "iris-classifier", "--model-dir", str(out)]) == 0
+    assert steps.main(["evaluate", "--model", "iris-classifier", "--model-dir", str(out), "--repo-root", str(ROOT)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((out / "metrics.json").read_text())
     assert printed["model_md5"] == _md5(out / "model.pkl")
 
     assert steps.main(["register", "--model-dir", str(out), "--repo-root", str(tmp_path)]) == 1
     assert "dvc could not track" in capsys.readouterr().err
-    assert steps.main(["train", "--model", "nope", "--model-dir", str(out)]) == 1
-    assert "no training recipe for model 'nope'" in capsys.readouterr().err
+    assert steps.main(["train", "--model", "nope", "--model-dir", str(out), "--repo-root", str(ROOT)]) == 1
+    assert "models/nope/train.py not found: the model has no training entry point" in capsys.readouterr().err
 
 
 def test_training_refuses_a_stack_other_than_the_lock(tmp_path):

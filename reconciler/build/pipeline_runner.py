@@ -40,11 +40,11 @@ class ModelRun:
 
 
 def trainable_models(root: Path) -> list[str]:
-    """Model folders (models/<name>/model.yaml) that have a training recipe in pipelines.steps."""
-    from pipelines.steps import RECIPES
+    """Model folders (models/<name>/model.yaml) that have their own training entry point (train.py)."""
+    from pipelines.steps import TRAIN_FILE
 
     folder = root / "models"
-    return sorted(p.name for p in folder.iterdir() if (p / "model.yaml").is_file() and p.name in RECIPES) \
+    return sorted(p.name for p in folder.iterdir() if (p / "model.yaml").is_file() and (p / TRAIN_FILE).is_file()) \
         if folder.is_dir() else []
 
 
@@ -66,17 +66,18 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
         if not (root / "models" / name / "model.yaml").is_file():
             raise ReconcilerError(f"models/{name}/model.yaml not found under {root}",
                                   fix="check the model name against the folders under models/")
-        if name not in steps.RECIPES:
-            raise ReconcilerError(f"model {name!r} has no training recipe (known: {', '.join(sorted(steps.RECIPES))})",
-                                  fix="add a Recipe to pipelines/steps.py RECIPES")
+        try:
+            steps.load_recipe(name, root)
+        except steps.StepError as exc:
+            raise ReconcilerError(exc.message, fix=exc.fix) from None
     seed = steps.SEED if seed is None else seed
     order = [s for s in steps.dag_order() if register or s.name != "register"]
     runs = []
     for name in names:
         run = ModelRun(name, root / "models" / name)
         actions: dict[str, Callable[[], str]] = {
-            "train": lambda: str(steps.train(name, run.model_dir, seed=seed).relative_to(root)),  # noqa: B023 - called inside this iteration
-            "evaluate": lambda: _evaluate(run, steps, seed),  # noqa: B023 - called inside this iteration
+            "train": lambda: str(steps.train(name, run.model_dir, seed=seed, repo_root=root).relative_to(root)),  # noqa: B023 - called inside this iteration
+            "evaluate": lambda: _evaluate(run, root, steps, seed),  # noqa: B023 - called inside this iteration
             "register": lambda: _register(run, root, steps, push),  # noqa: B023 - called inside this iteration
         }
         for step in order:
@@ -94,8 +95,8 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     return runs
 
 
-def _evaluate(run: ModelRun, steps: Any, seed: int) -> str:
-    run.metrics = steps.evaluate(run.model, run.model_dir, seed=seed)
+def _evaluate(run: ModelRun, root: Path, steps: Any, seed: int) -> str:
+    run.metrics = steps.evaluate(run.model, run.model_dir, seed=seed, repo_root=root)
     return ", ".join(f"{k}={run.metrics[k]}" for k in ("accuracy", "f1_macro"))
 
 
@@ -161,6 +162,13 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         raise ReconcilerError(f"no model named {model!r} in {root / 'models'}",
                               fix="check the name against the folders under models/")
     entry = catalog.models[model]
+    if pipeline == "train":
+        from pipelines.steps import StepError, load_recipe
+
+        try:
+            load_recipe(model, root)  # fail early: the workflow would run models/<model>/train.py
+        except StepError as exc:
+            raise ReconcilerError(exc.message, fix=exc.fix) from None
     env = catalog.environment(environment)
     commit, repo_url = _git_defaults(root, commit, repo_url)
     if model_hash is None:
@@ -182,7 +190,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                   operations=operations, run=run)
         from pipelines.build_image import build_image_workflow
         from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for
-        from pipelines.steps import RECIPES
+        from pipelines.steps import StepError, load_recipe
 
         chosen = placements(entry, env, catalog.pools)
         if pool is not None:
@@ -203,7 +211,11 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
             target = of_kind[0]
         else:
             target = chosen[0]
-        neuron = neuron_options_for(entry.spec, RECIPES[model].input_shape if model in RECIPES else None)
+        try:
+            shape = load_recipe(model, root).input_shape
+        except StepError:  # a model trained elsewhere: the Neuron options' default shape
+            shape = None
+        neuron = neuron_options_for(entry.spec, shape)
         if bento_url is None:
             raise ReconcilerError("build-image needs the URL of the exported bento",
                                   fix="pass --bento-url https://.../<model>-<hash>.bento (from `bentoml export`)")
@@ -219,3 +231,15 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         raise ReconcilerError(str(exc)) from None
 
 
+def push_note(root: Path, pushed: bool, models: Sequence[str]) -> str:
+    """One plain sentence: were the weights pushed to the DVC remote, and what follows if not."""
+    from reconciler.build.artifacts import default_remote
+
+    remote = default_remote(root)
+    where = f"DVC remote {remote[0]!r} ({remote[1]})" if remote else "the DVC remote (none is configured)"
+    if pushed:
+        return f"pushed: the weights are in {where}"
+    flags = " ".join(f"--model {m}" for m in models)
+    return (f"NOT pushed: the weights are only in this machine's DVC cache, not in {where}; "
+            f"`reconciler plan` reports them as missing and `reconciler build` elsewhere cannot fetch them. "
+            f"Push with `reconciler pipeline run train {flags} --push` or `dvc push`")

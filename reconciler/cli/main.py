@@ -93,6 +93,7 @@ def plan(
     full: Annotated[bool, typer.Option(
         help="render every model at both revisions, without the render cache (slow; the incremental plan is "
              "tested to be identical)")] = False,
+    check_artifacts: Annotated[bool, typer.Option(help="check that changed models' DVC-tracked weights are in the DVC remote (existence only, nothing is downloaded)")] = True,
     repo: RepoOption = Path("."),
 ) -> None:
     """Show, per environment, which models change between two revisions and the manifest diff.
@@ -105,7 +106,7 @@ def plan(
     from reconciler.report.plan import plan_json, plan_markdown
 
     try:
-        result = plan_revisions(repo, base, head, environment or None, full=full)
+        result = plan_revisions(repo, base, head, environment or None, full=full, check_artifacts=check_artifacts)
     except ReconcilerError as exc:
         raise fail(exc) from None
     if fmt is PlanFormat.text:

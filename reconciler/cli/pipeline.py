@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from reconciler.build.pipeline_runner import StepRun, render_workflow, run_train, serving_kinds
+from reconciler.build.pipeline_runner import StepRun, push_note, render_workflow, run_train, serving_kinds
 from reconciler.errors import ReconcilerError
 from reconciler.extras import require
 
@@ -31,7 +31,7 @@ def run_command(
     name: Annotated[str, typer.Argument(help="the pipeline: train")],
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
     register: Annotated[bool, typer.Option(help="dvc add the weights after evaluation")] = True,
-    push: Annotated[bool, typer.Option(help="dvc push the weights to the default remote")] = False,
+    push: Annotated[bool, typer.Option(help="dvc push the weights to the default DVC remote (plan and build elsewhere need them there)")] = False,
     propose: Annotated[bool, typer.Option(help="after a push, commit the new pointer and metrics on a branch "
                                                "train/<model>-<md5> and push it to origin (a PR with GITHUB_TOKEN)")] = False,
     repo: RepoOpt = Path("."),
@@ -66,6 +66,9 @@ def run_command(
     if register:
         typer.echo("commit: " + " ".join(str(p) for r in runs for p in (
             f"models/{r.model}/model.pkl.dvc", f"models/{r.model}/metrics.json", f"models/{r.model}/.gitignore")))
+        typer.echo(push_note(Path(repo), push, [r.model for r in runs]))
+    else:
+        typer.echo("not registered (--no-register): nothing was added to DVC or pushed")
 
 
 

@@ -201,13 +201,18 @@ def secret_changes(before: DesiredState, after: DesiredState, env: str) -> dict[
 
 
 def plan_environment_between(env: str, before: DesiredState, after: DesiredState, paths: set[str],
-                             first: bool, complete: bool = True) -> EnvironmentPlan:
+                             first: bool, complete: bool = True,
+                             missing: dict[str, ReconcilerError] | None = None) -> EnvironmentPlan:
     """One environment's plan from two desired states (rendered for at least the models that differ).
 
     `complete`: both states hold every model, so the environment's totals (and budget) are known.
+    `missing`: models whose DVC-tracked weights are not in the remote (`artifact_errors`): model errors.
     """
     names = set(after.catalog.models) | set(after.catalog.errors)
     path_reasons = triggers(paths, env, names) if not first else {n: ["first deployment"] for n in names}
+    if not first:  # a new model's folder is not news file by file: the model is
+        for name in names - set(before.catalog.models) - set(before.catalog.errors):
+            path_reasons[name] = ["new model"]
     old_views, new_views = model_views(before, env), model_views(after, env)
     reviews = {n: review(old_views.get(n), new_views.get(n)) for n in set(old_views) | set(new_views)}
     env_changes = environment_changes(before.catalog.environments.get(env), after.catalog.environments.get(env))
@@ -221,8 +226,12 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
                                  env_changes if not first else [], pools_changed, env)
     for name, lines in secret_changes(before, after, env).items():
         reasons.setdefault(name, []).extend(lines)
+    errors = after.errors_by_model(env)
+    for name, exc in (missing or {}).items():
+        if name in after.objects_by_model(env):
+            errors.setdefault(name, str(exc))
     result = plan_environment(env, planned_objects(after, env), planned_objects(before, env), reasons,
-                              after.errors_by_model(env), reviews=reviews,
+                              errors, reviews=reviews,
                               labels=(short_revision(before.revision), short_revision(after.revision)))
     result.changes = [f"environment.yaml: {c}" for c in env_changes]
     spec = after.catalog.environments.get(env)
@@ -239,6 +248,31 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
                 + f"\n  fix: lower the replicas, choose a cheaper pool, or raise the budget in "
                   f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} (a change that itself goes through review)")
     return result
+
+def artifact_errors(root: Path, before: DesiredState, after: DesiredState) -> dict[str, ReconcilerError]:
+    """Models of the plan whose DVC-tracked artifacts the default remote lacks, as model errors.
+
+    Only models whose content hash changed (new ones included) are checked: an unchanged model's
+    weights were checked when they changed. Existence checks only; nothing is downloaded.
+    """
+    from reconciler.build.artifacts import artifact_error, default_remote, missing_outputs, remote_objects, tracked_outputs
+
+    outputs = {}
+    for name in changed_models(before.hashes, after.hashes):
+        entry, digest = after.catalog.models.get(name), after.hashes.get(name)
+        if entry is not None and digest is not None:
+            found = tracked_outputs(name, digest.inputs, digest.kinds, entry.spec.artifacts, entry.rel)
+            if found:
+                outputs[name] = found
+    if not outputs:
+        return {}
+    try:
+        present = remote_objects(root, [o.checksum for found in outputs.values() for o in found])
+    except ReconcilerError as exc:  # no remote, unreachable: every checked model says so
+        return {name: exc for name in outputs}
+    remote = default_remote(root)
+    return {name: artifact_error(missing, remote) for name, found in sorted(outputs.items())
+            if (missing := missing_outputs(found, present))}
 
 
 INERT_PATHS = (".github/",)  # prefixes no render reads
@@ -290,15 +324,25 @@ def models_to_render(before: DesiredState, after: DesiredState, env: str) -> set
 
 
 def _assemble(before: DesiredState, after: DesiredState, paths: set[str], environments: Iterable[str] | None,
-              first: bool, complete: bool) -> Plan:
+              first: bool, complete: bool, root: Path | None = None) -> Plan:
+    """The plan of two desired states; with `root`, changed models' DVC weights are checked in the remote."""
     plan = Plan(base=before.revision, head=after.revision)
+    missing: dict[str, ReconcilerError] = {}
+    if root is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("dvc") is None:
+            plan.notes.append("DVC-tracked weights were not checked against the DVC remote: dvc is not installed "
+                              "(pip install dvc, or the [build] extra; --no-check-artifacts silences this)")
+        else:
+            missing = artifact_errors(root, before, after)
     envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
                                                                  | set(before.renders))
     for env in envs:
         if env in after.env_errors:
             plan.environments[env] = EnvironmentPlan(env, error=str(after.env_errors[env]))
             continue
-        plan.environments[env] = plan_environment_between(env, before, after, paths, first, complete)
+        plan.environments[env] = plan_environment_between(env, before, after, paths, first, complete, missing)
     plan.order = promotion_order(set(plan.environments),
                                  {n: e.promotes_from for n, e in after.catalog.environments.items()})
     return plan
@@ -306,11 +350,12 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
                    models: set[str] | None = None, *, after: DesiredState | None = None, full: bool = False,
-                   cache: RenderCache | None = None) -> Plan:
+                   cache: RenderCache | None = None, check_artifacts: bool = True) -> Plan:
     """What merging `head` onto `base` does to every environment (head None: the working tree).
 
     `base` may be EMPTY ("empty"): nothing deployed yet, so the plan is what a first sync creates.
     `after`: the head's desired state when the caller already rendered it (it is not rendered again).
+    `check_artifacts`: changed models whose DVC-tracked weights are not in the DVC remote are model errors.
 
     Incremental by default: only models under the changed paths are read (all of them when a
     change may touch every model), and of those only the ones whose render key differs between
@@ -322,15 +367,17 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
     cache holds it (its error was reported when it was introduced; `render` and `sync` report it).
     """
     root = Path(source.open_repo(root).working_dir)
+    dvc_root = root if check_artifacts else None
     if cache is None:
         cache = NO_CACHE if full else RenderCache(default_folder())
     if base == EMPTY or after is not None or full:
         after = after if after is not None else desired_at(root, head, environments, models, cache=cache)
         if base == EMPTY:
             return _assemble(DesiredState(EMPTY, Catalog(after.catalog.root), {}), after, set(), environments,
-                             True, True)
+                             True, True, dvc_root)
         before = desired_at(root, base, environments, models, cache=cache)
-        return _assemble(before, after, source.changed_paths(root, base, head), environments, False, models is None)
+        return _assemble(before, after, source.changed_paths(root, base, head), environments, False, models is None,
+                         dvc_root)
     paths = source.changed_paths(root, base, head)
     touched = touched_models(paths)
     scope = models if touched is None else (touched if models is None else touched & models)
@@ -344,4 +391,4 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         only = {env: models_to_render(old, new, env) for env in envs}
         render_state(new, environments, scope, cache=cache, only=only)
         render_state(old, environments, scope, cache=cache, only=only)
-        return _assemble(old, new, paths, environments, False, scope is None)
+        return _assemble(old, new, paths, environments, False, scope is None, dvc_root)
