@@ -155,6 +155,22 @@ def md5_of(path: Path) -> str:
 # --------------------------------------------------------------------------- steps
 
 
+def _load_native_libraries() -> None:
+    """Load the training stack's BLAS / OpenMP libraries before limiting their threads.
+
+    threadpoolctl limits only the libraries loaded when the limit is entered; numpy and scipy each
+    bundle an OpenBLAS and scikit-learn an OpenMP runtime, and a train.py importing them lazily
+    (inside train()) would load them after the limit, multi-threaded, and change the weights.
+    """
+    import importlib
+
+    for name in ("numpy", "scipy.linalg", "sklearn.utils"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # not part of this model's stack
+            pass
+
+
 def train(model: str, model_dir: Path, *, seed: int = SEED, repo_root: Path = Path(".")) -> Path:
     """Run `models/<model>/train.py` train() into `model_dir` and return `<model_dir>/model.pkl`."""
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -163,6 +179,7 @@ def train(model: str, model_dir: Path, *, seed: int = SEED, repo_root: Path = Pa
     found = load_recipe(model, repo_root)
     model_dir.mkdir(parents=True, exist_ok=True)
     out = model_dir / MODEL_FILE
+    _load_native_libraries()
     # one BLAS thread: floating-point sums in a fixed order, so the weights (and their DVC md5) do
     # not depend on the machine's core count; it is also faster for models this small
     with threadpool_limits(limits=1):

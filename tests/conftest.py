@@ -59,7 +59,7 @@ def example_dvc_storage(tmp_path_factory) -> Path:
     `reconciler plan` checks that a changed model's tracked weights are in the DVC remote, as a
     merge build will need them; copies of the template get this folder as their `.dvc-storage/`.
     """
-    from reconciler.pipeline_runner import run_train
+    from reconciler.build.pipeline_runner import run_train
 
     work = copy_template(tmp_path_factory.mktemp("weights") / "repo")
     commit_all(git.Repo.init(work, initial_branch="main"), "template")

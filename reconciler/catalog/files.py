@@ -51,7 +51,8 @@ def read_yaml(path: Path, *, display: str | None = None, root: Path | None = Non
     except FileNotFoundError:
         raise SpecError.single(shown, "file not found", fix=f"create {shown}") from None
     except OSError as exc:
-        raise SpecError.single(shown, f"cannot read file: {exc.strerror}") from None
+        raise SpecError.single(shown, f"cannot read file: {exc.strerror}",
+                               fix=f"check that {shown} is a readable file") from None
     guard.check_yaml_aliases(text, shown)
     try:
         return yaml.load(text, Loader=_LineLoader if lines else FAST_LOADER)  # noqa: S506 - safe loaders only
@@ -61,7 +62,7 @@ def read_yaml(path: Path, *, display: str | None = None, root: Path | None = Non
         raise SpecError.single(shown, f"YAML syntax error: {exc.problem or exc}", line=line,
                                fix="fix the YAML syntax at that line (indentation, a missing ':' or quote)") from None
     except yaml.YAMLError as exc:
-        raise SpecError.single(shown, f"YAML error: {exc}") from None
+        raise SpecError.single(shown, f"YAML error: {exc}", fix="write one plain YAML document (no custom tags)") from None
 
 
 def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
@@ -78,13 +79,37 @@ def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _fix_for(error: dict[str, Any], model: type[BaseModel]) -> str | None:
+_BOUND_FIXES = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
+                "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
+_TYPE_FIXES = {
+    "int_parsing": "write a whole number, e.g. 2", "int_type": "write a whole number, e.g. 2",
+    "int_from_float": "write a whole number, e.g. 2", "float_parsing": "write a number, e.g. 0.5",
+    "float_type": "write a number, e.g. 0.5", "bool_parsing": "write true or false", "bool_type": "write true or false",
+    "string_type": "write a string (quote it if YAML reads it as a number or a boolean)",
+    "dict_type": "write a mapping (key: value lines)", "list_type": "write a list, e.g. [a, b]",
+    "model_type": "write a mapping with the fields listed in docs/model-spec.md",
+    "model_attributes_type": "write a mapping with the fields listed in docs/model-spec.md",
+}
+
+
+def _fix_for(error: dict[str, Any], model: type[BaseModel]) -> str:
+    """A fix line for every pydantic error: what to write instead."""
     kind = error["type"]
+    ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
         return "remove the field, or check its spelling against docs/model-spec.md"
     if kind == "missing":
-        return "add the field"
-    return None
+        return "add the field (docs/model-spec.md lists what it takes)"
+    if kind in _BOUND_FIXES:
+        key, op = _BOUND_FIXES[kind]
+        return f"use a value {op} {ctx.get(key)}"
+    if kind in ("literal_error", "enum"):
+        return f"use one of: {ctx.get('expected')}"
+    if kind in ("too_short", "too_long"):
+        return "write between {} and {} items".format(ctx.get("min_length", 0), ctx.get("max_length", "any number of"))
+    if kind in _TYPE_FIXES:
+        return _TYPE_FIXES[kind]
+    return f"see docs/model-spec.md for the values {model.__name__} accepts here"
 
 
 def parse(model: type[Strict], data: Any, file: str) -> Any:
@@ -92,7 +117,8 @@ def parse(model: type[Strict], data: Any, file: str) -> Any:
     if data is None:
         raise SpecError.single(file, "file is empty", fix=f"write a {model.__name__} document")
     if not isinstance(data, dict):
-        raise SpecError.single(file, f"expected a mapping at the top level, got {type(data).__name__}")
+        raise SpecError.single(file, f"expected a mapping at the top level, got {type(data).__name__}",
+                               fix="write key: value lines at the top level (see docs/model-spec.md)")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

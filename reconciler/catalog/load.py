@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import SpecError, SpecProblem, UnsafePathError
-from reconciler.catalog.files import load
+from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.pools import AcceleratorKind, Pool, PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
+from reconciler.labels import MODEL as MODEL_LABEL
 from reconciler.source import guard
 
 MODELS_DIR = "models"
@@ -70,6 +71,8 @@ def _load_model(root: Path, folder: Path) -> ModelEntry:
     if spec.name != folder.name:
         problems.append(SpecProblem(_rel(root, spec_path), f"name {spec.name!r} does not match its folder {folder.name!r}",
                                     field="name", fix=f"set name: {folder.name} or rename the folder"))
+    spec_rel = _rel(root, spec_path)
+    folder_rel = f"{MODELS_DIR}/{folder.name}"
     for what, rel in (("bentofile", spec.bentofile), ("service", spec.service.split(":")[0]),
                       *(("artifact", a) for a in spec.artifacts)):
         try:
@@ -81,13 +84,41 @@ def _load_model(root: Path, folder: Path) -> ModelEntry:
             continue
         if not present:
             field_name = {"bentofile": "bentofile", "service": "service"}.get(what, "artifacts")
-            fix = {"bentofile": f"add {folder.name}/{rel} (see docs/model-spec.md), or point 'bentofile' at it",
-                   "service": f"add {folder.name}/{rel} with the BentoML service class",
-                   }.get(what, f"run `dvc add` on the artifact in models/{folder.name}/ and commit the pointer")
-            problems.append(SpecProblem(_rel(root, spec_path), f"{what} file {rel!r} is missing", field=field_name, fix=fix))
+            fix = {"bentofile": f"add {folder_rel}/{rel} (see docs/model-spec.md), or point 'bentofile' at it",
+                   "service": f"add {folder_rel}/{rel} with the BentoML service class",
+                   }.get(what, f"train and register the model: `reconciler pipeline run train --model {folder.name} "
+                               f"--push` (or `dvc add` the file in {folder_rel}/ and commit the pointer)")
+            problems.append(SpecProblem(spec_rel, f"{folder_rel}/{rel} ({what}) is missing", field=field_name, fix=fix))
+    bentofile = folder / spec.bentofile
+    if bentofile.is_file() and bentofile.resolve().is_relative_to(root.resolve()):  # (outside: reported above)
+        problems.extend(bentofile_problems(root, bentofile, spec, spec_rel))
     if problems:
         raise SpecError(problems)
     return ModelEntry(spec.name, folder, spec)
+
+
+def bentofile_problems(root: Path, bentofile: Path, spec: ModelSpec, spec_rel: str) -> list[SpecProblem]:
+    """model.yaml is the single source of truth for the service and the name: a bentofile saying
+    otherwise (a copy of another model's, say) is an error naming both files."""
+    shown = _rel(root, bentofile) if bentofile.resolve().is_relative_to(root) else str(bentofile)
+    data = read_yaml(bentofile, display=shown)
+    if not isinstance(data, dict):
+        return [SpecProblem(shown, "expected a mapping at the top level", fix="see BentoML's bentofile reference")]
+    problems = []
+    if data.get("service") not in (None, spec.service):
+        problems.append(SpecProblem(shown, f"service {data.get('service')!r} differs from {spec_rel} service "
+                                           f"{spec.service!r} (model.yaml is the single source of truth)",
+                                    field="service", fix=f"remove service: from {shown}, or set it to {spec.service!r}"))
+    if data.get("name") not in (None, spec.name):
+        problems.append(SpecProblem(shown, f"name {data.get('name')!r} differs from the model's name {spec.name!r} "
+                                           f"in {spec_rel}", field="name",
+                                    fix=f"set name: {spec.name} in {shown} (it names the Bento)"))
+    model_label = (data.get("labels") or {}).get(MODEL_LABEL) if isinstance(data.get("labels"), dict) else None
+    if model_label not in (None, spec.name):
+        problems.append(SpecProblem(shown, f"label {MODEL_LABEL}={model_label!r} names another model than "
+                                           f"{spec_rel} ({spec.name!r})", field=f"labels.{MODEL_LABEL}",
+                                    fix=f"set {MODEL_LABEL}: {spec.name} in {shown}"))
+    return problems
 
 
 def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:

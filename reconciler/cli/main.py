@@ -196,3 +196,5 @@ from reconciler.cli.run import run_command  # noqa: E402
 app.command("sync")(sync_command); app.command("run")(run_command)  # noqa: E702
 from reconciler.cli.quickstart import quickstart  # noqa: E402
 app.command("quickstart")(quickstart)
+from reconciler.cli.model import model_app  # noqa: E402
+app.add_typer(model_app, name="model")

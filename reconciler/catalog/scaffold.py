@@ -1,0 +1,125 @@
+"""`reconciler model new NAME --from EXISTING`: a new model folder, copied from one that works.
+
+The copy is rewritten so nothing of the source's identity survives: the model name (model.yaml
+`name`, the bentofile's `name` and `gitops.ml/model` label, every mention in the files), and the
+BentoML service class (`IrisClassifier` -> `WineClassifier`, in service.py and in `service:`).
+What belongs to the source's trained weights is left out (DVC pointers, their outputs,
+metrics.json): the new model gets its own by training (`reconciler pipeline run train --model NAME
+--push`). The rewriting is pure (`rewrite`) and tested on its own; `new_model` does the file I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.catalog.fields import DNS1123_LABEL
+from reconciler.errors import ReconcilerError
+
+MODELS_DIR = "models"
+# the source's trained state: never copied into a new model
+GENERATED = {"metrics.json"}
+SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints"}
+TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".txt", ".toml", ".json", ".cfg", ".ini", ""}
+
+
+def class_name(model: str) -> str:
+    """'wine-classifier' -> 'WineClassifier' (a valid Python class name for the BentoML service)."""
+    name = "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_.]", model) if part)
+    return name if name[:1].isalpha() else f"Model{name}"
+
+
+@dataclass(frozen=True)
+class Rename:
+    old_name: str
+    new_name: str
+    old_class: str
+    new_class: str
+
+    def apply(self, text: str) -> str:
+        """Replace whole-word mentions of the old model name and service class. Pure."""
+        text = re.sub(rf"(?<![\w-]){re.escape(self.old_name)}(?![\w-])", self.new_name, text)
+        return re.sub(rf"\b{re.escape(self.old_class)}\b", self.new_class, text)
+
+
+def service_class(model_yaml: str) -> str | None:
+    """The class of `service: file.py:ClassName` in a model.yaml text, or None."""
+    match = re.search(r"^service:\s*[\"']?[\w./-]+\.py:(\w+)", model_yaml, flags=re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def _dvc_outputs(folder: Path) -> set[str]:
+    """Files the source's DVC pointers track (their weights), relative to the folder."""
+    import yaml
+
+    outs: set[str] = set()
+    for pointer in folder.glob("*.dvc"):
+        try:
+            data = yaml.safe_load(pointer.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        outs.update(o["path"] for o in data.get("outs") or [] if isinstance(o, dict) and isinstance(o.get("path"), str))
+    return outs
+
+
+def plan_copy(folder: Path) -> list[Path]:
+    """The files of a model folder a new model starts from (relative paths): no weights, pointers or metrics."""
+    skip = _dvc_outputs(folder) | GENERATED
+    files = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or path.is_symlink() or set(rel.parts) & SKIP_DIRS:
+            continue
+        if path.suffix == ".dvc" or str(rel) in skip or path.suffix in (".pkl", ".pyc"):
+            continue
+        files.append(rel)
+    return files
+
+
+def new_model(root: Path, name: str, source: str | None = None, *, owner: str | None = None) -> list[str]:
+    """Create models/<name>/ from models/<source>/; return the written files, repo-relative."""
+    root = Path(root).resolve()
+    models = root / MODELS_DIR
+    if len(name) > 63 or not DNS1123_LABEL.match(name):
+        raise ReconcilerError(f"{name!r} is not a valid model name: use at most 63 lowercase letters, digits and '-', "
+                              "starting and ending with a letter or digit",
+                              fix="e.g. `reconciler model new wine-classifier --from iris-classifier`")
+    target = models / name
+    if target.exists():
+        raise ReconcilerError(f"{MODELS_DIR}/{name} already exists", fix="pick another name, or edit that folder")
+    known = sorted(p.name for p in models.iterdir() if (p / "model.yaml").is_file()) if models.is_dir() else []
+    if source is None:
+        if not known:
+            raise ReconcilerError(f"there is no model under {MODELS_DIR}/ to start from",
+                                  fix="pass --from with a model folder of another checkout of the template")
+        source = "iris-classifier" if "iris-classifier" in known else known[0]
+    src = models / source
+    if not (src / "model.yaml").is_file():
+        raise ReconcilerError(f"{MODELS_DIR}/{source}/model.yaml not found: cannot start from {source!r}",
+                              fix=f"pick one of: {', '.join(known) or 'none'}")
+    old_class = service_class((src / "model.yaml").read_text(encoding="utf-8")) or class_name(source)
+    rename = Rename(source, name, old_class, class_name(name))
+    written = []
+    try:
+        for rel in plan_copy(src):
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if rel.suffix in TEXT_SUFFIXES:
+                try:
+                    text = (src / rel).read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    shutil.copy2(src / rel, dest)
+                else:
+                    text = rename.apply(text)
+                    if str(rel) == "model.yaml" and owner:
+                        text = re.sub(r"^owner:.*$", f"owner: {owner}", text, count=1, flags=re.MULTILINE)
+                    dest.write_text(text, encoding="utf-8")
+            else:
+                shutil.copy2(src / rel, dest)
+            written.append(f"{MODELS_DIR}/{name}/{rel}")
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ReconcilerError(f"cannot write {MODELS_DIR}/{name}: {exc.strerror}", fix="check the folder is writable") from None
+    return written
