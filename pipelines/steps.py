@@ -83,6 +83,8 @@ def load_recipe(model: str, repo_root: Path = Path(".")) -> Recipe:
                         fix=f"add {shown} with train(out_dir, *, seed) and evaluate(out_dir, *, seed) "
                             "(see docs/model-spec.md, \"train.py\"), or copy one: `reconciler model new NAME --from iris-classifier`")
     spec = importlib.util.spec_from_file_location(f"model_recipe_{model.replace('-', '_')}", path)
+    if spec is None or spec.loader is None:
+        raise StepError(f"{shown} cannot be loaded as a Python module", fix=f"check that {shown} is a .py file")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

@@ -139,9 +139,9 @@ def diff_objects(kube: Any, desired: Mapping[str, list[dict]], owned: Mapping[Ob
                 out.append(ObjectDiff(ref, model, "create"))
             else:
                 out.append(ObjectDiff(ref, model, "update", field_changes(normalize(live), normalize(predicted))))
-    for ref, model in sorted(owned.items(), key=lambda kv: str(kv[0])):
+    for ref, owner in sorted(owned.items(), key=lambda kv: str(kv[0])):
         if ref not in seen:
-            out.append(ObjectDiff(ref, model, "prune"))
+            out.append(ObjectDiff(ref, owner, "prune"))
     return out
 
 
