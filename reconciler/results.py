@@ -88,3 +88,9 @@ class Summary:
 
     def __str__(self) -> str:
         return ", ".join(f"{n} {a.value}" for a, n in self.counts.items() if n) or "nothing"
+
+    def would(self) -> str:
+        """The summary of a dry run: 'would create 11, would prune 1, 3 unchanged'."""
+        verbs = {Action.created: "create", Action.configured: "configure", Action.pruned: "prune"}
+        parts = [f"would {verbs[a]} {n}" if a in verbs else f"{n} {a.value}" for a, n in self.counts.items() if n]
+        return "dry run: " + (", ".join(parts) if parts else "nothing to do")

@@ -35,7 +35,7 @@ def test_from_kubeconfig_with_context_and_from_api_client(kube_api, tmp_path):
 
     path = write_kubeconfig(tmp_path / "multi", {"one": kube_api.server}, current="one")
     assert KubeClient.from_kubeconfig(path, context="one").get(ObjectRef("v1", "Namespace", None, "default"))
-    with pytest.raises(KubeError, match="cannot load Kubernetes configuration") as err:
+    with pytest.raises(KubeError, match="cannot use context .missing. of the kubeconfig at") as err:
         KubeClient.from_kubeconfig(path, context="missing")
     assert "--context" in (err.value.fix or "")
     client = KubeClient.from_api_client(kube_api.api_client)

@@ -198,3 +198,5 @@ from reconciler.cli.quickstart import quickstart  # noqa: E402
 app.command("quickstart")(quickstart)
 from reconciler.cli.model import model_app  # noqa: E402
 app.add_typer(model_app, name="model")
+from reconciler.cli.operate import register as register_operate  # noqa: E402
+register_operate(app)

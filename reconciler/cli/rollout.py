@@ -50,6 +50,7 @@ def _connect(repo: Path, env_name: str, kubeconfig: str | None, context: str | N
     path = repo / "environments" / env_name / "environment.yaml"
     env = load(EnvironmentSpec, path, display=f"environments/{env_name}/environment.yaml")
     client, target = connect(env_name, env.cluster, repo=repo, kubeconfig=kubeconfig, context=context)
+    client.check_connection()  # nothing is printed before the cluster is known to answer
     _console(stderr=True).print(f"cluster: {target.describe()}")
     verify_cluster(client, env_name, env.cluster, target)
     return env, client
@@ -70,14 +71,16 @@ def _load(client, model: str, env):
 
 def _fail(exc: Exception) -> typer.Exit:
     from reconciler.cli.console import print_error
+    from reconciler.errors import KubeError
 
     print_error(exc)
-    return typer.Exit(1)
+    # as `sync`: 2 when the cluster could not be reached at all, 1 when it answered with a refusal
+    return typer.Exit(2 if isinstance(exc, KubeError) and exc.status is None else 1)
 
 
 @rollout_app.command()
 def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
-           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format")] = Format.text,  # noqa: A002
+           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format", "-f")] = Format.text,  # noqa: A002
            png: Annotated[Path | None, typer.Option("--png", help="also write a latency/error chart here")] = None,
            ) -> None:
     """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""

@@ -53,7 +53,8 @@ def _print_result(result: Any, fmt: OutputFormat) -> None:
         out.print(styled(f"note: {note}", "dim"))
     if result.error:
         print_error(result.error, out)
-    out.print(f"{result.summary()} in {result.duration:.2f}s")
+    summary = result.summary().would() if result.dry_run else str(result.summary())
+    out.print(f"{summary} in {result.duration:.2f}s")
 
 
 def sync_command(
@@ -69,7 +70,7 @@ def sync_command(
     confirm_prune_kinds: Annotated[list[str] | None, typer.Option("--confirm-prune-kinds", help="also prune these protected kinds (Namespace, PersistentVolumeClaim); repeatable or comma-separated")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the synced models to become healthy")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 300.0,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="text or json")] = OutputFormat.text,
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
     verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
     verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
@@ -87,6 +88,7 @@ def sync_command(
             kubeconfig_contexts(str(kubeconfig))  # an unreadable kubeconfig is the first thing to report
         kube, target = connect(environment, environment_cluster(repo, environment), repo=repo,
                                kubeconfig=kubeconfig, context=context)
+        kube.check_connection()  # no result table (or cluster line) before the cluster is known to answer
         err.print(f"cluster: {target.describe()}")
         options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
                               self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,

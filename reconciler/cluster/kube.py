@@ -219,22 +219,44 @@ class KubeClient:
         from kubernetes import config as k8s_config
 
         configuration = k8s_client.Configuration()
-        try:
-            if path is None and not _default_kubeconfig_exists():
+        offline = "; for an offline view of what would change, run `reconciler plan`"
+        shown = str(path) if path else kubeconfig_location()
+        if path is None and not _default_kubeconfig_exists():
+            try:
                 k8s_config.load_incluster_config(client_configuration=configuration)
-            else:
+            except k8s_config.ConfigException:
+                raise KubeError(f"no Kubernetes cluster to talk to: there is no kubeconfig at {shown} and this is not "
+                                "a pod in a cluster (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset)",
+                                reason="NoConfig",
+                                fix=f"pass --kubeconfig PATH (and --context NAME) or set KUBECONFIG{offline}") from None
+        else:
+            try:
                 k8s_config.load_kube_config(config_file=str(path) if path else None, context=context,
                                             client_configuration=configuration, persist_config=False)
-        except k8s_config.ConfigException as exc:
-            raise KubeError(f"cannot load Kubernetes configuration from {path or '~/.kube/config'}: {exc}",
-                            fix="pass --kubeconfig PATH (and --context NAME), or run inside a cluster "
-                                "with a ServiceAccount") from None
-        except (OSError, ValueError) as exc:
-            raise KubeError(f"cannot read kubeconfig {path}: {exc}",
-                            fix="check the file exists and is valid YAML") from None
+            except k8s_config.ConfigException as exc:
+                which = f"context {context!r} of " if context else ""
+                raise KubeError(f"cannot use {which}the kubeconfig at {shown}: {exc}", reason="NoConfig",
+                                fix=f"check the file and the context (`kubectl config get-contexts`), or pass "
+                                    f"--kubeconfig PATH --context NAME{offline}") from None
+            except (OSError, ValueError) as exc:
+                raise KubeError(f"cannot read the kubeconfig at {shown}: {exc}", reason="NoConfig",
+                                fix=f"check the file exists and is valid YAML{offline}") from None
         # Retries belong to this adapter (bounded, Retry-After aware); urllib3 must not retry on its own.
         configuration.retries = 0
         return cls(k8s_client.ApiClient(configuration), **kwargs)
+
+    def check_connection(self) -> str:
+        """One GET /version without retries; the server URL on success, a KubeError saying so otherwise."""
+        server = getattr(getattr(self.api_client, "configuration", None), "host", "") or "the API server"
+        try:
+            self.request("GET", "/version", what=f"GET {server}/version", retry=NO_RETRY)
+        except KubeError as exc:
+            if exc.status is not None and exc.status in (401, 403):
+                return server  # reachable; what the credentials may do is each request's business
+            raise KubeError(f"cannot reach the Kubernetes API at {server}: {exc.message}", status=exc.status,
+                            reason=exc.reason, fix="check the kubeconfig's server URL and the network; for an "
+                                                   "offline view of what would change, run `reconciler plan`") from None
+        return server
 
     @classmethod
     def from_api_client(cls, api_client: Any, **kwargs: Any) -> "KubeClient":
@@ -442,6 +464,13 @@ class KubeClient:
         except NotFound:
             return False
         return True
+
+
+def kubeconfig_location() -> str:
+    """Where a kubeconfig is looked for when none is given: $KUBECONFIG, else ~/.kube/config."""
+    import os
+
+    return os.environ.get("KUBECONFIG") or "~/.kube/config"
 
 
 def _default_kubeconfig_exists() -> bool:

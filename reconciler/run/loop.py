@@ -49,6 +49,12 @@ class History(Protocol):
 
 # -- decisions -----------------------------------------------------------------------------------
 
+# `reconciler reconcile ENV` sets this annotation on the state ConfigMap (as `flux reconcile` sets
+# reconcile.fluxcd.io/requestedAt); the loop reconciles at once and records the value it handled.
+REQUEST_ANNOTATION = f"{labels.DOMAIN}/reconcile-requested-at"
+REQUEST_MANAGER = "reconciler-cli"  # its own field manager: the loop's apply of the state data never drops it
+
+
 @dataclass(frozen=True)
 class Failure:
     """A pass that failed for the whole environment (unrenderable, refused, API down): nothing was applied."""
@@ -71,6 +77,13 @@ class Record:
     time: str = ""
     summary: str = ""
     failure: Failure | None = None
+    pinned_head: str = ""  # set by `reconciler rollback`: `run` stays at `commit` until a commit newer than this
+    requested: str = ""  # the on-demand request annotation's value (`reconciler reconcile ENV`)
+    handled: str = ""  # the last request value a pass handled
+
+    @property
+    def on_demand(self) -> bool:
+        return bool(self.requested) and self.requested != self.handled
 
     @classmethod
     def of(cls, cm: dict | None) -> "Record | None":
@@ -79,8 +92,10 @@ class Record:
                    if data.get("lastFailedCommit") else None)
         if not data.get("commit") and failure is None:
             return None
+        annotations = ((cm or {}).get("metadata") or {}).get("annotations") or {}
         return cls(data.get("commit", ""), data.get("ok") == "true", data.get("time", ""), data.get("summary", ""),
-                   failure)
+                   failure, data.get("pinnedHead", ""), annotations.get(REQUEST_ANNOTATION, ""),
+                   data.get("handledRequest", ""))
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,12 @@ def next_step(recorded: Record | None, head: str, history: History, *, resync: b
     a broken commit followed by its fix costs one failed pass, not a stuck environment. A failed head
     is retried on every pass until a newer commit supersedes it.
     """
+    if recorded is not None and recorded.pinned_head and recorded.commit:
+        holds, pinned = rolled_back_step(recorded, head, history)
+        if holds:
+            return pinned
+    if recorded is not None and recorded.on_demand:
+        return Step(head, f"on-demand reconcile requested at {recorded.requested}")
     if recorded is not None and recorded.failure is not None and recorded.failure.commit == head:
         return Step(head, f"retrying {head[:12]}: the environment failed at {recorded.failure.time}")
     if recorded is None or not recorded.commit:
@@ -111,6 +132,18 @@ def next_step(recorded: Record | None, head: str, history: History, *, resync: b
     behind = len(history.between(recorded.commit, head))
     skipped = f" ({behind - 1} intermediate commits not replayed)" if behind > 1 else ""
     return Step(head, f"newest commit of the branch, {behind} after {recorded.commit[:12]}{skipped}{superseded}")
+
+
+def rolled_back_step(recorded: Record, head: str, history: History) -> tuple[bool, Step | None]:
+    """After `reconciler rollback`: stay at the rolled-back commit (re-sync it on request or after a
+    failed pass) until the branch has a commit newer than the one rolled back from. Pure.
+    Returns (whether the pin still holds, the step while it holds)."""
+    if head != recorded.pinned_head and not history.is_ancestor(head, recorded.pinned_head):
+        return False, None
+    if recorded.on_demand or not recorded.ok or (recorded.failure is not None and recorded.failure.commit == recorded.commit):
+        return True, Step(recorded.commit, f"rolled back to {recorded.commit[:12]}: re-syncing it (auto-sync waits "
+                                           f"for a commit newer than {recorded.pinned_head[:12]})")
+    return True, None
 
 
 # -- state in the cluster ------------------------------------------------------------------------
@@ -136,7 +169,32 @@ def save_record(kube: Cluster, environment: str, namespace: str, record: Record)
                          "time": record.time, "summary": record.summary,
                          "lastFailedCommit": failure.commit if failure else "",
                          "lastError": failure.error[:4000] if failure else "",
-                         "lastErrorTime": failure.time if failure else ""}})
+                         "lastErrorTime": failure.time if failure else "",
+                         "pinnedHead": record.pinned_head, "handledRequest": record.handled}})
+
+
+def request_reconcile(kube: Any, environment: str, namespace: str, when: str) -> None:
+    """Ask the running reconciler to reconcile `environment` now (`reconciler reconcile ENV`)."""
+    try:
+        kube.patch(state_ref(environment, namespace), {"metadata": {"annotations": {REQUEST_ANNOTATION: when}}},
+                   field_manager=REQUEST_MANAGER)
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
+        raise ReconcilerError(f"{environment} has no reconciler state in namespace {namespace}: no `reconciler run` "
+                              "has reconciled it there yet", fix="pass --state-namespace (the namespace of "
+                              "`reconciler run`), or start the reconciler for this environment") from None
+
+
+def record_history(kube: Any, environment: str, namespace: str, record: Record, action: str) -> None:
+    """Append the pass to `reconciler history ENV` (best effort: history is a report, never a blocker)."""
+    from reconciler.run import history
+
+    try:
+        history.append(kube, environment, namespace, commit=record.commit, time=record.time, action=action,
+                       ok=record.ok, summary=record.summary)
+    except KubeError as exc:
+        log.warning("%s: could not append to the history: %s", environment, exc)
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -186,7 +244,8 @@ def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, opti
 def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, environments: Iterable[str], *,
                    state_namespace: str, options: Any = None, sync: SyncFn = _default_sync,
                    resync: Callable[[str], bool] = lambda env: False, metrics: Metrics | None = None,
-                   now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> list[Outcome]:
+                   now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                   notify: Any = None) -> list[Outcome]:
     """Bring every environment to ``head``, the newest commit of the watched branch, and record the result.
 
     A pass that fails for the whole environment (unrenderable, refused commit, API unavailable) keeps
@@ -208,6 +267,8 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
         if step is None:
             continue
         log.info("%s: reconciling %s (%s)", env, step.commit[:12], step.reason)
+        if notify is not None:
+            notify.started(env, step.commit)
         result = sync(kube, repo, step.commit, env, options)
         outcomes.append(Outcome(env, step.commit, step.reason, result))
         if metrics is not None:
@@ -219,15 +280,24 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
             log.warning("%s at %s failed: %s", env, step.commit[:12], error)
             applied = recorded if recorded is not None else Record("", False)
             record = Record(applied.commit, applied.ok, applied.time, applied.summary,
-                            Failure(step.commit, error, when))
+                            Failure(step.commit, error, when), applied.pinned_head, applied.requested,
+                            applied.requested)
         else:
-            record = Record(step.commit, result.ok, when, str(result.summary()))
+            keep_pin = recorded is not None and recorded.pinned_head and recorded.commit == step.commit
+            record = Record(step.commit, result.ok, when, str(result.summary()),
+                            pinned_head=recorded.pinned_head if keep_pin and recorded else "",
+                            requested=recorded.requested if recorded else "",
+                            handled=recorded.requested if recorded else "")
         if metrics is not None:
             metrics.record(env, record, stamp.timestamp())
         try:
             save_record(kube, env, state_namespace, record)
         except KubeError as exc:
             log.warning("%s: could not record the pass of %s: %s", env, step.commit[:12], exc)
+        if error is None:
+            record_history(kube, env, state_namespace, record, "sync")
+        if notify is not None:
+            notify.finished(env, step.commit, result, error)
     return outcomes
 
 
@@ -253,10 +323,12 @@ class RunConfig:
 class Reconciler:
     """The running reconciler: git mirror + lease + HTTP endpoint + the loop. ``stop()`` ends it."""
 
-    def __init__(self, kube: Cluster, config: RunConfig, options: Any = None, *, sync: SyncFn = _default_sync) -> None:
+    def __init__(self, kube: Cluster, config: RunConfig, options: Any = None, *, sync: SyncFn = _default_sync,
+                 notify: Any = None) -> None:
         from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
 
         self.kube = kube
+        self.notify = notify  # reconciler.run.notify.Notifier: commit statuses and webhook messages
         self.config = config
         self.options = options
         self.sync = sync
@@ -315,14 +387,33 @@ class Reconciler:
         due = {env for env in self.config.environments if self._resync_due(env)}
         outcomes = reconcile_once(self.guarded, self.mirror.path, head, self.mirror, self.config.environments,
                                   state_namespace=self.config.state_namespace, options=self.options,
-                                  sync=self.sync, resync=lambda env: env in due, metrics=self.metrics)
+                                  sync=self.sync, resync=lambda env: env in due, metrics=self.metrics,
+                                  notify=self.notify)
         for env in due:
             self.last_resync[env] = time.monotonic()
         self.outcomes.extend(outcomes)
         return outcomes
 
-    def run(self, max_ticks: int | None = None) -> None:
+    def watch_requests(self) -> None:
+        """Wake the loop when `reconciler reconcile ENV` annotates a state ConfigMap (until stop())."""
+        selector = f"{labels.DOMAIN}/role=state"
+        while not self.stopping.is_set():
+            try:
+                for event in self.kube.watch("v1", "ConfigMap", self.config.state_namespace,
+                                             label_selector=selector, timeout_seconds=30):
+                    record = Record.of(event.get("object"))
+                    if record is not None and record.on_demand:
+                        self.wake.set()
+                    if self.stopping.is_set():
+                        return
+            except ReconcilerError as exc:
+                log.debug("watch of reconcile requests ended: %s", exc)
+                self.stopping.wait(5)
+
+    def run(self, max_ticks: int | None = None, *, watch_requests: bool = True) -> None:
         self.keeper.start()
+        if watch_requests:
+            threading.Thread(target=self.watch_requests, name="reconcile-requests", daemon=True).start()
         ticks = 0
         try:
             while not self.stopping.is_set():

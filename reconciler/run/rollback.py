@@ -1,0 +1,72 @@
+"""`reconciler rollback ENV --to ID|REV`: sync an older commit and keep `run` from undoing it.
+
+As `argocd app rollback` (which turns auto-sync off): the state ConfigMap records the commit the
+environment was rolled back *from* (`pinnedHead`); `run` leaves the environment alone while the
+branch head is that commit (or older) and syncs as usual once a newer commit arrives
+(`loop.rolled_back_step`). The rollback is a history entry of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from reconciler.errors import KubeError, ReconcilerError
+from reconciler.results import ObjectRef
+
+
+@dataclass
+class RollbackResult:
+    commit: str
+    pinned_head: str
+    result: Any  # SyncResult
+    history_id: int | None = None
+    error: str | None = None
+
+
+def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
+    from reconciler.sync.engine import sync_commit
+
+    return sync_commit(kube, repo, commit, environment, options)
+
+
+def rollback(kube: Any, repo: Path, environment: str, target: str, *, state_namespace: str, now: datetime,
+             options: Any = None, sync: Callable[..., Any] = _default_sync, notify: Any = None) -> RollbackResult:
+    from reconciler.run import history
+    from reconciler.run.loop import Record, environment_failure, load_record, save_record
+    from reconciler.source import git as source
+    from reconciler.sync.engine import SyncOptions
+
+    if kube.get(ObjectRef("v1", "Namespace", None, state_namespace)) is None:
+        raise ReconcilerError(f"the state namespace {state_namespace} does not exist, so a rollback could not be "
+                              "recorded and `reconciler run` would undo it",
+                              fix="pass --state-namespace (the namespace `reconciler run` uses), or create it")
+    entries = history.load(kube, environment, state_namespace)
+    repo_git = source.open_repo(repo)
+    commit = history.resolve_target(entries, target) or source.resolve(repo_git, target)
+    recorded = load_record(kube, environment, state_namespace)
+    if recorded is not None and recorded.pinned_head:
+        pinned_head = recorded.pinned_head  # a second rollback keeps the first one's head
+    elif recorded is not None and recorded.commit:
+        pinned_head = recorded.commit
+    else:
+        pinned_head = source.head_sha(Path(repo_git.working_dir))
+    result = sync(kube, Path(repo_git.working_dir), commit, environment, options or SyncOptions())
+    error = environment_failure(result)
+    if error is not None:
+        return RollbackResult(commit, pinned_head, result, error=error)
+    when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = Record(commit, result.ok, when, str(result.summary()), pinned_head=pinned_head,
+                    requested=recorded.requested if recorded else "", handled=recorded.requested if recorded else "")
+    try:
+        save_record(kube, environment, state_namespace, record)
+        entry = history.append(kube, environment, state_namespace, commit=commit, time=when, action="rollback",
+                               ok=result.ok, summary=record.summary)
+    except KubeError as exc:
+        return RollbackResult(commit, pinned_head, result,
+                              error=f"synced {commit[:12]} but could not record the rollback: {exc}")
+    if notify is not None:
+        notify.event("rollback", environment, commit, f"rolled back from {pinned_head[:12]} by `reconciler rollback`")
+    return RollbackResult(commit, pinned_head, result, history_id=entry.id)

@@ -1,0 +1,214 @@
+"""`reconciler status [ENV]`: what runs in each environment, as `argocd app get` / `flux get kustomizations`.
+
+Per environment: the deployed commit (recorded by `run`, `sync` or `rollback` in the state
+ConfigMap), synced or out of sync against the branch head, a rollback pin, the last failure; per
+model: drift (fields applying the deployed commit would change, from a server-side dry run:
+`reconciler.sync.server_diff`), health (the owned live objects) and the canary phase.
+
+`gather` does the reads; `EnvironmentStatus.as_dict`, `to_markdown` and `to_text` are pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler import labels
+from reconciler.errors import ReconcilerError
+from reconciler.results import ObjectRef
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    objects: int = 0
+    drift: list[str] = field(default_factory=list)  # "Deployment/x: spec.replicas: 2 -> 3", "missing: ...", "extra: ..."
+    health: str = "unknown"
+    health_message: str = ""
+    canary: str | None = None  # "progressing 25%" / "stable" / None (canaries off)
+    error: str | None = None
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.drift)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.name, "objects": self.objects, "drifted": self.drifted, "drift": self.drift,
+                "health": self.health, "healthMessage": self.health_message or None, "canary": self.canary,
+                "error": self.error}
+
+
+@dataclass
+class EnvironmentStatus:
+    environment: str
+    namespace: str
+    head: str | None = None
+    deployed: str | None = None
+    deployed_at: str = ""
+    ok: bool | None = None
+    failure: str | None = None
+    failed_commit: str | None = None
+    pinned_head: str = ""
+    models: dict[str, ModelStatus] = field(default_factory=dict)
+    error: str | None = None  # the status could not be read (no cluster, no state)
+
+    @property
+    def synced(self) -> bool:
+        return self.deployed is not None and self.deployed == self.head and self.failure is None
+
+    @property
+    def drifted(self) -> bool:
+        return any(m.drifted for m in self.models.values())
+
+    @property
+    def sync_state(self) -> str:
+        if self.error is not None:
+            return "unknown"
+        if self.deployed is None:
+            return "never synced"
+        if self.failure is not None:
+            return f"failed at {(self.failed_commit or '')[:12]}"
+        if self.pinned_head and self.deployed != self.head:
+            return "rolled back (auto-sync paused until a newer commit)"
+        return "synced" if self.synced else "out of sync"
+
+    @property
+    def health(self) -> str:
+        from reconciler.sync.health import Health, HealthStatus, aggregate
+
+        if not self.models:
+            return "unknown"
+        known = [Health(HealthStatus(m.health)) for m in self.models.values() if m.health in HealthStatus._value2member_map_]
+        return aggregate(known).value if known else "unknown"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"environment": self.environment, "namespace": self.namespace, "head": self.head,
+                "deployed": self.deployed, "deployedAt": self.deployed_at or None, "sync": self.sync_state,
+                "synced": self.synced, "drifted": self.drifted, "health": self.health, "ok": self.ok,
+                "failure": self.failure, "failedCommit": self.failed_commit,
+                "rollbackPinnedHead": self.pinned_head or None, "error": self.error,
+                "models": [m.as_dict() for _, m in sorted(self.models.items())]}
+
+
+def _short(commit: str | None) -> str:
+    return commit[:12] if commit else "-"
+
+
+def to_markdown(statuses: list[EnvironmentStatus]) -> str:
+    """One table of environments, one of models per environment. Pure."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| environment | deployed | head | sync | drift | health |", "|---|---|---|---|---|---|"]
+    for s in statuses:
+        lines.append(f"| {s.environment} | `{_short(s.deployed)}` | `{_short(s.head)}` | {cell(s.sync_state)} | "
+                     f"{'yes' if s.drifted else 'no'} | {s.health} |")
+    for s in statuses:
+        if s.error:
+            lines += ["", f"**{s.environment}**: {cell(s.error)}"]
+            continue
+        if not s.models:
+            continue
+        lines += ["", f"**{s.environment}** ({s.namespace})", "",
+                  "| model | objects | drift | health | canary |", "|---|---|---|---|---|"]
+        for m in sorted(s.models.values(), key=lambda m: m.name):
+            drift = "; ".join(m.drift) if m.drift else "no"
+            lines.append(f"| {m.name} | {m.objects} | {cell(drift)} | {m.health} | {m.canary or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_text(statuses: list[EnvironmentStatus]) -> list[str]:
+    """Plain lines for a terminal. Pure."""
+    out = []
+    for s in statuses:
+        head = f"{s.environment} ({s.namespace}): {s.sync_state}"
+        if s.error:
+            out += [head, f"  {s.error}"]
+            continue
+        out.append(f"{head}; deployed {_short(s.deployed)}{' at ' + s.deployed_at if s.deployed_at else ''}, "
+                   f"head {_short(s.head)}; drift: {'yes' if s.drifted else 'no'}; health: {s.health}")
+        if s.failure:
+            out.append(f"  last failure: {s.failure.strip().splitlines()[0] if s.failure.strip() else ''}")
+        for m in sorted(s.models.values(), key=lambda m: m.name):
+            canary = f"; canary: {m.canary}" if m.canary else ""
+            message = f" ({m.health_message})" if m.health_message and m.health != "healthy" else ""
+            out.append(f"  {m.name}: {m.objects} objects; drift: {'yes' if m.drifted else 'no'}; "
+                       f"health: {m.health}{message}{canary}")
+            out.extend(f"      {d}" for d in m.drift)
+            if m.error:
+                out.append(f"      error: {m.error}")
+    return out
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _canary(kube: Any, model: str, namespace: str) -> str | None:
+    from reconciler.rollout import store
+
+    try:
+        stored = store.load(kube, model, namespace)
+    except ReconcilerError as exc:
+        return f"unreadable ({exc.message})"
+    if stored is None:
+        return None
+    state = stored.state
+    return f"{state.phase.value} {state.canary_weight}%" if state.phase.active else state.phase.value
+
+
+def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str, head: str = "HEAD",
+           field_manager: str = labels.MANAGER) -> EnvironmentStatus:
+    """Read one environment's status from the cluster and the repository."""
+    from reconciler.plan.desired import desired_at
+    from reconciler.run.loop import load_record
+    from reconciler.source import git as source
+    from reconciler.sync.health import aggregate, health_of
+    from reconciler.sync.inventory import load_inventory
+    from reconciler.sync.server_diff import diff_environment
+
+    root = Path(source.open_repo(repo_root).working_dir)
+    head_state = desired_at(root, head, [environment])
+    if environment in head_state.env_errors:
+        raise head_state.env_errors[environment]
+    namespace = head_state.catalog.environments[environment].namespace
+    status = EnvironmentStatus(environment, namespace, head=head_state.revision)
+    record = load_record(kube, environment, state_namespace)
+    if record is not None:
+        status.deployed = record.commit or None
+        status.deployed_at, status.ok, status.pinned_head = record.time, record.ok, record.pinned_head
+        if record.failure is not None:
+            status.failure, status.failed_commit = record.failure.error, record.failure.commit
+    inventory = load_inventory(kube, environment, namespace)
+    owned: dict[str, list[ObjectRef]] = {}
+    for ref, entry in inventory.entries.items():
+        owned.setdefault(entry.model or "-", []).append(ref)
+    for model, refs in sorted(owned.items()):
+        healths = [health_of(kube.get(ref)) for ref in sorted(refs, key=str)]
+        worst = aggregate(healths)
+        status.models[model] = ModelStatus(model, objects=len(refs), health=worst.value,
+                                           health_message=next((h.message for h in healths if h.status is worst), ""),
+                                           canary=_canary(kube, model, namespace))
+    if status.deployed:
+        try:
+            deployed = desired_at(root, status.deployed, [environment])
+        except ReconcilerError as exc:
+            status.error = (f"the deployed commit {status.deployed[:12]} cannot be rendered from this checkout "
+                            f"({exc.message}); `git fetch` it to see drift")
+            return status
+        if environment in deployed.env_errors:
+            return status
+        diff = diff_environment(kube, deployed, environment, field_manager=field_manager)
+        for obj in diff.objects:
+            shown = status.models.setdefault(obj.model or "-", ModelStatus(obj.model or "-"))
+            where = f"{obj.ref.kind}/{obj.ref.name}"
+            if obj.action == "create":
+                shown.drift.append(f"{where}: missing in the cluster")
+            elif obj.action == "prune":
+                shown.drift.append(f"{where}: in the cluster, no longer in the deployed commit")
+            elif obj.action == "error":
+                shown.error = obj.error
+            shown.drift.extend(f"{where}: {c}" for c in obj.changes)
+        for name, error in diff.model_errors.items():
+            status.models.setdefault(name, ModelStatus(name)).error = error
+    return status
