@@ -77,7 +77,7 @@ def test_status_diff_history_rollback_and_notifications(envtest_repo, envtest, k
     url = f"http://127.0.0.1:{recorder.server_address[1]}"
     notify = Notifier(github_repo="acme/models", github_token="t0ken", github_api=url, webhook_url=f"{url}/slack",
                       status_url="https://reconciler.example/{environment}")
-    common = ["--repo", str(root), "--kubeconfig", str(envtest.kubeconfig)]
+    common = ["--repo", str(root), "--kubeconfig", str(envtest.kubeconfig), "--context", "envtest"]
     state = ["--state-namespace", state_ns]
 
     first = git.Repo(root).head.commit.hexsha
@@ -180,7 +180,7 @@ def test_the_running_reconciler_wakes_on_a_reconcile_request(envtest_repo, envte
     watcher = threading.Thread(target=reconciler.watch_requests, daemon=True)
     watcher.start()
     try:
-        result = _cli("reconcile", ENV, "--repo", str(root), "--kubeconfig", str(envtest.kubeconfig),
+        result = _cli("reconcile", ENV, "--repo", str(root), "--kubeconfig", str(envtest.kubeconfig), "--context", "envtest",
                       "--state-namespace", state_ns)
         assert result.exit_code == 0, result.output
         assert reconciler.wake.wait(60), "the watch did not see the request annotation"
@@ -211,7 +211,8 @@ def test_commands_without_a_cluster_say_so_in_one_sentence_and_print_no_table(te
 
 
 def test_a_dry_run_is_marked_in_title_and_summary(envtest_repo, envtest):
-    result = _cli("sync", ENV, "--dry-run", "--repo", str(envtest_repo.root), "--kubeconfig", str(envtest.kubeconfig))
+    result = _cli("sync", ENV, "--dry-run", "--repo", str(envtest_repo.root), "--kubeconfig", str(envtest.kubeconfig),
+                  "--context", "envtest")
     assert result.exit_code == 0, result.output
     assert f"sync {ENV} ({envtest_repo.namespaces[ENV]}) [dry run]" in result.stdout
     last = result.stdout.strip().splitlines()[-1]

@@ -27,7 +27,7 @@ class RollbackResult:
 
 
 def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
-    from reconciler.sync.engine import sync_commit
+    from reconciler.sync.commit import sync_commit
 
     return sync_commit(kube, repo, commit, environment, options)
 
@@ -37,7 +37,7 @@ def rollback(kube: Any, repo: Path, environment: str, target: str, *, state_name
     from reconciler.run import history
     from reconciler.run.loop import Record, environment_failure, load_record, save_record
     from reconciler.source import git as source
-    from reconciler.sync.engine import SyncOptions
+    from reconciler.sync.planner import SyncOptions
 
     if kube.get(ObjectRef("v1", "Namespace", None, state_namespace)) is None:
         raise ReconcilerError(f"the state namespace {state_namespace} does not exist, so a rollback could not be "

@@ -13,12 +13,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from reconciler import labels
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 
 # Server-owned bookkeeping: differs on every write, never something git sets.
 _VOLATILE_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
-_VOLATILE_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
+# ... and the reconciler's own content hash: it changes with every change it summarises, so showing it adds nothing.
+_VOLATILE_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision",
+                         labels.CONTENT_HASH)
 
 
 def normalize(obj: dict | None) -> dict | None:
