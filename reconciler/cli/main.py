@@ -17,13 +17,39 @@ from reconciler.cli.console import err as console, line, out, print_error, print
 from reconciler.cli.exits import ExitCode, outcome
 from reconciler.errors import ReconcilerError
 
+# Help is click's plain formatter (HELP_SETTINGS): paragraphs are re-wrapped to the terminal's width,
+# not the source's line breaks, and help text is never parsed as rich markup ("[dry run]" stays).
+HELP = {"rich_markup_mode": None, "context_settings": {"max_content_width": 1000}}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("model-gitops-reconciler")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            shown = "unknown (not installed)"
+        typer.echo(f"reconciler {shown}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="reconciler",
     help="GitOps reconciler for ML models: validate, plan, build, render and roll out models to Kubernetes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    **HELP,  # type: ignore[arg-type]
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="print the reconciler's version and exit")] = False,
+) -> None:
+    """GitOps reconciler for ML models: validate, plan, build, render and roll out models to Kubernetes."""
 
 RepoOption = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
 
@@ -85,7 +111,7 @@ def plan(
     base: Annotated[str, typer.Option(help="the revision changes are measured from; 'empty' for a first deployment")] = "HEAD",
     head: Annotated[str | None, typer.Option(help="the revision to plan (default: the working tree)")] = None,
     environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable)")] = None,
-    fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,
+    fmt: Annotated[PlanFormat, typer.Option("--format", "-f", help="text (a terminal), markdown (a PR comment) or json")] = PlanFormat.text,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plan to a file too")] = None,
     artifact: Annotated[Path | None, typer.Option(
         help="write the complete plan (plan.md with every diff, plan.json) into this folder, e.g. for a CI artifact")] = None,
@@ -109,6 +135,8 @@ def plan(
         result = plan_revisions(repo, base, head, environment or None, full=full, check_artifacts=check_artifacts)
     except ReconcilerError as exc:
         raise fail(exc) from None
+    for note in result.notes:
+        console.print(f"note: {note}")
     if fmt is PlanFormat.text:
         print_plan(result, out, diffs=diffs)
         text = None
@@ -136,7 +164,7 @@ def hydrate(
         help="plain: manifest.yaml + hydrator.metadata per environment (Argo CD source hydrator layout); "
              "kustomize: a file per model and a kustomization.yaml")] = "plain",
     rev: Annotated[str | None, typer.Option(help="revision to render (default: HEAD for branches, the working tree for --out)")] = None,
-    environment: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
+    environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable; default: all)")] = None,
     repo: RepoOption = Path("."),
 ) -> None:
     """Write rendered manifests for Argo CD or Flux to sync from (no cluster needed).

@@ -9,7 +9,8 @@ import typer
 
 from reconciler.errors import ReconcilerError
 
-model_app = typer.Typer(name="model", no_args_is_help=True, help="Add models to the repository.")
+model_app = typer.Typer(name="model", no_args_is_help=True, help="Add models to the repository.",
+                        rich_markup_mode=None)
 
 
 @model_app.command("new")

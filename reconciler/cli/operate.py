@@ -205,8 +205,10 @@ def rollback_command(
     try:
         _environments(repo, environment)
         kube = connect(repo, environment, kubeconfig, context)
+        from reconciler.run.notify import Notifier
+
         done = rollback(kube, repo, environment, to, state_namespace=state_namespace,
-                        now=datetime.now(timezone.utc))
+                        now=datetime.now(timezone.utc), notify=Notifier.from_env())
     except ReconcilerError as exc:
         raise _fail(exc) from None
     _print_result(done.result, OutputFormat.text)

@@ -14,7 +14,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.extras import require
 
 
-cli = typer.Typer(name="pipeline", no_args_is_help=True,
+cli = typer.Typer(name="pipeline", no_args_is_help=True, rich_markup_mode=None,
                   help="Run the training pipeline locally, or render/submit pipelines as Argo Workflows.")
 
 

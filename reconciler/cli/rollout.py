@@ -20,6 +20,7 @@ from reconciler.report.rollout import report_json
 from reconciler.rollout.state import RolloutState
 
 rollout_app = typer.Typer(help="Canary rollouts: show, promote, abort, pause or resume a model's rollout.",
+                          rich_markup_mode=None,
                           no_args_is_help=True)
 
 ModelArg = Annotated[str, typer.Argument(help="model name, e.g. iris-classifier")]
@@ -71,16 +72,14 @@ def _load(client, model: str, env):
 
 def _fail(exc: Exception) -> typer.Exit:
     from reconciler.cli.console import print_error
-    from reconciler.errors import KubeError
 
     print_error(exc)
-    # as `sync`: 2 when the cluster could not be reached at all, 1 when it answered with a refusal
-    return typer.Exit(2 if isinstance(exc, KubeError) and exc.status is None else 1)
+    return typer.Exit(1)
 
 
 @rollout_app.command()
 def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
-           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format", "-f")] = Format.text,  # noqa: A002
+           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format", "-f", help="text or json")] = Format.text,  # noqa: A002
            png: Annotated[Path | None, typer.Option("--png", help="also write a latency/error chart here")] = None,
            ) -> None:
     """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""

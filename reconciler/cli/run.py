@@ -17,7 +17,7 @@ from reconciler.run.loop import Reconciler, RunConfig
 
 def run_command(
     repo_url: Annotated[str, typer.Option("--repo-url", help="git remote to watch (URL or path)")],
-    environment: Annotated[list[str], typer.Option("--environment", "-e", help="environment to reconcile (repeatable)")],
+    environment: Annotated[list[str], typer.Option("--env", "--environment", "-e", help="environment to reconcile (repeatable)")],
     branch: Annotated[str, typer.Option(help="branch to follow")] = "main",
     workdir: Annotated[Path, typer.Option(help="where the local clone lives")] = Path("/tmp/reconciler/repo"),
     interval: Annotated[float, typer.Option(help="seconds between polls of the remote")] = 60.0,
@@ -27,8 +27,8 @@ def run_command(
     context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one; an environment whose cluster.context differs is refused unless this is given)")] = None,
     listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz (in a cluster: 0.0.0.0:8080)")] = "127.0.0.1:8080",
     identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
-    prune: Annotated[bool, typer.Option("--prune/--no-prune")] = True,
-    self_heal: Annotated[bool, typer.Option("--self-heal")] = False,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
+    self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster (drift) on every pass")] = False,
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
     verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
     verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
@@ -63,8 +63,12 @@ def run_command(
     verify = VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers)
     if verify.enabled:
         typer.echo(f"commits must be signed: {verify.describe()}", err=True)
+    from reconciler.run.notify import Notifier
+
+    # RECONCILER_GITHUB_REPO + RECONCILER_GITHUB_TOKEN: commit statuses; RECONCILER_WEBHOOK_URL: Slack-compatible posts
     reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url,
-                                                      target=target, verify=verify), sync=sync_and_report)
+                                                      target=target, verify=verify), sync=sync_and_report,
+                            notify=Notifier.from_env())
     signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())
     signal.signal(signal.SIGINT, lambda *_: reconciler.stop())
     reconciler.start_http()

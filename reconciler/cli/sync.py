@@ -74,6 +74,7 @@ def sync_command(
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
     verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
     verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
+    state_namespace: Annotated[str, typer.Option("--state-namespace", envvar="RECONCILER_STATE_NAMESPACE", help="where the sync is recorded for `status` and `history` (the namespace of `reconciler run`)")] = "model-gitops",
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
     from reconciler.cli.console import err, print_error
@@ -98,6 +99,19 @@ def sync_command(
     except ReconcilerError as exc:
         print_error(exc)
         raise typer.Exit(ExitCode.FAILED) from None
+    if not dry_run:
+        from datetime import datetime, timezone
+
+        from reconciler.errors import KubeError
+        from reconciler.run.rollback import record_manual_sync
+
+        try:
+            recorded = record_manual_sync(kube, environment, result, state_namespace=state_namespace,
+                                          now=datetime.now(timezone.utc))
+        except KubeError as exc:
+            recorded = f"not recorded: {exc.message}"
+        if recorded:
+            result.notes.append(recorded)
     _print_result(result, fmt)
     raise typer.Exit(exit_code(result))
 

@@ -117,6 +117,7 @@ class Plan:
     head: str
     environments: dict[str, EnvironmentPlan] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # promotion order (dev -> staging -> prod)
+    notes: list[str] = field(default_factory=list)  # what the plan could not check, said once
 
     @property
     def ok(self) -> bool:
@@ -130,6 +131,7 @@ class Plan:
 
     def as_dict(self) -> dict[str, object]:
         return {"base": self.base, "head": self.head, "ok": self.ok, "order": [e.environment for e in self.ordered()],
+                "notes": self.notes,
                 "environments": {n: e.as_dict() for n, e in sorted(self.environments.items())}}
 
 

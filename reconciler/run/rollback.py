@@ -70,3 +70,27 @@ def rollback(kube: Any, repo: Path, environment: str, target: str, *, state_name
     if notify is not None:
         notify.event("rollback", environment, commit, f"rolled back from {pinned_head[:12]} by `reconciler rollback`")
     return RollbackResult(commit, pinned_head, result, history_id=entry.id)
+
+
+def record_manual_sync(kube: Any, environment: str, result: Any, *, state_namespace: str, now: datetime) -> str:
+    """Record a `reconciler sync` by hand where `run`, `status` and `history` read it; returns what was done.
+
+    Only when the state namespace exists (it is the in-cluster reconciler's): a laptop sync of a
+    cluster without one is not recorded, and says so. A manual sync ends a rollback pin, as a sync in
+    Argo CD does."""
+    from reconciler.run import history
+    from reconciler.run.loop import Record, environment_failure, load_record, save_record
+
+    if result.dry_run or not result.commit or environment_failure(result) is not None:
+        return ""
+    if kube.get(ObjectRef("v1", "Namespace", None, state_namespace)) is None:
+        return (f"not recorded: the state namespace {state_namespace} does not exist (`reconciler status` and "
+                "`history` read it; pass --state-namespace)")
+    recorded = load_record(kube, environment, state_namespace)
+    when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = Record(result.commit, result.ok, when, str(result.summary()),
+                    requested=recorded.requested if recorded else "", handled=recorded.handled if recorded else "")
+    save_record(kube, environment, state_namespace, record)
+    entry = history.append(kube, environment, state_namespace, commit=result.commit, time=when, action="sync",
+                           ok=result.ok, summary=record.summary)
+    return f"recorded as history id {entry.id} in {state_namespace}"
