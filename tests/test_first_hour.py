@@ -34,9 +34,11 @@ def _problems(root: Path, model: str) -> list:
 
 
 def test_replicas_below_zero_says_the_bound_as_a_fix(template_repo):
-    _edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: -1")
+    spec = template_repo / "models/digits-classifier/model.yaml"
+    _edit(spec, "replicas: 2", "replicas: -1")
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "replicas: -1" in text)
     [problem] = _problems(template_repo, "digits-classifier")
-    assert (problem.file, problem.field, problem.line) == ("models/digits-classifier/model.yaml", "serving.replicas", 7)
+    assert (problem.file, problem.field, problem.line) == ("models/digits-classifier/model.yaml", "serving.replicas", line)
     assert problem.message == "Input should be greater than or equal to 0"
     assert problem.fix == "use a value >= 0"
 
