@@ -35,7 +35,7 @@ StateNsOpt = Annotated[str, typer.Option("--state-namespace", envvar="RECONCILER
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="text, json or markdown")]
 
 
-def _fail(exc: ReconcilerError, code: int = 2) -> typer.Exit:
+def _fail(exc: ReconcilerError, code: int = 1) -> typer.Exit:
     from reconciler.cli.console import print_error
 
     print_error(exc)
@@ -116,7 +116,8 @@ def diff_command(
 ) -> None:
     """Field-level diff of what git renders against the live cluster, from a server-side dry run.
 
-    Exit code 0: no difference, 1: differences, 2: the diff could not be made (as `kubectl diff`)."""
+    Exit code 0: no difference, 1: differences, 2: the diff could not be made (as `kubectl diff`;
+    the other commands exit 1 on an error)."""
     from reconciler.cli.console import line, out, print_model_errors, styled
     from reconciler.labels import MANAGER
     from reconciler.plan.desired import desired_at
@@ -130,7 +131,7 @@ def diff_command(
             raise state.env_errors[environment]
         diff = diff_environment(kube, state, environment, field_manager=MANAGER)
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, 2) from None
     if fmt is Format.json:
         sys.stdout.write(json.dumps(diff.as_dict(), indent=2, sort_keys=True) + "\n")
     else:
