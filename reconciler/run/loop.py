@@ -397,9 +397,10 @@ class Reconciler:
     def watch_requests(self) -> None:
         """Wake the loop when `reconciler reconcile ENV` annotates a state ConfigMap (until stop())."""
         selector = f"{labels.DOMAIN}/role=state"
+        kube: Any = self.kube  # the KubeClient: watching is not part of the Cluster seam
         while not self.stopping.is_set():
             try:
-                for event in self.kube.watch("v1", "ConfigMap", self.config.state_namespace,
+                for event in kube.watch("v1", "ConfigMap", self.config.state_namespace,
                                              label_selector=selector, timeout_seconds=30):
                     record = Record.of(event.get("object"))
                     if record is not None and record.on_demand:
