@@ -345,7 +345,6 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
         plan.environments[env] = plan_environment_between(env, before, after, paths, first, complete, missing)
     plan.order = promotion_order(set(plan.environments),
                                  {n: e.promotes_from for n, e in after.catalog.environments.items()})
-    plan.notes = notes
     return plan
 
 
