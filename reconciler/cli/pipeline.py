@@ -74,8 +74,8 @@ def run_command(
 
 # the options `pipeline render` and `pipeline submit` share
 PipelineArg = Annotated[str, typer.Argument(help="train, build-image or neuron-compile")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m")]
-EnvOpt = Annotated[str, typer.Option("--env", "-e")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="the model the workflow is for")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="the environment whose registry and pools the workflow uses")]
 CommitOpt = Annotated[str | None, typer.Option(help="default: HEAD")]
 RepoUrlOpt = Annotated[str | None, typer.Option(help="default: the origin remote's URL")]
 ModelHashOpt = Annotated[str | None, typer.Option(help="default: the working tree's model hash")]
