@@ -308,3 +308,40 @@ def test_a_model_the_server_refuses_is_skipped_with_its_message_and_the_others_p
         "digits": Action.skipped, "digits-cpu": Action.skipped}
     assert c.names("Deployment", "apps/v1") == {"iris-cpu", "wine-cpu"}
     assert result.by_model()["iris"].as_dict() == {"created": 2}
+
+
+def test_non_canonical_spellings_make_no_drift_and_no_writes(cluster):
+    c = cluster
+    want = desired(c, THREE)
+    container = want["iris"][1]["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"cpu": 0.5, "memory": "1024Mi", "ephemeral-storage": "2048Ki"},
+                              "limits": {"cpu": "1000m", "memory": "2097152Ki"}}
+    hashed(want["iris"][1])
+    assert sync(c, want).ok
+    live = c.kube.get(ObjectRef("apps/v1", "Deployment", c.namespace, "iris-cpu"))
+    assert live["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "2Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    for self_heal in (False, True):
+        c.reset_counts()
+        again = sync(c, want, self_heal=self_heal)
+        assert counts(again) == {"unchanged": 6}
+        assert not [r.message for r in again.objects if r.message], "no drift reported"
+        assert c.writes() == 0
+
+
+def test_self_heal_of_a_port_another_manager_rekeyed_makes_no_duplicate(cluster):
+    c = cluster
+    assert sync(c, desired(c, THREE)).ok
+    ref = ObjectRef("v1", "Service", c.namespace, "iris")
+    # what `kubectl edit` sends when port 80 becomes 8080: the item is re-keyed (Service ports merge by port)
+    c.kube.patch(ref, {"spec": {"$setElementOrder/ports": [{"port": 8080}],
+                                "ports": [{"name": "http", "port": 8080, "targetPort": 3000}, {"$patch": "delete", "port": 80}]}},
+                 type="strategic", field_manager="kubectl-edit")
+    assert [p["port"] for p in c.kube.get(ref)["spec"]["ports"]] == [8080]
+    reported = sync(c, desired(c, THREE))
+    assert any("spec.ports[http].port" in r.message for r in reported.objects if r.ref == ref)
+    healed = sync(c, desired(c, THREE), self_heal=True)
+    assert healed.ok, healed.as_dict()
+    assert [(r.ref.name, r.action) for r in healed.objects if r.action.writes] == [("iris", Action.configured)]
+    assert [(p["name"], p["port"]) for p in c.kube.get(ref)["spec"]["ports"]] == [("http", 80)]
+    assert counts(sync(c, desired(c, THREE), self_heal=True)) == {"unchanged": 6}

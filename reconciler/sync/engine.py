@@ -204,6 +204,9 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     def dry_run(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
         obj = a.obj
         assert obj is not None, "a write always carries its desired object"
+        if a.prepare:  # the apply can only be validated after the re-keyed items are replaced
+            return a, _try(lambda: kube.patch(a.ref, list(a.prepare), type="json",
+                                              field_manager=options.field_manager, dry_run=True))
         return a, _try(lambda: kube.apply(obj, field_manager=options.field_manager, dry_run=True))
 
     def check(batch: list[PlannedAction]) -> None:
@@ -256,9 +259,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
             continue
 
         def apply(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
-            obj = a.obj
-            assert obj is not None, "a write always carries its desired object"
-            return a, _try(lambda: kube.apply(obj, field_manager=options.field_manager))
+            return a, _try(lambda: _apply(kube, a, options.field_manager))
 
         # a model applies as a unit in kind order: after one of its writes failed (e.g. its rollout
         # state lost a race with another writer), nothing more of it is written in this pass
@@ -304,6 +305,13 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     # 6. Health of what was applied (optional wait).
     if options.wait:
         result.health = model_health(kube, plan, timeout=options.timeout)
+
+
+def _apply(kube: Cluster, a: PlannedAction, field_manager: str) -> None:
+    assert a.obj is not None, "a write always carries its desired object"
+    if a.prepare:
+        kube.patch(a.ref, list(a.prepare), type="json", field_manager=field_manager)
+    kube.apply(a.obj, field_manager=field_manager)
 
 
 def _object_result(a: PlannedAction, exc: KubeError | None) -> ObjectResult:

@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler import labels
 from reconciler.results import Action, ObjectRef, Summary
-from reconciler.sync.diff import live_hash, drift, object_hash
+from reconciler.sync.diff import drift, live_hash, object_hash, rekeyed_items
 from reconciler.sync.inventory import PENDING, Inventory, InventoryEntry
 
 
@@ -68,6 +68,9 @@ class PlannedAction:
     obj: dict | None = None  # the desired object, for created/configured
     hash: str | None = None  # its content hash
     refused: bool = False  # a safety check refused it (not the user's --no-prune): the sync is partial
+    # JSON-patch operations to run before the apply: live list items another manager re-keyed
+    # (diff.rekeyed_items), which server-side apply alone would duplicate
+    prepare: tuple[dict, ...] = ()
 
     @property
     def writes(self) -> bool:
@@ -205,6 +208,9 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
         else:
             prunes.append(PlannedAction(entry.ref, entry.model, Action.pruned, "no longer in git"))
 
+    if live is not None:
+        applies = [replace(a, prepare=tuple(rekeyed_items(a.obj, live[a.ref])))
+                   if a.action is Action.configured and a.ref in live else a for a in applies]
     applies.sort(key=lambda a: (kind_rank(a.ref.kind), str(a.ref)))
     plan.actions = applies + others + prunes
     return plan
