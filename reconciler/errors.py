@@ -105,7 +105,8 @@ class ValidationError(ReconcilerError):
         self.errors = errors
 
     def __str__(self) -> str:
-        return self.message + "".join(f"\n  - {e}" for e in self.errors)
+        text = self.message + "".join(f"\n  - {e}" for e in self.errors)
+        return f"{text}\n  fix: {self.fix}" if self.fix else text
 
 
 class ArtifactError(ReconcilerError):

@@ -185,7 +185,8 @@ def test_hydrate_needs_exactly_one_target(template_repo, args):
 def test_plan_from_empty_creates_every_object(template_repo):
     plan = plan_revisions(template_repo, "empty", "HEAD", ["prod"])
     prod = plan.environments["prod"]
-    assert prod.changed_models == ["digits-classifier", "iris-classifier"]
+    # the environment's own objects (the PriorityClass its overlay names) are a group of their own
+    assert prod.changed_models == ["(environment)", "digits-classifier", "iris-classifier"]
     actions = {r.action for m in prod.models.values() for r in m.objects}
     assert actions == {Action.created}
     assert plan.base == "empty"

@@ -70,7 +70,8 @@ def test_every_object_carries_ownership_labels_and_its_content_hash(catalog):
     for obj in result.objects():
         labels = obj["metadata"]["labels"]
         assert labels[L.MANAGED_BY] == L.MANAGER and labels[L.ENVIRONMENT] == "staging"
-        assert labels[L.MODEL] in IMAGES
+        # the environment's own objects (its PriorityClass) belong to no model
+        assert labels[L.MODEL] in IMAGES if obj not in result.shared else L.MODEL not in labels
         assert obj["metadata"]["annotations"][L.CONTENT_HASH] == content_hash(obj)
     kinds = sorted(o["kind"] for o in result.models["iris-classifier"].objects)
     assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service", "Service"]  # iris autoscales

@@ -345,3 +345,16 @@ def test_self_heal_of_a_port_another_manager_rekeyed_makes_no_duplicate(cluster)
     assert [(r.ref.name, r.action) for r in healed.objects if r.action.writes] == [("iris", Action.configured)]
     assert [(p["name"], p["port"]) for p in c.kube.get(ref)["spec"]["ports"]] == [("http", 80)]
     assert counts(sync(c, desired(c, THREE), self_heal=True)) == {"unchanged": 6}
+
+
+def test_pods_that_cannot_be_created_make_the_model_degraded_with_the_reason(cluster, sim_nodes):
+    c = cluster
+    want = desired(c, THREE)
+    want["digits"][1]["spec"]["template"]["spec"]["priorityClassName"] = f"missing-{c.env}"
+    hashed(want["digits"][1])
+    with sim_nodes.running(c.namespace):
+        result = sync(c, want, wait=True, timeout=120)
+    assert result.health["iris"].status.value == "healthy"
+    digits = result.as_dict()["models"]["digits"]["health"]
+    assert digits["status"] == "degraded", digits
+    assert "FailedCreate" in str(digits["objects"]) and f"missing-{c.env}" in str(digits["objects"])

@@ -282,11 +282,27 @@ class EnvironmentSpec(Strict):
     secrets: Secrets | None = Field(None, description="the age key that decrypts the SOPS Secrets under "
                                                       "environments/<env>/secrets/<model>/ (docs/trust.md)")
     pipelines: Pipelines = Field(default_factory=lambda: Pipelines.model_validate({}))
+    priority_classes: dict[str, int] = Field(
+        default_factory=dict, alias="priorityClasses",
+        description="PriorityClasses the environment's pods may name (name: value); rendered as cluster-scoped "
+                    "objects, so an overlay's priorityClassName never points at nothing")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _dns_label(value, "environment name")
+
+    @field_validator("priority_classes")
+    @classmethod
+    def _priority_classes(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, priority in value.items():
+            if name.startswith("system-"):
+                raise ValueError(f"priorityClasses: {name!r}: the system- prefix is reserved for Kubernetes' own")
+            _dns_label(name, "priorityClasses name")
+            if not -2147483648 <= priority <= 1000000000:
+                raise ValueError(f"priorityClasses: {name}: {priority} is outside -2147483648..1000000000 "
+                                 "(larger values are reserved for system classes)")
+        return value
 
     @field_validator("namespace")
     @classmethod

@@ -230,3 +230,25 @@ def resource_quota(env: EnvironmentSpec) -> dict | None:
                      "labels": {L.MANAGED_BY: L.MANAGER, L.ENVIRONMENT: env.name}},
         "spec": {"hard": {f"requests.{resource}": str(count) for resource, count in sorted(env.budget.devices.items())}},
     }
+
+
+def priority_classes(env: EnvironmentSpec) -> list[dict]:
+    """The PriorityClasses the environment declares (cluster-scoped; pods of its models may name them)."""
+    return [{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+             "metadata": {"name": name, "labels": {L.MANAGED_BY: L.MANAGER, L.ENVIRONMENT: env.name}},
+             "value": value, "preemptionPolicy": "PreemptLowerPriority", "globalDefault": False,
+             "description": f"model serving pods of environment {env.name} (environments/{env.name}/environment.yaml)"}
+            for name, value in sorted(env.priority_classes.items())]
+
+
+def undeclared_priority_classes(objects: list[dict], env: EnvironmentSpec) -> list[str]:
+    """'<Kind>/<name>: <class>' for every pod template naming a PriorityClass the environment does not
+    declare (Kubernetes' own system-* classes apart): its Pods would be refused at creation."""
+    out = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        pod = spec.get("template", {}).get("spec") if obj.get("kind") != "Pod" else spec
+        name = (pod or {}).get("priorityClassName")
+        if name and not name.startswith("system-") and name not in env.priority_classes:
+            out.append(f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}: {name}")
+    return out

@@ -59,6 +59,12 @@ def deployment_health(obj: dict) -> Health:
         return Health(HealthStatus.suspended, "rollout is paused")
     if not _generation_observed(obj):
         return Health(HealthStatus.progressing, "waiting for the rollout to be observed by the controller")
+    failure = _conditions(obj).get("ReplicaFailure")
+    if failure and failure.get("status") == "True":
+        # the ReplicaSet could not create Pods (admission refused them: a missing PriorityClass, a quota,
+        # a ServiceAccount): waiting will not help until something changes
+        return Health(HealthStatus.degraded, f"pods cannot be created: {failure.get('reason', '')}: "
+                                             f"{failure.get('message', '')}".rstrip(": "))
     progressing = _conditions(obj).get("Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         return Health(HealthStatus.degraded, f"rollout exceeded its progress deadline: {progressing.get('message', '')}".rstrip(": "))
@@ -153,12 +159,19 @@ _BY_KIND: dict[str, Callable[[dict], Health]] = {
 }
 
 
+# Built-in kinds with no status at all (no controller reports on them): healthy once they exist.
+_NO_STATUS = frozenset({"ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                        "ClusterRoleBinding", "PriorityClass", "NetworkPolicy", "LimitRange", "StorageClass"})
+
+
 def health_of(obj: dict | None) -> Health:
     """The health of one live object (None: it does not exist)."""
     if obj is None:
         return Health(HealthStatus.missing, "object not found")
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
         return Health(HealthStatus.progressing, "being deleted")
+    if obj.get("kind") in _NO_STATUS:
+        return HEALTHY
     check = _BY_KIND.get(obj.get("kind", ""))
     if check is not None:
         return check(obj)

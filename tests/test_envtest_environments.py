@@ -1,0 +1,69 @@
+"""Every environment of the template, as rendered and hydrated, against the real API server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
+from tests.conftest import PROJECT
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+RECONCILER = Path(sys.executable).parent / "reconciler"
+
+
+def test_hydrated_output_of_every_environment_passes_a_server_side_dry_run(envtest_repo, envtest, tmp_path):
+    out = tmp_path / "rendered"
+    done = subprocess.run([str(RECONCILER), "hydrate", "--repo", str(envtest_repo.root), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    envs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert envs == sorted(yaml.safe_load((p / "environment.yaml").read_text())["name"]
+                          for p in (PROJECT / "environments").iterdir() if (p / "environment.yaml").exists())
+    admin = envtest.client()
+    for env in envs:
+        # a server-side dry run creates nothing, so the namespace it would create cannot hold the rest yet
+        admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": envtest_repo.namespaces[env]}})
+        files = sorted(str(f) for f in (out / env).rglob("*.yaml") if f.name != "kustomization.yaml")
+        assert files, f"nothing hydrated for {env}"
+        args = ["-k", str(out / env)] if (out / env / "kustomization.yaml").exists() else \
+            [a for f in files for a in ("-f", f)]
+        done = subprocess.run([str(KUBECTL), "--kubeconfig", str(envtest.kubeconfig), "apply", "--server-side",
+                               "--dry-run=server", "--field-manager=dry-run-test", *args],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, f"{env}: {done.stderr}"
+        assert "serverside-applied (server dry run)" in done.stdout
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_staging_and_prod_pods_can_be_created(envtest_repo, kcm, sim_nodes, env):
+    """Their overlays name priorityClassName: model-serving: the environment renders that PriorityClass,
+    so the Deployments' Pods are admitted (before, every Pod was refused and health said 'progressing')."""
+    kube = kcm.client()
+    with sim_nodes.running(envtest_repo.namespaces[env]):
+        result = sync_commit(kube, envtest_repo.root, "HEAD", env, SyncOptions(wait=True, timeout=120))
+    assert result.ok, json.dumps({m: v.get("health") for m, v in result.as_dict()["models"].items()})
+    assert {m: h.status.value for m, h in result.health.items()} == {
+        "(environment)": "healthy", "digits-classifier": "healthy", "iris-classifier": "healthy"}
+    pods = kube.list("v1", "Pod", envtest_repo.namespaces[env])
+    assert pods and {p["spec"].get("priorityClassName") for p in pods} == {"model-serving"}
+    assert {p["spec"].get("priority") for p in pods} == {100000}
+
+
+def test_an_overlay_naming_an_undeclared_priority_class_is_a_model_error(envtest_repo):
+    from reconciler.plan.desired import desired_at
+
+    env = envtest_repo.root / "environments" / "prod" / "environment.yaml"
+    env.write_text(env.read_text().replace("priorityClasses: {model-serving: 100000}\n", ""))
+    state = desired_at(envtest_repo.root, None, ["prod"])
+    errors = state.errors_by_model("prod")
+    assert set(errors) == {"digits-classifier", "iris-classifier"}
+    error = errors["iris-classifier"]
+    text = str(error) + str(getattr(error, "fix", ""))
+    assert "model-serving" in text and "priorityClasses" in text and "environments/prod/environment.yaml" in text
