@@ -286,26 +286,43 @@ def test_unhealthy_model_is_reported_not_hidden(cluster, sim_nodes):
     assert "progress deadline" in str(result.as_dict()["models"]["digits"]["health"]["objects"])
 
 
+def _container(objs: list[dict]) -> dict:
+    container = objs[1]["spec"]["template"]["spec"]["containers"][0]
+    container.setdefault("resources", {})
+    return container
+
+
+def _hpa(objs: list[dict], low: int, high: int) -> None:
+    objs.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                 "metadata": {**objs[1]["metadata"], "labels": dict(objs[1]["metadata"]["labels"])},
+                 "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": objs[1]["metadata"]["name"]},
+                          "minReplicas": low, "maxReplicas": high}})
+
+
+# each a refusal the stand-in did not make: the real server's own words are reported per model
 @pytest.mark.parametrize("breakage, server_says", [
-    (lambda c: c["resources"].update(requests={"cpu": "lots"}), "quantities must match"),  # HTTP 500 upstream
-    (lambda c: c.update(bogus={"x": 1}), "field not declared in schema"),  # HTTP 500 under server-side apply
-    (lambda c: c.update(ports=[{"name": "a-port-name-over-15", "containerPort": 3000}]), "must be no more than 15"),
-    (lambda c: c["resources"].update(requests={"memory": "2Gi"}, limits={"memory": "1Gi"}), "less than or equal"),
-])
+    (lambda o: _container(o)["resources"].update(requests={"cpu": "lots"}), "quantities must match"),  # HTTP 500
+    (lambda o: _container(o).update(bogus={"x": 1}), "field not declared in schema"),  # HTTP 500 under SSA
+    (lambda o: _container(o).update(ports=[{"name": "a-port-name-over-15", "containerPort": 3000}]),
+     "must be no more than 15"),
+    (lambda o: _container(o)["resources"].update(requests={"memory": "2Gi"}, limits={"memory": "1Gi"}),
+     "less than or equal"),
+    (lambda o: o[0]["spec"]["ports"].append({"name": "http", "port": 81, "targetPort": 3001}), "Duplicate value"),
+    (lambda o: _hpa(o, 5, 2), "must be greater than or equal to `minReplicas`"),
+], ids=["quantity", "unknown-field", "port-name", "limit-below-request", "duplicate-port-name", "hpa-min-max"])
 def test_a_model_the_server_refuses_is_skipped_with_its_message_and_the_others_proceed(cluster, breakage, server_says):
     c = cluster
     want = desired(c, THREE)
-    container = want["digits"][1]["spec"]["template"]["spec"]["containers"][0]
-    container.setdefault("resources", {})
-    breakage(container)
-    hashed(want["digits"][1])
+    breakage(want["digits"])
+    for obj in want["digits"]:
+        hashed(obj)
     kube = c.new_client(retry=None)
     result = sync(c, want, kube=kube)
     assert result.error is None, result.error  # the environment was not aborted
     assert kube.stats.retries == 0  # a refusal is not retried
     assert any(server_says in e for e in result.model_errors["digits"]), result.model_errors
-    assert {r.ref.name: r.action for r in result.objects if r.model == "digits"} == {
-        "digits": Action.skipped, "digits-cpu": Action.skipped}
+    assert {r.action for r in result.objects if r.model == "digits"} == {Action.skipped}
     assert c.names("Deployment", "apps/v1") == {"iris-cpu", "wine-cpu"}
     assert result.by_model()["iris"].as_dict() == {"created": 2}
 
