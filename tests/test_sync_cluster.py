@@ -176,10 +176,10 @@ def test_api_faults_mid_sync_converge_without_duplicates(cluster):
     with c.proxy() as proxy:
         proxy.inject(Fault(path="deployments/digits-cpu", method="PATCH", status=500, count=2))
         proxy.inject(Fault(path="services/wine", method="PATCH", status=429, retry_after=1, count=1))
-        proxy.inject(Fault(path="deployments/iris-cpu", method="PATCH", delay=0.5, count=1))
+        proxy.inject(Fault(path="deployments/iris-cpu", method="PATCH", delay=4, count=1))  # past the timeout
         proxy.inject(Fault(path="services/iris", method="PATCH", dry_run=False, drop=True, count=1))
         kube = c.new_client(kubeconfig=proxy.kubeconfig(c.tmp / "proxy.kubeconfig"))
-        kube.request_timeout = 0.25
+        kube.request_timeout = 2  # generous: a loaded machine must not time out the requests not delayed
         result = sync(c, desired(c, THREE), kube=kube)
         assert all(f.hits == f.count for f in proxy.faults)
     assert result.ok, result.as_dict()
