@@ -67,3 +67,49 @@ def test_an_overlay_naming_an_undeclared_priority_class_is_a_model_error(envtest
     error = errors["iris-classifier"]
     text = str(error) + str(getattr(error, "fix", ""))
     assert "model-serving" in text and "priorityClasses" in text and "environments/prod/environment.yaml" in text
+
+
+def test_drift_paths_print_intact_in_text_output(envtest_repo, envtest):
+    """`spec.ports[http].port` once printed as `spec.ports.port` (rich ate the brackets as markup)."""
+    from typer.testing import CliRunner
+
+    from reconciler.cli.main import app
+    from reconciler.results import ObjectRef
+
+    def sync_dev() -> str:
+        result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(envtest_repo.root), "--kubeconfig",
+                                          str(envtest.kubeconfig), "--context", "envtest"])
+        return result.output
+
+    sync_dev()
+    ns = envtest_repo.namespaces["dev"]
+    kube = envtest.client()
+    (service,) = [s for s in kube.list("v1", "Service", ns) if s["metadata"]["name"].startswith("iris-classifier")][:1]
+    port = service["spec"]["ports"][0]
+    kube.patch(ObjectRef("v1", "Service", ns, service["metadata"]["name"]),
+               {"spec": {"ports": [{"name": port["name"], "port": port["port"], "targetPort": 9999}]}},
+               type="strategic", field_manager="kubectl-edit")
+    out = sync_dev()
+    assert f"spec.ports[{port['name']}].targetPort" in out, out
+
+
+def test_a_model_with_a_running_canary_reports_the_health_of_its_objects(envtest_repo, kcm, sim_nodes):
+    """Its health once said 'healthy' with no objects at all: the canary's own Deployment was not looked at."""
+    import git
+
+    from tests.conftest import commit_all
+
+    kube = kcm.client()
+    ns = envtest_repo.namespaces["staging"]
+    options = SyncOptions(wait=True, timeout=120)
+    with sim_nodes.running(ns):
+        assert sync_commit(kube, envtest_repo.root, "HEAD", "staging", options).ok
+        service = envtest_repo.root / "models/iris-classifier/service.py"
+        service.write_text(service.read_text() + "\n# a new model version\n")
+        commit_all(git.Repo(envtest_repo.root), "iris: new version")
+        sim_nodes.stuck("iris-classifier-", "unready")  # the canary's pods never become ready
+        result = sync_commit(kube, envtest_repo.root, "HEAD", "staging", SyncOptions(wait=True, timeout=20))
+    iris = result.health["iris-classifier"]
+    canaries = [ref for ref in iris.objects if ref.startswith("Deployment/") and ref.endswith("-canary")]
+    assert canaries, f"the canary Deployment is not in the model's health: {sorted(iris.objects)}"
+    assert iris.status.value != "healthy", iris.as_dict()
