@@ -156,7 +156,7 @@ def test_budget_renders_a_resource_quota(template_repo):
         (template_repo / "environments/prod/environment.yaml").read_text()
         + "budget: {monthlyUSD: 20000, nvidia.com/gpu: 8, aws.amazon.com/neuron: 16}\n")
     state = desired_at(template_repo, None, ["prod"])
-    (quota,) = state.objects_by_model("prod")[ENVIRONMENT_GROUP]
+    (quota,) = [o for o in state.objects_by_model("prod")[ENVIRONMENT_GROUP] if o["kind"] == "ResourceQuota"]
     assert quota["kind"] == "ResourceQuota" and quota["metadata"]["namespace"] == "models-prod"
     assert quota["spec"]["hard"] == {"requests.aws.amazon.com/neuron": "16", "requests.nvidia.com/gpu": "8"}
 

@@ -108,6 +108,8 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, envtest_repo, 
                **{o["metadata"]["name"]: f"{o['metadata']['name']}-{suffix}" for o in rendered
                   if o["kind"] in ("ClusterRole", "ClusterRoleBinding")}}
     install_reconciler_rbac(envtest, rendered, renames)
+    # cluster-scoped and shared by the tests of this server: start without it, so the pass creates it
+    envtest.client().delete(ObjectRef("scheduling.k8s.io/v1", "PriorityClass", None, "model-serving"))
     sa_config = envtest.service_account_kubeconfig("model-gitops-reconciler", state_ns, tmp_path / "sa.kubeconfig")
     sa_user = f"system:serviceaccount:{state_ns}:model-gitops-reconciler"
 
