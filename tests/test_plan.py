@@ -134,8 +134,11 @@ def test_hydrate_to_a_folder_writes_the_source_hydrator_layout(template_repo, tm
         assert docs[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": f"models-{env}", "labels": {"app.kubernetes.io/managed-by": "model-gitops-reconciler",
                                                 "gitops.ml/environment": env}}}
-        models = {d["metadata"]["labels"].get("gitops.ml/model") for d in docs[1:]}
+        models = {d["metadata"]["labels"].get("gitops.ml/model") for d in docs[1:] if d["kind"] != "PriorityClass"}
         assert models == {"digits-classifier", "iris-classifier"}
+        # the environment's own objects: the PriorityClass its overlay names (staging and prod)
+        assert {d["metadata"]["name"] for d in docs if d["kind"] == "PriorityClass"} == (
+            set() if env == "dev" else {"model-serving"})
 
 
 def test_hydrate_kustomize_layout_is_an_option(template_repo, tmp_path):

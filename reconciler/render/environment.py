@@ -28,8 +28,8 @@ from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
 from reconciler.errors import ReconcilerError, RenderError, SpecError, SpecProblem, ValidationError
 from reconciler.render.cache import RenderCache, folder_digest, render_key
-from reconciler.render.manifests import (image_for, model_objects, priority_classes, resource_quota,
-                                         undeclared_priority_classes)
+from reconciler.render.manifests import (check_priority_classes, image_for, model_objects, priority_classes,
+                                         resource_quota)
 from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.files import read_yaml
 from reconciler.catalog.specs import EnvironmentSpec
@@ -377,13 +377,7 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
                                            result.errors).items():
             hashed = [with_content_hash(o) for o in objects]
             try:
-                missing = undeclared_priority_classes(objects, env)
-                if missing:
-                    raise ValidationError(
-                        f"model {name!r} in environment {env.name!r} names PriorityClasses the environment does not "
-                        "declare: its Pods would be refused at creation", missing,
-                        fix=f"declare them under priorityClasses (name: value) in environments/{env.name}/"
-                            "environment.yaml, or remove priorityClassName from the overlay patch")
+                check_priority_classes(objects, env, name)
                 if validate:
                     validate_objects(hashed, name)
                 sealed = read_sealed(catalog.root, env.name, name)

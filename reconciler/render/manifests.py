@@ -252,3 +252,16 @@ def undeclared_priority_classes(objects: list[dict], env: EnvironmentSpec) -> li
         if name and not name.startswith("system-") and name not in env.priority_classes:
             out.append(f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}: {name}")
     return out
+
+
+def check_priority_classes(objects: list[dict], env: EnvironmentSpec, model: str) -> None:
+    """Raise ValidationError naming every pod template of ``model`` whose PriorityClass ``env`` does not declare."""
+    from reconciler.errors import ValidationError
+
+    missing = undeclared_priority_classes(objects, env)
+    if missing:
+        raise ValidationError(
+            f"model {model!r} in environment {env.name!r} names PriorityClasses the environment does not "
+            "declare: its Pods would be refused at creation", missing,
+            fix=f"declare them under priorityClasses (name: value) in environments/{env.name}/environment.yaml, "
+                "or remove priorityClassName from the overlay patch")
