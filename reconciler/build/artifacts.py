@@ -60,8 +60,9 @@ def fetch(repo_root: Path, pointers: list[Path]) -> FetchResult:
                 fix = ("configure a default remote (`dvc remote add -d storage <url>`) and commit .dvc/config; "
                        "then run `dvc push` from the machine that trained the model")
             else:
-                fix = (f"the remote {remote!r} does not have these files: run `dvc push` from the machine that "
-                       "trained the model (and commit the .dvc pointer it pushed)")
+                fix = (f"the remote {remote!r} does not have these files: retrain and push them "
+                       "(`reconciler pipeline run train --model <model> --push`; for the examples, "
+                       "`reconciler quickstart`), or `dvc push` from the machine that has them, and commit the pointer")
             raise ArtifactError(f"DVC could not fetch {', '.join(missing) or shown} (pointer: {shown})",
                                 fix=fix) from None
         except DvcException as exc:
