@@ -35,7 +35,9 @@ def test_hydrated_output_of_every_environment_passes_a_server_side_dry_run(envte
         args = ["-k", str(out / env)] if (out / env / "kustomization.yaml").exists() else \
             [a for f in files for a in ("-f", f)]
         done = subprocess.run([str(KUBECTL), "--kubeconfig", str(envtest.kubeconfig), "apply", "--server-side",
-                               "--dry-run=server", "--field-manager=dry-run-test", *args],
+                               # cluster-scoped objects (the PriorityClass) may already be owned by a
+                               # reconciler pass of another test on this server: validate, do not contend
+                               "--dry-run=server", "--force-conflicts", "--field-manager=dry-run-test", *args],
                               capture_output=True, text=True)
         assert done.returncode == 0, f"{env}: {done.stderr}"
         assert "serverside-applied (server dry run)" in done.stdout
