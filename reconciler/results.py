@@ -53,6 +53,7 @@ class ObjectResult:
     message: str = ""
     diff: str = ""
     refused: bool = False  # skipped by a safety check (mass prune, protected kind): the sync is partial
+    error: Exception | None = None  # the typed error of a failed write (a KubeError); .message is its text
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.ref.kind, "apiVersion": self.ref.api_version, "namespace": self.ref.namespace,

@@ -19,6 +19,7 @@ from reconciler.run.loop import Failure, Reconciler, Record, RunConfig, load_rec
 from reconciler.source.git import GitMirror
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
+from reconciler.errors import ReconcilerError
 from reconciler.sync.engine import SyncResult
 from tests.conftest import PROJECT as PROJECT_TEMPLATE, commit_all, copy_template
 
@@ -109,7 +110,7 @@ class Recorder:
         self.calls.append(commit)
         result = SyncResult(env, "models-" + env, commit=commit)
         if commit == self.fail_on:
-            result.error = "API unavailable"
+            result.error = ReconcilerError("API unavailable")
         return result
 
 

@@ -196,7 +196,7 @@ def test_retries_exhausted_fail_the_pass_and_the_next_pass_converges(cluster):
         proxy.inject(Fault(path="deployments", method="PATCH", status=503, count=100))
         kube = c.new_client(kubeconfig=proxy.kubeconfig(c.tmp / "proxy.kubeconfig"))
         result = sync(c, desired(c, THREE), kube=kube)
-    assert result.failed and "503" in (result.error or "") + str(result.as_dict())
+    assert result.failed and "503" in str(result.error or "") + str(result.as_dict())
     assert sync(c, desired(c, THREE)).ok
     assert c.names("Deployment", "apps/v1") == {"iris-cpu", "digits-cpu", "wine-cpu"}
 

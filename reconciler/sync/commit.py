@@ -32,23 +32,23 @@ def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str
     try:  # first of all: a commit that is not signed by a trusted key is not even rendered
         verified = _verified_commit(repo_root, rev, options.verify)
     except ReconcilerError as exc:
-        return SyncResult(environment, "", dry_run=options.dry_run, error=str(exc),
+        return SyncResult(environment, "", dry_run=options.dry_run, error=exc,
                           duration=time.monotonic() - started)
     if verified is not None:
         rev = verified
     try:
         state = desired_at(repo_root, rev, [environment])
     except ReconcilerError as exc:
-        return SyncResult(environment, "", dry_run=options.dry_run, error=str(exc),
+        return SyncResult(environment, "", dry_run=options.dry_run, error=exc,
                           duration=time.monotonic() - started)
     if environment in state.env_errors:
-        return SyncResult(environment, "", dry_run=options.dry_run, error=str(state.env_errors[environment]),
+        return SyncResult(environment, "", dry_run=options.dry_run, error=state.env_errors[environment],
                           duration=time.monotonic() - started)
     env_spec = state.catalog.environments[environment]
     try:  # before anything is written: the client must talk to this environment's cluster
         verify_cluster(kube, environment, env_spec.cluster, options.target)
     except ReconcilerError as exc:
-        return SyncResult(environment, env_spec.namespace, dry_run=options.dry_run, error=str(exc),
+        return SyncResult(environment, env_spec.namespace, dry_run=options.dry_run, error=exc,
                           duration=time.monotonic() - started, commit=state.revision)
     desired = state.objects_by_model(environment)
     errors: dict[str, Any] = dict(state.errors_by_model(environment))
@@ -162,3 +162,4 @@ def _canary_tick(kube: Cluster, catalog: Any, env: Any, model: str, desired: dic
     except (ReconcilerError, KubeError) as exc:
         errors[model] = [f"canary: {exc}"]
         return None
+

@@ -25,12 +25,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.cluster.protocol import Cluster
 from reconciler import labels
-from reconciler.errors import KubeError
+from reconciler.errors import KubeError, ReconcilerError
 from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_health
 from reconciler.sync.inventory import Inventory, load_inventory, save_inventory
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
@@ -62,7 +62,7 @@ class SyncResult:
     health: dict[str, ModelHealth] = field(default_factory=dict)
     dry_run: bool = False
     inventory_written: int = 0
-    error: str | None = None  # the environment as a whole could not be synced
+    error: ReconcilerError | None = None  # the environment as a whole could not be synced (rendered by str())
     notes: list[str] = field(default_factory=list)
     duration: float = 0.0
     commit: str | None = None
@@ -101,7 +101,7 @@ class SyncResult:
             "commit": self.commit,
             "dryRun": self.dry_run,
             "ok": self.ok,
-            "error": self.error,
+            "error": str(self.error) if self.error is not None else None,
             "notes": self.notes,
             "summary": self.summary().as_dict(),
             "models": {m: {"summary": s.as_dict(), "errors": self.model_errors.get(m, []),
@@ -164,7 +164,7 @@ def sync_environment(kube: Cluster, environment: str, namespace: str, desired: M
     try:
         _sync(kube, result, desired, errors or {}, options, protect or {})
     except KubeError as exc:
-        result.error = str(exc)
+        result.error = exc
     result.duration = time.monotonic() - started
     return result
 
@@ -289,7 +289,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
             pruned.add(a.ref)
             results[a.ref] = ObjectResult(a.ref, Action.pruned, a.model, a.reason)
         else:
-            results[a.ref] = ObjectResult(a.ref, Action.failed, a.model, f"prune failed: {exc}")
+            results[a.ref] = ObjectResult(a.ref, Action.failed, a.model, f"prune failed: {exc}", error=exc)
             if exc.retryable:
                 aborted = aborted or exc
 
@@ -300,7 +300,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
 
     result.objects = [results.get(a.ref) or ObjectResult(a.ref, a.action, a.model, a.reason, refused=a.refused) for a in plan.actions]
     if aborted is not None:
-        result.error = f"sync of {env} stopped: {aborted.message}"
+        result.error = replace(aborted, message=f"sync of {env} stopped: {aborted.message}", causes=[], fix=None)
 
     # 6. Health of what was applied (optional wait).
     if options.wait:
@@ -317,7 +317,7 @@ def _apply(kube: Cluster, a: PlannedAction, field_manager: str) -> None:
 def _object_result(a: PlannedAction, exc: KubeError | None) -> ObjectResult:
     if exc is None:
         return ObjectResult(a.ref, a.action, a.model, a.reason, refused=a.refused)
-    return ObjectResult(a.ref, Action.failed, a.model, str(exc))
+    return ObjectResult(a.ref, Action.failed, a.model, str(exc), error=exc)
 
 
 def model_health(kube: Cluster, plan: SyncPlan, *, timeout: float = 300.0, interval: float = 2.0,
