@@ -122,10 +122,14 @@ class GatewayAPIRouter:
                 "metadata": _meta(b, b.model), "spec": spec}
 
     def changes(self, backends: Backends, traffic: Traffic) -> list[Change]:
-        route = self.httproute(backends, traffic)
-        return [Change("apply", ObjectRef.of(route), route,
-                       f"HTTPRoute {backends.model}: {backends.stable_service} {100 - traffic.canary_weight}% / "
-                       f"{backends.canary_service} {traffic.canary_weight}%")]
+        return _apply_route(self.httproute(backends, traffic), backends, traffic)
+
+
+def _apply_route(route: dict[str, Any], backends: Backends, traffic: Traffic) -> list[Change]:
+    """The one change of a route-object router (HTTPRoute, VirtualService): apply it, say the split."""
+    return [Change("apply", ObjectRef.of(route), route,
+                   f"{route['kind']} {backends.model}: {backends.stable_service} {100 - traffic.canary_weight}% / "
+                   f"{backends.canary_service} {traffic.canary_weight}%")]
 
 
 @dataclass(frozen=True)
@@ -157,10 +161,7 @@ class IstioRouter:
         return {"apiVersion": self.api_version, "kind": "VirtualService", "metadata": _meta(b, b.model), "spec": spec}
 
     def changes(self, backends: Backends, traffic: Traffic) -> list[Change]:
-        vs = self.virtualservice(backends, traffic)
-        return [Change("apply", ObjectRef.of(vs), vs,
-                       f"VirtualService {backends.model}: {backends.stable_service} {100 - traffic.canary_weight}% / "
-                       f"{backends.canary_service} {traffic.canary_weight}%")]
+        return _apply_route(self.virtualservice(backends, traffic), backends, traffic)
 
 
 @dataclass(frozen=True)
