@@ -72,7 +72,8 @@ def test_generate_name_gets_the_servers_name_and_can_be_found_by_label(server):
 
     assert first.name.startswith("train-iris-classifier-") and first.name != second.name
     assert server.requests[0].body["workflow"]["spec"]["arguments"] == {
-        "parameters": [{"name": "dvc-remote", "value": ""}]}  # an empty value is still sent
+        "parameters": [{"name": "dvc-remote", "value": ""},  # an empty value is still sent
+                       {"name": "propose", "value": "false"}]}  # no remote: nothing to propose back to git
     found = list_workflows(config, labels={labels.MODEL: "iris-classifier", common.PIPELINE: "train"})
     assert sorted(w["metadata"]["name"] for w in found) == sorted([first.name, second.name])
     assert list_workflows(config, labels={labels.MODEL: "nothing"}) == []

@@ -251,6 +251,8 @@ def eight_models(template_repo):
         shutil.copytree(src, template_repo / "models" / name)
         spec = template_repo / "models" / name / "model.yaml"
         spec.write_text(spec.read_text().replace("name: iris-classifier", f"name: {name}"))
+        bentofile = template_repo / "models" / name / "bentofile.yaml"  # it names the model too
+        bentofile.write_text(bentofile.read_text().replace("iris-classifier", name))
         names.append(name)
     shutil.rmtree(src)
     shutil.rmtree(template_repo / "models" / "digits-classifier")

@@ -56,7 +56,8 @@ def test_budget_resource_quota_refuses_a_pod_over_quota(kcm, kube, envtest_repo)
     prod = envtest_repo.root / "environments/prod/environment.yaml"
     prod.write_text(prod.read_text() + BUDGET)
     ns = envtest_repo.namespaces["prod"]
-    (quota,) = desired_at(envtest_repo.root, None, ["prod"]).objects_by_model("prod")[ENVIRONMENT_GROUP]
+    shared = desired_at(envtest_repo.root, None, ["prod"]).objects_by_model("prod")[ENVIRONMENT_GROUP]
+    (quota,) = [o for o in shared if o["kind"] == "ResourceQuota"]  # beside the environment's PriorityClass
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     kube.apply(quota)
     # the quota controller (kube-controller-manager) computes the usage; admission needs it

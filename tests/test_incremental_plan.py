@@ -28,6 +28,9 @@ def _edit(path, old, new):
 def _copy_model(root, src, name):
     shutil.copytree(root / "models" / src, root / "models" / name)
     _edit(root / "models" / name / "model.yaml", f"name: {src}", f"name: {name}")
+    # the bentofile names the model too (a mismatch is a model error since `model new` exists)
+    bentofile = root / "models" / name / "bentofile.yaml"
+    bentofile.write_text(bentofile.read_text().replace(src, name))
 
 
 CHANGES = {
