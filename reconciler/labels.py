@@ -16,3 +16,4 @@ TRACK = f"{DOMAIN}/track"  # stable | canary
 CONTENT_HASH = f"{DOMAIN}/content-hash"  # annotation: hash of the rendered object
 MODEL_HASH = f"{DOMAIN}/model-hash"  # annotation: content hash of the model's sources (code, bentofile, DVC md5s)
 GIT_COMMIT = f"{DOMAIN}/git-commit"  # annotation
+WEIGHTS_MD5 = f"{DOMAIN}/weights-md5"  # pod annotation: the DVC md5s of the weights (as X-Model-Version says)

@@ -186,3 +186,42 @@ def test_models_are_rendered_in_chunks_with_the_same_result(catalog, monkeypatch
     whole = render_environment(catalog, "prod", images=IMAGES).to_yaml()
     monkeypatch.setattr(render_module, "CHUNK", 1)
     assert render_environment(catalog, "prod", images=IMAGES).to_yaml() == whole
+
+
+def test_pods_carry_the_model_hash_and_weights_md5_the_service_returns(template_repo):
+    """Issue #15 item 6: the pod template annotations hold the values of X-Model-Version (the content hash
+    and the DVC md5 of the weights), rendered through the plan's path, and they are in the render key."""
+    import yaml
+
+    from pipelines.serving import version_labels
+    from reconciler.build.builder import version_record
+    from reconciler.build.images import model_versions
+    from reconciler.plan.desired import desired_state
+    from reconciler.render.environment import render_keys
+    from reconciler.source.hashing import model_hashes
+
+    catalog = load_catalog(template_repo)
+    hashes = model_hashes(template_repo, "HEAD", catalog.models.values())
+    state = desired_state(catalog, "HEAD", hashes, environments=["prod"])
+    assert state.renders["prod"].errors == {}
+    for name in ("digits-classifier", "iris-classifier"):
+        pointer = yaml.safe_load((template_repo / "models" / name / "model.pkl.dvc").read_text())
+        deployments = by_kind(state.renders["prod"].models[name].objects, "Deployment")
+        assert deployments
+        for deploy in deployments:
+            annotations = deploy["spec"]["template"]["metadata"]["annotations"]
+            assert annotations[L.MODEL_HASH] == hashes[name].digest
+            assert annotations[L.WEIGHTS_MD5] == pointer["outs"][0]["md5"]
+            # the same values the build writes into the bento's gitops-version.json, as the service reports them
+            served = version_labels(version_record(template_repo, catalog.models[name], hashes[name]))
+            assert (served["model_hash"], served["weights_md5"]) == (annotations[L.MODEL_HASH], annotations[L.WEIGHTS_MD5])
+            # never the rendering commit: one commit renders the same bytes everywhere, pods restart only on a new hash
+            assert L.GIT_COMMIT not in annotations
+    # the render cache key covers the annotations
+    images = {n: "registry.test/x:abc" for n in catalog.models}
+    versions = model_versions(catalog, hashes)
+    changed = {**versions, "iris-classifier": {**versions["iris-classifier"], L.WEIGHTS_MD5: "0" * 32}}
+    before = render_keys(catalog, "dev", images, versions=versions)
+    after = render_keys(catalog, "dev", images, versions=changed)
+    assert before["digits-classifier"] == after["digits-classifier"]
+    assert before["iris-classifier"] != after["iris-classifier"]

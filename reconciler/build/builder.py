@@ -323,9 +323,9 @@ def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
         commit = head_sha(root)
     except ReconcilerError:
         commit = "unknown"
-    folder = entry.path.relative_to(root).as_posix() + "/"
-    weights = {path.removeprefix(folder): ident.split(":", 1)[1] for path, ident in sorted(model_hash.inputs.items())
-               if model_hash.kinds.get(path) == "data" and ident.startswith("md5:")}
+    from reconciler.source.hashing import weights_md5
+
+    weights = weights_md5(model_hash, entry.path.relative_to(root).as_posix())
     return {"model": entry.name, "model_hash": model_hash.digest, "git_commit": commit, "weights_md5": weights}
 
 

@@ -115,3 +115,23 @@ def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageSt
                 variant = tagged_image(env_spec.registry, name, model_hash, kind)
                 images[image_key(name, kind)] = pinned(variant, store.get(variant))
     return images
+
+
+def model_versions(catalog, hashes: dict[str, ModelHash]) -> dict[str, dict[str, str]]:
+    """Per model, the version annotations its pods carry: the full content hash (gitops.ml/model-hash) and the
+    DVC md5s of its weights (gitops.ml/weights-md5), the values the service's X-Model-Version returns.
+
+    A pure function of the commit's tree (the hash). The commit a bento was built from is not here: it is
+    not part of the content hash, and the rendering commit would restart every pod on every commit.
+    """
+    from reconciler import labels as L
+    from reconciler.source.hashing import weights_md5, weights_md5_value
+
+    versions = {}
+    for name, model_hash in hashes.items():
+        entry = catalog.models.get(name)
+        if entry is None:
+            continue
+        md5s = weights_md5(model_hash, entry.path.relative_to(catalog.root).as_posix())
+        versions[name] = {L.MODEL_HASH: model_hash.digest, L.WEIGHTS_MD5: weights_md5_value(md5s) or "none"}
+    return versions

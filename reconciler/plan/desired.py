@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.source import guard
-from reconciler.build.images import resolve_images
+from reconciler.build.images import model_versions, resolve_images
 from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_DIR, Catalog, load_catalog, placements,
                                      promotion_order)
 from reconciler.errors import LimitError, ReconcilerError
@@ -63,7 +63,8 @@ def render_state(state: DesiredState, environments: Iterable[str] | None = None,
             env_spec = catalog.environment(env)
             wanted = (only or {}).get(env, models)
             state.renders[env] = render_environment(catalog, env, models=wanted, cache=cache,
-                                                    images=resolve_images(catalog, env_spec, state.hashes))
+                                                    images=resolve_images(catalog, env_spec, state.hashes),
+                                                    versions=model_versions(catalog, state.hashes))
         except ReconcilerError as exc:
             state.env_errors[env] = exc
     return state
@@ -301,7 +302,8 @@ def touched_models(paths: Iterable[str]) -> set[str] | None:
 def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
     try:
         spec = state.catalog.environment(env)
-        return render_keys(state.catalog, env, resolve_images(state.catalog, spec, state.hashes))
+        return render_keys(state.catalog, env, resolve_images(state.catalog, spec, state.hashes),
+                           versions=model_versions(state.catalog, state.hashes))
     except ReconcilerError:
         return None
 

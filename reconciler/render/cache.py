@@ -66,13 +66,14 @@ def folder_digest(folders: list[Path]) -> str:
 
 
 def render_key(model: ModelSpec, env: EnvironmentSpec, pools: list[Pool], images: dict[str, str],
-               overlays: str, validate: bool = True) -> str:
-    """The cache key of one model's render in one environment (see the module docstring). Pure."""
+               overlays: str, validate: bool = True, version: dict[str, str] | None = None) -> str:
+    """The cache key of one model's render in one environment (see the module docstring); `version` is the
+    pods' version annotations (model hash, weights md5). Pure."""
     payload = [
         renderer_id(), validate, overlays,
         env.model_dump(mode="json", exclude=ENV_FIELDS_NOT_RENDERED),
         [p.model_dump(mode="json", exclude=POOL_FIELDS_NOT_RENDERED) for p in pools],
-        model.model_dump(mode="json"), images,
+        model.model_dump(mode="json"), images, version or {},
     ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

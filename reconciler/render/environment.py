@@ -300,7 +300,7 @@ def _placed(catalog: Catalog, env: EnvironmentSpec, name: str, images: dict[str,
 
 
 def render_keys(catalog: Catalog, env_name: str, images: dict[str, str], *, models: set[str] | None = None,
-                validate: bool = True) -> dict[str, str]:
+                validate: bool = True, versions: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """The render-cache key of every (or the named) renderable model of an environment (see render.cache).
 
     Two revisions whose key for a model is the same render it identically; models that cannot be
@@ -315,7 +315,7 @@ def render_keys(catalog: Catalog, env_name: str, images: dict[str, str], *, mode
             _, pool_images = _placed(catalog, env, name, images)
         except ReconcilerError:
             continue
-        keys[name] = render_key(catalog.models[name].spec, env, all_pools, pool_images, overlays, validate)
+        keys[name] = render_key(catalog.models[name].spec, env, all_pools, pool_images, overlays, validate, (versions or {}).get(name))
     return keys
 
 
@@ -325,7 +325,7 @@ def _component_folders(catalog: Catalog, env: EnvironmentSpec) -> list[Path]:
 
 def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | None = None,
                        images: dict[str, str] | None = None, validate: bool = True,
-                       cache: RenderCache | None = None) -> EnvironmentRender:
+                       cache: RenderCache | None = None, versions: dict | None = None) -> EnvironmentRender:  # versions: see model_versions
     """Render every (or the named) model for one environment.
 
     Raises for problems of the environment as a whole (its spec, its overlay); problems of one
@@ -346,7 +346,8 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     names = sorted(catalog.models if models is None else models & set(catalog.models))
     for name in sorted(set(catalog.errors) if models is None else set(catalog.errors) & models):
         result.errors[name] = catalog.errors[name]
-    keys = render_keys(catalog, env_name, images, models=set(names), validate=validate) if cache is not None else {}
+    keys = render_keys(catalog, env_name, images, models=set(names), validate=validate, versions=versions) \
+        if cache is not None else {}
     for name in names:
         entry = catalog.models[name]
         cached = cache.get(keys[name]) if cache is not None and name in keys else None
@@ -359,7 +360,7 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
         try:
             pools, pool_images = _placed(catalog, env, name, images)
             generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images,
-                                            catalog.pools)
+                                            catalog.pools, (versions or {}).get(name))
         except ReconcilerError as exc:
             result.errors[name] = exc
     if not generated:

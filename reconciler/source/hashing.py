@@ -79,6 +79,21 @@ class InputChange:
         return f"{self.kind} {verb}: {self.path}"
 
 
+def weights_md5(model_hash: ModelHash, folder: str) -> dict[str, str]:
+    """The DVC md5 of every weights file of a model, by path relative to its folder (`folder`: repo-relative).
+
+    The same record the build writes into the bento's gitops-version.json and the service returns in
+    X-Model-Version; render puts it on the pods (gitops.ml/weights-md5)."""
+    prefix = folder.rstrip("/") + "/"
+    return {path.removeprefix(prefix): ident.split(":", 1)[1] for path, ident in sorted(model_hash.inputs.items())
+            if model_hash.kinds.get(path) == "data" and ident.startswith("md5:")}
+
+
+def weights_md5_value(md5s: dict[str, str]) -> str:
+    """One string for a weights record: the md5s joined by commas in path order (header, metric label, annotation)."""
+    return ",".join(md5s[k] for k in sorted(md5s))
+
+
 def changes(old: ModelHash | None, new: ModelHash | None) -> list[InputChange]:
     """The inputs that differ between two hashes of one model, sorted by path."""
     before = old.inputs if old else {}
