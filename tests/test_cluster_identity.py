@@ -130,7 +130,7 @@ def test_a_pinned_cluster_identity_refuses_another_cluster_even_in_cluster(envte
     assert deployments(envtest, ns) == []
     # in-cluster (no context to compare): the pin alone refuses, through the same sync step the loop uses
     in_cluster = sync_commit(kube, repo, "HEAD", "prod", SyncOptions(target=Target(None, envtest.url)))
-    assert in_cluster.error and WRONG_UID in in_cluster.error and "in-cluster" in in_cluster.error
+    assert in_cluster.error and WRONG_UID in str(in_cluster.error) and "in-cluster" in str(in_cluster.error)
     assert deployments(envtest, ns) == []
     # --context does not override the pin: it names a context, the UID names the cluster
     assert sync(repo, kubeconfig, "--context", "kind-dev").exit_code == 1

@@ -161,7 +161,7 @@ def test_the_loop_keeps_the_last_verified_commit_applied(envtest, envtest_repo, 
 
     unsigned = commit(root, keys, None, "unsigned bump", change=bump)
     (refused,) = reconciler.tick()
-    assert refused.commit == unsigned and "no signature" in refused.result.error
+    assert refused.commit == unsigned and "no signature" in str(refused.result.error)
     record = load_record(kube, "dev", state_ns)
     assert record.commit == verified and record.failure.commit == unsigned and unsigned[:12] in record.failure.error
     limits = lambda: deployments(envtest, ns)["iris-classifier-cpu-general"]["spec"]["template"]["spec"][  # noqa: E731
