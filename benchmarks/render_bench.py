@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reconciler.catalog.scaffold import Rename, class_name, service_class  # noqa: E402
 from reconciler.catalog.load import load_catalog  # noqa: E402
 from reconciler.render.environment import render_environment  # noqa: E402
 
@@ -26,14 +27,16 @@ from reconciler.render.environment import render_environment  # noqa: E402
 def generate(dest: Path, models: int) -> None:
     shutil.copytree(ROOT / "environments", dest / "environments")
     template = ROOT / "models" / "iris-classifier"
+    texts = {f: (template / f).read_text() for f in ("service.py", "bentofile.yaml", "model.yaml")}
+    old_class = service_class(texts["model.yaml"]) or class_name("iris-classifier")
     for i in range(models):
         name = f"model-{i:04d}"
         folder = dest / "models" / name
         folder.mkdir(parents=True)
-        for f in ("service.py", "bentofile.yaml", "model.pkl.dvc"):
-            shutil.copy2(template / f, folder / f)
-        spec = (template / "model.yaml").read_text().replace("name: iris-classifier", f"name: {name}")
-        (folder / "model.yaml").write_text(spec)
+        shutil.copy2(template / "model.pkl.dvc", folder / "model.pkl.dvc")  # same weights: the pointer is kept
+        rename = Rename("iris-classifier", name, old_class, class_name(name))  # as `reconciler model new` does
+        for f, text in texts.items():
+            (folder / f).write_text(rename.apply(text))
 
 
 def main() -> None:
