@@ -3,8 +3,12 @@ CRDs) with simulated nodes that bind and ready Pods (tests/sim_nodes.py), driven
 drives them: one rollout tick (reads only), then ``sync_environment`` validates everything with a
 server-side dry run, applies, records the inventory and prunes.
 
-- a cross-pool canary gpu-a10g -> inf2 with A/B header routing and mirroring, promoted; the GPU pool is
-  scaled down only after the Inferentia Deployment is ready at full size; every object in the inventory;
+- a cross-pool canary gpu-a10g -> inf2 with A/B header routing and mirroring, promoted, with the Gateway API
+  router (HTTPRoute) and with the Istio router (VirtualService, accepted by the upstream CRD's schema under
+  server-side apply); the GPU pool is scaled down only after the Inferentia Deployment is ready at full size;
+  every object in the inventory;
+- a canary that makes too many errors is rolled back with either router: the route goes back to stable only,
+  the canary objects are pruned, the stable Deployment is untouched;
 - a model removed from git during a canary leaves no object behind;
 - an invalid canary object means zero writes to its environment.
 
@@ -38,6 +42,8 @@ from tests.envtest import wait_for
 ROOT = Path(__file__).resolve().parents[1]
 POOLS = PoolsFile.model_validate(yaml.safe_load((ROOT / "environments" / "pools.yaml").read_text())).pools
 ROUTE = "gateway.networking.k8s.io/v1"
+ISTIO = "networking.istio.io/v1"
+ROUTES = {"gateway-api": (ROUTE, "HTTPRoute"), "istio": (ISTIO, "VirtualService")}
 
 
 def env_spec(ns: str, **canary) -> EnvironmentSpec:
@@ -66,19 +72,23 @@ def rendered(e: EnvironmentSpec, name: str, pool: str, image: str) -> list[dict]
 
 
 class Metrics:
-    """Healthy traffic for both tracks, with the pool prices of pools.yaml."""
+    """Healthy traffic for both tracks, with the pool prices of pools.yaml; ``canary_errors`` makes it unhealthy."""
+
+    def __init__(self, canary_errors: float = 0.002) -> None:
+        self.canary_errors = canary_errors
 
     def collect(self, **kw) -> VersionMetrics:
         requests = 50.0 * kw["interval_seconds"] * (0.5 if kw["track"] == "canary" else 1.0)
+        rate = self.canary_errors if kw["track"] == "canary" else 0.002
         return VersionMetrics(track=kw["track"], pool=kw["pool"], requests_per_second=requests / kw["interval_seconds"],
-                              error_rate=0.002, p95_ms=120.0, requests=requests, errors=0.002 * requests,
+                              error_rate=rate, p95_ms=120.0, requests=requests, errors=rate * requests,
                               replicas=kw["replicas"], hourly_price=kw["hourly_price"],
                               full_replicas=kw.get("full_replicas"))
 
 
 def tick(kube: KubeClient, e: EnvironmentSpec, name: str, pool: str, objects: list[dict], now: float,
-         others: dict[str, list[dict]] | None = None):
-    r = reconcile_rollout(kube, entry(name, pool), e, objects, now, pools=POOLS, analysis=Metrics())
+         others: dict[str, list[dict]] | None = None, metrics: Metrics | None = None):
+    r = reconcile_rollout(kube, entry(name, pool), e, objects, now, pools=POOLS, analysis=metrics or Metrics())
     result = sync_environment(kube, e.name, e.namespace, {name: r.objects, **(others or {})}, protect=r.protect)
     return r, result
 
@@ -95,7 +105,7 @@ def managed(kube: KubeClient, ns: str, model: str) -> set[tuple[str, str]]:
     """Every object of the model the reconciler labelled, on the server (routes included)."""
     out = set()
     for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"), (ROUTE, "HTTPRoute"),
-                      ("autoscaling/v2", "HorizontalPodAutoscaler")):
+                      (ISTIO, "VirtualService"), ("autoscaling/v2", "HorizontalPodAutoscaler")):
         for obj in kube.list(api, kind, ns, label_selector=f"{L.MODEL}={model}"):
             out.add((kind, obj["metadata"]["name"]))
     return out
@@ -112,15 +122,39 @@ def cluster(kcm, kube, sim_nodes, new_namespace):
         yield kube, ns
 
 
-def test_cross_pool_canary_gpu_to_inferentia_end_to_end(cluster) -> None:
+def assert_route(kube: KubeClient, ns: str, router: str, stable: str, canary: str, weight: int) -> None:
+    """The live route (as the server stored it) sends the header to the canary, mirrors 10 %, splits by weight."""
+    api, kind = ROUTES[router]
+    route = kube.get(ObjectRef(api, kind, ns, "iris"))
+    assert route is not None, f"no {kind} iris"
+    if router == "gateway-api":
+        rules = route["spec"]["rules"]
+        assert rules[0]["matches"][0]["headers"] == [{"type": "Exact", "name": "x-canary", "value": "always"}]
+        assert rules[0]["backendRefs"][0]["name"] == canary
+        assert rules[-1]["filters"][0]["requestMirror"]["percent"] == 10
+        assert {b["name"]: b["weight"] for b in rules[-1]["backendRefs"]} == {stable: 100 - weight, canary: weight}
+        return
+    http = route["spec"]["http"]
+    assert route["spec"]["hosts"] == [f"iris.{ns}.svc.cluster.local"]
+    assert http[0]["match"] == [{"headers": {"x-canary": {"exact": "always"}}}]
+    assert [d["destination"]["host"] for d in http[0]["route"]] == [f"{canary}.{ns}.svc.cluster.local"]
+    assert http[-1]["mirror"]["host"] == f"{canary}.{ns}.svc.cluster.local"
+    assert http[-1]["mirrorPercentage"] == {"value": 10}  # the server keeps the number; JSON drops the .0
+    assert {d["destination"]["host"].split(".")[0]: d["weight"] for d in http[-1]["route"]} == {
+        stable: 100 - weight, canary: weight}
+
+
+@pytest.mark.parametrize("router", ["gateway-api", "istio"])
+def test_cross_pool_canary_gpu_to_inferentia_end_to_end(cluster, router) -> None:
     kube, ns = cluster
-    e = env_spec(ns, abHeader={"name": "x-canary", "value": "always"}, mirrorPercent=10)
+    e = env_spec(ns, abHeader={"name": "x-canary", "value": "always"}, mirrorPercent=10, router=router)
     v1 = rendered(e, "iris", "gpu-a10g", "r.example/models/iris:v1-cuda")
     tick(kube, e, "iris", "gpu-a10g", v1, 0)  # first deployment: adopted as the stable version
     wait_for(lambda: ready(deployment(kube, ns, "iris-gpu-a10g")) == 2, timeout=90, what="GPU pool ready")
 
     v2 = rendered(e, "iris", "inf2", "r.example/models/iris:v2-neuron")
     log = []
+    weights: set[int] = set()
     now = 1000.0
     for _ in range(40):
         r, result = tick(kube, e, "iris", "inf2", v2, now)
@@ -130,13 +164,8 @@ def test_cross_pool_canary_gpu_to_inferentia_end_to_end(cluster) -> None:
         # every object the reconciler wrote for the model is in the inventory, at every step
         assert managed(kube, ns, "iris") <= owned(kube, ns), managed(kube, ns, "iris") - owned(kube, ns)
         if r.state.phase is Phase.progressing and r.state.canary_weight < 100:
-            route = kube.get(ObjectRef(ROUTE, "HTTPRoute", ns, "iris"))
-            rules = route["spec"]["rules"]
-            assert rules[0]["matches"][0]["headers"] == [{"type": "Exact", "name": "x-canary", "value": "always"}]
-            assert rules[0]["backendRefs"][0]["name"] == "iris-inf2"
-            assert rules[-1]["filters"][0]["requestMirror"]["percent"] == 10
-            assert {b["name"]: b["weight"] for b in rules[-1]["backendRefs"]} == {
-                "iris-gpu-a10g": 100 - r.state.canary_weight, "iris-inf2": r.state.canary_weight}
+            assert_route(kube, ns, router, "iris-gpu-a10g", "iris-inf2", r.state.canary_weight)
+            weights.add(r.state.canary_weight)
         if r.state.phase is Phase.promoted and gpu is None:
             break
         # let the controllers and the simulated kubelet catch up before the next tick
@@ -154,6 +183,44 @@ def test_cross_pool_canary_gpu_to_inferentia_end_to_end(cluster) -> None:
     assert log[first_gone][0] is Phase.promoted and log[first_gone][2] == 2, log  # ... until inf2 had 2 ready
     assert ready(deployment(kube, ns, "iris-inf2")) == 2
     assert ("Deployment", "iris-gpu-a10g") not in owned(kube, ns)
+    assert managed(kube, ns, "iris") <= owned(kube, ns)
+    assert weights == {25, 50}  # every step below 100 % was served through the route
+    other = ROUTES["istio" if router == "gateway-api" else "gateway-api"]
+    assert not any(kind == other[1] for kind, _ in managed(kube, ns, "iris"))  # one router's objects only
+
+
+@pytest.mark.parametrize("router", ["gateway-api", "istio"])
+def test_a_failing_canary_is_rolled_back_and_its_objects_pruned(cluster, router) -> None:
+    kube, ns = cluster
+    e = env_spec(ns, abHeader={"name": "x-canary", "value": "always"}, mirrorPercent=10, router=router)
+    v1 = rendered(e, "iris", "gpu-a10g", "r.example/models/iris:v1-cuda")
+    tick(kube, e, "iris", "gpu-a10g", v1, 0)
+    wait_for(lambda: ready(deployment(kube, ns, "iris-gpu-a10g")) == 2, timeout=90, what="stable ready")
+    stable_before = deployment(kube, ns, "iris-gpu-a10g")["spec"]["template"]
+    v2 = rendered(e, "iris", "gpu-a10g", "r.example/models/iris:v2-cuda")
+    bad = Metrics(canary_errors=0.10)  # 50x stable's error rate
+    now, phases = 1000.0, []
+    for _ in range(12):
+        r, result = tick(kube, e, "iris", "gpu-a10g", v2, now, metrics=bad)
+        assert result.error is None and not result.model_errors, (result.error, result.model_errors)
+        phases.append(r.state.phase)
+        if r.state.phase is Phase.progressing:
+            assert_route(kube, ns, router, "iris-gpu-a10g", "iris-gpu-a10g-canary", r.state.canary_weight)
+        if r.state.phase is Phase.rolled_back:
+            break
+        wait_for(lambda: ready(deployment(kube, ns, "iris-gpu-a10g-canary")) >= 1, timeout=90, what="canary ready")
+        now += 61
+    assert phases[-1] is Phase.rolled_back and Phase.progressing in phases, phases
+    assert "error rate" in (r.state.outcome or ""), r.state.outcome
+    assert r.state.canary_weight == 0 and r.state.stable_revision != r.state.canary_revision
+    # the canary is gone, the route sends everything to stable, the stable Deployment was never rewritten
+    assert deployment(kube, ns, "iris-gpu-a10g-canary") is None
+    assert kube.get(ObjectRef("v1", "Service", ns, "iris-gpu-a10g-canary")) is None
+    assert deployment(kube, ns, "iris-gpu-a10g")["spec"]["template"] == stable_before
+    api, kind = ROUTES[router]
+    route = kube.get(ObjectRef(api, kind, ns, "iris"))
+    if route is not None:  # a route left in place must send all traffic to stable
+        assert "iris-gpu-a10g-canary" not in str(route["spec"]), route["spec"]
     assert managed(kube, ns, "iris") <= owned(kube, ns)
 
 
