@@ -1,4 +1,5 @@
-"""`reconciler rollout ...` against the Kubernetes API stand-in, and the report (JSON, rich, PNG)."""
+"""`reconciler rollout ...` against the real API server (envtest: the state is a ConfigMap there), and the
+report (JSON, rich, PNG)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from reconciler.report.rollout import report_json, write_png
 from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.cli.main import app
 
-NS = "models-prod"
 runner = CliRunner()
 
 
@@ -36,20 +36,13 @@ def scripted_state() -> RolloutState:
 
 
 @pytest.fixture
-def env_repo(tmp_path: Path, kube_api) -> tuple[Path, object]:
-    kube_api.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+def env_repo(tmp_path: Path, envtest, kube, namespace) -> tuple[Path, object, str]:
     env_dir = tmp_path / "repo" / "environments" / "prod"
     env_dir.mkdir(parents=True)
     (env_dir / "environment.yaml").write_text(
-        f"name: prod\ncluster: {{context: standin, kubeconfig: {kube_api.kubeconfig_path}}}\nnamespace: {NS}\n"
+        f"name: prod\ncluster: {{context: envtest, kubeconfig: {envtest.kubeconfig}}}\nnamespace: {namespace}\n"
         "registry: r.example/models\npools: [cpu-general]\ncanary: true\n")
-    return tmp_path / "repo", kube_api
-
-
-def _client(kube_api):
-    from reconciler.cluster.kube import KubeClient
-
-    return KubeClient.from_api_client(kube_api.api_client)
+    return tmp_path / "repo", kube, namespace
 
 
 def test_report_rows_have_weights_metrics_decision_and_why() -> None:
@@ -70,8 +63,8 @@ def test_png_chart_is_written(tmp_path: Path) -> None:
 
 
 def test_status_text_json_and_png(env_repo, tmp_path: Path) -> None:
-    repo, kube_api = env_repo
-    store.save(_client(kube_api), scripted_state(), NS, None)
+    repo, kube, ns = env_repo
+    store.save(kube, scripted_state(), ns, None)
     result = runner.invoke(app, ["rollout", "status", "iris", "prod", "--repo", str(repo)])
     assert result.exit_code == 0, result.output
     assert "iris" in result.output and "progressing" in result.output and "hold" in result.output
@@ -86,32 +79,32 @@ def test_status_text_json_and_png(env_repo, tmp_path: Path) -> None:
 
 
 def test_pause_resume_promote_abort_write_the_state(env_repo) -> None:
-    repo, kube_api = env_repo
-    store.save(_client(kube_api), scripted_state(), NS, None)
-    args = ["iris", "prod", "--repo", str(repo), "--context", "standin"]
+    repo, kube, ns = env_repo
+    store.save(kube, scripted_state(), ns, None)
+    args = ["iris", "prod", "--repo", str(repo), "--context", "envtest"]
 
     assert runner.invoke(app, ["rollout", "pause", *args]).exit_code == 0
-    assert store.load(_client(kube_api), "iris", NS).state.paused
+    assert store.load(kube, "iris", ns).state.paused
     assert "already paused" in runner.invoke(app, ["rollout", "pause", *args]).output
     assert runner.invoke(app, ["rollout", "resume", *args]).exit_code == 0
-    assert not store.load(_client(kube_api), "iris", NS).state.paused
+    assert not store.load(kube, "iris", ns).state.paused
 
     result = runner.invoke(app, ["rollout", "promote", *args])
     assert result.exit_code == 0 and "next reconcile" in result.output
-    state = store.load(_client(kube_api), "iris", NS).state
+    state = store.load(kube, "iris", ns).state
     assert state.requested == "promote"
     actions, state = step(state, Observations("v2"), 1000)  # what the next reconcile does with it
     assert state.phase is Phase.promoting  # the new version scales to full size before the old goes
     actions, state = step(state, Observations("v2", promoted_ready=True), 1010)
     assert state.phase is Phase.promoted
-    store.save(_client(kube_api), state, NS, store.load(_client(kube_api), "iris", NS).resource_version)
+    store.save(kube, state, ns, store.load(kube, "iris", ns).resource_version)
 
     result = runner.invoke(app, ["rollout", "abort", *args])
     assert result.exit_code == 1 and "no canary in progress (phase promoted)" in result.output
 
 
 def test_unknown_rollout_and_bad_kubeconfig_fail_clearly(env_repo, tmp_path: Path) -> None:
-    repo, _ = env_repo
+    repo, _, _ = env_repo
     result = runner.invoke(app, ["rollout", "status", "nope", "prod", "--repo", str(repo)])
     assert result.exit_code == 1 and "no rollout recorded for nope in prod" in result.output
     result = runner.invoke(app, ["rollout", "status", "iris", "prod", "--repo", str(repo),

@@ -1,5 +1,6 @@
 """`reconciler sync ENV` end to end: the real catalog and renderer of a template repository (a real git
-repository in a temp folder) applied through the real client to the API stand-in."""
+repository in a temp folder) applied through the real client to the real API server (envtest); writes are
+counted from the server's audit log."""
 
 from __future__ import annotations
 
@@ -14,81 +15,96 @@ from reconciler import labels
 from reconciler.cli.main import app
 from tests.conftest import commit_all
 
+KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"))
+
 
 @pytest.fixture(autouse=True)
 def _images_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
 
 
-def run_sync(repo, kube_api, *extra: str) -> dict:
-    result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(repo), "--kubeconfig",
-                                      str(kube_api.kubeconfig_path), "--context", "standin", "--format", "json", *extra])
+def run_sync(envtest, repo, *extra: str) -> dict:
+    result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(repo), "--kubeconfig", str(envtest.kubeconfig),
+                                      "--context", "envtest", "--format", "json", *extra])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     data = json.loads(result.stdout)
     data["exit_code"] = result.exit_code
     return data
 
 
+def writes(envtest, mark: int) -> int:
+    return sum(e.write for e in envtest.audit.since(mark, user="admin"))
+
+
+def managed(kube, ns: str) -> list[dict]:
+    return [o for api, kind in KINDS for o in kube.list(api, kind, ns)
+            if (o["metadata"].get("labels") or {}).get(labels.MANAGED_BY) == labels.MANAGER]
+
+
 def model_actions(report: dict, model: str) -> dict[str, int]:
     return report["models"][model]["summary"]
 
 
-def test_sync_applies_the_commit_then_a_second_pass_writes_nothing(template_repo, kube_api):
-    first = run_sync(template_repo, kube_api)
+def test_sync_applies_the_commit_then_a_second_pass_writes_nothing(envtest, envtest_repo, kube):
+    repo, ns = envtest_repo.root, envtest_repo.namespaces["dev"]
+    first = run_sync(envtest, repo)
     assert first["exit_code"] == 0, first
     assert set(first["models"]) == {"iris-classifier", "digits-classifier"}
     assert first["summary"]["created"] >= 4 and set(first["summary"]) == {"created"}
-    deployments = kube_api.server.objects("Deployment", "models-dev")
+    deployments = kube.list("apps/v1", "Deployment", ns)
     assert {d["metadata"]["labels"][labels.MODEL] for d in deployments} == {"iris-classifier", "digits-classifier"}
-    assert first["commit"] == git.Repo(template_repo).head.commit.hexsha
+    assert first["commit"] == git.Repo(repo).head.commit.hexsha
 
-    kube_api.server.stats.reset()
-    second = run_sync(template_repo, kube_api)
+    mark = envtest.audit.mark()
+    second = run_sync(envtest, repo)
     assert second["exit_code"] == 0
-    assert set(second["summary"]) == {"unchanged"}
-    assert kube_api.server.stats.snapshot()["writes"] == 0
+    assert set(second["summary"]) == {"unchanged"}, second["summary"]  # the server's defaults are no drift
+    assert writes(envtest, mark) == 0
 
 
-def test_one_model_changed_in_git_only_its_objects_are_written(template_repo, kube_api):
-    run_sync(template_repo, kube_api)
-    spec = template_repo / "models" / "iris-classifier" / "model.yaml"
-    spec.write_text(spec.read_text().replace("memory: 1Gi", "memory: 2Gi"))
-    commit_all(git.Repo(template_repo), "iris: more memory")
-    kube_api.server.stats.reset()
-    report = run_sync(template_repo, kube_api)
+def test_one_model_changed_in_git_only_its_objects_are_written(envtest, envtest_repo, kube):
+    repo, ns = envtest_repo.root, envtest_repo.namespaces["dev"]
+    run_sync(envtest, repo)
+    spec = repo / "models" / "iris-classifier" / "model.yaml"
+    spec.write_text(spec.read_text().replace("memory: 1Gi", "memory: 2048Mi"))  # stored by the server as 2Gi
+    commit_all(git.Repo(repo), "iris: more memory")
+    mark = envtest.audit.mark()
+    report = run_sync(envtest, repo)
     assert report["exit_code"] == 0
     assert set(model_actions(report, "digits-classifier")) == {"unchanged"}
     iris = model_actions(report, "iris-classifier")
     assert iris.get("configured", 0) >= 1
-    written = kube_api.server.stats.snapshot()["writes"]
-    assert written == iris["configured"] + 1  # plus the inventory record
-    dep = [d for d in kube_api.server.objects("Deployment", "models-dev")
+    assert writes(envtest, mark) == iris["configured"] + 1  # plus the inventory record
+    dep = [d for d in kube.list("apps/v1", "Deployment", ns)
            if d["metadata"]["labels"][labels.MODEL] == "iris-classifier"][0]
     assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
+    mark = envtest.audit.mark()
+    again = run_sync(envtest, repo)  # "2048Mi" in git against "2Gi" live is the same quantity
+    assert set(again["summary"]) == {"unchanged"} and writes(envtest, mark) == 0
 
 
-def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(template_repo, kube_api):
-    run_sync(template_repo, kube_api)
-    shutil.rmtree(template_repo / "models" / "digits-classifier")
-    commit_all(git.Repo(template_repo), "retire digits")
-    kube_api.server.stats.reset()
-    preview = run_sync(template_repo, kube_api, "--dry-run")
+def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(envtest, envtest_repo, kube):
+    repo, ns = envtest_repo.root, envtest_repo.namespaces["dev"]
+    run_sync(envtest, repo)
+    shutil.rmtree(repo / "models" / "digits-classifier")
+    commit_all(git.Repo(repo), "retire digits")
+    mark = envtest.audit.mark()
+    preview = run_sync(envtest, repo, "--dry-run")
     assert preview["dryRun"] and preview["summary"]["pruned"] >= 2
-    assert kube_api.server.stats.snapshot()["writes"] == 0
-    report = run_sync(template_repo, kube_api)
+    assert writes(envtest, mark) == 0
+    assert {o["metadata"]["labels"][labels.MODEL] for o in managed(kube, ns)} == {"iris-classifier",
+                                                                                  "digits-classifier"}
+    report = run_sync(envtest, repo)
     assert report["exit_code"] == 0
     assert {o["model"] for o in report["objects"] if o["action"] == "pruned"} == {"digits-classifier"}
-    left = {o["metadata"]["labels"].get(labels.MODEL) for o in kube_api.server.objects(namespace="models-dev")
-            if (o["metadata"].get("labels") or {}).get(labels.MANAGED_BY) == labels.MANAGER
-            and o["kind"] in ("Deployment", "Service", "HorizontalPodAutoscaler")}
-    assert left == {"iris-classifier"}
+    assert {o["metadata"]["labels"][labels.MODEL] for o in managed(kube, ns)} == {"iris-classifier"}
 
 
-def test_text_output_and_unreachable_cluster_exit_code(template_repo, kube_api, tmp_path):
-    result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(template_repo), "--kubeconfig",
-                                      str(kube_api.kubeconfig_path), "--context", "standin"])
+def test_text_output_and_unreachable_cluster_exit_code(envtest, envtest_repo, tmp_path):
+    result = CliRunner().invoke(app, ["sync", "dev", "--repo", str(envtest_repo.root), "--kubeconfig",
+                                      str(envtest.kubeconfig), "--context", "envtest"])
     assert result.exit_code == 0, result.output
     assert "iris-classifier" in result.stdout and "created" in result.stdout
-    missing = CliRunner().invoke(app, ["sync", "dev", "--repo", str(template_repo),
+    missing = CliRunner().invoke(app, ["sync", "dev", "--repo", str(envtest_repo.root),
                                        "--kubeconfig", str(tmp_path / "nope")])
     assert missing.exit_code == 1  # failed (2 is for usage errors)
