@@ -1,12 +1,19 @@
-"""reconcile_rollout + the sync engine through the Kubernetes API stand-in (which simulates Deployment
-readiness): state in a ConfigMap, canary objects, router weights, promotion exactly once across
-restarts, rollback, and every canary object owned by the inventory and pruned when it is done."""
+"""reconcile_rollout + the sync engine on the real API server (envtest: kube-apiserver + kube-controller-manager,
+upstream Gateway API CRDs) with simulated nodes that bind and ready Pods (tests/sim_nodes.py): state in a
+ConfigMap, canary objects, router weights, promotion exactly once across restarts, an unreachable metrics
+source, the replica router's achieved weight from really ready pods, and every canary object owned by the
+inventory and pruned when it is done.
+
+Cross-pool moves and rollbacks with either router are in test_canary_cluster.py.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reconciler import labels as L
 from reconciler.rollout import store
@@ -16,24 +23,24 @@ from reconciler.sync.inventory import load_inventory
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase
 from reconciler.catalog.load import ModelEntry
+from reconciler.cluster.kube import KubeClient
 from reconciler.errors import KubeError, MetricsError
 from reconciler.render.environment import with_content_hash
 from reconciler.render.manifests import model_objects
 from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.pools import PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
+from reconciler.results import ObjectRef
+from tests.envtest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-NS = "models-prod"
-POOLS = PoolsFile.model_validate({"pools": {
-    "gpu-a10g": {"kind": "gpu", "device": {"resource": "nvidia.com/gpu"}, "hourlyPrice": 1.006},
-    "inf2": {"kind": "inferentia", "device": {"resource": "aws.amazon.com/neuron"}, "hugepages2Mi": "256Mi",
-             "hourlyPrice": 0.758}}}).pools
+POOLS = PoolsFile.model_validate(yaml.safe_load((ROOT / "environments" / "pools.yaml").read_text())).pools
+ROUTE = "gateway.networking.k8s.io/v1"
 
 
-def env(router: str = "gateway-api") -> EnvironmentSpec:
+def env(ns: str, router: str = "gateway-api") -> EnvironmentSpec:
     return EnvironmentSpec.model_validate({
-        "name": "prod", "cluster": {"context": "standin"}, "namespace": NS, "registry": "r.example/models",
+        "name": "prod", "cluster": {"context": "envtest"}, "namespace": ns, "registry": "r.example/models",
         "pools": ["gpu-a10g", "inf2"], "canary": True,
         "defaults": {"canary": {"steps": [50, 100], "interval": "1m", "failureThreshold": 2, "router": router,
                                 "progressDeadline": "30m"},
@@ -46,17 +53,18 @@ def model(accelerator: str = "gpu-a10g") -> ModelEntry:
     return ModelEntry("iris", ROOT / "models" / "iris", spec)
 
 
-def desired(image: str, pool: str = "gpu-a10g", router: str = "gateway-api") -> list[dict]:
-    entry, e = model(pool), env(router)
+def desired(ns: str, image: str, pool: str = "gpu-a10g", router: str = "gateway-api") -> list[dict]:
+    entry, e = model(pool), env(ns, router)
     objects = model_objects(entry, e, [POOLS[pool]], effective_serving(entry.spec, e), {pool: image})
     for obj in objects:
-        obj["metadata"]["namespace"] = NS
+        obj["metadata"]["namespace"] = ns
         with_content_hash(obj)  # as render leaves them
     return objects
 
 
 class FakeAnalysis:
-    """Stands in for PrometheusAnalysis (tested against a real Prometheus in test_canary_prometheus)."""
+    """Scripted metrics: a real Prometheus (tested in test_canary_prometheus) cannot be fed per-track traffic
+    of pods that do not run."""
 
     def __init__(self, canary_error: float = 0.001, canary_p95: float = 100.0, fail: bool = False) -> None:
         self.canary_error, self.canary_p95, self.fail = canary_error, canary_p95, fail
@@ -75,26 +83,44 @@ class FakeAnalysis:
                               full_replicas=kw.get("full_replicas"))
 
 
-def fresh_client(kube_api):
-    """A new client per tick, as after a reconciler restart: nothing is remembered in memory."""
-    from reconciler.cluster.kube import KubeClient
+@dataclass
+class Cluster:
+    kube: KubeClient
+    ns: str
+    kubeconfig: Path
 
-    return KubeClient.from_api_client(kube_api.api_client)
+    def fresh_client(self) -> KubeClient:
+        """A new client per tick, as after a reconciler restart: nothing is remembered in memory."""
+        return KubeClient.from_kubeconfig(self.kubeconfig)
 
 
-def tick(kube_api, objects: list[dict], now: float, analysis, *, entry=None, e=None):
-    """One reconcile pass of the model: the rollout tick (reads only), then the sync engine writes."""
-    client = fresh_client(kube_api)
-    r = reconcile_rollout(client, entry or model(), e or env(), objects, now, pools=POOLS, analysis=analysis)
-    result = sync_environment(client, "prod", NS, {"iris": r.objects}, protect=r.protect)
+def settled(c: Cluster) -> bool:
+    """Every Deployment of the namespace has rolled out its spec: observed, updated, ready and available."""
+    for dep in c.kube.list("apps/v1", "Deployment", c.ns):
+        status, want = dep.get("status") or {}, int(dep["spec"].get("replicas") or 0)
+        if int(status.get("observedGeneration") or 0) < dep["metadata"]["generation"]:
+            return False
+        if any(int(status.get(k) or 0) != want for k in ("replicas", "updatedReplicas", "readyReplicas",
+                                                          "availableReplicas")):
+            return False
+    return True
+
+
+def tick(c: Cluster, objects: list[dict], now: float, analysis, *, entry=None, e=None):
+    """One reconcile pass of the model: the rollout tick (reads only), then the sync engine writes; then the
+    controllers and the simulated kubelet are let to settle, as between two passes of a running reconciler."""
+    client = c.fresh_client()
+    r = reconcile_rollout(client, entry or model(), e or env(c.ns), objects, now, pools=POOLS, analysis=analysis)
+    result = sync_environment(client, "prod", c.ns, {"iris": r.objects}, protect=r.protect)
     assert not result.model_errors and result.error is None, (result.model_errors, result.error)
+    wait_for(lambda: settled(c), timeout=90, what="the Deployments to roll out")
+    client.close()
     return r, result
 
 
-def live(kube_api, kind: str, name: str) -> dict | None:
-    api = {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1",
-           "HTTPRoute": "gateway.networking.k8s.io/v1"}[kind]
-    return kube_api.server.get(api, kind, name, NS)
+def live(c: Cluster, kind: str, name: str) -> dict | None:
+    api = {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "HTTPRoute": ROUTE}[kind]
+    return c.kube.get(ObjectRef(api, kind, c.ns, name))
 
 
 def image(obj: dict) -> str:
@@ -105,95 +131,82 @@ def weights(route: dict) -> list[tuple[str, int]]:
     return [(b["name"], b["weight"]) for b in route["spec"]["rules"][-1]["backendRefs"]]
 
 
-def owned(kube_api) -> set[tuple[str, str]]:
-    inventory = load_inventory(fresh_client(kube_api), "prod", NS)
+def owned(c: Cluster) -> set[tuple[str, str]]:
+    inventory = load_inventory(c.kube, "prod", c.ns)
     return {(ref.kind, ref.name) for ref in inventory.entries}
 
 
 @pytest.fixture
-def cluster(kube_api):
-    from reconciler.cluster.kube import KubeClient
-
-    kube_api.server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    client = KubeClient.from_api_client(kube_api.api_client)
-    sync_environment(client, "prod", NS, {"iris": desired("r.example/models/iris:v1")})  # the stable version
-    return kube_api, client
+def cluster(envtest, kcm, kube, sim_nodes, new_namespace):
+    ns = new_namespace("canary")
+    # stable (4) and canary (up to 4) pods of one GPU each: three simulated GPU nodes of 4
+    for i in (1, 2):
+        sim_nodes.add_node(f"sim-gpu-a10g-{i}-{sim_nodes.suffix}", "gpu-a10g", sim_nodes.pools["gpu-a10g"])
+    c = Cluster(kube, ns, envtest.kubeconfig)
+    with sim_nodes.running(ns):
+        sync_environment(kube, "prod", ns, {"iris": desired(ns, "r.example/models/iris:v1")})  # the stable version
+        wait_for(lambda: settled(c), timeout=90, what="the stable Deployment ready")
+        yield c
 
 
 def test_healthy_canary_promotes_exactly_once_and_every_canary_object_is_owned(cluster) -> None:
-    kube_api, _ = cluster
+    c = cluster
     analysis = FakeAnalysis()
-    new = desired("r.example/models/iris:v2")
+    new = desired(c.ns, "r.example/models/iris:v2")
     t = 1_000_000.0
 
-    r, _ = tick(kube_api, new, t, analysis)
+    r, _ = tick(c, new, t, analysis)
     assert r.state.phase is Phase.initializing and r.state.stable_revision == "r.example/models/iris:v1"
-    canary = live(kube_api, "Deployment", "iris-gpu-a10g-canary")
+    canary = live(c, "Deployment", "iris-gpu-a10g-canary")
     assert image(canary) == "r.example/models/iris:v2" and canary["spec"]["replicas"] == 1  # scaled with weight
     assert canary["spec"]["selector"]["matchLabels"][L.TRACK] == "canary"
-    assert live(kube_api, "Service", "iris-gpu-a10g-canary")["spec"]["selector"][L.TRACK] == "canary"
-    assert live(kube_api, "Service", "iris-gpu-a10g")["spec"]["selector"][L.TRACK] == "stable"
-    assert image(live(kube_api, "Deployment", "iris-gpu-a10g")) == "r.example/models/iris:v1"  # stable stays
-    cm = live(kube_api, "ConfigMap", "rollout-iris")
+    assert live(c, "Service", "iris-gpu-a10g-canary")["spec"]["selector"][L.TRACK] == "canary"
+    assert live(c, "Service", "iris-gpu-a10g")["spec"]["selector"][L.TRACK] == "stable"
+    assert image(live(c, "Deployment", "iris-gpu-a10g")) == "r.example/models/iris:v1"  # stable stays
+    cm = live(c, "ConfigMap", "rollout-iris")
     assert cm["metadata"]["labels"][L.MODEL] == "iris" and cm["metadata"]["labels"][L.ENVIRONMENT] == "prod"
     assert {("Deployment", "iris-gpu-a10g-canary"), ("Service", "iris-gpu-a10g-canary"), ("HTTPRoute", "iris"),
-            ("ConfigMap", "rollout-iris"), ("Deployment", "iris-gpu-a10g")} <= owned(kube_api)
+            ("ConfigMap", "rollout-iris"), ("Deployment", "iris-gpu-a10g")} <= owned(c)
 
-    r, _ = tick(kube_api, new, t + 5, analysis)
+    r, _ = tick(c, new, t + 5, analysis)
     assert r.state.canary_weight == 50
-    assert weights(live(kube_api, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 50), ("iris-gpu-a10g-canary", 50)]
-    assert live(kube_api, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 2  # ceil(4 x 50 %)
+    assert weights(live(c, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 50), ("iris-gpu-a10g-canary", 50)]
+    assert live(c, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 2  # ceil(4 x 50 %)
 
-    assert [c["track"] for c in analysis.calls] == ["stable"]  # stable's baseline, while initializing
+    assert [call["track"] for call in analysis.calls] == ["stable"]  # stable's baseline, while initializing
     analysis.calls.clear()
-    r, result = tick(kube_api, new, t + 30, analysis)
+    r, result = tick(c, new, t + 30, analysis)
     assert r.actions == [] and analysis.calls == []  # analysis not due yet: Prometheus not even asked
     assert result.summary().as_dict().get("configured", 0) == 0, [(str(o.ref), o.message) for o in result.objects if o.action.value == "configured"]  # an idle tick writes nothing
 
-    r, _ = tick(kube_api, new, t + 65, analysis)
+    r, _ = tick(c, new, t + 65, analysis)
     assert r.state.canary_weight == 100
-    assert {c["track"] for c in analysis.calls} == {"stable", "canary"}
-    assert weights(live(kube_api, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 0), ("iris-gpu-a10g-canary", 100)]
+    assert {call["track"] for call in analysis.calls} == {"stable", "canary"}
+    assert weights(live(c, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 0), ("iris-gpu-a10g-canary", 100)]
 
-    r, _ = tick(kube_api, new, t + 130, analysis)
+    r, _ = tick(c, new, t + 130, analysis)
     assert r.state.phase is Phase.promoting  # the stable Deployment rolls to v2 at full size first
-    assert image(live(kube_api, "Deployment", "iris-gpu-a10g")) == "r.example/models/iris:v2"
-    assert live(kube_api, "Deployment", "iris-gpu-a10g-canary") is not None  # still serving 100 %
-    r, _ = tick(kube_api, new, t + 140, analysis)
+    assert image(live(c, "Deployment", "iris-gpu-a10g")) == "r.example/models/iris:v2"
+    assert live(c, "Deployment", "iris-gpu-a10g-canary") is not None  # still serving 100 %
+    r, _ = tick(c, new, t + 140, analysis)
     assert r.state.phase is Phase.promoted and r.state.promotions == 1
-    assert live(kube_api, "Deployment", "iris-gpu-a10g-canary") is None  # pruned through the inventory
-    assert live(kube_api, "Service", "iris-gpu-a10g-canary") is None
-    assert L.TRACK not in live(kube_api, "Service", "iris-gpu-a10g")["spec"]["selector"]
-    assert weights(live(kube_api, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 100)]
-    assert ("Deployment", "iris-gpu-a10g-canary") not in owned(kube_api)
+    assert live(c, "Deployment", "iris-gpu-a10g-canary") is None  # pruned through the inventory
+    assert live(c, "Service", "iris-gpu-a10g-canary") is None
+    assert L.TRACK not in live(c, "Service", "iris-gpu-a10g")["spec"]["selector"]
+    assert weights(live(c, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 100)]
+    assert ("Deployment", "iris-gpu-a10g-canary") not in owned(c)
 
     for later in (t + 200, t + 400):  # restarted reconcilers keep seeing a promoted state: nothing redone
-        r, result = tick(kube_api, new, later, analysis)
+        r, result = tick(c, new, later, analysis)
         assert r.actions == [] and result.summary().as_dict().get("configured", 0) == 0
-    assert store.load(fresh_client(kube_api), "iris", NS).state.promotions == 1
-
-
-def test_bad_canary_is_rolled_back_stable_is_held_and_the_canary_pruned(cluster) -> None:
-    kube_api, _ = cluster
-    analysis = FakeAnalysis(canary_error=0.3)
-    new = desired("r.example/models/iris:v2")
-    for now in (0, 5, 65, 130):
-        r, _ = tick(kube_api, new, now, analysis)
-    assert r.state.phase is Phase.rolled_back
-    assert "error rate 30.00%" in r.state.outcome
-    assert image(live(kube_api, "Deployment", "iris-gpu-a10g")) == "r.example/models/iris:v1"
-    assert live(kube_api, "Deployment", "iris-gpu-a10g-canary") is None
-    assert weights(live(kube_api, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 100)]
-    # the bad revision is still what git wants: the next passes keep the stable Deployment on v1
-    r, _ = tick(kube_api, new, 500, analysis)
-    assert image(live(kube_api, "Deployment", "iris-gpu-a10g")) == "r.example/models/iris:v1"
+    assert store.load(c.kube, "iris", c.ns).state.promotions == 1
 
 
 def test_unreachable_prometheus_is_inconclusive_and_pauses(cluster) -> None:
-    kube_api, _ = cluster
+    c = cluster
     analysis = FakeAnalysis(fail=True)
-    new = desired("r.example/models/iris:v2")
-    results = [tick(kube_api, new, now, analysis)[0] for now in (0, 5, 65, 130, 195, 260)]
+    new = desired(c.ns, "r.example/models/iris:v2")
+    results = [tick(c, new, now, analysis)[0] for now in (0, 5, 65, 130, 195, 260)]
     assert "metrics unavailable" in results[2].message
     last = results[-1].state
     assert last.phase is Phase.progressing and last.paused and last.pause_reason == "inconclusive"
@@ -201,56 +214,35 @@ def test_unreachable_prometheus_is_inconclusive_and_pauses(cluster) -> None:
 
 
 def test_replica_router_scales_only_the_canary_and_reports_the_achieved_weight(cluster) -> None:
-    kube_api, _ = cluster
-    new = desired("r.example/models/iris:v2", router="replicas")
-    e = env("replicas")
-    tick(kube_api, new, 0, FakeAnalysis(), e=e)
-    assert live(kube_api, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 1
-    r, _ = tick(kube_api, new, 5, FakeAnalysis(), e=e)
-    assert live(kube_api, "Deployment", "iris-gpu-a10g")["spec"]["replicas"] == 4  # the stable is never written
-    assert live(kube_api, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 4  # 50 %: as many as stable
-    r, _ = tick(kube_api, new, 10, FakeAnalysis(), e=e)
+    c = cluster
+    new = desired(c.ns, "r.example/models/iris:v2", router="replicas")
+    e = env(c.ns, "replicas")
+    tick(c, new, 0, FakeAnalysis(), e=e)
+    assert live(c, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 1
+    r, _ = tick(c, new, 5, FakeAnalysis(), e=e)
+    assert live(c, "Deployment", "iris-gpu-a10g")["spec"]["replicas"] == 4  # the stable is never written
+    assert live(c, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 4  # 50 %: as many as stable
+    r, _ = tick(c, new, 10, FakeAnalysis(), e=e)
     assert r.achieved_weight == 50.0 and r.state.canary_weight == 50  # 4 ready of 8
-    r, _ = tick(kube_api, new, 65, FakeAnalysis(), e=e)  # the analysis records what the interval really had
+    r, _ = tick(c, new, 65, FakeAnalysis(), e=e)  # the analysis records what the interval really had
     assert r.state.history[-1].achieved_weight == 50.0 and r.state.canary_weight == 100
-    r, _ = tick(kube_api, new, 70, FakeAnalysis(), e=e)
+    r, _ = tick(c, new, 70, FakeAnalysis(), e=e)
     assert r.achieved_weight == 50.0  # "100 %" with the stable untouched is half of the pods: shown as such
 
 
-def test_cross_pool_canary_moves_to_the_cheaper_inferentia_pool(cluster) -> None:
-    kube_api, _ = cluster
-    new = desired("r.example/models/iris:v2", pool="inf2")
-    analysis = FakeAnalysis(canary_p95=150)
-    for now in (0, 5):
-        r, result = tick(kube_api, new, now, analysis, entry=model("inf2"))
-    assert r.state.cross_pool and r.state.canary_pool == "inf2"
-    assert weights(live(kube_api, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 50), ("iris-inf2", 50)]
-    # the GPU pool's objects are no longer rendered but survive until the canary is decided
-    assert live(kube_api, "Deployment", "iris-gpu-a10g") is not None
-    for now in (65, 130):
-        r, _ = tick(kube_api, new, now, analysis, entry=model("inf2"))
-    assert r.state.phase is Phase.promoting and live(kube_api, "Deployment", "iris-gpu-a10g") is not None
-    r, _ = tick(kube_api, new, 140, analysis, entry=model("inf2"))
-    assert r.state.phase is Phase.promoted and r.state.stable_pool == "inf2"
-    assert any(c["hourly_price"] == 0.758 for c in analysis.calls)
-    assert weights(live(kube_api, "HTTPRoute", "iris")) == [("iris-inf2", 100)]
-    r, _ = tick(kube_api, new, 150, analysis, entry=model("inf2"))
-    assert live(kube_api, "Deployment", "iris-gpu-a10g") is None  # pruned only after inf2 was ready
-
-
 def test_concurrent_writer_loses_with_a_conflict(cluster) -> None:
-    kube_api, client = cluster
-    new = desired("r.example/models/iris:v2")
-    tick(kube_api, new, 0, FakeAnalysis())
-    stored = store.load(client, "iris", NS)
-    store.save(client, stored.state.evolve(paused=True), NS, stored.resource_version)
+    c = cluster
+    new = desired(c.ns, "r.example/models/iris:v2")
+    tick(c, new, 0, FakeAnalysis())
+    stored = store.load(c.kube, "iris", c.ns)
+    store.save(c.kube, stored.state.evolve(paused=True), c.ns, stored.resource_version)
     with pytest.raises(KubeError) as info:
-        store.save(client, stored.state, NS, stored.resource_version)  # stale resourceVersion
+        store.save(c.kube, stored.state, c.ns, stored.resource_version)  # stale resourceVersion
     assert info.value.status == 409
 
 
 def test_revision_of_prefers_the_model_hash_annotation() -> None:
-    dep = desired("img:v1")[0]
+    dep = desired("ns", "img:v1")[0]
     assert revision_of(dep) == "img:v1"
     dep["metadata"]["annotations"] = {L.MODEL_HASH: "sha256:abc"}
     assert revision_of(dep) == "sha256:abc"

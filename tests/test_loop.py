@@ -1,7 +1,8 @@
 """The long-running reconciler: catch-up decisions, resume after a crash, force-push, the Lease.
 
-Git is real (a bare "remote" and a clone that pushes to it, made with GitPython); the cluster is the
-API stand-in through the real client.
+Git is real (a bare "remote" and a clone that pushes to it, made with GitPython); the cluster is the real
+API server (envtest) through the real client; each test keeps its state in a fresh namespace, and the
+template's environments are renamed to fresh namespaces too.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from reconciler.results import ObjectRef
 from reconciler.errors import ReconcilerError
 from reconciler.sync.engine import SyncResult
 from tests.conftest import PROJECT as PROJECT_TEMPLATE, commit_all, copy_template
+from tests.envtest_fixtures import isolate_environments
 
-STATE_NS = "model-gitops"
 FAST = RetryPolicy(attempts=3, initial=0.01, cap=0.02)
 
 
@@ -33,23 +34,33 @@ def _images_file(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def kube(kube_api):
-    client = KubeClient.from_kubeconfig(kube_api.kubeconfig_path, retry=FAST, sleep=lambda s: None)
-    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STATE_NS}})
-    return client
+def state_ns(new_namespace) -> str:
+    """The namespace holding the reconciler's state ConfigMaps and its Lease, fresh per test."""
+    return new_namespace("state")
 
 
 @pytest.fixture
-def remote(tmp_path):
-    """(bare remote path, a working clone that pushes to it) holding the template, one commit on main."""
+def kube(envtest):
+    client = KubeClient.from_kubeconfig(envtest.kubeconfig, retry=FAST, sleep=lambda s: None)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def remote(tmp_path, envtest):
+    """(bare remote path, a working clone that pushes to it) holding the template, one commit on main, its
+    environments in fresh namespaces (``remote.namespaces``)."""
     work = copy_template(tmp_path / "work")
+    namespaces = isolate_environments(work)
     repo = git.Repo.init(work, initial_branch="main")
     commit_all(repo, "template")
     bare = tmp_path / "remote.git"
     git.Repo.init(bare, bare=True, initial_branch="main")
     repo.create_remote("origin", str(bare))
     repo.git.push("origin", "main")
-    return bare, repo
+    repo.namespaces = namespaces  # type: ignore[attr-defined]
+    yield bare, repo
+    envtest.delete_namespaces(namespaces.values())
 
 
 def push(repo: git.Repo, message: str, change=None, force: bool = False) -> str:
@@ -114,80 +125,80 @@ class Recorder:
         return result
 
 
-def test_only_the_newest_merge_is_reconciled_and_recorded(remote, kube, tmp_path):
+def test_only_the_newest_merge_is_reconciled_and_recorded(remote, kube, state_ns, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     first = mirror.fetch()
     sync = Recorder()
-    reconcile_once(kube, mirror.path, first, mirror, ["dev"], state_namespace=STATE_NS, sync=sync)
+    reconcile_once(kube, mirror.path, first, mirror, ["dev"], state_namespace=state_ns, sync=sync)
     assert sync.calls == [first]
     shas = [push(work, f"merge {i}") for i in range(3)]
     head = mirror.fetch()
     assert head == shas[-1]
-    out = reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS, sync=sync)
+    out = reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=state_ns, sync=sync)
     assert sync.calls == [first, head] and "not replayed" in out[0].reason
-    assert load_record(kube, "dev", STATE_NS) == Record(head, True, load_record(kube, "dev", STATE_NS).time, "nothing")
+    assert load_record(kube, "dev", state_ns) == Record(head, True, load_record(kube, "dev", state_ns).time, "nothing")
     # up to date: nothing more
-    reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS, sync=sync)
+    reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=state_ns, sync=sync)
     assert len(sync.calls) == 2
 
 
-def test_a_restarted_reconciler_resumes_from_the_recorded_commit(remote, kube, tmp_path):
+def test_a_restarted_reconciler_resumes_from_the_recorded_commit(remote, kube, state_ns, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     base = mirror.fetch()
-    reconcile_once(kube, mirror.path, base, mirror, ["dev"], state_namespace=STATE_NS, sync=Recorder())
+    reconcile_once(kube, mirror.path, base, mirror, ["dev"], state_namespace=state_ns, sync=Recorder())
     head = push(work, "merge")
     with pytest.raises(KeyboardInterrupt):
-        reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS,
+        reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=state_ns,
                        sync=Recorder(crash_on=head))
-    assert load_record(kube, "dev", STATE_NS).commit == base
+    assert load_record(kube, "dev", state_ns).commit == base
     # a new process (fresh mirror clone, fresh client) resumes
     mirror2 = GitMirror(str(bare), "main", tmp_path / "mirror2")
     again = Recorder()
-    reconcile_once(kube, mirror2.path, mirror2.fetch(), mirror2, ["dev"], state_namespace=STATE_NS, sync=again)
+    reconcile_once(kube, mirror2.path, mirror2.fetch(), mirror2, ["dev"], state_namespace=state_ns, sync=again)
     assert again.calls == [head]
-    assert load_record(kube, "dev", STATE_NS).commit == head
+    assert load_record(kube, "dev", state_ns).commit == head
 
 
-def test_environment_wide_failure_keeps_the_applied_commit_and_is_retried(remote, kube, tmp_path):
+def test_environment_wide_failure_keeps_the_applied_commit_and_is_retried(remote, kube, state_ns, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
     base = mirror.fetch()
-    reconcile_once(kube, mirror.path, base, mirror, ["dev"], state_namespace=STATE_NS, sync=Recorder())
+    reconcile_once(kube, mirror.path, base, mirror, ["dev"], state_namespace=state_ns, sync=Recorder())
     a = push(work, "a")
-    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS,
+    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=state_ns,
                    sync=Recorder(fail_on=a))
-    cm = kube.get(ObjectRef("v1", "ConfigMap", STATE_NS, "reconciler-state-dev"))
+    cm = kube.get(ObjectRef("v1", "ConfigMap", state_ns, "reconciler-state-dev"))
     assert (cm["data"]["commit"], cm["data"]["lastFailedCommit"]) == (base, a)
     assert "API unavailable" in cm["data"]["lastError"] and cm["data"]["lastErrorTime"]
     retry = Recorder()
-    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS, sync=retry)
+    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=state_ns, sync=retry)
     assert retry.calls == [a]
-    assert load_record(kube, "dev", STATE_NS) == Record(a, True, load_record(kube, "dev", STATE_NS).time, "nothing")
+    assert load_record(kube, "dev", state_ns) == Record(a, True, load_record(kube, "dev", state_ns).time, "nothing")
 
 
-def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, kube_api, tmp_path):
+def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, state_ns, tmp_path):
     bare, work = remote
     mirror = GitMirror(str(bare), "main", tmp_path / "mirror")
-    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS)
+    reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=state_ns)
     old = push(work, "scale iris", change=lambda root: (root / "models/iris-classifier/model.yaml").write_text(
         (root / "models/iris-classifier/model.yaml").read_text().replace("memory: 1Gi", "memory: 3Gi")))
-    out = reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=STATE_NS)
+    out = reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=state_ns)
     assert out[-1].result.ok and out[-1].commit == old
     # rewrite history: drop that commit, and retire digits instead
     work.git.reset("--hard", "HEAD~1")
     new = push(work, "retire digits", change=lambda root: shutil.rmtree(root / "models/digits-classifier"), force=True)
     head = mirror.fetch()
     assert head == new and not mirror.is_ancestor(old, head)
-    out = reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=STATE_NS)
+    out = reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=state_ns)
     assert [o.commit for o in out] == [new] and "force-push" in out[0].reason
     assert out[0].result.ok, out[0].result.as_dict()
-    deps = kube_api.server.objects("Deployment", "models-dev")
+    deps = kube.list("apps/v1", "Deployment", work.namespaces["dev"])
     assert {d["metadata"]["labels"][labels.MODEL] for d in deps} == {"iris-classifier"}
     memory = deps[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     assert memory == "1Gi"  # the rewritten-away change is gone too
-    assert load_record(kube, "dev", STATE_NS).commit == new
+    assert load_record(kube, "dev", state_ns).commit == new
 
 
 # -- the Lease -----------------------------------------------------------------------------------
@@ -200,10 +211,10 @@ class Clock:
         return self.t
 
 
-def test_lease_acquire_renew_expire_takeover(kube):
+def test_lease_acquire_renew_expire_takeover(kube, state_ns):
     clock = Clock()
-    a = LeaseLock(kube, "lead", STATE_NS, "replica-a", duration=10, clock=clock)
-    b = LeaseLock(kube, "lead", STATE_NS, "replica-b", duration=10, clock=clock)
+    a = LeaseLock(kube, "lead", state_ns, "replica-a", duration=10, clock=clock)
+    b = LeaseLock(kube, "lead", state_ns, "replica-b", duration=10, clock=clock)
     assert a.try_acquire_or_renew() and a.held
     assert not b.try_acquire_or_renew() and not b.held
     lease = kube.get(a.ref)["spec"]
@@ -224,9 +235,9 @@ def test_lease_acquire_renew_expire_takeover(kube):
     assert a.try_acquire_or_renew()  # released: taken at once
 
 
-def test_lease_write_race_is_lost_on_resource_version(kube):
+def test_lease_write_race_is_lost_on_resource_version(kube, state_ns):
     clock = Clock()
-    a = LeaseLock(kube, "race", STATE_NS, "a", duration=5, clock=clock)
+    a = LeaseLock(kube, "race", state_ns, "a", duration=5, clock=clock)
     assert a.try_acquire_or_renew()
     stale = kube.get(a.ref)
     clock.t += 1
@@ -238,28 +249,27 @@ def test_lease_write_race_is_lost_on_resource_version(kube):
     assert kube.get(a.ref)["spec"]["holderIdentity"] == "a"
 
 
-def test_leader_guard_refuses_writes_without_the_lease(kube):
+def test_leader_guard_refuses_writes_without_the_lease(kube, state_ns):
     clock = Clock()
-    follower = LeaseLock(kube, "g", STATE_NS, "f", duration=5, clock=clock)
-    LeaseLock(kube, "g", STATE_NS, "leader", duration=5, clock=clock).try_acquire_or_renew()
+    follower = LeaseLock(kube, "g", state_ns, "f", duration=5, clock=clock)
+    LeaseLock(kube, "g", state_ns, "leader", duration=5, clock=clock).try_acquire_or_renew()
     follower.try_acquire_or_renew()
     guarded = LeaderGuard(kube, follower)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": STATE_NS}}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": state_ns}}
     assert guarded.apply(cm, dry_run=True)  # dry runs and reads pass
-    assert guarded.get(ObjectRef("v1", "Namespace", None, STATE_NS))
+    assert guarded.get(ObjectRef("v1", "Namespace", None, state_ns))
     with pytest.raises(KubeError, match="not the leader"):
         guarded.apply(cm)
 
 
-def test_two_reconcilers_only_the_lease_holder_writes(remote, kube_api, tmp_path):
+def test_two_reconcilers_only_the_lease_holder_writes(remote, envtest, state_ns, tmp_path):
     bare, work = remote
     clients = []
     reconcilers = []
     for name in ("one", "two"):
-        client = KubeClient.from_kubeconfig(kube_api.kubeconfig_path, retry=FAST, sleep=lambda s: None)
-        client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": STATE_NS}})
+        client = KubeClient.from_kubeconfig(envtest.kubeconfig, retry=FAST, sleep=lambda s: None)
         config = RunConfig(repo_url=str(bare), branch="main", workdir=tmp_path / name, environments=["dev"],
-                           state_namespace=STATE_NS, identity=name, listen=None, lease_duration=30)
+                           state_namespace=state_ns, identity=name, listen=None, lease_duration=30)
         clients.append(client)
         reconcilers.append(Reconciler(client, config))
     one, two = reconcilers
