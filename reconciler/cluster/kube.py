@@ -4,8 +4,9 @@ Over 400 lines: it is one class, KubeClient, whose verbs share the discovery cac
 and the one translation of API errors into KubeError subclasses; split across modules, those would
 have to be shared back through private names.
 
-Built on the official ``kubernetes`` client (37.x): its ``ApiClient`` does the transport (kubeconfig
-or in-cluster auth, TLS, proxies) and this module adds what the reconciler needs on top of it:
+Built on the official ``kubernetes`` client (37.x): its ``ApiClient`` holds the kubeconfig or in-cluster
+auth, TLS and proxies, and requests go out on its urllib3 pool as raw JSON (its per-request serialiser and
+auth refresh are skipped: see ``_send``). This module adds what the reconciler needs on top of it:
 
 * arbitrary kinds, custom resources included, through a small discovery-backed resource mapping
   (``apiVersion`` + ``kind`` -> plural and scope, one ``GET /api/v1`` or ``/apis/<group>/<version>``
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import tenacity
 import urllib3
@@ -73,6 +74,9 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
+
+# Connections kept per API server: at least the sync's concurrency (SyncOptions.concurrency, 8 by default).
+POOL_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,8 @@ class KubeClient:
         self._sleep = sleep
         self._resources: dict[str, dict[str, Resource]] = {}
         self._lock = threading.Lock()
+        self._auth: dict[str, str] | None = None
+        self._auth_at = 0.0
 
     # -- construction --------------------------------------------------------------------------
 
@@ -243,6 +249,10 @@ class KubeClient:
                                 fix=f"check the file exists and is valid YAML{offline}") from None
         # Retries belong to this adapter (bounded, Retry-After aware); urllib3 must not retry on its own.
         configuration.retries = 0
+        # One kept-alive connection per concurrent request: the client's default (5 per CPU) is below the
+        # sync's concurrency on a 1-CPU pod, and urllib3 then opens (TLS handshake) and drops a
+        # connection for every request beyond it.
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_SIZE)
         return cls(k8s_client.ApiClient(configuration), **kwargs)
 
     def check_connection(self) -> str:
@@ -270,32 +280,66 @@ class KubeClient:
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _request_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
-                      body: Any = None, content_type: str | None = None, what: str = "") -> tuple[int, Any]:
-        headers = {"Accept": "application/json"}
+    def _auth_headers(self) -> dict[str, str]:
+        """The Authorization header of the configuration, re-read at most once a second.
+
+        The client's own path re-runs the kubeconfig's refresh hook on every request, and that hook
+        re-assigns the host, which re-reads every proxy variable of the environment: about 1 ms of
+        CPU per request, a quarter of the reconciler's CPU in a cold sync. Tokens that expire (exec
+        plugins, OIDC, the projected ServiceAccount token) are still refreshed by the hook, once a
+        second at most."""
+        now = time.monotonic()
+        with self._lock:
+            if self._auth is not None and now - self._auth_at < 1.0:
+                return self._auth
+        cfg = getattr(self.api_client, "configuration", None)
+        token = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") if cfg is not None else None
+        auth = {"Authorization": token} if token else {}
+        with self._lock:
+            self._auth, self._auth_at = auth, now
+        return auth
+
+    def _send(self, method: str, path: str, query: list[tuple[str, str]] | None, body: Any,
+              content_type: str | None) -> Any:
+        """One HTTP exchange on the client's urllib3 pool (its TLS, proxy and client certificates), with
+        the JSON encoded here: the client's own serialiser walks every value of the body first."""
+        api = self.api_client
+        url = api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        headers = {**api.default_headers, "Accept": "application/json", **self._auth_headers()}
+        if getattr(api, "cookie", None):
+            headers["Cookie"] = api.cookie
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
-        api = self.api_client
+            data = json.dumps(body, separators=(",", ":")).encode()
+        return api.rest_client.pool_manager.request(method, url, body=data, headers=headers, timeout=_urllib3_timeout(self.request_timeout),
+                                                    preload_content=True)
+
+    def _request_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                      body: Any = None, content_type: str | None = None, what: str = "") -> tuple[int, Any]:
         with self._lock:
             self.stats.requests += 1
             self.stats.by_method[method] = self.stats.by_method.get(method, 0) + 1
         try:
-            serialized = api.param_serialize(method, path, query_params=list(query or []),
-                                             header_params=headers, body=body,
-                                             auth_settings=["BearerToken"])
-            response = api.call_api(*serialized, _request_timeout=self.request_timeout)
-            data = response.read()
+            response = self._send(method, path, query, body, content_type)
+            data = response.data
         except KubeError:
             raise
+        except urllib3.exceptions.SSLError as exc:  # a certificate problem does not go away by retrying
+            raise KubeError(f"{what or method + ' ' + path}: TLS error: {exc}", status=None, reason="SSLError",
+                            fix="check the kubeconfig's certificate-authority data and the server URL") from None
         except urllib3.exceptions.HTTPError as exc:
             inner = getattr(exc, "reason", None) or exc
+            if isinstance(inner, urllib3.exceptions.SSLError):
+                raise KubeError(f"{what or method + ' ' + path}: TLS error: {inner}", status=None, reason="SSLError",
+                                fix="check the kubeconfig's certificate-authority data and the server URL") from None
             # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first
             timed_out = isinstance(inner, urllib3.exceptions.TimeoutError) and not isinstance(
                 inner, urllib3.exceptions.NewConnectionError)
             reason = "Timeout" if timed_out else "ConnectionError"
             raise Unreachable(f"{what or method + ' ' + path}: {reason}: {inner}", status=None, reason=reason,
                               fix="check the API server is reachable (kubeconfig server URL, network)") from None
-        except Exception as exc:  # ApiException (status 0 for TLS errors) and anything else from the client
+        except Exception as exc:  # anything else from the transport
             status = getattr(exc, "status", None) or None
             raise KubeError(f"{what or method + ' ' + path}: {type(exc).__name__}: {getattr(exc, 'reason', exc)}",
                             status=status, reason=type(exc).__name__) from None
@@ -464,6 +508,13 @@ class KubeClient:
         except NotFound:
             return False
         return True
+
+
+def _urllib3_timeout(timeout: float | tuple[float, float] | None) -> Any:
+    """The client's timeout convention: one number is the total, a pair is (connect, read)."""
+    if isinstance(timeout, tuple):
+        return urllib3.Timeout(connect=timeout[0], read=timeout[1])
+    return urllib3.Timeout(total=timeout) if timeout else None
 
 
 def kubeconfig_location() -> str:
