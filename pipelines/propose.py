@@ -7,8 +7,10 @@ opened too. The change then reaches review and `reconciler plan` like any other 
 that branch shows the metric change with its values.
 
 The same function runs on a laptop (`reconciler pipeline run train --propose`, against the local
-remotes) and in the Argo register step (`python -m pipelines.propose ...`). Only the standard library
-and the `git` command are used.
+remotes) and in the Argo register step (`python -m pipelines.propose ...`). The push authenticates with
+the git credentials folder (pipelines.gitauth: the environment's `pipelines.gitCredentialsSecret`, mounted
+read-only in the register pod; `--git-credentials DIR` locally). Only the standard library and the `git`
+command are used.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gitauth
 from .steps import StepError
 
 POINTER = "model.pkl.dvc"
@@ -41,11 +44,14 @@ class Proposal:
     pull_request: str | None  # the PR's URL when one was opened
 
 
-def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+def _git(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env} if env else None)
     if proc.returncode != 0:
         raise ProposeError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}",
-                           fix="check the repository's remote and credentials (a token or deploy key that may push)")
+                           fix="check the repository's remote and credentials (a token or deploy key that may push: "
+                               f"--git-credentials DIR or ${gitauth.CREDENTIALS_ENV}, in a cluster the environment's "
+                               "pipelines.gitCredentialsSecret)")
     return proc.stdout.strip()
 
 
@@ -57,10 +63,11 @@ def _pointer_md5(pointer: Path) -> str:
 
 
 def propose(repo_root: Path, model: str, *, remote: str = "origin", base: str | None = None,
-            push: bool = True, token: str | None = None) -> Proposal:
+            push: bool = True, token: str | None = None, credentials: str | os.PathLike | None = None) -> Proposal:
     """Commit models/<model>/{model.pkl.dvc, metrics.json, .gitignore} on `train/<model>-<md5>` and push it.
 
     The branch starts at `base` (default: HEAD); the working tree's branch is left as it was.
+    `credentials`: the git credentials folder (default $GITOPS_GIT_CREDENTIALS; none: git's own setup).
     """
     root = Path(repo_root).resolve()
     folder = root / "models" / model
@@ -90,15 +97,20 @@ def propose(repo_root: Path, model: str, *, remote: str = "origin", base: str | 
     _git(root, "update-ref", f"refs/heads/{branch}", commit)
     pushed = None
     if push:
-        _git(root, "push", remote, f"{commit}:refs/heads/{branch}")
+        try:
+            with gitauth.git_environment(_git(root, "remote", "get-url", remote), credentials) as env:
+                _git(root, "push", remote, f"{commit}:refs/heads/{branch}", env=env)
+        except gitauth.CredentialsError as exc:
+            raise ProposeError(exc.message, fix=exc.fix) from None
         pushed = remote
+    if pushed and token is None:
+        token = os.environ.get("GITHUB_TOKEN") or gitauth.token(credentials)
     url = _open_pull_request(root, remote, branch, model, message, token) if pushed else None
     return Proposal(branch, commit, pushed, url)
 
 
 def _open_pull_request(root: Path, remote: str, branch: str, model: str, message: str,
                        token: str | None) -> str | None:
-    token = token or os.environ.get("GITHUB_TOKEN")
     origin = _git(root, "remote", "get-url", remote)
     match = re.match(r"^(?:https://github\.com/|git@github\.com:)([^/]+)/([^/]+?)(?:\.git)?/?$", origin)
     if not token or not match:
@@ -124,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--remote", default="origin")
     parser.add_argument("--no-push", action="store_true")
+    parser.add_argument("--git-credentials", type=Path, default=None,
+                        help=f"the git credentials folder (default ${gitauth.CREDENTIALS_ENV}); see pipelines/gitauth.py")
     args = parser.parse_args(argv)
     try:
-        result = propose(args.repo_root, args.model, remote=args.remote, push=not args.no_push)
+        result = propose(args.repo_root, args.model, remote=args.remote, push=not args.no_push,
+                         credentials=args.git_credentials)
     except ProposeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -7,11 +7,16 @@ a laptop run (`reconciler pipeline run train`) and a cluster run execute the sam
 Outputs of the workflow: the `model` (model.pkl), `metrics` (metrics.json) and `pointer`
 (model.pkl.dvc) artifacts, and the `metrics` parameter (the JSON) for the Argo UI. Commit the
 pointer and metrics.json; with a `dvc-remote` the register step also pushes the weights.
+
+Credentials reach the register step only: the DVC remote's as env vars from the Secret named by
+`pipelines.dvcCredentialsSecret`, git's (to push the proposal branch) as the Secret named by
+`pipelines.gitCredentialsSecret`, mounted read-only at pipelines.gitauth.MOUNT_PATH. The workflow names
+the Secrets, never their values.
 """
 
 from __future__ import annotations
 
-from . import common
+from . import common, gitauth
 from .steps import METRICS_FILE, MODEL_FILE, STEPS
 
 STEP_RETRY_LIMIT = 1
@@ -28,7 +33,27 @@ def _shell(requirements: tuple[str, ...], command: str) -> str:
                       f"cd {common.SOURCE_PATH}", command])
 
 
-def _templates(model: str, source: common.Source, image: str, dvc_credentials_secret: str | None = None) -> dict:
+GIT_CREDENTIALS_VOLUME = "git-credentials"
+# the propose push needs git (and ssh for an ssh remote); a slim Python image has neither, so they are
+# installed from the image's own Debian release when missing (a step image with them skips this)
+ENSURE_GIT = ("command -v git >/dev/null 2>&1 && { [ ! -f \"${GITOPS_GIT_CREDENTIALS:-}/ssh-privatekey\" ] || "
+              "command -v ssh >/dev/null 2>&1; } || { apt-get update -qq && "
+              "apt-get install -y -qq --no-install-recommends git openssh-client ca-certificates >/dev/null; }")
+
+
+def _git_credentials(secret: str | None) -> tuple[list | None, list | None]:
+    """(volumes, env) of the register step for the environment's git credentials Secret (none: no push auth)."""
+    if not secret:
+        return None, None
+    from hera.workflows import Env, SecretVolume
+
+    volume = SecretVolume(name=GIT_CREDENTIALS_VOLUME, secret_name=secret, mount_path=gitauth.MOUNT_PATH,
+                          read_only=True, default_mode=0o400)  # owner-read only: ssh refuses looser keys
+    return [volume], [Env(name=gitauth.CREDENTIALS_ENV, value=gitauth.MOUNT_PATH)]
+
+
+def _templates(model: str, source: common.Source, image: str, dvc_credentials_secret: str | None = None,
+               git_credentials_secret: str | None = None) -> dict:
     from hera.workflows import Artifact, Container, Parameter, RetryStrategy
     from hera.workflows import models as m
 
@@ -42,6 +67,7 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
     # environment names (pipelines.dvcCredentialsSecret): every key becomes an env var of the register pod
     credentials = [m.EnvFromSource(secret_ref=m.SecretEnvSource(name=dvc_credentials_secret))] \
         if dvc_credentials_secret else None
+    git_volumes, git_env = _git_credentials(git_credentials_secret)
     return {
         "train": Container(
             name="train", image=image, command=["sh", "-c"], retry_strategy=retry,
@@ -60,6 +86,7 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
         ),
         "register": Container(
             name="register", image=image, command=["sh", "-c"], retry_strategy=retry, env_from=credentials,
+            env=git_env, volumes=git_volumes,
             args=[_shell(common.STEP_REQUIREMENTS + common.REGISTER_REQUIREMENTS,
                          f"cp {weights} {metrics} {model_dir}/\n"
                          f"python -m pipelines.steps register --model-dir {model_dir} "
@@ -68,6 +95,8 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
                          "if [ '{{workflow.parameters.propose}}' = true ]; then\n"
                          "  export GIT_AUTHOR_NAME=model-gitops GIT_AUTHOR_EMAIL=model-gitops@users.noreply.github.com\n"
                          "  export GIT_COMMITTER_NAME=model-gitops GIT_COMMITTER_EMAIL=model-gitops@users.noreply.github.com\n"
+                         f"  {ENSURE_GIT}\n"
+                         # pushes with the mounted credentials ($GITOPS_GIT_CREDENTIALS, pipelines.gitauth)
                          f"  python -m pipelines.propose --repo-root {common.SOURCE_PATH} --model {model}\n"
                          "fi")],
             inputs=[src, Artifact(name="model", path=weights), Artifact(name="metrics", path=metrics)],
@@ -95,12 +124,14 @@ def train_workflow(
     image: str = common.DEFAULT_STEP_IMAGE,
     dvc_remote: str = "",
     dvc_credentials_secret: str | None = None,
+    git_credentials_secret: str | None = None,
     operations: common.Operations = common.Operations(),
     run: common.RunContext = common.RunContext(),
 ):
     """The train -> evaluate -> register Workflow for one example model at one commit (a hera Workflow).
 
     `dvc_remote` names a DVC remote configured in the repository (empty: register without pushing).
+    `dvc_credentials_secret` / `git_credentials_secret`: the Secrets the register step reads (by name only).
     The workflow uses generateName: every submit is a new run.
     """
     from hera.workflows import DAG, Parameter, Task, Workflow
@@ -122,7 +153,7 @@ def train_workflow(
         arguments=[Parameter(name="dvc-remote", value=dvc_remote),
                    Parameter(name="propose", value="true" if dvc_remote else "false")],
     ) as workflow:
-        templates = _templates(model, source, image, dvc_credentials_secret)
+        templates = _templates(model, source, image, dvc_credentials_secret, git_credentials_secret)
         with DAG(name="main"):
             tasks: dict[str, Task] = {}
             for step in STEPS:

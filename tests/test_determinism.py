@@ -38,7 +38,8 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     prod_tag = tagged_image(catalog.environments["prod"].registry, MODEL, hashes[MODEL])
     lock = ImageStore(template_repo / IMAGES_LOCK)  # what the merge workflow commits back
     lock.record(prod_tag, "sha256:" + "a" * 64)
-    lock.record(prod_tag + "-neuron", "sha256:" + "e" * 64)  # the Neuron-compiled variant for inf2 pools
+    built_from = repo.head.commit.hexsha  # the commit the Neuron image's bento was built from
+    lock.record(prod_tag + "-neuron", "sha256:" + "e" * 64, built_from)  # the Neuron-compiled variant for inf2 pools
     sha = commit_all(repo, "record image digests")
 
     # 1. no image store at all: an empty Bento store, nothing else on the machine
@@ -55,7 +56,9 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     (home / "reconciler-images.json").write_text(json.dumps({"images": {prod_tag: "sha256:" + "b" * 64}}))
     monkeypatch.setenv("BENTOML_HOME", str(home))
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(home / "reconciler-images.json"))
-    ImageStore.read(template_repo / IMAGES_LOCK).record(prod_tag, "sha256:" + "c" * 64)
+    newer = ImageStore.read(template_repo / IMAGES_LOCK)
+    newer.record(prod_tag, "sha256:" + "c" * 64, "f" * 40)
+    newer.record(prod_tag + "-neuron", "sha256:" + "e" * 64, "d" * 40)  # a rebuild of the same image elsewhere
     assert repo.is_dirty()
     builder = _render(template_repo, sha, tmp_path / "out-builder")
 
@@ -72,6 +75,9 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     prod = bare["prod/manifest.yaml"].decode()  # inf2 pools only: the Neuron variant, pinned by the lock
     assert f"image: {prod_tag.rsplit(':', 1)[0]}@sha256:{'e' * 64}" in prod
     assert "b" * 64 not in prod and "c" * 64 not in prod  # the machine's digests never leak in
+    # the pods say which commit their image was built from (the X-Model-Version `commit=`), from the commit's lock
+    assert f"gitops.ml/git-commit: {built_from}" in prod and "d" * 40 not in prod and "f" * 40 not in prod
+    assert built_from != sha  # not the rendering commit
     # where the lock names no digest (dev pushes to another registry), the content-hash tag, the same everywhere
     assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare["dev/manifest.yaml"].decode()
 
@@ -80,6 +86,9 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     ("{not json", "not valid JSON"),
     ('{"images": []}', "expected"),
     ('{"images": {"r/m:abc": "sha256:short"}}', "sha256 digest"),
+    ('{"images": {}, "commits": []}', "commits"),
+    ('{"images": {"r/m:abc": "sha256:%s"}, "commits": {"r/m:abc": "main"}}' % ("a" * 64), "build commit"),
+    ('{"images": {}, "commits": {"r/m:abc": "%s"}}' % ("a" * 40), "not a locked image"),
 ])
 def test_a_malformed_lock_fails_the_environment_naming_the_file(template_repo: Path, content: str,
                                                                 wanted: str) -> None:

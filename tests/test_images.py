@@ -37,3 +37,27 @@ def test_bad_hash_or_kind_is_a_clear_error():
         short_hash("sha256:")
     with pytest.raises(ValueError, match="unknown accelerator kind 'tpu'"):
         image_tag(HEX, "tpu")
+
+
+def test_the_lock_keeps_the_build_commit_of_one_image_only(tmp_path):
+    """images.lock.json's `commits`: the commit an image's bento was built from, tied to that image's digest."""
+    import json
+
+    from reconciler.build.images import ImageStore
+
+    path = tmp_path / "images.lock.json"
+    tag, first, second = "r.test/m:0123456789ab", "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    store = ImageStore(path)
+    store.record(tag, first, "a" * 40)
+    store.record(tag, first)  # found again without a commit (e.g. no local bento): the recorded one stays
+    assert ImageStore.read(path).commit(tag) == "a" * 40
+    store.record(tag, second)  # another image under the tag: the old image's commit is not its commit
+    reread = ImageStore.read(path)
+    assert (reread.get(tag), reread.commit(tag)) == (second, None)
+    store.record(tag, second, "unknown")  # a bento built outside git records no commit
+    assert ImageStore.read(path).commit(tag) is None
+    store.record(tag, second, "b" * 40)
+    assert json.loads(path.read_text()) == {"images": {tag: second}, "commits": {tag: "b" * 40}}
+    legacy = tmp_path / "legacy.json"  # a lock written before `commits` existed still reads
+    legacy.write_text(json.dumps({"images": {tag: first}}))
+    assert (ImageStore.read(legacy).get(tag), ImageStore.read(legacy).commit(tag)) == (first, None)

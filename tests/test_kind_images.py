@@ -174,23 +174,69 @@ class _Served:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def test_a_served_bento_returns_the_version_header_and_labels_its_metrics(built):
+def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_same_version(built, serve, tmp_path,
+                                                                                          monkeypatch):
+    """Issue #15 item 6 end to end: real bentos, the image lock, the render of a later commit, `bentoml serve`.
+
+    No container engine here, so the images are what the image-build workflow pushes from the bentos built
+    here: the OCI registry stand-in (tests/test_registry.py) lists their digests, as a registry would."""
+    import hashlib
+    import shutil
+
     import httpx
+
+    from reconciler import labels as L
+    from reconciler.build.images import IMAGES_LOCK, ImageStore
+    from reconciler.plan.desired import desired_at
 
     root, home, report = built
     result = report.results[MODEL]
+    built_from = git.Repo(root).head.commit.hexsha  # the bentos were built at this commit
+    short = result.hash[:12]
+    digests = {tag: "sha256:" + hashlib.sha256(tag.encode()).hexdigest() for tag in (short, f"{short}-cuda", f"{short}-neuron")}
+    reg = serve(None, {f"models/{MODEL}": digests})
+    # later commits: prod pulls from this registry; the next build records the digests and build commits
+    work = tmp_path / "repo"
+    shutil.copytree(root, work, symlinks=True)
+    repo = git.Repo(work)
+    env_file = work / "environments" / "prod" / "environment.yaml"
+    env_spec = yaml.safe_load(env_file.read_text())
+    env_spec["registry"] = f"{reg.host}/models"
+    env_file.write_text(yaml.safe_dump(env_spec, sort_keys=False))
+    commit_all(repo, "prod pulls from the test registry")
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    monkeypatch.setenv("RECONCILER_CONTAINER_ENGINE", "none")
+    monkeypatch.delenv("ARGO_SERVER", raising=False)
+    again = build_models(work, [MODEL], BuildOptions(home=home, registry=f"{reg.host}/models", environment="prod",
+                                                     engine=None)).results[MODEL]
+    assert (again.action, again.built) == (Action.unchanged, []), again.as_dict()
+    lock = ImageStore.read(work / IMAGES_LOCK)
+    assert lock.commits == {f"{reg.host}/models/{MODEL}:{tag}": built_from for tag in digests}
+    rendered_at = commit_all(repo, "record the image digests")  # what the merge workflow commits back
+    assert rendered_at != built_from
+
+    state = desired_at(work, rendered_at, ["prod"])
+    assert not state.env_errors and state.renders["prod"].errors == {}
+    deployments = [o for o in state.renders["prod"].models[MODEL].objects if o["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    md5 = yaml.safe_load((root / "models" / MODEL / "model.pkl.dvc").read_text())["outs"][0]["md5"]
+    for deploy in deployments:
+        pod = deploy["spec"]["template"]
+        assert "@sha256:" in pod["spec"]["containers"][0]["image"]
+        annotations = pod["metadata"]["annotations"]
+        assert {k: annotations.get(k) for k in (L.GIT_COMMIT, L.MODEL_HASH, L.WEIGHTS_MD5)} == {
+            L.GIT_COMMIT: built_from, L.MODEL_HASH: result.hash, L.WEIGHTS_MD5: md5}
+
     served = _Served(home, result.bentos["cpu"])
     try:
         served.wait_live()
         response = httpx.post(served.url("/predict"), json={"images": [[0.0] * 64]}, timeout=30)
         assert response.status_code == 200, response.text
         header = response.headers["x-model-version"]
-        commit = git.Repo(root).head.commit.hexsha
-        md5 = yaml.safe_load((root / "models" / MODEL / "model.pkl.dvc").read_text())["outs"][0]["md5"]
-        assert header == f"hash={result.hash}; commit={commit}; weights-md5={md5}"
+        assert header == f"hash={result.hash}; commit={built_from}; weights-md5={md5}"
         metrics = httpx.get(served.url("/metrics"), timeout=10).text
         line = next(ln for ln in metrics.splitlines() if ln.startswith("gitops_ml_requests_total{"))
-        assert f'model_hash="{result.hash}"' in line and f'git_commit="{commit}"' in line
+        assert f'model_hash="{result.hash}"' in line and f'git_commit="{built_from}"' in line
         assert f'weights_md5="{md5}"' in line and 'endpoint="/predict"' in line
     finally:
         served.stop()

@@ -215,12 +215,13 @@ def test_pods_carry_the_model_hash_and_weights_md5_the_service_returns(template_
             # the same values the build writes into the bento's gitops-version.json, as the service reports them
             served = version_labels(version_record(template_repo, catalog.models[name], hashes[name]))
             assert (served["model_hash"], served["weights_md5"]) == (annotations[L.MODEL_HASH], annotations[L.WEIGHTS_MD5])
-            # never the rendering commit: one commit renders the same bytes everywhere, pods restart only on a new hash
+            # never the rendering commit: the build commit comes from the image lock, which names no image here
             assert L.GIT_COMMIT not in annotations
     # the render cache key covers the annotations
     images = {n: "registry.test/x:abc" for n in catalog.models}
     versions = model_versions(catalog, hashes)
-    changed = {**versions, "iris-classifier": {**versions["iris-classifier"], L.WEIGHTS_MD5: "0" * 32}}
+    changed = {**versions, "iris-classifier": {kind: {**v, L.WEIGHTS_MD5: "0" * 32}
+                                               for kind, v in versions["iris-classifier"].items()}}
     before = render_keys(catalog, "dev", images, versions=versions)
     after = render_keys(catalog, "dev", images, versions=changed)
     assert before["digits-classifier"] == after["digits-classifier"]

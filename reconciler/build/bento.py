@@ -56,6 +56,19 @@ def find_bento(home: Path, name: str, version: str) -> BentoInfo | None:
     return BentoInfo(f"{name.lower()}:{version}", folder) if (folder / "bento.yaml").is_file() else None
 
 
+def built_commit(bento: BentoInfo | None) -> str | None:
+    """The git commit a bento was built from, as its gitops-version.json says (what the service's
+    X-Model-Version returns as `commit=`); None when the bento has no such record."""
+    if bento is None:
+        return None
+    try:
+        record = json.loads((bento.path / "src" / VERSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    commit = record.get("git_commit") if isinstance(record, dict) else None
+    return commit if isinstance(commit, str) and commit != "unknown" else None
+
+
 # --------------------------------------------------------------------------- build context
 
 

@@ -14,7 +14,9 @@ For every model (or the ones asked for), in this order:
 
 One model failing never stops the others; each gets a typed result (created / unchanged / failed).
 Known image digests live in git: the lock file `images.lock.json` at the repository top maps each
-tagged image (`<registry>/<model>:<hash12>[-suffix]`) to its digest. `build` records digests there in
+tagged image (`<registry>/<model>:<hash12>[-suffix]`) to its digest, and to the git commit its bento
+was built from (the `commit=` of the service's X-Model-Version, read back from the bento's
+gitops-version.json, so the pods' gitops.ml/git-commit annotation says what the image says). `build` records them in
 the working tree and the merge workflow commits it back (as Flux image automation does), and
 `resolve_images` reads it from the tree of the commit being rendered, never from the machine: one
 commit renders the same bytes on a builder, in a PR check, in `hydrate` and in the cluster
@@ -215,8 +217,8 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
                     digest = _registry_digest_or_raise(tagged, clients)
                 except RegistryError as exc:
                     notes.append(f"registry check failed, so the image is treated as missing ({exc.message})")
-            if digest:
-                store.record(tagged, digest)
+            if digest:  # the commit: as locked, else the local bento's (the Argo build pushes the bento exported here)
+                store.record(tagged, digest, store.commit(tagged) or bento.built_commit(bento.find_bento(home, name, version)))
                 result.image = pinned(tagged, digest)
                 result.message = f"image {result.image} exists"
                 for s in ("fetch", "build", "image"):
@@ -256,7 +258,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             if digest is None:
                 raise RegistryError(f"pushed {tagged} but the registry does not list it",
                                     fix="check that the push went to the registry configured for the environment")
-            store.record(tagged, digest)
+            store.record(tagged, digest, bento.built_commit(bento.find_bento(home, name, version)))
             result.image = pinned(tagged, digest)
             result.built.append("image")
             notes.append(f"pushed {result.image} ({engine})")

@@ -147,7 +147,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                     kind: str | None = None):
     """The hera Workflow of `pipeline` ('train', 'build-image' or 'neuron-compile') for `model`, defaults from
     the repository and the environment (`pipelines:` in environment.yaml: service account, deadline, TTLs,
-    DVC remote and its credentials Secret); PR number and branch labels from GitHub Actions' variables.
+    DVC remote and its credentials Secret, the git credentials Secret); PR number and branch labels from GitHub Actions' variables.
     build-image builds the image of one pool kind (`kind`, or the pool's, default the first pool's):
     `serving_kinds` lists the kinds a model needs one image each for."""
     from reconciler.catalog.load import load_catalog, placements
@@ -187,6 +187,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                   environment=environment, namespace=namespace,
                                   dvc_remote=env.pipelines.dvc_remote or "",
                                   dvc_credentials_secret=env.pipelines.dvc_credentials_secret,
+                                  git_credentials_secret=env.pipelines.git_credentials_secret,
                                   operations=operations, run=run)
         from pipelines.build_image import build_image_workflow
         from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for

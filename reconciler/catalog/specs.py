@@ -261,6 +261,18 @@ class Pipelines(Strict):
     dvc_credentials_secret: str | None = Field(
         None, alias="dvcCredentialsSecret",
         description="a Secret whose keys (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become the register step's env")
+    git_credentials_secret: str | None = Field(
+        None, alias="gitCredentialsSecret",
+        description="a Secret the register step mounts read-only to push the proposal branch: `token` (https, "
+                    "optional `username`) or `ssh-privatekey` + `known_hosts` (pipelines/gitauth.py)")
+
+    @field_validator("dvc_credentials_secret", "git_credentials_secret", "service_account_name")
+    @classmethod
+    def _object_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+            raise ValueError(f"{value!r} is not a Kubernetes object name (lowercase letters, digits, '-' and '.'): "
+                             "name the Secret or ServiceAccount as `kubectl get` shows it")
+        return value
 
 
 class EnvironmentSpec(Strict):

@@ -34,6 +34,10 @@ def run_command(
     push: Annotated[bool, typer.Option(help="dvc push the weights to the default DVC remote (plan and build elsewhere need them there)")] = False,
     propose: Annotated[bool, typer.Option(help="after a push, commit the new pointer and metrics on a branch "
                                                "train/<model>-<md5> and push it to origin (a PR with GITHUB_TOKEN)")] = False,
+    git_credentials: Annotated[Path | None, typer.Option(
+        "--git-credentials", help="a folder with the push credentials, as the register pod mounts the environment's "
+                                  "pipelines.gitCredentialsSecret: `token` (https) or `ssh-privatekey` + `known_hosts` "
+                                  "(default $GITOPS_GIT_CREDENTIALS)")] = None,
     repo: RepoOpt = Path("."),
 ) -> None:
     """Run a pipeline's steps in this process, in DAG order (no cluster needed)."""
@@ -52,7 +56,7 @@ def run_command(
 
             for r in runs:
                 try:
-                    proposal = propose_change(repo, r.model)
+                    proposal = propose_change(repo, r.model, credentials=git_credentials)
                 except ProposeError as exc:
                     raise ReconcilerError(f"{r.model}: proposing the new weights failed: {exc.message}",
                                           fix=exc.fix) from None

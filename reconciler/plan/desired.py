@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.source import guard
-from reconciler.build.images import model_versions, resolve_images
+from reconciler.build.images import ImageStore, images_file, model_versions, resolve_images
 from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_DIR, Catalog, load_catalog, placements,
                                      promotion_order)
 from reconciler.errors import LimitError, ReconcilerError
@@ -62,9 +62,10 @@ def render_state(state: DesiredState, environments: Iterable[str] | None = None,
         try:
             env_spec = catalog.environment(env)
             wanted = (only or {}).get(env, models)
+            lock = ImageStore.read(images_file(catalog.root))  # the commit's image lock: digests and build commits
             state.renders[env] = render_environment(catalog, env, models=wanted, cache=cache,
-                                                    images=resolve_images(catalog, env_spec, state.hashes),
-                                                    versions=model_versions(catalog, state.hashes))
+                                                    images=resolve_images(catalog, env_spec, state.hashes, store=lock),
+                                                    versions=model_versions(catalog, state.hashes, env_spec, store=lock))
         except ReconcilerError as exc:
             state.env_errors[env] = exc
     return state
@@ -302,8 +303,9 @@ def touched_models(paths: Iterable[str]) -> set[str] | None:
 def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
     try:
         spec = state.catalog.environment(env)
-        return render_keys(state.catalog, env, resolve_images(state.catalog, spec, state.hashes),
-                           versions=model_versions(state.catalog, state.hashes))
+        lock = ImageStore.read(images_file(state.catalog.root))
+        return render_keys(state.catalog, env, resolve_images(state.catalog, spec, state.hashes, store=lock),
+                           versions=model_versions(state.catalog, state.hashes, spec, store=lock))
     except ReconcilerError:
         return None
 

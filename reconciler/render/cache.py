@@ -66,9 +66,9 @@ def folder_digest(folders: list[Path]) -> str:
 
 
 def render_key(model: ModelSpec, env: EnvironmentSpec, pools: list[Pool], images: dict[str, str],
-               overlays: str, validate: bool = True, version: dict[str, str] | None = None) -> str:
+               overlays: str, validate: bool = True, version: dict[str, dict[str, str]] | None = None) -> str:
     """The cache key of one model's render in one environment (see the module docstring); `version` is the
-    pods' version annotations (model hash, weights md5). Pure."""
+    pods' version annotations by pool kind (model hash, build commit, weights md5). Pure."""
     payload = [
         renderer_id(), validate, overlays,
         env.model_dump(mode="json", exclude=ENV_FIELDS_NOT_RENDERED),

@@ -300,7 +300,7 @@ def _placed(catalog: Catalog, env: EnvironmentSpec, name: str, images: dict[str,
 
 
 def render_keys(catalog: Catalog, env_name: str, images: dict[str, str], *, models: set[str] | None = None,
-                validate: bool = True, versions: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+                validate: bool = True, versions: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, str]:
     """The render-cache key of every (or the named) renderable model of an environment (see render.cache).
 
     Two revisions whose key for a model is the same render it identically; models that cannot be

@@ -120,7 +120,7 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
             "spec": pod_spec,
         },
     }
-    if version:  # the values the service's X-Model-Version header returns (model hash, weights md5)
+    if version:  # the values the service's X-Model-Version header returns (model hash, build commit, weights md5)
         spec["template"]["metadata"]["annotations"] = dict(sorted(version.items()))
     if serving.autoscaling is None:
         spec = {"replicas": serving.replicas, **spec}
@@ -188,16 +188,17 @@ def pod_monitor(model: str, env: str) -> dict:
 
 def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], serving: EffectiveServing,
                   images: dict[str, str], all_pools: dict[str, Pool] | None = None,
-                  version: dict[str, str] | None = None) -> list[dict]:
+                  version: dict[str, dict[str, str]] | None = None) -> list[dict]:
     """Every object one model needs in one environment, before kustomize overlays (images: pool -> image;
-    all_pools: the declared pools, where spot pools' fallbacks are looked up; version: pod template
-    annotations, see reconciler.build.images.model_versions)."""
+    all_pools: the declared pools, where spot pools' fallbacks are looked up; version: pool kind -> pod
+    template annotations, see reconciler.build.images.model_versions)."""
     objects: list[dict] = []
     for pool in pools:
         fallback = (all_pools or {}).get(pool.fallback) if pool.fallback else None
         if pool.fallback and fallback is None:
             raise ValueError(f"pool {pool.name!r}: fallback {pool.fallback!r} was not passed in all_pools")
-        objects.append(deployment(entry, env, pool, serving, images[pool.name], fallback, version))
+        objects.append(deployment(entry, env, pool, serving, images[pool.name], fallback,
+                                  (version or {}).get(pool.kind.value)))
         objects.append(service(entry.name, env.name, serving.port, pool.name))
         if serving.autoscaling is not None:
             objects.append(autoscaler(entry, env, pool, serving))
