@@ -59,6 +59,27 @@ def test_the_compile_image_and_the_serving_packages_come_from_one_sdk_value():
         neuron_sdk("9.9")
 
 
+def test_every_neuron_version_derives_from_the_release_entry():
+    """The one pin is the SDK release; its entry is AWS's manifest excerpt (n2-manifest.json), checked
+    against what AWS publishes for 2.18.1 (docs/model-spec.md, "Neuron versions")."""
+    from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NEURON_RELEASES, release_sdk
+
+    sdk = neuron_sdk(DEFAULT_NEURON_SDK)
+    assert (sdk.torch_neuronx, sdk.neuronx_cc, sdk.runtime_lib, sdk.collectives) == (
+        "2.1.2.2.1.0", "2.13.68.0", "2.20.22.0", "2.20.22.0")
+    # the PyTorch and Python the images use come from the entry too: torch-neuronx 2.1.2.x is for PyTorch 2.1.2,
+    # wheels for Python 3.8-3.10 only, so the serving image runs 3.10 and the compile image is the py310 DLC
+    assert (sdk.torch, sdk.python, sdk.python_version) == ("2.1.2", "py310", "3.10")
+    assert sdk.compile_image == "public.ecr.aws/neuron/pytorch-inference-neuronx:2.1.2-neuronx-py310-sdk2.18.1-ubuntu20.04"
+    assert kind_overlay(AcceleratorKind.inferentia, sdk=sdk)["docker"]["python_version"] == "3.10"
+    # a hand-edited entry whose torch-neuronx does not match its torch_xla fails where it is read
+    broken = {**NEURON_RELEASES[DEFAULT_NEURON_SDK], "torch_xla": "2.5.1"}
+    with pytest.raises(ValueError, match="not built for torch_xla 2.5.1"):
+        release_sdk("2.18.1", broken)
+    with pytest.raises(ValueError, match="no 'neuronx-cc'"):
+        release_sdk("2.18.1", {k: v for k, v in broken.items() if k != "neuronx-cc"})
+
+
 def test_merge_keeps_the_models_packages_and_adds_the_kinds():
     base = {"python": {"packages": ["numpy"], "lock_packages": False}, "envs": [{"name": "A", "value": "1"}]}
     merged = merge_bentofile(base, kind_overlay(AcceleratorKind.inferentia))

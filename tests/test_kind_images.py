@@ -93,6 +93,8 @@ def test_each_kinds_dockerfile_and_requirements(built):
     assert f"aws-neuronx-runtime-lib={sdk.runtime_lib}" in script.read_text()
     assert ARTIFACT_ENV in inf_docker and f"/home/bentoml/bento/src/{COMPILED_FILE}" in inf_docker
     assert "nvidia/cuda" not in inf_docker
+    # torch-neuronx has wheels for the release's Pythons only (3.8-3.10): the image's Python is 3.10, not the builder's
+    assert f"python:{sdk.python_version}-slim" in inf_docker
     # cpu: neither
     for text in (cpu_docker, cpu_reqs):
         assert "nvidia/cuda" not in text and "neuron" not in text.lower()

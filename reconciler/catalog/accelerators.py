@@ -15,6 +15,7 @@ plan time, that every model placed on an Inferentia pool has a compile recipe th
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,13 @@ class NeuronSDK:
                 f"-sdk{self.version}-{self.ubuntu}")
 
     @property
+    def python_version(self) -> str:
+        """'py310' -> '3.10': the Python of the serving image (bentofile docker.python_version); torch-neuronx
+        has wheels for its supported Pythons only, so the image cannot take the build machine's."""
+        digits = self.python.removeprefix("py")
+        return f"{digits[0]}.{digits[1:]}"
+
+    @property
     def python_packages(self) -> list[str]:
         return [f"torch-neuronx=={self.torch_neuronx}", f"neuronx-cc=={self.neuronx_cc}"]
 
@@ -57,13 +65,44 @@ class NeuronSDK:
         return [f"aws-neuronx-runtime-lib={self.runtime_lib}*", f"aws-neuronx-collectives={self.collectives}*"]
 
 
-# Neuron 2.18.1 (2024-04-10) release content: torch-neuronx 2.1.2.2.1.0, neuronx-cc 2.13.68.0,
-# aws-neuronx-runtime-lib 2.20.22.0, aws-neuronx-collectives 2.20.22.0
-NEURON_SDKS: dict[str, NeuronSDK] = {
-    "2.18.1": NeuronSDK("2.18.1", torch_neuronx="2.1.2.2.1.0", neuronx_cc="2.13.68.0", runtime_lib="2.20.22.0",
-                        collectives="2.20.22.0", torch="2.1.2"),
+# The Neuron releases' content, as AWS publishes it: an excerpt of aws-neuron/aws-neuron-sdk
+# src/helperscripts/n2-manifest.json ("neuron_releases" -> "neuron_version" -> "packages", name: version),
+# the file the Neuron docs' release-content pages and install helper are generated from. Only the packages
+# the images use; copy a new release's entries from that file verbatim. Everything else derives from
+# these values (docs/model-spec.md, "Neuron versions": what was verified, and how).
+NEURON_RELEASES: dict[str, dict[str, str]] = {
+    "2.18.1": {  # 2024-04-10; Inf2/Trn1
+        "supported_python_versions": "3.8 3.9 3.10",  # torch-neuronx's, as the manifest lists them
+        "torch-neuronx": "2.1.2.2.1.0",
+        "torch_xla": "2.1.2",
+        "neuronx-cc": "2.13.68.0",
+        "aws-neuronx-runtime-lib": "2.20.22.0",
+        "aws-neuronx-collectives": "2.20.22.0",
+    },
 }
-DEFAULT_NEURON_SDK = "2.18.1"
+DEFAULT_NEURON_SDK = "2.18.1"  # THE pin: the serving image, the compile image and the cache key all derive from it
+
+
+def release_sdk(version: str, packages: dict[str, str]) -> NeuronSDK:
+    """A NeuronSDK from one release's package versions. The PyTorch version is the first three parts of
+    torch-neuronx's (2.1.2.2.1.0 is torch-neuronx 2.1.0 for PyTorch 2.1.2), and must be the release's
+    torch_xla: the compile image tag is named after it, so a wrong entry fails here, not on an inf2 node."""
+    try:
+        torch_neuronx, cc = packages["torch-neuronx"], packages["neuronx-cc"]
+        runtime, collectives = packages["aws-neuronx-runtime-lib"], packages["aws-neuronx-collectives"]
+    except KeyError as exc:
+        raise ValueError(f"Neuron {version}: the release entry has no {exc.args[0]!r} version") from None
+    torch = ".".join(torch_neuronx.split(".")[:3])
+    pythons = sorted((tuple(int(x) for x in v.split(".")) for v in packages.get("supported_python_versions", "3.10").split()))
+    python = "py" + "".join(str(x) for x in pythons[-1])  # the newest it supports: the DLC tags' pyXYZ
+    if packages.get("torch_xla", torch) != torch or not re.fullmatch(r"\d+\.\d+\.\d+(\.\d+)+", torch_neuronx):
+        raise ValueError(f"Neuron {version}: torch-neuronx {torch_neuronx} is not built for torch_xla "
+                         f"{packages.get('torch_xla')}: copy the release's entries from n2-manifest.json again")
+    return NeuronSDK(version, torch_neuronx=torch_neuronx, neuronx_cc=cc, runtime_lib=runtime,
+                     collectives=collectives, torch=torch, python=python)
+
+
+NEURON_SDKS: dict[str, NeuronSDK] = {v: release_sdk(v, p) for v, p in NEURON_RELEASES.items()}
 
 
 def neuron_sdk(version: str = DEFAULT_NEURON_SDK) -> NeuronSDK:
@@ -171,7 +210,7 @@ def kind_overlay(kind: AcceleratorKind, *, sdk: NeuronSDK | None = None) -> dict
         "envs": [*envs, {"name": ARTIFACT_ENV, "value": f"/home/bentoml/bento/src/{COMPILED_FILE}"},
                  {"name": "NEURON_SDK_VERSION", "value": sdk.version}],
         "python": {"extra_index_url": [NEURON_PIP_INDEX], "packages": sdk.python_packages},
-        "docker": {"setup_script": NEURON_SETUP_SCRIPT},
+        "docker": {"setup_script": NEURON_SETUP_SCRIPT, "python_version": sdk.python_version},
         "files": {NEURON_SETUP_SCRIPT: neuron_setup_script(sdk)},
     }
 
