@@ -342,3 +342,35 @@ def test_broken_overlay_then_fix_the_next_tick_applies_the_fix_and_the_failure_i
     assert _metric(text, "reconciler_environment_failure_info", environment="dev") is None
     assert _metric(text, "reconciler_applied_commit_info", environment="dev", commit=fixed) == 1
     assert _metric(text, "reconciler_applied_commit_info", environment="dev", commit=first.commit) is None
+
+
+def test_run_refuses_a_state_namespace_that_is_missing_or_terminating(envtest, kube, new_namespace, tmp_path):
+    """Without its namespace the Lease can never be created: `reconciler run` says so and exits, instead of
+    turning forever as a follower that logs a 404 while /healthz says ok."""
+    from typer.testing import CliRunner
+
+    from reconciler.cli.main import app
+
+    def run(namespace: str):
+        return CliRunner().invoke(app, ["run", "--repo-url", str(tmp_path / "unused.git"), "--env", "dev",
+                                        "--kubeconfig", str(envtest.kubeconfig), "--context", "envtest",
+                                        "--namespace", namespace, "--listen", "127.0.0.1:0",
+                                        "--workdir", str(tmp_path / "mirror")])
+
+    missing = run("no-such-state-ns")
+    assert missing.exit_code == 1, missing.output
+    assert "the state namespace no-such-state-ns does not exist" in missing.output
+    assert "kubectl create namespace no-such-state-ns" in missing.output
+    assert kube.get(ObjectRef("coordination.k8s.io/v1", "Lease", "no-such-state-ns", "model-gitops-reconciler")) \
+        is None
+    # a namespace being deleted (a finalizer holds it, as a real cluster's controllers may) is refused too
+    ns = new_namespace("state")
+    held = ObjectRef("v1", "ConfigMap", ns, "held")
+    kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "namespace": ns,
+                                                                      "finalizers": ["example.com/hold"]}})
+    kube.delete(ObjectRef("v1", "Namespace", None, ns))
+    try:
+        terminating = run(ns)
+        assert terminating.exit_code == 1 and f"the state namespace {ns} is being deleted" in terminating.output
+    finally:
+        kube.patch(held, {"metadata": {"finalizers": None}})

@@ -60,6 +60,11 @@ def run_command(
     # each pass checks every environment's cluster.context and kubeSystemUID against this target
     target = run_target(kube, kubeconfig, context)
     typer.echo(f"cluster: {target.describe()}", err=True)
+    try:
+        require_state_namespace(kube, config.state_namespace)
+    except ReconcilerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     verify = VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers)
     if verify.enabled:
         typer.echo(f"commits must be signed: {verify.describe()}", err=True)
@@ -77,6 +82,29 @@ def run_command(
     finally:
         if reconciler.http is not None:
             reconciler.http.stop()
+
+
+def require_state_namespace(kube, namespace: str) -> None:  # noqa: ANN001 - a KubeClient
+    """The Lease and the state ConfigMaps live in ``namespace``; without it no replica can ever lead, and the
+    loop would only log a 404 on every turn while /healthz says ok. A client that may not read namespaces
+    (403) is let through: its namespace-scoped RBAC then says whether the namespace is usable."""
+    from reconciler.errors import KubeError
+    from reconciler.results import ObjectRef
+
+    try:
+        found = kube.get(ObjectRef("v1", "Namespace", None, namespace))
+    except KubeError as exc:
+        if exc.status == 403:
+            return
+        raise
+    if found is None:
+        raise ReconcilerError(f"the state namespace {namespace} does not exist: the leader-election Lease and the "
+                              "state ConfigMaps are kept there, so no replica could ever lead",
+                              fix=f"create it (`kubectl create namespace {namespace}`, or apply environments/reconciler), "
+                                  "or pass --namespace NAME")
+    if (found.get("status") or {}).get("phase") == "Terminating":
+        raise ReconcilerError(f"the state namespace {namespace} is being deleted (Terminating)",
+                              fix="wait until it is gone and create it again, or pass --namespace NAME")
 
 
 def sync_and_report(kube, repo, commit, environment, options):  # noqa: ANN001 - the loop's SyncFn
