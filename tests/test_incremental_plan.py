@@ -11,7 +11,7 @@ import git
 import pytest
 
 from reconciler.catalog.load import load_catalog
-from reconciler.plan.desired import plan_revisions, touched_models
+from reconciler.plan.desired import desired_at, plan_revisions, touched_models
 from reconciler.render.cache import RenderCache
 from reconciler.render.environment import render_environment
 from reconciler.report.plan import plan_json, plan_markdown
@@ -53,12 +53,31 @@ CHANGES = {
 }
 
 
+def _add_broken_models(root):
+    """Two models broken at both revisions of the random change, which it never touches: one whose
+    spec fails (every environment), one that renders to an invalid object (staging only, by a
+    patch aimed at it)."""
+    _copy_model(root, "digits-classifier", "broken-spec")
+    _edit(root / "models/broken-spec/model.yaml", "owner:", "ownr:")
+    _copy_model(root, "iris-classifier", "broken-render")
+    (root / "environments/staging/patches/broken.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: any\n"
+        "spec:\n  template:\n    spec:\n      bogusField: 1\n")
+    _edit(root / "environments/staging/kustomization.yaml", "patches:\n",
+          "patches:\n  - path: patches/broken.yaml\n    target: {kind: Deployment, name: broken-render-.*}\n")
+
+
+def _errors(plan):
+    return {env: sorted(n for n, m in e.models.items() if m.error) for env, e in plan.environments.items()}
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_incremental_plan_is_identical_to_the_full_render(template_repo, tmp_path, seed):
     rng = random.Random(seed)
     repo = git.Repo(template_repo)
     _copy_model(template_repo, "digits-classifier", "extra-model")  # a third model the change may leave alone
-    commit_all(repo, "three models")
+    _add_broken_models(template_repo)
+    commit_all(repo, "three models and two broken ones")
     picked = rng.sample(sorted(CHANGES), 3)
     if "remove" in picked and "broken" in picked:
         picked.remove("broken")
@@ -67,6 +86,9 @@ def test_incremental_plan_is_identical_to_the_full_render(template_repo, tmp_pat
     commit_all(repo, "random change: " + ", ".join(picked))
 
     full = plan_revisions(template_repo, "HEAD~1", "HEAD", full=True)
+    errors = _errors(full)
+    assert all("broken-spec" in names for names in errors.values()), errors  # the pre-existing errors are there
+    assert "broken-render" in errors["staging"] and "broken-render" not in errors["prod"], errors
     cache = RenderCache(tmp_path / "cache")
     cold = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
     warm = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
@@ -74,6 +96,38 @@ def test_incremental_plan_is_identical_to_the_full_render(template_repo, tmp_pat
     assert plan_json(warm) == plan_json(full), picked
     assert plan_markdown(warm) == plan_markdown(full)
     assert cache.hits > 0 or not any(e.models for e in full.environments.values())
+    # the base rendered by another command (as `hydrate` on main leaves it), then the plan
+    recorded = RenderCache(tmp_path / "recorded")
+    desired_at(template_repo, "HEAD~1", cache=recorded)
+    assert plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", cache=recorded)) == plan_json(full), picked
+
+
+def test_untouched_models_are_read_only_when_they_failed_or_were_never_seen(template_repo, tmp_path, monkeypatch):
+    from reconciler.plan import desired
+
+    repo = git.Repo(template_repo)
+    _copy_model(template_repo, "digits-classifier", "extra-model")
+    _add_broken_models(template_repo)
+    commit_all(repo, "base")
+    CHANGES["code"](template_repo, random.Random(0))
+    commit_all(repo, "iris code")
+    cache = RenderCache(tmp_path / "cache")
+    desired_at(template_repo, "HEAD~1", cache=cache)  # records every model's outcome at the base
+    scopes = []
+    real = desired.open_state
+    monkeypatch.setattr(desired, "open_state", lambda root, rev, models, stack: scopes.append(models) or
+                        real(root, rev, models, stack))
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
+    assert scopes[-1] == {"iris-classifier", "broken-spec", "broken-render"}  # not extra-model, not digits
+    assert plan_json(plan) == plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", full=True))
+    # a fixed model is recorded fixed: the next plan does not read it again
+    scopes.clear()
+    shutil.rmtree(template_repo / "models/broken-spec")
+    commit_all(repo, "remove the broken model")
+    plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
+    assert "broken-spec" in scopes[-1]  # removed: touched
+    plan_revisions(template_repo, "HEAD~2", "HEAD~1", cache=cache)
+    assert scopes[-1] == {"iris-classifier", "broken-spec", "broken-render"}
 
 
 def test_touched_models_scopes_by_model_folder():

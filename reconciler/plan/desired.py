@@ -19,6 +19,7 @@ from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_
                                      promotion_order)
 from reconciler.errors import LimitError, ReconcilerError
 from reconciler.plan import cost
+from reconciler.plan.outcomes import record_outcomes, touched_models, untouched_with_errors
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
 from reconciler.plan.review import ModelReview, ModelView, environment_changes, model_view, pool_changes, review
 from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
@@ -113,7 +114,12 @@ def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None =
     """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
     root = Path(source.open_repo(root).working_dir)
     with contextlib.ExitStack() as stack:
-        return render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
+        state = render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
+    if rev is not None and cache is not None and cache.folder is not None:
+        record_outcomes(root, rev, state, cache)
+    if cache is not None and cache.writes:
+        cache.prune_if_due()
+    return state
 
 
 def read_metrics(path: Path, *, root: Path | None = None) -> dict:
@@ -277,27 +283,6 @@ def artifact_errors(root: Path, before: DesiredState, after: DesiredState) -> di
             if (missing := missing_outputs(found, present))}
 
 
-INERT_PATHS = (".github/",)  # prefixes no render reads
-INERT_SUFFIXES = (".md", ".rst")
-
-
-def touched_models(paths: Iterable[str]) -> set[str] | None:
-    """The models a change can affect through their own folder; None when it may affect every model
-    (environments/, the pools file, images.lock.json, shared code, anything not known to be inert).
-
-    Limit: a model whose code imports another model's folder is not found from that folder's change.
-    """
-    found: set[str] = set()
-    for path in paths:
-        parts = path.split("/")
-        if parts[0] == MODELS_DIR:
-            if len(parts) > 2:
-                found.add(parts[1])
-            continue  # a file directly under models/ belongs to no model
-        if path.startswith(INERT_PATHS) or path.endswith(INERT_SUFFIXES):
-            continue
-        return None
-    return found
 
 
 def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
@@ -310,17 +295,21 @@ def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
         return None
 
 
-def models_to_render(before: DesiredState, after: DesiredState, env: str) -> set[str] | None:
+def models_to_render(before: DesiredState, after: DesiredState, env: str,
+                     cache: RenderCache = NO_CACHE) -> set[str] | None:
     """The models of an environment to render for a plan: those whose render can differ between two
-    loaded states (a different render key, a key on one side only, errors), and those with a row for
-    another reason (cost, policy or metrics), whose unchanged objects the row lists. With the same
+    loaded states (a different render key, a key on one side only, errors), those with a row for
+    another reason (cost, policy or metrics), whose unchanged objects the row lists, and those with
+    the same key at both revisions whose successful render is not cached (it may fail: the full plan
+    reports the error; a failure recorded in the cache comes back without a render). With the same
     key at both revisions, the second render is a cache hit. None: render them all (the
     environment itself fails)."""
     old, new = _keys(before, env), _keys(after, env)
     if old is None or new is None:
         return None
     names = set(before.catalog.models) | set(after.catalog.models)
-    differ = {n for n in names if old.get(n) is None or new.get(n) is None or old[n] != new[n]}
+    differ = {n for n in names if old.get(n) is None or new.get(n) is None or old[n] != new[n]
+              or not cache.has(new[n])}
     old_views, new_views = model_views(before, env), model_views(after, env)
     noteworthy = {n for n in set(old_views) | set(new_views)
                   if review(old_views.get(n), new_views.get(n)).noteworthy}
@@ -366,9 +355,10 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
     the revisions are rendered, through the render cache (`cache`, default: the on-disk one). A
     model with the same key renders the same at both revisions, so it is unchanged without a
     render. `full=True` renders everything at both revisions with no cache: the reference the
-    incremental plan is tested against (identical results). One difference by design: a model
-    whose inputs did not change keeps a render error it had at the base out of the plan unless the
-    cache holds it (its error was reported when it was introduced; `render` and `sync` report it).
+    incremental plan is tested against (identical results, errors included). A model the change
+    does not touch is read only if it failed at the base or its outcome there was never recorded
+    (`record_outcomes`; `untouched_with_errors`): with nothing recorded (an empty cache), the plan
+    reads and renders the whole head once, as `render` would, and records it.
     """
     root = Path(source.open_repo(root).working_dir)
     dvc_root = root if check_artifacts else None
@@ -390,9 +380,23 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         if scope != models and any(e.budget for e in new.catalog.environments.values()):
             scope = models  # a budget is checked on the environment's total: read every model
             new = open_state(root, head, scope, stack)
-        old = open_state(root, base, scope, stack)
         envs = _environments(new.catalog, environments)
-        only = {env: models_to_render(old, new, env) for env in envs}
+        if scope is not None and scope != models:  # untouched models that failed, or were never seen
+            extra = untouched_with_errors(root, base, scope, envs, cache)
+            if models is not None:
+                extra &= models
+            if extra:
+                scope = scope | extra
+                new = open_state(root, head, scope, stack)
+        old = open_state(root, base, scope, stack)
+        only = {env: models_to_render(old, new, env, cache) for env in envs}
         render_state(new, environments, scope, cache=cache, only=only)
         render_state(old, environments, scope, cache=cache, only=only)
-        return _assemble(old, new, paths, environments, False, scope is None, dvc_root)
+        plan = _assemble(old, new, paths, environments, False, scope is None, dvc_root)
+    if cache.folder is not None:
+        record_outcomes(root, base, old, cache)
+        if head is not None:
+            record_outcomes(root, head, new, cache)
+    if cache.writes:
+        cache.prune_if_due()  # bounded by age and size (guard.Limits): least recently used first
+    return plan

@@ -9,7 +9,22 @@ between its two revisions and takes the rest from this cache, or skips them when
 same on both sides.
 
 Entries are JSON files under `RECONCILER_CACHE` (default `$XDG_CACHE_HOME/model-gitops-reconciler/render`),
-written atomically; a corrupt or unreadable entry is a miss. Only successful renders are cached.
+written atomically; a corrupt or unreadable entry is a miss. A render that fails for a reason
+that is a function of its key (kustomize refused it, schema validation, the PriorityClass check)
+is cached too, as its error text (`<key>.error.json`): a model whose inputs did not change keeps
+reporting its error without a render. A timeout is never cached.
+
+Beside the renders, `outcomes/` records, per model folder (by its git tree id) and the rest of
+the repository outside models/ (by its files' blob ids), which environments the model failed in
+and with what error: what an incremental plan needs to report the pre-existing errors of models
+the change does not touch, without reading them (see plan.desired).
+
+The folder is pruned (`RenderCache.prune`, run by the commands that write it, at most every
+PRUNE_EVERY seconds): entries not used
+for `render_cache_max_age_days` go, then the least recently used until the folder is under
+`render_cache_max_bytes` (both in `source.guard.Limits`, so `RECONCILER_RENDER_CACHE_MAX_BYTES`
+and `RECONCILER_RENDER_CACHE_MAX_AGE_DAYS`). A hit refreshes its entry's modification time,
+which is what "used" means (access times are not reliable: noatime, relatime).
 """
 
 from __future__ import annotations
@@ -19,13 +34,17 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
+from reconciler.errors import RenderError
+from reconciler.source import guard
 
 FORMAT = "render-cache/v1"
+PRUNE_EVERY = 600.0  # seconds: the commands that write the cache prune it at most this often
 # environment.yaml fields that no model object reads (they change the plan, not the render)
 ENV_FIELDS_NOT_RENDERED = {"cluster", "budget", "promotes_from"}
 POOL_FIELDS_NOT_RENDERED = {"hourly_price"}
@@ -86,6 +105,24 @@ def default_folder() -> Path | None:
     return Path(base) / "model-gitops-reconciler" / "render"
 
 
+class CachedRenderError(RenderError):
+    """A model's render error, read back from the cache: it prints exactly as it did when it happened."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def outcome_key(model_tree: str, shared: str) -> str:
+    """The key of one model's recorded outcome: its folder's git tree id, the digest of the repository
+    outside models/ (`shared`) and the renderer. Pure."""
+    payload = [renderer_id(), model_tree, shared]
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
 class RenderCache:
     """Rendered objects by render key, on disk; `folder=None` is a cache that keeps nothing."""
 
@@ -93,37 +130,143 @@ class RenderCache:
         self.folder = folder
         self.hits = 0
         self.misses = 0
+        self.writes = 0
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str, suffix: str = ".json", area: str = "") -> Path:
         assert self.folder is not None
-        return self.folder / key[:2] / f"{key}.json"
+        return self.folder / area / key[:2] / f"{key}{suffix}"
+
+    def _read(self, path: Path) -> dict | None:
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            return None
+        try:
+            os.utime(path)  # used now: what pruning keeps longest
+        except OSError:
+            pass
+        return data
+
+    def _write(self, path: Path, data: dict) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"format": FORMAT, **data}, f, separators=(",", ":"))
+            os.replace(tmp, path)
+            self.writes += 1
+        except (OSError, TypeError, ValueError):
+            pass  # a cache that cannot be written (or an object JSON cannot hold) is only slower
 
     def get(self, key: str) -> list[dict[str, Any]] | None:
         if self.folder is None:
             return None
-        try:
-            data = json.loads(self._path(key).read_bytes())
-            objects = data["objects"] if data.get("format") == FORMAT else None
-        except (OSError, ValueError, KeyError, TypeError):
-            objects = None
+        data = self._read(self._path(key))
+        objects = data.get("objects") if data is not None else None
         if isinstance(objects, list):
             self.hits += 1
             return objects
         self.misses += 1
         return None
 
+    def has(self, key: str) -> bool:
+        """Whether a successful render of the key is cached (no read: a corrupt entry is found at `get`)."""
+        return self.folder is not None and self._path(key).is_file()
+
+    def error(self, key: str) -> CachedRenderError | None:
+        """The recorded render error of a key, if its render failed."""
+        if self.folder is None:
+            return None
+        data = self._read(self._path(key, ".error.json"))
+        if data is None or not isinstance(data.get("error"), str):
+            return None
+        self.hits += 1
+        return CachedRenderError(data["error"])
+
     def put(self, key: str, objects: list[dict[str, Any]]) -> None:
+        if self.folder is not None:
+            self._write(self._path(key), {"objects": objects})
+
+    def put_error(self, key: str, text: str) -> None:
+        if self.folder is not None:
+            self._write(self._path(key, ".error.json"), {"error": text})
+
+    def outcome(self, key: str) -> dict[str, str | None]:
+        """A model's recorded outcome (see `outcome_key`): environment -> its error text, or None when it
+        rendered; environments it was not recorded in are missing."""
+        if self.folder is None:
+            return {}
+        data = self._read(self._path(key, area="outcomes"))
+        errors = data.get("errors") if data is not None else None
+        if not isinstance(errors, dict):
+            return {}
+        return {str(e): t for e, t in errors.items() if t is None or isinstance(t, str)}
+
+    def put_outcome(self, key: str, errors: dict[str, str | None]) -> None:
+        if self.folder is not None:
+            self._write(self._path(key, area="outcomes"), {"errors": errors})
+
+    def prune(self, *, max_bytes: int | None = None, max_age_days: float | None = None,
+              now: float | None = None) -> tuple[int, int]:
+        """Drop entries unused for `max_age_days`, then the least recently used until the folder holds at
+        most `max_bytes` (defaults: the limits in force). Returns (entries removed, bytes left)."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0, 0
+        limits = guard.limits()
+        max_bytes = limits.render_cache_max_bytes if max_bytes is None else max_bytes
+        max_age = (limits.render_cache_max_age_days if max_age_days is None else max_age_days) * 86400
+        now = time.time() if now is None else now
+        entries = []
+        for dirpath, _, files in os.walk(self.folder):
+            for name in files:
+                if name == ".pruned":
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                stale_tmp = name.startswith(".tmp-") and now - st.st_mtime > 3600  # a writer that died
+                entries.append((st.st_mtime, st.st_size, path, stale_tmp))
+        entries.sort()  # oldest use first
+        total = sum(size for _, size, _, _ in entries)
+        removed = 0
+        for mtime, size, path, stale_tmp in entries:
+            if not stale_tmp and now - mtime <= max_age and total <= max_bytes:
+                break
+            if name_is_tmp(path) and not stale_tmp:
+                continue  # being written right now
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            total -= size
+            removed += 1
+        return removed, total
+
+
+    def prune_if_due(self, every: float = PRUNE_EVERY) -> None:
+        """`prune`, at most once per `every` seconds per cache folder (a marker file's time says when)."""
         if self.folder is None:
             return
-        path = self._path(key)
+        marker = self.folder / ".pruned"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": FORMAT, "objects": objects}, f, separators=(",", ":"))
-            os.replace(tmp, path)
-        except (OSError, TypeError, ValueError):
-            pass  # a cache that cannot be written (or an object JSON cannot hold) is only slower
+            if time.time() - marker.stat().st_mtime < every:
+                return
+        except OSError:
+            pass
+        self.prune()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            pass
+
+
+def name_is_tmp(path: str) -> bool:
+    return os.path.basename(path).startswith(".tmp-")
 
 
 NO_CACHE = RenderCache(None)

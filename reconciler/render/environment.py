@@ -23,11 +23,11 @@ import yaml
 
 from reconciler.render import kustomize
 from reconciler.render import schemas, selectors
-from reconciler.source import guard
 from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
 from reconciler.errors import ReconcilerError, RenderError, SpecError, SpecProblem, ValidationError
 from reconciler.render.cache import RenderCache, folder_digest, render_key
+from reconciler.render.chunks import render_chunk
 from reconciler.render.manifests import (check_priority_classes, image_for, model_objects, priority_classes,
                                          resource_quota)
 from reconciler.catalog.effective import effective_serving
@@ -156,105 +156,7 @@ def _check_components(catalog: Catalog, env: EnvironmentSpec,
     return components
 
 
-def _kustomize(workdir: Path, env: EnvironmentSpec, models: dict[str, list[dict]], components: list[Path],
-               timeout: float | None = None) -> list[dict]:
-    """One kustomize run over the generated objects of the given models (one resources file: a
-    kustomization root per model costs kustomize ~30 ms each)."""
-    top = workdir / ("render-" + (next(iter(models)) if len(models) == 1 else "all"))
-    top.mkdir(parents=True, exist_ok=True)
-    # JSON documents are YAML, and much cheaper to write than YAML for kustomize to read back
-    (top / "objects.yaml").write_text("".join("---\n" + json.dumps(o) + "\n" for name in sorted(models)
-                                              for o in models[name]), encoding="utf-8")
-    kustomize.write_kustomization(top, {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": env.namespace,
-        "resources": ["objects.yaml"],
-        # kustomize refuses absolute roots; the folders were checked to stay inside the repository
-        "components": [os.path.relpath(c, top) for c in components],
-    })
-    return kustomize.build(top, timeout=timeout)
-
-
-MIN_BISECT_TIMEOUT = 30.0  # seconds: the least time a bisected half gets (or kustomize_timeout, if smaller)
 CHUNK = 50  # models per kustomize run: kustomize's time grows faster than linearly with resources
-
-
-def _model_error(name: str, env: EnvironmentSpec, exc: RenderError) -> RenderError:
-    return type(exc)(f"model {name!r} in {env.name}: {exc.message}", fix=exc.fix)
-
-
-def _render_chunk(workdir: Path, env: EnvironmentSpec, generated: dict[str, list[dict]], components: list[Path],
-                  errors: dict[str, ReconcilerError], timeout: float | None = None) -> dict[str, list[dict]]:
-    """Render some models in one kustomize run; if it fails, bisect the chunk to pin the failure on
-    the models that cause it (the others still render)."""
-    timeout = timeout if timeout is not None else guard.limits().kustomize_timeout
-    try:
-        return _split_by_model(_kustomize(workdir, env, generated, components, timeout), env, generated)
-    except RenderError as exc:
-        if len(generated) == 1:
-            name = next(iter(generated))
-            errors[name] = _model_error(name, env, exc)
-            return {}
-        return _bisect(workdir, env, generated, components, errors, timeout, exc)
-
-
-def _bisect(workdir: Path, env: EnvironmentSpec, generated: dict[str, list[dict]], components: list[Path],
-            errors: dict[str, ReconcilerError], timeout: float, failure: RenderError) -> dict[str, list[dict]]:
-    """Both halves of a failed chunk, in parallel; recurse into a half that fails.
-
-    After a timeout, halves get half the time, down to MIN_BISECT_TIMEOUT (kustomize is superlinear in
-    its input, so a half that is fine finishes well within it): with the default 120 s, one hanging
-    model among 50 costs 120 + 60 + 5 x 30 s, not 51 x 120 s as retrying each model alone did. When both halves of a timed-out chunk time out too, the hang
-    is common to all its models (the overlay): each gets the timeout error and bisection stops.
-    """
-    names = sorted(generated)
-    halves = [{n: generated[n] for n in names[:len(names) // 2]}, {n: generated[n] for n in names[len(names) // 2:]}]
-    timed_out = isinstance(failure, kustomize.KustomizeTimeout)
-    if timed_out:
-        timeout = max(timeout / 2, min(guard.limits().kustomize_timeout, MIN_BISECT_TIMEOUT))
-
-    def attempt(i: int) -> tuple[dict[str, list[dict]] | None, RenderError | None]:
-        try:
-            return _split_by_model(_kustomize(workdir / f"half-{i}", env, halves[i], components, timeout),
-                                   env, halves[i]), None
-        except RenderError as exc:
-            return None, exc
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(pool.map(attempt, (0, 1)))
-    if timed_out and all(isinstance(exc, kustomize.KustomizeTimeout) for _, exc in outcomes):
-        for name in names:
-            errors[name] = _model_error(name, env, failure)
-        return {}
-    rendered: dict[str, list[dict]] = {}
-    for i, (ok, exc) in enumerate(outcomes):
-        if ok is not None:
-            rendered.update(ok)
-        elif len(halves[i]) == 1:
-            assert exc is not None
-            name = next(iter(halves[i]))
-            errors[name] = _model_error(name, env, exc)
-        else:
-            assert exc is not None
-            rendered.update(_bisect(workdir / f"half-{i}", env, halves[i], components, errors, timeout, exc))
-    return rendered
-
-
-def _split_by_model(objects: list[dict], env: EnvironmentSpec, models: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    rendered: dict[str, list[dict]] = {name: [] for name in models}
-    for obj in objects:
-        owner = (obj.get("metadata", {}).get("labels") or {}).get(L.MODEL)
-        if owner not in rendered:
-            meta = obj.get("metadata", {})
-            raise SpecError.single(
-                f"{ENVIRONMENTS_DIR}/{env.name}/kustomization.yaml",
-                f"the overlay produced {obj.get('kind')}/{meta.get('name')}, which belongs to no model "
-                f"(no {L.MODEL} label); overlays may only patch the models' objects",
-                fix="remove the generator or resource from the overlay; shared objects belong in their own "
-                    "folder, synced by Argo CD or Flux beside the models")
-        rendered[owner].append(obj)
-    return rendered
 
 
 def _check_patch_targets(targets: list[kustomize.PatchTarget], env: EnvironmentSpec,
@@ -357,6 +259,10 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             except SpecError as exc:
                 result.errors[name] = exc
             continue
+        failed = cache.error(keys[name]) if cache is not None and name in keys else None
+        if failed is not None:  # its render failed with these very inputs: the same error, no render
+            result.errors[name] = failed
+            continue
         try:
             pools, pool_images = _placed(catalog, env, name, images)
             generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images,
@@ -372,29 +278,40 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     names = sorted(generated)
     chunks = [{n: generated[n] for n in names[i:i + CHUNK]} for i in range(0, len(names), CHUNK)]
 
-    def work(i: int, tmp: str) -> dict[str, ModelRender]:
-        done = {}
-        for name, objects in _render_chunk(Path(tmp) / f"chunk-{i}", env, chunks[i], components,
+    def work(i: int, tmp: str) -> dict[str, ModelRender | None]:
+        done: dict[str, ModelRender | None] = {}
+        for name, objects in render_chunk(Path(tmp) / f"chunk-{i}", env, chunks[i], components,
                                            result.errors).items():
             hashed = [with_content_hash(o) for o in objects]
             try:
                 check_priority_classes(objects, env, name)
                 if validate:
                     validate_objects(hashed, name)
-                sealed = read_sealed(catalog.root, env.name, name)
             except (ValidationError, SpecError) as exc:
                 result.errors[name] = exc
+                continue
+            try:
+                sealed = read_sealed(catalog.root, env.name, name)
+            except SpecError as exc:  # not a render error: sealed files are read every time, never cached
+                result.errors[name] = exc
+                done[name] = None
                 continue
             done[name] = ModelRender(name, env.name, hashed, sealed)
         return done
 
+    unsealed: set[str] = set()  # rendered, but its sealed Secrets failed to read
     with tempfile.TemporaryDirectory(prefix=f"render-{env.name}-") as tmp, \
             ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
         for part in pool.map(lambda i: work(i, tmp), range(len(chunks))):
-            result.models.update(part)
+            unsealed.update(n for n, m in part.items() if m is None)
+            result.models.update({n: m for n, m in part.items() if m is not None})
     if cache is not None:
         for name in names:
-            if name in result.models and name in keys:
+            if name not in keys or name in unsealed:
+                continue
+            if name in result.models:
                 cache.put(keys[name], result.models[name].objects)
+            elif name in result.errors and not isinstance(result.errors[name], kustomize.KustomizeTimeout):
+                cache.put_error(keys[name], str(result.errors[name]))  # a function of the key: kept
     result.models = dict(sorted(result.models.items()))
     return result

@@ -413,3 +413,34 @@ class GitMirror:
 
     def between(self, base: str, head: str) -> list[str]:
         return [c.hexsha for c in self.repo().iter_commits(f"{base}..{head}", first_parent=True, reverse=True)]
+
+
+def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
+    """The tree id of each sub-folder of `folder` at a commit (e.g. every model folder), one `ls-tree`."""
+    repo = open_repo(root)
+    with git_errors(f"git ls-tree {rev} {folder} failed"):
+        listing = repo.git.ls_tree("-z", resolve(repo, rev), f"{folder}/")
+    trees = {}
+    for line in listing.split("\0"):
+        meta, _, path = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "tree":
+            trees[path.rpartition("/")[2]] = parts[2]
+    return trees
+
+
+def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str]]:
+    """(path, mode, blob id) of every file of a commit outside one top-level folder, sorted."""
+    repo = open_repo(root)
+    sha = resolve(repo, rev)
+    with git_errors(f"git ls-tree {rev} failed"):
+        top = [line.partition("\t")[2] for line in repo.git.ls_tree("-z", sha).split("\0") if line]
+        others = [p for p in top if p != folder]
+        listing = repo.git.ls_tree("-r", "-z", sha, "--", *others) if others else ""
+    files = []
+    for line in listing.split("\0"):
+        meta, _, path = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3:
+            files.append((path, parts[0], parts[2]))
+    return sorted(files)

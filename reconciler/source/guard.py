@@ -33,6 +33,8 @@ class Limits:
     max_tree_files: int = 5_000                  # files in one model folder or one environment folder
     max_yaml_nodes: int = 1_000_000              # YAML nodes after alias expansion, per document
     kustomize_timeout: float = 120.0             # seconds per kustomize run (one chunk of models)
+    render_cache_max_bytes: int = 2 * 1024 ** 3  # the render cache folder, pruned least recently used first
+    render_cache_max_age_days: float = 30.0      # render cache entries unused this long are pruned
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":

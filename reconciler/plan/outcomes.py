@@ -1,0 +1,96 @@
+"""Which models a change touches, and what a plan knows about the others without reading them.
+
+A model whose folder is the same at two revisions, in a change that leaves everything outside
+models/ alone (but inert files), renders the same at both: the same objects, or the same error.
+The full plan reports its error; so must the incremental plan, which does not read it. So every
+state rendered from a commit records, per model, the environments it failed in (`record_outcomes`,
+keyed by the folder's git tree id and a digest of the rest of the repository: render.cache's
+`outcome_key`), and a plan reads again only the untouched models that failed at its base or were
+never recorded (`untouched_with_errors`). Cost: one `ls-tree` of models/, one of the rest, and a
+small file per untouched model; with nothing recorded, every model is read and rendered once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler.catalog.load import MODELS_DIR
+from reconciler.render.cache import RenderCache, outcome_key
+from reconciler.render.kustomize import KustomizeTimeout
+from reconciler.source import git as source
+
+if TYPE_CHECKING:
+    from reconciler.plan.desired import DesiredState
+
+INERT_PATHS = (".github/",)  # prefixes no render reads
+INERT_SUFFIXES = (".md", ".rst")
+
+
+def touched_models(paths: Iterable[str]) -> set[str] | None:
+    """The models a change can affect through their own folder; None when it may affect every model
+    (environments/, the pools file, images.lock.json, shared code, anything not known to be inert).
+
+    Limit: a model whose code imports another model's folder is not found from that folder's change.
+    """
+    found: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        if parts[0] == MODELS_DIR:
+            if len(parts) > 2:
+                found.add(parts[1])
+            continue  # a file directly under models/ belongs to no model
+        if path.startswith(INERT_PATHS) or path.endswith(INERT_SUFFIXES):
+            continue
+        return None
+    return found
+
+
+def shared_digest(root: Path, rev: str) -> str:
+    """Digest of what every model's render may read outside models/: the revision's files there, less
+    the inert ones (touched_models' rule). Equal at two revisions whose change touches only models."""
+    files = [f for f in source.files_outside(root, rev, MODELS_DIR)
+             if not (f[0].startswith(INERT_PATHS) or f[0].endswith(INERT_SUFFIXES))]
+    return hashlib.sha256(json.dumps(files, separators=(",", ":")).encode()).hexdigest()
+
+
+def record_outcomes(root: Path, rev: str, state: DesiredState, cache: RenderCache) -> None:
+    """Record, per model loaded in a state rendered from a commit, the environments it failed in
+    (or that it rendered): what a later incremental plan reads for models its change does not touch.
+    A model whose outcome is not known in every environment rendered (a timeout) is not recorded."""
+    if not state.renders:
+        return
+    trees = source.folder_trees(root, rev, MODELS_DIR)
+    shared = shared_digest(root, rev)
+    for name in sorted(set(state.catalog.models) | set(state.catalog.errors)):
+        if name not in trees:
+            continue
+        errors: dict[str, str | None] = {}
+        for env, render in state.renders.items():
+            exc = render.errors.get(name)
+            if isinstance(exc, KustomizeTimeout):
+                break
+            errors[env] = None if exc is None else str(exc)
+        else:
+            cache.put_outcome(outcome_key(trees[name], shared), errors)
+
+
+def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str], cache: RenderCache) -> set[str]:
+    """Of the models a change does not touch (same folder at both revisions, same everything else), those
+    that failed at `base` in one of `envs`, or whose outcome there was never recorded: an incremental
+    plan reads them too, so that it reports their errors as a full plan does. Pure reads: one
+    `ls-tree` of models/ and of the rest, one small file per model."""
+    trees = source.folder_trees(root, base, MODELS_DIR)
+    untouched = set(trees) - scope
+    if not untouched:
+        return set()
+    shared = shared_digest(root, base)
+    found = set()
+    for name in sorted(untouched):
+        recorded = cache.outcome(outcome_key(trees[name], shared))
+        if any(env not in recorded or recorded[env] is not None for env in envs):
+            found.add(name)
+    return found
