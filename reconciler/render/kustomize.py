@@ -25,8 +25,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+import yaml_rs
 
 from reconciler.catalog.files import read_yaml
 from reconciler.errors import RenderError, SpecError, UnsafeSourceError
@@ -51,6 +53,46 @@ _HOST = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]+)?$")  # github.com
 
 # libyaml's C loader when PyYAML has it (its wheels do): kustomize output of 1,000 models parses ~10x faster
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# kustomize prints with go-yaml v3, which quotes every string that YAML 1.1 or 1.2 would read as
+# something else ("yes", "n", "017", "1e3", "10:30", "2001-12-14"). What it leaves plain and the
+# readers may still read differently: Go's exponent floats (1e-06: a float to yaml-rs, a string to
+# PyYAML, YAML 1.1, the reader this project has always used), the 1.1-only `=` and `<<`, digits
+# with underscores (yaml-rs reads a plain `_1` as 1), and keep-chomping block scalars (`|+`, where
+# PyYAML drops a lone newline). Output holding any number-like plain token other than a plain
+# decimal, or one of those (or anything yaml-rs refuses), is read by PyYAML: the objects are the
+# same as before either way, and a false alarm costs only speed. tests/test_kustomize_output.py
+# compares both readers on kustomize's own output of random values.
+# a plain token holding a digit (and only characters a YAML number or timestamp may hold), as a key or value
+_NUMBER_LIKE = re.compile(r"[ \n\[{,]([-+0-9_.:eEbBxXoO]*[0-9][-+0-9_.:eEbBxXoO]*)(?=[ \t]*(?:$|[,\]}:]))", re.M)
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?")
+_DIFFERS_IN_YAML_1_1 = re.compile(r"(?:^|[\s:\[{,])(?:=|<<)[ \t]*(?:$|[,\]}])|[|>][0-9]?\+", re.M)
+
+
+def _readers_may_differ(text: str) -> bool:
+    if ("=" in text or "<<" in text or "+" in text) and _DIFFERS_IN_YAML_1_1.search(text):
+        return True
+    return any(not _PLAIN_DECIMAL.fullmatch(m.group(1)) for m in _NUMBER_LIKE.finditer("\n" + text))
+
+
+_DOCUMENT_START = re.compile(r"^---(?:[ \t]|$)", re.M)
+
+
+def parse_output(stdout: str) -> list[dict]:
+    """The documents kustomize printed, as PyYAML's safe loader reads them; through yaml-rs (Rust, ~10x
+    faster: PyYAML's constructor is Python even with libyaml) when that cannot differ (see above)."""
+    if stdout.endswith("\n") and not _readers_may_differ(stdout):  # (a final block scalar: its newline)
+        docs: Any
+        try:
+            docs = yaml_rs.loads(stdout, parse_datetime=False) if stdout.strip() else []
+        except Exception:  # noqa: BLE001 - whatever yaml-rs refuses, PyYAML decides (and reports)
+            docs = None
+        if docs is not None:  # yaml-rs returns one document as itself, several as a list: tell them apart
+            starts = len(_DOCUMENT_START.findall(stdout)) + (0 if _DOCUMENT_START.match(stdout) else 1)
+            docs = [docs] if not isinstance(docs, list) or starts == 1 else docs
+            if len(docs) == starts and all(d is None or isinstance(d, dict) for d in docs):
+                return [d for d in docs if d]
+    return [d for d in yaml.load_all(stdout, Loader=SAFE_LOADER) if d]
 
 # The second wall: even if a remote reference got past the allow-list, kustomize's HTTP client and
 # the git it runs find no network (port 9 is "discard": nothing listens there) and no git transport.
@@ -276,6 +318,6 @@ def build(folder: Path, *, timeout: float | None = None) -> list[dict]:
     """Run kustomize on a folder and parse the documents it prints."""
     stdout = run_kustomize(folder, timeout=timeout if timeout is not None else guard.limits().kustomize_timeout)
     try:
-        return [d for d in yaml.load_all(stdout, Loader=SAFE_LOADER) if d]
+        return parse_output(stdout)
     except yaml.YAMLError as exc:  # pragma: no cover - kustomize prints valid YAML
         raise RenderError(f"kustomize printed unreadable YAML: {exc}") from None
