@@ -283,8 +283,6 @@ def artifact_errors(root: Path, before: DesiredState, after: DesiredState) -> di
             if (missing := missing_outputs(found, present))}
 
 
-
-
 def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
     try:
         spec = state.catalog.environment(env)
