@@ -238,11 +238,18 @@ def resource_quota(env: EnvironmentSpec) -> dict | None:
 
 
 def priority_classes(env: EnvironmentSpec) -> list[dict]:
-    """The PriorityClasses the environment declares (cluster-scoped; pods of its models may name them)."""
+    """The PriorityClasses the environment declares (cluster-scoped; pods of its models may name them).
+
+    Several environments on one cluster may declare the same one, so nothing in it names the
+    environment: the same declaration renders the same object everywhere, and the environments share it
+    (reconciler/sync/shared.py; its managedFields name every environment that declares it)."""
     return [{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-             "metadata": {"name": name, "labels": {L.MANAGED_BY: L.MANAGER, L.ENVIRONMENT: env.name}},
-             "value": value, "preemptionPolicy": "PreemptLowerPriority", "globalDefault": False,
-             "description": f"model serving pods of environment {env.name} (environments/{env.name}/environment.yaml)"}
+             "metadata": {"name": name, "labels": {L.MANAGED_BY: L.MANAGER}},
+             # no `globalDefault: false`: the server stores false as absent (omitempty), so a second
+             # environment applying it would conflict with the first over a value neither changes
+             "value": value, "preemptionPolicy": "PreemptLowerPriority",
+             "description": "model serving pods (priorityClasses: in the environment.yaml of each environment "
+                            "that declares it)"}
             for name, value in sorted(env.priority_classes.items())]
 
 

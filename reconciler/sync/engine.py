@@ -30,12 +30,14 @@ from typing import Any
 
 from reconciler.cluster.protocol import Cluster
 from reconciler import labels
-from reconciler.errors import KubeError, ReconcilerError
+from reconciler.errors import Conflict, KubeError, ReconcilerError
 from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_health
 from reconciler.sync.inventory import Inventory, load_inventory, save_inventory
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 from reconciler.sync.planner import (FOUNDATION_KINDS, PlannedAction, SyncOptions, SyncPlan, kind_rank, next_inventory,
                                      plan_sync)
+from reconciler.sync.shared import (declaring_environments, describe, environment_conflict, environment_manager,
+                                    is_shared, release_body)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -136,6 +138,8 @@ def read_live(kube: Cluster, environment: str, namespace: str, refs: Iterable[Ob
 
 
 def _validation_problem(exc: KubeError) -> list[str]:
+    if exc.reason == "SharedResourceConflict":  # the way out is not in the model's manifests: say it
+        return [exc.message, f"fix: {exc.fix}"]
     return [exc.message, *exc.causes] if exc.causes else [exc.message]
 
 
@@ -200,14 +204,15 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     invalid: dict[str, list[str]] = defaultdict(list)
     applied: set[ObjectRef] = set()
     results: dict[ObjectRef, ObjectResult] = {}
+    writer = _Writer(kube, options.field_manager, env, ns)
 
     def dry_run(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
         obj = a.obj
         assert obj is not None, "a write always carries its desired object"
         if a.prepare:  # the apply can only be validated after the re-keyed items are replaced
             return a, _try(lambda: kube.patch(a.ref, list(a.prepare), type="json",
-                                              field_manager=options.field_manager, dry_run=True))
-        return a, _try(lambda: kube.apply(obj, field_manager=options.field_manager, dry_run=True))
+                                              field_manager=writer.manager(a.ref), dry_run=True))
+        return a, _try(lambda: writer.validate(obj, a.ref))
 
     def check(batch: list[PlannedAction]) -> None:
         if not validate:
@@ -225,7 +230,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
         if not options.dry_run:
             plan = plan_sync(env, ns, desired, inventory, live, options, {**errors, **invalid}) if invalid else plan
             for a in [a for a in plan.applies if a.ref.kind in FOUNDATION_KINDS]:
-                exc = _try(lambda a=a: kube.apply(a.obj, field_manager=options.field_manager))
+                exc = _try(lambda a=a: writer.apply(a))
                 results[a.ref] = _object_result(a, exc)
                 if exc is None:
                     applied.add(a.ref)
@@ -259,7 +264,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
             continue
 
         def apply(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
-            return a, _try(lambda: _apply(kube, a, options.field_manager))
+            return a, _try(lambda: writer.apply(a))
 
         # a model applies as a unit in kind order: after one of its writes failed (e.g. its rollout
         # state lost a race with another writer), nothing more of it is written in this pass
@@ -284,10 +289,11 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
             results[a.ref] = ObjectResult(a.ref, Action.skipped, a.model,
                                           "not pruned: applies failed in this pass")
             continue
-        exc = _try(lambda a=a: kube.delete(a.ref))
+        outcome: list[str] = []
+        exc = _try(lambda a=a, outcome=outcome: outcome.append(writer.prune(a, live.get(a.ref))))
         if exc is None:
             pruned.add(a.ref)
-            results[a.ref] = ObjectResult(a.ref, Action.pruned, a.model, a.reason)
+            results[a.ref] = ObjectResult(a.ref, Action.pruned, a.model, outcome[0] if outcome else a.reason)
         else:
             results[a.ref] = ObjectResult(a.ref, Action.failed, a.model, f"prune failed: {exc}", error=exc)
             if exc.retryable:
@@ -307,11 +313,59 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
         result.health = model_health(kube, plan, timeout=options.timeout)
 
 
-def _apply(kube: Cluster, a: PlannedAction, field_manager: str) -> None:
-    assert a.obj is not None, "a write always carries its desired object"
-    if a.prepare:
-        kube.patch(a.ref, list(a.prepare), type="json", field_manager=field_manager)
-    kube.apply(a.obj, field_manager=field_manager)
+class _Writer:
+    """The writes of one pass: every object as the reconciler's field manager with force, except the
+    cluster-scoped objects several environments may share (reconciler.sync.shared): those as this
+    environment's own manager, without force unless its dry run met only non-environment managers."""
+
+    def __init__(self, kube: Cluster, field_manager: str, environment: str, namespace: str) -> None:
+        self.kube, self.field_manager = kube, field_manager
+        self.environment, self.namespace = environment, namespace
+        self.shared_manager = environment_manager(field_manager, environment, namespace)
+        self.forced: set[ObjectRef] = set()  # shared objects whose fields a non-environment manager took
+
+    def manager(self, ref: ObjectRef) -> str:
+        return self.shared_manager if is_shared(ref) else self.field_manager
+
+    def _conflict(self, exc: Conflict, ref: ObjectRef) -> KubeError | None:
+        return environment_conflict(exc, ref, self.field_manager, self.environment, self.namespace)
+
+    def validate(self, obj: dict, ref: ObjectRef) -> None:
+        """The server-side dry run of one write."""
+        if not is_shared(ref):
+            self.kube.apply(obj, field_manager=self.field_manager, dry_run=True)
+            return
+        try:
+            self.kube.apply(obj, field_manager=self.shared_manager, force=False, dry_run=True)
+        except Conflict as exc:
+            clash = self._conflict(exc, ref)
+            if clash is not None:
+                raise clash from None
+            self.forced.add(ref)
+            self.kube.apply(obj, field_manager=self.shared_manager, force=True, dry_run=True)
+
+    def apply(self, a: PlannedAction) -> None:
+        assert a.obj is not None, "a write always carries its desired object"
+        manager = self.manager(a.ref)
+        if a.prepare:
+            self.kube.patch(a.ref, list(a.prepare), type="json", field_manager=manager)
+        try:
+            self.kube.apply(a.obj, field_manager=manager, force=not is_shared(a.ref) or a.ref in self.forced)
+        except Conflict as exc:  # another environment applied it differently since the dry run
+            clash = self._conflict(exc, a.ref)
+            raise clash or exc from None
+
+    def prune(self, a: PlannedAction, live: dict | None) -> str:
+        """Delete an object that left git, or, for a shared one another environment still declares,
+        end only this environment's ownership. Returns what was done."""
+        me = f"{self.environment}@{self.namespace}"
+        if is_shared(a.ref) and declaring_environments(live, self.field_manager) - {me}:
+            after = self.kube.apply(release_body(a.ref), field_manager=self.shared_manager, force=False)
+            others = declaring_environments(after, self.field_manager) - {me}
+            if others:
+                return f"released, not deleted: still declared by {describe(others)} (a shared object)"
+        self.kube.delete(a.ref)
+        return a.reason
 
 
 def _object_result(a: PlannedAction, exc: KubeError | None) -> ObjectResult:
