@@ -162,6 +162,21 @@ def test_a_field_another_tool_took_is_taken_back_by_self_heal(envtest, kube, two
     assert beta.sync().summary().as_dict() == {"unchanged": 2}
 
 
+def test_a_shared_object_the_listing_misses_is_still_only_released(envtest, kube, two_envs):
+    """Someone removed its managed-by label, so the pass's labelled listing does not show it: the
+    environment that stops declaring it releases it anyway, and the server's answer shows who remains."""
+    name, alpha, beta = two_envs
+    ref = ObjectRef("scheduling.k8s.io/v1", "PriorityClass", None, name)
+    assert alpha.sync().ok and beta.sync().ok
+    kube.patch(ref, [{"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1managed-by"}], type="json",
+               field_manager="kubectl-edit")
+    beta.shared = []
+    result = beta.sync()
+    assert result.ok, json.dumps(result.as_dict(), indent=1)
+    assert kube.get(ref) is not None
+    assert alpha.manager in managers(kube, name) and beta.manager not in managers(kube, name)
+
+
 def test_staging_and_prod_render_the_same_priority_class(template_repo):
     """Nothing in the rendered PriorityClass names its environment, so two environments that declare the
     same class render the same object and share it instead of fighting over a label."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from reconciler.cluster.protocol import Cluster
 from reconciler import labels
-from reconciler.errors import Conflict, KubeError, ReconcilerError
+from reconciler.errors import Conflict, Invalid, KubeError, ReconcilerError
 from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_health
 from reconciler.sync.inventory import Inventory, load_inventory, save_inventory
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
@@ -359,8 +359,13 @@ class _Writer:
         """Delete an object that left git, or, for a shared one another environment still declares,
         end only this environment's ownership. Returns what was done."""
         me = f"{self.environment}@{self.namespace}"
-        if is_shared(a.ref) and declaring_environments(live, self.field_manager) - {me}:
-            after = self.kube.apply(release_body(a.ref), field_manager=self.shared_manager, force=False)
+        # release first when another environment declares it, or when the listing did not show it (its
+        # labels were edited): the server's answer says who still declares it
+        if is_shared(a.ref) and (live is None or declaring_environments(live, self.field_manager) - {me}):
+            try:
+                after = self.kube.apply(release_body(a.ref), field_manager=self.shared_manager, force=False)
+            except Invalid:  # without this environment's fields it would be invalid: nobody else declares it
+                after = None
             others = declaring_environments(after, self.field_manager) - {me}
             if others:
                 return f"released, not deleted: still declared by {describe(others)} (a shared object)"
