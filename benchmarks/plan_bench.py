@@ -5,15 +5,17 @@ commits it, changes one model's service.py in a second commit, then measures, si
 run, `plan_revisions(base=HEAD~1, head=HEAD)`:
 
 - full:        every model rendered at both revisions (`full=True`, the old behaviour);
-- incremental, cold:  an empty render cache;
-- incremental, base cached: the cache holds the base revision's render (what the merge of the
-                      base commit leaves behind: `reconciler hydrate` / `render` with the cache on);
+- incremental, cold:  an empty render cache: nothing is recorded about the models the change does
+                      not touch, so the head is read and rendered whole once (the base from the cache);
+- incremental, base cached: the cache holds the base revision's render and its models' outcomes (what
+                      the merge of the base commit leaves behind: `reconciler hydrate` with the cache on);
 - the `reconciler plan --format markdown` command itself (a new process: imports included), base cached.
 
-It checks that the incremental plan is identical to the full one, and prints wall and CPU
-(this process + its kustomize children) for each.
+`--broken K` (default 3) models have an invalid model.yaml at both revisions, untouched by the change:
+the plan must report them (as the full plan does), reading only them. It checks that the incremental
+plan is identical to the full one, and prints wall and CPU (this process + its kustomize children) for each.
 
-    .venv/bin/python benchmarks/plan_bench.py [--models 1000] [--skip-full]
+    .venv/bin/python benchmarks/plan_bench.py [--models 1000] [--broken 3] [--skip-full]
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def generate(dest: Path, models: int) -> None:
+def generate(dest: Path, models: int, broken: int = 0) -> None:
     render_bench.generate(dest, models)
     template = ROOT / "models" / "iris-classifier"
     for i in range(models):  # with evaluation metrics, as a trained model has
         shutil.copy2(template / "metrics.json", dest / "models" / f"model-{i:04d}" / "metrics.json")
+    for i in range(broken):  # pre-existing errors in models no change of the benchmark touches
+        spec = dest / "models" / f"model-{models - 1 - i:04d}" / "model.yaml"
+        spec.write_text(spec.read_text().replace("owner:", "ownr:", 1))
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "generated")
@@ -69,12 +74,13 @@ def measure(label: str, fn, rows: list) -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--broken", type=int, default=3, help="untouched models with an invalid model.yaml")
     parser.add_argument("--skip-full", action="store_true", help="do not time the full render (minutes at 1,000)")
     args = parser.parse_args()
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
-        generate(root, args.models)
+        generate(root, args.models, args.broken)
         service = root / "models" / f"model-{min(7, args.models - 1):04d}" / "service.py"
         service.write_text(service.read_text() + "\n# tuned\n")
         git(root, "commit", "-qam", "change one model's code")
@@ -95,18 +101,21 @@ def main() -> None:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         rows.append(("`reconciler plan` command, base cached", time.perf_counter() - started,
                      after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
-        assert proc.returncode == 0, (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
+        # 3: the plan holds model errors (the --broken models), which it reports
+        assert proc.returncode == (3 if args.broken else 0), (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
         same = plan_json(incremental) == plan_json(warm)
         if not args.skip_full:
             full = measure("full render of both revisions", lambda: plan_revisions(
                 root, "HEAD~1", "HEAD", full=True), rows)
             same = same and plan_json(full) == plan_json(incremental)
         changed = {env: e.changed_models for env, e in incremental.environments.items()}
+        errors = {env: sorted(n for n, m in e.models.items() if m.error) for env, e in warm.environments.items()}
     print(f"models: {args.models}, environments: 3, change: one model's service.py")
     print(f"{'run':<48} {'wall':>8} {'CPU':>8}")
     for label, wall, used in rows:
         print(f"{label:<48} {wall:7.2f}s {used:7.2f}s")
-    print(f"changed models per environment: {json.dumps(changed)}")
+    print(f"changed or failing models per environment: {json.dumps(changed)}")
+    print(f"models with errors (base cached): {json.dumps(errors)}")
     print(f"incremental plans identical to {'the full-render plan' if not args.skip_full else 'each other'}: {same}")
 
 
