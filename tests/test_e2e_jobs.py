@@ -397,6 +397,50 @@ def test_the_e2e_environment_syncs_on_the_real_server_as_the_job_runs_it(e2e_rep
         envtest.delete_namespaces([namespace])
 
 
+def _cli_json(*args: str) -> dict:
+    done = subprocess.run([str(RECONCILER), *args, "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"reconciler {' '.join(args)}: {done.stdout}{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def test_the_canary_jobs_cluster_steps_on_the_real_server(e2e_repo, kcm, sim_nodes):
+    """The e2e-canary job's cluster steps as far as a server without a kubelet, a mesh or traffic goes
+    (simulated nodes ready the Pods): the first sync deploys and is healthy, `rollout status` then names
+    the stable revision the job reads, a second sync writes nothing (the job asserts it), and a good change
+    starts a canary of the new revision behind an HTTPRoute on the Gateway `models`."""
+    repo = git.Repo(e2e_repo)
+    repo.git.rm("-rq", "models/digits-classifier")  # as add-environment.sh: one model
+    spec = e2e_repo / "environments" / "e2e" / "environment.yaml"
+    namespace = f"models-e2e-{uuid.uuid4().hex[:6]}"
+    spec.write_text(spec.read_text().replace("namespace: models-e2e", f"namespace: {namespace}"))
+    commit_all(repo, "one model, a fresh namespace")
+    kcm.raw("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    target = ["--repo", str(e2e_repo), "--kubeconfig", str(kcm.kubeconfig),
+              "--context", yaml.safe_load(kcm.kubeconfig.read_text())["current-context"]]
+    try:
+        with sim_nodes.running(namespace):
+            first = _cli_json("sync", "e2e", *target, "--wait", "--timeout", "180")
+            assert first["summary"].get("created"), first["summary"]
+            status = _cli_json("rollout", "status", "iris-classifier", "e2e", *target)
+            assert status["stable_revision"] and status["phase"] == "stable", status
+            second = _cli_json("sync", "e2e", *target)
+            assert set(second["summary"]) <= {"unchanged"}, second["summary"]
+
+            assert change_model.main(["good", str(e2e_repo / "models" / "iris-classifier")]) == 0
+            commit_all(repo, "a good change")
+            _cli_json("sync", "e2e", *target)
+            after = _cli_json("rollout", "status", "iris-classifier", "e2e", *target)
+        assert after["canary_revision"] not in (None, status["stable_revision"]), after
+        v = wait_rollout.verdict(after, status["stable_revision"], "promoted")
+        assert not v.done, v.message  # in progress: the job keeps waiting for the analysis
+        status_code, route = kcm.raw("GET", f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/iris-classifier")
+        assert status_code == 200, route
+        assert route["spec"]["parentRefs"][0]["name"] == "models"
+        assert len(route["spec"]["rules"][-1]["backendRefs"]) == 2  # stable and canary Services, weighted
+    finally:
+        kcm.delete_namespaces([namespace])
+
+
 def test_the_e2e_environment_renders_what_the_jobs_rely_on(e2e_repo):
     done = subprocess.run([str(RECONCILER), "render", "e2e", "--repo", str(e2e_repo)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -406,6 +450,14 @@ def test_the_e2e_environment_renders_what_the_jobs_rely_on(e2e_repo):
     assert ("PodMonitor", "iris-classifier") in kinds
     images = [c["image"] for o in objects if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]]
     assert images and all(i.startswith("localhost:5001/models/") for i in images)
+    # the job's traffic check selects series by the pod labels the PodMonitor copies (dots become underscores)
+    monitor = next(o for o in objects if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "iris-classifier")
+    pod = next(o for o in objects if o["kind"] == "Deployment"
+               and o["metadata"]["labels"].get("gitops.ml/model") == "iris-classifier")["spec"]["template"]["metadata"]
+    query = wait_rollout.traffic_query("iris-classifier")
+    for label, value in re.findall(r'(\w+)="([^"]+)"', query):
+        source = next(t for t in monitor["spec"]["podTargetLabels"] if re.sub(r"[./]", "_", t) == label)
+        assert pod["labels"][source] == value, (label, pod["labels"])
     # the node label of kind/cluster.yaml is what the cpu pool selects
     node = yaml.safe_load((E2E / "kind" / "cluster.yaml").read_text())["nodes"][0]["labels"]
     for o in objects:

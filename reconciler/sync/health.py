@@ -125,8 +125,32 @@ def job_health(obj: dict) -> Health:
     return Health(HealthStatus.progressing, "job is running")
 
 
+def route_health(obj: dict) -> Health:
+    """A Gateway API route: its status is per parent (Gateway). A parent that did not accept the route, or
+    could not resolve its backends, is degraded; one that has not seen the latest generation is
+    progressing. No parent status: no Gateway controller has reported (yet), healthy once it exists."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    for parent in (obj.get("status") or {}).get("parents") or []:
+        gateway = (parent.get("parentRef") or {}).get("name", "?")
+        for cond in parent.get("conditions") or []:
+            if cond.get("type") in ("Accepted", "ResolvedRefs") and cond.get("status") == "False":
+                return Health(HealthStatus.degraded, f"Gateway {gateway}: {cond['type']}=False "
+                                                     f"({cond.get('reason', '')}): {cond.get('message', '')}".rstrip(": "))
+            observed = cond.get("observedGeneration")
+            if generation is not None and observed is not None and observed < generation:
+                return Health(HealthStatus.progressing, f"Gateway {gateway} has not observed the latest generation")
+    return HEALTHY
+
+
 def conditions_health(obj: dict) -> Health:
-    """Custom resources (and anything else with status.conditions): Ready, else Available, decides."""
+    """Custom resources (and anything else with status.conditions): Ready, else Available, decides.
+
+    A resource whose controller reports no status at all (no observedGeneration, no conditions: a
+    prometheus-operator PodMonitor) is healthy once it exists, as kstatus and Argo CD treat it; waiting
+    for a status nobody writes would hold `sync --wait` until its timeout."""
+    status = obj.get("status") or {}
+    if "observedGeneration" not in status and not status.get("conditions"):
+        return HEALTHY
     if not _generation_observed(obj):
         return Health(HealthStatus.progressing, "waiting for the controller to observe the latest generation")
     conds = _conditions(obj)
@@ -156,6 +180,7 @@ _BY_KIND: dict[str, Callable[[dict], Health]] = {
     "HorizontalPodAutoscaler": hpa_health,
     "PersistentVolumeClaim": pvc_health,
     "Job": job_health,
+    "HTTPRoute": route_health,
 }
 
 
