@@ -41,7 +41,7 @@ from reconciler.rollout.stats import histogram_quantile
 SCRAPE = 15.0
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, math.inf)
 SIGMA = 0.35
-HORIZON = 40  # analyses before a run counts as "still running"
+HORIZON = 80  # analyses before a run counts as "still running"
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,11 @@ class Prom:
 class Run:
     outcome: str                      # promoted | rolled_back | paused | running
     analyses: int = 0
-    first_enough: int | None = None   # the first analysis whose canary had min_requests
+    first_enough: int | None = None   # the first analysis whose step had the guard's requests (or the rollback)
     decided_at: int | None = None     # the analysis that rolled back / promoted
     achieved: list[tuple[int, float]] = field(default_factory=list)  # (step weight, achieved weight)
     pvalues: list[dict[str, float]] = field(default_factory=list)
+    trace: list[tuple] = field(default_factory=list)
 
 
 def simulate(sc: Scenario, seed: int, *, calibrate: bool = False) -> Run:
@@ -213,8 +214,6 @@ def simulate(sc: Scenario, seed: int, *, calibrate: bool = False) -> Run:
         if analysing:
             run.analyses += 1
             run.achieved.append((state.canary_weight, achieved_weight()))
-            if run.first_enough is None and canary_m is not None and canary_m.request_count >= policy.min_requests:
-                run.first_enough = run.analyses
             if calibrate and canary_m is not None:
                 from reconciler.rollout.judge import accumulate
 
@@ -222,7 +221,17 @@ def simulate(sc: Scenario, seed: int, *, calibrate: bool = False) -> Run:
                 v = judge(policy, stable_m, canary_m, evidence=ev, cross_pool=state.cross_pool,
                           canary_weight=state.canary_weight)
                 run.pvalues.append(v.pvalues)
+        before = state.generation
         actions, state = step(state, obs, now)
+        if analysing and run.first_enough is None and state.generation != before and (
+                state.history[-1].decision not in ("wait", "inconclusive", "hold") or
+                (state.evidence.needed_requests and not state.evidence.waiting_for)):
+            # the guard let a pass through: the step has the requests to detect the sized effect (a
+            # failure before this point is earlier than the target asks; it counts from here too)
+            run.first_enough = run.analyses
+        if analysing:
+            run.trace.append((state.history[-1].decision, state.canary_weight, state.evidence.canary_requests,
+                              state.evidence.needed_requests))
         if any(isinstance(a, Rollback) for a in actions):
             run.outcome, run.decided_at = "rolled_back", run.analyses
             return run

@@ -38,6 +38,9 @@ class EffectiveCanary(Strict):
     cost_policy: Literal["promote", "rollback", "confirm"] | None = None
     error_rate_tolerance: float | None = None
     latency_tolerance: float | None = None
+    detect_error_increase: float | None = None
+    detect_latency_increase: float | None = None
+    power: float | None = None
     ab_header: ABHeader | None = None
     mirror_percent: int | None = None
     confirm_url: str | None = None
@@ -110,7 +113,8 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         min_requests=pick("min_requests"), inconclusive_limit=pick("inconclusive_limit"),
         on_inconclusive=pick("on_inconclusive"), cost_policy=pick("cost_policy"),
         error_rate_tolerance=pick("error_rate_tolerance"), latency_tolerance=pick("latency_tolerance"),
-        ab_header=pick("ab_header"), mirror_percent=pick("mirror_percent"), confirm_url=pick("confirm_webhook"),
+        detect_error_increase=pick("detect_error_increase"), detect_latency_increase=pick("detect_latency_increase"),
+        power=pick("power"), ab_header=pick("ab_header"), mirror_percent=pick("mirror_percent"), confirm_url=pick("confirm_webhook"),
     )
 
 

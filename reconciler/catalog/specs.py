@@ -94,6 +94,12 @@ class CanaryPolicy(Strict):
         "a cross-pool canary that meets the SLO but costs more per 1,000 inferences (default confirm)"))
     error_rate_tolerance: float | None = Field(None, alias="errorRateTolerance", ge=0)
     latency_tolerance: float | None = Field(None, alias="latencyTolerance", ge=0)
+    detect_error_increase: float | None = Field(None, alias="detectErrorIncrease", gt=0, description=(
+        "the relative error-rate increase the minimum-sample guard sizes a step for (default 1.0: 2x stable)"))
+    detect_latency_increase: float | None = Field(None, alias="detectLatencyIncrease", gt=0, description=(
+        "the relative p95 increase the guard sizes a step for (default 0.3: +30 %)"))
+    power: float | None = Field(None, gt=0.5, lt=1, description=(
+        "the chance a step's analysis catches those increases before it may pass (default 0.95)"))
     ab_header: ABHeader | None = Field(None, alias="abHeader")
     mirror_percent: int | None = Field(None, alias="mirrorPercent", ge=1, le=100)
     confirm_webhook: str | None = Field(None, alias="confirmWebhook", pattern=r"^https?://")

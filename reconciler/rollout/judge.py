@@ -6,15 +6,28 @@ requests than ``policy.min_requests`` in the interval, or nothing to compare wit
 and never counts as a failure; the machine holds the step and, past ``inconclusive_limit``, pauses
 or rolls back as the policy says.
 
+The minimum-sample guard is power-based (``guard``): from the effect the policy wants detected
+(``detect_error_increase``, default 2x stable's error rate; ``detect_latency_increase``, +30 % p95),
+stable's measured error rate and latency histogram, alpha and the target ``power`` (0.95), it computes
+the canary requests the step needs (``stats.requests_for_rate_power`` / ``requests_for_tail_power``).
+Evidence accumulates over the step's analyses (one non-overlapping interval each). Until the step has
+that many canary requests, an analysis that finds nothing wrong is *waiting* (``Verdict.waiting``):
+inconclusive, holding the step, but traffic is arriving (at least ``min_requests`` this interval), so
+the machine counts it neither against ``inconclusive_limit`` nor as a stall for the progress deadline.
+A check may FAIL before the guard is met (a significant result is significant at any sample size,
+and alpha is spent per look); it may PASS only once the step has the power. So "the first analysis
+with enough traffic" is where the guard first lets a pass through, and a regression of the sized
+effect is then caught with the stated power.
+
 Both judges compare the canary with stable, with an effect-size tolerance, and keep the fixed
 limits (``maxErrorRate``, ``maxP95LatencyMs``) as a second, absolute check:
 
-- errors, both judges: the counts accumulated since the revision started (``Evidence``), by the
-  conditional binomial test of two Poisson rates (``stats.rate_ratio_pvalue``). Fails when the canary
-  is significantly worse (p < alpha / number of steps: the accumulating counts are looked at once
-  per step) AND its observed rate is above ``1 + error_rate_tolerance`` times stable's.
-- latency, ``threshold``: the canary's requests slower than stable's p95 x (1 + latency_tolerance),
-  from the duration histogram, by an exact binomial test against the 5 % a p95 allows.
+- errors, both judges: the step's accumulated counts (``Evidence``; against stable's counts over the
+  revision when stable serves nothing in the step), by the conditional binomial test of two Poisson
+  rates (``stats.rate_ratio_pvalue``). Fails when the canary is significantly worse (p < alpha / number
+  of steps) AND its observed rate is above ``1 + error_rate_tolerance`` times stable's.
+- latency, ``threshold``: the step's canary requests slower than stable's p95 x (1 + latency_tolerance),
+  from the accumulated duration histograms, by an exact binomial test against the 5 % a p95 allows.
 - latency, ``mann-whitney``: Kayenta-style, a one-sided Mann-Whitney U on the p95 of non-overlapping
   sub-windows (so the samples are independent and the p-value means what it says), with the same
   effect-size gate on the medians. With fewer than ``MIN_WINDOWS`` windows it uses the histogram test.
@@ -31,7 +44,7 @@ last measurement with enough traffic, kept in ``Evidence.baseline``: an empty st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from statistics import median
 
@@ -42,6 +55,15 @@ from reconciler.rollout.state import Evidence, Policy
 
 MIN_WINDOWS = 4
 TAIL_SHARE = 0.05  # the share of requests a p95 leaves above itself
+# the guard sizes a step for stable's error rate, but never below this share of the error limit: a
+# relative change of a near-zero rate matters less than the absolute limit, and sizing for it would
+# hold a model that makes no errors for ever
+ERROR_FLOOR_SHARE = 0.1
+# before the step has the guard's sample, a failure needs stronger evidence: the alpha of an early look
+# is alpha x (share of the sample)^EARLY_RHO (a spending rule in the O'Brien-Fleming spirit), so the
+# repeated looks of a waiting step add little to the false rollbacks, while a gross regression still
+# fails before the guard is met
+EARLY_RHO = 6.0
 
 
 class Outcome(str, Enum):
@@ -56,6 +78,9 @@ class Verdict:
     reasons: tuple[str, ...]
     needs_confirmation: bool = False  # passed, but a person must confirm (cost policy "confirm")
     pvalues: dict[str, float] = field(default_factory=dict)
+    waiting: bool = False              # inconclusive only because the step lacks the guard's requests
+    needed_requests: int | None = None  # the guard: canary requests the step needs ...
+    detect: str | None = None           # ... to detect this ("+100 % errors, +30 % p95")
 
     @property
     def passed(self) -> bool:
@@ -76,8 +101,8 @@ class Verdict:
 
 def accumulate(evidence: Evidence, stable: VersionMetrics | None, canary: VersionMetrics | None,
                min_requests: int) -> Evidence:
-    """The evidence after one more analysed interval (pure). Stable's measurement becomes the baseline
-    when it had enough traffic."""
+    """The evidence after one more analysed interval (pure): the step's counts and histograms grow,
+    stable's revision counts too; stable's measurement becomes the baseline when it had enough traffic."""
     c_req = canary.request_count if canary is not None and canary.has_data else 0
     s_req = stable.request_count if stable is not None and stable.has_data else 0
     if not c_req and not s_req:
@@ -85,11 +110,93 @@ def accumulate(evidence: Evidence, stable: VersionMetrics | None, canary: Versio
     baseline = evidence.baseline
     if stable is not None and s_req >= max(min_requests, 1):
         baseline = stable.as_dict()
-    return Evidence(canary_requests=evidence.canary_requests + c_req,
-                    canary_errors=evidence.canary_errors + (canary.error_count if c_req and canary else 0),
-                    stable_requests=evidence.stable_requests + s_req,
-                    stable_errors=evidence.stable_errors + (stable.error_count if s_req and stable else 0),
-                    intervals=evidence.intervals + 1, baseline=baseline)
+    s_err = stable.error_count if s_req and stable else 0
+    s_buckets = stable.latency_buckets if s_req and stable else ()
+    return replace(evidence,
+                   canary_requests=evidence.canary_requests + c_req,
+                   canary_errors=evidence.canary_errors + (canary.error_count if c_req and canary else 0),
+                   stable_requests=evidence.stable_requests + s_req,
+                   stable_errors=evidence.stable_errors + s_err,
+                   canary_buckets=stats.add_buckets(evidence.canary_buckets,
+                                                    canary.latency_buckets if c_req and canary else ()),
+                   stable_buckets=stats.add_buckets(evidence.stable_buckets, s_buckets),
+                   reference_requests=evidence.reference_requests + s_req,
+                   reference_errors=evidence.reference_errors + s_err,
+                   reference_buckets=stats.add_buckets(evidence.reference_buckets, s_buckets),
+                   intervals=evidence.intervals + 1, baseline=baseline)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The minimum-sample guard's answer for a step: canary requests it needs, and what they detect."""
+
+    needed: int
+    detect: str
+    notes: tuple[str, ...] = ()  # how the figure was reached (a capped power, a floored base rate ...)
+    unknown: str | None = None    # why no size could be computed (then the step cannot pass yet)
+
+
+def _error_limit(policy: Policy, cross_pool: bool) -> float:
+    if cross_pool and policy.slo_error_rate is not None:
+        return policy.slo_error_rate
+    return policy.max_error_rate
+
+
+def _stable_counts(policy: Policy, ev: Evidence) -> tuple[int, int, bool]:
+    """(requests, errors, same period) stable is compared with: the step's while it serves, else the revision's."""
+    if ev.stable_requests >= max(policy.min_requests, 1):
+        return ev.stable_requests, ev.stable_errors, True
+    if ev.reference_requests >= ev.stable_requests:
+        return ev.reference_requests, ev.reference_errors, False
+    return ev.stable_requests, ev.stable_errors, False
+
+
+def guard(policy: Policy, ev: Evidence, *, cross_pool: bool = False, canary_weight: int = 0,
+          reference: VersionMetrics | None = None) -> Guard:
+    """How many canary requests this step needs before it may pass (pure; see the module docstring)."""
+    alpha = policy.alpha / max(len(policy.steps), 1)
+    ratio = 1.0 + policy.detect_error_increase
+    # rolling back takes failure_threshold failed looks in a row: each must have power^(1/threshold)
+    look_power = policy.power ** (1.0 / max(policy.failure_threshold, 1))
+    parts = [f"+{policy.detect_error_increase:.0%} errors"]
+    notes: list[str] = []
+    needed = max(policy.min_requests, 1)
+    # stable's rate over the revision (a state written before these counts existed has the step's only)
+    ref_req, ref_err = max((ev.reference_requests, ev.reference_errors), (ev.stable_requests, ev.stable_errors))
+    if ref_req <= 0:
+        return Guard(needed, parts[0], unknown="no stable measurement yet to size the minimum sample with")
+    measured = ref_err / ref_req
+    floor = ERROR_FLOOR_SHARE * _error_limit(policy, cross_pool)
+    base = max(measured, floor)
+    if base > measured:
+        notes.append(f"stable's error rate {measured:.3%} is sized as {base:.3%} ({ERROR_FLOOR_SHARE:.0%} of the limit)")
+    s_req, _, same_period = _stable_counts(policy, ev)
+    if same_period:
+        per_canary = (ev.stable_requests / ev.canary_requests if ev.canary_requests
+                      else (100 - canary_weight) / max(canary_weight, 1))
+    else:
+        per_canary = 0.0  # stable serves nothing in this step: its counts so far are all there is
+    size = stats.requests_for_rate_power(base, ratio, alpha, look_power, stable_requests=s_req,
+                                         stable_per_canary=per_canary, canary_requests=ev.canary_requests)
+    if size is None:
+        return Guard(needed, parts[0], unknown="stable's counts cannot give the error comparison any power")
+    needed = max(needed, size.requests)
+    if size.capped:
+        notes.append(f"power capped at {size.power:.0%} by stable's {s_req} requests")
+    buckets = ev.stable_buckets if same_period and ev.stable_buckets else ev.reference_buckets
+    if not buckets and reference is not None:
+        buckets = reference.latency_buckets
+    if not cross_pool and buckets:
+        q = stats.histogram_quantile(0.95, buckets)
+        if q is not None and q > 0:
+            bound = q * (1 + policy.latency_tolerance)
+            slower, total = stats.fraction_above(buckets, bound / (1 + policy.detect_latency_increase))
+            n = stats.requests_for_tail_power(TAIL_SHARE, slower / total if total else 0.0, policy.alpha,
+                                              look_power)
+            if n is not None:
+                needed = max(needed, n)
+                parts.append(f"+{policy.detect_latency_increase:.0%} p95")
+    return Guard(needed, ", ".join(parts), tuple(notes))
 
 
 def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics | None, *,
@@ -107,12 +214,13 @@ def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics 
         return Verdict(Outcome.inconclusive, (f"canary served {n} requests this interval, fewer than the "
                                               f"minimum {policy.min_requests}: inconclusive",))
     reference = _reference(policy, stable, evidence)
+    size = guard(policy, evidence, cross_pool=cross_pool, canary_weight=canary_weight, reference=reference)
     failures: list[str] = []
     passes: list[str] = []
     open_questions: list[str] = []
     pvalues: dict[str, float] = {}
     _limits(policy, canary, cross_pool, failures, passes, open_questions)
-    _errors(policy, evidence, failures, passes, open_questions, pvalues)
+    _errors(policy, evidence, failures, passes, open_questions, pvalues, share=evidence.canary_requests / size.needed)
     if cross_pool:
         _slo_latency(policy, canary, failures, passes, open_questions)
     elif reference is None:
@@ -121,16 +229,44 @@ def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics 
             and len(_finite(reference.latency_samples)) >= MIN_WINDOWS:
         _latency_mann_whitney(policy, reference, canary, failures, passes, pvalues)
     else:
-        _latency_tail(policy, reference, canary, failures, passes, open_questions, pvalues)
+        _latency_tail(policy, _step_reference(policy, evidence, reference), _step_canary(canary, evidence),
+                      failures, passes, open_questions, pvalues)
     needs_confirmation = False
     if cross_pool and not failures:
         needs_confirmation = _cost(policy, stable, canary, reference, failures, passes, open_questions)
+    sized = {"needed_requests": size.needed, "detect": size.detect}
     if failures:
-        return Verdict(Outcome.failed, (*failures, *passes), pvalues=pvalues)
-    if open_questions:
-        return Verdict(Outcome.inconclusive, (*(q + ": inconclusive" for q in open_questions), *passes),
-                       pvalues=pvalues)
-    return Verdict(Outcome.passed, tuple(passes), needs_confirmation, pvalues)
+        return Verdict(Outcome.failed, (*failures, *passes), pvalues=pvalues, **sized)
+    if open_questions or size.unknown:
+        questions = (*open_questions, *((size.unknown,) if size.unknown else ()))
+        return Verdict(Outcome.inconclusive, (*(q + ": inconclusive" for q in questions), *passes),
+                       pvalues=pvalues, **sized)
+    have = evidence.canary_requests
+    if have < size.needed:
+        more = size.needed - have
+        return Verdict(Outcome.inconclusive, (
+            f"waiting for {more} more canary requests to detect {size.detect} with {policy.power:.0%} power "
+            f"({have} of {size.needed} in this step" + "".join(f"; {n}" for n in size.notes) + ")",
+            *passes), pvalues=pvalues, waiting=True, **sized)
+    return Verdict(Outcome.passed, (f"the step's {have} canary requests detect {size.detect} with "
+                                    f"{policy.power:.0%} power", *passes), needs_confirmation, pvalues, **sized)
+
+
+def _step_canary(canary: VersionMetrics, ev: Evidence) -> VersionMetrics:
+    """The canary as the step measured it: its accumulated histogram (this interval's without one)."""
+    if ev.canary_buckets and canary.latency_buckets:
+        q = stats.histogram_quantile(0.95, ev.canary_buckets)
+        return replace(canary, latency_buckets=ev.canary_buckets, p95_ms=canary.p95_ms if q is None else q * 1000.0)
+    return canary
+
+
+def _step_reference(policy: Policy, ev: Evidence, reference: VersionMetrics) -> VersionMetrics:
+    """Stable's latency over the same step when it served in it, else over the revision so far."""
+    if not reference.latency_buckets:
+        return reference
+    _, _, same_period = _stable_counts(policy, ev)
+    buckets = ev.stable_buckets if same_period else ev.reference_buckets
+    return replace(reference, latency_buckets=buckets) if buckets else reference
 
 
 def _finite(values: tuple[float, ...]) -> list[float]:
@@ -174,20 +310,23 @@ def _limits(policy: Policy, canary: VersionMetrics, cross_pool: bool, failures: 
 
 
 def _errors(policy: Policy, ev: Evidence, failures: list[str], passes: list[str], open_questions: list[str],
-            pvalues: dict[str, float]) -> None:
-    if ev.stable_requests <= 0:
+            pvalues: dict[str, float], share: float = 1.0) -> None:
+    s_req, s_err, same_period = _stable_counts(policy, ev)
+    if s_req <= 0:
         open_questions.append("stable has served no requests since the canary started: no error rate to compare")
         return
     c_rate = ev.canary_errors / ev.canary_requests if ev.canary_requests else 0.0
-    s_rate = ev.stable_errors / ev.stable_requests
+    s_rate = s_err / s_req
     ratio = 1.0 + policy.error_rate_tolerance
-    p = stats.rate_ratio_pvalue(ev.canary_errors, ev.canary_requests, ev.stable_errors, ev.stable_requests)
+    p = stats.rate_ratio_pvalue(ev.canary_errors, ev.canary_requests, s_err, s_req)
     pvalues["errors"] = p
-    # the counts accumulate, so the test is looked at once per step: spend alpha over the planned steps
-    # (Bonferroni), or a rollout with many steps would roll back good canaries more often
+    # every step is looked at on its own counts: spend alpha over the planned steps (Bonferroni), or a
+    # rollout with many steps would roll back good canaries more often
     alpha = policy.alpha / max(len(policy.steps), 1)
-    counts = (f"{ev.canary_errors}/{ev.canary_requests} canary vs {ev.stable_errors}/{ev.stable_requests} "
-              f"stable requests over {ev.intervals} interval(s)")
+    if share < 1.0:  # before the guard's sample: a failure needs stronger evidence (alpha spent as share^RHO)
+        alpha *= share ** EARLY_RHO
+    counts = (f"{ev.canary_errors}/{ev.canary_requests} canary vs {s_err}/{s_req} stable requests "
+              + (f"over this step's {ev.intervals} interval(s)" if same_period else "(stable: over the revision so far)"))
     if p < alpha and c_rate > s_rate * ratio:
         failures.append(f"canary error rate {c_rate:.3%} is significantly above stable {s_rate:.3%} "
                         f"({counts}; p={p:.2g} < {alpha:.2g}, beyond {ratio:.2f}x)")

@@ -11,6 +11,8 @@ Flow for one canary revision::
     progressing --(check fails)--> hold; failed_checks += 1 --(>= failure_threshold)--> rolled_back
     progressing --(inconclusive)--> hold; inconclusive_checks += 1 --(>= inconclusive_limit)-->
         paused for a person, or rolled_back (policy.on_inconclusive)
+    progressing --(waiting: nothing wrong, the step lacks the guard's requests, traffic arriving)-->
+        hold; neither an inconclusive check nor a stall (the progress clock restarts)
     any active --(no progress for progress_deadline)--> rolled_back
     any active --(another new revision)--> initializing again at weight 0 (analysis restarts)
 
@@ -28,7 +30,7 @@ next step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconciler.rollout.judge import Verdict, accumulate, judge
 from reconciler.rollout.metrics import VersionMetrics
@@ -219,7 +221,7 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
             return [], state
         weight = policy.steps[0]
         new = state.evolve(phase=Phase.progressing, step_index=0, canary_weight=weight,
-                           progress_at=now, last_analysis_at=now)
+                           progress_at=now, last_analysis_at=now, evidence=state.evidence.next_step())
         return [SetWeight(weight)], _record(new, now, "advance", (f"canary ready: weight {weight}%",))
 
     if state.last_analysis_at is not None and now - state.last_analysis_at < policy.interval_seconds:
@@ -236,6 +238,13 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
     else:
         verdict = judge(policy, obs.stable, obs.canary, evidence=evidence, cross_pool=state.cross_pool,
                         canary_weight=state.canary_weight)
+        if verdict.needed_requests is not None:  # the guard's answer, for `rollout status` and the report
+            state = state.evolve(evidence=replace(evidence, needed_requests=verdict.needed_requests,
+                                                  detect=verdict.detect))
+    if verdict.waiting:
+        # the counts grow at the rate the step's weight gives: that is progress, not an inconclusive check
+        state = state.evolve(inconclusive_checks=0, progress_at=now)
+        return [], _record(state, now, "wait", (f"weight stays {state.canary_weight}%", *verdict.reasons), obs)
     if verdict.inconclusive:
         return _inconclusive(state, now, verdict, obs)
     if verdict.failed:
@@ -254,7 +263,7 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
         return _last_step_passed(state, now, verdict, obs)
     index = state.step_index + 1
     weight = policy.steps[index]
-    new = state.evolve(step_index=index, canary_weight=weight, progress_at=now)
+    new = state.evolve(step_index=index, canary_weight=weight, progress_at=now, evidence=state.evidence.next_step())
     actions: list[RolloutAction] = [SetWeight(weight)]
     gate = policy.pause_after(state.step_index)
     if gate is not None and state.gate_cleared != state.step_index:  # a pause step: hold before the next weight

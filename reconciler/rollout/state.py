@@ -8,6 +8,7 @@ the previous one stopped.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
@@ -32,13 +33,17 @@ class Phase(str, Enum):
 
 @dataclass(frozen=True)
 class Evidence:
-    """What analysis has measured since the canary revision started.
+    """What analysis has measured since the current step started, and what stable measured before.
 
-    Error counts accumulate over every analysed interval of the revision (both tracks are measured
-    over the same intervals, so the comparison stays like with like while weights change), which
-    gives a low-error-rate model the statistical power a single interval cannot. ``baseline`` is the
-    stable version's last measurement with enough traffic (``VersionMetrics.as_dict()``): what the
-    canary is compared with once stable serves nothing (a 100 % step, a cross-pool move).
+    The step's counts (``canary_*``, ``stable_*``, the latency histograms ``*_buckets``) accumulate
+    over the step's analyses, each of them one non-overlapping interval, and start again when the
+    weight changes: every step is judged on its own traffic, like with like (both tracks over the
+    same intervals), with the power the minimum-sample guard asks for. ``reference_*`` accumulate
+    stable's counts over the whole revision (the intervals before the canary got traffic included):
+    what a step in which stable serves nothing (100 %, a cross-pool move) is compared with.
+    ``baseline`` is the stable version's last measurement with enough traffic
+    (``VersionMetrics.as_dict()``). ``needed_requests`` / ``detect`` are the guard's last answer: the
+    canary requests the step needs and the effect they detect (for ``rollout status`` and the report).
     """
 
     canary_requests: int = 0
@@ -47,14 +52,37 @@ class Evidence:
     stable_errors: int = 0
     intervals: int = 0
     baseline: dict[str, Any] | None = None
+    canary_buckets: tuple[tuple[float, float], ...] = ()
+    stable_buckets: tuple[tuple[float, float], ...] = ()
+    reference_requests: int = 0
+    reference_errors: int = 0
+    reference_buckets: tuple[tuple[float, float], ...] = ()
+    needed_requests: int | None = None
+    detect: str | None = None
+
+    def next_step(self) -> "Evidence":
+        """The evidence a new step starts with: the step's counts go, stable's revision counts stay."""
+        return Evidence(baseline=self.baseline, reference_requests=self.reference_requests,
+                        reference_errors=self.reference_errors, reference_buckets=self.reference_buckets)
+
+    @property
+    def waiting_for(self) -> int:
+        """Canary requests the guard still waits for in this step (0: enough)."""
+        return max((self.needed_requests or 0) - self.canary_requests, 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("canary_buckets", "stable_buckets", "reference_buckets"):  # JSON has no Infinity
+            data[key] = [[None if math.isinf(le) else le, c] for le, c in getattr(self, key)]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Evidence":
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+        values = {k: v for k, v in (data or {}).items() if k in known}
+        for key in ("canary_buckets", "stable_buckets", "reference_buckets"):
+            values[key] = tuple((math.inf if le is None else float(le), float(c)) for le, c in values.get(key) or ())
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -84,6 +112,10 @@ class Policy:
     alpha: float = 0.01
     error_rate_tolerance: float = 0.25       # relative: canary may make up to 1.25x stable's errors
     latency_tolerance: float = 0.10          # relative: canary's p95 may be 10 % above stable's
+    # the minimum-sample guard: a step passes only once its counts detect these increases with this power
+    detect_error_increase: float = 1.0       # relative: 2x stable's error rate
+    detect_latency_increase: float = 0.30    # relative: +30 % on stable's p95
+    power: float = 0.95
     # guards and outcomes (Argo Rollouts' AnalysisRun: Successful / Failed / Inconclusive)
     min_requests: int = 200                  # canary requests per interval below which nothing is concluded
     inconclusive_limit: int = 3              # consecutive inconclusive analyses before on_inconclusive
@@ -100,20 +132,35 @@ class Policy:
         """Build from reconciler.catalog.effective.EffectiveCanary (and its SLO)."""
         optional = {key: getattr(canary, key) for key in (
             "min_requests", "inconclusive_limit", "on_inconclusive", "cost_policy", "error_rate_tolerance",
-            "latency_tolerance", "mirror_percent", "confirm_url") if getattr(canary, key, None) is not None}
+            "latency_tolerance", "detect_error_increase", "detect_latency_increase", "power", "mirror_percent",
+            "confirm_url") if getattr(canary, key, None) is not None}
         header = getattr(canary, "ab_header", None)
         if header:
             optional["ab_header"] = (header.name, header.value)
         pauses = getattr(canary, "pauses", None)
         if pauses:
             optional["pauses"] = tuple(Pause(p.after, p.seconds) for p in pauses)
-        return cls(steps=tuple(canary.steps), interval_seconds=canary.interval_seconds,
+        policy = cls(steps=tuple(canary.steps), interval_seconds=canary.interval_seconds,
                    failure_threshold=canary.failure_threshold,
                    progress_deadline_seconds=canary.progress_deadline_seconds,
                    max_error_rate=canary.max_error_rate, max_p95_latency_ms=canary.max_p95_latency_ms,
                    judge=canary.judge, router=canary.router,
                    slo_p95_latency_ms=getattr(slo, "p95_latency_ms", None),
                    slo_error_rate=getattr(slo, "error_rate", None), **optional)
+        policy.check()
+        return policy
+
+    def check(self) -> None:
+        """The guard sizes for an increase the comparison can fail on: it must exceed the tolerance."""
+        for detect, tolerance, field_name, tolerance_name in (
+                (self.detect_error_increase, self.error_rate_tolerance, "detectErrorIncrease", "errorRateTolerance"),
+                (self.detect_latency_increase, self.latency_tolerance, "detectLatencyIncrease", "latencyTolerance")):
+            if detect <= tolerance:
+                raise ReconcilerError(
+                    f"canary.{field_name} {detect:g} is not above canary.{tolerance_name} {tolerance:g}: the guard "
+                    "would wait for the power to detect an increase the judge tolerates",
+                    fix=f"set canary.{field_name} above {tolerance:g} (e.g. {max(2 * tolerance, tolerance + 0.1):g}) "
+                        f"or lower canary.{tolerance_name}")
 
     def pause_after(self, index: int) -> Pause | None:
         return next((p for p in self.pauses if p.after == index), None)

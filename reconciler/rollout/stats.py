@@ -12,14 +12,118 @@ counts). A canary whose p95 is no worse than ``T`` has at most 5 % of its reques
 canary's p95 is above T" from the canary's own requests, one observation per request.
 ``histogram_quantile`` and ``fraction_above`` interpolate within a bucket the way PromQL's
 ``histogram_quantile`` does, so both sides of a comparison are read through the same lens.
+
+Power (the minimum-sample guard): how many canary requests the tests above need before a pass
+means something. For errors, the conditional test of two Poisson rates, at a canary rate ``ratio`` x
+the base rate ``p``, sees ``T = p*(ratio*n_c + n_s)`` errors of which the canary's share is ``pi1``
+against ``pi0`` if it were no worse; the normal approximation of that binomial gives the power. Stable's
+requests grow with the canary's while both serve (``stable_per_canary``); when stable serves nothing
+(a 100 % step) they are fixed, which caps the power: the guard then asks for the requests that come
+within ``CAPPED_MARGIN`` of the cap. For latency, the binomial test of the share above a bound has the
+textbook one-sample sample size ``((z_a*sqrt(p0*q0) + z_b*sqrt(p1*q1)) / (p1 - p0))^2``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
 
 Buckets = Sequence[tuple[float, float]]  # (upper bound in seconds, cumulative count), +Inf last
+
+_NORMAL = NormalDist()
+CAPPED_MARGIN = 0.02     # power unreachable (stable's counts are fixed): ask for the cap minus this
+MAX_REQUESTS = 10 ** 12  # the search bound of the sample-size solvers
+
+
+def z_upper(p: float) -> float:
+    """The standard normal quantile with ``p`` above it."""
+    return _NORMAL.inv_cdf(1.0 - min(max(p, 1e-15), 1 - 1e-15))
+
+
+def rate_ratio_power(canary_requests: float, stable_requests: float, base_rate: float, ratio: float,
+                     alpha: float) -> float:
+    """Power of the one-sided conditional test (``rate_ratio_pvalue``) to detect a canary at ``ratio`` x
+    ``base_rate``: normal approximation of the binomial, with its variance under each hypothesis, at
+    the expected number of errors of both tracks."""
+    if canary_requests <= 0 or stable_requests <= 0 or base_rate <= 0 or ratio <= 1.0:
+        return 0.0
+    weight = ratio * canary_requests
+    errors = base_rate * (weight + stable_requests)
+    pi0 = canary_requests / (canary_requests + stable_requests)
+    pi1 = weight / (weight + stable_requests)
+    z = (math.sqrt(errors) * (pi1 - pi0) - z_upper(alpha) * math.sqrt(pi0 * (1 - pi0))) / math.sqrt(pi1 * (1 - pi1))
+    return _NORMAL.cdf(z)
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    """Canary requests needed in all (``requests``), and the power they give (below the target when capped)."""
+
+    requests: int
+    power: float
+    capped: bool = False
+
+
+def requests_for_rate_power(base_rate: float, ratio: float, alpha: float, power: float, *,
+                            stable_requests: float, stable_per_canary: float,
+                            canary_requests: float = 0.0) -> SampleSize | None:
+    """The canary requests at which the rate comparison reaches ``power`` against ``ratio`` x ``base_rate``.
+
+    Stable has ``stable_requests`` now (with ``canary_requests`` on the canary) and gains
+    ``stable_per_canary`` for every further canary request. None when no amount of canary traffic
+    gives any power (no stable requests and none to come, or a zero base rate)."""
+    if base_rate <= 0 or ratio <= 1.0 or (stable_requests <= 0 and stable_per_canary <= 0):
+        return None
+
+    def stable_at(n: float) -> float:
+        return stable_requests + stable_per_canary * max(n - canary_requests, 0.0)
+
+    def power_at(n: float) -> float:
+        return rate_ratio_power(n, stable_at(n), base_rate, ratio, alpha)
+
+    target, capped = power, False
+    if stable_per_canary <= 0:  # stable's counts are fixed: the power tends to a cap
+        cap = power_at(MAX_REQUESTS)
+        if cap < power:
+            target, capped = cap - CAPPED_MARGIN, True
+            if target <= 0.0:
+                return None
+    high = 1
+    while power_at(high) < target:
+        high *= 2
+        if high > MAX_REQUESTS:
+            return None
+    low = high // 2
+    while high - low > 1:  # power grows with n: the smallest n reaching the target
+        mid = (low + high) // 2
+        if power_at(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    return SampleSize(high, power_at(high), capped)
+
+
+def requests_for_tail_power(p0: float, p1: float, alpha: float, power: float) -> int | None:
+    """Requests at which the one-sided binomial test of "share above the bound > p0" reaches ``power``
+    when the true share is ``p1``. None when p1 <= p0 (no effect to detect)."""
+    if not 0.0 < p0 < 1.0 or not p0 < p1 < 1.0:
+        return None
+    za, zb = z_upper(alpha), z_upper(1.0 - power)
+    n = ((za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(p1 * (1 - p1))) / (p1 - p0)) ** 2
+    return max(1, math.ceil(n))
+
+
+def add_buckets(a: Buckets, b: Buckets) -> tuple[tuple[float, float], ...]:
+    """The sum of two histograms' bucket increases (same bounds), or ``b`` when ``a`` is empty or differs."""
+    if not a:
+        return tuple((float(le), float(c)) for le, c in b)
+    if not b:
+        return tuple((float(le), float(c)) for le, c in a)
+    if [le for le, _ in a] != [le for le, _ in b]:
+        return tuple((float(le), float(c)) for le, c in b)  # the buckets changed: start again from this one
+    return tuple((float(le), float(x) + float(y)) for (le, x), (_, y) in zip(a, b, strict=True))
 
 
 def rate_ratio_pvalue(canary_errors: int, canary_requests: int, stable_errors: int, stable_requests: int,
