@@ -21,7 +21,8 @@ runner = CliRunner()
 
 def scripted_state() -> RolloutState:
     """A rollout that advanced twice on healthy metrics and then held once on an error spike."""
-    state = RolloutState("iris", "prod", Policy(steps=(10, 50, 100), interval_seconds=60, max_p95_latency_ms=300),
+    state = RolloutState("iris", "prod", Policy(steps=(10, 50, 100), interval_seconds=60, max_p95_latency_ms=300,
+                                                 detect_error_increase=99, power=0.55),
                          stable_revision="v1")
     _, state = step(state, Observations("v2"), 0)
     _, state = step(state, Observations("v2"), 10)

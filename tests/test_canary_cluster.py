@@ -51,7 +51,8 @@ def env_spec(ns: str, **canary) -> EnvironmentSpec:
         "name": "prod", "cluster": {"context": "envtest"}, "namespace": ns, "registry": "r.example/models",
         "pools": ["gpu-a10g", "inf2"], "canary": True,
         "defaults": {"canary": {"steps": [25, 50, 100], "interval": "1m", "failureThreshold": 2,
-                                "router": "gateway-api", "progressDeadline": "30m", "minRequests": 100, **canary},
+                                "router": "gateway-api", "progressDeadline": "30m", "minRequests": 100,
+                                "detectErrorIncrease": 99, "power": 0.55, **canary},
                      "slo": {"p95LatencyMs": 200, "errorRate": 0.01}}})
 
 

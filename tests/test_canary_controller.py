@@ -38,12 +38,17 @@ POOLS = PoolsFile.model_validate(yaml.safe_load((ROOT / "environments" / "pools.
 ROUTE = "gateway.networking.k8s.io/v1"
 
 
+# scripted metrics of a few hundred requests per interval: the minimum-sample guard (sized for a 100x error
+# regression here) lets every analysis through; the guard itself is tested in test_canary_guard.py
+LOOSE_GUARD = {"detectErrorIncrease": 99, "power": 0.55}
+
+
 def env(ns: str, router: str = "gateway-api") -> EnvironmentSpec:
     return EnvironmentSpec.model_validate({
         "name": "prod", "cluster": {"context": "envtest"}, "namespace": ns, "registry": "r.example/models",
         "pools": ["gpu-a10g", "inf2"], "canary": True,
         "defaults": {"canary": {"steps": [50, 100], "interval": "1m", "failureThreshold": 2, "router": router,
-                                "progressDeadline": "30m"},
+                                "progressDeadline": "30m", **LOOSE_GUARD},
                      "slo": {"p95LatencyMs": 200, "errorRate": 0.01}}})
 
 

@@ -19,7 +19,10 @@ from reconciler.rollout.state import Evidence, Policy
 from reconciler.rollout.stats import fraction_above, histogram_quantile, rate_ratio_pvalue, tail_pvalue
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICY = Policy(max_error_rate=0.05, max_p95_latency_ms=None)
+# these tests judge single intervals on other grounds: the minimum-sample guard is sized for a 10x error
+# regression at 60 % power so that it lets them through (the guard itself: test_canary_guard.py)
+SIZED = {"detect_error_increase": 9.0, "power": 0.6}
+POLICY = Policy(max_error_rate=0.05, max_p95_latency_ms=None, **SIZED)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, math.inf)
 
 
@@ -117,7 +120,7 @@ def test_error_increase_within_the_tolerance_passes_even_when_significant() -> N
 def test_thirty_percent_slower_p95_fails_both_judges(judge_name: str) -> None:
     # measured on main: the threshold judge caught a +30 % p95 under its fixed limit 0 % of the time
     rng = np.random.default_rng(3)
-    policy = Policy(judge=judge_name, max_error_rate=0.05, max_p95_latency_ms=1000)
+    policy = Policy(judge=judge_name, max_error_rate=0.05, max_p95_latency_ms=1000, **SIZED)
     windows = dict(latency_samples=tuple(rng.normal(120, 4, 10)))
     slow = dict(latency_samples=tuple(rng.normal(156, 5, 10)))
     stable = counts("stable", 13_500, 27, p95=120, buckets=hist(13_500, 120, rng), **windows)
@@ -130,7 +133,7 @@ def test_thirty_percent_slower_p95_fails_both_judges(judge_name: str) -> None:
 
 
 def test_fixed_limits_stay_an_absolute_check() -> None:
-    policy = Policy(max_error_rate=0.01, max_p95_latency_ms=200)
+    policy = Policy(max_error_rate=0.01, max_p95_latency_ms=200, **SIZED)
     verdict = judge(policy, counts("stable", 13_500, 270), counts("canary", 1500, 30, p95=250))
     assert verdict.failed
     assert any("p95 250 ms is above the limit 200 ms" in r for r in verdict.reasons)
@@ -151,7 +154,7 @@ def test_empty_stable_is_judged_against_its_last_measurement() -> None:
 
 # --------------------------------------------------------------------------- across pools: SLO and fair cost
 
-CROSS = Policy(slo_p95_latency_ms=250, slo_error_rate=0.005, max_error_rate=0.01)
+CROSS = Policy(slo_p95_latency_ms=250, slo_error_rate=0.005, max_error_rate=0.01, **SIZED)
 
 
 def pool(track: str, name: str, price: float, weight: float, p95: float = 150, replicas: int = 4,
@@ -215,7 +218,8 @@ CI = {
     "cross-cheaper-50/100": 5, "cross-cheaper-100": 5, "cross-misses-slo": 5, "cross-costlier-confirm": 5,
     "cross-costlier-promote": 5, "cross-costlier-rollback": 5,
 }
-SLACK = {"2x-errors-0.2%": 0.90, "2x-errors-0.2%-mw": 0.90}  # >= 95 % over 200 seeds; 20 seeds allow one miss
+SLACK = {"2x-errors-0.2%": 0.90, "2x-errors-0.2%-mw": 0.90,  # >= 95 % over 200 seeds; 20 seeds allow one miss
+         "replicas-5-10-25": 0.2}  # <= 1 % over 200 seeds (see README-canary.md); 5 seeds allow one
 
 
 @pytest.mark.slow
@@ -229,5 +233,7 @@ def test_simulated_traffic_scenario(sim, name: str) -> None:
         bound = SLACK[name]
     got = sum(v for k, v in row["outcomes"].items() if k.startswith(prefix))
     assert (got <= bound) if op == "<=" else (got >= bound), row
+    if name.startswith("2x-errors-0.2%"):  # caught within interval x threshold of the guard's first full sample
+        assert row["rollback_analyses_after_first_enough"]["within_threshold"] >= SLACK[name], row
     if name == "replicas-5-10-25":  # the weight reported is what the replicas achieve, not the step's
         assert (5, 20.0) in row["achieved_weights"] and (50, 50.0) in row["achieved_weights"]

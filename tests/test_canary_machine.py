@@ -13,8 +13,11 @@ from reconciler.rollout.state import Pause, Phase, Policy, RolloutState
 from reconciler.catalog.effective import EffectiveCanary
 from reconciler.catalog.specs import SLO
 
+# the minimum-sample guard is sized for a 10x error regression at 60 % power here, so every scripted
+# 3,000-request interval below has enough (the guard itself: test_canary_guard.py)
 POLICY = Policy(steps=(10, 25, 50, 100), interval_seconds=60, failure_threshold=2,
-                progress_deadline_seconds=600, max_error_rate=0.01, max_p95_latency_ms=250)
+                progress_deadline_seconds=600, max_error_rate=0.01, max_p95_latency_ms=250,
+                detect_error_increase=9.0, power=0.6)
 
 
 def metrics(track: str, error_rate: float = 0.001, p95: float = 120.0, rps: float = 50.0, **kw) -> VersionMetrics:
@@ -288,7 +291,7 @@ def test_revert_to_stable_during_canary_drops_the_canary() -> None:
 # --------------------------------------------------------------------------- across pools
 
 CROSS = Policy(steps=(25, 50, 100), interval_seconds=60, failure_threshold=2, progress_deadline_seconds=900,
-               max_error_rate=0.01, slo_p95_latency_ms=200, slo_error_rate=0.01)
+               max_error_rate=0.01, slo_p95_latency_ms=200, slo_error_rate=0.01, detect_error_increase=9.0, power=0.6)
 
 
 def cross_obs(canary_p95: float, weight: int, canary_price: float = 0.758, replicas: int = 4) -> Observations:

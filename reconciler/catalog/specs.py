@@ -87,7 +87,8 @@ class CanaryPolicy(Strict):
     router: Literal["gateway-api", "istio", "replicas"] | None = None
     queries: dict[str, str] | None = None
     min_requests: int | None = Field(None, alias="minRequests", ge=1, description=(
-        "canary requests per interval below which an analysis is inconclusive (default 200)"))
+        "canary requests per interval below which an analysis is inconclusive (default 200); how many a step "
+        "needs in all comes from detectErrorIncrease, detectLatencyIncrease and power"))
     inconclusive_limit: int | None = Field(None, alias="inconclusiveLimit", ge=1)
     on_inconclusive: Literal["pause", "rollback"] | None = Field(None, alias="onInconclusive")
     cost_policy: Literal["promote", "rollback", "confirm"] | None = Field(None, alias="costPolicy", description=(

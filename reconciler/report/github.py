@@ -64,11 +64,16 @@ def report_markdown(state: RolloutState, chart_url: str | None = None) -> str:
         lines += [f"**Outcome:** {_cell(state.outcome)}", ""]
     if chart_url:
         lines += [f"![rollout chart]({chart_url})", ""]
+    from reconciler.report.rollout import guard_line
+
+    if guard_line(state):
+        lines += [f"**Minimum sample:** {_cell(guard_line(state))}", ""]
     lines += ["| time (UTC) | decision | weight set | achieved | stable | canary | why |",
               "|---|---|---|---|---|---|---|"]
-    for r in state.history:
-        if r.revision != state.canary_revision:
-            continue
+    rows = [r for r in state.history if r.revision == state.canary_revision]
+    for i, r in enumerate(rows):
+        if r.decision == "wait" and i + 1 < len(rows) and rows[i + 1].decision == "wait":
+            continue  # a step waiting for the guard's sample: its last wait row says how far it got
         when = datetime.fromtimestamp(r.at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         achieved = "" if r.achieved_weight is None else f"{r.achieved_weight:.0f}%"
         lines.append(f"| {when} | {r.decision} | {r.canary_weight}% | {achieved} | {_cell(_figures(r.stable))} | "

@@ -27,6 +27,24 @@ def report_rows(state: RolloutState) -> list[dict[str, Any]]:
     return rows
 
 
+def guard_line(state: RolloutState) -> str | None:
+    """What the minimum-sample guard waits for in the current step, in words (None: nothing)."""
+    ev = state.evidence
+    if not state.phase.active or ev.needed_requests is None:
+        return None
+    if ev.waiting_for:
+        return (f"waiting for {ev.waiting_for} more requests to detect {ev.detect} ({ev.canary_requests} of "
+                f"{ev.needed_requests} canary requests in this step, {state.policy.power:.0%} power)")
+    return f"the step's {ev.canary_requests} canary requests detect {ev.detect} ({state.policy.power:.0%} power)"
+
+
+def guard_json(state: RolloutState) -> dict[str, Any]:
+    ev = state.evidence
+    return {"needed_requests": ev.needed_requests, "canary_requests": ev.canary_requests,
+            "waiting_for": ev.waiting_for, "detect": ev.detect, "power": state.policy.power,
+            "summary": guard_line(state)}
+
+
 def report_json(state: RolloutState) -> dict[str, Any]:
     return {"model": state.model, "environment": state.environment, "phase": state.phase.value,
             "paused": state.paused, "requested": state.requested, "stable_revision": state.stable_revision,
@@ -36,7 +54,7 @@ def report_json(state: RolloutState) -> dict[str, Any]:
             "inconclusive_checks": state.inconclusive_checks, "inconclusive_limit": state.policy.inconclusive_limit,
             "step": state.step_index + 1, "steps": list(state.policy.steps), "failed_checks": state.failed_checks,
             "failure_threshold": state.policy.failure_threshold, "promotions": state.promotions,
-            "outcome": state.outcome, "history": report_rows(state)}
+            "outcome": state.outcome, "guard": guard_json(state), "history": report_rows(state)}
 
 
 DECISION_COLOURS = {"advance": "tab:green", "promoting": "tab:blue", "promote": "tab:blue", "hold": "tab:orange",

@@ -16,7 +16,8 @@ canary's p95 is above T" from the canary's own requests, one observation per req
 Power (the minimum-sample guard): how many canary requests the tests above need before a pass
 means something. For errors, the conditional test of two Poisson rates, at a canary rate ``ratio`` x
 the base rate ``p``, sees ``T = p*(ratio*n_c + n_s)`` errors of which the canary's share is ``pi1``
-against ``pi0`` if it were no worse; the normal approximation of that binomial gives the power. Stable's
+against ``pi0`` if it were no worse; the normal approximation of that binomial (with a continuity
+correction) gives the power. Stable's
 requests grow with the canary's while both serve (``stable_per_canary``); when stable serves nothing
 (a 100 % step) they are fixed, which caps the power: the guard then asks for the requests that come
 within ``CAPPED_MARGIN`` of the cap. For latency, the binomial test of the share above a bound has the
@@ -53,8 +54,9 @@ def rate_ratio_power(canary_requests: float, stable_requests: float, base_rate: 
     errors = base_rate * (weight + stable_requests)
     pi0 = canary_requests / (canary_requests + stable_requests)
     pi1 = weight / (weight + stable_requests)
-    z = (math.sqrt(errors) * (pi1 - pi0) - z_upper(alpha) * math.sqrt(pi0 * (1 - pi0))) / math.sqrt(pi1 * (1 - pi1))
-    return _NORMAL.cdf(z)
+    # in counts, with a continuity correction (the exact test needs a whole number of errors past its bound)
+    shift = errors * (pi1 - pi0) - z_upper(alpha) * math.sqrt(errors * pi0 * (1 - pi0)) - 0.5
+    return _NORMAL.cdf(shift / math.sqrt(errors * pi1 * (1 - pi1)))
 
 
 @dataclass(frozen=True)
