@@ -147,3 +147,103 @@ def test_a_sync_pass_that_ends_a_canary_reports_it_with_the_chart(github, tmp_pa
     comment = github.requests[-1][2]["body"]
     assert f"https://reports.example/r/{charts[0].name}" in comment
     assert report_finished(result, {}) == []  # not configured: nothing is sent
+
+
+# --------------------------------------------------------------------------- the chart in the rendered branch
+
+
+def _git(*args: str, cwd=None) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+                               "GIT_COMMITTER_EMAIL": "t@x", "HOME": str(cwd or "."), "PATH": "/usr/bin:/bin"}
+                          ).stdout.strip()
+
+
+@pytest.fixture
+def remote_with_rendered_branch(tmp_path):
+    """A bare remote holding main and rendered/prod (as `reconciler hydrate --branch-prefix rendered/` left it),
+    and the reconciler's clone of it, which has only main locally."""
+    bare, seed, clone = tmp_path / "remote.git", tmp_path / "seed", tmp_path / "clone"
+    _git("init", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    _git("init", "-b", "main", str(seed), cwd=tmp_path)
+    (seed / "README.md").write_text("models\n")
+    _git("add", "-A", cwd=seed)
+    _git("commit", "-m", "main", cwd=seed)
+    _git("checkout", "--orphan", "rendered/prod", cwd=seed)
+    _git("rm", "-rf", "--quiet", ".", cwd=seed)
+    (seed / "prod").mkdir()
+    (seed / "prod" / "kustomization.yaml").write_text("resources: [iris.yaml]\n")
+    _git("add", "-A", cwd=seed)
+    _git("commit", "-m", "Render prod", cwd=seed)
+    _git("push", str(bare), "main", "rendered/prod", cwd=seed)
+    _git("clone", "-q", str(bare), str(clone), cwd=tmp_path)
+    return bare, clone
+
+
+def test_the_report_is_committed_to_the_rendered_branch_and_pushed(remote_with_rendered_branch) -> None:
+    from reconciler.report.commit import commit_report
+
+    bare, clone = remote_with_rendered_branch
+    state = finished(0.001)
+    done = commit_report(clone, state, prefix="rendered/", remote="origin", source_commit="c0ffee" * 6)
+    assert done.pushed and done.branch == "rendered/prod" and done.markdown == "reports/iris/v2.md"
+    assert _git("rev-parse", "rendered/prod", cwd=bare) == done.commit
+    # the manifests Argo CD / Flux sync are untouched; the report sits beside them under reports/
+    files = set(_git("ls-tree", "-r", "--name-only", "rendered/prod", cwd=bare).splitlines())
+    assert files == {"prod/kustomization.yaml", "reports/iris/v2.md", "reports/iris/v2.png"}
+    markdown = _git("show", "rendered/prod:reports/iris/v2.md", cwd=bare)
+    assert markdown.startswith("### Canary of `iris` in `prod`: promoted") and "![rollout chart](v2.png)" in markdown
+    assert "Source-Commit: " + "c0ffee" * 6 in _git("log", "-1", "--format=%B", "rendered/prod", cwd=bare)
+    import subprocess
+
+    png = subprocess.run(["git", "show", "rendered/prod:reports/iris/v2.png"], cwd=bare, capture_output=True).stdout
+    assert png[:4] == b"\x89PNG"
+    # a second canary of the same model adds its report; the first stays
+    later = state.evolve(canary_revision="v3")
+    commit_report(clone, later, prefix="rendered/", remote="origin")
+    files = set(_git("ls-tree", "-r", "--name-only", "rendered/prod", cwd=bare).splitlines())
+    assert {"reports/iris/v2.md", "reports/iris/v3.md", "prod/kustomization.yaml"} <= files
+
+
+def test_hydrating_the_branch_again_keeps_the_reports(remote_with_rendered_branch) -> None:
+    from reconciler.report.commit import commit_report
+    from reconciler.source.git import branch_worktree
+
+    bare, clone = remote_with_rendered_branch
+    commit_report(clone, finished(0.001), prefix="rendered/", remote="origin")
+    # as hydrate_branches writes it: the environment's folder replaced, reports/ kept
+    with branch_worktree(clone, "rendered/prod", keep=("reports",)) as wt:
+        assert not (wt.path / "prod").exists() and (wt.path / "reports" / "iris" / "v2.png").exists()
+        (wt.path / "prod").mkdir()
+        (wt.path / "prod" / "kustomization.yaml").write_text("resources: [iris.yaml, digits.yaml]\n")
+        wt.commit("Render prod again")
+    files = set(_git("ls-tree", "-r", "--name-only", "rendered/prod", cwd=clone).splitlines())
+    assert files == {"prod/kustomization.yaml", "reports/iris/v2.md", "reports/iris/v2.png"}
+
+
+def test_a_sync_pass_links_the_committed_chart_from_the_comment_and_status(github, remote_with_rendered_branch) -> None:
+    from types import SimpleNamespace
+
+    from reconciler.report.github import report_finished
+    from reconciler.rollout.machine import Rollback
+
+    bare, clone = remote_with_rendered_branch
+    state = finished(0.2)
+    ended = SimpleNamespace(model="iris", environment="prod", state=state, actions=[Rollback("v2", "errors")])
+    result = SimpleNamespace(commit="c0ffee" * 6, model_errors={}, objects=[], rollouts=[ended])
+    env = {"RECONCILER_GITHUB_TOKEN": "t", "GITHUB_REPOSITORY": "acme/models", "RECONCILER_GITHUB_API": github.url,
+           "RECONCILER_REPORT_BRANCH_PREFIX": "rendered/"}
+    notes = report_finished(result, env, clone)
+    assert notes[0] == "canary iris: report committed to rendered/prod (reports/iris/v2.md, pushed)", notes
+    at = _git("rev-parse", "rendered/prod", cwd=bare)
+    status = next(body for method, path, body, _ in github.requests if path.endswith("/statuses/" + "c0ffee" * 6))
+    assert status["state"] == "failure"
+    assert status["target_url"] == f"https://github.com/acme/models/blob/{at}/reports/iris/v2.md"
+    comment = github.requests[-1][2]["body"]
+    assert f"](https://github.com/acme/models/blob/{at}/reports/iris/v2.png?raw=true)" in comment
+    # a remote that refuses the push is a note, never a failed sync pass
+    _git("remote", "set-url", "origin", str(bare) + "-gone", cwd=clone)
+    notes = report_finished(result, env, clone)
+    assert len(notes) == 1 and "report to GitHub failed" in notes[0] and "could not fetch" in notes[0]

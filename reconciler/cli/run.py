@@ -116,5 +116,5 @@ def sync_and_report(kube, repo, commit, environment, options):  # noqa: ANN001 -
     from reconciler.sync.commit import sync_commit
 
     result = sync_commit(kube, repo, commit, environment, options)
-    result.notes.extend(report_finished(result, os.environ))
+    result.notes.extend(report_finished(result, os.environ, repo))
     return result

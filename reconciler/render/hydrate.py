@@ -96,7 +96,8 @@ def hydrate_branches(renders: dict[str, EnvironmentRender], repo_root: Path, rev
     results = []
     for env, render in sorted(renders.items()):
         branch = f"{prefix}{env}"
-        with branch_worktree(repo_root, branch) as wt:
+        # reports/: the canary reports the reconciler commits to the branch (reconciler.report.commit)
+        with branch_worktree(repo_root, branch, keep=("reports",)) as wt:
             count = write_environment(render, wt.path / env, revision, layout)
             (wt.path / METADATA).write_text(metadata(revision), encoding="utf-8")
             committed = wt.commit(f"Render {env} from {revision[:12]}\n\nSource-Commit: {revision}")

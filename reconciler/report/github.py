@@ -124,13 +124,17 @@ def publish(state: RolloutState, *, repo: str, sha: str, token: str, api: str = 
         return Published(status, comment, number)
 
 
-def report_finished(result: Any, environ: Mapping[str, str]) -> list[str]:
+def report_finished(result: Any, environ: Mapping[str, str], repo_root: Any = None) -> list[str]:
     """Publish every canary of a sync pass that ended in it (promoted or rolled back) on the pass's commit.
 
     Configured by ``RECONCILER_GITHUB_TOKEN`` and ``GITHUB_REPOSITORY`` (owner/name), optionally
-    ``RECONCILER_GITHUB_API`` (GitHub Enterprise), ``RECONCILER_REPORT_DIR`` (where the chart PNG is
-    written, e.g. a volume a workflow uploads) and ``RECONCILER_REPORT_URL`` (the URL that directory is
-    served at, linked from the status and the comment). Returns notes for the sync result; never raises."""
+    ``RECONCILER_GITHUB_API`` (GitHub Enterprise; ``GITHUB_SERVER_URL`` for its web links). Where the
+    chart goes: with ``RECONCILER_REPORT_BRANCH_PREFIX`` (e.g. ``rendered/``) and the repository clone
+    (``repo_root``), the markdown and PNG are committed to ``<prefix><env>`` under ``reports/<model>/``
+    and pushed to ``RECONCILER_REPORT_REMOTE`` (default origin; empty: commit only), and the status and
+    comment link them at that commit (reconciler.report.commit); else ``RECONCILER_REPORT_DIR`` (where
+    the PNG is written, e.g. a volume a workflow uploads) and ``RECONCILER_REPORT_URL`` (the URL that
+    directory is served at). Returns notes for the sync result; never raises."""
     from reconciler.rollout.machine import Promote, Rollback
 
     token, repo = environ.get("RECONCILER_GITHUB_TOKEN"), environ.get("GITHUB_REPOSITORY")
@@ -142,10 +146,25 @@ def report_finished(result: Any, environ: Mapping[str, str]) -> list[str]:
     for rollout in getattr(result, "rollouts", []) or []:
         if rollout.model in failed or not any(isinstance(a, (Promote, Rollback)) for a in rollout.actions):
             continue  # still running, or its state was not written: nothing ended
-        chart_url = None
+        chart_url = target_url = None
         try:
             folder, base = environ.get("RECONCILER_REPORT_DIR"), environ.get("RECONCILER_REPORT_URL")
-            if folder:
+            prefix = environ.get("RECONCILER_REPORT_BRANCH_PREFIX")
+            if prefix and repo_root is not None:
+                from pathlib import Path
+
+                from reconciler.report.commit import blob_url, commit_report
+
+                done = commit_report(Path(repo_root), rollout.state, prefix=prefix,
+                                     remote=environ.get("RECONCILER_REPORT_REMOTE", "origin") or None,
+                                     source_commit=result.commit)
+                at = done.commit or done.branch
+                server = environ.get("GITHUB_SERVER_URL") or "https://github.com"
+                chart_url = blob_url(repo, at, done.chart, server, raw=True)
+                target_url = blob_url(repo, at, done.markdown, server)
+                notes.append(f"canary {rollout.model}: report committed to {done.branch} ({done.markdown}"
+                             + (", pushed)" if done.pushed else ", not pushed)"))
+            elif folder:
                 from pathlib import Path
 
                 from reconciler.report.rollout import write_png
@@ -155,7 +174,7 @@ def report_finished(result: Any, environ: Mapping[str, str]) -> list[str]:
                 write_png(rollout.state, Path(folder) / name)
                 chart_url = f"{base.rstrip('/')}/{name}" if base else None
             out = publish(rollout.state, repo=repo, sha=result.commit, token=token,
-                          api=environ.get("RECONCILER_GITHUB_API") or API, chart_url=chart_url)
+                          api=environ.get("RECONCILER_GITHUB_API") or API, chart_url=chart_url, target_url=target_url)
             notes.append(f"canary {rollout.model}: reported to {repo}@{result.commit[:12]} "
                          f"({status_context(rollout.state)}" + (f", PR #{out.pull_request})" if out.pull_request
                                                                  else ", no pull request found)"))

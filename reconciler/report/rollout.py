@@ -96,6 +96,14 @@ def write_png(state: RolloutState, path: Path) -> Path:
     decisions = [(t, r) for t, r in zip(times, records, strict=True) if r.decision not in ("wait",)]
     notes = [f"{i}. {datetime.fromtimestamp(r.at, tz=timezone.utc):%H:%M:%S} {r.decision} at {r.canary_weight}%: "
              + _short("; ".join(r.reasons)) for i, (_, r) in enumerate(decisions, start=1)]
+    waits: dict[int, int] = {}
+    for r in records:
+        if r.decision == "wait":
+            waits[r.canary_weight] = waits.get(r.canary_weight, 0) + 1
+    if waits:
+        notes.append("waited for the minimum sample (no pass before the step's requests can detect "
+                     f"+{policy.detect_error_increase:.0%} errors): "
+                     + ", ".join(f"{n} analyses at {w}%" for w, n in sorted(waits.items())))
     fig_height = 7.5 + 0.22 * len(notes)
     fig = plt.figure(figsize=(11, fig_height))
     top = 1 - 0.9 / fig_height
@@ -112,6 +120,15 @@ def write_png(state: RolloutState, path: Path) -> Path:
         # measured over the interval that ends at the analysis: drawn backwards from it
         weight_ax.step(times, achieved, where="pre", color="tab:olive", linestyle="--",
                        label="achieved over the interval (%)")
+    # analyses that waited for the minimum-sample guard (nothing wrong yet, not enough requests to pass):
+    # shaded over the interval each one measured, so the reviewer sees how long each step gathered evidence
+    waited = False
+    for t, record in zip(times, records, strict=True):
+        if record.decision == "wait":
+            span = policy.interval_seconds / 86400.0  # matplotlib date numbers are days
+            weight_ax.axvspan(t - span, t, color="tab:gray", alpha=0.15, linewidth=0,
+                              label=None if waited else "waiting for the minimum sample")
+            waited = True
     weight_ax.set_ylim(-5, 110)
     weight_ax.set_ylabel("canary weight (%)")
     for i, (t, record) in enumerate(decisions, start=1):

@@ -201,9 +201,11 @@ class BranchWorktree:
 
 
 @contextlib.contextmanager
-def branch_worktree(repo_root: Path, branch: str) -> Iterator[BranchWorktree]:
+def branch_worktree(repo_root: Path, branch: str, keep: tuple[str, ...] = ()) -> Iterator[BranchWorktree]:
     """Branch ``branch`` of the repository checked out empty in a temporary folder (an orphan branch
-    when it does not exist yet), without touching the working tree; removed afterwards."""
+    when it does not exist yet), without touching the working tree; removed afterwards. Top-level
+    entries named in ``keep`` stay as the branch has them (e.g. ``reports``, which canaries commit);
+    ``keep=("*",)`` keeps the whole tree (to add a file to what the branch holds)."""
     repo = open_repo(repo_root)
     fix = "check that the repository is writable and the branch is not checked out elsewhere"
     with tempfile.TemporaryDirectory(prefix="branch-") as tmp:
@@ -219,7 +221,7 @@ def branch_worktree(repo_root: Path, branch: str) -> Iterator[BranchWorktree]:
                     fresh.git.checkout("--orphan", branch)
                     fresh.git.rm("-rf", "--quiet", "--ignore-unmatch", ".")
                 for child in path.iterdir():
-                    if child.name != ".git":
+                    if child.name != ".git" and child.name not in keep and "*" not in keep:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
             yield BranchWorktree(repo, git.Repo(path), path, branch, existed)
         finally:
