@@ -21,6 +21,7 @@ The table and the command are recorded in benchmarks/README-canary.md.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import sys
@@ -119,9 +120,14 @@ class Prom:
     def increase(self, start: float, end: float) -> np.ndarray | None:
         if len(self.times) < 2:
             return None
-        return _extrapolated_increase(np.asarray(self.times), np.vstack(self.rows), start, end)
+        # only the scrapes in (start, end] matter: slice them first (a long run has thousands)
+        lo, hi = bisect.bisect_right(self.times, start), bisect.bisect_right(self.times, end)
+        if hi - lo < 2:
+            return None
+        return _extrapolated_increase(np.asarray(self.times[lo:hi]), np.vstack(self.rows[lo:hi]), start, end)
 
-    def metrics(self, track: Track, name: str, now: float, interval: int, samples: int = 12) -> VersionMetrics:
+    def metrics(self, track: Track, name: str, now: float, interval: int, samples: int = 12,
+                windows_needed: bool = True) -> VersionMetrics:
         inc = self.increase(now - interval, now)
         if inc is None or inc[0] <= 0:
             return VersionMetrics(track=name, pool=track.pool, requests_per_second=0.0, requests=0.0,
@@ -130,7 +136,7 @@ class Prom:
         p95 = histogram_quantile(0.95, buckets)
         windows, seconds = sample_layout(interval, samples)
         lat = []
-        if windows > 1:
+        if windows > 1 and windows_needed:  # only the Mann-Whitney judge reads the per-window p95s
             for k in range(windows):
                 end = now - interval + seconds * (k + 1)
                 w = self.increase(end - seconds, end)
@@ -204,8 +210,9 @@ def simulate(sc: Scenario, seed: int, *, calibrate: bool = False) -> Run:
         now += interval
         advance(now)
         down = sc.outage is not None and sc.outage[0] <= now < sc.outage[1]
-        stable_m = None if down else proms["stable"].metrics(sc.stable, "stable", now, interval)
-        canary_m = None if down else proms["canary"].metrics(sc.canary, "canary", now, interval)
+        mw = policy.judge == "mann-whitney"
+        stable_m = None if down else proms["stable"].metrics(sc.stable, "stable", now, interval, windows_needed=mw)
+        canary_m = None if down else proms["canary"].metrics(sc.canary, "canary", now, interval, windows_needed=mw)
         obs = Observations("v2", canary_ready=True, stable=stable_m, canary=canary_m, stable_pool=sc.stable.pool,
                            canary_pool=canary_pool, achieved_weight=achieved_weight(),
                            promoted_ready=state.phase is Phase.promoting,
@@ -355,34 +362,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--calibrate", type=int, default=None,
+                        help="A/A runs per judge for the p-value calibration (default seeds/4; 0: none)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     wanted = {n for n in args.only.split(",") if n}
     rows = []
+    if not args.json:  # one row at a time, as each scenario finishes (the 200-seed table takes a while)
+        print("| scenario | seeds | outcomes | bound | met | rollback: analyses after first step with enough traffic |")
+        print("|---|---|---|---|---|---|", flush=True)
     for sc in scenarios():
         if wanted and sc.name not in wanted:
             continue
         rows.append(summarise(sc, [simulate(sc, sc.seed_base + s) for s in range(args.seeds)]))
-    cal = calibration(max(20, args.seeds // 4)) if not wanted else {}
+        if not args.json:
+            print(_row(rows[-1]), flush=True)
+    runs = args.calibrate if args.calibrate is not None else (0 if wanted else max(20, args.seeds // 4))
+    cal = calibration(runs) if runs else {}
     if args.json:
         print(json.dumps({"rows": rows, "calibration": cal}, indent=2, default=str))
-    else:
-        print("| scenario | seeds | outcomes | bound | met | rollback: analyses after first step with enough traffic |")
-        print("|---|---|---|---|---|---|")
-        for r in rows:
-            outcomes = ", ".join(f"{k} {v:.1%}" for k, v in r["outcomes"].items())
-            timing = r.get("rollback_analyses_after_first_enough")
-            when = (f"median {timing['median']:g}, max {timing['max']}, within threshold "
-                    f"{timing['within_threshold']:.1%}" if timing else "")
-            if "achieved_weights" in r:
-                when = "achieved weight per step: " + ", ".join(f"{w}%->{a}%" for w, a in r["achieved_weights"])
-            print(f"| {r['scenario']}: {r['what']} | {r['seeds']} | {outcomes} | {r['bound']} | "
-                  f"{'yes' if r['met'] else 'NO'} | {when} |")
-        if cal:
-            print("\nA/A calibration (share of analyses with p < 0.01):", json.dumps(cal))
+    elif cal:
+        print("\nA/A calibration (share of analyses with p < 0.01):", json.dumps(cal))
     print(f"\n{time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0 if all(r["met"] for r in rows) else 1
 
+
+def _row(r: dict[str, Any]) -> str:
+    """One markdown row of the table."""
+    outcomes = ", ".join(f"{k} {v:.1%}" for k, v in r["outcomes"].items())
+    timing = r.get("rollback_analyses_after_first_enough")
+    when = (f"median {timing['median']:g}, max {timing['max']}, within threshold "
+            f"{timing['within_threshold']:.1%}" if timing else "")
+    if "achieved_weights" in r:
+        when = "achieved weight per step: " + ", ".join(f"{w}%->{a}%" for w, a in r["achieved_weights"])
+    return (f"| {r['scenario']}: {r['what']} | {r['seeds']} | {outcomes} | {r['bound']} | "
+            f"{'yes' if r['met'] else 'NO'} | {when} |")
 
 if __name__ == "__main__":
     sys.exit(main())
