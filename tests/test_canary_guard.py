@@ -13,7 +13,8 @@ import pytest
 from reconciler.errors import ReconcilerError
 from reconciler.report.github import report_markdown
 from reconciler.report.rollout import guard_line, report_json
-from reconciler.rollout.judge import accumulate, guard, judge
+from reconciler.rollout.guard import guard
+from reconciler.rollout.judge import accumulate, judge
 from reconciler.rollout.machine import Observations, SetWeight, step
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Evidence, Phase, Policy, RolloutState

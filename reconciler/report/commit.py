@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 from reconciler.errors import SourceError
 from reconciler.rollout.state import RolloutState
 
@@ -49,34 +47,18 @@ def blob_url(repository: str, commit: str, path: str, server: str = "https://git
     return f"{server.rstrip('/')}/{repository}/blob/{commit}/{path}" + ("?raw=true" if raw else "")
 
 
-def _fetch(repo: Any, remote: str, branch: str) -> None:
-    """Make the local branch the remote's (the reconciler's clone may never have had it)."""
-    import git
-
-    try:
-        repo.git.fetch(remote, f"+refs/heads/{branch}:refs/heads/{branch}")
-    except git.GitCommandError as exc:
-        if "couldn't find remote ref" not in str(exc).lower():
-            raise SourceError(f"could not fetch {branch} from {remote}: {exc.stderr.strip()}",
-                              fix=f"check that the remote {remote} is reachable with the reconciler's credentials") \
-                from None
-
-
 def commit_report(repo_root: Path, state: RolloutState, *, prefix: str = "rendered/", remote: str | None = "origin",
                   source_commit: str | None = None) -> ReportCommit:
     """Commit the report of ``state`` to ``<prefix><env>`` (keeping everything the branch holds) and push it."""
-    import git
-
     from reconciler.report.github import report_markdown
     from reconciler.report.rollout import write_png
-    from reconciler.source.git import branch_worktree, open_repo
+    from reconciler.source.git import branch_worktree, fetch_branch, push_branch
 
     branch = f"{prefix}{state.environment}"
     md_path, png_path = report_paths(state)
-    repo = open_repo(repo_root)
     for attempt in (1, 2):
         if remote:
-            _fetch(repo, remote, branch)
+            fetch_branch(repo_root, remote, branch)  # the reconciler's clone may never have had it
         with branch_worktree(repo_root, branch, keep=("*",)) as wt:
             folder = wt.path / Path(md_path).parent
             folder.mkdir(parents=True, exist_ok=True)
@@ -88,11 +70,9 @@ def commit_report(repo_root: Path, state: RolloutState, *, prefix: str = "render
         if not remote or commit is None:
             return ReportCommit(branch, commit, md_path, png_path, False)
         try:
-            repo.git.push(remote, f"refs/heads/{branch}:refs/heads/{branch}")
+            push_branch(repo_root, remote, branch)
             return ReportCommit(branch, commit, md_path, png_path, True)
-        except git.GitCommandError as exc:
-            if attempt == 2:
-                raise SourceError(f"could not push the canary report to {remote} {branch}: {exc.stderr.strip()}",
-                                  fix="give the reconciler's git credentials write access to rendered/* branches") \
-                    from None
+        except SourceError:
+            if attempt == 2:  # lost a race with a hydration twice: say so
+                raise
     raise AssertionError("unreachable")  # pragma: no cover

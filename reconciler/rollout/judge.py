@@ -50,15 +50,11 @@ from statistics import median
 
 from reconciler.extras import missing_extra
 from reconciler.rollout import stats
+from reconciler.rollout.guard import TAIL_SHARE, guard, stable_counts
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Evidence, Policy
 
 MIN_WINDOWS = 4
-TAIL_SHARE = 0.05  # the share of requests a p95 leaves above itself
-# the guard sizes a step for stable's error rate, but never below this share of the error limit: a
-# relative change of a near-zero rate matters less than the absolute limit, and sizing for it would
-# hold a model that makes no errors for ever
-ERROR_FLOOR_SHARE = 0.1
 # before the step has the guard's sample, a failure needs stronger evidence: the alpha of an early look
 # is alpha x (share of the sample)^EARLY_RHO (a spending rule in the O'Brien-Fleming spirit), so the
 # repeated looks of a waiting step add little to the false rollbacks, while a gross regression still
@@ -126,79 +122,6 @@ def accumulate(evidence: Evidence, stable: VersionMetrics | None, canary: Versio
                    intervals=evidence.intervals + 1, baseline=baseline)
 
 
-@dataclass(frozen=True)
-class Guard:
-    """The minimum-sample guard's answer for a step: canary requests it needs, and what they detect."""
-
-    needed: int
-    detect: str
-    notes: tuple[str, ...] = ()  # how the figure was reached (a capped power, a floored base rate ...)
-    unknown: str | None = None    # why no size could be computed (then the step cannot pass yet)
-
-
-def _error_limit(policy: Policy, cross_pool: bool) -> float:
-    if cross_pool and policy.slo_error_rate is not None:
-        return policy.slo_error_rate
-    return policy.max_error_rate
-
-
-def _stable_counts(policy: Policy, ev: Evidence) -> tuple[int, int, bool]:
-    """(requests, errors, same period) stable is compared with: the step's while it serves, else the revision's."""
-    if ev.stable_requests >= max(policy.min_requests, 1):
-        return ev.stable_requests, ev.stable_errors, True
-    if ev.reference_requests >= ev.stable_requests:
-        return ev.reference_requests, ev.reference_errors, False
-    return ev.stable_requests, ev.stable_errors, False
-
-
-def guard(policy: Policy, ev: Evidence, *, cross_pool: bool = False, canary_weight: int = 0,
-          reference: VersionMetrics | None = None) -> Guard:
-    """How many canary requests this step needs before it may pass (pure; see the module docstring)."""
-    alpha = policy.alpha / max(len(policy.steps), 1)
-    ratio = 1.0 + policy.detect_error_increase
-    # rolling back takes failure_threshold failed looks in a row: each must have power^(1/threshold)
-    look_power = policy.power ** (1.0 / max(policy.failure_threshold, 1))
-    parts = [f"+{policy.detect_error_increase:.0%} errors"]
-    notes: list[str] = []
-    needed = max(policy.min_requests, 1)
-    # stable's rate over the revision (a state written before these counts existed has the step's only)
-    ref_req, ref_err = max((ev.reference_requests, ev.reference_errors), (ev.stable_requests, ev.stable_errors))
-    if ref_req <= 0:
-        return Guard(needed, parts[0], unknown="no stable measurement yet to size the minimum sample with")
-    measured = ref_err / ref_req
-    floor = ERROR_FLOOR_SHARE * _error_limit(policy, cross_pool)
-    base = max(measured, floor)
-    if base > measured:
-        notes.append(f"stable's error rate {measured:.3%} is sized as {base:.3%} ({ERROR_FLOOR_SHARE:.0%} of the limit)")
-    s_req, _, same_period = _stable_counts(policy, ev)
-    if same_period:
-        per_canary = (ev.stable_requests / ev.canary_requests if ev.canary_requests
-                      else (100 - canary_weight) / max(canary_weight, 1))
-    else:
-        per_canary = 0.0  # stable serves nothing in this step: its counts so far are all there is
-    size = stats.requests_for_rate_power(base, ratio, alpha, look_power, stable_requests=s_req,
-                                         stable_per_canary=per_canary, canary_requests=ev.canary_requests)
-    if size is None:
-        return Guard(needed, parts[0], unknown="stable's counts cannot give the error comparison any power")
-    needed = max(needed, size.requests)
-    if size.capped:
-        notes.append(f"power capped at {size.power:.0%} by stable's {s_req} requests")
-    buckets = ev.stable_buckets if same_period and ev.stable_buckets else ev.reference_buckets
-    if not buckets and reference is not None:
-        buckets = reference.latency_buckets
-    if not cross_pool and buckets:
-        q = stats.histogram_quantile(0.95, buckets)
-        if q is not None and q > 0:
-            bound = q * (1 + policy.latency_tolerance)
-            slower, total = stats.fraction_above(buckets, bound / (1 + policy.detect_latency_increase))
-            n = stats.requests_for_tail_power(TAIL_SHARE, slower / total if total else 0.0, policy.alpha,
-                                              look_power)
-            if n is not None:
-                needed = max(needed, n)
-                parts.append(f"+{policy.detect_latency_increase:.0%} p95")
-    return Guard(needed, ", ".join(parts), tuple(notes))
-
-
 def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics | None, *,
           evidence: Evidence | None = None, cross_pool: bool = False, canary_weight: int = 0) -> Verdict:
     """The verdict of one interval. ``evidence`` already includes this interval (see ``accumulate``);
@@ -234,22 +157,23 @@ def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics 
     needs_confirmation = False
     if cross_pool and not failures:
         needs_confirmation = _cost(policy, stable, canary, reference, failures, passes, open_questions)
-    sized = {"needed_requests": size.needed, "detect": size.detect}
+    needed, detect = size.needed, size.detect
     if failures:
-        return Verdict(Outcome.failed, (*failures, *passes), pvalues=pvalues, **sized)
+        return Verdict(Outcome.failed, (*failures, *passes), pvalues=pvalues, needed_requests=needed, detect=detect)
     if open_questions or size.unknown:
         questions = (*open_questions, *((size.unknown,) if size.unknown else ()))
         return Verdict(Outcome.inconclusive, (*(q + ": inconclusive" for q in questions), *passes),
-                       pvalues=pvalues, **sized)
+                       pvalues=pvalues, needed_requests=needed, detect=detect)
     have = evidence.canary_requests
     if have < size.needed:
         more = size.needed - have
         return Verdict(Outcome.inconclusive, (
             f"waiting for {more} more canary requests to detect {size.detect} with {policy.power:.0%} power "
             f"({have} of {size.needed} in this step" + "".join(f"; {n}" for n in size.notes) + ")",
-            *passes), pvalues=pvalues, waiting=True, **sized)
+            *passes), pvalues=pvalues, waiting=True, needed_requests=needed, detect=detect)
     return Verdict(Outcome.passed, (f"the step's {have} canary requests detect {size.detect} with "
-                                    f"{policy.power:.0%} power", *passes), needs_confirmation, pvalues, **sized)
+                                    f"{policy.power:.0%} power", *passes), needs_confirmation, pvalues,
+                   needed_requests=needed, detect=detect)
 
 
 def _step_canary(canary: VersionMetrics, ev: Evidence) -> VersionMetrics:
@@ -264,7 +188,7 @@ def _step_reference(policy: Policy, ev: Evidence, reference: VersionMetrics) -> 
     """Stable's latency over the same step when it served in it, else over the revision so far."""
     if not reference.latency_buckets:
         return reference
-    _, _, same_period = _stable_counts(policy, ev)
+    _, _, same_period = stable_counts(policy, ev)
     buckets = ev.stable_buckets if same_period else ev.reference_buckets
     return replace(reference, latency_buckets=buckets) if buckets else reference
 
@@ -311,7 +235,7 @@ def _limits(policy: Policy, canary: VersionMetrics, cross_pool: bool, failures: 
 
 def _errors(policy: Policy, ev: Evidence, failures: list[str], passes: list[str], open_questions: list[str],
             pvalues: dict[str, float], share: float = 1.0) -> None:
-    s_req, s_err, same_period = _stable_counts(policy, ev)
+    s_req, s_err, same_period = stable_counts(policy, ev)
     if s_req <= 0:
         open_questions.append("stable has served no requests since the canary started: no error rate to compare")
         return

@@ -446,3 +446,26 @@ def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str
         if len(parts) == 3:
             files.append((path, parts[0], parts[2]))
     return sorted(files)
+
+
+def fetch_branch(repo_root: Path, remote: str, branch: str) -> bool:
+    """Make local ``branch`` what ``remote`` has (forced); False when the remote has no such branch."""
+    repo = open_repo(repo_root)
+    try:
+        repo.git.fetch(remote, f"+refs/heads/{branch}:refs/heads/{branch}")
+        return True
+    except git.GitCommandError as exc:
+        if "couldn't find remote ref" in str(exc).lower():
+            return False
+        raise SourceError(f"could not fetch {branch} from {remote}: {(exc.stderr or '').strip()}",
+                          fix=f"check that the remote {remote} is reachable with the reconciler's credentials") from None
+
+
+def push_branch(repo_root: Path, remote: str, branch: str) -> None:
+    """Push local ``branch`` to ``remote`` (fast-forward only: a rejected push raises SourceError)."""
+    repo = open_repo(repo_root)
+    try:
+        repo.git.push(remote, f"refs/heads/{branch}:refs/heads/{branch}")
+    except git.GitCommandError as exc:
+        raise SourceError(f"could not push {branch} to {remote}: {(exc.stderr or '').strip()}",
+                          fix=f"give the reconciler's git credentials write access to {branch} on {remote}") from None
