@@ -14,6 +14,11 @@ kubectl apply --server-side -n argo \
   -f "https://github.com/argoproj/argo-workflows/releases/download/$ARGO_WORKFLOWS_VERSION/quick-start-minimal.yaml"
 for f in rbac.yaml git-server.yaml; do kubectl apply --dry-run=server -f "$here/$f" >/dev/null; done
 kubectl apply -f "$here/rbac.yaml" -f "$here/git-server.yaml"
+# the server acts with its own ServiceAccount, so `reconciler pipeline submit` needs no token: a
+# throwaway cluster only (never in a shared one; there, ARGO_TOKEN with --auth-mode=client)
+kubectl -n argo patch deployment argo-server --type=json \
+  -p='[{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": ["server", "--auth-mode=server"]}]'
+kubectl -n argo rollout status deployment/argo-server --timeout=300s
 kubectl -n argo wait --for=condition=Available deployment/workflow-controller deployment/argo-server deployment/minio --timeout=300s
 kubectl -n git wait --for=condition=Available deployment/git-server --timeout=180s
 
