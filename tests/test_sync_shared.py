@@ -143,6 +143,15 @@ def test_environments_that_declare_it_differently_conflict_and_neither_overwrite
         assert not [w for w in writes(envtest, mark) if "priorityclasses" in w]
         assert kube.get(ref)["value"] == 1000
     assert beta.manager not in managers(kube, name)
+    # `reconciler diff` / `status` dry-run it as the sync applies it: they show the same refusal
+    from reconciler.sync.server_diff import diff_objects
+
+    diffs = {d.ref: d for d in diff_objects(kube, beta.desired(), {}, field_manager=MANAGER,
+                                            environment="beta", namespace=beta.ns)}
+    assert diffs[ref].action == "error" and "declares it differently" in diffs[ref].error
+    diffs = {d.ref: d for d in diff_objects(kube, alpha.desired(), {}, field_manager=MANAGER,
+                                            environment="alpha", namespace=alpha.ns)}
+    assert diffs[ref].action == "update" and diffs[ref].changes == []
 
 
 def test_a_field_another_tool_took_is_taken_back_by_self_heal(envtest, kube, two_envs):

@@ -204,7 +204,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     invalid: dict[str, list[str]] = defaultdict(list)
     applied: set[ObjectRef] = set()
     results: dict[ObjectRef, ObjectResult] = {}
-    writer = _Writer(kube, options.field_manager, env, ns)
+    writer = Writer(kube, options.field_manager, env, ns)
 
     def dry_run(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
         obj = a.obj
@@ -313,7 +313,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
         result.health = model_health(kube, plan, timeout=options.timeout)
 
 
-class _Writer:
+class Writer:
     """The writes of one pass: every object as the reconciler's field manager with force, except the
     cluster-scoped objects several environments may share (reconciler.sync.shared): those as this
     environment's own manager, without force unless its dry run met only non-environment managers."""
@@ -330,19 +330,18 @@ class _Writer:
     def _conflict(self, exc: Conflict, ref: ObjectRef) -> KubeError | None:
         return environment_conflict(exc, ref, self.field_manager, self.environment, self.namespace)
 
-    def validate(self, obj: dict, ref: ObjectRef) -> None:
-        """The server-side dry run of one write."""
+    def validate(self, obj: dict, ref: ObjectRef) -> dict:
+        """The server-side dry run of one write: the object the server would store."""
         if not is_shared(ref):
-            self.kube.apply(obj, field_manager=self.field_manager, dry_run=True)
-            return
+            return self.kube.apply(obj, field_manager=self.field_manager, dry_run=True)
         try:
-            self.kube.apply(obj, field_manager=self.shared_manager, force=False, dry_run=True)
+            return self.kube.apply(obj, field_manager=self.shared_manager, force=False, dry_run=True)
         except Conflict as exc:
             clash = self._conflict(exc, ref)
             if clash is not None:
                 raise clash from None
             self.forced.add(ref)
-            self.kube.apply(obj, field_manager=self.shared_manager, force=True, dry_run=True)
+            return self.kube.apply(obj, field_manager=self.shared_manager, force=True, dry_run=True)
 
     def apply(self, a: PlannedAction) -> None:
         assert a.obj is not None, "a write always carries its desired object"

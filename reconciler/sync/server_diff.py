@@ -121,9 +121,14 @@ class EnvironmentDiff:
 
 
 def diff_objects(kube: Any, desired: Mapping[str, list[dict]], owned: Mapping[ObjectRef, str | None],
-                 *, field_manager: str) -> list[ObjectDiff]:
+                 *, field_manager: str, environment: str = "", namespace: str = "") -> list[ObjectDiff]:
     """Dry-run apply every desired object and compare with the live one; owned objects left out of
-    `desired` would be pruned. Reads and dry runs only: nothing is written."""
+    `desired` would be pruned. Reads and dry runs only: nothing is written. Each object is dry-run as
+    the sync would apply it (a cluster-scoped one as the environment's own manager, so another
+    environment's different declaration shows as the error the sync would report)."""
+    from reconciler.sync.engine import Writer
+
+    writer = Writer(kube, field_manager, environment, namespace)
     out: list[ObjectDiff] = []
     seen: set[ObjectRef] = set()
     for model in sorted(desired):
@@ -132,7 +137,8 @@ def diff_objects(kube: Any, desired: Mapping[str, list[dict]], owned: Mapping[Ob
             seen.add(ref)
             try:
                 live = kube.get(ref)
-                predicted = kube.apply(obj, field_manager=field_manager, dry_run=True)
+                predicted = writer.validate(obj, ref) if environment else kube.apply(
+                    obj, field_manager=field_manager, dry_run=True)
             except KubeError as exc:
                 if exc.retryable:
                     raise
@@ -161,5 +167,6 @@ def diff_environment(kube: Any, state: Any, environment: str, *, field_manager: 
         return result
     inventory = load_inventory(kube, environment, env_spec.namespace)
     owned = {ref: e.model for ref, e in inventory.entries.items() if e.model not in result.model_errors}
-    result.objects = diff_objects(kube, desired, owned, field_manager=field_manager)
+    result.objects = diff_objects(kube, desired, owned, field_manager=field_manager, environment=environment,
+                                  namespace=env_spec.namespace)
     return result
