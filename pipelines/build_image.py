@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from reconciler import labels
 from reconciler.catalog import images
 from reconciler.catalog.pools import Pool
 
 from . import common
 from .neuron import COMPILED_FILE
+from .serving import VERSION_FILE
 from .neuron_compile import NeuronOptions, compile_cache_key, neuron_compile_template, requires_neuron
 
 DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.17.3-rootless"
@@ -57,8 +59,13 @@ def _build_script(with_neuron: bool, cache_ref: str | None = None) -> str:
     if with_neuron:
         lines.append(f"cp {NEURON_PATH} {CONTEXT_DIR}/src/{COMPILED_FILE}")
     lines += [
+        # the commit the bento was built from (its gitops-version.json, what X-Model-Version says) becomes an
+        # image label, which `reconciler build` records in images.lock.json when it finds the digest
+        f"COMMIT=$(sed -n 's/.*\"git_commit\": *\"\\([0-9a-f]\\{{40,64\\}}\\)\".*/\\1/p' "
+        f"{CONTEXT_DIR}/src/{VERSION_FILE} 2>/dev/null | head -n 1)",
+        f'LABEL=""; [ -z "$COMMIT" ] || LABEL="--opt label:{labels.GIT_COMMIT}=$COMMIT"',
         "buildctl-daemonless.sh build --frontend dockerfile.v0"
-        f" --local context={CONTEXT_DIR} --local dockerfile={CONTEXT_DIR}/env/docker"
+        f" --local context={CONTEXT_DIR} --local dockerfile={CONTEXT_DIR}/env/docker $LABEL"
         ' --output "type=image,name=$IMAGE,push=true"'
         + (f" --export-cache type=registry,ref={cache_ref},mode=max --import-cache type=registry,ref={cache_ref}"
            if cache_ref else "")

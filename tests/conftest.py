@@ -12,6 +12,7 @@ import pytest
 from tests.envtest import SHARED  # noqa: F401  (../shared, found from a worktree too)
 from tests.envtest_fixtures import (  # noqa: F401  (a real API server)
     envtest, envtest_repo, kcm, kube, namespace, new_namespace, sim_nodes)
+from tests.oci_registry import oci_registry  # noqa: F401  (a real OCI registry: Debian's docker-registry)
 from tests.test_registry import serve  # noqa: F401  (the OCI registry stand-in, also used by build tests)
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -194,7 +194,9 @@ def test_existing_image_in_registry_skips_everything(repo: Path, env, serve) -> 
     tiny = report.results["tiny"]
     assert (tiny.action, tiny.built, tiny.image) == (Action.unchanged, [], f"{reg.host}/models/tiny@{digest}")
     assert not (env["home"] / "bentos").exists() or bentos(env["home"]) == set()
-    assert [m for m, _, _ in reg.requests] == ["HEAD"]
+    # HEAD for the digest; GET for the image's labels (its build commit), which the stand-in does not serve
+    assert [m for m, _, _ in reg.requests] == ["HEAD", "GET"]
+    assert ImageStore.read(repo / IMAGES_LOCK).commit(f"{reg.host}/models/tiny:{hashes['tiny'].short}") is None
     # the digest is recorded in the repository's lock (committed by the merge workflow), so rendering pins it
     assert ImageStore.read(repo / IMAGES_LOCK).get(f"{reg.host}/models/tiny:{hashes['tiny'].short}") == digest
 
@@ -246,3 +248,21 @@ def test_fetch_outside_a_dvc_repository_is_an_artifact_error(tmp_path: Path) -> 
     with pytest.raises(ArtifactError, match="not a DVC repository") as err:
         fetch(tmp_path, [tmp_path / "m.pkl.dvc"])
     assert "dvc init" in err.value.fix
+
+
+def test_an_image_found_in_the_registry_locks_the_commit_its_label_names(repo: Path, env, oci_registry) -> None:
+    """A fresh builder (no local bento) finds images another build pushed: the digest and, from the image's
+    gitops.ml/git-commit label, the commit it was built from go into the lock (a real registry)."""
+    catalog = load_catalog(repo)
+    hashes = model_hashes(repo, None, [catalog.models["tiny"], catalog.models["other"]])
+    built_from = "5e" * 20
+    tiny = oci_registry.push("models/tiny", hashes["tiny"].short, {"gitops.ml/git-commit": built_from}, index=True)
+    other = oci_registry.push("models/other", hashes["other"].short)  # built by something that sets no label
+    report = build_models(repo, ["tiny", "other"], BuildOptions(home=env["home"], registry=f"{oci_registry.host}/models",
+                                                                 engine=None))
+    assert {n: (r.action, r.built) for n, r in report.results.items()} == {
+        "tiny": (Action.unchanged, []), "other": (Action.unchanged, [])}
+    lock = ImageStore.read(repo / IMAGES_LOCK)
+    tiny_tag, other_tag = (tagged_image(f"{oci_registry.host}/models", m, hashes[m]) for m in ("tiny", "other"))
+    assert (lock.get(tiny_tag), lock.commit(tiny_tag)) == (tiny, built_from)
+    assert (lock.get(other_tag), lock.commit(other_tag)) == (other, None)  # unknown: no guess

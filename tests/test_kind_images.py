@@ -176,13 +176,14 @@ class _Served:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_same_version(built, serve, tmp_path,
-                                                                                          monkeypatch):
-    """Issue #15 item 6 end to end: real bentos, the image lock, the render of a later commit, `bentoml serve`.
+def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_same_version(built, oci_registry,
+                                                                                          tmp_path, monkeypatch):
+    """Issue #15 item 6 end to end: real bentos, a real registry, the image lock, the render of a later commit,
+    `bentoml serve`.
 
-    No container engine here, so the images are what the image-build workflow pushes from the bentos built
-    here: the OCI registry stand-in (tests/test_registry.py) lists their digests, as a registry would."""
-    import hashlib
+    No container engine here, so the images are pushed as the image-build workflow pushes them (labelled
+    with the commit of the bento they hold), over the registry's API (tests/oci_registry.py). The Neuron
+    image carries no label: its commit comes from the local bento with that tag."""
     import shutil
 
     import httpx
@@ -195,8 +196,10 @@ def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_sa
     result = report.results[MODEL]
     built_from = git.Repo(root).head.commit.hexsha  # the bentos were built at this commit
     short = result.hash[:12]
-    digests = {tag: "sha256:" + hashlib.sha256(tag.encode()).hexdigest() for tag in (short, f"{short}-cuda", f"{short}-neuron")}
-    reg = serve(None, {f"models/{MODEL}": digests})
+    digests = {tag: oci_registry.push(f"models/{MODEL}", tag, None if tag.endswith("-neuron") else {L.GIT_COMMIT: built_from},
+                                      index=tag.endswith("-cuda"))
+               for tag in (short, f"{short}-cuda", f"{short}-neuron")}
+    reg = oci_registry
     # later commits: prod pulls from this registry; the next build records the digests and build commits
     work = tmp_path / "repo"
     shutil.copytree(root, work, symlinks=True)
@@ -213,6 +216,7 @@ def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_sa
                                                      engine=None)).results[MODEL]
     assert (again.action, again.built) == (Action.unchanged, []), again.as_dict()
     lock = ImageStore.read(work / IMAGES_LOCK)
+    assert lock.digests == {f"{reg.host}/models/{MODEL}:{tag}": digest for tag, digest in digests.items()}
     assert lock.commits == {f"{reg.host}/models/{MODEL}:{tag}": built_from for tag in digests}
     rendered_at = commit_all(repo, "record the image digests")  # what the merge workflow commits back
     assert rendered_at != built_from

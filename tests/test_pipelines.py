@@ -421,3 +421,46 @@ def test_readme_pipeline_list_matches_what_pipeline_render_offers():
     readme = (ROOT / "README.md").read_text()
     listed = set(re.findall(r"`pipeline render ([a-z-]+)`", readme))
     assert listed == set(PIPELINES), listed
+
+
+def test_the_build_labels_the_image_with_the_commit_its_bento_was_built_from(tmp_path, pools):
+    """Run the whole build script, with a recording stand-in for buildctl (no BuildKit here), on a real tar of
+    a bento folder: the commit in its gitops-version.json becomes the image label `reconciler build` reads."""
+    import os
+    import subprocess
+    import tarfile
+
+    from reconciler.build.bento import containerize_command
+
+    script = next(t for t in _as_dict(_build(pools))["spec"]["templates"] if t["name"] == "build")["container"]["args"][0]
+    script = script.replace("/work/", f"{tmp_path}/").replace("{{workflow.parameters.image-ref}}", "r.test/m:0123456789ab")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "buildctl-daemonless.sh").write_text(  # records its arguments, writes BuildKit's metadata file
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + str(tmp_path / "args") + "\n"
+        "echo '{\"containerimage.digest\": \"sha256:" + "ab" * 32 + "\"}' > " + str(tmp_path / "metadata.json") + "\n")
+    (bin_dir / "buildctl-daemonless.sh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    commit = "c0" * 20
+
+    def run(version: str | None) -> list[str]:
+        import shutil
+
+        shutil.rmtree(tmp_path / "context", ignore_errors=True)  # each pod starts with an empty /work
+        bento = tmp_path / "bento-src"
+        (bento / "src").mkdir(parents=True, exist_ok=True)
+        (bento / "src" / "gitops-version.json").unlink(missing_ok=True)
+        if version is not None:
+            (bento / "src" / "gitops-version.json").write_text(version)
+        with tarfile.open(tmp_path / "bento.bento", "w") as tar:
+            tar.add(bento, arcname=".")
+        subprocess.run(["sh", "-c", script], check=True, capture_output=True, env=env)
+        return (tmp_path / "args").read_text().splitlines()
+
+    labelled = run(json.dumps({"git_commit": commit, "model_hash": HASH, "weights_md5": {}}, indent=2, sort_keys=True))
+    assert labelled[labelled.index("--opt") + 1] == f"label:gitops.ml/git-commit={commit}"
+    for version in (None, json.dumps({"git_commit": "unknown"})):  # no record: no label, never a guess
+        assert not any(a.startswith("label:") for a in run(version))
+    # the local engine's build sets the same label
+    command = containerize_command("m:0123456789ab", "r.test/m:0123456789ab", "docker", {"gitops.ml/git-commit": commit})
+    assert command[-2:] == ["--opt", f"label=gitops.ml/git-commit={commit}"]

@@ -180,3 +180,21 @@ def test_image_ref_parsing() -> None:
     assert ImageRef.parse("python") == ImageRef(DOCKER_HUB, "library/python")
     assert ImageRef.parse("docker.io/acme/m:1") == ImageRef(DOCKER_HUB, "acme/m", "1")
     assert str(ImageRef.parse("localhost:5001/m:t")) == "localhost:5001/m:t"
+
+
+def test_image_labels_from_a_real_registry(oci_registry):
+    """The labels of an image (a plain manifest and an OCI index) read from CNCF distribution itself."""
+    commit = "ab" * 20
+    plain = oci_registry.push("models/iris", "0123456789ab", {"gitops.ml/git-commit": commit})
+    indexed = oci_registry.push("models/iris", "0123456789ab-cuda", {"gitops.ml/git-commit": "cd" * 20}, index=True)
+    oci_registry.push("models/iris", "unlabelled")
+    with RegistryClient(oci_registry.host) as client:
+        assert client.image_digest(f"{oci_registry.host}/models/iris:0123456789ab") == plain
+        assert client.image_digest(f"{oci_registry.host}/models/iris:0123456789ab-cuda") == indexed
+        assert client.image_labels(f"{oci_registry.host}/models/iris:0123456789ab") == {"gitops.ml/git-commit": commit}
+        assert client.image_labels(f"{oci_registry.host}/models/iris@{plain}")["gitops.ml/git-commit"] == commit
+        assert client.image_labels(f"{oci_registry.host}/models/iris:0123456789ab-cuda") == {
+            "gitops.ml/git-commit": "cd" * 20}
+        assert client.image_labels(f"{oci_registry.host}/models/iris:unlabelled") == {}
+        with pytest.raises(RegistryError, match="HTTP 404"):
+            client.image_labels(f"{oci_registry.host}/models/iris:missing")

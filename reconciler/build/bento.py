@@ -204,11 +204,19 @@ def container_engine() -> str | None:
     return None
 
 
-def containerize_and_push(tag: str, image: str, engine: str, home: Path) -> None:
+def containerize_command(tag: str, image: str, engine: str, labels: dict[str, str] | None = None) -> list[str]:
+    """`bentoml containerize TAG --backend ENGINE -t IMAGE [--opt label=K=V ...]` (image labels, e.g. the
+    build commit, which `reconciler build` reads back from the registry)."""
+    command = [str(Path(sys.executable).with_name("bentoml")), "containerize", tag, "--backend", engine, "-t", image]
+    for key, value in sorted((labels or {}).items()):
+        command += ["--opt", f"label={key}={value}"]
+    return command
+
+
+def containerize_and_push(tag: str, image: str, engine: str, home: Path, labels: dict[str, str] | None = None) -> None:
     """`bentoml containerize TAG -t IMAGE --backend ENGINE`, then `ENGINE push IMAGE`. Raises BuildError."""
-    bentoml_cli = Path(sys.executable).with_name("bentoml")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    steps = [[str(bentoml_cli), "containerize", tag, "--backend", engine, "-t", image]]
+    steps = [containerize_command(tag, image, engine, labels)]
     if engine == "buildctl":
         raise BuildError("the buildctl backend cannot push by itself here",
                          fix=f"set {ENGINE_ENV}=docker (or podman), or use the Argo image build (ARGO_SERVER)")

@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 
 
 from reconciler.errors import ArgoError, BuildError, ReconcilerError, RegistryError, SpecError
+from reconciler.labels import GIT_COMMIT
 from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
@@ -217,8 +218,9 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
                     digest = _registry_digest_or_raise(tagged, clients)
                 except RegistryError as exc:
                     notes.append(f"registry check failed, so the image is treated as missing ({exc.message})")
-            if digest:  # the commit: as locked, else the local bento's (the Argo build pushes the bento exported here)
-                store.record(tagged, digest, store.commit(tagged) or bento.built_commit(bento.find_bento(home, name, version)))
+            if digest:
+                store.record(tagged, digest, store.commit(tagged) or _image_commit(tagged, clients, notes)
+                             or bento.built_commit(bento.find_bento(home, name, version)))
                 result.image = pinned(tagged, digest)
                 result.message = f"image {result.image} exists"
                 for s in ("fetch", "build", "image"):
@@ -253,12 +255,14 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             notes.append("no registry configured: pass --env ENV (or --registry) to build images")
         elif engine:
             notify(name, "image", "running")
-            bento.containerize_and_push(result.bento, tagged, engine, home)
+            commit = bento.built_commit(bento.find_bento(home, name, version))
+            bento.containerize_and_push(result.bento, tagged, engine, home,
+                                        labels={GIT_COMMIT: commit} if commit else None)
             digest = _registry_digest_or_raise(tagged, clients)
             if digest is None:
                 raise RegistryError(f"pushed {tagged} but the registry does not list it",
                                     fix="check that the push went to the registry configured for the environment")
-            store.record(tagged, digest, bento.built_commit(bento.find_bento(home, name, version)))
+            store.record(tagged, digest, commit)
             result.image = pinned(tagged, digest)
             result.built.append("image")
             notes.append(f"pushed {result.image} ({engine})")
@@ -284,6 +288,21 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
         result.action, result.error = Action.failed, exc
         result.message = f"{step} failed"
         return fetched
+
+
+def _image_commit(tagged: str, clients: dict, notes: list[str]) -> str | None:
+    """The commit an image in the registry was built from: its `gitops.ml/git-commit` label (both image
+    builds set it from the bento's gitops-version.json). None when it has none or cannot be read."""
+    from reconciler.build.registry import ImageRef, RegistryClient
+
+    ref = ImageRef.parse(tagged)
+    if ref.host not in clients:
+        clients[ref.host] = RegistryClient(ref.host, timeout=10)
+    try:
+        return clients[ref.host].image_labels(ref).get(GIT_COMMIT)
+    except RegistryError as exc:
+        notes.append(f"the image's build commit is unknown ({exc.message})")
+        return None
 
 
 def _registry_digest_or_raise(tagged: str, clients: dict) -> str | None:

@@ -1,6 +1,9 @@
-"""Container registry adapter: does an image exist, and what is its digest? (OCI distribution spec)
+"""Container registry adapter: does an image exist, what is its digest, what labels does it carry? (OCI
+distribution spec)
 
-Only `HEAD /v2/<name>/manifests/<tag>` is used: an image is asked about, never pulled. A 401 with a
+`HEAD /v2/<name>/manifests/<tag>` answers the first two: an image is asked about, never pulled. Its
+labels (`image_labels`: the manifest, for an index the linux/amd64 one, and the config blob, a few KB)
+are read only when the build needs the commit an image was built from and the image lock lacks it. A 401 with a
 `WWW-Authenticate: Bearer realm=...,service=...,scope=...` challenge is answered with the token
 flow (the realm is asked for a token, with basic credentials when we have some); a `Basic`
 challenge is answered with the credentials directly.
@@ -29,6 +32,8 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+MAX_METADATA_BYTES = 4 * 1024 * 1024  # a manifest or an image config; layers are never fetched
 DOCKER_HUB = "registry-1.docker.io"
 
 
@@ -124,9 +129,9 @@ class RegistryClient:
         """The digest of `repository:reference`, or None when the registry has no such manifest."""
         url = f"{self.base}/v2/{repository}/manifests/{reference}"
         scope = f"repository:{repository}:pull"
-        response = self._head(url, scope)
+        response = self._send(url, scope)
         if response.status_code == 401:
-            response = self._head(url, scope, challenge=response.headers.get("www-authenticate", ""))
+            response = self._send(url, scope, challenge=response.headers.get("www-authenticate", ""))
         if response.status_code == 404:
             return None
         if response.status_code in (401, 403):
@@ -148,9 +153,51 @@ class RegistryClient:
         ref = ImageRef.parse(image) if isinstance(image, str) else image
         return self.manifest_digest(ref.repository, ref.digest or ref.tag or "latest")
 
+    def image_labels(self, image: str | ImageRef) -> dict[str, str]:
+        """The image config's `Labels` (an index: its linux/amd64 image, else its first). {} when it has none.
+        Raises RegistryError when the image is missing or its metadata is not what the OCI spec says."""
+        ref = ImageRef.parse(image) if isinstance(image, str) else image
+        manifest = self._json(ref.repository, f"manifests/{ref.digest or ref.tag or 'latest'}")
+        if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
+            entries = [m for m in manifest.get("manifests") or [] if isinstance(m, dict)]
+            amd64 = [m for m in entries if (m.get("platform") or {}).get("architecture") == "amd64"
+                     and (m.get("platform") or {}).get("os") == "linux"]
+            chosen = (amd64 or entries or [{}])[0].get("digest", "")
+            if not DIGEST.match(str(chosen)):
+                raise RegistryError(f"registry {self.host}: the index of {ref} lists no image manifest",
+                                    fix="push a single-platform image or an index with a linux/amd64 entry")
+            manifest = self._json(ref.repository, f"manifests/{chosen}")
+        config = (manifest.get("config") or {}).get("digest", "")
+        if not DIGEST.match(str(config)):
+            raise RegistryError(f"registry {self.host}: the manifest of {ref} names no config blob",
+                                fix="use a registry and builder that write OCI / Docker v2 image manifests")
+        labels = (self._json(ref.repository, f"blobs/{config}").get("config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+    def _json(self, repository: str, path: str) -> dict:
+        url = f"{self.base}/v2/{repository}/{path}"
+        scope = f"repository:{repository}:pull"
+        response = self._send(url, scope, method="GET")
+        if response.status_code == 401:
+            response = self._send(url, scope, challenge=response.headers.get("www-authenticate", ""), method="GET")
+        if response.status_code != 200:
+            raise RegistryError(f"registry {self.host} answered HTTP {response.status_code} for {url}",
+                                fix="check that the image exists and the credentials may pull it")
+        if len(response.content) > MAX_METADATA_BYTES:
+            raise RegistryError(f"registry {self.host}: {url} is larger than {MAX_METADATA_BYTES} bytes",
+                                fix="this is not an image manifest or config; check the registry address")
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise RegistryError(f"registry {self.host}: {url} is not a JSON object",
+                                fix="check the registry address in the environment's `registry:` field")
+        return data
+
     # ------------------------------------------------------------------ HTTP
 
-    def _head(self, url: str, scope: str, challenge: str | None = None) -> httpx.Response:
+    def _send(self, url: str, scope: str, challenge: str | None = None, method: str = "HEAD") -> httpx.Response:
         headers = {"Accept": MANIFEST_TYPES}
         if challenge is not None:
             scheme, params = _challenge(challenge)
@@ -164,7 +211,7 @@ class RegistryClient:
                                         f"or run `docker login {self.host}`")
         elif scope in self._tokens:
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-        return self._request("HEAD", url, headers=headers)
+        return self._request(method, url, headers=headers)
 
     def _token(self, params: dict[str, str], scope: str) -> str:
         realm = params.get("realm")
