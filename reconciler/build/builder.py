@@ -205,6 +205,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
                 fetched: bool) -> bool:
     """One kind's bento and image into `result`; returns whether the DVC artifacts are fetched."""
     from reconciler.build import bento
+    from reconciler.build.registry import image_commit, registry_digest  # httpx: only when building
 
     name, version = entry.name, image_tag(model_hash, kind)
     step = "image"
@@ -215,11 +216,11 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             digest = store.get(tagged)
             if digest is None:
                 try:
-                    digest = _registry_digest_or_raise(tagged, clients)
+                    digest = registry_digest(tagged, clients)
                 except RegistryError as exc:
                     notes.append(f"registry check failed, so the image is treated as missing ({exc.message})")
             if digest:
-                store.record(tagged, digest, store.commit(tagged) or _image_commit(tagged, clients, notes)
+                store.record(tagged, digest, store.commit(tagged) or image_commit(tagged, clients, notes)
                              or bento.built_commit(bento.find_bento(home, name, version)))
                 result.image = pinned(tagged, digest)
                 result.message = f"image {result.image} exists"
@@ -258,7 +259,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             commit = bento.built_commit(bento.find_bento(home, name, version))
             bento.containerize_and_push(result.bento, tagged, engine, home,
                                         labels={GIT_COMMIT: commit} if commit else None)
-            digest = _registry_digest_or_raise(tagged, clients)
+            digest = registry_digest(tagged, clients)
             if digest is None:
                 raise RegistryError(f"pushed {tagged} but the registry does not list it",
                                     fix="check that the push went to the registry configured for the environment")
@@ -288,30 +289,6 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
         result.action, result.error = Action.failed, exc
         result.message = f"{step} failed"
         return fetched
-
-
-def _image_commit(tagged: str, clients: dict, notes: list[str]) -> str | None:
-    """The commit an image in the registry was built from: its `gitops.ml/git-commit` label (both image
-    builds set it from the bento's gitops-version.json). None when it has none or cannot be read."""
-    from reconciler.build.registry import ImageRef, RegistryClient
-
-    ref = ImageRef.parse(tagged)
-    if ref.host not in clients:
-        clients[ref.host] = RegistryClient(ref.host, timeout=10)
-    try:
-        return clients[ref.host].image_labels(ref).get(GIT_COMMIT)
-    except RegistryError as exc:
-        notes.append(f"the image's build commit is unknown ({exc.message})")
-        return None
-
-
-def _registry_digest_or_raise(tagged: str, clients: dict) -> str | None:
-    from reconciler.build.registry import ImageRef, RegistryClient
-
-    ref = ImageRef.parse(tagged)
-    if ref.host not in clients:
-        clients[ref.host] = RegistryClient(ref.host, timeout=10)
-    return clients[ref.host].image_digest(ref)
 
 
 def _pointers(root: Path, entry, model_hash: ModelHash) -> list[Path]:

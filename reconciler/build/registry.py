@@ -241,3 +241,30 @@ class RegistryClient:
             raise RegistryError(f"cannot reach registry {self.host}: {exc}",
                                 fix="check the registry address in the environment's `registry:` field and the "
                                     "network; for a local registry start it (e.g. `docker run -p 5001:5000 registry:2`)") from None
+
+
+def _client(tagged: str, clients: dict) -> tuple["RegistryClient", ImageRef]:
+    """One client per registry host for a build run (`clients`: host -> client, closed by the caller)."""
+    ref = ImageRef.parse(tagged)
+    if ref.host not in clients:
+        clients[ref.host] = RegistryClient(ref.host, timeout=10)
+    return clients[ref.host], ref
+
+
+def registry_digest(tagged: str, clients: dict) -> str | None:
+    """The digest of a tagged image in its registry, None when missing. Raises RegistryError."""
+    client, ref = _client(tagged, clients)
+    return client.image_digest(ref)
+
+
+def image_commit(tagged: str, clients: dict, notes: list[str]) -> str | None:
+    """The commit an image in the registry was built from: its `gitops.ml/git-commit` label (both image
+    builds set it from the bento's gitops-version.json). None when it has none or cannot be read (said in `notes`)."""
+    from reconciler.labels import GIT_COMMIT
+
+    client, ref = _client(tagged, clients)
+    try:
+        return client.image_labels(ref).get(GIT_COMMIT)
+    except RegistryError as exc:
+        notes.append(f"the image's build commit is unknown ({exc.message})")
+        return None
