@@ -8,7 +8,7 @@ import time
 import git
 import pytest
 
-from reconciler.errors import LimitError
+from reconciler.errors import LimitError, RenderError
 from reconciler.plan.desired import plan_revisions
 from reconciler.render.cache import CachedRenderError, RenderCache
 from tests.conftest import commit_all
@@ -97,3 +97,18 @@ def test_a_plan_prunes_the_cache_it_wrote(template_repo, tmp_path, monkeypatch):
     # pruned at most every PRUNE_EVERY seconds: a second plan right after leaves what it wrote
     plan_revisions(template_repo, "HEAD~1", "HEAD", cache=small, check_artifacts=False)
     assert len(_entries(tmp_path / "small")) > 1
+
+
+def test_a_render_error_names_no_temporary_folder(tmp_path):
+    from reconciler.render.environment import stable_paths
+    from reconciler.render.kustomize import KustomizeTimeout
+
+    work, repo = tmp_path / "render-prod-x1", tmp_path / "rev-abc"
+    exc = RenderError(f"model 'm' in prod: kustomize failed: lstat {work}/chunk-0/objects.yaml; "
+                      f"{repo}/environments/prod/patch.yaml: no such file", fix="check the overlay")
+    stable = stable_paths(exc, {str(work): "<render>", str(repo): "<repo>"})
+    assert str(stable) == ("model 'm' in prod: kustomize failed: lstat <render>/chunk-0/objects.yaml; "
+                           "<repo>/environments/prod/patch.yaml: no such file\n  fix: check the overlay")
+    timeout = stable_paths(KustomizeTimeout(f"slow in {work}"), {str(work): "<render>"})
+    assert isinstance(timeout, KustomizeTimeout) and timeout.message == "slow in <render>"
+    assert stable_paths(exc, {"/elsewhere": "<x>"}) is exc

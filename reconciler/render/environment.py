@@ -159,6 +159,15 @@ def _check_components(catalog: Catalog, env: EnvironmentSpec,
 CHUNK = 50  # models per kustomize run: kustomize's time grows faster than linearly with resources
 
 
+def stable_paths(exc: RenderError, folders: dict[str, str]) -> RenderError:
+    """The same error with temporary folders (a render's work folder, a revision's checkout) named by
+    placeholders, so that its text is the same on every run: plans compare it, the cache keeps it. Pure."""
+    message = exc.message
+    for folder, name in folders.items():
+        message = message.replace(os.path.realpath(folder), name).replace(folder, name)
+    return exc if message == exc.message else type(exc)(message, fix=exc.fix)
+
+
 def _check_patch_targets(targets: list[kustomize.PatchTarget], env: EnvironmentSpec,
                          generated: dict[str, list[dict]], *, identity_only: bool) -> None:
     """Patches must match: a target selector matching none of the environment's objects is an error of
@@ -305,6 +314,10 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
         for part in pool.map(lambda i: work(i, tmp), range(len(chunks))):
             unsealed.update(n for n, m in part.items() if m is None)
             result.models.update({n: m for n, m in part.items() if m is not None})
+    for name in names:  # kustomize names absolute paths: the temporary folders differ on every run
+        exc = result.errors.get(name)
+        if isinstance(exc, RenderError):
+            result.errors[name] = stable_paths(exc, {tmp: "<render>", str(catalog.root): "<repo>"})
     if cache is not None:
         for name in names:
             if name not in keys or name in unsealed:
