@@ -315,9 +315,9 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             unsealed.update(n for n, m in part.items() if m is None)
             result.models.update({n: m for n, m in part.items() if m is not None})
     for name in names:  # kustomize names absolute paths: the temporary folders differ on every run
-        exc = result.errors.get(name)
-        if isinstance(exc, RenderError):
-            result.errors[name] = stable_paths(exc, {tmp: "<render>", str(catalog.root): "<repo>"})
+        failure = result.errors.get(name)
+        if isinstance(failure, RenderError):
+            result.errors[name] = stable_paths(failure, {tmp: "<render>", str(catalog.root): "<repo>"})
     if cache is not None:
         for name in names:
             if name not in keys or name in unsealed:
