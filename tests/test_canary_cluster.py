@@ -272,3 +272,36 @@ def test_an_invalid_canary_object_means_zero_writes_to_its_environment(cluster, 
     errors = " ".join(result.model_errors[name])
     assert f"{name}-gpu-a10g-canary" in errors and "63" in errors
     assert managed(kube, ns, name) == before  # the stable version is as it was, nothing half-applied
+
+
+@pytest.mark.parametrize("router", ["gateway-api", "istio"])
+def test_two_models_in_one_environment_route_on_their_own_hostnames(cluster, router) -> None:
+    """Both models in a canary at once on the real server: each route is accepted and claims only its model's host."""
+    kube, ns = cluster
+    e = env_spec(ns, router=router, routeDomain="models.example.com", steps=[50, 100])
+    pools = {"iris": "gpu-a10g", "digits": "inf2"}  # the simulated nodes fit one canary per pool
+    versions = {name: (rendered(e, name, pool, f"r.example/models/{name}:v1"),
+                       rendered(e, name, pool, f"r.example/models/{name}:v2")) for name, pool in pools.items()}
+    tick(kube, e, "iris", pools["iris"], versions["iris"][0], 0, others={"digits": versions["digits"][0]})
+    tick(kube, e, "digits", pools["digits"], versions["digits"][0], 0, others={"iris": versions["iris"][0]})
+    wait_for(lambda: all(ready(deployment(kube, ns, f"{n}-{p}")) >= 1 for n, p in pools.items()), timeout=90,
+             what="both stable")
+    states = {}
+    for now in (100.0, 200.0):  # one rollout tick per model, then one sync of the environment with both
+        ticks = {name: reconcile_rollout(kube, entry(name, pools[name]), e, versions[name][1], now, pools=POOLS,
+                                         analysis=Metrics()) for name in versions}
+        protect = {ref: why for r in ticks.values() for ref, why in r.protect.items()}
+        result = sync_environment(kube, e.name, ns, {n: r.objects for n, r in ticks.items()}, protect=protect)
+        assert result.error is None and not result.model_errors, (result.error, result.model_errors)
+        states = {n: r.state for n, r in ticks.items()}
+        wait_for(lambda: all(ready(deployment(kube, ns, f"{n}-{p}-canary")) >= 1 for n, p in pools.items()),
+                 timeout=90, what="both canaries ready")
+    assert all(s.phase is Phase.progressing and s.canary_weight == 50 for s in states.values()), states
+    api, kind = ROUTES[router]
+    hosts = {}
+    for name in versions:
+        route = kube.get(ObjectRef(api, kind, ns, name))
+        assert route is not None, f"no {kind} {name}"
+        hosts[name] = set(route["spec"]["hostnames" if router == "gateway-api" else "hosts"])
+        assert f"{name}.{ns}.models.example.com" in hosts[name]
+    assert not hosts["iris"] & hosts["digits"], hosts  # no (hostname, path) two models both claim

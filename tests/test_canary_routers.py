@@ -46,8 +46,20 @@ def test_httproute_weights_header_and_mirror_exactly() -> None:
                  "filters": [{"type": "RequestMirror", "requestMirror": {
                      "backendRef": {"name": "iris-gpu-a10g-canary", "port": 80}, "percent": 10}}]},
             ],
+            "hostnames": ["iris.models-prod.svc.cluster.local"],  # the model's own: no other model claims it
         },
     }
+
+
+def test_every_model_routes_on_its_own_hostname() -> None:
+    # found by he2e: with PathPrefix "/" and no hostnames, a second model's route on the shared Gateway
+    # conflicted with the first, and Gateway API precedence sent all traffic to the oldest route
+    routes = [GatewayAPIRouter(domain="models.example.com").httproute(b, Traffic(10)) for b in (B, CROSS)]
+    assert [r["spec"]["hostnames"] for r in routes] == [["iris.models-prod.models.example.com"],
+                                                        ["digits.models-prod.models.example.com"]]
+    vs = IstioRouter(domain="models.example.com").virtualservice(B, Traffic(10))
+    assert vs["spec"]["hosts"] == ["iris.models-prod.svc.cluster.local", "iris.models-prod.models.example.com"]
+    assert GatewayAPIRouter(hostnames=("a.example",)).httproute(B, Traffic(10))["spec"]["hostnames"] == ["a.example"]
 
 
 def test_virtualservice_weights_header_and_mirror_exactly() -> None:

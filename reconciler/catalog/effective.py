@@ -44,6 +44,7 @@ class EffectiveCanary(Strict):
     ab_header: ABHeader | None = None
     mirror_percent: int | None = None
     confirm_url: str | None = None
+    route_domain: str | None = None
 
 
 class EffectivePause(Strict):
@@ -115,6 +116,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         error_rate_tolerance=pick("error_rate_tolerance"), latency_tolerance=pick("latency_tolerance"),
         detect_error_increase=pick("detect_error_increase"), detect_latency_increase=pick("detect_latency_increase"),
         power=pick("power"), ab_header=pick("ab_header"), mirror_percent=pick("mirror_percent"), confirm_url=pick("confirm_webhook"),
+        route_domain=pick("route_domain"),
     )
 
 

@@ -104,6 +104,9 @@ class CanaryPolicy(Strict):
     ab_header: ABHeader | None = Field(None, alias="abHeader")
     mirror_percent: int | None = Field(None, alias="mirrorPercent", ge=1, le=100)
     confirm_webhook: str | None = Field(None, alias="confirmWebhook", pattern=r"^https?://")
+    route_domain: str | None = Field(None, alias="routeDomain", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                                     description="HTTPRoute/VirtualService hostname <model>.<namespace>.<routeDomain> "
+                                                 "(default: the in-cluster <model>.<namespace>.svc.cluster.local)")
 
     @field_validator("steps")
     @classmethod

@@ -320,7 +320,7 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
         raise ReconcilerError(f"cannot tell the revision of {deployments[0]['metadata']['name']}",
                               fix=f"annotate it with {L.MODEL_HASH} or give its container an image")
     desired_pools = [p for p in (_pool_of(d) for d in deployments) if p]
-    router = router or router_for(policy.router)
+    router = router or router_for(policy.router, domain=policy.route_domain)
     if router.name == "replicas" and (policy.ab_header or policy.mirror_percent):
         raise ReconcilerError(f"{name}: canary.abHeader and canary.mirrorPercent need a traffic router; the replica "
                               "router splits by pod count only",

@@ -5,9 +5,13 @@ the sync with the rest of the environment (validated by a server-side dry run, o
 
 - ``GatewayAPIRouter``: an HTTPRoute ``<model>`` whose backendRefs weight the stable Service
   ``<model>-<pool>`` against the canary Service; header matches (A/B) and a RequestMirror filter
-  (shadow traffic).
-- ``IstioRouter``: a VirtualService for the host ``<model>.<ns>.svc.cluster.local`` with weighted
-  destinations; header match (A/B) and mirror + mirrorPercentage (shadow traffic).
+  (shadow traffic). Every model's route has its own hostname, as KServe gives every service one:
+  ``<model>.<namespace>.<domain>`` (``canary.routeDomain``; without it the in-cluster name
+  ``<model>.<namespace>.svc.cluster.local``, the GAMMA convention), so two models on the shared
+  Gateway never claim the same (hostname, path) and precedence never sends one's traffic to another.
+- ``IstioRouter``: a VirtualService for the host ``<model>.<ns>.svc.cluster.local`` (and
+  ``<model>.<ns>.<domain>`` with ``canary.routeDomain``) with weighted destinations; header match
+  (A/B) and mirror + mirrorPercentage (shadow traffic).
 - ``ReplicaRouter``: no mesh. The model's Service ``<model>`` selects both tracks, so kube-proxy
   spreads requests by ready pods; the controller sizes the canary Deployment alone
   (``controller.canary_replicas``, never the stable's replicas, which an HPA may own) and reports
@@ -41,6 +45,10 @@ class Backends:
 
     def fqdn(self, service: str) -> str:
         return f"{service}.{self.namespace}.svc.cluster.local"
+
+    def hostnames(self, domain: str | None) -> list[str]:
+        """The model's own hostname(s): ``<model>.<ns>.<domain>``, else its in-cluster name."""
+        return [f"{self.model}.{self.namespace}.{domain}"] if domain else [self.fqdn(self.model)]
 
     @property
     def labels(self) -> dict[str, str]:
@@ -86,8 +94,9 @@ def _meta(b: Backends, name: str) -> dict[str, Any]:
 class GatewayAPIRouter:
     gateway: str = "models"
     gateway_namespace: str | None = None
-    hostnames: tuple[str, ...] = ()
+    hostnames: tuple[str, ...] = ()      # explicit hostnames; default: the model's own (Backends.hostnames)
     path_prefix: str = "/"
+    domain: str | None = None
     name: str = "gateway-api"
 
     def httproute(self, b: Backends, t: Traffic) -> dict[str, Any]:
@@ -115,9 +124,8 @@ class GatewayAPIRouter:
             main["filters"] = [{"type": "RequestMirror",
                                 "requestMirror": {"backendRef": dict(canary_ref), "percent": t.mirror_percent}}]
         rules.append(main)
-        spec: dict[str, Any] = {"parentRefs": [parent], "rules": rules}
-        if self.hostnames:
-            spec["hostnames"] = list(self.hostnames)
+        spec: dict[str, Any] = {"parentRefs": [parent], "rules": rules,
+                                "hostnames": list(self.hostnames) or b.hostnames(self.domain)}
         return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
                 "metadata": _meta(b, b.model), "spec": spec}
 
@@ -136,6 +144,7 @@ def _apply_route(route: dict[str, Any], backends: Backends, traffic: Traffic) ->
 class IstioRouter:
     api_version: str = "networking.istio.io/v1"
     gateways: tuple[str, ...] = ()
+    domain: str | None = None
     name: str = "istio"
 
     def virtualservice(self, b: Backends, t: Traffic) -> dict[str, Any]:
@@ -155,7 +164,8 @@ class IstioRouter:
             main["mirror"] = dest(b.canary_service)
             main["mirrorPercentage"] = {"value": float(t.mirror_percent)}
         http.append(main)
-        spec: dict[str, Any] = {"hosts": [b.fqdn(b.model)], "http": http}
+        hosts = [b.fqdn(b.model)] + ([h for h in b.hostnames(self.domain) if h != b.fqdn(b.model)])
+        spec: dict[str, Any] = {"hosts": hosts, "http": http}
         if self.gateways:
             spec["gateways"] = list(self.gateways)
         return {"apiVersion": self.api_version, "kind": "VirtualService", "metadata": _meta(b, b.model), "spec": spec}
@@ -176,6 +186,8 @@ class ReplicaRouter:
 
 
 def router_for(kind: str, **options: Any) -> Router:
+    if kind == "replicas":
+        options.pop("domain", None)
     if kind == "gateway-api":
         return GatewayAPIRouter(**options)
     if kind == "istio":

@@ -126,6 +126,7 @@ class Policy:
     ab_header: tuple[str, str] | None = None  # requests with this header/value always go to the canary
     mirror_percent: int | None = None         # shadow this % of stable's requests to the canary
     confirm_url: str | None = None            # Flagger-style confirm-promotion webhook
+    route_domain: str | None = None           # the model's route hostname is <model>.<ns>.<route_domain>
 
     @classmethod
     def from_spec(cls, canary: Any, slo: Any = None) -> "Policy":
@@ -133,7 +134,7 @@ class Policy:
         optional = {key: getattr(canary, key) for key in (
             "min_requests", "inconclusive_limit", "on_inconclusive", "cost_policy", "error_rate_tolerance",
             "latency_tolerance", "detect_error_increase", "detect_latency_increase", "power", "mirror_percent",
-            "confirm_url") if getattr(canary, key, None) is not None}
+            "confirm_url", "route_domain") if getattr(canary, key, None) is not None}
         header = getattr(canary, "ab_header", None)
         if header:
             optional["ab_header"] = (header.name, header.value)
