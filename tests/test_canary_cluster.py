@@ -223,6 +223,11 @@ def test_a_failing_canary_is_rolled_back_and_its_objects_pruned(cluster, router)
     if route is not None:  # a route left in place must send all traffic to stable
         assert "iris-gpu-a10g-canary" not in str(route["spec"]), route["spec"]
     assert managed(kube, ns, "iris") <= owned(kube, ns)
+    # a later pass, with git still wanting v2: the rolled-back revision is not tried again, stable stays on v1
+    r, result = tick(kube, e, "iris", "gpu-a10g", v2, now + 61, metrics=bad)
+    assert result.error is None and r.state.phase is Phase.rolled_back and not r.actions
+    assert deployment(kube, ns, "iris-gpu-a10g")["spec"]["template"] == stable_before
+    assert deployment(kube, ns, "iris-gpu-a10g-canary") is None
 
 
 def test_model_removed_from_git_during_a_canary_leaves_no_object_behind(cluster) -> None:
