@@ -149,11 +149,17 @@ class AuditLog:
 
     def _sync(self, timeout: float = 30.0) -> None:
         marker = f"audit-marker-{uuid.uuid4().hex[:12]}"
+        # search everything written since the request, not the log's last 64 KiB: on a busy server
+        # (controller-manager, a loaded machine) more than that can land after the marker
+        start = self.path.stat().st_size if self.path.exists() else 0
         self.plane.raw("GET", f"/api/v1/namespaces/default/configmaps/{marker}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.path.exists() and marker.encode() in self.path.read_bytes()[-65536:]:
-                return
+            if self.path.exists():
+                with self.path.open("rb") as log:
+                    log.seek(start)
+                    if marker.encode() in log.read():
+                        return
             time.sleep(0.02)
         raise TimeoutError(f"the audit log {self.path} never showed marker {marker}")
 
