@@ -530,10 +530,12 @@ def test_a_good_change_gives_a_new_content_hash_and_a_broken_one_fails_in_the_ap
 
 class _Flaky(BaseHTTPRequestHandler):
     seen = 0
+    hosts: set = set()
 
     def do_POST(self):  # noqa: N802 - http.server's name
         self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen += 1
+        type(self).hosts.add(self.headers["Host"])
         self.send_response(500 if type(self).seen % 4 == 0 else 200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -549,10 +551,13 @@ def test_the_load_generator_counts_responses_by_code():
     lines = []
     try:
         counts = loadgen.run(f"http://127.0.0.1:{server.server_port}/predict", rate=1000, workers=2, requests=40,
-                             report=0.5, body=loadgen.DEFAULT_BODY.encode(), out=lambda s, **_: lines.append(s))
+                             report=0.5, body=loadgen.DEFAULT_BODY.encode(), out=lambda s, **_: lines.append(s),
+                             host="iris-classifier.models-e2e.e2e.test")
     finally:
         server.shutdown()
     assert counts == {"200": 30, "500": 10}
+    # the model's route hostname, which the Gateway matches on (routers.py: one hostname per model)
+    assert _Flaky.hosts == {"iris-classifier.models-e2e.e2e.test"}
     assert json.loads(lines[-1])["responses"] == {"200": 30, "500": 10}
     # nothing listening: counted as a connection failure, not raised
     assert loadgen.one_request("http://127.0.0.1:9/predict", b"{}", timeout=2) in ("ConnectionRefusedError", "OSError")

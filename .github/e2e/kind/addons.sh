@@ -29,5 +29,8 @@ kubectl -n models-e2e wait --for=condition=Programmed gateway/models --timeout=3
 kubectl -n monitoring wait --for=condition=Available prometheus/e2e --timeout=300s
 # the load generator targets the Gateway's (ClusterIP) address
 address=$(kubectl -n models-e2e get gateway models -o jsonpath='{.status.addresses[0].value}')
-kubectl -n loadgen set env deployment/loadgen "TARGET=http://$address/predict"
+# every model's HTTPRoute claims its own hostname, <model>.<namespace>.<canary.routeDomain>
+# (reconciler/rollout/routers.py; routeDomain in .github/e2e/environment/environment.yaml)
+model=${MODEL:-iris-classifier}
+kubectl -n loadgen set env deployment/loadgen "TARGET=http://$address/predict" "HOST=$model.models-e2e.e2e.test"
 echo "gateway models at $address; Prometheus on http://127.0.0.1:9090"

@@ -2,7 +2,8 @@
 python image). Every WORKERS threads POST the iris features to TARGET, RATE requests per second in
 total, and a summary of response codes is printed every REPORT seconds.
 
-Environment: TARGET (URL), RATE (requests/s, default 20), WORKERS (default 4), REQUESTS (stop after
+Environment: TARGET (URL), HOST (the Host header: the model's route hostname, `<model>.<namespace>.<routeDomain>`;
+default: the URL's host), RATE (requests/s, default 20), WORKERS (default 4), REQUESTS (stop after
 this many; default: run forever), REPORT (seconds between summaries, default 10), BODY (JSON body).
 """
 
@@ -19,9 +20,10 @@ import urllib.request
 DEFAULT_BODY = json.dumps({"features": [[5.1, 3.5, 1.4, 0.2]]})
 
 
-def one_request(target: str, body: bytes, timeout: float = 10.0) -> str:
+def one_request(target: str, body: bytes, timeout: float = 10.0, host: str | None = None) -> str:
     """The outcome of one request: the HTTP status as text, or the kind of connection failure."""
-    request = urllib.request.Request(target, data=body, method="POST", headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
+    request = urllib.request.Request(target, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the configured target
             response.read()
@@ -33,7 +35,7 @@ def one_request(target: str, body: bytes, timeout: float = 10.0) -> str:
 
 
 def run(target: str, rate: float, workers: int, requests: int | None, report: float, body: bytes,
-        out=print) -> collections.Counter:
+        out=print, host: str | None = None) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     lock = threading.Lock()
     budget = [requests]
@@ -47,7 +49,7 @@ def run(target: str, rate: float, workers: int, requests: int | None, report: fl
                     if budget[0] <= 0:
                         return
                     budget[0] -= 1
-            outcome = one_request(target, body)
+            outcome = one_request(target, body, host=host)
             with lock:
                 counts[outcome] += 1
             next_at += interval
@@ -69,7 +71,7 @@ def main() -> None:
     env = os.environ
     run(env["TARGET"], float(env.get("RATE", "20")), int(env.get("WORKERS", "4")),
         int(env["REQUESTS"]) if env.get("REQUESTS") else None, float(env.get("REPORT", "10")),
-        env.get("BODY", DEFAULT_BODY).encode())
+        env.get("BODY", DEFAULT_BODY).encode(), host=env.get("HOST") or None)
 
 
 if __name__ == "__main__":
