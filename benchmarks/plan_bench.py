@@ -74,7 +74,8 @@ def measure(label: str, fn, rows: list) -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=1000)
-    parser.add_argument("--broken", type=int, default=3, help="untouched models with an invalid model.yaml")
+    parser.add_argument("--broken", type=int, default=3, help="untouched models with an invalid model.yaml "
+                        "(0 adds the row of a plan with an empty cache whose base was hydrated)")
     parser.add_argument("--skip-full", action="store_true", help="do not time the full render (minutes at 1,000)")
     args = parser.parse_args()
     rows: list[tuple[str, float, float]] = []
@@ -104,6 +105,18 @@ def main() -> None:
         # 3: the plan holds model errors (the --broken models), which it reports
         assert proc.returncode == (3 if args.broken else 0), (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
         same = plan_json(incremental) == plan_json(warm)
+        if not args.broken:  # hydrate writes only clean environments: with broken models it proves nothing
+            base_sha = git(root, "rev-parse", "HEAD~1").strip()
+            hydrate = [str(Path(sys.executable).parent / "reconciler"), "hydrate", "--repo", str(root),
+                       "--branch-prefix", "rendered/", "--rev", base_sha]
+            started = time.perf_counter()
+            done = subprocess.run(hydrate, env={**os.environ, "RECONCILER_CACHE": "off"}, capture_output=True,
+                                  text=True, check=False)
+            rows.append(("(setup) hydrate the base to rendered/<env> branches", time.perf_counter() - started, 0.0))
+            assert done.returncode == 0, done.stderr[-3000:]
+            hydrated = measure("incremental plan, cold cache, base hydrated", lambda: plan_revisions(
+                root, "HEAD~1", "HEAD", cache=RenderCache(Path(tmp) / "cache-cold-hydrated")), rows)
+            same = same and plan_json(hydrated) == plan_json(incremental)
         if not args.skip_full:
             full = measure("full render of both revisions", lambda: plan_revisions(
                 root, "HEAD~1", "HEAD", full=True), rows)

@@ -174,3 +174,74 @@ def test_a_revision_is_read_from_git_objects_with_symlinks_modes_and_a_subset(te
     with checkout(template_repo, sha, ["environments", "models/iris-classifier"]) as tree:
         assert (tree / "environments/pools.yaml").is_file() and (tree / "models/iris-classifier/model.yaml").is_file()
         assert not (tree / "models/digits-classifier").exists()
+
+
+def _hydrate_branches(root, tmp_path):
+    """`reconciler hydrate --branch-prefix rendered/` of HEAD, as the main workflow runs it (own cache)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "RECONCILER_CACHE": str(tmp_path / "hydrate-cache")}
+    done = subprocess.run([str(Path(sys.executable).parent / "reconciler"), "hydrate", "--branch-prefix", "rendered/",
+                           "--rev", "HEAD", "--repo", str(root)], capture_output=True, text=True, env=env, check=False)
+    return done
+
+
+def test_a_plan_with_no_cache_reads_only_the_changed_model_when_the_base_was_hydrated(template_repo, tmp_path,
+                                                                                       monkeypatch):
+    from reconciler.plan import desired
+
+    repo = git.Repo(template_repo)
+    _copy_model(template_repo, "digits-classifier", "extra-model")
+    commit_all(repo, "base")
+    assert _hydrate_branches(template_repo, tmp_path).returncode == 0
+    CHANGES["code"](template_repo, random.Random(0))
+    commit_all(repo, "iris code")
+    scopes = []
+    real = desired.open_state
+    monkeypatch.setattr(desired, "open_state", lambda root, rev, models, stack: scopes.append(models) or
+                        real(root, rev, models, stack))
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty"))
+    # the base's rendered/<env> branches say every model rendered clean there: nothing else is read
+    assert scopes[-1] == {"iris-classifier"}
+    assert plan_json(plan) == plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", full=True))
+    # a branch of another commit proves nothing about this base: every model is read again
+    CHANGES["code"](template_repo, random.Random(1))
+    commit_all(repo, "iris code again")
+    scopes.clear()
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty-2"))
+    assert {"extra-model", "digits-classifier"} <= scopes[-1]
+    assert plan_json(plan) == plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", full=True))
+
+
+def test_a_broken_model_keeps_its_environment_unhydrated_so_the_plan_still_reports_it(template_repo, tmp_path):
+    from reconciler.plan.outcomes import clean_environments
+
+    repo = git.Repo(template_repo)
+    _add_broken_models(template_repo)  # broken-spec fails everywhere, broken-render in staging only
+    commit_all(repo, "base with broken models")
+    _hydrate_branches(template_repo, tmp_path)  # exits non-zero: no environment is clean
+    assert clean_environments(template_repo, "HEAD", ["dev", "staging", "prod"]) == set()
+    CHANGES["code"](template_repo, random.Random(0))
+    commit_all(repo, "iris code")
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty"))
+    assert plan_json(plan) == plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", full=True))
+    assert all("broken-spec" in names for names in _errors(plan).values())
+
+
+def test_hydrated_metadata_of_another_renderer_or_environment_is_not_trusted(template_repo, tmp_path, monkeypatch):
+    from reconciler.plan import outcomes
+
+    commit_all(git.Repo(template_repo), "base")
+    assert _hydrate_branches(template_repo, tmp_path).returncode == 0
+    assert outcomes.clean_environments(template_repo, "HEAD", ["dev", "staging", "prod"]) == {"dev", "staging", "prod"}
+    monkeypatch.setattr(outcomes, "renderer_id", lambda: "another renderer")
+    assert outcomes.clean_environments(template_repo, "HEAD", ["dev", "staging", "prod"]) == set()
+    monkeypatch.undo()
+    # origin's copy counts as well as a local branch (a PR checkout has remotes/origin/rendered/*)
+    repo = git.Repo(template_repo)
+    for env in ("dev", "staging", "prod"):
+        repo.git.update_ref(f"refs/remotes/origin/rendered/{env}", f"refs/heads/rendered/{env}")
+        repo.git.update_ref("-d", f"refs/heads/rendered/{env}")
+    assert outcomes.clean_environments(template_repo, "HEAD", ["dev", "prod"]) == {"dev", "prod"}

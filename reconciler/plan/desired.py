@@ -355,8 +355,8 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
     render. `full=True` renders everything at both revisions with no cache: the reference the
     incremental plan is tested against (identical results, errors included). A model the change
     does not touch is read only if it failed at the base or its outcome there was never recorded
-    (`record_outcomes`; `untouched_with_errors`): with nothing recorded (an empty cache), the plan
-    reads and renders the whole head once, as `render` would, and records it.
+    (`record_outcomes`; `untouched_with_errors`) and the base's `rendered/<env>` branch does not show it
+    clean (`clean_environments`): with neither, the plan renders the whole head once, and records it.
     """
     root = Path(source.open_repo(root).working_dir)
     dvc_root = root if check_artifacts else None

@@ -8,6 +8,12 @@ keyed by the folder's git tree id and a digest of the rest of the repository: re
 `outcome_key`), and a plan reads again only the untouched models that failed at its base or were
 never recorded (`untouched_with_errors`). Cost: one `ls-tree` of models/, one of the rest, and a
 small file per untouched model; with nothing recorded, every model is read and rendered once.
+
+The base's hydrated output answers too, with no cache at all: `hydrate` writes an environment's
+`rendered/<env>` branch only when every model of it validated, and its hydrator.metadata names the
+source commit and the renderer. An environment whose branch (local, or fetched from origin) was
+rendered from the base by this renderer had no failing model there (`clean_environments`), so a
+fresh runner with no cache plans as fast as a warm one when the base was hydrated.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.catalog.load import MODELS_DIR
-from reconciler.render.cache import RenderCache, outcome_key
+from reconciler.render.cache import RenderCache, outcome_key, renderer_id
+from reconciler.render.hydrate import BRANCH_PREFIX, METADATA
 from reconciler.render.kustomize import KustomizeTimeout
 from reconciler.source import git as source
 
@@ -78,14 +85,39 @@ def record_outcomes(root: Path, rev: str, state: DesiredState, cache: RenderCach
             cache.put_outcome(outcome_key(trees[name], shared), errors)
 
 
+def clean_environments(root: Path, base: str, envs: Iterable[str], prefix: str = BRANCH_PREFIX) -> set[str]:
+    """The environments whose hydrated branch (`<prefix><env>`, local or origin's) was rendered from
+    `base` by this renderer: none of their models failed at `base` (hydrate writes nothing of an
+    environment with an error). A branch of another commit or renderer, or none, proves nothing."""
+    sha = source.resolve(source.open_repo(root), base)
+    clean = set()
+    for env in envs:
+        for ref in (f"refs/heads/{prefix}{env}", f"refs/remotes/origin/{prefix}{env}"):
+            text = source.show_file(root, ref, f"{env}/{METADATA}")
+            try:
+                data = json.loads(text) if text else {}
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("drySha") == sha and data.get("environment") == env \
+                    and data.get("renderer") == renderer_id():
+                clean.add(env)
+                break
+    return clean
+
+
 def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str], cache: RenderCache) -> set[str]:
     """Of the models a change does not touch (same folder at both revisions, same everything else), those
     that failed at `base` in one of `envs`, or whose outcome there was never recorded: an incremental
     plan reads them too, so that it reports their errors as a full plan does. Pure reads: one
-    `ls-tree` of models/ and of the rest, one small file per model."""
+    `ls-tree` of models/ and of the rest, one small file per model; none for an environment the base's
+    hydrated branch shows clean (`clean_environments`)."""
     trees = source.folder_trees(root, base, MODELS_DIR)
     untouched = set(trees) - scope
     if not untouched:
+        return set()
+    clean = clean_environments(root, base, envs)
+    envs = [env for env in envs if env not in clean]
+    if not envs:
         return set()
     shared = shared_digest(root, base)
     found = set()

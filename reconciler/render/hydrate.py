@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from reconciler.render.cache import renderer_id
 from reconciler.render.environment import EnvironmentRender, dump_objects
 from reconciler.render.manifests import namespace
 from reconciler.source.git import branch_worktree
@@ -32,6 +33,7 @@ README = ("Rendered by the model reconciler from {revision}. Do not edit: change
 LAYOUTS = ("plain", "kustomize")
 MANIFEST = "manifest.yaml"
 METADATA = "hydrator.metadata"
+BRANCH_PREFIX = "rendered/"  # the branch of environment <env> is rendered/<env>
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,15 @@ class HydrateResult:
 
 
 def metadata(revision: str, environment: str | None = None) -> str:
-    """Argo CD's hydrator.metadata: JSON naming the dry (source) commit; deterministic (no clock)."""
+    """Argo CD's hydrator.metadata: JSON naming the dry (source) commit; deterministic (no clock).
+
+    An environment's copy also names the renderer (`render.cache.renderer_id`): an environment is
+    written only when every model of it validated, so "rendered clean from commit X by renderer R" is
+    what a later plan reads from it (plan.outcomes.clean_environments)."""
     data: dict[str, object] = {"drySha": revision, "commands": ["reconciler hydrate"]}
     if environment is not None:
         data["environment"] = environment
+        data["renderer"] = renderer_id()
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -91,7 +98,7 @@ def hydrate_folder(renders: dict[str, EnvironmentRender], out: Path, revision: s
 
 
 def hydrate_branches(renders: dict[str, EnvironmentRender], repo_root: Path, revision: str,
-                     prefix: str = "rendered/", layout: str = "plain") -> list[HydrateResult]:
+                     prefix: str = BRANCH_PREFIX, layout: str = "plain") -> list[HydrateResult]:
     """Commit each environment's manifests to branch `<prefix><env>` without touching the working tree."""
     results = []
     for env, render in sorted(renders.items()):

@@ -431,6 +431,15 @@ def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
     return trees
 
 
+def show_file(root: Path, ref: str, path: str) -> str | None:
+    """A file's text at a ref (`refs/heads/x`, `origin/x`, a sha), or None when the ref or file is absent."""
+    repo = open_repo(root)
+    try:
+        return repo.git.show(f"{ref}:{path}")
+    except git.GitCommandError:
+        return None
+
+
 def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str]]:
     """(path, mode, blob id) of every file of a commit outside one top-level folder, sorted."""
     repo = open_repo(root)
