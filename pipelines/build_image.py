@@ -3,8 +3,9 @@
 There is no container engine on a laptop or a CI runner here, so images are built by an Argo
 Workflow with rootless BuildKit (`moby/buildkit:*-rootless`, `buildctl-daemonless.sh`): the bento
 (`bentoml export`) is the build context and its `env/docker/Dockerfile` the Dockerfile. For a model
-served from an Inferentia pool the workflow first compiles the model with torch-neuronx (memoized,
-pipelines/neuron_compile.py) and puts `model.neuron.pt` into the bento's `src/` before building.
+served from an Inferentia pool the workflow first exports the model's layers and compiles them with
+torch-neuronx (memoized, pipelines/neuron_compile.py), and puts `model.neuron.pt` into the bento's `src/`
+before building.
 
 Outputs (of the workflow's `build` task, also exported as global parameters):
   digest  sha256:... of the pushed image (from BuildKit's metadata file)
@@ -23,7 +24,7 @@ from reconciler.catalog.pools import Pool
 from . import common
 from .neuron import COMPILED_FILE
 from .serving import VERSION_FILE
-from .neuron_compile import NeuronOptions, compile_cache_key, neuron_compile_template, requires_neuron
+from .neuron_compile import NeuronOptions, neuron_tasks, neuron_templates, requires_neuron
 
 DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.17.3-rootless"
 DEFAULT_REGISTRY_SECRET = "registry-credentials"  # a kubernetes.io/dockerconfigjson Secret
@@ -180,11 +181,10 @@ def build_image_workflow(
         compile_ = None
         if with_neuron:
             assert pool is not None
-            compile_ = neuron_compile_template(pool, source, neuron)
+            compile_ = neuron_templates(pool, source, neuron)
         with DAG(name="main"):
             if compile_ is not None:
-                compiled = Task(name="neuron-compile", template=compile_,
-                                arguments={"cache-key": compile_cache_key(model_hash, neuron)})
+                compiled = neuron_tasks(compile_, model_hash, neuron)
                 built = Task(name="build", template=build,
                              arguments=[compiled.get_artifact("neuron-model").with_name("neuron-model")])
                 compiled >> built

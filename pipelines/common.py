@@ -26,7 +26,14 @@ DEFAULT_STEP_IMAGE = "python:3.11-slim"
 # image can be pre-baked with exactly this list.
 LOCK_FILE = "pipelines/requirements.lock"
 STEP_REQUIREMENTS = ("-r", f"{SOURCE_PATH}/{LOCK_FILE}")
-REGISTER_REQUIREMENTS = ("dvc==3.67.1",)
+DVC_VERSION = "3.67.1"
+REGISTER_REQUIREMENTS = (f"dvc=={DVC_VERSION}",)  # a local (path) remote; dvc_requirements() adds the remote's extra
+DVC_CONFIG = ".dvc/config"  # the committed config (reconciler.build.artifacts.committed_remotes reads it)
+# a DVC remote URL's scheme -> the dvc extra (its dvc-<name> plugin) `dvc push` needs for it, as dvc 3's
+# own package declares them (Provides-Extra); http(s) is built in (dvc-http is a core dependency)
+DVC_EXTRAS = {"s3": "s3", "gs": "gs", "gcs": "gs", "azure": "azure", "gdrive": "gdrive", "ssh": "ssh",
+              "hdfs": "hdfs", "webhdfs": "webhdfs", "oss": "oss", "webdav": "webdav", "webdavs": "webdav",
+              "http": None, "https": None, "file": None}
 
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
@@ -222,3 +229,45 @@ def bento_artifact(path: str):  # -> hera.workflows.HTTPArtifact
 
     return HTTPArtifact(name="bento", path=path, archive=NoneArchiveStrategy(),
                         url=f"{{{{workflow.parameters.{BENTO_URL_PARAMETER}}}}}")
+
+
+# --------------------------------------------------------------------------- DVC remotes
+
+
+class DvcConfigError(ValueError):
+    """The repository's DVC configuration cannot drive the register step; `fix` says what to change."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(f"{message}\n  fix: {fix}")
+        self.message, self.fix = message, fix
+
+
+def dvc_extra(name: str, url: str, remotes: dict[str, str] | None = None, _seen: frozenset[str] = frozenset()) -> str | None:
+    """The dvc extra remote `name` (at `url`) needs, None for a local or http remote; raises DvcConfigError
+    for a scheme DVC has no plugin for. `remote://other/path` is resolved through the remote it names."""
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    if scheme is None or re.match(r"^[A-Za-z]:[\\/]", url):  # a path (or a Windows drive): a local remote
+        return None
+    kind = scheme.group(1).lower()
+    if kind == "remote":
+        target = url[len("remote://"):].split("/", 1)[0]
+        if remotes is not None and target in remotes and target not in _seen:
+            return dvc_extra(target, remotes[target], remotes, _seen | {name})
+        raise DvcConfigError(f"DVC remote {name!r} ({url}) refers to remote {target!r}, which {DVC_CONFIG} "
+                             "does not declare (or which refers back to it)",
+                             f"declare it: `dvc remote add {target} <url>`, or point {name!r} at a storage URL")
+    if kind not in DVC_EXTRAS:
+        known = ", ".join(sorted(k for k in DVC_EXTRAS if k != "file"))
+        raise DvcConfigError(f"DVC remote {name!r} in {DVC_CONFIG} has the URL scheme {kind!r} ({url}), for which "
+                             f"dvc {DVC_VERSION} has no plugin, so the register step could not push to it",
+                             f"use one of the schemes dvc supports ({known}, or a path): "
+                             f"`dvc remote modify {name} url <url>`")
+    return DVC_EXTRAS[kind]
+
+
+def dvc_requirements(remotes: dict[str, str]) -> tuple[str, ...]:
+    """What the register step installs for `dvc push` to any of `remotes` (every remote of the committed
+    config, so `-p dvc-remote=<another>` at submit works too): dvc pinned, with the extras their schemes
+    need, e.g. `dvc[s3]==3.67.1` for S3/MinIO. Pure; raises DvcConfigError for an unsupported scheme."""
+    extras = sorted({e for name, url in remotes.items() if (e := dvc_extra(name, url, remotes)) is not None})
+    return (f"dvc[{','.join(extras)}]=={DVC_VERSION}",) if extras else REGISTER_REQUIREMENTS

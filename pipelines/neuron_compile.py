@@ -1,17 +1,27 @@
-"""The Neuron compilation step: trace a model with torch-neuronx on an inf2 node, once per key.
+"""The Neuron compilation: export the model's layers, then trace them with torch-neuronx on an inf2 node.
 
-Compiling for Inferentia takes minutes and only depends on the weights, the Neuron SDK version
-and the input shapes, so the step is memoized (Argo's ConfigMap cache) under
-`pipelines.neuron.cache_key(model_hash, sdk, input_shapes, code_hash)` and writes its artifact to a
-key derived from the same cache key in the artifact repository: a second workflow with the same
-key skips the pod and hands the cached artifact to the image build.
+Two steps, as real compile pipelines split them (export in the training environment, compile in the SDK
+image): `neuron-export` runs in the ordinary step image with the training lock (pipelines/requirements.lock:
+the scikit-learn and Python that wrote the pickle) and writes the framework-neutral `neuron-layers` artifact
+(layers.npz + layers.json, pipelines.neuron.export_model); `neuron-compile` runs in the Neuron SDK image
+(Python 3.10, torch-neuronx, numpy), installs nothing of the training lock (numpy 2.4 needs Python >= 3.11),
+and traces those layers (pipelines.neuron.compile_model).
 
-The pod lands on the pool declared in environments/pools.yaml: its nodeSelector, the tolerations
-of its taints, the device resource (aws.amazon.com/neuron), its 2Mi hugepages and IPC_LOCK.
+Compiling for Inferentia takes minutes and only depends on the weights, the Neuron SDK version, the input
+shapes and the conversion (export + compile code, and the lock the export reads the pickle with), so the
+compile step is memoized (Argo's ConfigMap cache) under
+`pipelines.neuron.cache_key(model_hash, sdk, input_shapes, conversion_code_hash())` and writes its artifact
+to a key derived from the same cache key in the artifact repository: a second workflow with the same key
+skips the compile pod and hands the cached artifact to the image build.
+
+The compile pod lands on the pool declared in environments/pools.yaml: its nodeSelector, the tolerations
+of its taints, the device resource (aws.amazon.com/neuron), its 2Mi hugepages and IPC_LOCK. The export
+needs no accelerator and runs on any node.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from reconciler.catalog.pools import AcceleratorKind, Pool
@@ -20,9 +30,12 @@ from . import common
 from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NeuronSDK, neuron_sdk
 
 from .neuron import COMPILED_FILE, cache_key, conversion_code_hash
+
 CACHE_CONFIGMAP = "neuron-compile-cache"
 OUTPUT_DIR = "/work/neuron"
 BENTO_PATH = "/work/bento.bento"
+EXPORT_DIR = "/work/export"  # the neuron-layers artifact (layers.npz + layers.json), a directory
+LAYERS_ARTIFACT = "neuron-layers"
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,8 @@ class NeuronOptions:
 
     sdk_version: str = DEFAULT_NEURON_SDK
     input_shapes: tuple[tuple[int, ...], ...] = field(default=((1, 64),))
+    architecture: str | None = None  # model.yaml's: the export checks the pickle is that
+    export_image: str = common.DEFAULT_STEP_IMAGE  # the training environment's Python (the lock's)
     cache_configmap: str = CACHE_CONFIGMAP
     max_age: str = "4320h"  # 180 days: keys change with the weights, so old entries only age out
     cpu: str = "2"
@@ -50,6 +65,8 @@ def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None) -> Ne
     """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes)."""
     image = getattr(getattr(spec, "images", None), "inferentia", None)
     kw: dict = {}
+    if getattr(spec, "architecture", None):
+        kw["architecture"] = spec.architecture
     if image is not None and image.neuron_sdk:
         kw["sdk_version"] = image.neuron_sdk
     if image is not None and image.input_shapes:
@@ -73,14 +90,41 @@ def pool_placement(pool: Pool) -> dict:
     }
 
 
+def neuron_export_template(source: common.Source, options: NeuronOptions = NeuronOptions(), *,
+                           name: str = "neuron-export"):
+    """The export template (a hera Container): the bento's model.pkl -> the `neuron-layers` artifact, in the
+    step image with the training lock (the versions that wrote the pickle). No accelerator needed."""
+    from hera.workflows import Artifact, Container, Resources
+
+    shape = ",".join(str(d) for d in options.input_shapes[0])
+    script = "\n".join([
+        "set -eu",
+        "mkdir -p /work/bento",
+        f"tar -xf {BENTO_PATH} -C /work/bento",
+        "pip install --quiet --disable-pip-version-check " + " ".join(f"'{r}'" for r in common.STEP_REQUIREMENTS),
+        f"cd {common.SOURCE_PATH}",
+        f"python -m pipelines.neuron export --model-pkl /work/bento/src/model.pkl --output-dir {EXPORT_DIR} "
+        f"--input-shape {shape}" + (f" --architecture {shlex.quote(options.architecture)}" if options.architecture else ""),
+    ])
+    return Container(
+        name=name, image=options.export_image, command=["sh", "-c"], args=[script],
+        inputs=[common.bento_artifact(BENTO_PATH), common.source_artifact(source)],
+        outputs=[Artifact(name=LAYERS_ARTIFACT, path=EXPORT_DIR)],
+        retry_strategy=common.retry(),
+        resources=Resources(cpu_request="500m", memory_request="1Gi", memory_limit="1Gi"),
+    )
+
+
 def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOptions = NeuronOptions(), *,
                             name: str = "neuron-compile"):
-    """The memoized compile template (a hera Container) for `pool`.
+    """The memoized compile template (a hera Container) for `pool`, in the Neuron SDK image.
 
-    Inputs: the `cache-key` parameter, the bento (HTTP artifact from the workflow parameter
-    `bento-url`) and the repository at the workflow's commit. Output: the `neuron-model` artifact.
+    Inputs: the `cache-key` parameter, the `neuron-layers` artifact of the export and the repository at the
+    workflow's commit (for pipelines/neuron.py). Output: the `neuron-model` artifact. It installs nothing: the
+    SDK image brings torch-neuronx, neuronx-cc and numpy of its release, and the step reads the layers with
+    numpy alone.
     """
-    from hera.workflows import Container, NoneArchiveStrategy, Parameter, Resources, S3Artifact
+    from hera.workflows import Artifact, Container, NoneArchiveStrategy, Parameter, Resources, S3Artifact
     from hera.workflows import models as m
 
     if not requires_neuron(pool):
@@ -88,15 +132,10 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
                          "inferentia pool (kind: inferentia in environments/pools.yaml)")
     assert pool.device is not None  # guaranteed by Pool validation for inferentia pools
     custom = {"limits": {"hugepages-2Mi": pool.hugepages_2mi}} if pool.hugepages_2mi else None
-    shape = ",".join(str(d) for d in options.input_shapes[0])
     script = "\n".join([
         "set -eu",
-        "mkdir -p /work/bento",
-        f"tar -xf {BENTO_PATH} -C /work/bento",
-        "pip install --quiet " + " ".join(f"'{r}'" for r in common.STEP_REQUIREMENTS),
         f"cd {common.SOURCE_PATH}",
-        f"python -m pipelines.neuron compile --model-pkl /work/bento/src/model.pkl "
-        f"--output {OUTPUT_DIR}/{COMPILED_FILE} --input-shape {shape}",
+        f"python -m pipelines.neuron compile --layers {EXPORT_DIR} --output {OUTPUT_DIR}/{COMPILED_FILE}",
     ])
     return Container(
         name=name,
@@ -105,7 +144,7 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
         args=[script],
         inputs=[
             Parameter(name="cache-key"),
-            common.bento_artifact(BENTO_PATH),
+            Artifact(name=LAYERS_ARTIFACT, path=EXPORT_DIR),
             common.source_artifact(source),
         ],
         outputs=[
@@ -124,6 +163,25 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
     )
 
 
+def neuron_templates(pool: Pool, source: common.Source, options: NeuronOptions = NeuronOptions()):
+    """(export, compile) templates; create them in the Workflow context, then `neuron_tasks` in the DAG."""
+    return neuron_export_template(source, options), neuron_compile_template(pool, source, options)
+
+
+def neuron_tasks(templates, model_hash: str, options: NeuronOptions = NeuronOptions()):
+    """The `neuron-export` -> `neuron-compile` tasks (inside a DAG context), the layers artifact wired from one
+    to the other; returns the compile task, whose `neuron-model` artifact the build takes."""
+    from hera.workflows import Parameter, Task
+
+    export_t, compile_t = templates
+    exported = Task(name="neuron-export", template=export_t)
+    compiled = Task(name="neuron-compile", template=compile_t,
+                    arguments=[Parameter(name="cache-key", value=compile_cache_key(model_hash, options)),
+                               exported.get_artifact(LAYERS_ARTIFACT).with_name(LAYERS_ARTIFACT)])
+    exported >> compiled
+    return compiled
+
+
 def compile_cache_key(model_hash: str, options: NeuronOptions = NeuronOptions()) -> str:
     return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash())
 
@@ -133,9 +191,9 @@ def neuron_compile_workflow(*, model: str, model_hash: str, commit: str, repo_ur
                             options: NeuronOptions = NeuronOptions(),
                             operations: common.Operations = common.Operations(),
                             run: common.RunContext = common.RunContext()):
-    """The compile step alone (`pipeline render neuron-compile`): warms the Neuron cache for a model, or
+    """Export + compile alone (`pipeline render neuron-compile`): warms the Neuron cache for a model, or
     checks on an inf2 node that it compiles, without building an image. Memoized like the build's task."""
-    from hera.workflows import DAG, Parameter, Task, Workflow
+    from hera.workflows import DAG, Parameter, Workflow
 
     source = common.Source(repo_url=repo_url, commit=commit)
     key = compile_cache_key(model_hash, options)
@@ -149,7 +207,7 @@ def neuron_compile_workflow(*, model: str, model_hash: str, commit: str, repo_ur
         **operations.workflow_fields(common.pod_labels(model, model_hash, environment, pool.name)),
         arguments=[Parameter(name=common.BENTO_URL_PARAMETER, value=bento_url)],
     ) as workflow:
-        template = neuron_compile_template(pool, source, options)
+        templates = neuron_templates(pool, source, options)
         with DAG(name="main"):
-            Task(name="neuron-compile", template=template, arguments={"cache-key": key})
+            neuron_tasks(templates, model_hash, options)
     return workflow

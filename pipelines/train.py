@@ -53,7 +53,8 @@ def _git_credentials(secret: str | None) -> tuple[list | None, list | None]:
 
 
 def _templates(model: str, source: common.Source, image: str, dvc_credentials_secret: str | None = None,
-               git_credentials_secret: str | None = None) -> dict:
+               git_credentials_secret: str | None = None,
+               register_requirements: tuple[str, ...] = common.REGISTER_REQUIREMENTS) -> dict:
     from hera.workflows import Artifact, Container, Parameter, RetryStrategy
     from hera.workflows import models as m
 
@@ -87,7 +88,7 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
         "register": Container(
             name="register", image=image, command=["sh", "-c"], retry_strategy=retry, env_from=credentials,
             env=git_env, volumes=git_volumes,
-            args=[_shell(common.STEP_REQUIREMENTS + common.REGISTER_REQUIREMENTS,
+            args=[_shell(common.STEP_REQUIREMENTS + register_requirements,
                          f"cp {weights} {metrics} {model_dir}/\n"
                          f"python -m pipelines.steps register --model-dir {model_dir} "
                          f"--repo-root {common.SOURCE_PATH} --push-remote '{{{{workflow.parameters.dvc-remote}}}}'\n"
@@ -113,6 +114,24 @@ _WIRING: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def _register_requirements(dvc_remote: str, remotes: dict[str, str] | None) -> tuple[str, ...]:
+    """dvc, with the extras of the committed remotes, for the register step; checks `dvc_remote` is one of them."""
+    if remotes is None:
+        if dvc_remote:
+            raise common.DvcConfigError(f"the URL of DVC remote {dvc_remote!r} is unknown, so the register step "
+                                        "cannot know which dvc plugin its push needs",
+                                        "pass dvc_remotes=reconciler.build.artifacts.committed_remotes(<repo root>)")
+        return common.REGISTER_REQUIREMENTS
+    if dvc_remote and dvc_remote not in remotes:
+        declared = ", ".join(sorted(remotes)) or "none"
+        raise common.DvcConfigError(f"the DVC remote {dvc_remote!r} (pipelines.dvcRemote) is not declared in the "
+                                    f"committed {common.DVC_CONFIG} (it declares: {declared}), so `dvc push -r "
+                                    f"{dvc_remote}` would fail in the register step",
+                                    f"`dvc remote add {dvc_remote} <url>` and commit {common.DVC_CONFIG}, or set "
+                                    "pipelines.dvcRemote to a declared remote")
+    return common.dvc_requirements(remotes)
+
+
 def train_workflow(
     *,
     model: str,
@@ -123,6 +142,7 @@ def train_workflow(
     namespace: str | None = None,
     image: str = common.DEFAULT_STEP_IMAGE,
     dvc_remote: str = "",
+    dvc_remotes: dict[str, str] | None = None,
     dvc_credentials_secret: str | None = None,
     git_credentials_secret: str | None = None,
     operations: common.Operations = common.Operations(),
@@ -130,13 +150,18 @@ def train_workflow(
 ):
     """The train -> evaluate -> register Workflow for one example model at one commit (a hera Workflow).
 
-    `dvc_remote` names a DVC remote configured in the repository (empty: register without pushing).
+    `dvc_remote` names a DVC remote configured in the repository (empty: register without pushing);
+    `dvc_remotes` are the remotes of its committed .dvc/config ({name: url},
+    reconciler.build.artifacts.committed_remotes): the register step installs dvc with the extras their
+    URL schemes need (dvc[s3] for S3/MinIO...). A `dvc_remote` they do not declare, or a scheme dvc has no
+    plugin for, is a DvcConfigError (with a fix) at render time, not a failed push on the cluster.
     `dvc_credentials_secret` / `git_credentials_secret`: the Secrets the register step reads (by name only).
     The workflow uses generateName: every submit is a new run.
     """
     from hera.workflows import DAG, Parameter, Task, Workflow
 
     source = common.Source(repo_url=repo_url, commit=commit)
+    register_requirements = _register_requirements(dvc_remote, dvc_remotes)
     workflow_labels, annotations = common.metadata(
         pipeline="train", model=model, model_hash=model_hash, environment=environment, source=source,
         title=f"train {model} @ {commit[:12]}", run=run,
@@ -153,7 +178,8 @@ def train_workflow(
         arguments=[Parameter(name="dvc-remote", value=dvc_remote),
                    Parameter(name="propose", value="true" if dvc_remote else "false")],
     ) as workflow:
-        templates = _templates(model, source, image, dvc_credentials_secret, git_credentials_secret)
+        templates = _templates(model, source, image, dvc_credentials_secret, git_credentials_secret,
+                               register_requirements)
         with DAG(name="main"):
             tasks: dict[str, Task] = {}
             for step in STEPS:

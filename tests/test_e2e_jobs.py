@@ -564,6 +564,11 @@ def test_the_load_generator_counts_responses_by_code():
 
 
 def test_the_argo_checks_match_what_pipeline_render_writes(e2e_repo):
+    # what .github/e2e/argo/prepare-repo.sh commits before the job renders: the MinIO remote the pods push to
+    config = e2e_repo / ".dvc" / "config"
+    config.write_text(config.read_text() + "['remote \"minio\"']\n    url = s3://my-bucket/dvc\n"
+                      "    endpointurl = http://minio.argo.svc.cluster.local:9000\n")
+    commit_all(git.Repo(e2e_repo), "e2e: the MinIO DVC remote")
     done = subprocess.run([str(RECONCILER), "pipeline", "render", "train", "--model", "iris-classifier", "--env", "e2e",
                            "--repo", str(e2e_repo)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -578,6 +583,8 @@ def test_the_argo_checks_match_what_pipeline_render_writes(e2e_repo):
             if d["kind"] == "ServiceAccount"}
     assert workflow["spec"]["serviceAccountName"] in rbac
     assert {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}["dvc-remote"] == "minio"
+    register = next(t for t in workflow["spec"]["templates"] if t["name"] == "register")
+    assert "'dvc[s3]==3.67.1'" in register["container"]["args"][0]  # dvc push to MinIO needs dvc-s3
     # the checks can fail
     workflow["metadata"]["labels"].pop("gitops.ml/model")
     workflow["spec"]["podMetadata"]["labels"]["gitops.ml/environment"] = "prod"

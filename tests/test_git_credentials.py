@@ -81,6 +81,7 @@ def test_the_register_push_authenticates_with_the_mounted_token_and_never_shows_
 def test_the_workflow_mounts_the_secret_in_the_register_step_only_by_name():
     doc = yaml.safe_load(train_workflow(model=MODEL, model_hash=HASH, commit=COMMIT,
                                         repo_url="https://github.com/example/models-gitops.git", dvc_remote="s3",
+                                        dvc_remotes={"s3": "s3://models/dvc"},
                                         git_credentials_secret="models-git-push").to_yaml())
     templates = {t["name"]: t for t in doc["spec"]["templates"]}
     register = templates["register"]

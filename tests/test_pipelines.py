@@ -16,7 +16,8 @@ import yaml
 
 from pipelines import common, steps
 from pipelines.build_image import build_image_workflow, image_tag
-from pipelines.neuron import cache_key, dense_layers, forward
+from pipelines.neuron import (ARCHITECTURES, LAYERS_FILE, MANIFEST_FILE, architecture_of, cache_key, dense_layers,
+                              export_model, forward, read_layers)
 from pipelines.neuron_compile import (NeuronOptions, compile_cache_key, neuron_compile_template,
                                       neuron_compile_workflow)
 from pipelines.train import train_workflow
@@ -34,6 +35,7 @@ WORKFLOW_DEF = "io.argoproj.workflow.v1alpha1.Workflow"
 HASH = "sha256:" + "0123456789abcdef" * 4
 COMMIT = "4f2c9d1e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
 REPO = "https://github.com/example/models-gitops.git"
+REMOTES = {"s3remote": "s3://models/dvc"}
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -80,10 +82,16 @@ def _all_workflows(pools):
     return {
         "train-iris": train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO),
         "train-digits": train_workflow(model="digits-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
-                                       environment="staging", dvc_remote="s3remote"),
+                                       environment="staging", dvc_remote="s3remote", dvc_remotes=REMOTES),
         "train-credentials": train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
                                             environment="prod", dvc_remote="s3remote", dvc_credentials_secret="dvc-s3",
-                                            git_credentials_secret="models-git-push"),
+                                            git_credentials_secret="models-git-push", dvc_remotes=REMOTES),
+        "train-gs": train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
+                                   dvc_remote="gcs", dvc_remotes={"gcs": "gs://models/dvc"}),
+        "train-azure": train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
+                                      dvc_remote="blob", dvc_remotes={"blob": "azure://models/dvc"}),
+        "train-local": train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
+                                      dvc_remote="local", dvc_remotes={"local": "/srv/dvc-storage"}),
         "build-gpu": _build(pools),
         "build-cpu": _build(pools, pool="cpu-general", environment="dev"),
         "build-nopool": _build(pools, pool=None),
@@ -280,7 +288,7 @@ def test_inferentia_build_compiles_on_the_inf2_pool_first(pools):
     doc = _as_dict(_build(pools, model="digits-classifier", pool="inf2"))
     templates = _templates(doc)
     tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
-    assert list(tasks) == ["neuron-compile", "build"] and tasks["build"]["depends"] == "neuron-compile"
+    assert list(tasks) == ["neuron-export", "neuron-compile", "build"] and tasks["build"]["depends"] == "neuron-compile"
     assert tasks["build"]["arguments"]["artifacts"] == [
         {"name": "neuron-model", "from": "{{tasks.neuron-compile.outputs.artifacts.neuron-model}}"}]
     params = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
@@ -301,7 +309,45 @@ def test_inferentia_build_compiles_on_the_inf2_pool_first(pools):
     assert compile_["memoize"]["cache"]["configMap"]["name"] == "neuron-compile-cache"
     out = compile_["outputs"]["artifacts"][0]
     assert out["s3"]["key"] == "neuron-cache/{{inputs.parameters.cache-key}}/model.neuron.pt"
-    assert "--input-shape 1,64" in compile_["container"]["args"][0]
+    assert "--input-shape 1,64" in templates["neuron-export"]["container"]["args"][0]
+
+
+@pytest.mark.parametrize("name", ["build-inf2", "compile-inf2"])
+def test_neuron_work_is_an_export_in_the_training_image_then_a_compile_that_installs_nothing(pools, name):
+    """The pickle is read where it was written (step image + training lock); the Neuron image (Python 3.10,
+    where numpy 2.4 of the lock cannot install) only gets the framework-neutral layers artifact."""
+    doc = _as_dict(_all_workflows(pools)[name])
+    templates = _templates(doc)
+    tasks = {t["name"]: t for t in templates["main"]["dag"]["tasks"]}
+    assert tasks["neuron-compile"]["depends"] == "neuron-export"
+    assert tasks["neuron-compile"]["arguments"]["artifacts"] == [
+        {"name": "neuron-layers", "from": "{{tasks.neuron-export.outputs.artifacts.neuron-layers}}"}]
+    export, compile_ = templates["neuron-export"], templates["neuron-compile"]
+    assert export["container"]["image"] == common.DEFAULT_STEP_IMAGE
+    assert f"-r' '{common.SOURCE_PATH}/{common.LOCK_FILE}'" in export["container"]["args"][0]
+    assert "python -m pipelines.neuron export --model-pkl /work/bento/src/model.pkl" in export["container"]["args"][0]
+    assert export["outputs"]["artifacts"] == [{"name": "neuron-layers", "path": "/work/export"}]
+    assert "nodeSelector" not in export and "aws.amazon.com/neuron" not in json.dumps(export)  # any node
+    script = compile_["container"]["args"][0]
+    assert compile_["container"]["image"] == NeuronOptions().image
+    assert "pip" not in script and common.LOCK_FILE not in script and "model.pkl" not in script
+    assert "python -m pipelines.neuron compile --layers /work/export" in script
+    inputs = {a["name"]: a for a in compile_["inputs"]["artifacts"]}
+    assert set(inputs) == {"neuron-layers", "source"} and inputs["neuron-layers"]["path"] == "/work/export"
+
+
+def test_the_export_step_checks_what_model_yaml_declares():
+    from reconciler.catalog.files import load as load_file
+    from reconciler.catalog.specs import ModelSpec
+    from pipelines.neuron_compile import neuron_export_template, neuron_options_for
+
+    spec = load_file(ModelSpec, ROOT / "models" / "digits-classifier" / "model.yaml")
+    options = neuron_options_for(spec)
+    assert options.architecture == "sklearn-scaler-mlp" and options.input_shapes == ((1, 64),)
+    template = neuron_export_template(common.Source(REPO, COMMIT), options)
+    assert "--architecture sklearn-scaler-mlp" in template.args[0]
+    hostile = neuron_export_template(common.Source(REPO, COMMIT), NeuronOptions(architecture="x'; rm -rf / #"))
+    assert """--architecture 'x'"'"'; rm -rf / #'""" in hostile.args[0]  # quoted: one argument, never a command
 
 
 def test_gpu_and_cpu_builds_have_no_neuron_step(pools):
@@ -339,6 +385,23 @@ def test_neuron_cache_key_covers_weights_sdk_image_shapes_and_conversion_code():
     assert COMPILED_FILE == ACCEL_FILE
 
 
+def test_the_conversion_hash_covers_the_export_code_the_compile_code_and_the_lock(tmp_path):
+    from pipelines.neuron import CONVERSION_FILES, conversion_code_hash
+
+    for name in CONVERSION_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    base = conversion_code_hash(tmp_path)
+    assert base == conversion_code_hash()  # this checkout's files
+    assert {"pipelines/neuron.py", common.LOCK_FILE} <= set(CONVERSION_FILES)
+    for name in CONVERSION_FILES:
+        original = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(original + b"\n# changed\n")
+        assert conversion_code_hash(tmp_path) != base, name
+        (tmp_path / name).write_bytes(original)
+    assert conversion_code_hash(tmp_path) == base
+
+
 # --------------------------------------------------------------------------- neuron conversion (numpy)
 
 
@@ -349,6 +412,97 @@ def test_dense_layers_reproduce_the_sklearn_probabilities(tmp_path):
     layers = dense_layers(model)
     assert [layer.activation for layer in layers] == ["identity", "relu", "softmax"]
     np.testing.assert_allclose(forward(layers, x), model.predict_proba(x), rtol=1e-6, atol=1e-9)
+
+
+def test_the_export_of_the_digits_model_reads_back_with_numpy_alone_and_predicts_the_same(tmp_path):
+    steps.train("digits-classifier", tmp_path, repo_root=ROOT)
+    model = pickle.loads((tmp_path / "model.pkl").read_bytes())
+    from pipelines.neuron import main
+
+    assert main(["export", "--model-pkl", str(tmp_path / "model.pkl"), "--output-dir", str(tmp_path / "export"),
+                 "--input-shape", "1,64", "--architecture", "sklearn-scaler-mlp"]) == 0
+    manifest = json.loads((tmp_path / "export" / MANIFEST_FILE).read_text())
+    assert manifest == {"format": 1, "architecture": "sklearn-scaler-mlp", "input_shape": [1, 64],
+                        "activations": ["identity", "relu", "softmax"]}
+    with np.load(tmp_path / "export" / LAYERS_FILE, allow_pickle=False) as data:  # plain arrays, no pickle
+        assert sorted(data.files) == ["bias_0", "bias_1", "bias_2", "weight_0", "weight_1", "weight_2"]
+    layers, shape = read_layers(tmp_path / "export")
+    assert shape == (1, 64) and [w.weight.shape for w in layers] == [(64, 64), (64, 64), (64, 10)]
+    x = np.random.default_rng(1).uniform(0, 16, size=(20, 64))
+    np.testing.assert_allclose(forward(layers, x), model.predict_proba(x), rtol=1e-6, atol=1e-9)
+
+
+def test_the_export_refuses_what_the_recipe_cannot_compile_with_the_fix(tmp_path, capsys):
+    from pipelines.neuron import main
+
+    steps.train("iris-classifier", tmp_path, repo_root=ROOT)
+    iris = yaml.safe_load((ROOT / "models" / "iris-classifier" / "model.yaml").read_text())["architecture"]
+    with pytest.raises(steps.StepError) as caught:
+        export_model(tmp_path / "model.pkl", tmp_path / "export", (1, 4), iris)
+    assert f"it is a {iris}" in caught.value.message and "sklearn-scaler-mlp" in caught.value.message
+    assert "cpu or gpu pool" in caught.value.fix
+    assert not (tmp_path / "export").exists()
+    # what model.yaml says must be what the pickle is
+    with pytest.raises(steps.StepError, match="declares architecture 'sklearn-scaler-mlp'") as caught:
+        export_model(tmp_path / "model.pkl", tmp_path / "export", (1, 4), "sklearn-scaler-mlp")
+    assert caught.value.fix == f"set `architecture: {iris}` in model.yaml (the plan then checks where it may be served), " \
+                               "or retrain the model model.yaml describes"
+    assert main(["export", "--model-pkl", str(tmp_path / "model.pkl"), "--output-dir", str(tmp_path / "x"),
+                 "--input-shape", "1,4"]) == 1
+    assert "cannot compile model.pkl for inferentia" in capsys.readouterr().err
+
+
+def test_the_export_refuses_an_input_shape_the_first_layer_does_not_take(tmp_path):
+    steps.train("digits-classifier", tmp_path, repo_root=ROOT)
+    with pytest.raises(steps.StepError, match="first layer takes 64 features") as caught:
+        export_model(tmp_path / "model.pkl", tmp_path / "export", (1, 8))
+    assert caught.value.fix == "set images.inferentia.inputShapes: [[1, 64]] in model.yaml"
+
+
+def test_the_architecture_names_are_the_plans(tmp_path):
+    """The pickles of the example models are what their model.yaml declares, and the export accepts exactly
+    the architectures of the plan's torch-neuronx-dense recipe: one rule at plan time and at export time."""
+    from reconciler.catalog.accelerators import COMPILE_RECIPES
+
+    recipe = next(r for r in COMPILE_RECIPES if r.name == "torch-neuronx-dense")
+    assert recipe.architectures == ARCHITECTURES and recipe.code == "pipelines/neuron.py"
+    for model in ("digits-classifier", "iris-classifier"):
+        steps.train(model, tmp_path / model, repo_root=ROOT)
+        declared = yaml.safe_load((ROOT / "models" / model / "model.yaml").read_text())["architecture"]
+        assert architecture_of(pickle.loads((tmp_path / model / "model.pkl").read_bytes())) == declared
+
+
+def _export(tmp_path, layers, activations, shape=(1, 3)):
+    out = tmp_path / "export"
+    out.mkdir(exist_ok=True)
+    arrays = {}
+    for i, (w, b) in enumerate(layers):
+        arrays[f"weight_{i}"], arrays[f"bias_{i}"] = w, b
+    np.savez(out / LAYERS_FILE, **arrays)
+    (out / MANIFEST_FILE).write_text(json.dumps({"format": 1, "input_shape": list(shape), "activations": activations}))
+    return out
+
+
+def test_read_layers_refuses_a_malformed_export(tmp_path):
+    good = [(np.ones((3, 2)), np.zeros(2)), (np.ones((2, 4)), np.zeros(4))]
+    layers, shape = read_layers(_export(tmp_path, good, ["relu", "softmax"]))
+    assert shape == (1, 3) and [layer.activation for layer in layers] == ["relu", "softmax"]
+    with pytest.raises(ValueError, match="layer 1 is"):  # 2 outputs feed 3 inputs
+        read_layers(_export(tmp_path, [good[0], (np.ones((3, 4)), np.zeros(4))], ["relu", "softmax"]))
+    with pytest.raises(ValueError, match="does not take 5 inputs"):
+        read_layers(_export(tmp_path, good, ["relu", "softmax"], shape=(1, 5)))
+    with pytest.raises(ValueError, match="activations must be"):
+        read_layers(_export(tmp_path, good, ["relu", "gelu"]))
+    with pytest.raises(ValueError, match="need"):  # a layer missing from the npz
+        read_layers(_export(tmp_path, good[:1], ["relu", "softmax"]))
+    export = _export(tmp_path, good, ["relu", "softmax"])
+    (export / MANIFEST_FILE).write_text(json.dumps({"format": 2}))
+    with pytest.raises(ValueError, match="format 2"):
+        read_layers(export)
+    # an object array (what only a pickle can hold) is refused by allow_pickle=False
+    export = _export(tmp_path, [(np.array([object()] * 6, dtype=object).reshape(3, 2), np.zeros(2))], ["relu"])
+    with pytest.raises(ValueError):
+        read_layers(export)
 
 
 def test_dense_layers_refuse_unsupported_estimators(tmp_path):
@@ -464,3 +618,89 @@ def test_the_build_labels_the_image_with_the_commit_its_bento_was_built_from(tmp
     # the local engine's build sets the same label
     command = containerize_command("m:0123456789ab", "r.test/m:0123456789ab", "docker", {"gitops.ml/git-commit": commit})
     assert command[-2:] == ["--opt", f"label=gitops.ml/git-commit={commit}"]
+
+
+# --------------------------------------------------------------------------- the register step's dvc
+
+
+def _register_script(**kw) -> str:
+    doc = _as_dict(train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO, **kw))
+    return _templates(doc)["register"]["container"]["args"][0]
+
+
+@pytest.mark.parametrize("url, requirement", [
+    ("s3://models/dvc", "dvc[s3]==3.67.1"),  # S3 and MinIO (endpointurl)
+    ("gs://models/dvc", "dvc[gs]==3.67.1"),
+    ("azure://models/dvc", "dvc[azure]==3.67.1"),
+    ("ssh://user@host/srv/dvc", "dvc[ssh]==3.67.1"),
+    ("/srv/dvc-storage", "dvc==3.67.1"),
+    ("../.dvc-storage", "dvc==3.67.1"),
+    ("https://dvc.example.com/store", "dvc==3.67.1"),  # dvc-http is part of dvc
+])
+def test_the_register_step_installs_the_dvc_extra_of_the_remote(url, requirement):
+    script = _register_script(dvc_remote="store", dvc_remotes={"store": url})
+    pins = re.findall(r"'(dvc[^']*)'", script)
+    assert pins == [requirement]  # one dvc, pinned, with the remote's extra
+
+
+def test_every_committed_remote_can_be_pushed_to_and_train_evaluate_install_no_dvc(pools):
+    remotes = {"s3remote": "s3://models/dvc", "backup": "gs://backup/dvc", "laptop": "/srv/dvc"}
+    doc = _as_dict(train_workflow(model="iris-classifier", model_hash=HASH, commit=COMMIT, repo_url=REPO,
+                                  dvc_remote="s3remote", dvc_remotes=remotes))
+    templates = _templates(doc)
+    assert "'dvc[gs,s3]==3.67.1'" in templates["register"]["container"]["args"][0]  # -p dvc-remote=backup works too
+    for step in ("train", "evaluate"):
+        assert "dvc" not in templates[step]["container"]["args"][0]
+    # remote://<name>/path is the remote it names
+    assert common.dvc_requirements({"base": "azure://c/p", "sub": "remote://base/sub"}) == ("dvc[azure]==3.67.1",)
+    assert common.dvc_requirements({}) == ("dvc==3.67.1",)
+
+
+def test_a_remote_dvc_cannot_push_to_is_a_render_error_with_a_fix():
+    with pytest.raises(common.DvcConfigError, match="URL scheme 'ftp'") as caught:
+        _register_script(dvc_remote="store", dvc_remotes={"store": "ftp://files.example.com/dvc"})
+    assert caught.value.fix.startswith("use one of the schemes dvc supports") and "s3" in caught.value.fix
+    assert "dvc remote modify store url" in caught.value.fix
+    with pytest.raises(common.DvcConfigError, match="not declared in the committed .dvc/config") as caught:
+        _register_script(dvc_remote="minio", dvc_remotes={"local": "/srv/dvc"})
+    assert "dvc remote add minio" in caught.value.fix
+    with pytest.raises(common.DvcConfigError, match="refers to remote 'nowhere'"):
+        common.dvc_requirements({"sub": "remote://nowhere/x"})
+    with pytest.raises(common.DvcConfigError, match="URL of DVC remote 'minio' is unknown"):
+        _register_script(dvc_remote="minio")
+    assert "'dvc==3.67.1'" in _register_script()  # nothing to push to: plain dvc
+
+
+def test_pipeline_render_takes_the_extra_from_the_committed_dvc_config(tmp_path):
+    """Through the CLI on a copy of the template: the repository's committed .dvc/config decides (a
+    config.local, which the pods never see, does not), and an unsupported scheme is an error with its fix."""
+    import subprocess
+    import sys
+
+    import git
+
+    from tests.conftest import commit_all, copy_template
+
+    root = copy_template(tmp_path / "repo")
+    repo = git.Repo.init(root, initial_branch="main")
+    commit_all(repo, "template")
+
+    def render(*extra):
+        return subprocess.run([str(Path(sys.executable).parent / "reconciler"), "pipeline", "render", "train", "--model",
+                               "iris-classifier", "--env", "dev", "--repo", str(root), "--repo-url", REPO, *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    def register(done):
+        assert done.returncode == 0, done.stderr
+        return _templates(yaml.safe_load(done.stdout))["register"]["container"]["args"][0]
+
+    assert "'dvc==3.67.1'" in register(render())  # the template's local remote
+    config = root / ".dvc" / "config"
+    config.write_text(config.read_text() + "['remote \"minio\"']\n    url = s3://my-bucket/dvc\n"
+                      "    endpointurl = http://minio.argo.svc.cluster.local:9000\n")
+    (root / ".dvc" / "config.local").write_text("['remote \"mine\"']\n    url = ftp://nowhere/dvc\n")
+    assert "'dvc[s3]==3.67.1'" in register(render())
+    config.write_text(config.read_text().replace("s3://my-bucket/dvc", "ftp://files.example.com/dvc"))
+    done = render()
+    assert done.returncode != 0
+    assert "'minio'" in done.stderr and "ftp" in done.stderr and "fix: use one of the schemes" in done.stderr

@@ -135,6 +135,23 @@ def default_remote(repo_root: Path) -> tuple[str, str] | None:
     return name, url
 
 
+def committed_remotes(repo_root: Path) -> dict[str, str]:
+    """{remote name: url} of the repository's .dvc/config (the file git tracks), read by DVC itself: its "repo"
+    level, not config.local, which a pod that checks out the commit never has; relative paths come back absolute.
+    {} without a .dvc/ folder; ArtifactError (with a fix) for a config DVC cannot read."""
+    from dvc.config import Config, ConfigError
+
+    dvc_dir = Path(repo_root).resolve() / ".dvc"
+    if not dvc_dir.is_dir():
+        return {}
+    try:
+        config = Config(dvc_dir=str(dvc_dir), validate=False).load_one("repo")
+    except (ConfigError, OSError) as exc:
+        raise ArtifactError(f".dvc/config cannot be read: {exc}",
+                            fix="repair it (`dvc remote list` shows what DVC understands), or restore it from git") from None
+    return {name: str(remote.get("url", "")) for name, remote in config.get("remote", {}).items() if remote.get("url")}
+
+
 def remote_objects(repo_root: Path, checksums: list[str]) -> set[str]:
     """Which of these md5 object ids the default DVC remote holds: existence checks, nothing is downloaded.
 

@@ -181,14 +181,19 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
     namespace = namespace or env.pipelines.namespace
     try:
         if pipeline == "train":
+            from pipelines.common import DvcConfigError
             from pipelines.train import train_workflow
+            from reconciler.build.artifacts import committed_remotes
 
-            return train_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
-                                  environment=environment, namespace=namespace,
-                                  dvc_remote=env.pipelines.dvc_remote or "",
-                                  dvc_credentials_secret=env.pipelines.dvc_credentials_secret,
-                                  git_credentials_secret=env.pipelines.git_credentials_secret,
-                                  operations=operations, run=run)
+            try:
+                return train_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
+                                      environment=environment, namespace=namespace,
+                                      dvc_remote=env.pipelines.dvc_remote or "", dvc_remotes=committed_remotes(root),
+                                      dvc_credentials_secret=env.pipelines.dvc_credentials_secret,
+                                      git_credentials_secret=env.pipelines.git_credentials_secret,
+                                      operations=operations, run=run)
+            except DvcConfigError as exc:
+                raise ReconcilerError(exc.message, fix=exc.fix) from None
         from pipelines.build_image import build_image_workflow
         from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for
         from pipelines.steps import StepError, load_recipe
