@@ -158,7 +158,7 @@ def export_model(model_pkl: Path, out_dir: Path, input_shape: tuple[int, ...],
         raise StepError(f"input shape {list(input_shape)} does not fit {model_pkl.name}: its first layer takes "
                         f"{width} features", fix=f"set images.inferentia.inputShapes: [[1, {width}]] in model.yaml")
     out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         arrays[f"weight_{i}"] = np.asarray(layer.weight, dtype=np.float64)
         arrays[f"bias_{i}"] = np.asarray(layer.bias, dtype=np.float64)

@@ -169,7 +169,7 @@ def test_standin_checks_what_argo_checks():
     bad["metadata"]["labels"]["gitops.ml/model-hash"] = "x" * 64
     bad["metadata"]["namespace"] = "elsewhere"
     bad["spec"]["entrypoint"] = "missing"
-    compile_task = bad["spec"]["templates"][-1]["dag"]["tasks"][0]
+    compile_task = next(t for t in bad["spec"]["templates"][-1]["dag"]["tasks"] if t["name"] == "neuron-compile")
     compile_task.pop("arguments")
     bad["spec"]["arguments"]["parameters"][0].pop("value")
     problems = validate(bad, "argo")

@@ -330,7 +330,7 @@ def test_neuron_work_is_an_export_in_the_training_image_then_a_compile_that_inst
     assert "nodeSelector" not in export and "aws.amazon.com/neuron" not in json.dumps(export)  # any node
     script = compile_["container"]["args"][0]
     assert compile_["container"]["image"] == NeuronOptions().image
-    assert "pip" not in script and common.LOCK_FILE not in script and "model.pkl" not in script
+    assert "pip install" not in script and common.LOCK_FILE not in script and "model.pkl" not in script
     assert "python -m pipelines.neuron compile --layers /work/export" in script
     inputs = {a["name"]: a for a in compile_["inputs"]["artifacts"]}
     assert set(inputs) == {"neuron-layers", "source"} and inputs["neuron-layers"]["path"] == "/work/export"
