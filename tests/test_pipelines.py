@@ -704,3 +704,22 @@ def test_pipeline_render_takes_the_extra_from_the_committed_dvc_config(tmp_path)
     done = render()
     assert done.returncode != 0
     assert "'minio'" in done.stderr and "ftp" in done.stderr and "fix: use one of the schemes" in done.stderr
+
+
+def test_committed_remotes_reads_what_dvc_itself_writes(tmp_path):
+    """The reader is the standard library's (`pipeline render` needs no dvc), so check it on a config written
+    by the real dvc: a default remote with options, a quoted URL, and a --local remote that stays out."""
+    import subprocess
+    import sys
+
+    from reconciler.build.artifacts import committed_remotes
+
+    assert committed_remotes(tmp_path) == {}
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    for args in (["init", "-q"], ["remote", "add", "-d", "minio", "s3://my-bucket/dvc"],
+                 ["remote", "modify", "minio", "endpointurl", "http://minio:9000"],
+                 ["remote", "add", "odd", "/srv/a,b#c"], ["remote", "add", "--local", "mine", "gs://x/y"]):
+        subprocess.run(dvc + args, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    assert committed_remotes(tmp_path) == {"minio": "s3://my-bucket/dvc", "odd": "/srv/a,b#c"}
+    assert common.dvc_requirements(committed_remotes(tmp_path)) == ("dvc[s3]==3.67.1",)

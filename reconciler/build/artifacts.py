@@ -136,20 +136,28 @@ def default_remote(repo_root: Path) -> tuple[str, str] | None:
 
 
 def committed_remotes(repo_root: Path) -> dict[str, str]:
-    """{remote name: url} of the repository's .dvc/config (the file git tracks), read by DVC itself: its "repo"
-    level, not config.local, which a pod that checks out the commit never has; relative paths come back absolute.
-    {} without a .dvc/ folder; ArtifactError (with a fix) for a config DVC cannot read."""
-    from dvc.config import Config, ConfigError
+    """{remote name: url} of the repository's .dvc/config (the file git tracks; not config.local, which a pod
+    that checks out the commit never has). {} without one; ArtifactError (with a fix) for a file that is not
+    an INI/configobj config. Read with the standard library, not dvc: `pipeline render` needs only the
+    [pipelines] extra, and DVC writes this file with configobj (`['remote "<name>"']` sections, `url = ...`)."""
+    import configparser
 
-    dvc_dir = Path(repo_root).resolve() / ".dvc"
-    if not dvc_dir.is_dir():
+    path = Path(repo_root).resolve() / ".dvc" / "config"
+    if not path.is_file():
         return {}
+    parser = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#", ";"))
     try:
-        config = Config(dvc_dir=str(dvc_dir), validate=False).load_one("repo")
-    except (ConfigError, OSError) as exc:
-        raise ArtifactError(f".dvc/config cannot be read: {exc}",
+        parser.read_string(path.read_text(encoding="utf-8"), source=".dvc/config")
+    except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f".dvc/config cannot be read: {str(exc).splitlines()[0]}",
                             fix="repair it (`dvc remote list` shows what DVC understands), or restore it from git") from None
-    return {name: str(remote.get("url", "")) for name, remote in config.get("remote", {}).items() if remote.get("url")}
+    remotes: dict[str, str] = {}
+    for section in parser.sections():
+        found = re.fullmatch(r"""'?\s*remote\s+"([^"]+)"\s*'?""", section.strip())
+        url = parser.get(section, "url", fallback="").strip()
+        if found and url:
+            remotes[found.group(1)] = url[1:-1] if len(url) > 1 and url[0] == url[-1] and url[0] in "'\"" else url
+    return remotes
 
 
 def remote_objects(repo_root: Path, checksums: list[str]) -> set[str]:
