@@ -19,6 +19,9 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from pipelines.steps import locked_versions
 
 from tests.requirements import missing
 
@@ -107,14 +110,8 @@ def test_the_base_image_python_is_one_the_project_supports():
 
 
 def pinned() -> dict[str, str]:
-    pins = {}
-    for line in LOCK.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"{LOCK.name}: {line!r} is not pinned exactly"
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return pins
+    """The lock's pins by canonical name (the project's lock reader refuses a line that is not name==version)."""
+    return {canonicalize_name(name): version for name, version in locked_versions(LOCK).items()}
 
 
 def declared() -> list[Requirement]:
@@ -131,7 +128,7 @@ def declared() -> list[Requirement]:
 def test_the_image_lock_satisfies_every_declared_dependency():
     pins = pinned()
     for req in declared():
-        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is declared but not in {LOCK.name}: re-run the command at its top"
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"{LOCK.name} pins {req.name}=={pins[name]}, outside {req.specifier}: re-run the command at its top")
