@@ -96,12 +96,8 @@ def main() -> None:
         env = {**os.environ, "RECONCILER_CACHE": str(warm_dir)}
         cli = [str(Path(sys.executable).parent / "reconciler"), "plan", "--repo", str(root), "--base", "HEAD~1",
                "--head", "HEAD", "--format", "markdown", "--no-check-artifacts"]  # no DVC remote here
-        started = time.perf_counter()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run(cli, env=env, capture_output=True, text=True, check=False)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        rows.append(("`reconciler plan` command, base cached", time.perf_counter() - started,
-                     after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+        proc = measure("`reconciler plan` command, base cached", lambda: subprocess.run(
+            cli, env=env, capture_output=True, text=True, check=False), rows)  # CPU: the child's, once waited for
         # 3: the plan holds model errors (the --broken models), which it reports
         assert proc.returncode == (3 if args.broken else 0), (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
         same = plan_json(incremental) == plan_json(warm)
@@ -109,10 +105,8 @@ def main() -> None:
             base_sha = git(root, "rev-parse", "HEAD~1").strip()
             hydrate = [str(Path(sys.executable).parent / "reconciler"), "hydrate", "--repo", str(root),
                        "--branch-prefix", "rendered/", "--rev", base_sha]
-            started = time.perf_counter()
-            done = subprocess.run(hydrate, env={**os.environ, "RECONCILER_CACHE": "off"}, capture_output=True,
-                                  text=True, check=False)
-            rows.append(("(setup) hydrate the base to rendered/<env> branches", time.perf_counter() - started, 0.0))
+            done = measure("(setup) hydrate the base to rendered/<env> branches", lambda: subprocess.run(
+                hydrate, env={**os.environ, "RECONCILER_CACHE": "off"}, capture_output=True, text=True, check=False), rows)
             assert done.returncode == 0, done.stderr[-3000:]
             hydrated = measure("incremental plan, cold cache, base hydrated", lambda: plan_revisions(
                 root, "HEAD~1", "HEAD", cache=RenderCache(Path(tmp) / "cache-cold-hydrated")), rows)
