@@ -10,9 +10,12 @@ functions in-process (reconciler/build/pipeline_runner.py), and every script tem
 Workflow in pipelines/train.py runs `python -m pipelines.steps <step> ...` against the same
 repository checked out at the workflow's commit.
 
-Steps are deterministic (fixed seeds, a fixed train/test split, one BLAS thread), so training the
-same code with the same library versions on the same CPU family gives byte-identical weights, hence
-the same DVC md5 and the same model hash.
+Steps are deterministic (fixed seeds, a fixed train/test split, one BLAS thread, and one numeric
+profile per architecture: pipelines/numerics.py pins the BLAS kernel and numpy's SIMD loops before
+they load), so training the same code with the same library versions on any x86-64 CPU with AVX2
+gives byte-identical weights, hence the same DVC md5 and the same model hash. `python -m
+pipelines.steps` re-executes itself under that profile; calling train() in a process that did not
+start that way trains with whatever kernel the CPU picked.
 The example models' datasets come with scikit-learn itself: nothing is downloaded.
 
 Only the standard library, numpy and scikit-learn are imported at module level, so the step image
@@ -328,4 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from pipelines.numerics import ensure_pinned
+
+    ensure_pinned()  # before numpy loads: the BLAS kernel is chosen then (pipelines/numerics.py)
     sys.exit(main())

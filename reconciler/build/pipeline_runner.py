@@ -1,8 +1,9 @@
 """Run the pipelines on a laptop (no cluster), and render them as Argo Workflows.
 
-`reconciler pipeline run train [--model M]` walks `pipelines.steps.STEPS` in DAG order in this
-process: train -> evaluate -> register (`dvc add` of model.pkl), the very functions the Argo
-Workflow's tasks call (`python -m pipelines.steps ...`). `reconciler pipeline render NAME --model M`
+`reconciler pipeline run train [--model M]` walks `pipelines.steps.STEPS` in DAG order: train ->
+evaluate -> register (`dvc add` of model.pkl). Train and evaluate run as the very command the Argo
+Workflow's tasks run (`python -m pipelines.steps ...`), in a process of their own under the pinned
+numeric profile (pipelines/numerics.py); register runs here. `reconciler pipeline render NAME --model M`
 prints the Workflow YAML for `train` or `build-image`, with defaults taken from the repository
 (HEAD commit, origin URL, the model's content hash, the environment's registry and pool).
 
@@ -11,6 +12,9 @@ Step failures become ReconcilerError (ArtifactError for DVC), so the CLI prints 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +80,8 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     for name in names:
         run = ModelRun(name, root / "models" / name)
         actions: dict[str, Callable[[], str]] = {
-            "train": lambda: str(steps.train(name, run.model_dir, seed=seed, repo_root=root).relative_to(root)),  # noqa: B023 - called inside this iteration
-            "evaluate": lambda: _evaluate(run, root, steps, seed),  # noqa: B023 - called inside this iteration
+            "train": lambda: _train(run, root, seed),  # noqa: B023 - called inside this iteration
+            "evaluate": lambda: _evaluate(run, root, seed),  # noqa: B023 - called inside this iteration
             "register": lambda: _register(run, root, steps, push),  # noqa: B023 - called inside this iteration
         }
         for step in order:
@@ -95,8 +99,48 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     return runs
 
 
-def _evaluate(run: ModelRun, root: Path, steps: Any, seed: int) -> str:
-    run.metrics = steps.evaluate(run.model, run.model_dir, seed=seed, repo_root=root)
+def step_process(step: str, model: str, model_dir: Path, root: Path, seed: int) -> str:
+    """Run one numeric step as `python -m pipelines.steps STEP ...`, the command the Argo task runs, and
+    return its standard output.
+
+    A process of its own, because the numeric profile (pipelines/numerics.py: the BLAS kernel, numpy's
+    SIMD loops, one thread) must be set before numpy loads, and this process loaded it long ago: training
+    in-process would give other weights on another CPU. Raises StepError with the step's own message.
+    """
+    from pipelines.numerics import pinned_environ
+
+    command = [sys.executable, "-m", "pipelines.steps", step, "--model", model, "--model-dir", str(model_dir),
+               "--seed", str(seed), "--repo-root", str(root)]
+    done = subprocess.run(command, cwd=root, env=pinned_environ(), capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return done.stdout.strip()
+    raise _step_failure(done.stderr, model, step)
+
+
+def _step_failure(stderr: str, model: str, step: str) -> Exception:
+    """The StepError a failed step process printed (`error: ...` / `  fix: ...`), else its last line."""
+    from pipelines.steps import StepError
+
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for at, line in enumerate(lines):
+        if line.startswith("error: "):
+            rest = lines[at + 1:]
+            fix = next((r.strip()[len("fix: "):] for r in rest if r.strip().startswith("fix: ")), None)
+            message = "\n".join([line[len("error: "):], *(r for r in rest if not r.strip().startswith("fix: "))])
+            return StepError(message, fix=fix)
+    last = lines[-1] if lines else "(no output)"
+    return StepError(f"the {step} step stopped: {last}",
+                     fix=f"run `python -m pipelines.steps {step} --model {model} --model-dir /tmp/{model}` "
+                         "from the repository root to see the whole output")
+
+
+def _train(run: ModelRun, root: Path, seed: int) -> str:
+    step_process("train", run.model, run.model_dir, root, seed)
+    return str((run.model_dir / "model.pkl").relative_to(root))
+
+
+def _evaluate(run: ModelRun, root: Path, seed: int) -> str:
+    run.metrics = json.loads(step_process("evaluate", run.model, run.model_dir, root, seed).splitlines()[-1])
     return ", ".join(f"{k}={run.metrics[k]}" for k in ("accuracy", "f1_macro"))
 
 
