@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from reconciler.cli.main import app
+from tests.test_reproducible_training import committed_md5
 
 
 @pytest.mark.slow
@@ -34,6 +35,10 @@ def test_quickstart_on_a_fresh_clone(template_repo, tmp_path, monkeypatch):
     # the DVC pointers in git did not change: training at the versions of pipelines/requirements.lock
     # is deterministic on one machine kind, so a fresh clone's quickstart leaves `git status` clean
     changed = git.Repo(template_repo).git.diff("--name-only").split()
+    # ... and equal the checkout's committed ones (the working tree may hold a local retrain)
+    for model in ("iris-classifier", "digits-classifier"):
+        pointer = yaml.safe_load((template_repo / f"models/{model}/model.pkl.dvc").read_text())
+        assert pointer["outs"][0]["md5"] == committed_md5(model), f"{model}: quickstart trained other weights"
     assert not changed, (
         f"retraining changed {changed}: the committed DVC pointers were not trained at the versions "
         "pinned in pipelines/requirements.lock. Refresh them: `pip install -e '.[test]'`, then "
