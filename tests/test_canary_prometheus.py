@@ -137,7 +137,7 @@ def test_bad_query_and_unreachable_prometheus_raise_metrics_error(prometheus: Pr
     assert "canary.queries" in str(info.value)
     with pytest.raises(MetricsError, match="unknown canary queries"):
         PrometheusAnalysis(prometheus.client, queries={"p99": "x"})
-    with PrometheusClient("http://127.0.0.1:9", timeout=2) as dead:
+    with PrometheusClient("http://127.0.0.1:9", deadline=2) as dead:
         with pytest.raises(MetricsError, match="unreachable"):
             dead.query("up", time.time())
 

@@ -171,7 +171,7 @@ def test_unreachable_registry_is_a_registry_error(serve) -> None:
     reg.shutdown()
     reg.server_close()
     with pytest.raises(RegistryError, match="cannot reach registry"):
-        image_digest(f"{host}/models/iris:abc123", timeout=2)
+        image_digest(f"{host}/models/iris:abc123", deadline=2)
 
 
 def test_image_ref_parsing() -> None:

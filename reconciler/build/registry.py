@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from reconciler import net
 from reconciler.errors import RegistryError
 
 MANIFEST_TYPES = ", ".join([
@@ -95,10 +96,11 @@ def docker_config_credentials(host: str) -> tuple[str, str] | None:
 
 
 class RegistryClient:
-    """Asks one registry host about manifests. Plain HTTP for localhost, HTTPS otherwise."""
+    """Asks one registry host about manifests. Plain HTTP for localhost, HTTPS otherwise; every request
+    must be answered in full within ``deadline`` seconds (reconciler.net)."""
 
     def __init__(self, host: str, *, username: str | None = None, password: str | None = None,
-                 insecure: bool | None = None, timeout: float = 10.0,
+                 insecure: bool | None = None, deadline: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.host = host
         plain = insecure if insecure is not None else host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
@@ -112,8 +114,9 @@ class RegistryClient:
                 if found:
                     username, password = found
         self._basic = (username, password or "") if username else None
-        self._client = httpx.Client(timeout=timeout, follow_redirects=True,
-                                    transport=transport or httpx.HTTPTransport(retries=2))
+        # each whole request (redirects, retries and the body included) within `deadline` seconds
+        self._client = net.client(deadline, follow_redirects=True,
+                                  transport=transport or httpx.HTTPTransport(retries=2))
         self._tokens: dict[str, str] = {}  # scope -> bearer token
 
     def close(self) -> None:
@@ -247,7 +250,7 @@ def _client(tagged: str, clients: dict) -> tuple["RegistryClient", ImageRef]:
     """One client per registry host for a build run (`clients`: host -> client, closed by the caller)."""
     ref = ImageRef.parse(tagged)
     if ref.host not in clients:
-        clients[ref.host] = RegistryClient(ref.host, timeout=10)
+        clients[ref.host] = RegistryClient(ref.host, deadline=10)
     return clients[ref.host], ref
 
 

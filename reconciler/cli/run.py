@@ -30,6 +30,7 @@ def run_command(
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster (drift) on every pass")] = False,
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+    prometheus_deadline: Annotated[float, typer.Option("--prometheus-deadline", envvar="RECONCILER_PROMETHEUS_DEADLINE", help="seconds for each whole Prometheus request (a slow Prometheus makes the analysis inconclusive, never stalls the pass)")] = 10.0,
     verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
     verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
 ) -> None:
@@ -71,7 +72,7 @@ def run_command(
     from reconciler.run.notify import Notifier
 
     # RECONCILER_GITHUB_REPO + RECONCILER_GITHUB_TOKEN: commit statuses; RECONCILER_WEBHOOK_URL: Slack-compatible posts
-    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url,
+    reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url, prometheus_deadline=prometheus_deadline,
                                                       target=target, verify=verify), sync=sync_and_report,
                             notify=Notifier.from_env())
     signal.signal(signal.SIGTERM, lambda *_: reconciler.stop())

@@ -72,6 +72,7 @@ def sync_command(
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 300.0,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="text or json")] = OutputFormat.text,
     prometheus_url: Annotated[str | None, typer.Option(envvar="RECONCILER_PROMETHEUS_URL", help="Prometheus for canary analysis (without it a canary never promotes)")] = None,
+    prometheus_deadline: Annotated[float, typer.Option("--prometheus-deadline", envvar="RECONCILER_PROMETHEUS_DEADLINE", help="seconds for each whole Prometheus request (a slow Prometheus makes the analysis inconclusive, never stalls the pass)")] = 10.0,
     verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
     verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
     state_namespace: Annotated[str, typer.Option("--state-namespace", envvar="RECONCILER_STATE_NAMESPACE", help="where the sync is recorded for `status` and `history` (the namespace of `reconciler run`)")] = "model-gitops",
@@ -93,7 +94,7 @@ def sync_command(
         err.print(f"cluster: {target.describe()}")
         options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
                               self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
-                              prometheus_url=prometheus_url, target=target,
+                              prometheus_url=prometheus_url, prometheus_deadline=prometheus_deadline, target=target,
                               verify=VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers))
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:

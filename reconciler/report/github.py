@@ -81,6 +81,9 @@ def report_markdown(state: RolloutState, chart_url: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEADLINE = 20.0  # seconds for one whole GitHub API request
+
+
 @dataclass
 class Published:
     status: dict[str, Any]
@@ -93,9 +96,12 @@ def publish(state: RolloutState, *, repo: str, sha: str, token: str, api: str = 
     """Write the commit status and the PR comment; the PR is looked up from the commit when not given."""
     import httpx
 
+    from reconciler import net
+
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                "X-GitHub-Api-Version": "2022-11-28"}
-    with httpx.Client(base_url=api.rstrip("/"), headers=headers, timeout=20.0, transport=transport) as client:
+    # each whole request within DEADLINE seconds: a stalled GitHub costs the pass that, not a hang
+    with net.client(DEADLINE, base_url=api.rstrip("/"), headers=headers, transport=transport) as client:
         def call(method: str, path: str, body: Any = None) -> Any:
             try:
                 response = client.request(method, path, json=body)

@@ -396,15 +396,18 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
     return result
 
 
-def _webhook(url: str | None) -> Any:
-    """Flagger's confirm-promotion webhook: HTTP 200 to a POST of the rollout means "go ahead"."""
+def _webhook(url: str | None, deadline: float = 10.0) -> Any:
+    """Flagger's confirm-promotion webhook: HTTP 200 to a POST of the rollout means "go ahead"; no whole
+    answer within ``deadline`` seconds is no confirmation."""
     def ask(state: RolloutState) -> bool:
         import httpx
+
+        from reconciler import net
 
         payload = {"name": state.model, "environment": state.environment, "phase": "Promoting",
                    "revision": state.canary_revision, "stable": state.stable_revision, "weight": state.canary_weight}
         try:
-            return httpx.post(url or "", json=payload, timeout=10.0).status_code == 200
+            return net.post(url or "", json=payload, deadline=deadline).status_code == 200
         except httpx.HTTPError:
             return False  # unreachable: not confirmed (the step holds; the progress deadline still applies)
     return ask

@@ -75,6 +75,10 @@ def _seconds(value: float) -> str:
     return f"{max(1, int(math.ceil(value)))}s"
 
 
+_SLOW_FIX = ("check Prometheus' load and the network to it; the canary holds its step until a pass can measure it "
+             "(--prometheus-deadline / RECONCILER_PROMETHEUS_DEADLINE sets the deadline)")
+
+
 def _value(raw: Any) -> float:
     try:
         return float(raw)  # Prometheus sends "NaN", "+Inf" as strings; float() reads them
@@ -83,13 +87,22 @@ def _value(raw: Any) -> float:
 
 
 class PrometheusClient:
-    """The two Prometheus HTTP API calls the analysis needs."""
+    """The two Prometheus HTTP API calls the analysis needs.
 
-    def __init__(self, url: str, *, timeout: float = 10.0, transport: Any = None) -> None:
-        import httpx
+    ``deadline`` bounds each whole request (connect, headers and body: reconciler.net), not each
+    socket read: a Prometheus that drips its answer costs at most that. A client lives for one
+    sync pass; once one of its requests ran out its deadline, the rest of the pass's queries fail
+    at once with the same error (a stalled Prometheus is asked once per pass, not once per query),
+    so a pass costs at most one deadline however many canaries it analyses. Each failure is a
+    MetricsError: an inconclusive measurement, never a canary failure."""
+
+    def __init__(self, url: str, *, deadline: float = 10.0, transport: Any = None) -> None:
+        from reconciler import net
 
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self.deadline = deadline
+        self.stalled: str | None = None
+        self._client = net.client(deadline, base_url=self.url, transport=transport)
 
     def close(self) -> None:
         self._client.close()
@@ -103,8 +116,16 @@ class PrometheusClient:
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         import httpx
 
+        from reconciler import net
+
+        if self.stalled:
+            raise MetricsError(self.stalled, fix=_SLOW_FIX)
         try:
             response = self._client.get(path, params=params)
+        except net.DeadlineExceeded:
+            self.stalled = (f"Prometheus at {self.url} did not answer within its {self.deadline:g} s deadline "
+                            "(not asked again this pass)")
+            raise MetricsError(self.stalled, fix=_SLOW_FIX) from None
         except httpx.HTTPError as exc:
             raise MetricsError(f"Prometheus at {self.url} is unreachable: {type(exc).__name__}: {exc}",
                                fix="check the Prometheus URL (--prometheus-url / RECONCILER_PROMETHEUS_URL) "

@@ -6,7 +6,7 @@
 * A webhook (Slack-compatible ``{"text": ...}``) on a sync failure, a promotion and a rollback.
 
 What to send is decided by pure functions (`commit_status`, `message`); `Notifier` posts with
-httpx. A notification that cannot be delivered is logged, never raised: it must not stop a sync.
+httpx, each request within a whole-request deadline (reconciler.net). A notification that cannot be delivered is logged, never raised: it must not stop a sync.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Notifier:
     github_api: str = GITHUB_API
     webhook_url: str | None = None
     status_url: str | None = None  # target_url template; {environment} and {commit} are filled in
-    timeout: float = 10.0
+    deadline: float = 10.0  # seconds for each whole request (reconciler.net): a stalled peer never holds the loop
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Notifier":
@@ -83,8 +83,10 @@ class Notifier:
     def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> bool:
         import httpx
 
+        from reconciler import net
+
         try:
-            response = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
+            response = net.post(url, json=body, headers=headers, deadline=self.deadline)
         except httpx.HTTPError as exc:
             log.warning("notification to %s failed: %s", url.split("?")[0], exc)
             return False

@@ -126,7 +126,7 @@ def _canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list
     results: list[Any] = []
     if kube.get(ObjectRef("v1", "Namespace", None, env.namespace)) is None:
         return results  # nothing is live yet: a first deployment has no stable version to protect
-    prometheus = PrometheusClient(options.prometheus_url) if options.prometheus_url else None
+    prometheus = PrometheusClient(options.prometheus_url, deadline=options.prometheus_deadline) if options.prometheus_url else None
     try:
         for model in sorted(desired):
             rollout = _canary_tick(kube, catalog, env, model, desired, errors, prometheus)

@@ -55,6 +55,7 @@ class SyncOptions:
     create_namespace: bool = True  # create the environment's namespace when missing (never pruned)
     rollouts: bool = True  # run a canary tick for models whose environment has canaries on
     prometheus_url: str | None = None  # canary analysis source; without it a canary never promotes
+    prometheus_deadline: float = 10.0  # seconds for each whole Prometheus request; a stalled one costs a pass this once
     target: Any = None  # cluster.identity.Target the client talks to: checked against the environment's cluster
     verify: Any = None  # source.verify.VerifyPolicy: only commits signed by its keys are applied
 
