@@ -26,6 +26,7 @@ def run_command(
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one; an environment whose cluster.context differs is refused unless this is given)")] = None,
     listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz (in a cluster: 0.0.0.0:8080)")] = "127.0.0.1:8080",
+    probe_listen: Annotated[str, typer.Option("--probe-listen", help="host:port for the kubelet's /healthz and /readyz, apart from webhook traffic (in a cluster: 0.0.0.0:8081; empty: off)")] = "127.0.0.1:8081",
     identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster (drift) on every pass")] = False,
@@ -51,7 +52,8 @@ def run_command(
                        state_namespace=namespace or os.environ.get("POD_NAMESPACE", "model-gitops"),
                        interval=interval, resync_every=resync_every,
                        identity=identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-                       listen=(host or "127.0.0.1", int(port)), webhook_secret=secret.encode() if secret else None,
+                       listen=(host or "127.0.0.1", int(port)), probe_listen=_address(probe_listen),
+                       webhook_secret=secret.encode() if secret else None,
                        metrics_token=os.environ.get("RECONCILER_METRICS_TOKEN") or None)
     try:
         kube = KubeClient.from_kubeconfig(kubeconfig, context)
@@ -81,8 +83,19 @@ def run_command(
     try:
         reconciler.run()
     finally:
-        if reconciler.http is not None:
-            reconciler.http.stop()
+        reconciler.stop_http()
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    """host:port -> (host, port); empty -> None (the listener is off)."""
+    if not text.strip():
+        return None
+    host, _, port = text.strip().rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        typer.echo(f"error: --probe-listen {text!r} is not host:port (e.g. 0.0.0.0:8081)", err=True)
+        raise typer.Exit(2) from None
 
 
 def require_state_namespace(kube, namespace: str) -> None:  # noqa: ANN001 - a KubeClient

@@ -319,6 +319,7 @@ class RunConfig:
     lease_name: str = "model-gitops-reconciler"
     lease_duration: int = 15
     listen: tuple[str, int] | None = ("127.0.0.1", 8080)  # the in-cluster manifest binds 0.0.0.0
+    probe_listen: tuple[str, int] | None = None  # /healthz and /readyz apart from webhooks (`run`: 127.0.0.1:8081)
     webhook_secret: bytes | None = None
     metrics_token: str | None = None  # when set, /metrics wants Authorization: Bearer <token>
 
@@ -347,6 +348,7 @@ class Reconciler:
         self.last_resync: dict[str, float] = {}
         self.outcomes: list[Outcome] = []
         self.http = None
+        self.probes: Any = None  # reconciler.run.health.HealthServer
 
     def on_push(self, push: Any) -> None:
         self.wake.set()
@@ -357,9 +359,19 @@ class Reconciler:
         return (not stale, "stale: the loop has not run recently" if stale else
                 f"ok ({'leader' if self.lease.held else 'follower'})")
 
+    def ready(self) -> tuple[bool, str]:
+        """Ready once the loop has started turning, and as long as it is alive."""
+        if self.last_pass is None:
+            return False, "starting: the loop has not turned yet"
+        return self.health()
+
     def start_http(self) -> Any:
+        """The webhook/metrics endpoint, and the probe endpoint on its own port (reconciler.run.health)."""
+        from reconciler.run.health import HealthServer
         from reconciler.run.webhook import ReconcilerHTTPServer
 
+        if self.config.probe_listen is not None:
+            self.probes = HealthServer(self.config.probe_listen, live=self.health, ready=self.ready).start()
         if self.config.listen is None:
             return None
         self.http = ReconcilerHTTPServer(self.config.listen, secret=self.config.webhook_secret,
@@ -434,3 +446,8 @@ class Reconciler:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+
+    def stop_http(self) -> None:
+        for server in (self.http, self.probes):
+            if server is not None:
+                server.stop()

@@ -6,12 +6,17 @@ watched branch wakes the loop at once instead of at its next poll. A missing or 
 answered 401 and changes nothing; so is any request when no secret is configured. A delivery whose
 ``X-GitHub-Delivery`` ID was already handled (GitHub redelivers) is acknowledged without work.
 
-The endpoint faces the network, so it holds against slow and greedy clients (ServerLimits): every
-socket read has a timeout, the request line and headers must arrive within `header_timeout` and
-the body within `body_timeout` (a client declaring 1 MB and sending 10 bytes is cut off), at most
-`max_connections` are served at once (the next one gets 503 at once, without a thread), and each
+The endpoint faces the network, so it holds against slow and greedy clients (ServerLimits): the
+request line and headers must arrive within `header_timeout` and the body within `body_timeout`,
+each a deadline for the whole phase: every socket read gets only the time left before it (and at
+most `read_timeout`), so a client declaring 1 MB and sending 10 bytes, or one byte at a time, is
+cut at the deadline whatever came before it. At most `max_connections` are served at once and at
+most `max_per_client` from one peer address (past either: 503 at once, without a thread), and each
 connection carries one request. It binds 127.0.0.1 unless told otherwise (the in-cluster manifest
 says 0.0.0.0). With a metrics token, /metrics wants `Authorization: Bearer <token>`.
+
+The kubelet's probes do not come here: they have their own listener (reconciler.run.health), which
+no webhook client can starve. ``/healthz`` is answered here too, for people, from the same check.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import io
 import json
-import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,9 +41,10 @@ class ServerLimits:
     """Bounds of the HTTP endpoint (seconds, counts, bytes)."""
 
     read_timeout: float = 10.0      # one socket read (idle time)
-    header_timeout: float = 10.0    # request line + headers, in total
+    header_timeout: float = 5.0     # request line + headers, in total (GitHub sends them at once)
     body_timeout: float = 30.0      # the whole body, in total
     max_connections: int = 32       # served at once; the next gets 503
+    max_per_client: int = 8         # served at once for one peer address; the next gets 503
     max_body: int = MAX_BODY
     remembered_deliveries: int = 4096  # X-GitHub-Delivery IDs kept to acknowledge redeliveries
 
@@ -73,36 +80,54 @@ def parse_push(body: bytes, delivery: str | None = None) -> PushEvent:
     return PushEvent(str(data["ref"]), str(data["after"]), bool(data.get("forced")), delivery)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, each with a socket timeout of the time left in the handler's phase
+    (at most read_timeout); past the deadline a read raises TimeoutError at once."""
+
+    def __init__(self, handler: "_Handler") -> None:
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        h = self.handler
+        left = h._deadline - time.monotonic()
+        if left <= 0:
+            h._expire()
+            raise TimeoutError(f"{h._phase} passed")
+        h.connection.settimeout(min(h.server.limits.read_timeout, left))
+        try:
+            return h.connection.recv_into(buffer)
+        except TimeoutError:
+            if time.monotonic() >= h._deadline:
+                h._expire()
+            raise
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "ReconcilerHTTPServer"
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.limits.read_timeout)  # every read, not only the first
-        self._watchdog: threading.Timer | None = None
         self._expired = False
         self._arm(self.server.limits.header_timeout, "header_timeout")
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self))  # every read within the phase's deadline
 
     def _arm(self, seconds: float, which: str) -> None:
-        """Cut the connection if the current phase (headers, body) is not over within `seconds`."""
-        self._disarm()
-        self._watchdog = threading.Timer(seconds, self._expire, args=(which,))
-        self._watchdog.daemon = True
-        self._watchdog.start()
+        """The current phase (headers, body) must be over within `seconds` from now."""
+        self._deadline = time.monotonic() + seconds
+        self._phase = which
 
     def _disarm(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self._deadline = float("inf")
 
-    def _expire(self, which: str) -> None:
-        self._expired = True
-        self.server.count(f"timeout_{which.removesuffix('_timeout')}")
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
-        except OSError:
-            pass
+    def _expire(self) -> None:
+        if not self._expired:
+            self._expired = True
+            self.server.count(f"timeout_{self._phase.removesuffix('_timeout')}")
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
@@ -119,6 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, body: bytes | str, content_type: str = "text/plain; charset=utf-8") -> None:
         data = body.encode() if isinstance(body, str) else body
+        self.connection.settimeout(self.server.limits.read_timeout)  # the reply's writes
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -154,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._arm(self.server.limits.body_timeout, "body_timeout")
         try:
             body = self.rfile.read(length)
-        except OSError:  # a read timed out, or the watchdog cut the connection
+        except OSError:  # a read timed out, or the body's deadline passed
             return
         finally:
             self._disarm()
@@ -206,6 +232,8 @@ class ReconcilerHTTPServer(ThreadingHTTPServer):
         self.limits = limits
         self.metrics_token = metrics_token
         self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._clients: collections.Counter[str] = collections.Counter()
+        self._clients_lock = threading.Lock()
         self._deliveries: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._deliveries_lock = threading.Lock()
         self.secret = secret
@@ -234,8 +262,15 @@ class ReconcilerHTTPServer(ThreadingHTTPServer):
             return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread per connection, up to max_connections; past that a 503 without a thread."""
-        if not self._slots.acquire(blocking=False):
+        """A thread per connection, up to max_connections and max_per_client; past that a 503 without a thread."""
+        peer = str(client_address[0]) if client_address else "?"
+        with self._clients_lock:
+            mine = self._clients[peer] < self.limits.max_per_client
+            if mine:
+                self._clients[peer] += 1
+        if not mine or not self._slots.acquire(blocking=False):
+            if mine:
+                self._leave(peer)
             self.count("overloaded")
             try:
                 request.settimeout(1.0)
@@ -247,11 +282,18 @@ class ReconcilerHTTPServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def _leave(self, peer: str) -> None:
+        with self._clients_lock:
+            self._clients[peer] -= 1
+            if self._clients[peer] <= 0:
+                del self._clients[peer]
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._leave(str(client_address[0]) if client_address else "?")
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (or was cut off) is not an error of the server; the rest is logged."""
