@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from reconciler.build.bento import find_bento, stage_context
 from reconciler.build.bento import staged_files
 from reconciler.build.builder import BuildOptions, NO_IMAGE_BACKEND, build_models
-from reconciler.build.images import IMAGES_LOCK, ImageStore, resolve_images, tagged_image
+from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, resolve_images, tagged_image
 from reconciler.catalog.load import load_catalog
 from reconciler.cli.main import app
 from reconciler.errors import ArgoError, ArtifactError, BuildError

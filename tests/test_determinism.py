@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler.build.images import IMAGES_LOCK, ImageStore, tagged_image
+from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, tagged_image
 from reconciler.catalog.load import load_catalog
 from reconciler.plan.desired import desired_at
 from reconciler.source.hashing import model_hashes

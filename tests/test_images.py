@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.build.images import tagged_image
+from reconciler.catalog.image_lock import tagged_image
 from reconciler.source.hashing import ModelHash
 from reconciler.catalog.images import image_key, image_ref, image_tag, pinned, short_hash
 from reconciler.catalog.pools import AcceleratorKind
@@ -43,7 +43,7 @@ def test_the_lock_keeps_the_build_commit_of_one_image_only(tmp_path):
     """images.lock.json's `commits`: the commit an image's bento was built from, tied to that image's digest."""
     import json
 
-    from reconciler.build.images import ImageStore
+    from reconciler.catalog.image_lock import ImageStore
 
     path = tmp_path / "images.lock.json"
     tag, first, second = "r.test/m:0123456789ab", "sha256:" + "1" * 64, "sha256:" + "2" * 64

@@ -10,7 +10,7 @@ import yaml
 
 from pipelines import steps
 from reconciler.build.builder import BuildOptions, build_models
-from reconciler.build.images import resolve_images
+from reconciler.catalog.image_lock import resolve_images
 from reconciler.catalog.accelerators import ARTIFACT_ENV, COMPILED_FILE, NEURON_PIP_INDEX, neuron_sdk
 from reconciler.catalog.load import load_catalog
 from reconciler.render.environment import render_environment
@@ -189,7 +189,7 @@ def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_sa
     import httpx
 
     from reconciler import labels as L
-    from reconciler.build.images import IMAGES_LOCK, ImageStore
+    from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore
     from reconciler.plan.desired import desired_at
 
     root, home, report = built

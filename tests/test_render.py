@@ -146,7 +146,7 @@ def test_plugins_are_refused(template_repo):
 
 
 def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
-    from reconciler.build.images import ImageStore, resolve_images
+    from reconciler.catalog.image_lock import ImageStore, resolve_images
     from reconciler.source.hashing import model_hashes
 
     catalog = load_catalog(template_repo)
@@ -199,7 +199,7 @@ def test_pods_carry_the_model_hash_and_weights_md5_the_service_returns(template_
 
     from pipelines.serving import version_labels
     from reconciler.build.builder import version_record
-    from reconciler.build.images import model_versions
+    from reconciler.catalog.image_lock import model_versions
     from reconciler.plan.desired import desired_state
     from reconciler.render.environment import render_keys
     from reconciler.source.hashing import model_hashes

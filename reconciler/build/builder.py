@@ -40,7 +40,7 @@ from reconciler.results import Action, Summary
 from reconciler.catalog.images import image_tag, pinned
 from reconciler.catalog.pools import AcceleratorKind
 from reconciler.build.bento import staged_files
-from reconciler.build.images import ImageStore, images_file, tagged_image
+from reconciler.catalog.image_lock import ImageStore, images_file, tagged_image
 
 STEPS = ("hash", "fetch", "build", "image")
 BENTO_URL_ENV = "RECONCILER_BENTO_URL"  # where the cluster downloads exported bentos: a template with {model} {tag}

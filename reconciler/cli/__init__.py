@@ -1,5 +1,5 @@
-"""The command layer: every typer app and rich printing, one module per command group.
-Library packages never import it; it may import all of them.
+"""The command layer: every typer app and rich printing, one module per command (reconciler/cli/main.py
+lists them). Library packages never import it; it may import all of them.
 
 `reconciler.cli:main` is the console script: the typer app, with a missing optional dependency
 reported as the extra to install instead of a traceback.
@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
 from reconciler.cli.main import app
+from reconciler.extras import missing_extra
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    from reconciler.extras import missing_extra
-
     try:
         app()
     except ImportError as exc:
         error = missing_extra(exc)
         if error is None:
             raise
-        from reconciler.cli.console import print_error
-
-        print_error(error)
+        typer.echo(f"error: {error}", err=True)
         sys.exit(2)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.live import Live
+from rich.table import Table
 
 from reconciler.build.builder import NO_IMAGE_BACKEND, STEPS, BuildOptions, build_models
+from reconciler.catalog.load import load_catalog
+from reconciler.cli.console import err as console, line, out, styled
+from reconciler.cli.exits import outcome
+from reconciler.cli.options import ModelsOption, RepoOption, fail
 from reconciler.errors import ReconcilerError
 from reconciler.extras import require
 
@@ -25,17 +32,6 @@ def build_command(
     output: str = "text",
 ) -> None:
     """Build what changed: a Bento (and an image) per model whose content hash has none yet."""
-    import sys
-
-    import typer
-    from rich.live import Live
-    from rich.table import Table
-
-    from reconciler.cli.console import err as console, line, out, print_error, styled
-    from reconciler.cli.exits import outcome
-
-    from reconciler.catalog.load import load_catalog
-
     try:
         require("build")
         if env and not registry:
@@ -59,8 +55,7 @@ def build_command(
         if not console.is_terminal:
             console.print()  # Live leaves its last frame without a line break when not on a terminal
     except ReconcilerError as exc:
-        print_error(exc, console)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     if output == "json":
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:
@@ -83,10 +78,10 @@ def build_command(
 
 
 def build(
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
+    model: ModelsOption = None,
     env: Annotated[str | None, typer.Option("--env", "-e", help="build images for this environment's registry")] = None,
     registry: Annotated[str | None, typer.Option(help="image registry prefix (default: the environment's)")] = None,
-    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
+    repo: RepoOption = Path("."),
     bentoml_home: Annotated[Path | None, typer.Option("--bentoml-home", envvar="BENTOML_HOME",
                                                       help="the Bento store (default: ~/bentoml)")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
@@ -94,8 +89,3 @@ def build(
     """Build only what changed: fetch DVC artifacts, build a Bento tagged with the model's content
     hash, and build + push its image where a container engine (or ARGO_SERVER) is available."""
     build_command(model, env, registry, repo, bentoml_home, output)
-
-
-def register(app: typer.Typer) -> None:
-    """Add `reconciler build` to the typer app."""
-    app.command("build")(build)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from reconciler.catalog.scaffold import new_model
+from reconciler.cli.options import RepoOption, fail
 from reconciler.errors import ReconcilerError
 
 model_app = typer.Typer(name="model", no_args_is_help=True, help="Add models to the repository.",
@@ -18,20 +20,17 @@ def new_command(
     name: Annotated[str, typer.Argument(help="the new model's name (a DNS label, e.g. wine-classifier)")],
     source: Annotated[str | None, typer.Option("--from", help="the model folder to copy (default: iris-classifier)")] = None,
     owner: Annotated[str | None, typer.Option(help="the owner: field of the new model.yaml")] = None,
-    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
+    repo: RepoOption = Path("."),
 ) -> None:
     """Create models/NAME/ from an existing model, with its name, labels and service class rewritten.
 
     The source's weights, DVC pointers and metrics are not copied: train the new model with
     `reconciler pipeline run train --model NAME --push`, then commit what it lists.
     """
-    from reconciler.catalog.scaffold import new_model
-
     try:
         written = new_model(repo, name, source, owner=owner)
     except ReconcilerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     for path in written:
         typer.echo(f"created {path}")
     typer.echo(f"next: edit models/{name}/train.py (your data and estimator) and service.py, then "

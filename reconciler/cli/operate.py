@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from reconciler.catalog.load import load_catalog
+from reconciler.cli.connect import connect_environment, connect_kubeconfig
+from reconciler.cli.console import line, out, print_error, print_model_errors, styled
+from reconciler.cli.options import (DEFAULT_STATE_NAMESPACE, ContextOption, KubeconfigOption, RepoOption,
+                                    StateNamespaceOption, fail)
+from reconciler.cli.sync import OutputFormat, _print_result
+from reconciler.cluster.kube import KubeClient
 from reconciler.errors import ReconcilerError
-
-DEFAULT_STATE_NAMESPACE = "model-gitops"
+from reconciler.labels import MANAGER
+from reconciler.plan.desired import desired_at
+from reconciler.run import history
+from reconciler.run.loop import request_reconcile
+from reconciler.run.notify import Notifier
+from reconciler.run.rollback import rollback
+from reconciler.run.status import EnvironmentStatus, gather, to_markdown, to_text
+from reconciler.sync.server_diff import diff_environment
 
 
 class Format(str, Enum):
@@ -27,40 +41,25 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
-RepoOpt = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
-KubeconfigOpt = Annotated[Path | None, typer.Option(help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")]
-ContextOpt = Annotated[str | None, typer.Option(help="kubeconfig context (default: the environment's cluster.context when the kubeconfig has it)")]
-StateNsOpt = Annotated[str, typer.Option("--state-namespace", envvar="RECONCILER_STATE_NAMESPACE",
-                                         help="namespace of the reconciler's state and history ConfigMaps (as `run --namespace`)")]
+RepoOpt = RepoOption
+KubeconfigOpt = KubeconfigOption
+ContextOpt = ContextOption
+StateNsOpt = StateNamespaceOption
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="text, json or markdown")]
 
 
-def _fail(exc: ReconcilerError, code: int = 1) -> typer.Exit:
-    from reconciler.cli.console import print_error
-
-    print_error(exc)
-    return typer.Exit(code)
+_fail = fail
 
 
-def connect(repo: Path, environment: str | None, kubeconfig: Path | None, context: str | None) -> Any:
-    """A client whose API server answered (one GET /version): nothing is printed before that.
-
-    With an environment, its declared cluster picks the context (reconciler.cluster.identity, as sync)."""
-    from reconciler.cluster.identity import connect as connect_to, environment_cluster
-    from reconciler.cluster.kube import KubeClient
-
+def connect(repo: Path, environment: str | None, kubeconfig: Path | None, context: str | None) -> KubeClient:
+    """A client whose API server answered: the environment's cluster (reconciler.cli.connect), or with no
+    environment the kubeconfig's context."""
     if environment is not None:
-        kube, _ = connect_to(environment, environment_cluster(repo, environment), repo=repo,
-                             kubeconfig=kubeconfig, context=context)
-    else:
-        kube = KubeClient.from_kubeconfig(kubeconfig, context)
-    kube.check_connection()
-    return kube
+        return connect_environment(repo, environment, kubeconfig, context)[0]
+    return connect_kubeconfig(kubeconfig, context)
 
 
 def _environments(repo: Path, only: str | None) -> list[str]:
-    from reconciler.catalog.load import load_catalog
-
     catalog = load_catalog(Path(repo).resolve(), only=set())
     names = sorted(set(catalog.environments) | {e for e in catalog.env_errors if e != "*"})
     if only is not None:
@@ -81,9 +80,6 @@ def status_command(
     state_namespace: StateNsOpt = DEFAULT_STATE_NAMESPACE,
 ) -> None:
     """Per environment and model: deployed commit, synced or out of sync, drift (and which fields), health, canary."""
-    from reconciler.cli.console import out
-    from reconciler.run.status import EnvironmentStatus, gather, to_markdown, to_text
-
     try:
         names = _environments(repo, environment)
         kube = connect(repo, environment, kubeconfig, context)
@@ -118,11 +114,6 @@ def diff_command(
 
     Exit code 0: no difference, 1: differences, 2: the diff could not be made (as `kubectl diff`;
     the other commands exit 1 on an error)."""
-    from reconciler.cli.console import line, out, print_model_errors, styled
-    from reconciler.labels import MANAGER
-    from reconciler.plan.desired import desired_at
-    from reconciler.sync.server_diff import diff_environment
-
     try:
         _environments(repo, environment)
         kube = connect(repo, environment, kubeconfig, context)
@@ -160,11 +151,6 @@ def history_command(
     state_namespace: StateNsOpt = DEFAULT_STATE_NAMESPACE,
 ) -> None:
     """The environment's syncs and rollbacks, newest last (ids for `rollback --to`)."""
-    from dataclasses import asdict
-
-    from reconciler.cli.console import out
-    from reconciler.run import history
-
     try:
         _environments(repo, environment)
         kube = connect(repo, environment, kubeconfig, context)
@@ -199,15 +185,9 @@ def rollback_command(
 
     As `argocd app rollback`: `reconciler run` leaves the environment at that commit while the branch
     head stays the one it was rolled back from; the next merge is synced as usual."""
-    from reconciler.cli.console import out, print_error
-    from reconciler.cli.sync import OutputFormat, _print_result
-    from reconciler.run.rollback import rollback
-
     try:
         _environments(repo, environment)
         kube = connect(repo, environment, kubeconfig, context)
-        from reconciler.run.notify import Notifier
-
         done = rollback(kube, repo, environment, to, state_namespace=state_namespace,
                         now=datetime.now(timezone.utc), notify=Notifier.from_env())
     except ReconcilerError as exc:
@@ -230,9 +210,6 @@ def reconcile_command(
     state_namespace: StateNsOpt = DEFAULT_STATE_NAMESPACE,
 ) -> None:
     """Ask the in-cluster `reconciler run` to fetch and reconcile ENV now (as `flux reconcile --with-source`)."""
-    from reconciler.cli.console import out
-    from reconciler.run.loop import request_reconcile
-
     when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         _environments(repo, environment)
@@ -241,11 +218,3 @@ def reconcile_command(
     except ReconcilerError as exc:
         raise _fail(exc) from None
     out.print(f"requested a reconcile of {environment} at {when}; follow it with `reconciler status {environment}`")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("status")(status_command)
-    app.command("diff")(diff_command)
-    app.command("history")(history_command)
-    app.command("rollback")(rollback_command)
-    app.command("reconcile")(reconcile_command)

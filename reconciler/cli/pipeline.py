@@ -8,8 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
-from reconciler.build.pipeline_runner import StepRun, push_note, render_workflow, run_train, serving_kinds
+from pipelines.common import links_configmap
+from pipelines.propose import ProposeError, propose as propose_change
+from reconciler.build.argo import ArgoConfig, submit
+from reconciler.build.pipeline_runner import StepRun, origin_url, push_note, render_workflow, run_train, serving_kinds
+from reconciler.cli.options import ModelsOption, RepoOption, fail
 from reconciler.errors import ReconcilerError
 from reconciler.extras import require
 
@@ -18,18 +23,14 @@ cli = typer.Typer(name="pipeline", no_args_is_help=True, rich_markup_mode=None,
                   help="Run the training pipeline locally, or render/submit pipelines as Argo Workflows.")
 
 
-RepoOpt = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
-
-
-def _fail(exc: ReconcilerError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
+RepoOpt = RepoOption
+_fail = fail
 
 
 @cli.command("run")
 def run_command(
     name: Annotated[str, typer.Argument(help="the pipeline: train")],
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")] = None,
+    model: ModelsOption = None,
     register: Annotated[bool, typer.Option(help="dvc add the weights after evaluation")] = True,
     push: Annotated[bool, typer.Option(help="dvc push the weights to the default DVC remote (plan and build elsewhere need them there)")] = False,
     propose: Annotated[bool, typer.Option(help="after a push, commit the new pointer and metrics on a branch "
@@ -52,8 +53,6 @@ def run_command(
         require("build", "examples")
         runs = run_train(repo, model or None, register=register, push=push or propose, on_step=show)
         if propose:
-            from pipelines.propose import ProposeError, propose as propose_change
-
             for r in runs:
                 try:
                     proposal = propose_change(repo, r.model, credentials=git_credentials)
@@ -119,11 +118,6 @@ def links_command(
     repo: RepoOpt = Path("."),
 ) -> None:
     """Print the workflow-controller ConfigMap `links` (commit and pull-request links in the Argo UI)."""
-    import yaml
-
-    from pipelines.common import links_configmap
-    from reconciler.build.pipeline_runner import origin_url
-
     try:
         url = repo_url or origin_url(repo)
         sys.stdout.write(yaml.safe_dump(links_configmap(url, namespace), sort_keys=False))
@@ -146,8 +140,6 @@ def submit_command(
     repo: RepoOpt = Path("."),
 ) -> None:
     """Submit a pipeline to the Argo server in ARGO_SERVER (ARGO_TOKEN, ARGO_NAMESPACE)."""
-    from reconciler.build.argo import ArgoConfig, submit
-
     try:
         require("pipelines")
         workflow = render_workflow(repo, name, model, environment=environment, commit=commit, repo_url=repo_url,

@@ -1,18 +1,36 @@
-"""Plans printed for a terminal with rich (markdown and JSON are in reconciler.report.plan)."""
+"""`reconciler plan`, and plans printed for a terminal with rich (markdown and JSON are in
+reconciler.report.plan)."""
 
 from __future__ import annotations
 
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.cli.console import line, title as _title
+from reconciler.cli.console import err, line, out, title as _title
+from reconciler.cli.exits import outcome
+from reconciler.cli.options import RepoOption, fail
+from reconciler.errors import ReconcilerError
 from reconciler.plan.changes import EnvironmentPlan, Plan
+from reconciler.plan.desired import plan_revisions
 from reconciler.plan.review import fmt
-from reconciler.report.plan import cost_cell, short_revision, summary_line
+from reconciler.report.plan import cost_cell, plan_json, plan_markdown, short_revision, summary_line
 from reconciler.results import Action
+
+
+class PlanFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
 
 ACTION_STYLE = {Action.created: "green", Action.configured: "yellow", Action.pruned: "red",
                 Action.unchanged: "dim", Action.skipped: "magenta", Action.failed: "bold red"}
@@ -53,3 +71,48 @@ def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
                 parts.append(Syntax(result.diff, "diff", theme="ansi_dark", background_color="default"))
     title = f"{name}: {len(env.changed_models)} model(s) changed" if env.changed_models else f"{name}: no manifest change"
     return Panel(Group(*parts), title=_title(title), border_style="red" if not env.ok else "yellow")
+
+
+def plan(
+    base: Annotated[str, typer.Option(help="the revision changes are measured from; 'empty' for a first deployment")] = "HEAD",
+    head: Annotated[str | None, typer.Option(help="the revision to plan (default: the working tree)")] = None,
+    environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable)")] = None,
+    fmt: Annotated[PlanFormat, typer.Option("--format", "-f", help="text (a terminal), markdown (a PR comment) or json")] = PlanFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the plan to a file too")] = None,
+    artifact: Annotated[Path | None, typer.Option(
+        help="write the complete plan (plan.md with every diff, plan.json) into this folder, e.g. for a CI artifact")] = None,
+    diffs: Annotated[bool, typer.Option(help="show manifest diffs in text output")] = True,
+    full: Annotated[bool, typer.Option(
+        help="render every model at both revisions, without the render cache (slow; the incremental plan is "
+             "tested to be identical)")] = False,
+    check_artifacts: Annotated[bool, typer.Option(help="check that changed models' DVC-tracked weights are in the DVC remote (existence only, nothing is downloaded)")] = True,
+    repo: RepoOption = Path("."),
+) -> None:
+    """Show, per environment, which models change between two revisions and the manifest diff.
+
+    The markdown format is a PR comment: capped at GitHub's 65,536 characters (largest diffs left
+    out first, saying so); --artifact keeps the complete plan beside it.
+    """
+    try:
+        result = plan_revisions(repo, base, head, environment or None, full=full, check_artifacts=check_artifacts)
+    except ReconcilerError as exc:
+        raise fail(exc) from None
+    for note in result.notes:
+        err.print(f"note: {note}")
+    if fmt is PlanFormat.text:
+        print_plan(result, out, diffs=diffs)
+        text = None
+    else:
+        text = plan_markdown(result) if fmt is PlanFormat.markdown else plan_json(result)
+        sys.stdout.write(text)
+    if output is not None:
+        output.write_text(text if text is not None else plan_json(result), encoding="utf-8")
+    if artifact is not None:
+        artifact.mkdir(parents=True, exist_ok=True)
+        (artifact / "plan.md").write_text(plan_markdown(result, limit=sys.maxsize, max_diff_lines=sys.maxsize),
+                                          encoding="utf-8")
+        (artifact / "plan.json").write_text(plan_json(result), encoding="utf-8")
+    envs = result.environments.values()
+    raise typer.Exit(outcome(done=sum(1 for e in envs if not e.error),
+                             failed=sum(1 for e in envs if e.error) + sum(1 for e in envs for m in e.models.values()
+                                                                          if m.error)))

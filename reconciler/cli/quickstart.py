@@ -13,8 +13,16 @@ from typing import Annotated
 
 import typer
 
-from reconciler.cli.console import line, out as console, print_error, styled, title
+from reconciler.build.builder import BuildOptions, build_models
+from reconciler.build.pipeline_runner import run_train
+from reconciler.cli.console import line, out as console, styled, title
+from reconciler.cli.options import RepoOption, fail
+from reconciler.cli.plan import print_plan
 from reconciler.errors import ReconcilerError
+from reconciler.extras import require
+from reconciler.plan.desired import EMPTY, desired_at, plan_revisions
+from reconciler.render import hydrate as hydration
+from reconciler.source import git as source
 
 
 def _stage(name: str) -> None:
@@ -22,20 +30,12 @@ def _stage(name: str) -> None:
 
 
 def quickstart(
-    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
+    repo: RepoOption = Path("."),
     out: Annotated[Path, typer.Option(help="where the hydrated manifests go")] = Path("hydrated"),
     train: Annotated[bool, typer.Option("--train/--no-train", help="train the example models first")] = True,
     build: Annotated[bool, typer.Option("--build/--no-build", help="build Bentos for changed models")] = True,
 ) -> None:
     """Train, track with DVC, build, plan and hydrate the example models: the main job on a laptop."""
-    from reconciler.render import hydrate as hydration
-    from reconciler.source import git as source
-    from reconciler.build.builder import BuildOptions, build_models
-    from reconciler.plan.desired import EMPTY, desired_at, plan_revisions
-    from reconciler.build.pipeline_runner import run_train
-    from reconciler.cli.plan import print_plan
-    from reconciler.extras import require
-
     try:
         require("build", "examples")
         root = Path(source.open_repo(repo).working_dir)
@@ -63,14 +63,13 @@ def quickstart(
         _stage(f"4. hydrate: rendered manifests for Argo CD / Flux in {out}/")
         ready = {env: r for env, r in state.renders.items() if not r.errors}
         target = out if out.is_absolute() else root / out
-        for result in hydration.hydrate_folder(ready, target, state.revision):
-            files = ", ".join(sorted(p.name for p in Path(result.target).iterdir()))
-            console.print(line("  ", styled("✓", "green"), f" {result.environment}: {result.target}/ ({files})"))
+        for written in hydration.hydrate_folder(ready, target, state.revision):
+            files = ", ".join(sorted(p.name for p in Path(written.target).iterdir()))
+            console.print(line("  ", styled("✓", "green"), f" {written.environment}: {written.target}/ ({files})"))
         if not plan.ok or len(ready) != len(state.renders) or state.env_errors:
             console.print(styled("some models or environments have errors (above): they were not hydrated", "bold red"))
             raise typer.Exit(1)
     except ReconcilerError as exc:
-        print_error(exc, console)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     console.print("\nNext: edit a model (e.g. models/digits-classifier/model.yaml) and run `reconciler plan` "
                   "to see what the change does in each environment.")

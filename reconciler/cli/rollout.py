@@ -3,7 +3,6 @@
 The commands read and write the rollout state in the environment's cluster (ConfigMap
 ``rollout-<model>``). promote / abort are recorded as requests that the next reconcile acts on
 (it holds the desired objects a promotion applies); pause / resume take effect at once.
-Heavy imports (kubernetes, matplotlib) happen inside the commands.
 """
 
 from __future__ import annotations
@@ -15,8 +14,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from reconciler.report.rollout import report_json
+from reconciler.catalog.files import load
+from reconciler.catalog.specs import EnvironmentSpec
+from reconciler.cli.connect import connect_environment
+from reconciler.cli.console import err, line, out, styled
+from reconciler.cli.options import ContextOption, KubeconfigOption, RepoOption, fail
+from reconciler.cluster.identity import verify_cluster
+from reconciler.cluster.kube import KubeClient
+from reconciler.errors import ReconcilerError
+from reconciler.extras import require
+from reconciler.report.rollout import report_json, write_png
+from reconciler.rollout import machine, store
 from reconciler.rollout.state import RolloutState
 
 rollout_app = typer.Typer(help="Canary rollouts: show, promote, abort, pause or resume a model's rollout.",
@@ -25,9 +35,9 @@ rollout_app = typer.Typer(help="Canary rollouts: show, promote, abort, pause or 
 
 ModelArg = Annotated[str, typer.Argument(help="model name, e.g. iris-classifier")]
 EnvArg = Annotated[str, typer.Argument(help="environment name, e.g. prod")]
-RepoOpt = Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")]
-KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file (default: the environment's)")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: the environment's)")]
+RepoOpt = RepoOption
+KubeconfigOpt = KubeconfigOption
+ContextOpt = ContextOption
 
 
 class Format(str, Enum):
@@ -35,32 +45,20 @@ class Format(str, Enum):
     json = "json"
 
 
-def _console(stderr: bool = False):
-    from reconciler.cli import console
-
-    return console.err if stderr else console.out
+def _console(stderr: bool = False) -> Any:
+    return err if stderr else out
 
 
-def _connect(repo: Path, env_name: str, kubeconfig: str | None, context: str | None):
-    """The environment and a client for its cluster: another context is refused unless --context is
-    given, a pinned cluster identity is checked, and the context and server are printed."""
-    from reconciler.catalog.files import load
-    from reconciler.catalog.specs import EnvironmentSpec
-    from reconciler.cluster.identity import connect, verify_cluster
-
+def _connect(repo: Path, env_name: str, kubeconfig: Path | None, context: str | None) -> tuple[EnvironmentSpec, KubeClient]:
+    """The environment and a client for its cluster (reconciler.cli.connect), its pinned identity checked."""
     path = repo / "environments" / env_name / "environment.yaml"
     env = load(EnvironmentSpec, path, display=f"environments/{env_name}/environment.yaml")
-    client, target = connect(env_name, env.cluster, repo=repo, kubeconfig=kubeconfig, context=context)
-    client.check_connection()  # nothing is printed before the cluster is known to answer
-    _console(stderr=True).print(f"cluster: {target.describe()}")
+    client, target = connect_environment(repo, env_name, kubeconfig, context)
     verify_cluster(client, env_name, env.cluster, target)
     return env, client
 
 
-def _load(client, model: str, env):
-    from reconciler.errors import ReconcilerError
-    from reconciler.rollout import store
-
+def _load(client: KubeClient, model: str, env: EnvironmentSpec) -> store.Stored:
     stored = store.load(client, model, env.namespace)
     if stored is None:
         raise ReconcilerError(f"no rollout recorded for {model} in {env.name} (ConfigMap "
@@ -70,11 +68,7 @@ def _load(client, model: str, env):
     return stored
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    from reconciler.cli.console import print_error
-
-    print_error(exc)
-    return typer.Exit(1)
+_fail = fail
 
 
 @rollout_app.command()
@@ -83,10 +77,6 @@ def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kube
            png: Annotated[Path | None, typer.Option("--png", help="also write a latency/error chart here")] = None,
            ) -> None:
     """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""
-    from reconciler.errors import ReconcilerError
-    from reconciler.extras import require
-    from reconciler.report.rollout import write_png
-
     try:
         if png is not None:
             require("report")
@@ -103,12 +93,8 @@ def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kube
         _console(stderr=True).print(f"chart written to {png}")
 
 
-def _command(model: str, environment: str, repo: Path, kubeconfig: str | None, context: str | None,
+def _command(model: str, environment: str, repo: Path, kubeconfig: Path | None, context: str | None,
              verb: str) -> None:
-    from reconciler.errors import ReconcilerError
-    from reconciler.rollout import machine
-    from reconciler.rollout import store
-
     try:
         env, client = _connect(repo, environment, kubeconfig, context)
         stored = _load(client, model, env)
@@ -176,10 +162,6 @@ def _fmt(metrics: dict[str, Any] | None) -> str:
 
 
 def print_report(state: RolloutState, console: Any) -> None:
-    from rich.table import Table
-
-    from reconciler.cli.console import line, styled
-
     data = report_json(state)
     status = data["phase"] + (f" (paused: {state.pause_reason or 'by a user'})" if state.paused else "") + (
         f", {state.requested} requested" if state.requested else "")

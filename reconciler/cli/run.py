@@ -11,8 +11,18 @@ from typing import Annotated
 
 import typer
 
-from reconciler.errors import ReconcilerError
+from reconciler.cli.options import ContextOption, KubeconfigOption, fail
+from reconciler.cluster.identity import run_target
+from reconciler.cluster.kube import KubeClient
+from reconciler.cluster.protocol import Cluster
+from reconciler.errors import KubeError, ReconcilerError
+from reconciler.report.github import report_finished
+from reconciler.results import ObjectRef
 from reconciler.run.loop import Reconciler, RunConfig
+from reconciler.run.notify import Notifier
+from reconciler.source.verify import VerifyPolicy
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
 
 
 def run_command(
@@ -23,8 +33,8 @@ def run_command(
     interval: Annotated[float, typer.Option(help="seconds between polls of the remote")] = 60.0,
     resync_every: Annotated[float, typer.Option(help="seconds between full resyncs of an up-to-date environment")] = 600.0,
     namespace: Annotated[str | None, typer.Option(help="namespace of the Lease and state ConfigMaps (default: $POD_NAMESPACE or model-gitops)")] = None,
-    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: in-cluster)")] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one; an environment whose cluster.context differs is refused unless this is given)")] = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     listen: Annotated[str, typer.Option(help="host:port for /webhook, /metrics and /healthz (in a cluster: 0.0.0.0:8080)")] = "127.0.0.1:8080",
     probe_listen: Annotated[str, typer.Option("--probe-listen", help="host:port for the kubelet's /healthz and /readyz, apart from webhook traffic (in a cluster: 0.0.0.0:8081; empty: off)")] = "127.0.0.1:8081",
     identity: Annotated[str | None, typer.Option(help="this replica's Lease identity (default: $POD_NAME or host-pid)")] = None,
@@ -40,11 +50,6 @@ def run_command(
     The webhook secret is read from $RECONCILER_WEBHOOK_SECRET (no secret: every webhook is refused
     and the loop relies on polling); with $RECONCILER_METRICS_TOKEN set, /metrics wants
     `Authorization: Bearer <token>`."""
-    from reconciler.cluster.identity import run_target
-    from reconciler.source.verify import VerifyPolicy
-    from reconciler.cluster.kube import KubeClient
-    from reconciler.sync.planner import SyncOptions
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = listen.rpartition(":")
     secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
@@ -58,21 +63,17 @@ def run_command(
     try:
         kube = KubeClient.from_kubeconfig(kubeconfig, context)
     except ReconcilerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     # each pass checks every environment's cluster.context and kubeSystemUID against this target
     target = run_target(kube, kubeconfig, context)
     typer.echo(f"cluster: {target.describe()}", err=True)
     try:
         require_state_namespace(kube, config.state_namespace)
     except ReconcilerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     verify = VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers)
     if verify.enabled:
         typer.echo(f"commits must be signed: {verify.describe()}", err=True)
-    from reconciler.run.notify import Notifier
-
     # RECONCILER_GITHUB_REPO + RECONCILER_GITHUB_TOKEN: commit statuses; RECONCILER_WEBHOOK_URL: Slack-compatible posts
     reconciler = Reconciler(kube, config, SyncOptions(prune=prune, self_heal=self_heal, prometheus_url=prometheus_url, prometheus_deadline=prometheus_deadline,
                                                       target=target, verify=verify), sync=sync_and_report,
@@ -98,13 +99,10 @@ def _address(text: str) -> tuple[str, int] | None:
         raise typer.Exit(2) from None
 
 
-def require_state_namespace(kube, namespace: str) -> None:  # noqa: ANN001 - a KubeClient
+def require_state_namespace(kube: Cluster, namespace: str) -> None:
     """The Lease and the state ConfigMaps live in ``namespace``; without it no replica can ever lead, and the
     loop would only log a 404 on every turn while /healthz says ok. A client that may not read namespaces
     (403) is let through: its namespace-scoped RBAC then says whether the namespace is usable."""
-    from reconciler.errors import KubeError
-    from reconciler.results import ObjectRef
-
     try:
         found = kube.get(ObjectRef("v1", "Namespace", None, namespace))
     except KubeError as exc:
@@ -124,11 +122,6 @@ def require_state_namespace(kube, namespace: str) -> None:  # noqa: ANN001 - a K
 def sync_and_report(kube, repo, commit, environment, options):  # noqa: ANN001 - the loop's SyncFn
     """One sync pass; a canary that ended in it is reported to GitHub when RECONCILER_GITHUB_TOKEN and
     GITHUB_REPOSITORY are set (reconciler.report.github.report_finished): never fails the pass."""
-    import os
-
-    from reconciler.report.github import report_finished
-    from reconciler.sync.commit import sync_commit
-
     result = sync_commit(kube, repo, commit, environment, options)
     result.notes.extend(report_finished(result, os.environ, repo))
     return result

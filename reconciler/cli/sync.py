@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
+from reconciler.cli.connect import connect_environment
+from reconciler.cli.console import line, out, print_error, styled, title as text_title
 from reconciler.cli.exits import ExitCode, outcome
-from reconciler.errors import ReconcilerError
+from reconciler.cli.options import (DEFAULT_STATE_NAMESPACE, ContextOption, EnvironmentArgument, KubeconfigOption,
+                                    RepoOption, StateNamespaceOption, fail)
+from reconciler.errors import KubeError, ReconcilerError
+from reconciler.run.rollback import record_manual_sync
+from reconciler.source.verify import VerifyPolicy
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
 
 
 class OutputFormat(str, Enum):
@@ -18,13 +30,6 @@ class OutputFormat(str, Enum):
 
 
 def _print_result(result: Any, fmt: OutputFormat) -> None:
-    import json
-    import sys
-
-    from rich.table import Table
-
-    from reconciler.cli.console import line, out, print_error, styled, title as text_title
-
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
         return
@@ -58,11 +63,11 @@ def _print_result(result: Any, fmt: OutputFormat) -> None:
 
 
 def sync_command(
-    environment: Annotated[str, typer.Argument(help="environment to sync, e.g. dev")],
-    repo: Annotated[Path, typer.Option("--repo", help="the model repository (default: the current folder)")] = Path("."),
+    environment: EnvironmentArgument,
+    repo: RepoOption = Path("."),
     rev: Annotated[str, typer.Option(help="git revision to apply")] = "HEAD",
-    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)")] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the environment's cluster.context; another context is refused unless given here)")] = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate server-side and show the plan; write nothing")] = False,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="delete owned objects that left git")] = True,
     self_heal: Annotated[bool, typer.Option("--self-heal", help="re-apply objects changed in the cluster")] = False,
@@ -75,37 +80,21 @@ def sync_command(
     prometheus_deadline: Annotated[float, typer.Option("--prometheus-deadline", envvar="RECONCILER_PROMETHEUS_DEADLINE", help="seconds for each whole Prometheus request (a slow Prometheus makes the analysis inconclusive, never stalls the pass)")] = 10.0,
     verify_gpg_keyring: Annotated[Path | None, typer.Option("--verify-gpg-keyring", envvar="RECONCILER_VERIFY_GPG_KEYRING", help="apply only commits signed by a key of this exported GPG keyring (gpg --export --armor)")] = None,
     verify_ssh_allowed_signers: Annotated[Path | None, typer.Option("--verify-ssh-allowed-signers", envvar="RECONCILER_VERIFY_SSH_ALLOWED_SIGNERS", help="apply only commits signed by an SSH key of this allowed-signers file (git's gpg.ssh.allowedSignersFile format)")] = None,
-    state_namespace: Annotated[str, typer.Option("--state-namespace", envvar="RECONCILER_STATE_NAMESPACE", help="where the sync is recorded for `status` and `history` (the namespace of `reconciler run`)")] = "model-gitops",
+    state_namespace: StateNamespaceOption = DEFAULT_STATE_NAMESPACE,
 ) -> None:
     """Apply the current commit of the repository to one environment's cluster (server-side apply, prune, health)."""
-    from reconciler.cli.console import err, print_error
-    from reconciler.cluster.identity import connect, environment_cluster, kubeconfig_contexts
-    from reconciler.source.verify import VerifyPolicy
-    from reconciler.sync.commit import sync_commit
-    from reconciler.sync.planner import SyncOptions
-
     kinds = frozenset(k.strip() for item in (confirm_prune_kinds or []) for k in item.split(",") if k.strip())
     try:
-        if kubeconfig is not None:
-            kubeconfig_contexts(str(kubeconfig))  # an unreadable kubeconfig is the first thing to report
-        kube, target = connect(environment, environment_cluster(repo, environment), repo=repo,
-                               kubeconfig=kubeconfig, context=context)
-        kube.check_connection()  # no result table (or cluster line) before the cluster is known to answer
-        err.print(f"cluster: {target.describe()}")
+        # no result table before the cluster is known to answer
+        kube, target = connect_environment(repo, environment, kubeconfig, context)
         options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
                               self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
                               prometheus_url=prometheus_url, prometheus_deadline=prometheus_deadline, target=target,
                               verify=VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers))
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:
-        print_error(exc)
-        raise typer.Exit(ExitCode.FAILED) from None
+        raise fail(exc) from None
     if not dry_run:
-        from datetime import datetime, timezone
-
-        from reconciler.errors import KubeError
-        from reconciler.run.rollback import record_manual_sync
-
         try:
             recorded = record_manual_sync(kube, environment, result, state_namespace=state_namespace,
                                           now=datetime.now(timezone.utc))

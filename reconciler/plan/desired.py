@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.source import guard
-from reconciler.build.images import ImageStore, images_file, model_versions, resolve_images
+from reconciler.catalog.image_lock import ImageStore, images_file, model_versions, resolve_images
 from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_DIR, Catalog, load_catalog, placements,
                                      promotion_order)
 from reconciler.errors import LimitError, ReconcilerError

@@ -191,7 +191,7 @@ def model_objects(entry: ModelEntry, env: EnvironmentSpec, pools: list[Pool], se
                   version: dict[str, dict[str, str]] | None = None) -> list[dict]:
     """Every object one model needs in one environment, before kustomize overlays (images: pool -> image;
     all_pools: the declared pools, where spot pools' fallbacks are looked up; version: pool kind -> pod
-    template annotations, see reconciler.build.images.model_versions)."""
+    template annotations, see reconciler.catalog.image_lock.model_versions)."""
     objects: list[dict] = []
     for pool in pools:
         fallback = (all_pools or {}).get(pool.fallback) if pool.fallback else None
