@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from reconciler import labels
-from reconciler.errors import BuildError
+from reconciler.errors import BuildError, SpecProblem, UnsafePathError
 from reconciler.source.hashing import ModelHash
 
 VERSION_FILE = "gitops-version.json"  # pipelines.serving.VERSION_FILE: read by the service
@@ -72,6 +73,39 @@ def built_commit(bento: BentoInfo | None) -> str | None:
 # --------------------------------------------------------------------------- build context
 
 
+# bentofile fields BentoML resolves as paths against the build context (absolute paths are taken as they
+# are: `python.requirements_txt: /etc/shadow` would copy the build machine's file into the Bento)
+_BENTOFILE_FILES = (("python", "requirements_txt"), ("python", "wheels"), ("conda", "environment_yml"),
+                    ("docker", "setup_script"), ("docker", "dockerfile_template"))
+
+
+def bentofile_path_problems(config: dict, shown: str) -> list[SpecProblem]:
+    """Every path a bentofile names (include/exclude patterns, requirement files, wheels, scripts,
+    `description: "file: ..."`) must stay in the model folder: relative, no '..'. Pure."""
+    found: list[tuple[str, object]] = []
+    for key in ("include", "exclude"):
+        for i, value in enumerate(config.get(key) or [] if isinstance(config.get(key), list) else [config.get(key)]):
+            if value is not None:
+                found.append((f"{key}[{i}]", value))
+    for section, key in _BENTOFILE_FILES:
+        part = config.get(section)
+        value = part.get(key) if isinstance(part, dict) else None
+        for i, item in enumerate(value if isinstance(value, list) else [value] if value is not None else []):
+            found.append((f"{section}.{key}" + (f"[{i}]" if isinstance(value, list) else ""), item))
+    description = config.get("description")
+    if isinstance(description, str) and description.startswith("file:"):
+        found.append(("description", description[len("file:"):].strip()))
+    problems = []
+    for field_name, value in found:
+        text = str(value).strip()
+        parts = text.replace("\\", "/").split("/")
+        if text.startswith(("/", "~")) or ".." in parts or re.match(r"^[A-Za-z]:", text):
+            problems.append(SpecProblem(shown, f"{text!r} leaves the model folder (an absolute path, '~' or '..')",
+                                        field=field_name,
+                                        fix="name files inside the model folder, relative to the bentofile"))
+    return problems
+
+
 def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name: str, model_hash: str,
                   shared: list[str], dest: Path, overlay: dict | None = None,
                   version: dict | None = None) -> Path:
@@ -90,6 +124,9 @@ def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name
     if not isinstance(config, dict):
         raise BuildError(f"bentofile {bentofile} must be a mapping",
                          fix="see https://docs.bentoml.com/en/latest/reference/bentoml/bento-build-options.html")
+    problems = bentofile_path_problems(config, str(bentofile))
+    if problems:
+        raise UnsafePathError(problems)
     dest.mkdir(parents=True, exist_ok=True)
     for rel, src in sorted(files.items()):
         target = dest / rel

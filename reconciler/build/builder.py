@@ -132,7 +132,12 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
         return report
     for e in entries:
         notify(e.name, "hash", "running")
-    hashes = model_hashes(root, None, entries)  # SourceError: the repository itself is unusable
+    unsafe: dict[str, SpecError] = {}
+    hashes = model_hashes(root, None, entries, errors=unsafe)  # SourceError: the repository itself is unusable
+    for name, err in sorted(unsafe.items()):  # over a bound, or a pointer naming a path outside the model
+        report.results[name] = ModelBuild(name, Action.failed, message="invalid model files", error=err)
+        notify(name, "hash", "failed")
+    entries = [e for e in entries if e.name not in unsafe]
     home = bentoml_home(options.home)
     store = ImageStore.read(images_file(root))  # recorded digests go to the working tree's lock
     if options.engine is True:
@@ -311,6 +316,17 @@ def _fetch(root: Path, entry, model_hash: ModelHash) -> None:
                             fix=f"run `dvc add` on the artifact in {entry.path.relative_to(root)}/ and commit the "
                                 "pointer, or remove it from `artifacts:` in model.yaml")
     fetch(root, pointers)
+    # every output the pointers name must now be a file (or folder) in the model folder: a build that
+    # fetched no weights must fail here, never ship a Bento without them
+    for path, kind in sorted(model_hash.kinds.items()):
+        if kind != "data" or path.endswith(".dvc") or path.rsplit("/", 1)[-1] == "dvc.lock":
+            continue
+        target = guard.inside(root, path)
+        if not (target.is_file() or target.is_dir()) or not target.is_relative_to(entry.path.resolve()):
+            raise ArtifactError(f"{path} of {entry.name} is not in the model folder after the DVC fetch "
+                                f"({'not a regular file' if target.exists() else 'missing'})",
+                                fix="run `dvc pull` and check that the pointer's outs.path names the file "
+                                    "beside it; then `dvc status` shows what DVC expects")
 
 
 def version_record(root: Path, entry, model_hash: ModelHash) -> dict:

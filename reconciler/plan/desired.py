@@ -17,7 +17,7 @@ from reconciler.source import guard
 from reconciler.catalog.image_lock import ImageStore, images_file, model_versions, resolve_images
 from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_DIR, Catalog, load_catalog, placements,
                                      promotion_order)
-from reconciler.errors import LimitError, ReconcilerError
+from reconciler.errors import ReconcilerError, SpecError
 from reconciler.plan import cost
 from reconciler.plan.outcomes import record_outcomes, touched_models, untouched_with_errors
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
@@ -97,9 +97,9 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
     revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
     catalog = load_catalog(tree, only=models)
     entries = [catalog.models[m] for m in sorted(catalog.models)]
-    oversized: dict[str, LimitError] = {}
+    oversized: dict[str, SpecError] = {}
     hashes = model_hashes(root, rev, entries, errors=oversized)
-    for name, exc in oversized.items():  # a model over a bound is that model's error, not everyone's
+    for name, exc in oversized.items():  # a model over a bound (or naming a path outside it) is that model's error
         catalog.models.pop(name, None)
         catalog.errors[name] = exc
     entries = [e for e in entries if e.name not in oversized]

@@ -266,7 +266,18 @@ def _check_reference(root: Path, current: Path, rel: str, field_name: str, value
                       "copy the file in instead") from None
     if target.is_file():
         guard.read_bytes(root, target, display=guard_display(root, target))  # regular file, size bound
+    elif os.path.lexists(target) and not target.is_dir():  # a FIFO would block kustomize, a device never ends
+        raise _refuse(rel, field_name, f"{value!r} is not a regular file or a folder ({_file_type(target)})",
+                      "replace it with a regular file")
     return target
+
+
+def _file_type(path: Path) -> str:
+    import stat
+
+    mode = path.lstat().st_mode
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
 
 
 def write_kustomization(folder: Path, doc: dict) -> None:

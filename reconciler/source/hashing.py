@@ -33,7 +33,7 @@ from typing import Iterable, Protocol
 
 import yaml
 
-from reconciler.errors import LimitError
+from reconciler.errors import LimitError, SpecError, UnsafePathError
 from reconciler.source import guard
 from reconciler.source.git import Tree, open_tree
 
@@ -307,6 +307,12 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
             kinds[pointer] = "data"
             continue
         for out, checksum in outs:
+            if not out.startswith(folder + "/"):
+                # DVC would fetch (and write) it wherever it points, and the Bento would ship without it
+                raise UnsafePathError.single(
+                    pointer, f"names the output {out!r}, outside the model folder {folder}/ "
+                             "(an absolute path, or '..' past the folder)", field="outs.path",
+                    fix=f"track the file inside {folder}/ (`dvc add {folder}/<file>`) and commit that pointer")
             inputs[out] = checksum
             kinds[out] = "data"
 
@@ -349,12 +355,12 @@ def _check_tree_bounds(tree: Tree, folder: str, name: str) -> None:
 
 
 def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry],
-                 errors: dict[str, LimitError] | None = None) -> dict[str, ModelHash]:
+                 errors: dict[str, SpecError] | None = None) -> dict[str, ModelHash]:
     """Content hashes of models at a git revision, or of the working tree when rev is None.
 
     Raises SourceError when repo_root is not in a git repository or the revision does not exist.
-    A model over a bound (LimitError) is left out and recorded in `errors` when given (else raised):
-    one oversized model never stops the others.
+    A model over a bound (LimitError) or whose pointer names a path outside its folder (UnsafePathError) is
+    left out and recorded in `errors` when given (else raised): one such model never stops the others.
     """
     repo_root = Path(repo_root)
     tree = open_tree(repo_root, rev)
@@ -376,7 +382,7 @@ def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry],
             result[entry.name] = hash_model(tree, folders[entry.name], entry.name, service=spec.service,
                                             bentofile=spec.bentofile, artifacts=spec.artifacts,
                                             images=_images_of(spec))
-        except LimitError as exc:
+        except SpecError as exc:  # LimitError, UnsafePathError: this model's error
             if errors is None:
                 raise
             errors[entry.name] = exc

@@ -1,0 +1,90 @@
+"""Every path the repository names goes through the read guard: DVC pointers' outs.path, bentofile
+paths, kustomize references (regular files only).
+
+A pointer naming an output outside its model folder (an absolute path, '..') is that model's error at
+render, plan and build, naming the pointer file and its field; the other model is unaffected; a build
+never exits 0 without the weights. The command line runs as a user runs it: a subprocess from the
+repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import pytest
+
+from reconciler.build.bento import bentofile_path_problems
+from tests.conftest import commit_all
+
+POINTER = "models/iris-classifier/model.pkl.dvc"
+
+
+def reconciler(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BENTOML_HOME": str(repo.parent / "bentoml"), "NO_COLOR": "1"}
+    return subprocess.run([str(Path(sys.executable).parent / "reconciler"), *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def point_outside(repo: Path, path: str) -> None:
+    pointer = repo / POINTER
+    pointer.write_text(pointer.read_text().replace("path: model.pkl", f"path: {path}"))
+    commit_all(git.Repo(repo), f"pointer -> {path}")
+
+
+@pytest.mark.parametrize("outside", ["/etc/passwd", "../../outside/model.pkl"])
+def test_a_pointer_outside_its_model_folder_is_a_model_error_at_render_plan_and_build(template_repo, outside):
+    point_outside(template_repo, outside)
+
+    render = reconciler(template_repo, "render", "dev")
+    assert render.returncode == 3, render.stderr  # partial: the other model rendered
+    assert POINTER in render.stderr and "outs.path" in render.stderr and "outside the model folder" in render.stderr
+    assert "digits-classifier" in render.stdout and "iris-classifier-" not in render.stdout
+
+    plan = reconciler(template_repo, "plan", "--format", "json")
+    assert plan.returncode != 0
+    text = plan.stdout + plan.stderr
+    assert POINTER in text and "outs.path" in text
+    assert "/etc/passwd.dvc" not in text and "outside/model.pkl.dvc" not in text  # the right file is named
+
+    build = reconciler(template_repo, "build", "--model", "iris-classifier")
+    assert build.returncode == 1, build.stdout + build.stderr
+    assert POINTER in build.stdout + build.stderr and "outs.path" in build.stdout + build.stderr
+    assert not (template_repo.parent / "bentoml" / "bentos" / "iris-classifier").exists()  # no Bento without weights
+
+
+def test_bentofile_paths_must_stay_in_the_model_folder():
+    config = {"include": ["*.py", "../shared/*.py"], "exclude": ["/tmp/x"],
+              "python": {"requirements_txt": "/etc/shadow", "wheels": ["ok.whl", "../../w.whl"]},
+              "conda": {"environment_yml": "env.yml"}, "docker": {"setup_script": "~/.ssh/id_rsa"},
+              "description": "file: ../README.md"}
+    problems = bentofile_path_problems(config, "models/m/bentofile.yaml")
+    assert {p.field for p in problems} == {"include[1]", "exclude[0]", "python.requirements_txt", "python.wheels[1]",
+                                           "docker.setup_script", "description"}
+    assert all(p.file == "models/m/bentofile.yaml" and p.fix for p in problems)
+    assert bentofile_path_problems({"include": ["*.py", "sub/**"], "python": {"requirements_txt": "req.txt"}},
+                                   "b") == []
+
+
+def test_a_bentofile_reading_a_host_file_fails_the_build(template_repo):
+    bentofile = template_repo / "models/iris-classifier/bentofile.yaml"
+    bentofile.write_text(bentofile.read_text() + "docker:\n  setup_script: /etc/hostname\n")
+    commit_all(git.Repo(template_repo), "bentofile reads a host file")
+    build = reconciler(template_repo, "build", "--model", "iris-classifier")
+    assert build.returncode == 1, build.stdout + build.stderr
+    assert "docker.setup_script" in build.stdout + build.stderr and "/etc/hostname" in build.stdout + build.stderr
+    assert not (template_repo.parent / "bentoml" / "bentos" / "iris-classifier").exists()
+
+
+def test_a_fifo_as_an_overlay_patch_is_named_and_refused_not_handed_to_kustomize(template_repo):
+    overlay = template_repo / "environments/dev"
+    kustomization = overlay / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("patches:\n", "patches:\n  - path: pipe-patch.yaml\n", 1))
+    os.mkfifo(overlay / "pipe-patch.yaml")
+    render = reconciler(template_repo, "render", "dev", timeout=120)  # kustomize reading the FIFO would block
+    assert render.returncode != 0
+    assert "pipe-patch.yaml" in render.stderr and "FIFO" in render.stderr, render.stderr
+    assert "timeout" not in render.stderr.lower()
