@@ -12,6 +12,11 @@ Inferentia, where the compiled artifact is (`MODEL_ACCELERATOR_ARTIFACT`). `load
     logged at ERROR and returned by `/readyz` (the service's `__is_ready__`): holding an
     `aws.amazon.com/neuron` device while silently running scikit-learn on the CPU is never right.
 
+Batching. `serving.batching` in model.yaml reaches the pod as `MODEL_MAX_BATCH_SIZE` / `MODEL_MAX_LATENCY_MS`
+(reconciler/render/manifests.py); an API decorated `@bentoml.api(**batching())` is batchable with those limits
+when they are set and a plain API otherwise, so batching is declared in the spec, not in the service's code.
+(`serving.concurrency` needs no code: BentoML reads it from `BENTOML_CONFIG_OVERRIDES`.)
+
 Version tracing. The build writes `gitops-version.json` beside the service (model content hash, the
 git commit the bento was built from, the DVC md5 of every weights file). `VersionMiddleware` adds
 `X-Model-Version: hash=<...>; commit=<...>; weights-md5=<...>` to every HTTP response and counts
@@ -37,6 +42,26 @@ KIND_ENV = "MODEL_ACCELERATOR_KIND"
 ARTIFACT_ENV = "MODEL_ACCELERATOR_ARTIFACT"
 DEVICE_GLOBS = {"inferentia": ("neuron*",), "gpu": ("nvidia[0-9]*",)}
 DEV_ROOT_ENV = "MODEL_DEVICE_ROOT"  # where device nodes are looked for (default /dev); tests point it elsewhere
+
+
+MAX_BATCH_SIZE_ENV = "MODEL_MAX_BATCH_SIZE"
+MAX_LATENCY_ENV = "MODEL_MAX_LATENCY_MS"
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def batching(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """`@bentoml.api` arguments for BentoML adaptive batching from the pod's environment: empty (a plain API)
+    unless the model's spec declares `serving.batching`."""
+    env = os.environ if environ is None else environ
+    size = env.get(MAX_BATCH_SIZE_ENV)
+    if not size:
+        return {}
+    settings: dict[str, Any] = {"batchable": True, "max_batch_size": int(size)}
+    if env.get(MAX_LATENCY_ENV):
+        settings["max_latency_ms"] = int(env[MAX_LATENCY_ENV])
+    return settings
 
 
 # --------------------------------------------------------------------------- accelerators

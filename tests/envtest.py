@@ -54,6 +54,9 @@ SCHEMAS = SHARED / "schemas"
 # the upstream CRDs every test server gets: what the project writes besides built-in kinds
 UPSTREAM_CRDS = ("gateway.networking.k8s.io_httproutes.crd.yaml", "networking.istio.io_virtualservices.crd.yaml",
                  "monitoring.coreos.com_podmonitors.crd.yaml")
+# upstream CRDs vendored in the repository itself (schemas/README.md names their sources)
+REPO_SCHEMAS = PROJECT / "schemas"
+REPO_CRDS = ("keda.sh_scaledobjects.crd.yaml",)
 BINARIES = ("etcd", "kube-apiserver")
 HOW_TO_GET = ("set KUBEBUILDER_ASSETS to a folder holding etcd, kube-apiserver and kube-controller-manager: "
               "`export KUBEBUILDER_ASSETS=$(../shared/envtest/unpack.sh .cache/envtest)` here, or "
@@ -230,7 +233,8 @@ class ControlPlane:
         if assets is None:
             raise EnvtestUnavailable("no envtest binaries found: " + HOW_TO_GET)
         data.mkdir(parents=True, exist_ok=True)
-        crds = list(crds if crds is not None else [SCHEMAS / f for f in UPSTREAM_CRDS])
+        crds = list(crds if crds is not None else
+                    [SCHEMAS / f for f in UPSTREAM_CRDS] + [REPO_SCHEMAS / f for f in REPO_CRDS])
         missing = [str(p) for p in crds if not p.is_file()]
         if missing:
             raise EnvtestUnavailable(f"missing CRD files {missing}: the tests install the upstream CRDs from "

@@ -78,7 +78,7 @@ def test_every_object_carries_ownership_labels_and_its_content_hash(catalog):
         assert labels[L.MODEL] in IMAGES if obj not in result.shared else L.MODEL not in labels
         assert obj["metadata"]["annotations"][L.CONTENT_HASH] == content_hash(obj)
     kinds = sorted(o["kind"] for o in result.models["iris-classifier"].objects)
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service", "Service"]  # iris autoscales
+    assert kinds == ["Deployment", "ScaledObject", "Service", "Service"]  # iris autoscales on requests (gpu pool)
 
 
 def test_rendering_is_byte_identical(catalog, template_repo):

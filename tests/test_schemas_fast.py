@@ -75,9 +75,11 @@ def _mutations(obj, rng):
 def test_the_two_validators_agree_on_rendered_and_mutated_objects(rendered):
     rng = random.Random(13)
     kinds = {(o["apiVersion"], o["kind"]) for o in rendered}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= {k for _, k in kinds}
+    assert {"Deployment", "Service"} <= {k for _, k in kinds}
     checked = invalid = 0
     for obj in rendered:
+        if obj["apiVersion"] == "keda.sh/v1alpha1":  # a custom resource: tests/test_autoscaling.py checks its CRD
+            continue
         slow = schemas.validator(obj["apiVersion"], obj["kind"])
         assert slow is not None and schemas.fast_validator(obj["apiVersion"], obj["kind"]) is not None
         for candidate in [obj, *_mutations(obj, rng)]:

@@ -15,7 +15,8 @@ from reconciler import labels
 from reconciler.cli.main import app
 from tests.conftest import commit_all
 
-KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"))
+KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+         ("keda.sh/v1alpha1", "ScaledObject"))
 
 
 @pytest.fixture(autouse=True)

@@ -100,6 +100,10 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, envtest_repo, 
     dev = root / "environments" / "dev" / "environment.yaml"
     dev.write_text(dev.read_text() + "secrets: {ageKeyEnv: RBAC_TEST_AGE_KEY}\n")
     monkeypatch.setenv("RBAC_TEST_AGE_KEY", private)
+    # ... and keeps iris running when idle in dev, so that one model autoscales with an HPA on CPU (the others
+    # get KEDA ScaledObjects: scale to zero in dev, request-based on staging's accelerator pools)
+    iris_spec = root / "models" / "iris-classifier" / "model.yaml"
+    iris_spec.write_text(iris_spec.read_text().replace("\nserving:\n", "\nserving:\n  scaleToZero: false\n", 1))
     work = git.Repo(root)
     commit_all(work, "staging: pod monitors, gateway api, spot; dev: a sealed secret")
     suffix = namespaces["dev"].rsplit("-", 1)[1]

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from reconciler.catalog.fields import Strict, duration_seconds
-from reconciler.catalog.specs import (SLO, ABHeader, Autoscaling, CanaryPolicy, EnvironmentSpec, ModelSpec, Resources,
+from reconciler.catalog.pools import AcceleratorKind
+from reconciler.catalog.specs import (SLO, ABHeader, Autoscaling, Batching, CanaryPolicy, EnvironmentSpec, ModelSpec,
                                       Serving)
 
 
@@ -18,6 +19,46 @@ class EffectiveServing(Strict):
     memory: str
     replicas: int
     autoscaling: Autoscaling | None
+    concurrency: int | None = None
+    batching: Batching | None = None
+    startup_seconds: int | None = None  # None: the pool kind's default (KindServing.startup_seconds)
+    scale_to_zero: bool = False
+    idle_seconds: int = 900
+
+
+class KindServing(Strict):
+    """What a pool kind means for serving when the spec does not say: how long a model may take to load
+    (startupProbe budget) and which signal autoscales it."""
+
+    startup_seconds: int
+    metric: Literal["cpu", "concurrency", "rps"]
+
+
+# Accelerators get minutes: loading weights onto a GPU or a NeuronCore (and a Neuron runtime's first model
+# load) takes far longer than unpickling on a CPU, and their CPU stays low while requests queue.
+SERVING_BY_KIND: dict[AcceleratorKind, KindServing] = {
+    AcceleratorKind.cpu: KindServing(startup_seconds=120, metric="cpu"),
+    AcceleratorKind.gpu: KindServing(startup_seconds=600, metric="concurrency"),
+    AcceleratorKind.inferentia: KindServing(startup_seconds=600, metric="concurrency"),
+}
+TARGET_UTILISATION = 0.7  # in-flight target = 70 % of the declared concurrency (Knative's default utilisation)
+DEFAULT_IDLE = "15m"
+
+
+def kind_serving(kind: AcceleratorKind) -> KindServing:
+    return SERVING_BY_KIND[kind]
+
+
+def startup_seconds(serving: EffectiveServing, kind: AcceleratorKind) -> int:
+    """The startup budget of a model on a pool of ``kind``: serving.startup, else the kind's default."""
+    return serving.startup_seconds if serving.startup_seconds is not None else kind_serving(kind).startup_seconds
+
+
+def autoscaling_metric(serving: EffectiveServing, kind: AcceleratorKind) -> str | None:
+    """The signal a model's autoscaler follows on a pool of ``kind`` (None: a fixed replica count)."""
+    if serving.autoscaling is None:
+        return None
+    return serving.autoscaling.metric or kind_serving(kind).metric
 
 
 class EffectiveCanary(Strict):
@@ -55,7 +96,7 @@ class EffectivePause(Strict):
 EffectiveCanary.model_rebuild()
 
 
-BUILTIN_SERVING = Serving(port=3000, resources=Resources(cpu="500m", memory="512Mi"), replicas=1)
+BUILTIN_SERVING = Serving.model_validate({"port": 3000, "resources": {"cpu": "500m", "memory": "512Mi"}, "replicas": 1})
 
 
 BUILTIN_CANARY = CanaryPolicy.model_validate({
@@ -72,17 +113,28 @@ def effective_serving(model: ModelSpec, env: EnvironmentSpec) -> EffectiveServin
     res = [layer.resources for layer in layers if layer.resources is not None]
     autoscaling = _first(model.serving.autoscaling, env.defaults.serving.autoscaling if model.serving.replicas is None else None)
     factor, floor = env.scale.replicas_factor, env.scale.min_replicas
+    replicas = _first(*(layer.replicas for layer in layers))
+    replicas = max(floor, round(replicas * factor)) if replicas else replicas
+    to_zero = bool(_first(*(layer.scale_to_zero for layer in layers)))
     if autoscaling is not None:
         lo = max(floor, round(autoscaling.min_replicas * factor))
-        autoscaling = Autoscaling(minReplicas=lo, maxReplicas=max(lo, round(autoscaling.max_replicas * factor)),
-                                  targetCPUUtilization=autoscaling.target_cpu_utilization)
-    replicas = _first(*(layer.replicas for layer in layers))
+        autoscaling = autoscaling.model_copy(update={
+            "min_replicas": 0 if to_zero else lo, "max_replicas": max(lo, round(autoscaling.max_replicas * factor))})
+    elif to_zero and replicas:
+        # a fixed count that may also be none while idle: 0..replicas on the model's request metric
+        autoscaling = Autoscaling.model_validate({"minReplicas": 0, "maxReplicas": replicas})
+    startup = _first(*(layer.startup for layer in layers))
     return EffectiveServing(
         port=_first(*(layer.port for layer in layers)),
         cpu=_first(*(r.cpu for r in res)),
         memory=_first(*(r.memory for r in res)),
-        replicas=max(floor, round(replicas * factor)) if replicas else replicas,
+        replicas=replicas,
         autoscaling=autoscaling,
+        concurrency=_first(*(layer.concurrency for layer in layers)),
+        batching=_first(*(layer.batching for layer in layers)),
+        startup_seconds=None if startup is None else duration_seconds(startup),
+        scale_to_zero=to_zero and autoscaling is not None,
+        idle_seconds=duration_seconds(_first(*(layer.idle_after for layer in layers), DEFAULT_IDLE)),
     )
 
 

@@ -44,6 +44,17 @@ def duration_seconds(value: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+DURATION_MS = re.compile(r"^([0-9]+)(ms|s|m)$")
+
+
+def duration_ms(value: str) -> int:
+    """'20ms' -> 20, '1s' -> 1000, '1m' -> 60000."""
+    match = DURATION_MS.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: write e.g. '20ms', '1s'")
+    return int(match.group(1)) * {"ms": 1, "s": 1000, "m": 60000}[match.group(2)]
+
+
 Quantity = Annotated[str, Field(description="a Kubernetes quantity, e.g. 500m or 2Gi")]
 
 

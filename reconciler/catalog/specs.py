@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reconciler.catalog.fields import Strict, _dns_label, _quantity, duration_seconds
+from reconciler.catalog.fields import Strict, _dns_label, _quantity, duration_ms, duration_seconds
 
 
 # --------------------------------------------------------------------------- serving, canary, SLO
@@ -31,9 +31,21 @@ class Resources(Strict):
 
 
 class Autoscaling(Strict):
+    """How many replicas a model runs, between two bounds, and on which signal.
+
+    `metric`: `cpu` (an HPA on CPU utilisation), `concurrency` (in-flight requests per replica) or `rps`
+    (requests per second per replica), both from the service's own BentoML metrics through a KEDA
+    ScaledObject with a Prometheus trigger. Left out: `cpu` on cpu pools, `concurrency` on accelerator
+    pools (a GPU or NeuronCore model keeps its CPU low while requests queue)."""
+
     min_replicas: int = Field(..., alias="minReplicas", ge=0)
     max_replicas: int = Field(..., alias="maxReplicas", ge=1)
     target_cpu_utilization: int = Field(70, alias="targetCPUUtilization", ge=1, le=100)
+    metric: Literal["cpu", "concurrency", "rps"] | None = Field(None, description=(
+        "cpu | concurrency | rps; default: cpu on cpu pools, concurrency on gpu/inferentia pools"))
+    target: float | None = Field(None, gt=0, description=(
+        "the per-replica target of a request metric: in-flight requests (concurrency; default 70 % of "
+        "serving.concurrency) or requests per second (rps; required, measure it with benchmarks/serve_load.py)"))
 
     @model_validator(mode="after")
     def _bounds(self) -> "Autoscaling":
@@ -42,11 +54,48 @@ class Autoscaling(Strict):
         return self
 
 
+class Batching(Strict):
+    """BentoML adaptive batching of the service's batchable APIs: at most `maxBatchSize` requests are
+    merged into one call, and none waits longer than `maxLatency` for its batch to fill."""
+
+    max_batch_size: int = Field(..., alias="maxBatchSize", ge=2, description="BentoML needs at least 2")
+    max_latency: str = Field(..., alias="maxLatency", description="e.g. 20ms, 1s")
+
+    @field_validator("max_latency")
+    @classmethod
+    def _latency(cls, value: str) -> str:
+        duration_ms(value)
+        return value
+
+    @property
+    def max_latency_ms(self) -> int:
+        return duration_ms(self.max_latency)
+
+
 class Serving(Strict):
     port: int | None = Field(None, ge=1, le=65535)
     resources: Resources | None = None
     replicas: int | None = Field(None, ge=0)
     autoscaling: Autoscaling | None = None
+    concurrency: int | None = Field(None, ge=1, description=(
+        "requests one replica serves at once (BentoML traffic.concurrency); the request autoscaler's "
+        "target and the cost estimate start from it"))
+    batching: Batching | None = None
+    startup: str | None = Field(None, description=(
+        "how long the model may take to load before liveness checks start (startupProbe budget), e.g. 5m; "
+        "default 2m on cpu pools, 10m on gpu/inferentia pools; the canary's warm-up reads it too"))
+    scale_to_zero: bool | None = Field(None, alias="scaleToZero", description=(
+        "no replica while idle (a KEDA ScaledObject with minReplicaCount 0); the environment's "
+        "autoscaler.wakeQuery wakes it; dev turns it on in its defaults"))
+    idle_after: str | None = Field(None, alias="idleAfter", description=(
+        "with scaleToZero: how long without requests before the last replica goes (default 15m)"))
+
+    @field_validator("startup", "idle_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_seconds(value)
+        return value
 
 
 class ABHeader(Strict):
@@ -258,6 +307,27 @@ class Budget(Strict):
         return {k: v for k, v in found.items() if v is not None}
 
 
+class Autoscaler(Strict):
+    """environment.yaml `autoscaler:`: where the environment's request autoscalers (KEDA ScaledObjects with
+    Prometheus triggers) read the models' metrics, and what wakes a model scaled to zero."""
+
+    prometheus: str | None = Field(None, pattern=r"^https?://[^\s]+$", description=(
+        "the Prometheus KEDA queries, e.g. http://prometheus-operated.monitoring.svc:9090; needed by every "
+        "request-based autoscaler (autoscaling.metric concurrency or rps, and scaleToZero)"))
+    wake_query: str | None = Field(None, alias="wakeQuery", description=(
+        "PromQL counting requests that reach a model while it has no replica (its own /metrics are gone then): "
+        "requests per second at the ingress or mesh in front of it; $namespace, $service and $model are filled "
+        "in. Needed by scaleToZero"))
+    polling_interval: str = Field("30s", alias="pollingInterval", description=(
+        "how often KEDA evaluates the triggers (the longest a request waits before a model at zero starts waking)"))
+
+    @field_validator("polling_interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
 class Pipelines(Strict):
     """How this environment's Argo Workflows run (environment.yaml `pipelines:`)."""
 
@@ -304,6 +374,7 @@ class EnvironmentSpec(Strict):
     secrets: Secrets | None = Field(None, description="the age key that decrypts the SOPS Secrets under "
                                                       "environments/<env>/secrets/<model>/ (docs/trust.md)")
     pipelines: Pipelines = Field(default_factory=lambda: Pipelines.model_validate({}))
+    autoscaler: Autoscaler = Field(default_factory=lambda: Autoscaler.model_validate({}))
     priority_classes: dict[str, int] = Field(
         default_factory=dict, alias="priorityClasses",
         description="PriorityClasses the environment's pods may name (name: value); rendered as cluster-scoped "

@@ -2,7 +2,8 @@
 
 A model's pods run on the pools it is placed on; each pod is counted as one node of its pool at the
 pool's hourly price (the same simplification the pools file makes: one instance type per pool), for
-`HOURS_PER_MONTH` hours. An autoscaled model has a range: minReplicas .. maxReplicas per pool.
+`HOURS_PER_MONTH` hours. An autoscaled model has a range: minReplicas .. maxReplicas per pool; a model that
+scales to zero when idle (serving.scaleToZero, dev's default) starts its range at 0 replicas, $0.
 
 Every price is read through `hourly_price(pool)`, so a pool priced differently (spot capacity, a
 negotiated rate) changes one function, not the plan, the comment and the budget check.
@@ -45,7 +46,8 @@ NOTHING = Footprint()
 def footprint(pools: Iterable[Pool], serving: EffectiveServing) -> Footprint:
     """A model's replicas, monthly cost and device requests in one environment."""
     if serving.autoscaling is not None:
-        low, high = max(1, serving.autoscaling.min_replicas), serving.autoscaling.max_replicas
+        low = serving.autoscaling.min_replicas if serving.scale_to_zero else max(1, serving.autoscaling.min_replicas)
+        high = serving.autoscaling.max_replicas
     else:
         low = high = serving.replicas or 0
     replicas: dict[str, tuple[int, int]] = {}

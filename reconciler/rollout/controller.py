@@ -25,7 +25,7 @@ conflict and the sync applies nothing else of that model in the pass.
 Replica counts (``canary_replicas``): with the Gateway API or Istio routers the canary runs
 ``ceil(full x weight)`` replicas (Argo Rollouts' setCanaryScale), which saves accelerator hours and
 makes both pools' cost per 1,000 inferences comparable. The replica router never writes the
-stable Deployment (an HPA may own its replicas): the canary alone is scaled, to
+stable Deployment (an HPA or a KEDA ScaledObject may own its replicas): the canary alone is scaled, to
 ``round(stable x w / (100 - w))`` replicas capped at the stable's count, and the weight reported
 is what the ready pods achieve, ``canary / (stable + canary)``.
 """
@@ -51,7 +51,11 @@ from reconciler.rollout.routers import Backends, Router, Traffic, router_for
 from reconciler.rollout.state import Phase, Policy, RolloutState
 
 CANARY_SUFFIX = "-canary"
-SCALED_KINDS = ("Deployment", "HorizontalPodAutoscaler")
+# what sizes a pool: its Deployment and the autoscaler owning its replicas (an HPA, or a KEDA ScaledObject,
+# which drives an HPA of its own); during a canary they stay on the stable revision
+AUTOSCALERS = {"HorizontalPodAutoscaler": ("autoscaling/v2", "minReplicas"),
+               "ScaledObject": ("keda.sh/v1alpha1", "minReplicaCount")}
+SCALED_KINDS = ("Deployment", *AUTOSCALERS)
 
 
 class MetricsSource(Protocol):
@@ -108,15 +112,17 @@ def _rehash(obj: dict) -> dict:
 
 
 def full_replicas(desired: list[dict], model: str, pool: str | None) -> int | None:
-    """Replicas the pool runs for the model when it serves all traffic: the rendered count, else the HPA's minimum."""
+    """Replicas the pool runs for the model when it serves all traffic: the rendered count, else its autoscaler's
+    minimum (an HPA's minReplicas, a ScaledObject's minReplicaCount; 1 for a model that may scale to zero)."""
     if pool is None:
         return None
     dep = _find(desired, "Deployment", f"{model}-{pool}")
     if dep is not None and dep["spec"].get("replicas") is not None:
         return int(dep["spec"]["replicas"])
-    hpa = _find(desired, "HorizontalPodAutoscaler", f"{model}-{pool}")
-    if hpa is not None:
-        return int(hpa["spec"].get("minReplicas") or 1)
+    for kind, (_, minimum) in AUTOSCALERS.items():
+        scaler = _find(desired, kind, f"{model}-{pool}")
+        if scaler is not None:  # at least 1: a model that may scale to zero still serves with one
+            return max(1, int(scaler["spec"].get(minimum) or 1))
     return None
 
 
@@ -224,12 +230,12 @@ def rollout_objects(state: RolloutState, desired: list[dict], env: EnvironmentSp
         objects.extend(_namespaced(o, ns) for o in desired)
     elif state.cross_pool:
         old = f"{model}-{state.stable_pool}"
-        for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler")):
+        for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), *((a, k) for k, (a, _) in AUTOSCALERS.items())):
             protect[ObjectRef(api, kind, ns, old)] = why
         full = full_replicas(desired, model, state.canary_pool) or 1
         for obj in desired:
             in_canary_pool = _pool_of(obj) == state.canary_pool
-            if in_canary_pool and obj["kind"] == "HorizontalPodAutoscaler" and state.phase is not Phase.promoting:
+            if in_canary_pool and obj["kind"] in AUTOSCALERS and state.phase is not Phase.promoting:
                 protect[_ref(obj, ns)] = why  # the rollout sizes the new pool until it is promoted
                 continue
             if in_canary_pool and obj["kind"] == "Deployment":

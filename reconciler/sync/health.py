@@ -173,6 +173,33 @@ def conditions_health(obj: dict) -> Health:
     return HEALTHY
 
 
+def scaled_object_health(obj: dict) -> Health:
+    """A KEDA ScaledObject (as Argo CD's keda.sh health check reads it): Ready=False or Fallback=True (its
+    trigger's source fails, KEDA holds the fallback replica count) is degraded; Ready=True is healthy, or
+    suspended while Paused=True. No condition at all: healthy, as kstatus (Flux) and this module treat any
+    resource nobody reports on, with a message saying that nothing scales it (a cluster without KEDA:
+    the Deployment keeps the replicas it has, Kubernetes' default 1), so `sync --wait` does not hang."""
+    conds = _conditions(obj)
+
+    def text(cond: dict) -> str:
+        out = f"{cond.get('type')}={cond.get('status')}" + (f" ({cond.get('reason')})" if cond.get("reason") else "")
+        return out + (f": {cond['message']}" if cond.get("message") else "")
+
+    ready, fallback, paused = conds.get("Ready"), conds.get("Fallback"), conds.get("Paused")
+    if ready is not None and ready.get("status") == "False":
+        return Health(HealthStatus.degraded, text(ready))
+    if fallback is not None and fallback.get("status") == "True":
+        return Health(HealthStatus.degraded, text(fallback))
+    if ready is not None and ready.get("status") == "True":
+        if paused is not None and paused.get("status") == "True":
+            return Health(HealthStatus.suspended, text(paused))
+        return Health(HealthStatus.healthy, text(ready))
+    if not conds:
+        return Health(HealthStatus.healthy, "no status from KEDA: nothing scales the Deployment (is the KEDA "
+                                            "operator installed?)")
+    return Health(HealthStatus.progressing, "waiting for KEDA's Ready condition")
+
+
 _BY_KIND: dict[str, Callable[[dict], Health]] = {
     "Deployment": deployment_health,
     "StatefulSet": deployment_health,
@@ -181,6 +208,7 @@ _BY_KIND: dict[str, Callable[[dict], Health]] = {
     "PersistentVolumeClaim": pvc_health,
     "Job": job_health,
     "HTTPRoute": route_health,
+    "ScaledObject": scaled_object_health,
 }
 
 

@@ -25,7 +25,7 @@ PROTECTED_KINDS = frozenset({"Namespace", "PersistentVolumeClaim"})
 KIND_ORDER = ["Namespace", "CustomResourceDefinition", "NetworkPolicy", "ResourceQuota", "LimitRange",
               "PriorityClass", "ServiceAccount", "Secret", "ConfigMap", "StorageClass", "PersistentVolume",
               "PersistentVolumeClaim", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service",
-              "DaemonSet", "Pod", "ReplicaSet", "Deployment", "StatefulSet", "HorizontalPodAutoscaler",
+              "DaemonSet", "Pod", "ReplicaSet", "Deployment", "StatefulSet", "HorizontalPodAutoscaler", "ScaledObject",
               "PodDisruptionBudget", "Job", "CronJob", "Ingress"]
 
 
@@ -101,11 +101,14 @@ class SyncPlan:
         return Summary.of(self.actions)
 
 
+AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")  # KEDA's ScaledObject drives an HPA of its own
+
+
 def _autoscaled(objects: Iterable[dict]) -> set[tuple[str | None, str]]:
-    """(namespace, deployment name) of Deployments an HPA scales: their spec.replicas is the HPA's."""
+    """(namespace, deployment name) of Deployments an autoscaler scales: their spec.replicas is its."""
     out: set[tuple[str | None, str]] = set()
     for obj in objects:
-        if obj.get("kind") == "HorizontalPodAutoscaler":
+        if obj.get("kind") in AUTOSCALER_KINDS:
             target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
             if target.get("kind") == "Deployment":
                 out.add(((obj.get("metadata") or {}).get("namespace"), str(target.get("name", ""))))
