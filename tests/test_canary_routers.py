@@ -10,7 +10,7 @@ import yaml
 
 from reconciler import labels as L
 from reconciler.rollout.controller import achieved_weight, canary_replicas
-from reconciler.rollout.routers import Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic, router_for
+from reconciler.traffic import Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic, router_for
 from reconciler.rollout.state import Phase
 from reconciler.errors import ReconcilerError
 from tests.requirements import missing

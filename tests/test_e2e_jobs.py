@@ -468,7 +468,7 @@ def test_the_e2e_environment_renders_what_the_jobs_rely_on(e2e_repo):
     gateway = next(d for _, d in _manifests() if d["kind"] == "Gateway")
     assert env["defaults"]["canary"]["router"] == "gateway-api"
     assert (gateway["metadata"]["name"], gateway["metadata"]["namespace"]) == ("models", env["namespace"])
-    from reconciler.rollout.routers import GatewayAPIRouter
+    from reconciler.traffic import GatewayAPIRouter
     assert GatewayAPIRouter().gateway == gateway["metadata"]["name"]
 
 

@@ -9,8 +9,8 @@ from pydantic import Field
 
 from reconciler.catalog.fields import Strict, duration_seconds
 from reconciler.catalog.pools import AcceleratorKind
-from reconciler.catalog.specs import (SLO, ABHeader, Autoscaling, Batching, CanaryPolicy, EnvironmentSpec, ModelSpec,
-                                      Serving)
+from reconciler.catalog.canary import ABHeader, CanaryPolicy
+from reconciler.catalog.specs import SLO, Autoscaling, Batching, EnvironmentSpec, ModelSpec, Serving
 
 
 class EffectiveServing(Strict):
@@ -70,7 +70,8 @@ class EffectiveCanary(Strict):
     max_error_rate: float
     max_p95_latency_ms: float | None
     judge: Literal["threshold", "mann-whitney"]
-    router: Literal["gateway-api", "istio", "replicas"]
+    router: str                     # a name of the router registry (reconciler.traffic)
+    router_options: dict[str, Any] = Field(default_factory=dict)   # from the layer that chose the router
     queries: dict[str, str]
     pauses: list["EffectivePause"] = Field(default_factory=list)
     min_requests: int | None = None
@@ -162,6 +163,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         max_p95_latency_ms=_first(model.canary.max_p95_latency_ms, model.slo.p95_latency_ms,
                                   env.defaults.canary.max_p95_latency_ms, env.defaults.slo.p95_latency_ms),
         judge=pick("judge"), router=pick("router"),
+        router_options=next((layer.router_options or {} for layer in layers if layer.router is not None), {}),
         queries={**(env.defaults.canary.queries or {}), **(model.canary.queries or {})},
         min_requests=pick("min_requests"), inconclusive_limit=pick("inconclusive_limit"),
         on_inconclusive=pick("on_inconclusive"), cost_policy=pick("cost_policy"),

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from reconciler.catalog.fields import Strict, _dns_label, _quantity, duration_ms, duration_seconds
+from reconciler.catalog.canary import CanaryPolicy
 
 
 # --------------------------------------------------------------------------- serving, canary, SLO
@@ -91,86 +92,6 @@ class Serving(Strict):
         "with scaleToZero: how long without requests before the last replica goes (default 15m)"))
 
     @field_validator("startup", "idle_after")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            duration_seconds(value)
-        return value
-
-
-class ABHeader(Strict):
-    """Requests carrying this header with this value always reach the canary (A/B routing)."""
-
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-    value: str
-
-
-class PauseStep(Strict):
-    """A manual gate in the step list: ``{pause: {}}`` waits for `reconciler rollout resume`,
-    ``{pause: {duration: 10m}}`` waits that long."""
-
-    class Spec(Strict):
-        duration: str | None = None
-
-        @field_validator("duration")
-        @classmethod
-        def _duration(cls, value: str | None) -> str | None:
-            if value is not None:
-                duration_seconds(value)
-            return value
-
-    pause: Spec
-
-
-class CanaryPolicy(Strict):
-    """How a new version is moved in: weight steps, how long each is watched, when to give up."""
-
-    enabled: bool | None = None
-    steps: list[int | PauseStep] | None = None
-    interval: str | None = None
-    failure_threshold: int | None = Field(None, alias="failureThreshold", ge=1)
-    progress_deadline: str | None = Field(None, alias="progressDeadline")
-    max_error_rate: float | None = Field(None, alias="maxErrorRate", ge=0, le=1)
-    max_p95_latency_ms: float | None = Field(None, alias="maxP95LatencyMs", gt=0)
-    judge: Literal["threshold", "mann-whitney"] | None = None
-    router: Literal["gateway-api", "istio", "replicas"] | None = None
-    queries: dict[str, str] | None = None
-    min_requests: int | None = Field(None, alias="minRequests", ge=1, description=(
-        "canary requests per interval below which an analysis is inconclusive (default 200); how many a step "
-        "needs in all comes from detectErrorIncrease, detectLatencyIncrease and power"))
-    inconclusive_limit: int | None = Field(None, alias="inconclusiveLimit", ge=1)
-    on_inconclusive: Literal["pause", "rollback"] | None = Field(None, alias="onInconclusive")
-    cost_policy: Literal["promote", "rollback", "confirm"] | None = Field(None, alias="costPolicy", description=(
-        "a cross-pool canary that meets the SLO but costs more per 1,000 inferences (default confirm)"))
-    error_rate_tolerance: float | None = Field(None, alias="errorRateTolerance", ge=0)
-    latency_tolerance: float | None = Field(None, alias="latencyTolerance", ge=0)
-    detect_error_increase: float | None = Field(None, alias="detectErrorIncrease", gt=0, description=(
-        "the relative error-rate increase the minimum-sample guard sizes a step for (default 1.0: 2x stable)"))
-    detect_latency_increase: float | None = Field(None, alias="detectLatencyIncrease", gt=0, description=(
-        "the relative p95 increase the guard sizes a step for (default 0.3: +30 %)"))
-    power: float | None = Field(None, gt=0.5, lt=1, description=(
-        "the chance a step's analysis catches those increases before it may pass (default 0.95)"))
-    ab_header: ABHeader | None = Field(None, alias="abHeader")
-    mirror_percent: int | None = Field(None, alias="mirrorPercent", ge=1, le=100)
-    confirm_webhook: str | None = Field(None, alias="confirmWebhook", pattern=r"^https?://")
-    route_domain: str | None = Field(None, alias="routeDomain", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
-                                     description="HTTPRoute/VirtualService hostname <model>.<namespace>.<routeDomain> "
-                                                 "(default: the in-cluster <model>.<namespace>.svc.cluster.local)")
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, steps: list[int | PauseStep] | None) -> list[int | PauseStep] | None:
-        if steps is None:
-            return None
-        weights = [s for s in steps if isinstance(s, int)]
-        if not weights or any(not 0 < s <= 100 for s in weights) or weights != sorted(set(weights)):
-            raise ValueError("steps must be increasing traffic percentages between 1 and 100, e.g. [10, 25, 50, 100] "
-                             "(a {pause: {}} entry may sit between two of them)")
-        if not isinstance(steps[0], int) or not isinstance(steps[-1], int):
-            raise ValueError("a pause step goes between two weights, e.g. [10, {pause: {}}, 50, 100]")
-        return steps
-
-    @field_validator("interval", "progress_deadline")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:

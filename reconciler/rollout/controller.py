@@ -47,8 +47,8 @@ from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.rollout import store
 from reconciler.rollout.machine import Observations, RolloutAction, step
 from reconciler.rollout.metrics import VersionMetrics
-from reconciler.rollout.routers import Backends, Router, Traffic, router_for
 from reconciler.rollout.state import Phase, Policy, RolloutState
+from reconciler.traffic import Backends, Router, Traffic, router_for, router_kind, with_capability
 
 CANARY_SUFFIX = "-canary"
 # what sizes a pool: its Deployment and the autoscaler owning its replicas (an HPA, or a KEDA ScaledObject,
@@ -127,11 +127,12 @@ def full_replicas(desired: list[dict], model: str, pool: str | None) -> int | No
 
 
 def canary_replicas(router: str, weight: int, full: int, stable: int, phase: Phase) -> int:
-    """How many replicas the canary runs at ``weight`` %. Pure; see the module docstring."""
+    """How many replicas the canary runs at ``weight`` % with the router named ``router``. Pure; see the
+    module docstring."""
     full, stable = max(full, 1), max(stable, 1)
     if phase is Phase.promoting:
         return full
-    if router == "replicas":
+    if router_kind(router).weight_by == "replicas":
         if weight >= 100:
             return stable
         return min(stable, max(1, round(stable * weight / (100 - weight))))
@@ -139,11 +140,24 @@ def canary_replicas(router: str, weight: int, full: int, stable: int, phase: Pha
 
 
 def achieved_weight(router: str, weight: int, stable_ready: int, canary_ready: int) -> float:
-    """The share of traffic the canary really gets (%): by ready pods for the replica router."""
-    if router != "replicas":
-        return float(weight) if canary_ready > 0 or weight == 0 else 0.0
-    total = stable_ready + canary_ready
-    return 100.0 * canary_ready / total if total else 0.0
+    """The share of traffic the canary really gets (%): what the router verifies (by ready pods for the
+    replica router), else the weight it wrote once the canary has a ready pod."""
+    verify = router_kind(router).verify
+    if verify is not None:
+        return verify(weight, stable_ready, canary_ready)
+    return float(weight) if canary_ready > 0 or weight == 0 else 0.0
+
+
+def check_router(model: str, policy: Policy, router: Router) -> None:
+    """Refuse a policy that asks the router for what its registry entry says it cannot do. Pure."""
+    can = router_kind(router.name).capabilities
+    for asked, spec_field, capability in ((policy.ab_header, "canary.abHeader", "header_routing"),
+                                          (policy.mirror_percent, "canary.mirrorPercent", "mirroring")):
+        if asked and not getattr(can, capability):
+            raise ReconcilerError(f"{model}: {spec_field} needs a router with {capability.replace('_', ' ')}; the "
+                                  f"{router.name} router has none",
+                                  fix=f"set canary.router to one of {', '.join(with_capability(capability))} in the "
+                                      "model or environment spec")
 
 
 def canary_objects(desired: list[dict], model: str, pool: str, namespace: str, replicas: int) -> list[dict]:
@@ -225,7 +239,7 @@ def rollout_objects(state: RolloutState, desired: list[dict], env: EnvironmentSp
     protect: dict[ObjectRef, str] = {}
     holding = state.phase.active or (state.phase is Phase.rolled_back and revision == state.canary_revision)
     why = f"held by the canary of {model} ({state.phase.value})"
-    mesh = router.name != "replicas"
+    by_route = router_kind(router.name).weight_by == "route"
     if not holding:
         objects.extend(_namespaced(o, ns) for o in desired)
     elif state.cross_pool:
@@ -256,7 +270,7 @@ def rollout_objects(state: RolloutState, desired: list[dict], env: EnvironmentSp
             if obj["kind"] in SCALED_KINDS and not promoting:
                 protect[_ref(obj, ns)] = why  # stays on the stable revision while the canary runs
                 continue
-            if mesh and obj["kind"] == "Service" and obj["metadata"]["name"] == f"{model}-{pool}":
+            if by_route and obj["kind"] == "Service" and obj["metadata"]["name"] == f"{model}-{pool}":
                 svc = stable_service(desired, model, pool, ns)
                 if svc is not None:
                     objects.append(svc)
@@ -266,7 +280,7 @@ def rollout_objects(state: RolloutState, desired: list[dict], env: EnvironmentSp
             full = full_replicas(desired, model, pool) or 1
             replicas = canary_replicas(router.name, state.canary_weight, full, stable_replicas, state.phase)
             objects.extend(canary_objects(desired, model, pool, ns, replicas))
-    if mesh:
+    if by_route:
         for change in router.changes(backends_for(state, model, env), traffic_for(state)):
             objects.append(_rehash(change.body))
     cm = store.to_configmap(state, ns, state_version)
@@ -326,11 +340,8 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
         raise ReconcilerError(f"cannot tell the revision of {deployments[0]['metadata']['name']}",
                               fix=f"annotate it with {L.MODEL_HASH} or give its container an image")
     desired_pools = [p for p in (_pool_of(d) for d in deployments) if p]
-    router = router or router_for(policy.router, domain=policy.route_domain)
-    if router.name == "replicas" and (policy.ab_header or policy.mirror_percent):
-        raise ReconcilerError(f"{name}: canary.abHeader and canary.mirrorPercent need a traffic router; the replica "
-                              "router splits by pod count only",
-                              fix="set canary.router to gateway-api or istio in the model or environment spec")
+    router = router or router_for(canary_cfg.router, canary_cfg.router_options, domain=policy.route_domain)
+    check_router(name, policy, router)
 
     if stored is None:
         state, version = _initial_state(client, name, env, policy, revision, desired_pools), None

@@ -105,7 +105,7 @@ class Policy:
     max_error_rate: float = 0.01
     max_p95_latency_ms: float | None = None
     judge: Literal["threshold", "mann-whitney"] = "threshold"
-    router: Literal["gateway-api", "istio", "replicas"] = "replicas"
+    router: str = "replicas"                 # a name of the router registry (reconciler.traffic)
     slo_p95_latency_ms: float | None = None
     slo_error_rate: float | None = None
     # comparison with stable (both judges): significance level and the effect size tolerated
