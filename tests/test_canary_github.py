@@ -213,7 +213,7 @@ def test_hydrating_the_branch_again_keeps_the_reports(remote_with_rendered_branc
 
     bare, clone = remote_with_rendered_branch
     commit_report(clone, finished(0.001), prefix="rendered/", remote="origin")
-    # as hydrate_branches writes it: the environment's folder replaced, reports/ kept
+    # a writer that replaces the environment's folder keeps reports/ (hydrate itself only ever touches <env>/)
     with branch_worktree(clone, "rendered/prod", keep=("reports",)) as wt:
         assert not (wt.path / "prod").exists() and (wt.path / "reports" / "iris" / "v2.png").exists()
         (wt.path / "prod").mkdir()

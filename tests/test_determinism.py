@@ -72,14 +72,14 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     in_cluster = _render(mirror.path, sha, tmp_path / "out-cluster")
 
     assert bare == builder == in_cluster
-    prod = bare["prod/manifest.yaml"].decode()  # inf2 pools only: the Neuron variant, pinned by the lock
+    prod = bare[f"prod/{MODEL}.model.yaml"].decode()  # inf2 pools only: the Neuron variant, pinned by the lock
     assert f"image: {prod_tag.rsplit(':', 1)[0]}@sha256:{'e' * 64}" in prod
     assert "b" * 64 not in prod and "c" * 64 not in prod  # the machine's digests never leak in
     # the pods say which commit their image was built from (the X-Model-Version `commit=`), from the commit's lock
     assert f"gitops.ml/git-commit: {built_from}" in prod and "d" * 40 not in prod and "f" * 40 not in prod
     assert built_from != sha  # not the rendering commit
     # where the lock names no digest (dev pushes to another registry), the content-hash tag, the same everywhere
-    assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare["dev/manifest.yaml"].decode()
+    assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare[f"dev/{MODEL}.model.yaml"].decode()
 
 
 @pytest.mark.parametrize("content, wanted", [

@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from reconciler.cli.main import app
+from reconciler.render.hydrate import read_documents
 from reconciler.errors import KubeError
 from reconciler.render.kustomize import kubectl_binary
 from tests.envtest import wait_for
@@ -28,8 +29,9 @@ def test_hydrated_manifest_applies_cleanly_with_server_side_dry_run(envtest, env
     result = CliRunner().invoke(app, ["hydrate", "--repo", str(envtest_repo.root), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for env, ns in sorted(envtest_repo.namespaces.items()):
-        manifest = out / env / "manifest.yaml"
-        docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+        docs = read_documents(out / env)
+        manifest = tmp_path / f"{env}-all.yaml"  # what Argo CD / Flux read from the folder, in one stream
+        manifest.write_text(yaml.safe_dump_all(docs))
         assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == ns
         # a dry run cannot create the namespace the other objects go to: create it for real first
         created = kubectl(envtest, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(docs[0]))

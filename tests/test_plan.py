@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from reconciler.cli.main import app
+from reconciler.render.hydrate import read_documents
 from reconciler.plan.desired import plan_revisions
 from reconciler.plan.changes import plan_objects
 from reconciler.render.environment import with_content_hash
@@ -132,9 +133,16 @@ def test_hydrate_to_a_folder_writes_the_source_hydrator_layout(template_repo, tm
     result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for env in ("dev", "staging", "prod"):
-        assert sorted(p.name for p in (out / env).iterdir()) == ["README.md", "hydrator.metadata", "manifest.yaml"]
+        assert sorted(p.name for p in (out / env).iterdir()) == [
+            "README.md", "digits-classifier.model.yaml", "hydrator.metadata", "iris-classifier.model.yaml",
+            "manifest.yaml"]
         assert json.loads((out / env / "hydrator.metadata").read_text())["drySha"] == "worktree"
-        docs = [d for d in yaml.safe_load_all((out / env / "manifest.yaml").read_text()) if d]
+        docs = read_documents(out / env)
+        # manifest.yaml: the environment's own objects; a file per model holds only that model's
+        own = [d for d in yaml.safe_load_all((out / env / "manifest.yaml").read_text()) if d]
+        assert {d["kind"] for d in own} <= {"Namespace", "PriorityClass", "ResourceQuota"}
+        iris = [d for d in yaml.safe_load_all((out / env / "iris-classifier.model.yaml").read_text()) if d]
+        assert {d["metadata"]["labels"]["gitops.ml/model"] for d in iris} == {"iris-classifier"}
         assert docs[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": f"models-{env}", "labels": {"app.kubernetes.io/managed-by": "model-gitops-reconciler",
                                                 "gitops.ml/environment": env}}}
@@ -151,7 +159,7 @@ def test_hydrate_kustomize_layout_is_an_option(template_repo, tmp_path):
                                  "--env", "dev"])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((out / "dev" / "kustomization.yaml").read_text())["resources"] == [
-        "namespace.yaml", "digits-classifier.yaml", "iris-classifier.yaml"]
+        "digits-classifier.model.yaml", "iris-classifier.model.yaml", "manifest.yaml"]
     bad = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out), "--layout", "helm"])
     assert bad.exit_code == 2 and "--layout plain" in bad.stderr
 
@@ -170,7 +178,8 @@ def test_hydrate_branches_commit_only_when_content_changes(template_repo):
     assert first.exit_code == 0, first.output
     assert {"rendered/dev", "rendered/staging", "rendered/prod"} <= {h.name for h in repo.heads}
     prod_files = repo.git.ls_tree("-r", "--name-only", "rendered/prod").split()
-    assert sorted(prod_files) == ["hydrator.metadata", "prod/README.md", "prod/hydrator.metadata", "prod/manifest.yaml"]
+    assert sorted(prod_files) == ["hydrator.metadata", "prod/README.md", "prod/digits-classifier.model.yaml",
+                                  "prod/hydrator.metadata", "prod/iris-classifier.model.yaml", "prod/manifest.yaml"]
     assert json.loads(repo.git.show("rendered/prod:hydrator.metadata"))["drySha"] == repo.head.commit.hexsha
     head_before = repo.heads["rendered/prod"].commit.hexsha
     second = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--branch-prefix", "rendered/"])

@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from reconciler.cli.main import app
+from reconciler.render.hydrate import read_documents
 from tests.test_reproducible_training import committed_md5
 
 
@@ -27,8 +28,9 @@ def test_quickstart_on_a_fresh_clone(template_repo, tmp_path, monkeypatch):
     # 3 environments x 2 models hydrated, in the Argo CD source hydrator layout
     hydrated = template_repo / "hydrated"
     for env in ("dev", "staging", "prod"):
-        assert sorted(p.name for p in (hydrated / env).iterdir()) == ["README.md", "hydrator.metadata", "manifest.yaml"]
-    prod = [d for d in yaml.safe_load_all((hydrated / "prod/manifest.yaml").read_text()) if d]
+        assert {"README.md", "hydrator.metadata", "manifest.yaml", "iris-classifier.model.yaml"} <= {
+            p.name for p in (hydrated / env).iterdir()}
+    prod = read_documents(hydrated / "prod")
     (deploy,) = [d for d in prod if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("iris")]
     assert deploy["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "first deployment" in result.output

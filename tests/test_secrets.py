@@ -14,7 +14,7 @@ import git
 import pytest
 
 from reconciler.plan.desired import EMPTY, plan_revisions
-from reconciler.render.hydrate import hydrate_folder
+from reconciler.render.hydrate import hydrate_folder, read_documents
 from reconciler.render.secrets import sops_binary
 from reconciler.report.plan import plan_json, plan_markdown
 from reconciler.sync.commit import sync_commit
@@ -84,6 +84,7 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     assert all(PASSWORD not in text for text in files.values())
     assert files[f"{MODEL}.secret-db.yaml"] == committed  # byte for byte: its MAC holds for Flux / KSOPS
     assert "kustomization.yaml" not in files  # plain layout: Flux lists the folder's files itself
+    assert PASSWORD not in "".join(str(d) for d in read_documents(tmp_path / "rendered/dev"))
     hydrate_folder(state.renders, tmp_path / "kustomize-layout", state.revision, "kustomize")
     assert f"{MODEL}.secret-db.yaml" in (tmp_path / "kustomize-layout/dev/kustomization.yaml").read_text()
 

@@ -12,21 +12,27 @@ from reconciler.cli.exits import ExitCode, outcome
 from reconciler.cli.options import RepoOption, fail
 from reconciler.errors import ReconcilerError
 from reconciler.plan.desired import desired_at
+from reconciler.plan.hydration import hydrate_branches
 from reconciler.render import hydrate as hydration
 from reconciler.render.cache import RenderCache, default_folder
 
 
 def hydrate(
-    out_dir: Annotated[Path | None, typer.Option("--out", help="write <out>/<env>/manifest.yaml (e.g. --out hydrated)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write <out>/<env>/ (e.g. --out hydrated)")] = None,
     branch_prefix: Annotated[str | None, typer.Option(help="commit each environment to branch <prefix><env>")] = None,
     layout: Annotated[str, typer.Option(
-        help="plain: manifest.yaml + hydrator.metadata per environment (Argo CD source hydrator layout); "
-             "kustomize: a file per model and a kustomization.yaml")] = "plain",
+        help="plain: a folder per environment (manifest.yaml, <model>.model.yaml, hydrator.metadata), read as a "
+             "directory by Argo CD and Flux; kustomize: the same plus a kustomization.yaml")] = "plain",
     rev: Annotated[str | None, typer.Option(help="revision to render (default: HEAD for branches, the working tree for --out)")] = None,
     environment: Annotated[list[str] | None, typer.Option("--env", "-e", help="only this environment (repeatable; default: all)")] = None,
+    full: Annotated[bool, typer.Option("--full", help="with --branch-prefix: render every model, not only those "
+                                       "changed since the branch's source commit")] = False,
     repo: RepoOption = Path("."),
 ) -> None:
     """Write rendered manifests for Argo CD or Flux to sync from (no cluster needed).
+
+    With --branch-prefix, an environment whose branch this reconciler wrote renders only the models that
+    changed since the branch's source commit; the others keep their files (docs/hydrated-output.md).
 
     An environment with any invalid model is not written at all: nothing of an environment is
     published until all of it validated. docs/hydrated-output.md shows the Argo CD Application and
@@ -43,24 +49,29 @@ def hydrate(
         rev = "HEAD"
     try:
         # the render cache: what the merge's hydrate renders, a later plan of a pull request reuses
-        state = desired_at(repo, rev, environment or None, cache=RenderCache(default_folder()))
-        ready = {}
-        for env, render_result in state.renders.items():
-            if render_result.errors:
-                print_model_errors(dict[str, object](render_result.errors), env)
-                console.print(styled(f"{env}: not written, {len(render_result.errors)} model(s) have errors", "yellow"))
-            else:
-                ready[env] = render_result
-        for env, err in state.env_errors.items():
-            console.print(line(styled(f"✗ environment {env}", "bold red"), f":\n{err}"))
-        if out_dir is not None:
-            results = hydration.hydrate_folder(ready, out_dir, state.revision, layout)
+        cache = RenderCache(default_folder())
+        if branch_prefix is not None:
+            done = hydrate_branches(repo, rev or "HEAD", environment or None, prefix=branch_prefix, layout=layout,
+                                    cache=cache, full=full)
+            model_errors, env_errors, results = done.model_errors, done.env_errors, done.results
+            attempted, scope = len(done.scope) + len(env_errors), done.scope
         else:
-            assert branch_prefix is not None  # exactly one of --out and --branch-prefix (checked above)
-            results = hydration.hydrate_branches(ready, repo, state.revision, branch_prefix, layout)
+            assert out_dir is not None  # exactly one of --out and --branch-prefix (checked above)
+            state = desired_at(repo, rev, environment or None, cache=cache)
+            model_errors = {env: dict(r.errors) for env, r in state.renders.items() if r.errors}
+            env_errors = dict(state.env_errors)
+            results = hydration.hydrate_folder({e: r for e, r in state.renders.items() if not r.errors}, out_dir,
+                                               state.revision, layout)
+            attempted, scope = len(state.renders) + len(env_errors), {}
+        for env, errors in sorted(model_errors.items()):
+            print_model_errors(dict[str, object](errors), env)
+            console.print(styled(f"{env}: not written, {len(errors)} model(s) have errors", "yellow"))
+        for env, err in env_errors.items():
+            console.print(line(styled(f"✗ environment {env}", "bold red"), f":\n{err}"))
     except ReconcilerError as exc:
         raise fail(exc) from None
     for r in results:
         note = f" (commit {r.committed[:12]})" if r.committed else (" (unchanged)" if branch_prefix else "")
-        out.print(line(styled("✓", "green"), f" {r.environment}: {r.files} model(s) -> {r.target}{note}"))
-    raise typer.Exit(outcome(done=len(results), failed=len(state.renders) + len(state.env_errors) - len(results)))
+        rendered = f"rendered {scope[r.environment]}" if r.environment in scope else f"{r.files} model(s)"
+        out.print(line(styled("✓", "green"), f" {r.environment}: {rendered} -> {r.target}{note}"))
+    raise typer.Exit(outcome(done=len(results), failed=attempted - len(results)))

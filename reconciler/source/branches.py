@@ -1,0 +1,119 @@
+"""Commit files to a branch through git's plumbing, at the cost of what changed.
+
+`git fast-import` writes a commit on top of the branch's tip from a stream of changes: the files
+that changed (inline, one at a time), the folders that went away. Every other entry keeps its blob
+id: nothing unchanged is read, checked out or compressed again, and the working tree and the current
+checkout are never touched. A `rendered/<env>` branch of 10,000 models takes one model's change as
+one blob and a few tree objects.
+
+The ref moves only as a fast-forward of the tip this module read (fast-import refuses anything
+else), so two writers racing on one branch cannot lose a commit: the loser gets a SourceError.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.errors import SourceError
+from reconciler.source.git import _identity, git_blob_id, open_repo
+
+FIX = "check that the repository is writable; another writer may have moved the branch: run again"
+
+
+@dataclass(frozen=True)
+class Entry:
+    mode: str
+    kind: str  # blob | tree | commit
+    sha: str
+
+
+def branch_tip(root: Path, ref: str) -> str | None:
+    """The commit a ref points at (`refs/heads/x`, `refs/remotes/origin/x`), None when it does not exist."""
+    repo = open_repo(root)
+    done = subprocess.run(["git", "-C", repo.git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or None
+
+
+def entries_under(root: Path, commit: str, *paths: str) -> dict[str, Entry]:
+    """Every file at `commit` under the given folders or named by the given paths (recursive), path -> Entry:
+    one `ls-tree`."""
+    repo = open_repo(root)
+    done = subprocess.run(["git", "-C", repo.git_dir, "ls-tree", "-r", "-z", commit, "--", *paths],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SourceError(f"git ls-tree {commit[:12]} {' '.join(paths)} failed: "
+                          f"{done.stderr.decode(errors='replace').strip()}", fix=FIX)
+    found = {}
+    for record in done.stdout.split(b"\0"):
+        meta, _, path = record.partition(b"\t")
+        parts = meta.split()
+        if len(parts) == 3:
+            found[path.decode()] = Entry(parts[0].decode(), parts[1].decode(), parts[2].decode())
+    return found
+
+
+def _committer(repo) -> tuple[bytes, bytes]:
+    """Who commits: git's own order (GIT_COMMITTER_* variables, then user.name/email), else the reconciler."""
+    fallback = _identity(repo)
+    reader = repo.config_reader()
+    name = os.environ.get("GIT_COMMITTER_NAME") or fallback.get("GIT_COMMITTER_NAME") or reader.get_value("user", "name")
+    email = os.environ.get("GIT_COMMITTER_EMAIL") or fallback.get("GIT_COMMITTER_EMAIL") or reader.get_value("user", "email")
+    return str(name).replace("<", "").replace(">", "").encode(), str(email).replace("<", "").replace(">", "").encode()
+
+
+def _data(payload: bytes) -> bytes:
+    return b"data %d\n" % len(payload) + payload + b"\n"
+
+
+def _quoted(path: str) -> bytes:
+    if any(c in path for c in '"\n\\') or path.startswith(" "):
+        raise SourceError(f"cannot commit a file named {path!r}", fix="rename it: quotes, newlines and backslashes are refused")
+    return path.encode()
+
+
+def commit_changes(root: Path, branch: str, *, parent: str | None, put: Mapping[str, bytes],
+                   drop: Iterable[str] = (), message: str, existing: Mapping[str, Entry] | None = None) -> str | None:
+    """Commit to `refs/heads/<branch>` on top of `parent` (None: a new, parentless branch): write the files of
+    `put`, delete the files or folders of `drop` first. Returns the new commit, or None when nothing would
+    change: every file of `put` already has that content (`existing`, from `entries_under`, answers without
+    asking git) and `drop` names nothing that exists."""
+    drop = sorted(set(drop))
+    if parent is not None and existing is not None:
+        present = set(existing)
+        gone = [d for d in drop if d in present or any(p.startswith(d.rstrip("/") + "/") for p in present)]
+        # a dropped folder whose files are all put back unchanged is no change either
+        removed = {p for p in present for d in gone if p == d or p.startswith(d.rstrip("/") + "/")}
+        same = all(path in existing and existing[path].sha == git_blob_id(body) for path, body in put.items())
+        if same and removed <= set(put):
+            return None
+    repo = open_repo(root)
+    name, email = _committer(repo)
+    command = ["git", "-C", repo.git_dir, "fast-import", "--quiet", "--date-format=now", "--done"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            proc.stdin.write(b"commit refs/heads/%s\ncommitter %s <%s> now\n" % (branch.encode(), name, email))
+            proc.stdin.write(_data(message.encode()))
+            if parent is not None:
+                proc.stdin.write(b"from %s\n" % parent.encode())
+            for path in drop:
+                proc.stdin.write(b"D %s\n" % _quoted(path.rstrip("/")))
+            for path in sorted(put):  # one file at a time: memory is what the caller already holds
+                proc.stdin.write(b"M 100644 inline %s\n" % _quoted(path) + _data(put[path]))
+            proc.stdin.write(b"done\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # fast-import stopped: its stderr says why
+        errors = proc.stderr.read()
+    if proc.returncode != 0:
+        raise SourceError(f"could not write branch {branch}: {errors.decode(errors='replace').strip()[-400:]}", fix=FIX)
+    tip = branch_tip(root, f"refs/heads/{branch}")
+    if tip is None:  # pragma: no cover - fast-import succeeded
+        raise SourceError(f"branch {branch} was not written", fix=FIX)
+    return tip
