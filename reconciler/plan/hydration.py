@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.build.images import IMAGES_LOCK
+from reconciler.catalog.image_lock import IMAGES_LOCK
 from reconciler.catalog.load import MODELS_DIR
 from reconciler.errors import ReconcilerError
 from reconciler.plan.desired import desired_at
@@ -96,17 +96,19 @@ def hydrate_branches(root: Path, rev: str, environments: Iterable[str] | None, *
     partial: dict[str, tuple[str, set[str], set[str]]] = {}  # env -> (since, render, removed)
     for env in envs:
         previous = None if full else hydration.previous_hydrate(root, env, prefix)
-        changed = None
-        if previous is not None and previous[1].get("layout") == layout:
-            try:
-                changed = changed_models_since(root, previous[1]["drySha"], sha)
-            except ReconcilerError:  # the source commit is not in this clone: render all
-                changed = None
+        if previous is None or previous[1].get("layout") != layout:
+            whole.append(env)
+            continue
+        tip, meta = previous
+        try:
+            changed = changed_models_since(root, meta["drySha"], sha)
+        except ReconcilerError:  # the source commit is not in this clone: render all
+            changed = None
         if changed is None:
             whole.append(env)
             continue
-        held = _branch_models(root, previous[0], env)
-        partial[env] = (previous[1]["drySha"], (changed & present) | (present - held), held - present)
+        held = _branch_models(root, tip, env)
+        partial[env] = (meta["drySha"], (changed & present) | (present - held), held - present)
     out = BranchHydrate(sha)
     if whole:
         state = desired_at(root, sha, whole, cache=cache)

@@ -23,14 +23,13 @@ from pathlib import Path
 
 import yaml
 
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 from reconciler.render.cache import renderer_id
 from reconciler.render.environment import EnvironmentRender, ModelRender, dump_objects
 from reconciler.render.manifests import namespace
 from reconciler.source import branches
 from reconciler.source.git import show_file
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 README = ("Rendered by the model reconciler from {revision}. Do not edit: change models/ or environments/ "
           "on the main branch instead.\n")
 LAYOUTS = ("plain", "kustomize")
@@ -142,7 +141,7 @@ def previous_hydrate(root: Path, env: str, prefix: str = BRANCH_PREFIX) -> tuple
 
 
 def hydrate_branch(root: Path, render: EnvironmentRender, revision: str, *, prefix: str = BRANCH_PREFIX,
-                   layout: str = "plain", partial: bool = False, removed: set[str] = frozenset()) -> HydrateResult:
+                   layout: str = "plain", partial: bool = False, removed: frozenset[str] | set[str] = frozenset()) -> HydrateResult:
     """Commit one environment to branch `<prefix><env>` through git's plumbing (reconciler.source.branches).
 
     partial=False: `render` holds every model; the folder is replaced. partial=True: `render` holds only the
