@@ -19,6 +19,7 @@ from reconciler import labels as L
 from reconciler.plan import cost
 from reconciler.plan.review import ModelReview, metric_rows
 from reconciler.render.environment import without_content_hash
+from reconciler.render.server_rules import immutable_changes
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 
 POOLS_FILE = "environments/pools.yaml"
@@ -178,6 +179,19 @@ def plan_objects(desired: Iterable[dict], live: Iterable[dict], model: str | Non
     return results
 
 
+def immutable_error(model: str, desired: Iterable[dict], live: Iterable[dict]) -> str | None:
+    """The model's error when its objects change fields the API server keeps immutable on objects that
+    already exist (a Deployment's selector...): sync would get 422 for them. None otherwise. Pure."""
+    live_by = {ObjectRef.of(o): o for o in live}
+    found = [f"{ref.kind}/{ref.name} {problem}" for new in desired
+             if (ref := ObjectRef.of(new)) in live_by for problem in immutable_changes(live_by[ref], new)]
+    if not found:
+        return None
+    return (f"model {model!r}: rendered objects change immutable fields of objects that already exist "
+            "(the API server would refuse them)" + "".join(f"\n  - {f}" for f in found) +
+            "\n  fix: keep the field as it was, or give the object a new name (a new object; the old one is pruned)")
+
+
 def triggers(paths: Iterable[str], environment: str, models: Iterable[str]) -> dict[str, list[str]]:
     """Why each model of an environment is affected by a set of changed paths (path-based)."""
     models = sorted(models)
@@ -218,8 +232,9 @@ def plan_environment(environment: str, desired: Mapping[str, list[dict]], live: 
     result = EnvironmentPlan(environment)
     for model in sorted(set(desired) | set(live) | set(errors) | set(reasons) | set(reviews)):
         mp = ModelPlan(model, reasons=list(reasons.get(model, [])), review=reviews.get(model))
-        if model in errors:
-            mp.error = errors[model]
+        immutable = None if model in errors else immutable_error(model, desired.get(model, []), live.get(model, []))
+        if model in errors or immutable:
+            mp.error = errors.get(model) or immutable
             mp.objects = [ObjectResult(ObjectRef.of(o), Action.skipped, model=model, message="model has errors")
                           for o in live.get(model, [])]
         else:

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from reconciler.render import kustomize
-from reconciler.render import schemas, selectors
+from reconciler.render import schemas, selectors, server_rules
 from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
 from reconciler.errors import ReconcilerError, RenderError, SpecError, SpecProblem, ValidationError
@@ -115,7 +115,7 @@ def _problems(obj: dict) -> list[str]:
     if found is None:
         if len(_VALIDATED) > _VALIDATED_LIMIT:
             _VALIDATED.clear()
-        found = _VALIDATED[key] = schemas.problems(obj) or []
+        found = _VALIDATED[key] = (schemas.problems(obj) or []) + server_rules.problems(obj)
     return found
 
 
@@ -127,12 +127,23 @@ def validate_objects(objects: list[dict], model: str) -> None:
     server-side dry run validates them at sync.
     """
     errors = []
+    shortest = None  # the longest model name every object name would fit (a name over its kind's limit)
     for obj in objects:
-        ref = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-        errors.extend(f"{ref} {problem}" for problem in _problems(obj))
+        name = str(obj.get("metadata", {}).get("name"))
+        ref = f"{obj.get('kind')}/{name}"
+        found = _problems(obj)
+        errors.extend(f"{ref} {problem}" for problem in found)
+        limit = server_rules.NAME_RULES.get(str(obj.get("kind")), server_rules._SUBDOMAIN)[2]
+        if model in name and len(name) > limit and any(p.startswith("at metadata.name:") for p in found):
+            fits = len(model) - (len(name) - limit)
+            shortest = fits if shortest is None else min(shortest, fits)
     if errors:
-        raise ValidationError(f"model {model!r}: rendered objects are not valid Kubernetes objects", errors,
-                              fix="fix the overlay patch or model spec field named in each error")
+        fix = "fix the overlay patch or model spec field named in each error"
+        if shortest is not None:
+            fix = (f"use a model name of at most {max(shortest, 1)} characters (`name:` in models/{model}/model.yaml "
+                   "and the folder's name): the API server would refuse the longer object names; " + fix)
+        raise ValidationError(f"model {model!r}: rendered objects are not valid Kubernetes objects "
+                              "(the API server would refuse them)", errors, fix=fix)
 
 
 def _check_components(catalog: Catalog, env: EnvironmentSpec,
