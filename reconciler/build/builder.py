@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -45,6 +45,9 @@ from reconciler.catalog.image_lock import ImageStore, images_file, tagged_image
 STEPS = ("hash", "fetch", "build", "image")
 BENTO_URL_ENV = "RECONCILER_BENTO_URL"  # where the cluster downloads exported bentos: a template with {model} {tag}
 BENTO_EXPORT_ENV = "RECONCILER_BENTO_EXPORT"  # where `bentoml export` writes them (path or fs URL), same template
+# the CPU images' base (the bentofile's docker.base_image) on THIS build machine: for builders that cannot pull
+# BentoML's default base (e.g. the e2e tier, tests/e2e/base-image.sh); production leaves it unset
+BASE_IMAGE_ENV = "RECONCILER_BENTO_BASE_IMAGE"
 
 NO_IMAGE_BACKEND = (
     "image not built: no container engine here (docker with a running daemon, podman, buildah, nerdctl or "
@@ -104,6 +107,7 @@ class BuildOptions:
     environment: str | None = None
     engine: str | None | bool = True  # True: detect; None/False: none; a name: use it
     argo: bool = True  # hand off to the image-build workflow when ARGO_SERVER is set
+    base_image: str | None = None  # CPU bentos' docker.base_image; default $RECONCILER_BENTO_BASE_IMAGE, else the bentofile's
 
 
 Progress = Callable[[str, str, str], None]  # (model, step, state: running|done|skipped|failed)
@@ -116,6 +120,8 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
     from reconciler.catalog.load import load_catalog
 
     options = options or BuildOptions()
+    if options.base_image is None and os.environ.get(BASE_IMAGE_ENV, "").strip():
+        options = replace(options, base_image=os.environ[BASE_IMAGE_ENV].strip())
     root = Path(root).resolve()
     wanted = set(models) if models else None
     catalog = load_catalog(root, only=wanted)
@@ -249,7 +255,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
                 fetched = True
             step = "build"
             notify(name, "build", "running")
-            built = _build_bento(root, entry, model_hash, home, kind)
+            built = _build_bento(root, entry, model_hash, home, kind, options.base_image)
             notify(name, "build", "done")
             result.built.append("build")
             result.bento = built.tag
@@ -343,7 +349,8 @@ def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
     return {"model": entry.name, "model_hash": model_hash.digest, "git_commit": commit, "weights_md5": weights}
 
 
-def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu):
+def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu,
+                 base_image: str | None = None):
     from reconciler.build import bento
     from reconciler.errors import ArtifactError
 
@@ -359,13 +366,16 @@ def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: Acc
         context = Path(tmp) / "context"
         staged = bento.stage_context(files, entry.path / entry.spec.bentofile, service=entry.spec.service,
                                      name=entry.name, model_hash=model_hash.digest, shared=shared, dest=context,
-                                     overlay=bentofile_overlay(entry.spec, kind),
+                                     overlay=bentofile_overlay(entry.spec, kind, base_image),
                                      version=version_record(root, entry, model_hash))
         return bento.build(context, staged, name=entry.name, version=image_tag(model_hash, kind), home=home)
 
 
-def bentofile_overlay(spec, kind: AcceleratorKind) -> dict:
-    """The kind's built-in bentofile overlay with the model's own `images.<kind>.bentofile` on top."""
+def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None) -> dict:
+    """The kind's built-in bentofile overlay with the model's own `images.<kind>.bentofile` on top, and, for the
+    cpu kind, the build machine's `base_image` (BuildOptions.base_image / $RECONCILER_BENTO_BASE_IMAGE) as
+    `docker.base_image` over all of them. The base is not part of the content hash: a Bento store or registry
+    that holds images built on another base keeps them under the same tag (use one store per base)."""
     from reconciler.catalog.accelerators import kind_overlay, merge_bentofile, neuron_sdk
 
     own = getattr(spec.images, kind.value, None)
@@ -373,6 +383,8 @@ def bentofile_overlay(spec, kind: AcceleratorKind) -> dict:
     overlay = kind_overlay(kind, sdk=sdk)
     if own is not None and own.bentofile:
         overlay = {**merge_bentofile(overlay, own.bentofile), "files": overlay.get("files", {})}
+    if base_image and kind is AcceleratorKind.cpu:
+        overlay = {**merge_bentofile(overlay, {"docker": {"base_image": base_image}}), "files": overlay.get("files", {})}
     return overlay
 
 

@@ -154,7 +154,8 @@ def environment_cluster(repo: Path, environment: str) -> Any:
     from reconciler.catalog.files import load
     from reconciler.catalog.specs import EnvironmentSpec
 
-    path = Path(repo) / "environments" / environment / "environment.yaml"
+    # resolved: with `--repo .` (the default) a relative path would be read relative to its own folder twice
+    path = Path(repo).resolve() / "environments" / environment / "environment.yaml"
     return load(EnvironmentSpec, path, display=f"environments/{environment}/environment.yaml").cluster
 
 

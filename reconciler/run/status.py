@@ -163,7 +163,7 @@ def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str
     from reconciler.plan.desired import desired_at
     from reconciler.run.loop import load_record
     from reconciler.source import git as source
-    from reconciler.sync.health import aggregate, health_of
+    from reconciler.sync.health import aggregate, health_of, with_pods
     from reconciler.sync.inventory import load_inventory
     from reconciler.sync.server_diff import diff_environment
 
@@ -184,7 +184,12 @@ def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str
     for ref, entry in inventory.entries.items():
         owned.setdefault(entry.model or "-", []).append(ref)
     for model, refs in sorted(owned.items()):
-        healths = [health_of(kube.get(ref)) for ref in sorted(refs, key=str)]
+        live = {ref: kube.get(ref) for ref in sorted(refs, key=str)}
+        # a progressing Deployment is looked at through its Pods: a crash loop or an image that cannot be
+        # pulled is degraded now, with the container's reason, not at the progress deadline
+        by_ref = with_pods(kube, {ref: health_of(obj) for ref, obj in live.items()},
+                           {ref: obj for ref, obj in live.items() if obj is not None})
+        healths = list(by_ref.values())
         worst = aggregate(healths)
         status.models[model] = ModelStatus(model, objects=len(refs), health=worst.value,
                                            health_message=next((h.message for h in healths if h.status is worst), ""),

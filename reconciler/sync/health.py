@@ -231,6 +231,73 @@ def health_of(obj: dict | None) -> Health:
     return conditions_health(obj)
 
 
+# A container waiting for one of these does not start without a change (a new image, a fixed config or
+# command): the kubelet's image-pull and container-start failures, as Argo CD's pod health reads them. A
+# Deployment whose pods wait so stays "progressing" until its progress deadline (10 min by default); its
+# pods say at once why.
+STUCK_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull",
+                           "InvalidImageName", "CreateContainerConfigError", "CreateContainerError",
+                           "RunContainerError"})
+
+
+def pods_health(pods: Iterable[dict]) -> Health | None:
+    """Degraded when a Pod's container waits for a reason in STUCK_REASONS: the pod, the container, the
+    reason, for a crash loop the last exit, and the kubelet's message; None when no pod is stuck."""
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason not in STUCK_REASONS:
+                continue
+            text = f"pod {meta.get('name', '?')}: container {container.get('name', '?')}: {reason}"
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            if last:
+                text += f" (last exit {last.get('exitCode', '?')}" + (f", {last['reason']}" if last.get("reason") else "") + ")"
+            if waiting.get("message"):
+                text += f": {waiting['message']}"
+            return Health(HealthStatus.degraded, text[:600])
+    return None
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a Deployment's ``spec.selector`` (matchLabels and matchExpressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) \
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def with_pods(kube: Cluster, healths: dict[ObjectRef, Health], live: dict[ObjectRef, dict]) -> dict[ObjectRef, Health]:
+    """``healths`` with every progressing Deployment looked at through its Pods (pods_health): one list of
+    Pods per namespace, only when a Deployment is progressing. A client that may not list Pods keeps the
+    Deployment's own health."""
+    from reconciler.errors import KubeError
+
+    waiting = [ref for ref, h in healths.items() if ref.kind == "Deployment" and h.status is HealthStatus.progressing
+               and live.get(ref) is not None]
+    pods_by_ns: dict[str | None, list[dict]] = {}
+    result = dict(healths)
+    for ref in waiting:
+        if ref.namespace not in pods_by_ns:
+            try:
+                pods_by_ns[ref.namespace] = kube.list("v1", "Pod", ref.namespace)
+            except KubeError:
+                pods_by_ns[ref.namespace] = []
+        selector = (live[ref].get("spec") or {}).get("selector") or {}
+        if not selector:
+            continue
+        mine = [p for p in pods_by_ns[ref.namespace] if selects(selector, (p.get("metadata") or {}).get("labels") or {})]
+        result[ref] = pods_health(mine) or healths[ref]
+    return result
+
+
 def aggregate(healths: Iterable[Health]) -> HealthStatus:
     """The worst of several: degraded > missing > progressing > suspended > healthy."""
     order = [HealthStatus.degraded, HealthStatus.missing, HealthStatus.progressing, HealthStatus.suspended]
@@ -255,10 +322,14 @@ def wait_for_health(kube: Cluster, refs: Iterable[ObjectRef], *, timeout: float 
         groups: dict[tuple[str, str, str | None], list[ObjectRef]] = defaultdict(list)
         for ref in pending:
             groups[(ref.api_version, ref.kind, ref.namespace)].append(ref)
+        seen: dict[ObjectRef, dict] = {}
         for (api_version, kind, namespace), group in groups.items():
             live = {(o.get("metadata") or {}).get("name"): o for o in kube.list(api_version, kind, namespace)}
             for ref in group:
                 result[ref] = health_of(live.get(ref.name))
+                if live.get(ref.name) is not None:
+                    seen[ref] = live[ref.name]
+        result.update(with_pods(kube, {r: result[r] for r in pending}, seen))
         pending = [r for r in pending if not result[r].status.settled]
         if not pending or clock() >= deadline:
             return result
