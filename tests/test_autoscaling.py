@@ -204,6 +204,25 @@ def test_concurrency_and_batching_render_into_the_services_configuration():
     assert {e["name"] for e in container(plain)["env"]} == {"BENTOML_PORT"}
 
 
+def test_bentoml_takes_serving_concurrency_from_the_rendered_environment(tmp_path):
+    """The example service, loaded by BentoML with the container's environment as rendered: its traffic config
+    says concurrency 4 (from model.yaml) and keeps the service's own timeout."""
+    deployment = render(entry({"replicas": 1, "concurrency": 4}), env_spec(), "gpu-a10g")["Deployment"]
+    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+    probe = ("import bentoml\n"
+             "from bentoml._internal.configuration.containers import BentoMLContainer\n"
+             "svc = bentoml.load('service.py:IrisClassifier')\n"
+             "svc.inject_config()\n"
+             "import json; print(json.dumps(BentoMLContainer.api_server_config.traffic.get()))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT / "models" / "iris-classifier", capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                                                       "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true",
+                                                       "BENTOML_CONFIG_OVERRIDES": env["BENTOML_CONFIG_OVERRIDES"]})
+    assert done.returncode == 0, done.stderr[-2000:]
+    traffic = json.loads(done.stdout.strip().splitlines()[-1])
+    assert traffic["concurrency"] == 4 and traffic["timeout"] == 10  # service.py says timeout 10
+
+
 def test_the_batching_settings_reach_bentoml_the_way_the_service_reads_them(monkeypatch):
     """pipelines.serving.batching() turns the Deployment's variables into @bentoml.api arguments, and BentoML
     takes them (max_batch_size must be at least 2, as the spec enforces)."""
@@ -266,6 +285,22 @@ def test_the_cost_of_a_model_that_scales_to_zero_starts_at_zero():
     assert cost.replicas_text(idle) == "0-3 on gpu-a10g"
 
 
+def test_cost_per_1000_inferences_comes_from_the_declared_concurrency_until_measured():
+    gpu = POOLS["gpu-a10g"]
+    declared = effective_serving(entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}, "concurrency": 10}).spec,
+                                 env_spec())
+    fp = cost.footprint([gpu], declared, slo_p95_ms=200)
+    # 7 in flight (70 % of 10) / 0.2 s = 35 requests per second per replica; price / (35 x 3600) x 1000
+    assert fp.per_1000 == {"gpu-a10g": round(gpu.price_per_hour / (35 * 3600) * 1000, 6)}
+    assert "7 requests in flight" in (fp.per_1000_basis or "")
+    rps = effective_serving(entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "metric": "rps",
+                                                   "target": 50}}).spec, env_spec())
+    assert cost.footprint([gpu], rps, slo_p95_ms=200).per_1000["gpu-a10g"] == round(
+        gpu.price_per_hour / (50 * 3600) * 1000, 6)
+    # nothing declared: no estimate rather than a guess
+    assert cost.footprint([gpu], effective_serving(entry({"replicas": 1}).spec, env_spec()), 200).per_1000 == {}
+
+
 def test_the_plan_shows_dev_at_zero_cost_when_idle(tmp_path):
     """As a user runs it: `reconciler plan --base empty` on the template; dev's models cost $0 at minimum."""
     from tests.conftest import copy_template
@@ -284,8 +319,10 @@ def test_the_plan_shows_dev_at_zero_cost_when_idle(tmp_path):
     for name in ("iris-classifier", "digits-classifier"):
         low, high = dev[name]["review"]["monthlyUSD"]["after"]
         assert low == 0.0 < high, (name, low, high)
-    prod = plan["environments"]["prod"]["models"]["iris-classifier"]["review"]["monthlyUSD"]["after"]
-    assert prod[0] > 0  # prod keeps its minimum replicas
+    prod = plan["environments"]["prod"]["models"]["iris-classifier"]["review"]
+    assert prod["monthlyUSD"]["after"][0] > 0  # prod keeps its minimum replicas
+    # iris declares concurrency and a p95 SLO: an estimated cost per 1,000 inferences on its GPU pool
+    assert set(prod["per1000USD"]["after"]) == {"gpu-a10g"} and prod["per1000USD"]["after"]["gpu-a10g"] > 0
 
 
 # --------------------------------------------------------------------------- health

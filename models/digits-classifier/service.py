@@ -17,7 +17,7 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from pipelines.serving import load_accelerated, traced
+from pipelines.serving import batching, load_accelerated, traced
 
 HERE = Path(__file__).resolve().parent
 PIXELS = 64
@@ -49,7 +49,7 @@ class DigitsClassifier:
     def backend(self) -> str:
         return self.accelerator.backend
 
-    @bentoml.api
+    @bentoml.api(**batching())  # batchable when model.yaml declares serving.batching
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The digit per row of shape (n, 64)."""
         if not self.accelerator.ready:  # never answer from the CPU while holding the accelerator

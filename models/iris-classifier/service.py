@@ -13,7 +13,7 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from pipelines.serving import traced
+from pipelines.serving import batching, traced
 
 HERE = Path(__file__).resolve().parent
 SPECIES = ("setosa", "versicolor", "virginica")
@@ -28,7 +28,7 @@ class IrisClassifier:
                                "--model iris-classifier`) before serving or building")
         self.model = pickle.loads(weights.read_bytes())  # noqa: S301 - our own, DVC-tracked artifact
 
-    @bentoml.api
+    @bentoml.api(**batching())  # batchable when model.yaml declares serving.batching
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Class index (0 setosa, 1 versicolor, 2 virginica) per row of shape (n, 4)."""
         return self.model.predict(np.asarray(features, dtype=float).reshape(-1, 4))

@@ -54,6 +54,7 @@ class ModelPlan:
             r = self.review
             data["review"] = {"monthlyUSD": {"before": list(r.before.monthly), "after": list(r.after.monthly),
                                              "delta": list(r.cost_delta)},
+                              "per1000USD": {"after": dict(r.after.per_1000), "basis": r.after.per_1000_basis},
                               "move": r.move, "policy": [list(row) for row in r.policy],
                               "metrics": [[m.name, m.before, m.after] for m in r.metrics]}
         return data

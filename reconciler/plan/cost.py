@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.catalog.effective import EffectiveServing
+from reconciler.catalog.effective import TARGET_UTILISATION, EffectiveServing
 from reconciler.catalog.pools import Pool
 
 HOURS_PER_MONTH = 730  # the cloud providers' convention (8,760 h / 12)
@@ -34,6 +34,8 @@ class Footprint:
     replicas: dict[str, tuple[int, int]] = field(default_factory=dict)  # pool -> (min, max)
     monthly: tuple[float, float] = (0.0, 0.0)  # USD per month at (min, max) replicas
     devices: dict[str, tuple[int, int]] = field(default_factory=dict)  # resource -> (min, max) requested
+    per_1000: dict[str, float] = field(default_factory=dict)  # pool -> estimated USD per 1,000 inferences
+    per_1000_basis: str | None = None  # where the throughput behind per_1000 comes from
 
     @property
     def empty(self) -> bool:
@@ -43,8 +45,38 @@ class Footprint:
 NOTHING = Footprint()
 
 
-def footprint(pools: Iterable[Pool], serving: EffectiveServing) -> Footprint:
-    """A model's replicas, monthly cost and device requests in one environment."""
+@dataclass(frozen=True)
+class Throughput:
+    """Requests per second one replica sustains, and where that figure comes from."""
+
+    rps: float
+    basis: str
+
+
+def throughput_per_replica(serving: EffectiveServing, slo_p95_ms: float | None) -> Throughput | None:
+    """What one replica serves, from the spec, while nothing has been measured yet: the rps autoscaling target
+    when the model autoscales on rps; else its in-flight target (autoscaling.target, or 70 % of
+    serving.concurrency) over its p95 SLO (Little's law: throughput = requests in flight / time in the system;
+    the p95 is above the mean, so this is a floor). None without concurrency or an SLO."""
+    scaling = serving.autoscaling
+    if scaling is not None and scaling.metric == "rps" and scaling.target:
+        return Throughput(scaling.target, "serving.autoscaling.target (requests per second per replica)")
+    if serving.concurrency is None or not slo_p95_ms:
+        return None
+    in_flight = scaling.target if scaling is not None and scaling.metric == "concurrency" and scaling.target else \
+        max(1.0, serving.concurrency * TARGET_UTILISATION)
+    return Throughput(in_flight / (slo_p95_ms / 1000.0),
+                      f"{in_flight:g} requests in flight per replica / p95 SLO {slo_p95_ms:g} ms (a floor)")
+
+
+def cost_per_1000(pool: Pool, throughput: Throughput) -> float:
+    """USD per 1,000 inferences of one replica of ``pool`` busy at ``throughput``."""
+    return hourly_price(pool) / (throughput.rps * 3600.0) * 1000.0
+
+
+def footprint(pools: Iterable[Pool], serving: EffectiveServing, slo_p95_ms: float | None = None) -> Footprint:
+    """A model's replicas, monthly cost and device requests in one environment; with its p95 SLO, also the
+    estimated cost per 1,000 inferences on each pool (`throughput_per_replica`)."""
     if serving.autoscaling is not None:
         low = serving.autoscaling.min_replicas if serving.scale_to_zero else max(1, serving.autoscaling.min_replicas)
         high = serving.autoscaling.max_replicas
@@ -53,14 +85,20 @@ def footprint(pools: Iterable[Pool], serving: EffectiveServing) -> Footprint:
     replicas: dict[str, tuple[int, int]] = {}
     devices: dict[str, tuple[int, int]] = {}
     cost_low = cost_high = 0.0
+    by_pool: dict[str, Pool] = {}
     for pool in pools:
+        by_pool[pool.name] = pool
         replicas[pool.name] = (low, high)
         cost_low += low * hourly_price(pool) * HOURS_PER_MONTH
         cost_high += high * hourly_price(pool) * HOURS_PER_MONTH
         if pool.device is not None:
             a, b = devices.get(pool.device.resource, (0, 0))
             devices[pool.device.resource] = (a + low * pool.device.count, b + high * pool.device.count)
-    return Footprint(replicas, (round(cost_low, 2), round(cost_high, 2)), devices)
+    throughput = throughput_per_replica(serving, slo_p95_ms)
+    per_1000 = {name: round(cost_per_1000(pool, throughput), 6) for name, pool in
+                ((p.name, p) for p in by_pool.values())} if throughput is not None else {}
+    return Footprint(replicas, (round(cost_low, 2), round(cost_high, 2)), devices, per_1000,
+                     throughput.basis if throughput is not None else None)
 
 
 def total(footprints: Iterable[Footprint]) -> Footprint:

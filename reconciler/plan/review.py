@@ -97,7 +97,7 @@ def model_view(spec: ModelSpec, env: EnvironmentSpec, pools: list[Pool],
     dumped = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     return ModelView(
         pools=tuple((p.name, p.kind.value) for p in pools),
-        footprint=cost.footprint(pools, effective_serving(spec, env)),
+        footprint=cost.footprint(pools, effective_serving(spec, env), slo.p95_latency_ms),
         policy=policy_fields(canary, slo.p95_latency_ms, slo.error_rate),
         spec={k: v for k, v in flatten(dumped).items() if v not in ({}, [], "") and _concerns(k, env.name)},
         metrics=dict(metrics or {}),
