@@ -245,3 +245,37 @@ def test_hydrated_metadata_of_another_renderer_or_environment_is_not_trusted(tem
         repo.git.update_ref(f"refs/remotes/origin/rendered/{env}", f"refs/heads/rendered/{env}")
         repo.git.update_ref("-d", f"refs/heads/rendered/{env}")
     assert outcomes.clean_environments(template_repo, "HEAD", ["dev", "prod"]) == {"dev", "prod"}
+
+
+def test_a_fresh_runner_fetches_the_hydrated_base_from_origin_or_says_it_has_none(template_repo, tmp_path,
+                                                                                  monkeypatch):
+    """A PR job checks out one branch: no rendered/* refs. The plan fetches origin's, and reads only the change;
+    where origin has none, the plan says so in one note with the fix."""
+    from reconciler.plan import desired
+
+    origin = git.Repo(template_repo)
+    _copy_model(template_repo, "digits-classifier", "extra-model")
+    commit_all(origin, "base")
+    assert _hydrate_branches(template_repo, tmp_path).returncode == 0
+    CHANGES["code"](template_repo, random.Random(0))
+    commit_all(origin, "iris code")
+    runner_clone = tmp_path / "runner"
+    git.Repo.clone_from(str(template_repo), runner_clone, multi_options=["--single-branch", "--branch", "main"])
+    assert not any("rendered/" in r.path for r in git.Repo(runner_clone).refs)
+    scopes = []
+    real = desired.open_state
+    monkeypatch.setattr(desired, "open_state", lambda root, rev, models, stack: scopes.append(models) or
+                        real(root, rev, models, stack))
+    plan = plan_revisions(runner_clone, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty"))
+    assert scopes[-1] == {"iris-classifier"} and not plan.hints
+    assert {f"origin/rendered/{e}" for e in ("dev", "staging", "prod")} <= {r.name for r in git.Repo(runner_clone).refs}
+
+    bare_clone = tmp_path / "runner-2"  # origin without rendered/* branches
+    for env in ("dev", "staging", "prod"):
+        origin.git.branch("-D", f"rendered/{env}")
+    git.Repo.clone_from(str(template_repo), bare_clone, multi_options=["--single-branch", "--branch", "main"])
+    scopes.clear()
+    plan = plan_revisions(bare_clone, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty-2"))
+    assert {"extra-model", "digits-classifier"} <= scopes[-1]
+    (note,) = [n for n in plan.hints if "no hydrated base" in n]
+    assert "reconciler hydrate --branch-prefix rendered/" in note and "2 untouched model(s)" in note

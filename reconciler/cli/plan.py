@@ -97,7 +97,7 @@ def plan(
         result = plan_revisions(repo, base, head, environment or None, full=full, check_artifacts=check_artifacts)
     except ReconcilerError as exc:
         raise fail(exc) from None
-    for note in result.notes:
+    for note in [*result.notes, *result.hints]:
         err.print(f"note: {note}")
     if fmt is PlanFormat.text:
         print_plan(result, out, diffs=diffs)

@@ -120,6 +120,8 @@ class Plan:
     environments: dict[str, EnvironmentPlan] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # promotion order (dev -> staging -> prod)
     notes: list[str] = field(default_factory=list)  # what the plan could not check, said once
+    # how the plan was made (not what it found: left out of as_dict, so an incremental plan equals --full)
+    hints: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

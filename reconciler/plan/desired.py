@@ -372,6 +372,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
                          dvc_root)
     paths = source.changed_paths(root, base, head)
     touched = touched_models(paths)
+    notes: list[str] = []
     scope = models if touched is None else (touched if models is None else touched & models)
     with contextlib.ExitStack() as stack:
         new = open_state(root, head, scope, stack)
@@ -380,7 +381,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
             new = open_state(root, head, scope, stack)
         envs = _environments(new.catalog, environments)
         if scope is not None and scope != models:  # untouched models that failed, or were never seen
-            extra = untouched_with_errors(root, base, scope, envs, cache)
+            extra = untouched_with_errors(root, base, scope, envs, cache, notes)
             if models is not None:
                 extra &= models
             if extra:
@@ -391,6 +392,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         render_state(new, environments, scope, cache=cache, only=only)
         render_state(old, environments, scope, cache=cache, only=only)
         plan = _assemble(old, new, paths, environments, False, scope is None, dvc_root)
+        plan.hints.extend(notes)
     if cache.folder is not None:
         record_outcomes(root, base, old, cache)
         if head is not None:

@@ -28,6 +28,7 @@ from reconciler.catalog.load import MODELS_DIR
 from reconciler.render.cache import RenderCache, outcome_key, renderer_id
 from reconciler.render.hydrate import BRANCH_PREFIX, METADATA
 from reconciler.render.kustomize import KustomizeTimeout
+from reconciler.source import branches
 from reconciler.source import git as source
 
 if TYPE_CHECKING:
@@ -85,10 +86,22 @@ def record_outcomes(root: Path, rev: str, state: DesiredState, cache: RenderCach
             cache.put_outcome(outcome_key(trees[name], shared), errors)
 
 
-def clean_environments(root: Path, base: str, envs: Iterable[str], prefix: str = BRANCH_PREFIX) -> set[str]:
+def clean_environments(root: Path, base: str, envs: Iterable[str], prefix: str = BRANCH_PREFIX,
+                       fetch: bool = False) -> set[str]:
     """The environments whose hydrated branch (`<prefix><env>`, local or origin's) was rendered from
     `base` by this renderer: none of their models failed at `base` (hydrate writes nothing of an
-    environment with an error). A branch of another commit or renderer, or none, proves nothing."""
+    environment with an error). A branch of another commit or renderer, or none, proves nothing.
+
+    fetch=True: for an environment neither ref shows clean, fetch origin's branch first (a fresh CI runner
+    checks out one commit, without `rendered/*`), once, best-effort (branches.fetch_remote_branches)."""
+    envs = list(envs)
+    clean = _clean(root, base, envs, prefix)
+    if fetch and set(envs) - clean and branches.fetch_remote_branches(root, [f"{prefix}{e}" for e in set(envs) - clean]):
+        clean = _clean(root, base, envs, prefix)
+    return clean
+
+
+def _clean(root: Path, base: str, envs: list[str], prefix: str) -> set[str]:
     sha = source.resolve(source.open_repo(root), base)
     clean = set()
     for env in envs:
@@ -105,7 +118,8 @@ def clean_environments(root: Path, base: str, envs: Iterable[str], prefix: str =
     return clean
 
 
-def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str], cache: RenderCache) -> set[str]:
+def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str], cache: RenderCache,
+                          notes: list[str] | None = None) -> set[str]:
     """Of the models a change does not touch (same folder at both revisions, same everything else), those
     that failed at `base` in one of `envs`, or whose outcome there was never recorded: an incremental
     plan reads them too, so that it reports their errors as a full plan does. Pure reads: one
@@ -115,14 +129,21 @@ def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str
     untouched = set(trees) - scope
     if not untouched:
         return set()
-    clean = clean_environments(root, base, envs)
+    clean = clean_environments(root, base, envs, fetch=True)
     envs = [env for env in envs if env not in clean]
     if not envs:
         return set()
     shared = shared_digest(root, base)
-    found = set()
+    found, unknown = set(), 0
     for name in sorted(untouched):
         recorded = cache.outcome(outcome_key(trees[name], shared))
+        unknown += not recorded
         if any(env not in recorded or recorded[env] is not None for env in envs):
             found.add(name)
+    if notes is not None and unknown:
+        notes.append(f"no hydrated base for {', '.join(envs)} at {source.resolve(source.open_repo(root), base)[:12]} (no `{BRANCH_PREFIX}<env>` branch of that "
+                     f"commit here or on origin, and no render cache): this plan read {unknown} untouched model(s) "
+                     f"to check them. Fix: hydrate main on every merge (`reconciler hydrate --branch-prefix "
+                     f"{BRANCH_PREFIX}` and push the branches, as .github/workflows/main.yaml does), or keep "
+                     f"RECONCILER_CACHE between runs")
     return found

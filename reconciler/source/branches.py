@@ -117,3 +117,30 @@ def commit_changes(root: Path, branch: str, *, parent: str | None, put: Mapping[
     if tip is None:  # pragma: no cover - fast-import succeeded
         raise SourceError(f"branch {branch} was not written", fix=FIX)
     return tip
+
+
+def fetch_remote_branches(root: Path, names: Iterable[str], remote: str = "origin", timeout: float = 60.0) -> set[str]:
+    """Fetch branches `names` of `remote` into `refs/remotes/<remote>/<name>` (what a clone with full history
+    has); return the names fetched. Quiet and best-effort: no remote, a branch the remote lacks, a remote that
+    asks for credentials or does not answer within `timeout` fetch nothing. Never prompts."""
+    names = sorted(set(names))
+    repo = open_repo(root)
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
+           "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
+    base = ["git", "-C", repo.git_dir]
+    try:
+        if not names or subprocess.run([*base, "remote", "get-url", remote], capture_output=True,
+                                       check=False).returncode != 0:
+            return set()
+        listed = subprocess.run([*base, "ls-remote", "--heads", remote, *(f"refs/heads/{n}" for n in names)],
+                                capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        present = {line.split("\t", 1)[1][len("refs/heads/"):] for line in listed.stdout.splitlines() if "\t" in line}
+        wanted = [n for n in names if n in present]
+        if listed.returncode != 0 or not wanted:
+            return set()
+        done = subprocess.run([*base, "fetch", "--quiet", "--no-tags", remote,
+                               *(f"+refs/heads/{n}:refs/remotes/{remote}/{n}" for n in wanted)],
+                              capture_output=True, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return set()
+    return set(wanted) if done.returncode == 0 else set()
