@@ -52,7 +52,8 @@ def test_report_rows_have_weights_metrics_decision_and_why() -> None:
     advance, hold = data["history"][2], data["history"][3]
     assert (advance["stable_weight"], advance["canary_weight"]) == (50, 50)
     assert advance["canary"]["error_rate"] == 0.002 and advance["stable"]["p95_ms"] == 110
-    assert any("5.00% is above the limit 1.00%" in r for r in hold["reasons"])
+    assert any(r.startswith("FAILED errors vs limit: canary ") and "vs 1.000%" in r for r in hold["reasons"])
+    assert hold["reasons"][1].startswith("decided by errors vs stable on 1200 canary requests")
     assert data["failed_checks"] == 1 and data["phase"] == "progressing"
     # the weight the router really achieved is reported beside the one the step set
     assert [r["achieved_weight"] for r in data["history"]][2:] == [10.0, 50.0] and data["achieved_weight"] == 50.0

@@ -212,7 +212,7 @@ def test_a_failing_canary_is_rolled_back_and_its_objects_pruned(cluster, router)
         wait_for(lambda: ready(deployment(kube, ns, "iris-gpu-a10g-canary")) >= 1, timeout=90, what="canary ready")
         now += 61
     assert phases[-1] is Phase.rolled_back and Phase.progressing in phases, phases
-    assert "error rate" in (r.state.outcome or ""), r.state.outcome
+    assert "decided by errors vs" in (r.state.outcome or ""), r.state.outcome
     assert r.state.canary_weight == 0 and r.state.stable_revision != r.state.canary_revision
     # the canary is gone, the route sends everything to stable, the stable Deployment was never rewritten
     assert deployment(kube, ns, "iris-gpu-a10g-canary") is None

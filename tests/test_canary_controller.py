@@ -41,6 +41,9 @@ ROUTE = "gateway.networking.k8s.io/v1"
 # scripted metrics of a few hundred requests per interval: the minimum-sample guard (sized for a 100x error
 # regression here) lets every analysis through; the guard itself is tested in test_canary_guard.py
 LOOSE_GUARD = {"detectErrorIncrease": 99, "power": 0.55}
+# the warm-up after each weight increase is tested on the pure machine (test_canary_guard.py); here every
+# scripted interval is judged
+NO_WARMUP = {"warmup": "0s"}
 
 
 def env(ns: str, router: str = "gateway-api") -> EnvironmentSpec:
@@ -48,7 +51,7 @@ def env(ns: str, router: str = "gateway-api") -> EnvironmentSpec:
         "name": "prod", "cluster": {"context": "envtest"}, "namespace": ns, "registry": "r.example/models",
         "pools": ["gpu-a10g", "inf2"], "canary": True,
         "defaults": {"canary": {"steps": [50, 100], "interval": "1m", "failureThreshold": 2, "router": router,
-                                "progressDeadline": "30m", **LOOSE_GUARD},
+                                "progressDeadline": "30m", **LOOSE_GUARD, **NO_WARMUP},
                      "slo": {"p95LatencyMs": 200, "errorRate": 0.01}}})
 
 
@@ -178,7 +181,11 @@ def test_healthy_canary_promotes_exactly_once_and_every_canary_object_is_owned(c
     assert weights(live(c, "HTTPRoute", "iris")) == [("iris-gpu-a10g", 50), ("iris-gpu-a10g-canary", 50)]
     assert live(c, "Deployment", "iris-gpu-a10g-canary")["spec"]["replicas"] == 2  # ceil(4 x 50 %)
 
-    assert [call["track"] for call in analysis.calls] == ["stable"]  # stable's baseline, while initializing
+    # stable's baseline, while initializing: this interval, then its last hour once (24 windows of 150 s)
+    assert [call["track"] for call in analysis.calls] == ["stable"] * 25
+    history = analysis.calls[1:]
+    assert [call["now"] for call in history] == [t + 5 - 150 * j for j in range(23, -1, -1)]
+    assert {call["interval_seconds"] for call in history} == {150}
     analysis.calls.clear()
     r, result = tick(c, new, t + 30, analysis)
     assert r.actions == [] and analysis.calls == []  # analysis not due yet: Prometheus not even asked
@@ -207,15 +214,15 @@ def test_healthy_canary_promotes_exactly_once_and_every_canary_object_is_owned(c
     assert store.load(c.kube, "iris", c.ns).state.promotions == 1
 
 
-def test_unreachable_prometheus_is_inconclusive_and_pauses(cluster) -> None:
+def test_unreachable_prometheus_is_a_measurement_error_and_pauses(cluster) -> None:
     c = cluster
     analysis = FakeAnalysis(fail=True)
     new = desired(c.ns, "r.example/models/iris:v2")
     results = [tick(c, new, now, analysis)[0] for now in (0, 5, 65, 130, 195, 260)]
     assert "metrics unavailable" in results[2].message
     last = results[-1].state
-    assert last.phase is Phase.progressing and last.paused and last.pause_reason == "inconclusive"
-    assert last.failed_checks == 0 and last.promotions == 0
+    assert last.phase is Phase.progressing and last.paused and last.pause_reason == "measurement error"
+    assert last.failed_checks == 0 and last.inconclusive_checks == 0 and last.promotions == 0
 
 
 def test_replica_router_scales_only_the_canary_and_reports_the_achieved_weight(cluster) -> None:

@@ -104,7 +104,7 @@ def test_rolled_back_canary_is_a_failure_status_with_the_reason(github) -> None:
     assert state.phase is Phase.rolled_back
     publish(state, repo="acme/models", sha="def456", token="t", api=github.url, pull_request=7)
     status = github.requests[0][2]
-    assert status["state"] == "failure" and "error rate" in status["description"]
+    assert status["state"] == "failure" and "errors vs limit" in status["description"]
     assert [r[1] for r in github.requests] == ["/repos/acme/models/statuses/def456",
                                                "/repos/acme/models/issues/7/comments"]  # no PR lookup when given
 

@@ -100,39 +100,55 @@ def test_guard_per_look_power_and_error_floor() -> None:
     assert clean.unknown is None and clean.needed < 10 ** 6 and "sized as 0.100%" in clean.notes[0]
 
 
+def test_overdispersed_stable_windows_ask_for_more_requests() -> None:
+    rng = np.random.default_rng(4)
+    plain, bursty = Evidence(), Evidence()
+    for _ in range(12):
+        plain = accumulate(plain, counts("stable", 15_000, int(rng.binomial(15_000, 0.002))), None, 200)
+        bursty = accumulate(bursty, counts("stable", 15_000, int(rng.binomial(15_000, 0.002 * (6 if rng.random() < 0.3
+                                                                                                 else 0.3)))), None, 200)
+    a, b = guard(POLICY, plain, canary_weight=10), guard(POLICY, bursty, canary_weight=10)
+    assert b.phi_errors > 2 and b.needed > 1.5 * a.needed and any("overdispersed" in n for n in b.notes)
+
+
 # --------------------------------------------------------------------------- the judge
 
 
-def test_a_healthy_step_waits_until_it_has_the_sample_then_passes() -> None:
-    ev = accumulate(Evidence(), counts("stable", 13_500, 27), None, 200).next_step()  # the baseline interval
+def test_a_healthy_rollout_passes_at_every_look_and_is_enough_once_it_has_the_sample() -> None:
+    ev = Evidence()
+    for _ in range(6):
+        ev = accumulate(ev, counts("stable", 15_000, 30), None, 200)  # stable's history
     verdicts = []
-    for _ in range(30):
+    for _ in range(40):
         ev = accumulate(ev, counts("stable", 13_500, 27), counts("canary", 1500, 3), 200)
         v = judge(POLICY, counts("stable", 13_500, 27), counts("canary", 1500, 3), evidence=ev, canary_weight=10)
+        ev = v.evidence or ev
         verdicts.append(v)
-        if not v.waiting:
+        if v.enough:
             break
     first = verdicts[0]
-    assert first.inconclusive and first.waiting and first.needed_requests > 1500
-    assert first.reasons[0].startswith(f"waiting for {first.needed_requests - 1500} more canary requests to detect "
-                                       "+100% errors with 95% power")
-    assert all(v.waiting for v in verdicts[:-1]) and verdicts[-1].passed, verdicts[-1].reasons
-    assert ev.canary_requests >= verdicts[-1].needed_requests > 1500 * (len(verdicts) - 1)
+    assert first.passed and not first.enough and first.needed_requests > 1500
+    assert first.reasons[0].startswith("no check failed on 1500 canary requests; ")
+    assert "more needed to detect +100% errors with 95% power" in first.reasons[0]
+    assert all(v.passed for v in verdicts) and verdicts[-1].enough, verdicts[-1].reasons
+    assert ev.canary_requests >= verdicts[-1].needed_requests > 1500
+    assert "error budget left" in verdicts[-1].decided_by
 
 
 def test_a_gross_regression_fails_before_the_sample_is_complete() -> None:
     # ~5x stable's errors, within the 1 % limit: significant long before the sample sized for 2x is complete
     stable, canary = counts("stable", 13_500, 27), counts("canary", 1500, 14)
-    ev, v = Evidence(reference_requests=150_000, reference_errors=300), None
+    ev = Evidence()
+    for _ in range(6):
+        ev = accumulate(ev, counts("stable", 15_000, 30), None, 200)
+    v = None
     for _ in range(12):
         ev = accumulate(ev, stable, canary, 200)
         v = judge(POLICY, stable, canary, evidence=ev, canary_weight=10)
-        if not v.waiting:
+        ev = v.evidence or ev
+        if v.failed:
             break
     assert v is not None and v.failed and ev.canary_requests < v.needed_requests, v
-    # the same look at a mild excess only waits
-    mild = accumulate(Evidence(reference_requests=150_000, reference_errors=300), stable, counts("canary", 1500, 5), 200)
-    assert judge(POLICY, stable, counts("canary", 1500, 5), evidence=mild, canary_weight=10).waiting
 
 
 def test_detect_must_exceed_the_tolerance() -> None:
@@ -154,53 +170,76 @@ def test_detect_must_exceed_the_tolerance() -> None:
 def state_at_first_step(policy: Policy = POLICY) -> RolloutState:
     state = RolloutState(model="iris", environment="prod", policy=policy, stable_revision="r1")
     _, state = step(state, Observations("r2", canary_ready=False), 0)
-    _, state = step(state, Observations("r2", stable=counts("stable", 15_000, 30)), 300)
-    assert state.phase is Phase.progressing and state.canary_weight == 10
+    history = tuple(counts("stable", 15_000, 30) for _ in range(6))
+    _, state = step(state, Observations("r2", stable=counts("stable", 15_000, 30), stable_history=history), 300)
+    assert state.phase is Phase.progressing and state.canary_weight == policy.steps[0]
+    assert state.evidence.reference_requests == 90_000  # stable's recent past, read once
     return state
 
 
-def test_waiting_holds_the_step_without_counting_against_the_limit_or_the_deadline() -> None:
-    policy = Policy(**{**POLICY.__dict__, "progress_deadline_seconds": 900, "inconclusive_limit": 2})
+def test_the_last_step_waits_for_the_sample_without_counting_against_the_limit_or_the_deadline() -> None:
+    policy = Policy(**{**POLICY.__dict__, "steps": (100,), "progress_deadline_seconds": 600, "inconclusive_limit": 2})
     state = state_at_first_step(policy)
     now, decisions = 300.0, []
     for _ in range(40):
         now += 300
-        actions, state = step(state, Observations("r2", stable=counts("stable", 13_500, 27),
-                                                  canary=counts("canary", 1500, 3)), now)
+        actions, state = step(state, Observations("r2", stable=VersionMetrics("stable", requests_per_second=0.0),
+                                                  canary=counts("canary", 7_000, 14), promoted_ready=True), now)
         decisions.append(state.history[-1].decision)
-        if any(isinstance(a, SetWeight) for a in actions):
+        if state.phase is not Phase.progressing:
             break
     waits = decisions[:-1]
-    # many more waits than inconclusiveLimit (2), far past the progress deadline (900 s), and still not paused
-    assert len(waits) > 3 and set(waits) == {"wait"} and 300 * len(waits) > 900, decisions
-    assert decisions[-1] == "advance" and state.canary_weight == 25 and not state.paused
-    assert state.inconclusive_checks == 0
-    # the next step starts with its own counts; stable's revision counts stay
-    assert state.evidence.canary_requests == 0 and state.evidence.reference_requests > 15_000
+    # more waits than inconclusiveLimit (2), past the progress deadline (600 s), and still not paused
+    assert len(waits) > 2 and set(waits) == {"wait"} and 300 * len(waits) > 600, decisions
+    assert decisions[-1] == "promoting" and not state.paused and state.inconclusive_checks == 0
+    assert "more canary requests needed for the guard's" in state.history[-2].reasons[0]
 
 
-def test_too_little_traffic_is_inconclusive_and_pauses_at_the_limit() -> None:
+def test_a_step_advances_after_one_look_with_its_minimum_requests() -> None:
+    state = state_at_first_step()
+    _, state = step(state, Observations("r2", stable=counts("stable", 13_500, 27), canary=counts("canary", 150, 0)),
+                    600)
+    assert state.history[-1].decision == "wait" and state.canary_weight == 10  # 150 < minRequests 200
+    actions, state = step(state, Observations("r2", stable=counts("stable", 13_500, 27),
+                                              canary=counts("canary", 150, 0)), 900)
+    assert SetWeight(25) in actions and state.evidence.step_requests == 0 and state.evidence.canary_requests == 300
+
+
+def test_no_canary_traffic_is_inconclusive_and_pauses_at_the_limit() -> None:
     state = state_at_first_step()
     now = 300.0
     for _ in range(POLICY.inconclusive_limit):
         now += 300
         _, state = step(state, Observations("r2", stable=counts("stable", 13_500, 27),
-                                            canary=counts("canary", 50, 0)), now)
+                                            canary=VersionMetrics("canary", requests_per_second=0.0)), now)
     assert state.paused and state.pause_reason == "inconclusive"
     assert [r.decision for r in state.history[-3:]] == ["inconclusive", "inconclusive", "pause"]
 
 
-def test_status_report_and_comment_say_what_the_step_waits_for() -> None:
+def test_warm_up_after_each_weight_increase_is_not_judged() -> None:
+    policy = Policy(**{**POLICY.__dict__, "warmup_seconds": 90})
+    state = state_at_first_step(policy)
+    assert state.last_analysis_at == 300 + 90 and "warm-up" in state.history[-1].reasons[0]
+    slow = Observations("r2", stable=counts("stable", 13_500, 27), canary=counts("canary", 1500, 300))
+    actions, after = step(state, slow, 300 + 300)  # an interval after the weight change: still in warm-up
+    assert actions == [] and after == state
+    _, after = step(state, slow, 300 + 90 + 300)  # the first interval wholly after the warm-up is judged
+    assert after.history[-1].decision in ("hold", "rollback")
+
+
+def test_status_report_and_comment_say_which_test_decided_on_how_many_requests_with_what_budget() -> None:
     state = state_at_first_step()
     _, state = step(state, Observations("r2", stable=counts("stable", 13_500, 27),
                                         canary=counts("canary", 1500, 3)), 600)
     line = guard_line(state)
-    assert line is not None and line.startswith(f"waiting for {state.evidence.waiting_for} more requests to detect "
-                                                "+100% errors")
+    assert line is not None and line.startswith("no check failed on 1500 canary requests; ")
+    assert "error budget left" in line
     data = report_json(state)
     assert data["guard"]["waiting_for"] == state.evidence.waiting_for > 0
-    assert "**Minimum sample:** waiting for" in report_markdown(state)
-    # the evidence (with its +Inf histogram bound) survives the ConfigMap's JSON
-    ev = Evidence(canary_buckets=((0.1, 5.0), (math.inf, 9.0)), needed_requests=10, detect="+100% errors")
+    assert data["guard"]["budget_left"] is not None and data["guard"]["decided_by"] == line
+    assert "**Last judgement:** no check failed on 1500 canary requests" in report_markdown(state)
+    # the evidence (with its +Inf histogram bound and windows) survives the ConfigMap's JSON
+    ev = Evidence(canary_buckets=((0.1, 5.0), (math.inf, 9.0)), needed_requests=10, detect="+100% errors",
+                  windows=((1.0, 0.0, 2.0, 0.0, 1.0, 0.0),), window_bounds=(0.1,), spent=(("errors vs stable", 1e-4),))
     back = RolloutState.from_json(state.evolve(evidence=ev).to_json()).evidence
     assert back == ev and json.loads(state.evolve(evidence=ev).to_json())  # strict JSON: no Infinity

@@ -7,11 +7,15 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from dataclasses import replace
+from statistics import NormalDist
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from reconciler.rollout import stats
+from reconciler.rollout.buckets import BENTOML_DEFAULT, duration_buckets
 from reconciler.rollout.judge import Outcome, accumulate, judge, mann_whitney_worse
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.prometheus import sample_layout
@@ -84,7 +88,94 @@ def test_mann_whitney_pvalue_direction() -> None:
     assert mann_whitney_worse([0.0] * 6, [0.0] * 6) == 1.0  # all ties: no evidence
 
 
-# --------------------------------------------------------------------------- outcomes and guards
+# --------------------------------------------------------------------------- issue 21: the new statistics
+
+
+def test_continuous_binomial_tail_matches_scipy() -> None:
+    from scipy.special import betainc as sp_betainc
+    from scipy.stats import binom
+
+    for a, b, x in ((3, 10, 0.2), (0.5, 2, 0.3), (50, 4000, 0.01), (7.3, 991.2, 0.004)):
+        assert stats.betainc(a, b, x) == pytest.approx(sp_betainc(a, b, x), rel=1e-9, abs=1e-15)
+    for k, n, p in ((7, 1000, 0.004), (1, 50, 0.01), (60, 20_000, 0.002)):
+        assert stats.binom_sf_real(k, n, p) == pytest.approx(binom.sf(k - 1, n, p), rel=1e-9)
+
+
+def test_spending_is_nothing_early_and_all_of_alpha_at_the_end() -> None:
+    a = 0.0025
+    assert stats.obrien_fleming_spent(0.0, a) == 0.0
+    assert stats.obrien_fleming_spent(0.25, a) < a * 1e-5
+    assert stats.obrien_fleming_spent(0.5, a) < stats.obrien_fleming_spent(0.9, a) < a
+    assert stats.obrien_fleming_spent(1.0, a) == pytest.approx(a) and stats.obrien_fleming_spent(3.0, a) <= a
+
+
+def test_dispersion_is_one_for_binomial_counts_and_large_for_bursts() -> None:
+    rng = np.random.default_rng(5)
+    plain = [[(15_000.0, float(rng.binomial(15_000, 0.002))) for _ in range(30)]]
+    phi, df = stats.dispersion(plain)
+    assert df == 29 and 1.0 <= phi < 1.6
+    bursty = [[(15_000.0, float(rng.binomial(15_000, 0.002 * (8 if rng.random() < 0.2 else 0.3))))
+               for _ in range(30)]]
+    assert stats.dispersion(bursty)[0] > 3
+    assert stats.dispersion([[(100.0, 1.0)]]) == (1.0, 0)  # one window: no degrees of freedom
+
+
+def test_quasi_tests_hold_alpha_on_overdispersed_counts_where_binomial_ones_do_not() -> None:
+    # bursty A/A windows (20 % of windows at 8x), phi estimated from stable's windows as the judge does
+    rng = np.random.default_rng(11)
+
+    def window(n: int) -> float:
+        return float(rng.binomial(n, 0.002 * (8 if rng.random() < 0.2 else 0.25)))
+
+    plain_hits = quasi_hits = 0
+    trials = 400
+    for _ in range(trials):
+        stable = [(15_000.0, window(15_000)) for _ in range(12)]
+        canary = [(15_000.0, window(15_000)) for _ in range(4)]
+        phi = stats.dispersion([stable])[0]
+        kc, nc = sum(k for _, k in canary), sum(n for n, _ in canary)
+        ks, ns = sum(k for _, k in stable), sum(n for n, _ in stable)
+        plain_hits += stats.quasi_rate_pvalue(kc, nc, ks, ns) < 0.01
+        quasi_hits += stats.quasi_rate_pvalue(kc, nc, ks, ns, phi) < 0.01
+    assert plain_hits / trials > 0.2  # the binomial test is fooled by bursts (measured 0.41 at p < 0.01)
+    # the quasi-binomial one mostly not: what remains (measured 0.04, the same at p < 0.001) are histories of 12
+    # windows without a single burst (0.8^12 = 7 %), where nothing shows the dispersion; the rollout's
+    # spending rule keeps those looks far stricter than 0.01 (benchmarks/README-canary.md: bursty A/A rows)
+    assert quasi_hits / trials <= 0.06 and quasi_hits < plain_hits / 5
+
+
+def test_share_above_is_exact_at_a_boundary_and_refuses_elsewhere() -> None:
+    buckets = ((0.1, 50.0), (0.2, 90.0), (math.inf, 100.0))
+    assert stats.share_above(buckets, 0.2) == (10.0, 100.0)
+    assert stats.share_above(buckets, 0.15) is None  # would need interpolation
+    assert stats.boundary_at_or_above([0.1, 0.25, math.inf], 0.2) == 0.25
+
+
+# --------------------------------------------------------------------------- outcomes and checks
+
+LAYOUT = duration_buckets([200])
+
+
+def expected_hist(requests: float, p95_ms: float, layout=LAYOUT, sigma: float = 0.35) -> tuple:
+    """Expected cumulative bucket counts of log-normal latencies with this p95 (+Inf last)."""
+    median = p95_ms / 1000 / math.exp(1.6448536 * sigma)
+    dist = NormalDist(math.log(median), sigma)
+    return (*((le, requests * dist.cdf(math.log(le))) for le in layout), (math.inf, float(requests)))
+
+
+def window(track: str, requests: float, errors: float, p95: float = 120.0, layout=LAYOUT, **kw) -> VersionMetrics:
+    return counts(track, requests, errors, p95=p95, buckets=expected_hist(requests, p95, layout), **kw)
+
+
+def rollout(stable_windows: int = 6, looks: list[tuple[VersionMetrics, VersionMetrics]] | None = None,
+            policy: Policy = POLICY) -> Evidence:
+    """Evidence of a rollout: stable's history windows, then the analysed (stable, canary) windows."""
+    ev = Evidence()
+    for _ in range(stable_windows):
+        ev = accumulate(ev, window("stable", 15_000, 30), None, policy.min_requests)
+    for stable, canary in looks or []:
+        ev = accumulate(ev, stable, canary, policy.min_requests)
+    return ev
 
 
 @pytest.mark.parametrize("canary", [None, VersionMetrics("canary"),
@@ -95,72 +186,89 @@ def test_missing_data_is_inconclusive_never_a_pass_or_a_failure(canary) -> None:
     assert verdict.outcome is Outcome.inconclusive and "no data" in verdict.reasons[0]
 
 
-def test_fewer_requests_than_the_minimum_is_inconclusive_even_with_50x_errors() -> None:
-    # measured on main: 5 requests per interval were promoted in 98.5 % of A/A runs, 18 % at a 10 % error rate
-    verdict = judge(POLICY, counts("stable", 13_500, 27), counts("canary", 5, 1))
-    assert verdict.inconclusive and "fewer than the minimum 200" in verdict.reasons[0]
-
-
-def test_two_x_errors_at_a_low_baseline_fail_on_the_counts() -> None:
-    # measured on main: the 0.2-point absolute floor equalled the whole increase; caught in 53 % of runs
-    evidence = Evidence(canary_requests=12_750, canary_errors=51, stable_requests=45_750, stable_errors=92)
-    verdict = judge(POLICY, counts("stable", 7500, 15), counts("canary", 7500, 30), evidence=evidence)
-    assert verdict.failed and "significantly above stable" in verdict.reasons[0]
-    same = Evidence(canary_requests=12_750, canary_errors=26, stable_requests=45_750, stable_errors=92)
-    assert judge(POLICY, counts("stable", 7500, 15), counts("canary", 7500, 15), evidence=same).passed
+def test_two_x_errors_fail_on_the_rollouts_counts_saying_which_test_on_how_many_requests() -> None:
+    policy = Policy(max_error_rate=0.05)
+    look = (window("stable", 7500, 15), window("canary", 7500, 30))
+    ev = rollout(looks=[look] * 4, policy=policy)
+    verdict = judge(policy, *look, evidence=ev, canary_weight=50)
+    assert verdict.failed, verdict.reasons
+    assert verdict.reasons[0].startswith("decided by errors vs stable on 30000 canary requests")
+    assert "error budget left" in verdict.reasons[0] and verdict.budget_left is not None
+    assert any(r.startswith("FAILED errors vs stable: canary 0.400% (120/30000)") for r in verdict.reasons)
+    same = rollout(looks=[(look[0], window("canary", 7500, 15))] * 4, policy=policy)
+    assert judge(policy, look[0], window("canary", 7500, 15), evidence=same, canary_weight=50).passed
 
 
 def test_error_increase_within_the_tolerance_passes_even_when_significant() -> None:
-    evidence = Evidence(canary_requests=1_000_000, canary_errors=2200, stable_requests=1_000_000, stable_errors=2000)
-    assert rate_ratio_pvalue(2200, 1_000_000, 2000, 1_000_000) < 0.01  # 10 % more: "significant"
-    assert judge(POLICY, counts("stable", 7500, 15), counts("canary", 7500, 16), evidence=evidence).passed
+    policy = Policy(max_error_rate=0.05)
+    look = (window("stable", 1_000_000, 2000), window("canary", 1_000_000, 2200))
+    ev = rollout(looks=[look], policy=policy)
+    assert stats.quasi_rate_pvalue(2200, 1_000_000, 2000 + 180, 1_090_000) < 0.01  # 10 % more: "significant"
+    assert not judge(policy, *look, evidence=ev, canary_weight=50).failed
 
 
-@pytest.mark.parametrize("judge_name", ["threshold", "mann-whitney"])
-def test_thirty_percent_slower_p95_fails_both_judges(judge_name: str) -> None:
-    # measured on main: the threshold judge caught a +30 % p95 under its fixed limit 0 % of the time
-    rng = np.random.default_rng(3)
-    policy = Policy(judge=judge_name, max_error_rate=0.05, max_p95_latency_ms=1000, **SIZED)
-    windows = dict(latency_samples=tuple(rng.normal(120, 4, 10)))
-    slow = dict(latency_samples=tuple(rng.normal(156, 5, 10)))
-    stable = counts("stable", 13_500, 27, p95=120, buckets=hist(13_500, 120, rng), **windows)
-    canary = counts("canary", 1500, 3, p95=156, buckets=hist(1500, 156, rng), **slow)
-    verdict = judge(policy, stable, canary)
-    assert verdict.failed and any("significantly above stable" in r for r in verdict.reasons)
-    same = counts("canary", 1500, 3, p95=121, buckets=hist(1500, 120, rng),
-                  latency_samples=tuple(rng.normal(120, 4, 10)))
-    assert judge(policy, stable, same).passed
+def test_a_look_spends_only_new_alpha_and_a_confirming_look_the_alpha_spent_so_far() -> None:
+    policy = Policy(max_error_rate=0.05)
+    look = (window("stable", 7500, 15), window("canary", 7500, 30))
+    ev = rollout(looks=[look] * 4, policy=policy)
+    first = judge(policy, *look, evidence=ev, canary_weight=50)
+    assert first.failed and first.evidence is not None
+    # the same evidence judged again: its alpha is spent, nothing new to spend on it
+    again = judge(policy, *look, evidence=first.evidence, canary_weight=50)
+    assert not again.failed
+    # but a look confirming an earlier failure is held to all the alpha spent so far
+    assert judge(policy, *look, evidence=first.evidence, canary_weight=50, confirming=True).failed
+    spent = sum(v for _, v in first.evidence.spent)
+    assert spent <= policy.alpha and first.budget_left == pytest.approx(policy.alpha - spent)
 
 
-def test_fixed_limits_stay_an_absolute_check() -> None:
-    policy = Policy(max_error_rate=0.01, max_p95_latency_ms=200, **SIZED)
-    verdict = judge(policy, counts("stable", 13_500, 270), counts("canary", 1500, 30, p95=250))
+def test_thirty_percent_slower_fails_at_a_bucket_boundary_for_both_judge_names() -> None:
+    for name in ("threshold", "mann-whitney"):
+        policy = Policy(judge=name, max_error_rate=0.05)
+        look = (window("stable", 13_500, 27), window("canary", 1500, 3, p95=156))
+        ev = rollout(looks=[look] * 3, policy=policy)
+        verdict = judge(policy, *look, evidence=ev, canary_weight=10)
+        assert verdict.failed, verdict.reasons
+        assert "decided by p95 vs stable" in verdict.reasons[0]
+        assert any("exact at a bucket boundary" in r for r in verdict.reasons)
+        fine = rollout(looks=[(look[0], window("canary", 1500, 3))] * 3, policy=policy)
+        assert not judge(policy, look[0], window("canary", 1500, 3), evidence=fine, canary_weight=10).failed
+
+
+def test_limits_are_tests_on_counts_at_the_thresholds_bucket() -> None:
+    policy = Policy(max_error_rate=0.01, max_p95_latency_ms=200)
+    look = (window("stable", 13_500, 27), window("canary", 7500, 150, p95=250))
+    ev = rollout(looks=[look] * 3, policy=policy)
+    verdict = judge(policy, *look, evidence=ev, canary_weight=50)
     assert verdict.failed
-    assert any("p95 250 ms is above the limit 200 ms" in r for r in verdict.reasons)
-    assert any("error rate 2.00% is above the limit 1.00%" in r for r in verdict.reasons)
+    assert any(r.startswith("FAILED errors vs limit: canary 2.000%") for r in verdict.reasons)
+    assert any(r.startswith("FAILED p95 vs limit") and "slower than 200 ms" in r for r in verdict.reasons)
+    # with BentoML's default buckets 200 ms is no boundary: counted at 250 ms, and said so
+    default = tuple(BENTOML_DEFAULT)
+    look = (window("stable", 13_500, 27, layout=default), window("canary", 7500, 15, p95=300, layout=default))
+    ev = rollout(looks=[look] * 3, policy=policy)
+    reasons = " ".join(judge(policy, *look, evidence=ev, canary_weight=50).reasons)
+    assert "not a bucket boundary: counted at the next one, 250 ms" in reasons
 
 
-def test_empty_stable_is_judged_against_its_last_measurement() -> None:
+def test_an_empty_stable_is_compared_through_its_counts_over_the_revision() -> None:
     # measured on main: at 100 % the stable serves nothing and that counted as "no data" (30 of 30 rolled back)
-    stable_before = counts("stable", 7500, 15, p95=120)
-    evidence = accumulate(Evidence(), stable_before, counts("canary", 7500, 15), POLICY.min_requests)
-    assert evidence.baseline is not None
     empty = VersionMetrics("stable", requests_per_second=0.0, requests=0.0)
-    evidence = accumulate(evidence, empty, counts("canary", 15_000, 30, p95=121), POLICY.min_requests)
-    verdict = judge(POLICY, empty, counts("canary", 15_000, 30, p95=121), evidence=evidence, canary_weight=100)
+    ev = rollout(looks=[(window("stable", 7500, 15), window("canary", 7500, 15))])
+    ev = accumulate(ev, empty, window("canary", 15_000, 30), POLICY.min_requests)
+    verdict = judge(POLICY, empty, window("canary", 15_000, 30), evidence=ev, canary_weight=100)
     assert verdict.passed, verdict.reasons
-    assert judge(POLICY, empty, counts("canary", 15_000, 30, p95=200), evidence=evidence).failed
 
 
 # --------------------------------------------------------------------------- across pools: SLO and fair cost
 
-CROSS = Policy(slo_p95_latency_ms=250, slo_error_rate=0.005, max_error_rate=0.01, **SIZED)
+CROSS = Policy(slo_p95_latency_ms=200, slo_error_rate=0.005, max_error_rate=0.01)
 
 
 def pool(track: str, name: str, price: float, weight: float, p95: float = 150, replicas: int = 4,
          total_rps: float = 50.0) -> VersionMetrics:
     requests = total_rps * 300 * weight
-    return counts(track, requests, requests * 0.002, p95=p95, pool=name, hourly_price=price, replicas=replicas,
+    return window(track, requests, requests * 0.002, p95=p95, pool=name, hourly_price=price, replicas=replicas,
                   full_replicas=4)
 
 
@@ -169,17 +277,18 @@ def test_cheaper_pool_is_cheaper_at_any_weight(weight: float) -> None:
     # measured on main: at 5 % with 4 replicas a side, inf2 came out at $0.319 per 1k against $0.023 for g5
     stable = pool("stable", "gpu-a10g", 1.006, 1 - weight, p95=90)
     canary = pool("canary", "inf2", 0.758, weight)
-    evidence = accumulate(Evidence(baseline=pool("stable", "gpu-a10g", 1.006, 1.0, p95=90).as_dict(),
-                                   stable_requests=15_000, stable_errors=30), stable, canary, 200)
-    verdict = judge(CROSS, stable, canary, evidence=evidence, cross_pool=True, canary_weight=int(weight * 100))
+    ev = rollout(looks=[(stable, canary)])
+    ev = replace(ev, baseline=pool("stable", "gpu-a10g", 1.006, 1.0, p95=90).as_dict())
+    verdict = judge(CROSS, stable, canary, evidence=ev, cross_pool=True, canary_weight=int(weight * 100))
     assert verdict.passed, verdict.reasons
     assert any("canary pool is cheaper" in r for r in verdict.reasons)
 
 
 def test_pool_missing_the_slo_fails() -> None:
-    verdict = judge(CROSS, pool("stable", "gpu-a10g", 1.006, 0.5), pool("canary", "inf2", 0.758, 0.5, p95=300),
-                    cross_pool=True)
-    assert verdict.failed and "misses the SLO 250 ms" in verdict.reasons[0]
+    stable, canary = pool("stable", "gpu-a10g", 1.006, 0.5), pool("canary", "inf2", 0.758, 0.5, p95=300)
+    ev = rollout(looks=[(stable, canary)] * 3)
+    verdict = judge(CROSS, stable, canary, evidence=ev, cross_pool=True, canary_weight=50)
+    assert verdict.failed and verdict.reasons[0].startswith("decided by p95 vs SLO"), verdict.reasons
 
 
 @pytest.mark.parametrize("cost_policy, outcome, confirm", [("promote", Outcome.passed, False),
@@ -187,8 +296,9 @@ def test_pool_missing_the_slo_fails() -> None:
                                                            ("confirm", Outcome.passed, True)])
 def test_dearer_pool_meeting_the_slo_follows_the_cost_policy(cost_policy, outcome, confirm) -> None:
     policy = Policy(**{**CROSS.__dict__, "cost_policy": cost_policy})
-    verdict = judge(policy, pool("stable", "gpu-a10g", 1.006, 0.5), pool("canary", "inf2", 1.30, 0.5),
-                    cross_pool=True)
+    stable, canary = pool("stable", "gpu-a10g", 1.006, 0.5), pool("canary", "inf2", 1.30, 0.5)
+    verdict = judge(policy, stable, canary, evidence=rollout(looks=[(stable, canary)]), cross_pool=True,
+                    canary_weight=50)
     assert verdict.outcome is outcome and verdict.needs_confirmation is confirm
     assert any("costs more" in r for r in verdict.reasons)
 
@@ -209,17 +319,16 @@ def sim():
     return _sim()
 
 
-# every scenario of the issue with the seeds CI can afford; bounds are the benchmark's own, except where a
-# small sample needs slack (written next to it); the 200-seed table is in benchmarks/README-canary.md
+# the promises of issue 21 with the seeds CI can afford (bounds, not timings; the 200-seed table is in
+# benchmarks/README-canary.md). A/A rows: no false rollback in any seed (the 200-seed bound is 1 %);
+# regression rows: every seed caught (200-seed bound 95 %); healthy rows: every seed promoted.
 CI = {
-    "aa-threshold": 20, "aa-mann-whitney": 10, "2x-errors-0.2%": 20, "2x-errors-1%": 10, "p95+30%": 10,
-    "p95+30%-mw": 10, "staging-under-limits": 10, "low-traffic-aa": 10, "low-traffic-50x": 10, "outage-10min": 10,
-    "replicas-5-10-25": 5, "cross-cheaper-10/25/50/100": 5, "cross-cheaper-5/10/25/50/100": 5,
-    "cross-cheaper-50/100": 5, "cross-cheaper-100": 5, "cross-misses-slo": 5, "cross-costlier-confirm": 5,
-    "cross-costlier-promote": 5, "cross-costlier-rollback": 5,
+    "aa-prod-default": 10, "aa-bursts-prod-default": 6, "aa-daily-staging-default": 6, "aa-resets-prod-template": 6,
+    "aa-3models-staging-template": 4, "cold-start-prod-default": 6, "2x-errors-0.2%-prod-default": 6,
+    "2x-errors-1%-prod-template": 6, "p95+30%-staging-default": 6, "p99+100%-prod-template": 6,
+    "cross-cheaper-prod-default": 6, "cross-misses-slo-prod-template": 6, "low-traffic-prod-default": 4,
+    "outage-prod-default": 4,
 }
-SLACK = {"2x-errors-0.2%": 0.90, "2x-errors-0.2%-mw": 0.90,  # >= 95 % over 200 seeds; 20 seeds allow one miss
-         "replicas-5-10-25": 0.2}  # <= 1 % over 200 seeds (see README-canary.md); 5 seeds allow one
 
 
 @pytest.mark.slow
@@ -229,11 +338,15 @@ def test_simulated_traffic_scenario(sim, name: str) -> None:
     runs = [sim.simulate(scenario, scenario.seed_base + seed) for seed in range(CI[name])]
     row = sim.summarise(scenario, runs)
     prefix, op, bound = scenario.expect
-    if name in SLACK:
-        bound = SLACK[name]
     got = sum(v for k, v in row["outcomes"].items() if k.startswith(prefix))
-    assert (got <= bound) if op == "<=" else (got >= bound), row
-    if name.startswith("2x-errors-0.2%"):  # caught within interval x threshold of the guard's first full sample
-        assert row["rollback_analyses_after_first_enough"]["within_threshold"] >= SLACK[name], row
-    if name == "replicas-5-10-25":  # the weight reported is what the replicas achieve, not the step's
-        assert (5, 20.0) in row["achieved_weights"] and (50, 50.0) in row["achieved_weights"]
+    assert (got <= 0.0) if op == "<=" else (got >= 1.0), row
+    if name.startswith("aa-") or name.startswith("cold-start") or name.startswith("cross-cheaper"):
+        assert not any(k.startswith("rolled_back") for k in row["outcomes"]), row
+    # every decision says which test decided, on how many requests, with what error budget left
+    for models in runs:
+        for run in models:
+            if run.outcome in ("promoted", "rolled_back"):
+                assert run.decided_by and "canary requests" in run.decided_by and "error budget left" in run.decided_by
+    if name.startswith("low-traffic"):  # ends on its own and says why
+        assert all(m.outcome == "promoted" or "more canary requests are needed" in (m.last_reason or "")
+                   for models in runs for m in models), [m.last_reason for models in runs for m in models]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from statistics import NormalDist
 
 import pytest
 
@@ -12,6 +14,7 @@ from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Pause, Phase, Policy, RolloutState
 from reconciler.catalog.effective import EffectiveCanary
 from reconciler.catalog.specs import SLO
+from reconciler.rollout.buckets import duration_buckets
 
 # the minimum-sample guard is sized for a 10x error regression at 60 % power here, so every scripted
 # 3,000-request interval below has enough (the guard itself: test_canary_guard.py)
@@ -91,7 +94,8 @@ def test_error_spike_rolls_back_within_interval_times_threshold() -> None:
     assert len(rollbacks) == 1
     when, action = rollbacks[0]
     assert when - spike_at <= POLICY.interval_seconds * POLICY.failure_threshold
-    assert "threshold" in action.reason and "error rate 20.00% is above the limit" in action.reason
+    assert "threshold" in action.reason and "FAILED errors vs limit" in action.reason
+    assert "error budget left" in action.reason  # which test decided, on how many requests, with what budget
     assert state.phase is Phase.rolled_back and state.stable_revision == "r1" and state.canary_weight == 0
     assert (when, SetWeight(0)) in log
     assert not promotions(log)
@@ -120,28 +124,48 @@ def test_inconclusive_limit_can_roll_back_instead() -> None:
     assert state.phase is Phase.rolled_back and "2 inconclusive analyses reached the limit 2" in state.outcome
 
 
-def test_prometheus_outage_is_inconclusive_not_a_failure() -> None:
-    # a 10-minute outage at prod interval: no failed check; the canary continues afterwards
-    policy = Policy(**{**POLICY.__dict__, "inconclusive_limit": 20, "progress_deadline_seconds": 1800})
-
+def outage(start: float, end: float):
     def observe(now: float) -> Observations:
-        if 150 <= now < 750:
+        if start <= now < end:
             return Observations("r2", metrics_error="Prometheus at http://prom:9090 is unreachable")
         return healthy()
-    state, log = run(initial(policy), observe, start=0, ticks=30)
+    return observe
+
+
+def test_prometheus_outage_is_a_measurement_error_not_a_failure_nor_inconclusive() -> None:
+    # a 10-minute outage: measurement errors (Argo Rollouts' Error), neither failed nor inconclusive checks;
+    # the canary continues afterwards
+    policy = Policy(**{**POLICY.__dict__, "measurement_error_limit": 20, "progress_deadline_seconds": 1800})
+    state, log = run(initial(policy), outage(150, 750), start=0, ticks=30)
     assert promotions(log) == [Promote("r2", None)] and state.failed_checks == 0
-    outage = [r for r in state.history if r.decision == "inconclusive"]
-    assert outage and all("unreachable" in r.reasons[1] for r in outage)
+    errors = [r for r in state.history if r.decision == "error"]
+    assert errors and all("unreachable" in r.reasons[0] and "not a failure" in r.reasons[0] for r in errors)
+    assert not [r for r in state.history if r.decision == "inconclusive"]
 
 
-def test_low_traffic_under_the_minimum_requests_never_passes() -> None:
-    # 5 requests per interval with a 10 % error rate (50x stable): inconclusive, never promoted
+@pytest.mark.parametrize("on_error, phase", [("pause", Phase.progressing), ("rollback", Phase.rolled_back)])
+def test_consecutive_measurement_errors_pause_or_roll_back_as_the_policy_says(on_error, phase) -> None:
+    policy = Policy(**{**POLICY.__dict__, "measurement_error_limit": 3, "on_measurement_error": on_error})
+    state, log = run(initial(policy), outage(150, 10_000), start=0, ticks=12)
+    assert state.phase is phase and not promotions(log)
+    assert [r.decision for r in state.history].count("error") == 2
+    if on_error == "pause":
+        assert state.paused and state.pause_reason == "measurement error" and state.measurement_errors == 3
+        state = resume(state, 20_000)
+        assert not state.paused and state.measurement_errors == 0
+
+
+def test_low_traffic_ends_on_its_own_paused_with_the_figure_it_waits_for() -> None:
+    # 5 requests per interval: never promoted on that; after a few looks it pauses and says how many
+    # requests it waits for and how long they would take
     def observe(now: float) -> Observations:
-        return Observations("r2", stable=metrics("stable", error_rate=0.002, rps=45 / 60),
-                            canary=metrics("canary", error_rate=0.10, rps=5 / 60))
+        return Observations("r2", stable=metrics("stable", error_rate=0.002, rps=45 / 60,
+                                                 latency_buckets=hist(45, 120)),
+                            canary=metrics("canary", error_rate=0.0, rps=5 / 60, latency_buckets=hist(5, 120)))
     state, log = run(initial(), observe, start=0, ticks=30)
-    assert not promotions(log) and state.paused
-    assert "fewer than the minimum 200" in " ".join(state.history[-1].reasons)
+    assert not promotions(log) and state.paused and state.pause_reason == "not enough traffic"
+    why = " ".join(state.history[-1].reasons)
+    assert "more canary requests are needed for the step's minimum of 200" in why and "beyond the progress" in why
 
 
 def test_a_canary_that_is_not_ready_never_gets_more_traffic() -> None:
@@ -294,16 +318,28 @@ CROSS = Policy(steps=(25, 50, 100), interval_seconds=60, failure_threshold=2, pr
                max_error_rate=0.01, slo_p95_latency_ms=200, slo_error_rate=0.01, detect_error_increase=9.0, power=0.6)
 
 
+LAYOUT = duration_buckets([200])  # the template's buckets for a 200 ms SLO
+
+
+def hist(requests: float, p95_ms: float, sigma: float = 0.35) -> tuple:
+    """Expected bucket counts (cumulative, +Inf last) of log-normal latencies with this p95."""
+    median = p95_ms / 1000 / math.exp(1.6448536 * sigma)
+    dist = NormalDist(math.log(median), sigma)
+    return (*((le, requests * dist.cdf(math.log(le))) for le in LAYOUT), (math.inf, requests))
+
+
 def cross_obs(canary_p95: float, weight: int, canary_price: float = 0.758, replicas: int = 4) -> Observations:
     """stable on 4 x g5.xlarge ($1.006/h), canary on 4 x inf2.xlarge: traffic split by the weight, and
     BOTH pools keep their full replica count (the Gateway API router), as measured on main."""
     total = 100.0
     stable = metrics("stable", p95=90, rps=total * (100 - weight) / 100, pool="gpu-a10g", replicas=replicas,
-                     hourly_price=1.006, full_replicas=replicas) if weight < 100 else \
+                     hourly_price=1.006, full_replicas=replicas,
+                     latency_buckets=hist(total * (100 - weight) / 100 * 60, 90)) if weight < 100 else \
         VersionMetrics("stable", pool="gpu-a10g", requests_per_second=0.0, requests=0.0, replicas=replicas,
                        hourly_price=1.006, full_replicas=replicas)
     canary = metrics("canary", p95=canary_p95, rps=total * weight / 100, pool="inf2", replicas=replicas,
-                     hourly_price=canary_price, full_replicas=replicas)
+                     hourly_price=canary_price, full_replicas=replicas, latency_buckets=hist(total * weight / 100 * 60,
+                                                                                            canary_p95))
     return Observations("r2", stable=stable, canary=canary, stable_pool="gpu-a10g", canary_pool="inf2",
                         promoted_ready=True)
 
@@ -346,7 +382,7 @@ def test_cross_pool_missing_the_slo_is_rolled_back() -> None:
     state, log = _cross(CROSS, canary_p95=320)
     assert not promotions(log)
     assert state.phase is Phase.rolled_back and state.stable_pool == "gpu-a10g"
-    assert "misses the SLO 200 ms" in state.outcome
+    assert "FAILED p95 vs SLO" in state.outcome and "slower than 200 ms" in state.outcome
 
 
 @pytest.mark.parametrize("cost_policy, phase", [("rollback", Phase.rolled_back), ("promote", Phase.promoted),

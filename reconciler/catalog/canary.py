@@ -53,8 +53,8 @@ class CanaryPolicy(Strict):
         "the router's own options, e.g. {gateway: models, gatewayNamespace: gateways} for gateway-api"))
     queries: dict[str, str] | None = None
     min_requests: int | None = Field(None, alias="minRequests", ge=1, description=(
-        "canary requests per interval below which an analysis is inconclusive (default 200); how many a step "
-        "needs in all comes from detectErrorIncrease, detectLatencyIncrease and power"))
+        "canary requests a step needs before the next weight (default 200); how many the rollout needs in all "
+        "comes from detectErrorIncrease, detectLatencyIncrease and power"))
     inconclusive_limit: int | None = Field(None, alias="inconclusiveLimit", ge=1)
     on_inconclusive: Literal["pause", "rollback"] | None = Field(None, alias="onInconclusive")
     cost_policy: Literal["promote", "rollback", "confirm"] | None = Field(None, alias="costPolicy", description=(
@@ -67,6 +67,14 @@ class CanaryPolicy(Strict):
         "the relative p95 increase the guard sizes a step for (default 0.3: +30 %)"))
     power: float | None = Field(None, gt=0.5, lt=1, description=(
         "the chance a step's analysis catches those increases before it may pass (default 0.95)"))
+    warmup: str | None = Field(None, description=(
+        "after each canary weight increase, this long is not judged (new pods warm up; Argo Rollouts' "
+        "initialDelay). Default 60s: serving.startup is the budget before a pod is ready, not after it"))
+    quantiles: list[float] | None = Field(None, description=(
+        "latency quantiles compared with stable, e.g. [0.95, 0.99] to judge the tail too (default [0.95])"))
+    measurement_error_limit: int | None = Field(None, alias="measurementErrorLimit", ge=1, description=(
+        "analyses in a row without metrics (Prometheus down) before onMeasurementError (default 3)"))
+    on_measurement_error: Literal["pause", "rollback"] | None = Field(None, alias="onMeasurementError")
     ab_header: ABHeader | None = Field(None, alias="abHeader")
     mirror_percent: int | None = Field(None, alias="mirrorPercent", ge=1, le=100)
     confirm_webhook: str | None = Field(None, alias="confirmWebhook", pattern=r"^https?://")
@@ -87,7 +95,14 @@ class CanaryPolicy(Strict):
             raise ValueError("a pause step goes between two weights, e.g. [10, {pause: {}}, 50, 100]")
         return steps
 
-    @field_validator("interval", "progress_deadline")
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(not 0.5 <= q < 1 for q in values)):
+            raise ValueError("quantiles are shares between 0.5 and 1, e.g. [0.95, 0.99]")
+        return values
+
+    @field_validator("interval", "progress_deadline", "warmup")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:

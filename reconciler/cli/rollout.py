@@ -175,7 +175,7 @@ def print_report(state: RolloutState, console: Any) -> None:
     if state.cross_pool:
         console.print(f"across pools: stable on {state.stable_pool}, canary on {state.canary_pool}")
     if data["guard"]["summary"]:
-        console.print(f"minimum sample: {data['guard']['summary']}")
+        console.print(f"last judgement: {data['guard']['summary']}")
     table = Table(show_lines=False)
     for column in ("at", "decision", "weights s/c", "achieved", "stable", "canary", "why"):
         table.add_column(column, overflow="fold")

@@ -67,7 +67,7 @@ def report_markdown(state: RolloutState, chart_url: str | None = None) -> str:
     from reconciler.report.rollout import guard_line
 
     if guard_line(state):
-        lines += [f"**Minimum sample:** {_cell(guard_line(state))}", ""]
+        lines += [f"**Last judgement:** {_cell(guard_line(state))}", ""]
     lines += ["| time (UTC) | decision | weight set | achieved | stable | canary | why |",
               "|---|---|---|---|---|---|---|"]
     rows = [r for r in state.history if r.revision == state.canary_revision]

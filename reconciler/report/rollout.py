@@ -28,20 +28,24 @@ def report_rows(state: RolloutState) -> list[dict[str, Any]]:
 
 
 def guard_line(state: RolloutState) -> str | None:
-    """What the minimum-sample guard waits for in the current step, in words (None: nothing)."""
+    """The last judgement in words (None: no canary under analysis): which test decided, on how many
+    canary requests, with what error budget left; or what the rollout waits for."""
     ev = state.evidence
     if not state.phase.active or ev.needed_requests is None:
         return None
+    if ev.decided_by:
+        return ev.decided_by
     if ev.waiting_for:
         return (f"waiting for {ev.waiting_for} more requests to detect {ev.detect} ({ev.canary_requests} of "
-                f"{ev.needed_requests} canary requests in this step, {state.policy.power:.0%} power)")
-    return f"the step's {ev.canary_requests} canary requests detect {ev.detect} ({state.policy.power:.0%} power)"
+                f"{ev.needed_requests} canary requests, {state.policy.power:.0%} power)")
+    return f"the rollout's {ev.canary_requests} canary requests detect {ev.detect} ({state.policy.power:.0%} power)"
 
 
 def guard_json(state: RolloutState) -> dict[str, Any]:
     ev = state.evidence
     return {"needed_requests": ev.needed_requests, "canary_requests": ev.canary_requests,
             "waiting_for": ev.waiting_for, "detect": ev.detect, "power": state.policy.power,
+            "budget_left": ev.budget_left, "alpha": state.policy.alpha, "decided_by": ev.decided_by,
             "summary": guard_line(state)}
 
 

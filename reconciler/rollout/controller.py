@@ -45,7 +45,7 @@ from reconciler.catalog.effective import effective_canary, effective_slo
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.rollout import store
-from reconciler.rollout.machine import Observations, RolloutAction, step
+from reconciler.rollout.machine import Observations, RolloutAction, history_layout, step
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.traffic import Backends, Router, Traffic, router_for, router_kind, with_capability
@@ -375,6 +375,7 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
     stable_m = canary_m = None
     notes: list[str] = []
     metrics_error = None
+    history: tuple[VersionMetrics, ...] = ()
     due = (state.phase in (Phase.progressing, Phase.initializing) and not state.paused and
            (state.last_analysis_at is None or now - state.last_analysis_at >= policy.interval_seconds))
     if due and analysis is not None:
@@ -391,9 +392,15 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
                                             match_track=not cross, replicas=canary_ready_pods or None,
                                             hourly_price=_price(prices, canary_pool), full_replicas=full_canary)
         except MetricsError as exc:
-            stable_m = canary_m = None  # inconclusive: neither a pass nor a failure
+            stable_m = canary_m = None  # a measurement error: neither a pass nor a failure
             metrics_error = exc.message
             notes.append(f"metrics unavailable: {exc.message}")
+        if state.phase is Phase.initializing and not state.evidence.windows and stable_m is not None:
+            history = _stable_history(analysis, state, now, name=name, pool=stable_pool, namespace=ns, cross=cross,
+                                      replicas=stable_ready or None, price=_price(prices, stable_pool),
+                                      full=stable_replicas)
+            if history:
+                notes.append(f"read stable's last {len(history)} windows as its baseline")
     confirmed = None
     at_last = state.phase is Phase.progressing and state.step_index >= len(policy.steps) - 1 and due
     if at_last and (confirm is not None or policy.confirm_url):
@@ -401,7 +408,8 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
 
     obs = Observations(revision=revision, canary_ready=ready, stable=stable_m, canary=canary_m,
                        stable_pool=stable_pool, canary_pool=canary_pool, achieved_weight=achieved,
-                       promoted_ready=promoted_ready, promotion_confirmed=confirmed, metrics_error=metrics_error)
+                       promoted_ready=promoted_ready, promotion_confirmed=confirmed, metrics_error=metrics_error,
+                       stable_history=history)
     actions, new_state = step(state, obs, now)
     objects, protect = rollout_objects(new_state, desired_objects, env, router, revision=revision,
                                        stable_replicas=stable_replicas, state_version=version)
@@ -411,6 +419,24 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
         record = new_state.history[-1]
         result.message = "; ".join([*notes, f"{record.decision}: " + "; ".join(record.reasons)])
     return result
+
+
+def _stable_history(analysis: MetricsSource, state: RolloutState, now: float, *, name: str, pool: str | None,
+                    namespace: str, cross: bool, replicas: int | None, price: float | None,
+                    full: int | None) -> tuple[VersionMetrics, ...]:
+    """Stable's recent windows (machine.history_layout), read once when a canary starts: the baseline its
+    comparison and dispersion estimate need. At the first window Prometheus cannot give, it stops (a slow
+    Prometheus is not asked 24 times within one pass)."""
+    count, seconds = history_layout(state.policy.interval_seconds)
+    windows = []
+    for j in range(count - 1, -1, -1):
+        try:
+            windows.append(analysis.collect(model=name, track="stable", now=now - j * seconds, interval_seconds=seconds,
+                                            pool=pool, namespace=namespace, match_track=not cross, replicas=replicas,
+                                            hourly_price=price, full_replicas=full))
+        except MetricsError:
+            break
+    return tuple(w for w in windows if w.has_data)
 
 
 def _webhook(url: str | None, deadline: float = 10.0) -> Any:

@@ -1,44 +1,45 @@
-"""Verdicts: what one analysis interval says about the canary. Pure functions of policy and metrics.
+"""Verdicts: what one analysis says about the canary. Pure functions of policy and evidence.
 
-Three outcomes, as Argo Rollouts' AnalysisRun: ``passed``, ``failed`` and ``inconclusive``.
-Inconclusive means "not enough to decide": no data (Prometheus unreachable, NaN), fewer canary
-requests than ``policy.min_requests`` in the interval, or nothing to compare with. It never passes
-and never counts as a failure; the machine holds the step and, past ``inconclusive_limit``, pauses
-or rolls back as the policy says.
+Four outcomes, as Argo Rollouts' AnalysisRun: ``passed`` (nothing wrong), ``failed``, ``inconclusive``
+(not enough to decide: no canary traffic, nothing to compare with) and ``error`` (a measurement error:
+Prometheus could not be asked; see machine.py). A pass says nothing is wrong so far; whether the
+rollout may go on to its next weight or be promoted is the machine's call, from ``Verdict.enough``.
 
-The minimum-sample guard is power-based (``guard``): from the effect the policy wants detected
-(``detect_error_increase``, default 2x stable's error rate; ``detect_latency_increase``, +30 % p95),
-stable's measured error rate and latency histogram, alpha and the target ``power`` (0.95), it computes
-the canary requests the step needs (``stats.requests_for_rate_power`` / ``requests_for_tail_power``).
-Evidence accumulates over the step's analyses (one non-overlapping interval each). Until the step has
-that many canary requests, an analysis that finds nothing wrong is *waiting* (``Verdict.waiting``):
-inconclusive, holding the step, but traffic is arriving (at least ``min_requests`` this interval), so
-the machine counts it neither against ``inconclusive_limit`` nor as a stall for the progress deadline.
-A check may FAIL before the guard is met (a significant result is significant at any sample size,
-and alpha is spent per look); it may PASS only once the step has the power. So "the first analysis
-with enough traffic" is where the guard first lets a pass through, and a regression of the sized
-effect is then caught with the stated power.
+How a canary is judged (issue 21), in the units Prometheus is exact in:
 
-Both judges compare the canary with stable, with an effect-size tolerance, and keep the fixed
-limits (``maxErrorRate``, ``maxP95LatencyMs``) as a second, absolute check:
+- **Counts, over the whole rollout.** Every analysis adds one window of counts (``accumulate``): the
+  canary's and stable's requests, errors and latency bucket increases. Each check tests the running
+  totals of the rollout; none tests an interpolated quantile.
+- **Latency as a share of slow requests at a bucket boundary.** "p95 vs stable": the canary's share of
+  requests slower than a bucket boundary near stable's p95 against stable's share (exact counts at the
+  boundary). "p99 vs stable" likewise where the policy asks for it (``quantiles``). "p95 vs limit" /
+  "p95 vs SLO": the canary's share slower than the threshold against the 5 % a p95 allows. A threshold
+  that is not a bucket boundary is a plan error (buckets.py); if the metrics still lack it, the check
+  counts at the next boundary above it, which can only miss a breach, never invent one.
+- **Errors**: "errors vs stable" (the conditional test of two rates) and "errors vs limit" (the policy's
+  maxErrorRate, or the SLO's error rate across pools).
+- **Variance from the data.** Errors and slow requests come in bursts; each test divides the counts by
+  a quasi-binomial dispersion phi estimated across the rollout's windows (``stats.dispersion``), as
+  Kayenta uses windows, so a bursty healthy canary is not rolled back.
+- **One error budget.** The policy's ``alpha`` is the chance of rolling back a healthy canary over the
+  whole rollout. It is split evenly over the checks, and each check spends its share over the looks
+  with an O'Brien-Fleming alpha-spending function of the information time (the canary's requests over
+  the sample the guard sizes for). A look fails a check only when its p-value is below the alpha this
+  look newly spends; the union bound over looks and checks keeps the total within ``alpha``. A second
+  look confirming a failure (``failureThreshold`` 2) is held to the alpha spent so far: it cannot add
+  false rollbacks, since the first failure already paid for them.
+- **Effect-size gates** (as Kayenta's): a significant difference fails only when it is also larger than
+  the tolerance (``errorRateTolerance``; for slow shares 1 + 2.5 x ``latencyTolerance``).
+- **The guard** (guard.py) sizes the canary requests the rollout needs so that a regression of the
+  sized effect (2x errors, +30 % latency) is caught with ``power``; ``Verdict.enough`` says whether the
+  totals have it.
 
-- errors, both judges: the step's accumulated counts (``Evidence``; against stable's counts over the
-  revision when stable serves nothing in the step), by the conditional binomial test of two Poisson
-  rates (``stats.rate_ratio_pvalue``). Fails when the canary is significantly worse (p < alpha / number
-  of steps) AND its observed rate is above ``1 + error_rate_tolerance`` times stable's.
-- latency, ``threshold``: the step's canary requests slower than stable's p95 x (1 + latency_tolerance),
-  from the accumulated duration histograms, by an exact binomial test against the 5 % a p95 allows.
-- latency, ``mann-whitney``: Kayenta-style, a one-sided Mann-Whitney U on the p95 of non-overlapping
-  sub-windows (so the samples are independent and the p-value means what it says), with the same
-  effect-size gate on the medians. With fewer than ``MIN_WINDOWS`` windows it uses the histogram test.
-- across pools (GPU -> Inferentia): latency against the SLO only (the pools may differ within it),
-  errors compared as above, and cost per 1,000 inferences at equal load (``VersionMetrics.cost_at_load``):
-  cheaper passes; costs more but meets the SLO follows ``policy.cost_policy`` (promote / rollback /
-  confirm, the default: a person decides).
+``mann-whitney`` is accepted as a judge name and decides as ``threshold`` does: the per-window p95s it
+ranked were interpolated quantiles (the issue's first complaint); Kayenta's idea of windows lives on in
+the dispersion estimate. ``mann_whitney_worse`` stays for callers of the function.
 
-When stable serves nothing (a 100 % step, or a cross-pool move), the comparison uses the stable's
-last measurement with enough traffic, kept in ``Evidence.baseline``: an empty stable is never
-"missing data".
+Across pools (GPU -> Inferentia): latency against the SLO only, errors compared as above, and cost per
+1,000 inferences at equal load: cheaper passes; dearer but within the SLO follows ``cost_policy``.
 """
 
 from __future__ import annotations
@@ -46,26 +47,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from statistics import median
 
 from reconciler.extras import missing_extra
 from reconciler.rollout import stats
-from reconciler.rollout.guard import TAIL_SHARE, guard, stable_counts
+from reconciler.rollout.guard import Guard, choose_boundary, guard, latency_windows
 from reconciler.rollout.metrics import VersionMetrics
-from reconciler.rollout.state import Evidence, Policy
+from reconciler.rollout.state import MAX_WINDOWS, Evidence, Policy
 
-MIN_WINDOWS = 4
-# before the step has the guard's sample, a failure needs stronger evidence: the alpha of an early look
-# is alpha x (share of the sample)^EARLY_RHO (a spending rule in the O'Brien-Fleming spirit), so the
-# repeated looks of a waiting step add little to the false rollbacks, while a gross regression still
-# fails before the guard is met
-EARLY_RHO = 6.0
+MIN_WINDOWS = 4      # kept for importers
+TAIL_SHARE = 0.05    # the share of requests a p95 leaves above itself
+SLOW_GATE = 2.5      # a slow share fails only above stable's x (1 + SLOW_GATE x latencyTolerance)
+HOLD_LEVEL = 0.01    # below the next weight: a check this suspicious (p < HOLD_LEVEL, beyond its tolerance) holds it
 
 
 class Outcome(str, Enum):
     passed = "passed"
     failed = "failed"
     inconclusive = "inconclusive"
+    error = "error"
 
 
 @dataclass(frozen=True)
@@ -74,9 +73,14 @@ class Verdict:
     reasons: tuple[str, ...]
     needs_confirmation: bool = False  # passed, but a person must confirm (cost policy "confirm")
     pvalues: dict[str, float] = field(default_factory=dict)
-    waiting: bool = False              # inconclusive only because the step lacks the guard's requests
-    needed_requests: int | None = None  # the guard: canary requests the step needs ...
+    waiting: bool = False              # passed, but the rollout lacks the guard's requests (kept for readers)
+    needed_requests: int | None = None  # the guard: canary requests the rollout needs ...
     detect: str | None = None           # ... to detect this ("+100 % errors, +30 % p95")
+    enough: bool = False                # the canary's requests reach the guard's figure
+    decided_by: str | None = None       # which test decided, on how many requests (in words)
+    evidence: Evidence | None = None    # the evidence with this look's spending recorded
+    budget_left: float | None = None    # of policy.alpha, after this look
+    suspicious: str | None = None       # passed, but a check looks worse (p < HOLD_LEVEL): do not add weight yet
 
     @property
     def passed(self) -> bool:
@@ -88,17 +92,33 @@ class Verdict:
 
     @property
     def inconclusive(self) -> bool:
-        return self.outcome is Outcome.inconclusive
+        return self.outcome in (Outcome.inconclusive, Outcome.error)
 
     @property
     def no_data(self) -> bool:  # the name earlier callers used
         return self.inconclusive
 
 
+# --------------------------------------------------------------------------- evidence
+
+
+def _slow_counts(buckets: tuple[tuple[float, float], ...], bounds: tuple[float, ...]) -> list[float] | None:
+    """Requests slower than each bound (exact at the histogram's own boundaries), or None when absent."""
+    if not buckets or not bounds:
+        return None
+    out = []
+    for b in bounds:
+        got = stats.share_above(buckets, b)
+        if got is None:
+            return None
+        out.append(got[0])
+    return out
+
+
 def accumulate(evidence: Evidence, stable: VersionMetrics | None, canary: VersionMetrics | None,
-               min_requests: int) -> Evidence:
-    """The evidence after one more analysed interval (pure): the step's counts and histograms grow,
-    stable's revision counts too; stable's measurement becomes the baseline when it had enough traffic."""
+               min_requests: int = 0) -> Evidence:
+    """The evidence after one more analysed window (pure). ``canary`` None: a window of stable alone
+    (before the canary gets traffic). Stable's last measurement with enough traffic becomes the baseline."""
     c_req = canary.request_count if canary is not None and canary.has_data else 0
     s_req = stable.request_count if stable is not None and stable.has_data else 0
     if not c_req and not s_req:
@@ -106,204 +126,282 @@ def accumulate(evidence: Evidence, stable: VersionMetrics | None, canary: Versio
     baseline = evidence.baseline
     if stable is not None and s_req >= max(min_requests, 1):
         baseline = stable.as_dict()
+    c_err = canary.error_count if c_req and canary else 0
     s_err = stable.error_count if s_req and stable else 0
+    c_buckets = canary.latency_buckets if c_req and canary else ()
     s_buckets = stable.latency_buckets if s_req and stable else ()
+    layout = tuple(le for le, _ in (s_buckets or c_buckets) if math.isfinite(le))
+    bounds, windows = evidence.window_bounds, evidence.windows
+    if layout and layout != bounds:  # the first histogram, or the service's buckets changed: windows restart
+        bounds, windows = layout, ()
+    c_slow = _slow_counts(c_buckets, bounds) if c_req else [0.0] * len(bounds)
+    s_slow = _slow_counts(s_buckets, bounds) if s_req else [0.0] * len(bounds)
+    row = (float(canary.requests or 0) if c_req and canary else 0.0, float(c_err),
+           float(stable.requests or 0) if s_req and stable else 0.0, float(s_err),
+           *(c_slow or [math.nan] * len(bounds)), *(s_slow or [math.nan] * len(bounds)))
+    windows = (*windows, row)[-MAX_WINDOWS:]
     return replace(evidence,
                    canary_requests=evidence.canary_requests + c_req,
-                   canary_errors=evidence.canary_errors + (canary.error_count if c_req and canary else 0),
-                   stable_requests=evidence.stable_requests + s_req,
-                   stable_errors=evidence.stable_errors + s_err,
-                   canary_buckets=stats.add_buckets(evidence.canary_buckets,
-                                                    canary.latency_buckets if c_req and canary else ()),
-                   stable_buckets=stats.add_buckets(evidence.stable_buckets, s_buckets),
+                   canary_errors=evidence.canary_errors + c_err,
+                   step_requests=evidence.step_requests + c_req,
+                   stable_requests=evidence.stable_requests + (s_req if c_req else 0),
+                   stable_errors=evidence.stable_errors + (s_err if c_req else 0),
+                   canary_buckets=stats.add_buckets(evidence.canary_buckets, c_buckets),
+                   stable_buckets=stats.add_buckets(evidence.stable_buckets, s_buckets if c_req else ()),
                    reference_requests=evidence.reference_requests + s_req,
                    reference_errors=evidence.reference_errors + s_err,
                    reference_buckets=stats.add_buckets(evidence.reference_buckets, s_buckets),
-                   intervals=evidence.intervals + 1, baseline=baseline)
+                   intervals=evidence.intervals + (1 if c_req else 0), baseline=baseline,
+                   windows=windows, window_bounds=bounds)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def check_names(policy: Policy, cross_pool: bool) -> tuple[str, ...]:
+    """The checks of a rollout, fixed by its policy (the error budget is split over them)."""
+    names = ["errors vs stable", "errors vs " + ("SLO" if cross_pool and policy.slo_error_rate is not None
+                                                 else "limit")]
+    if cross_pool:
+        names.append("p95 vs SLO")
+    else:
+        names += [f"{_qname(q)} vs stable" for q in policy.quantiles]
+        if policy.max_p95_latency_ms is not None:
+            names.append("p95 vs limit")
+    return tuple(names)
+
+
+def _qname(q: float) -> str:
+    return f"p{q * 100:g}"
+
+
+@dataclass
+class _Check:
+    name: str
+    pvalue: float
+    gate: bool          # the effect is beyond the tolerance
+    text: str           # the figures, in words
+    requests: int       # canary requests it was computed on
+    level: float = 0.0
+    failed: bool = False
 
 
 def judge(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics | None, *,
-          evidence: Evidence | None = None, cross_pool: bool = False, canary_weight: int = 0) -> Verdict:
-    """The verdict of one interval. ``evidence`` already includes this interval (see ``accumulate``);
-    without it, this interval's counts alone are the evidence."""
+          evidence: Evidence | None = None, cross_pool: bool = False, canary_weight: int = 0,
+          confirming: bool = False) -> Verdict:
+    """The verdict of one look. ``evidence`` already includes this window (see ``accumulate``); without
+    it, this window alone is the evidence. ``confirming``: an earlier look failed and this one may
+    confirm it (held to the alpha spent so far instead of this look's increment)."""
     if canary is None or not canary.has_data:
         missing = ", ".join(canary.missing()) if canary is not None else "all metrics"
         return Verdict(Outcome.inconclusive, (f"no data for the canary ({missing}): inconclusive, "
                                               "never promoted on missing data",))
     if evidence is None:
         evidence = accumulate(Evidence(), stable, canary, policy.min_requests)
-    n = canary.request_count
-    if n < policy.min_requests:
-        return Verdict(Outcome.inconclusive, (f"canary served {n} requests this interval, fewer than the "
-                                              f"minimum {policy.min_requests}: inconclusive",))
-    reference = _reference(policy, stable, evidence)
-    size = guard(policy, evidence, cross_pool=cross_pool, canary_weight=canary_weight, reference=reference)
-    failures: list[str] = []
-    passes: list[str] = []
+    names = check_names(policy, cross_pool)
+    share = policy.alpha / len(names)
+    size = guard(policy, evidence, cross_pool=cross_pool, canary_weight=canary_weight, check_alpha=share)
+    checks: list[_Check] = []
     open_questions: list[str] = []
-    pvalues: dict[str, float] = {}
-    _limits(policy, canary, cross_pool, failures, passes, open_questions)
-    _errors(policy, evidence, failures, passes, open_questions, pvalues, share=evidence.canary_requests / size.needed)
+    passes: list[str] = []
+    _error_checks(policy, evidence, cross_pool, size, checks, open_questions)
+    boundaries = dict(evidence.boundaries)
     if cross_pool:
-        _slo_latency(policy, canary, failures, passes, open_questions)
-    elif reference is None:
-        open_questions.append("no stable measurement with enough traffic to compare latency with")
-    elif policy.judge == "mann-whitney" and len(_finite(canary.latency_samples)) >= MIN_WINDOWS \
-            and len(_finite(reference.latency_samples)) >= MIN_WINDOWS:
-        _latency_mann_whitney(policy, reference, canary, failures, passes, pvalues)
+        _limit_latency(policy, evidence, "p95 vs SLO", policy.slo_p95_latency_ms or policy.max_p95_latency_ms,
+                       size, checks, open_questions, passes, canary)
     else:
-        _latency_tail(policy, _step_reference(policy, evidence, reference), _step_canary(canary, evidence),
-                      failures, passes, open_questions, pvalues)
+        reference = _reference(policy, stable, evidence)
+        for q in policy.quantiles:
+            _relative_latency(policy, evidence, q, size, boundaries, checks, open_questions, passes, canary, reference)
+        if policy.max_p95_latency_ms is not None:
+            _limit_latency(policy, evidence, "p95 vs limit", policy.max_p95_latency_ms, size, checks, open_questions,
+                           passes, canary)
+
+    # the spending rule: the information time is the canary's share of the sample the rollout will have
+    # judged by its end: the guard's figure, or more where the remaining steps bring more (one interval
+    # each at its weight), so a regression that starts at a later step still finds alpha to spend
+    horizon = max(size.needed, evidence.canary_requests + _projected(policy, canary, canary_weight))
+    t = evidence.canary_requests / horizon if horizon else 0.0
+    spent = dict(evidence.spent)
+    for c in checks:
+        total = stats.spent_by(t, share)
+        increment = max(total - spent.get(c.name, 0.0), 0.0)
+        c.level = total if confirming else increment
+        c.failed = c.pvalue < c.level and c.gate
+        spent[c.name] = max(spent.get(c.name, 0.0), total)
+    budget_left = max(policy.alpha - sum(spent.get(n, 0.0) for n in names), 0.0)
+    budget_left = 0.0 if budget_left < policy.alpha * 1e-9 else budget_left
+    pvalues = {c.name: c.pvalue for c in checks}
+    evidence = replace(evidence, spent=tuple(sorted(spent.items())), boundaries=tuple(sorted(boundaries.items())),
+                       needed_requests=size.needed, detect=size.detect, budget_left=budget_left)
+
     needs_confirmation = False
+    failures = [c for c in checks if c.failed]
     if cross_pool and not failures:
-        needs_confirmation = _cost(policy, stable, canary, reference, failures, passes, open_questions)
-    needed, detect = size.needed, size.detect
+        cost_failures: list[str] = []
+        needs_confirmation = _cost(policy, stable, canary, _reference(policy, stable, evidence), cost_failures,
+                                   passes, open_questions)
+        if cost_failures:
+            return _verdict(Outcome.failed, cost_failures + [_line(c) for c in checks], size, evidence, budget_left,
+                            pvalues, decided_by=f"cost per 1,000 inferences (cost policy {policy.cost_policy})",
+                            t=t)
+    budget = (f"error budget left {budget_left:.2g} of alpha {policy.alpha:g} ({len(names)} checks, "
+              f"spending at {min(t, 1.0):.0%} of the {horizon} requests the rollout plans to judge)")
     if failures:
-        return Verdict(Outcome.failed, (*failures, *passes), pvalues=pvalues, needed_requests=needed, detect=detect)
+        worst = min(failures, key=lambda c: c.pvalue / max(c.level, 1e-300))
+        decided = (f"{worst.name} on {worst.requests} canary requests (p={worst.pvalue:.2g} < "
+                   f"{worst.level:.2g}{' (confirming)' if confirming else ''}); {budget}")
+        return _verdict(Outcome.failed, [f"decided by {decided}"] + [f"FAILED {_line(c)}" for c in failures] +
+                        [_line(c) for c in checks if not c.failed] + [budget], size, evidence, budget_left, pvalues,
+                        decided_by=decided, t=t)
     if open_questions or size.unknown:
         questions = (*open_questions, *((size.unknown,) if size.unknown else ()))
-        return Verdict(Outcome.inconclusive, (*(q + ": inconclusive" for q in questions), *passes),
-                       pvalues=pvalues, needed_requests=needed, detect=detect)
+        return _verdict(Outcome.inconclusive, [q + ": inconclusive" for q in questions] + [_line(c) for c in checks],
+                        size, evidence, budget_left, pvalues, decided_by="; ".join(questions), t=t)
     have = evidence.canary_requests
-    if have < size.needed:
-        more = size.needed - have
-        return Verdict(Outcome.inconclusive, (
-            f"waiting for {more} more canary requests to detect {size.detect} with {policy.power:.0%} power "
-            f"({have} of {size.needed} in this step" + "".join(f"; {n}" for n in size.notes) + ")",
-            *passes), pvalues=pvalues, waiting=True, needed_requests=needed, detect=detect)
-    return Verdict(Outcome.passed, (f"the step's {have} canary requests detect {size.detect} with "
-                                    f"{policy.power:.0%} power", *passes), needs_confirmation, pvalues,
-                   needed_requests=needed, detect=detect)
+    enough = have >= size.needed
+    if enough:
+        decided = (f"all {len(checks)} checks within their levels on {have} canary requests, enough to detect "
+                   f"{size.detect} with {policy.power:.0%} power; {budget}")
+    else:
+        decided = (f"no check failed on {have} canary requests; {size.needed - have} more needed to detect "
+                   f"{size.detect} with {policy.power:.0%} power ({have} of {size.needed}"
+                   + "".join(f"; {n}" for n in size.notes) + f"); {budget}")
+    odd = [c for c in checks if c.gate and c.pvalue < HOLD_LEVEL]
+    suspicious = "; ".join(f"{c.name} looks worse (p={c.pvalue:.2g} < {HOLD_LEVEL:g}, not yet beyond the budget's "
+                           f"{c.level:.2g})" for c in odd) or None
+    verdict = _verdict(Outcome.passed, [decided, *(_line(c) for c in checks), *passes], size, evidence, budget_left,
+                       pvalues, decided_by=decided, enough=enough, needs_confirmation=needs_confirmation, t=t)
+    return replace(verdict, suspicious=suspicious)
 
 
-def _step_canary(canary: VersionMetrics, ev: Evidence) -> VersionMetrics:
-    """The canary as the step measured it: its accumulated histogram (this interval's without one)."""
-    if ev.canary_buckets and canary.latency_buckets:
-        q = stats.histogram_quantile(0.95, ev.canary_buckets)
-        return replace(canary, latency_buckets=ev.canary_buckets, p95_ms=canary.p95_ms if q is None else q * 1000.0)
-    return canary
+def _projected(policy: Policy, canary: VersionMetrics, weight: int) -> int:
+    """Canary requests the steps after the current one bring, one interval each, at this look's rate."""
+    if weight <= 0:
+        return 0
+    later = [w for w in policy.steps if w > weight]
+    return int(canary.request_count * sum(later) / weight)
 
 
-def _step_reference(policy: Policy, ev: Evidence, reference: VersionMetrics) -> VersionMetrics:
-    """Stable's latency over the same step when it served in it, else over the revision so far."""
-    if not reference.latency_buckets:
-        return reference
-    _, _, same_period = stable_counts(policy, ev)
-    buckets = ev.stable_buckets if same_period else ev.reference_buckets
-    return replace(reference, latency_buckets=buckets) if buckets else reference
+def _verdict(outcome: Outcome, reasons: list[str], size: Guard, evidence: Evidence, budget_left: float,
+             pvalues: dict[str, float], *, decided_by: str, t: float, enough: bool = False,
+             needs_confirmation: bool = False) -> Verdict:
+    evidence = replace(evidence, decided_by=decided_by)
+    return Verdict(outcome, tuple(reasons), needs_confirmation, pvalues, waiting=outcome is Outcome.passed and not enough,
+                   needed_requests=size.needed, detect=size.detect, enough=enough, decided_by=decided_by,
+                   evidence=evidence, budget_left=budget_left)
 
 
-def _finite(values: tuple[float, ...]) -> list[float]:
-    return [float(v) for v in values if v is not None and not math.isnan(v) and not math.isinf(v)]
+def _line(c: _Check) -> str:
+    verdict = "fails" if c.failed else "within"
+    return f"{c.name}: {c.text}; p={c.pvalue:.2g}, level {c.level:.2g} at this look: {verdict}"
+
+
+def _error_checks(policy: Policy, ev: Evidence, cross_pool: bool, size: Guard, checks: list[_Check],
+                  open_questions: list[str]) -> None:
+    kc, nc = ev.canary_errors, ev.canary_requests
+    ks, ns = ev.reference_errors, ev.reference_requests
+    phi = size.phi_errors
+    c_rate = kc / nc if nc else 0.0
+    if ns <= 0:
+        open_questions.append("stable has served no requests in this revision: no error rate to compare with")
+    else:
+        s_rate = ks / ns
+        ratio = 1.0 + policy.error_rate_tolerance
+        p = stats.quasi_rate_pvalue(kc, nc, ks, ns, phi)
+        checks.append(_Check("errors vs stable", p, c_rate > s_rate * ratio,
+                             f"canary {c_rate:.3%} ({kc}/{nc}) vs stable {s_rate:.3%} ({ks}/{ns}), dispersion "
+                             f"{phi:.2g}, tolerance {ratio:.2f}x", nc))
+    slo = cross_pool and policy.slo_error_rate is not None
+    limit = policy.slo_error_rate if slo and policy.slo_error_rate is not None else policy.max_error_rate
+    name = "errors vs " + ("SLO" if slo else "limit")
+    p = stats.quasi_share_pvalue(kc, nc, limit, phi) if limit > 0 else (0.0 if kc > 0 else 1.0)
+    checks.append(_Check(name, p, c_rate > limit, f"canary {c_rate:.3%} ({kc}/{nc}) vs {limit:.3%}", nc))
+
+
+def _relative_latency(policy: Policy, ev: Evidence, q: float, size: Guard, boundaries: dict[str, float],
+                      checks: list[_Check], open_questions: list[str], passes: list[str],
+                      canary: VersionMetrics, reference: VersionMetrics | None) -> None:
+    name = f"{_qname(q)} vs stable"
+    if not ev.reference_buckets or not ev.canary_buckets:
+        _no_histogram(policy, name, canary, reference, q, None, passes, open_questions)
+        return
+    bound = boundaries.get(name)
+    if bound is None:
+        bound = choose_boundary(ev.reference_buckets, q, policy.detect_latency_increase)
+        if bound is None:
+            open_questions.append(f"{name}: stable's histogram has no bucket boundary near its {_qname(q)}")
+            return
+        boundaries[name] = bound
+    c = stats.share_above(ev.canary_buckets, bound)
+    s = stats.share_above(ev.reference_buckets, bound)
+    if c is None or s is None or c[1] <= 0 or s[1] <= 0:
+        open_questions.append(f"{name}: {bound * 1000:g} ms is no longer a bucket boundary of the metrics")
+        return
+    phi = stats.dispersion(latency_windows(ev, bound))[0]
+    c_share, s_share = c[0] / c[1], s[0] / s[1]
+    p = stats.quasi_rate_pvalue(c[0], c[1], s[0], s[1], phi)
+    gate = c_share > s_share * (1 + SLOW_GATE * policy.latency_tolerance)
+    checks.append(_Check(name, p, gate, f"canary {c_share:.2%} of {c[1]:.0f} requests slower than {bound * 1000:g} ms "
+                                        f"vs stable {s_share:.2%} of {s[1]:.0f} (exact at a bucket boundary), "
+                                        f"dispersion {phi:.2g}", int(c[1])))
+
+
+def _limit_latency(policy: Policy, ev: Evidence, name: str, threshold_ms: float | None, size: Guard,
+                   checks: list[_Check], open_questions: list[str], passes: list[str],
+                   canary: VersionMetrics) -> None:
+    if threshold_ms is None:
+        open_questions.append("a cross-pool canary needs a p95 latency SLO (slo.p95LatencyMs) to judge against")
+        return
+    if not ev.canary_buckets:
+        _no_histogram(policy, name, canary, None, 0.95, threshold_ms, passes, open_questions)
+        return
+    bounds = [le for le, _ in ev.canary_buckets]
+    bound = stats.boundary_at_or_above(bounds, threshold_ms / 1000.0)
+    if bound is None:
+        open_questions.append(f"{name}: the histogram has no bucket boundary at or above {threshold_ms:g} ms")
+        return
+    got = stats.share_above(ev.canary_buckets, bound)
+    if got is None or got[1] <= 0:
+        open_questions.append(f"{name}: no canary requests in the histogram")
+        return
+    slow, total = got
+    phi = stats.dispersion(latency_windows(ev, bound, stable=False))[0]
+    p = stats.quasi_share_pvalue(slow, total, TAIL_SHARE, phi)
+    share = slow / total
+    note = "" if math.isclose(bound * 1000.0, threshold_ms, rel_tol=1e-9) else (
+        f" (not a bucket boundary: counted at the next one, {bound * 1000:g} ms, which can only miss a breach; "
+        "add the threshold to the service's buckets)")
+    checks.append(_Check(name, p, share > TAIL_SHARE, f"canary {share:.2%} of {total:.0f} requests slower than "
+                                                      f"{threshold_ms:g} ms vs the {TAIL_SHARE:.0%} a p95 allows"
+                                                      f"{note}, dispersion {phi:.2g}", int(total)))
+
+
+def _no_histogram(policy: Policy, name: str, canary: VersionMetrics, reference: VersionMetrics | None, q: float,
+                  threshold_ms: float | None, passes: list[str], open_questions: list[str]) -> None:
+    """No latency histogram (a custom query without one): nothing to test latency with. A p95 figure
+    beyond the bound holds the rollout for a person (inconclusive); within it, the pass says latency
+    was not tested."""
+    figure = canary.p95_ms if q == 0.95 else None
+    if threshold_ms is None and reference is not None and reference.p95_ms and q == 0.95:
+        threshold_ms = reference.p95_ms * (1 + policy.latency_tolerance)
+    if figure is None or threshold_ms is None:
+        open_questions.append(f"{name}: no latency histogram to test with")
+    elif figure > threshold_ms:
+        open_questions.append(f"{name}: the canary's p95 figure {figure:.0f} ms is above {threshold_ms:.0f} ms, "
+                              "and without a latency histogram there is no test to decide it")
+    else:
+        passes.append(f"{name}: not tested (no latency histogram); the canary's p95 figure {figure:.0f} ms is "
+                      f"within {threshold_ms:.0f} ms")
 
 
 def _reference(policy: Policy, stable: VersionMetrics | None, evidence: Evidence) -> VersionMetrics | None:
-    """What the canary's latency and cost are compared with: stable now, else its last measurement."""
+    """What the canary's cost is compared with: stable now, else its last measurement."""
     if stable is not None and stable.has_data and stable.request_count >= max(policy.min_requests, 1):
         return stable
     if evidence.baseline:
         return VersionMetrics.from_dict(evidence.baseline)
     return None
-
-
-def _limits(policy: Policy, canary: VersionMetrics, cross_pool: bool, failures: list[str],
-            passes: list[str], open_questions: list[str]) -> None:
-    """The absolute checks: fixed limits within a pool, the SLO across pools."""
-    k, n = canary.error_count, canary.request_count
-    err = k / n
-    limit = policy.max_error_rate
-    if cross_pool and policy.slo_error_rate is not None:
-        limit = policy.slo_error_rate
-    word = "SLO" if cross_pool and policy.slo_error_rate is not None else "limit"
-    # a handful of errors on few requests is not evidence of a breach: above the limit AND significantly so
-    p = stats.tail_pvalue(k, n, limit) if limit > 0 else 0.0
-    if err > limit and p < policy.alpha:
-        failures.append(f"canary error rate {err:.2%} is above the {word} {limit:.2%} ({k} of {n} requests)")
-    elif err > limit:
-        open_questions.append(f"canary error rate {err:.2%} is above the {word} {limit:.2%} on too few requests to "
-                              f"tell ({k} of {n}, p={p:.2g})")
-    else:
-        passes.append(f"canary error rate {err:.2%} is within the {word} {limit:.2%}")
-    p95_limit = policy.max_p95_latency_ms
-    if p95_limit is not None and not cross_pool:
-        p95 = canary.p95_ms or 0.0
-        if p95 > p95_limit:
-            failures.append(f"canary p95 {p95:.0f} ms is above the limit {p95_limit:.0f} ms")
-        else:
-            passes.append(f"canary p95 {p95:.0f} ms is within the limit {p95_limit:.0f} ms")
-
-
-def _errors(policy: Policy, ev: Evidence, failures: list[str], passes: list[str], open_questions: list[str],
-            pvalues: dict[str, float], share: float = 1.0) -> None:
-    s_req, s_err, same_period = stable_counts(policy, ev)
-    if s_req <= 0:
-        open_questions.append("stable has served no requests since the canary started: no error rate to compare")
-        return
-    c_rate = ev.canary_errors / ev.canary_requests if ev.canary_requests else 0.0
-    s_rate = s_err / s_req
-    ratio = 1.0 + policy.error_rate_tolerance
-    p = stats.rate_ratio_pvalue(ev.canary_errors, ev.canary_requests, s_err, s_req)
-    pvalues["errors"] = p
-    # every step is looked at on its own counts: spend alpha over the planned steps (Bonferroni), or a
-    # rollout with many steps would roll back good canaries more often
-    alpha = policy.alpha / max(len(policy.steps), 1)
-    if share < 1.0:  # before the guard's sample: a failure needs stronger evidence (alpha spent as share^RHO)
-        alpha *= share ** EARLY_RHO
-    counts = (f"{ev.canary_errors}/{ev.canary_requests} canary vs {s_err}/{s_req} stable requests "
-              + (f"over this step's {ev.intervals} interval(s)" if same_period else "(stable: over the revision so far)"))
-    if p < alpha and c_rate > s_rate * ratio:
-        failures.append(f"canary error rate {c_rate:.3%} is significantly above stable {s_rate:.3%} "
-                        f"({counts}; p={p:.2g} < {alpha:.2g}, beyond {ratio:.2f}x)")
-    else:
-        passes.append(f"canary error rate {c_rate:.3%} vs stable {s_rate:.3%}: no significant increase "
-                      f"({counts}; p={p:.2g})")
-
-
-def _latency_tail(policy: Policy, reference: VersionMetrics, canary: VersionMetrics, failures: list[str],
-                  passes: list[str], open_questions: list[str], pvalues: dict[str, float]) -> None:
-    ref_p95 = reference.p95_ms
-    if reference.latency_buckets and canary.latency_buckets:  # read both sides through the same histogram lens
-        q = stats.histogram_quantile(0.95, reference.latency_buckets)
-        ref_p95 = None if q is None else q * 1000.0
-    if ref_p95 is None or not math.isfinite(ref_p95) or ref_p95 <= 0:
-        open_questions.append("stable p95 unknown: no latency to compare with")
-        return
-    bound_ms = ref_p95 * (1 + policy.latency_tolerance)
-    if not canary.latency_buckets:
-        # no histogram (a custom query): compare the p95 figures themselves
-        p95 = canary.p95_ms or 0.0
-        if p95 > bound_ms:
-            failures.append(f"canary p95 {p95:.0f} ms is above stable {ref_p95:.0f} ms + "
-                            f"{policy.latency_tolerance:.0%}")
-        else:
-            passes.append(f"canary p95 {p95:.0f} ms vs stable {ref_p95:.0f} ms: within {policy.latency_tolerance:.0%}")
-        return
-    slower, total = stats.fraction_above(canary.latency_buckets, bound_ms / 1000.0)
-    k, n = int(round(slower)), int(round(total))
-    p = stats.tail_pvalue(k, n, TAIL_SHARE)
-    pvalues["latency"] = p
-    share = k / n if n else 0.0
-    if p < policy.alpha:
-        failures.append(f"canary p95 {canary.p95_ms or 0:.0f} ms is significantly above stable {ref_p95:.0f} ms: "
-                        f"{share:.1%} of {n} canary requests are slower than {bound_ms:.0f} ms (stable p95 + "
-                        f"{policy.latency_tolerance:.0%}), more than the {TAIL_SHARE:.0%} a p95 allows (p={p:.2g})")
-    else:
-        passes.append(f"canary p95 {canary.p95_ms or 0:.0f} ms vs stable {ref_p95:.0f} ms: {share:.1%} of {n} "
-                      f"requests slower than {bound_ms:.0f} ms, no significant increase (p={p:.2g})")
-
-
-def _latency_mann_whitney(policy: Policy, reference: VersionMetrics, canary: VersionMetrics,
-                          failures: list[str], passes: list[str], pvalues: dict[str, float]) -> None:
-    s_lat, c_lat = _finite(reference.latency_samples), _finite(canary.latency_samples)
-    p = mann_whitney_worse(s_lat, c_lat)
-    pvalues["latency"] = p
-    s_med, c_med = median(s_lat), median(c_lat)
-    if p < policy.alpha and c_med > s_med * (1 + policy.latency_tolerance):
-        failures.append(f"canary latency {c_med:.0f} ms is significantly above stable {s_med:.0f} ms "
-                        f"(Mann-Whitney over {len(c_lat)}+{len(s_lat)} windows, p={p:.2g}, beyond "
-                        f"{policy.latency_tolerance:.0%})")
-    else:
-        passes.append(f"canary latency {c_med:.0f} ms vs stable {s_med:.0f} ms: no significant increase (p={p:.2g})")
 
 
 def mann_whitney_worse(stable: list[float], canary: list[float]) -> float:
@@ -318,19 +416,6 @@ def mann_whitney_worse(stable: list[float], canary: list[float]) -> float:
     result = mannwhitneyu(canary, stable, alternative="greater", method="asymptotic")
     p = float(result.pvalue)
     return 1.0 if math.isnan(p) else p
-
-
-def _slo_latency(policy: Policy, canary: VersionMetrics, failures: list[str], passes: list[str],
-                 open_questions: list[str]) -> None:
-    slo = policy.slo_p95_latency_ms or policy.max_p95_latency_ms
-    if slo is None:
-        failures.append("a cross-pool canary needs a p95 latency SLO (slo.p95LatencyMs) to judge against")
-        return
-    p95 = canary.p95_ms or 0.0
-    if p95 > slo:
-        failures.append(f"canary pool {canary.pool} p95 {p95:.0f} ms misses the SLO {slo:.0f} ms")
-    else:
-        passes.append(f"canary pool {canary.pool} p95 {p95:.0f} ms meets the SLO {slo:.0f} ms")
 
 
 def _cost(policy: Policy, stable: VersionMetrics | None, canary: VersionMetrics, reference: VersionMetrics | None,

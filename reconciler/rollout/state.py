@@ -31,19 +31,27 @@ class Phase(str, Enum):
         return self in (Phase.initializing, Phase.progressing, Phase.promoting)
 
 
+MAX_WINDOWS = 240  # analysis windows kept for the dispersion estimate (the totals keep counting beyond)
+
+
 @dataclass(frozen=True)
 class Evidence:
-    """What analysis has measured since the current step started, and what stable measured before.
+    """What analysis has measured over the whole rollout of a canary revision (issue 21).
 
-    The step's counts (``canary_*``, ``stable_*``, the latency histograms ``*_buckets``) accumulate
-    over the step's analyses, each of them one non-overlapping interval, and start again when the
-    weight changes: every step is judged on its own traffic, like with like (both tracks over the
-    same intervals), with the power the minimum-sample guard asks for. ``reference_*`` accumulate
-    stable's counts over the whole revision (the intervals before the canary got traffic included):
-    what a step in which stable serves nothing (100 %, a cross-pool move) is compared with.
-    ``baseline`` is the stable version's last measurement with enough traffic
-    (``VersionMetrics.as_dict()``). ``needed_requests`` / ``detect`` are the guard's last answer: the
-    canary requests the step needs and the effect they detect (for ``rollout status`` and the report).
+    Every analysed interval is one *window*: the canary's and stable's request and error counts and
+    latency bucket increases, as Prometheus' ``increase()`` reports them (so not always whole
+    numbers). Windows before the canary gets traffic are stable's alone (canary counts 0); windows in
+    the canary's warm-up are not analysed at all. The totals (``canary_*``, ``reference_*``) add up
+    every window since the revision started: a canary is judged on all its traffic, every look re-tests
+    the running totals, and the spending rule (``spent``) is what keeps those repeated looks within one
+    error budget. ``canary_buckets`` / ``reference_buckets`` are cumulative bucket counts with
+    ``bounds`` as upper bounds (+Inf last). ``step_requests`` counts the canary's requests at the
+    current weight. ``boundaries`` fixes, per latency check, the bucket boundary it counts slow
+    requests at (chosen at its first look). ``needed_requests`` / ``detect`` are the guard's last
+    answer: the canary requests the rollout needs and the effect they detect.
+
+    ``stable_requests`` / ``stable_errors`` / ``stable_buckets`` / ``intervals`` are kept with their
+    old meaning for readers of persisted state: stable over the analysed windows.
     """
 
     canary_requests: int = 0
@@ -59,21 +67,36 @@ class Evidence:
     reference_buckets: tuple[tuple[float, float], ...] = ()
     needed_requests: int | None = None
     detect: str | None = None
+    # issue 21
+    windows: tuple[tuple[float, ...], ...] = ()  # (canary req, canary err, stable req, stable err, *canary slow, *stable slow)
+    window_bounds: tuple[float, ...] = ()       # the bucket bounds the windows' slow counts are per (finite ones)
+    step_requests: int = 0
+    spent: tuple[tuple[str, float], ...] = ()   # alpha spent so far, per check
+    boundaries: tuple[tuple[str, float], ...] = ()  # the bucket boundary (s) each latency check counts at
+    budget_left: float | None = None            # the rollout's error budget not yet spent (of policy.alpha)
+    decided_by: str | None = None               # the test that decided the last judgement, in words
 
     def next_step(self) -> "Evidence":
-        """The evidence a new step starts with: the step's counts go, stable's revision counts stay."""
-        return Evidence(baseline=self.baseline, reference_requests=self.reference_requests,
-                        reference_errors=self.reference_errors, reference_buckets=self.reference_buckets)
+        """The evidence a new weight starts with: everything stays (the rollout is judged as a whole),
+        only the count of the step's own canary requests starts again."""
+        return replace(self, step_requests=0)
+
+    def spent_on(self, check: str) -> float:
+        return dict(self.spent).get(check, 0.0)
 
     @property
     def waiting_for(self) -> int:
-        """Canary requests the guard still waits for in this step (0: enough)."""
+        """Canary requests the guard still waits for (0: enough)."""
         return max((self.needed_requests or 0) - self.canary_requests, 0)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("canary_buckets", "stable_buckets", "reference_buckets"):  # JSON has no Infinity
             data[key] = [[None if math.isinf(le) else le, c] for le, c in getattr(self, key)]
+        data["windows"] = [list(w) for w in self.windows]
+        data["window_bounds"] = list(self.window_bounds)
+        data["spent"] = [list(x) for x in self.spent]
+        data["boundaries"] = [list(x) for x in self.boundaries]
         return data
 
     @classmethod
@@ -82,6 +105,10 @@ class Evidence:
         values = {k: v for k, v in (data or {}).items() if k in known}
         for key in ("canary_buckets", "stable_buckets", "reference_buckets"):
             values[key] = tuple((math.inf if le is None else float(le), float(c)) for le, c in values.get(key) or ())
+        values["windows"] = tuple(tuple(float(x) for x in w) for w in values.get("windows") or ())
+        values["window_bounds"] = tuple(float(x) for x in values.get("window_bounds") or ())
+        values["spent"] = tuple((str(k), float(v)) for k, v in values.get("spent") or ())
+        values["boundaries"] = tuple((str(k), float(v)) for k, v in values.get("boundaries") or ())
         return cls(**values)
 
 
@@ -127,6 +154,11 @@ class Policy:
     mirror_percent: int | None = None         # shadow this % of stable's requests to the canary
     confirm_url: str | None = None            # Flagger-style confirm-promotion webhook
     route_domain: str | None = None           # the model's route hostname is <model>.<ns>.<route_domain>
+    # issue 21: warm-up, tail quantiles, measurement errors
+    warmup_seconds: int = 0                   # after each weight increase, this long is not judged (initialDelay)
+    quantiles: tuple[float, ...] = (0.95,)    # latency quantiles compared with stable (0.99: the tail too)
+    measurement_error_limit: int = 3          # consecutive analyses without metrics before on_measurement_error
+    on_measurement_error: Literal["pause", "rollback"] = "pause"
 
     @classmethod
     def from_spec(cls, canary: Any, slo: Any = None) -> "Policy":
@@ -134,7 +166,11 @@ class Policy:
         optional = {key: getattr(canary, key) for key in (
             "min_requests", "inconclusive_limit", "on_inconclusive", "cost_policy", "error_rate_tolerance",
             "latency_tolerance", "detect_error_increase", "detect_latency_increase", "power", "mirror_percent",
-            "confirm_url", "route_domain") if getattr(canary, key, None) is not None}
+            "confirm_url", "route_domain", "warmup_seconds", "measurement_error_limit", "on_measurement_error")
+            if getattr(canary, key, None) is not None}
+        quantiles = getattr(canary, "quantiles", None)
+        if quantiles:
+            optional["quantiles"] = tuple(sorted(float(q) for q in quantiles))
         header = getattr(canary, "ab_header", None)
         if header:
             optional["ab_header"] = (header.name, header.value)
@@ -171,6 +207,7 @@ class Policy:
         data["steps"] = list(self.steps)
         data["pauses"] = [asdict(p) for p in self.pauses]
         data["ab_header"] = list(self.ab_header) if self.ab_header else None
+        data["quantiles"] = list(self.quantiles)
         return data
 
     @classmethod
@@ -179,6 +216,8 @@ class Policy:
         data["steps"] = tuple(data.get("steps", cls.steps))
         data["pauses"] = tuple(Pause(**p) for p in data.get("pauses") or ())
         data["ab_header"] = tuple(data["ab_header"]) if data.get("ab_header") else None
+        if data.get("quantiles"):
+            data["quantiles"] = tuple(float(q) for q in data["quantiles"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -229,6 +268,7 @@ class RolloutState:
     achieved_weight: float | None = None   # what the router really achieved (replica ratios are coarse)
     failed_checks: int = 0
     inconclusive_checks: int = 0           # consecutive inconclusive analyses
+    measurement_errors: int = 0            # consecutive analyses Prometheus could not answer (issue 21)
     evidence: Evidence = field(default_factory=Evidence)
     pause_reason: str | None = None        # why the rollout is paused (a person, a pause step, a gate)
     pause_until: float | None = None       # a timed pause step resumes by itself at this time

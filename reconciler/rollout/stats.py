@@ -34,7 +34,8 @@ from statistics import NormalDist
 Buckets = Sequence[tuple[float, float]]  # (upper bound in seconds, cumulative count), +Inf last
 
 _NORMAL = NormalDist()
-CAPPED_MARGIN = 0.02     # power unreachable (stable's counts are fixed): ask for the cap minus this
+CAPPED_MARGIN = 0.02     # kept for importers
+CAPPED_SHARE = 0.9       # power unreachable (stable's counts are fixed): ask for this share of the cap
 MAX_REQUESTS = 10 ** 12  # the search bound of the sample-size solvers
 
 
@@ -89,7 +90,7 @@ def requests_for_rate_power(base_rate: float, ratio: float, alpha: float, power:
     if stable_per_canary <= 0:  # stable's counts are fixed: the power tends to a cap
         cap = power_at(MAX_REQUESTS)
         if cap < power:
-            target, capped = cap - CAPPED_MARGIN, True
+            target, capped = cap * CAPPED_SHARE, True
             if target <= 0.0:
                 return None
     high = 1
@@ -230,3 +231,155 @@ def fraction_above(buckets: Buckets, threshold: float) -> tuple[float, float]:
             return max(total - below, 0.0), total
         lower_bound, lower_count = le, count
     return 0.0, total
+
+
+# --------------------------------------------------------------------------- issue 21: counts as Prometheus keeps them
+#
+# Every check is a one-sided test on counts accumulated over the whole rollout, with the variance
+# taken from the data (quasi-binomial: a dispersion phi estimated across analysis windows, so bursts
+# of correlated errors widen the test instead of failing it), and the alpha of the whole rollout
+# spent over its looks (Lan-DeMets, O'Brien-Fleming shape). See judge.py for how they are combined.
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (continued fraction, modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if a <= 0.0:
+        return 1.0
+    if b <= 0.0:
+        return 0.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x > (a + 1.0) / (a + b + 2.0):  # the continued fraction converges fast on this side only
+        return 1.0 - betainc(b, a, 1.0 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
+                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return min(1.0, max(0.0, math.exp(log_front) * h / a))
+
+
+def binom_sf_real(k: float, n: float, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), continued to real k and n (I_p(k, n - k + 1)): the exact
+    binomial tail at whole numbers, and the quasi-binomial tail when counts are divided by phi."""
+    if k <= 0.0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    return betainc(k, n - k + 1.0, p)
+
+
+def quasi_rate_pvalue(canary_events: float, canary_requests: float, stable_events: float, stable_requests: float,
+                      phi: float = 1.0) -> float:
+    """One-sided p-value of "the canary's rate of events (errors, requests slower than a bound) is above
+    stable's": the conditional binomial test of two Poisson rates on counts divided by the dispersion."""
+    if canary_requests <= 0 or stable_requests <= 0 or canary_events <= 0:
+        return 1.0
+    phi = max(phi, 1.0)
+    pi0 = canary_requests / (canary_requests + stable_requests)
+    return binom_sf_real(canary_events / phi, (canary_events + stable_events) / phi, pi0)
+
+
+def quasi_share_pvalue(events: float, requests: float, share: float, phi: float = 1.0) -> float:
+    """One-sided p-value of "more than ``share`` of the requests are events" (quasi-binomial)."""
+    if requests <= 0 or events <= 0 or share <= 0:
+        return 1.0 if events <= 0 or requests <= 0 else 0.0
+    phi = max(phi, 1.0)
+    return binom_sf_real(events / phi, requests / phi, share)
+
+
+def chi2_quantile(df: float, q: float) -> float:
+    """The chi-square quantile (Wilson-Hilferty), accurate to a few per cent from df = 1."""
+    if df <= 0:
+        return 0.0
+    z = _NORMAL.inv_cdf(min(max(q, 1e-12), 1 - 1e-12))
+    c = 2.0 / (9.0 * df)
+    return max(df * (1.0 - c + z * math.sqrt(c)) ** 3, 1e-9)
+
+
+DISPERSION_QUANTILE = 0.5  # phi is X^2 over the chi-square's median: about unbiased, a little wide with few windows
+
+
+def dispersion(groups: Sequence[Sequence[tuple[float, float]]]) -> tuple[float, int]:
+    """(phi, degrees of freedom): the quasi-binomial dispersion of event counts across windows.
+
+    ``groups`` are series with one rate each (the canary's windows, stable's windows): each window is
+    (requests, events). Pearson's X^2 of every window against its group's pooled rate, over its
+    degrees of freedom' chi-square median (about X^2 / df). Never below 1 (a binomial is the least variance counts can have). With no degrees of
+    freedom: 1, and the spending rule keeps such early looks strict."""
+    x2, terms, used = 0.0, 0, 0
+    for windows in groups:
+        rows = [(n, k) for n, k in windows if n >= 1.0]
+        total_n = sum(n for n, _ in rows)
+        total_k = sum(k for _, k in rows)
+        if len(rows) < 2 or total_n <= 0 or total_k <= 0:
+            continue
+        rate = total_k / total_n
+        if rate >= 1.0:
+            continue
+        used += 1
+        for n, k in rows:
+            expected = n * rate
+            x2 += (k - expected) ** 2 / (expected * (1.0 - rate))
+            terms += 1
+    df = terms - used
+    if df <= 0:
+        return 1.0, 0
+    return max(1.0, x2 / chi2_quantile(df, DISPERSION_QUANTILE)), df
+
+
+LINEAR_SHARE = 0.3  # of a check's alpha spent in proportion to information (the rest O'Brien-Fleming)
+
+
+def spent_by(t: float, alpha: float) -> float:
+    """The spending function the judge uses: ``LINEAR_SHARE`` of ``alpha`` spent linearly in the information
+    time (a Pocock-like part, so a gross regression fails at the first looks) and the rest with the
+    O'Brien-Fleming shape (so most of the budget waits for the full sample). Monotone, ``alpha`` at t = 1."""
+    t = min(max(t, 0.0), 1.0)
+    return LINEAR_SHARE * alpha * t + obrien_fleming_spent(t, (1.0 - LINEAR_SHARE) * alpha)
+
+
+def obrien_fleming_spent(t: float, alpha: float) -> float:
+    """Alpha spent by information time ``t`` (Lan-DeMets, O'Brien-Fleming shape, one-sided): about
+    nothing at the first looks, all of ``alpha`` at ``t = 1``."""
+    if t <= 0.0:
+        return 0.0
+    t = min(t, 1.0)
+    return min(alpha, 2.0 * (1.0 - _NORMAL.cdf(z_upper(alpha / 2.0) / math.sqrt(t))))
+
+
+def share_above(buckets: Buckets, bound: float) -> tuple[float, float] | None:
+    """(requests slower than ``bound`` seconds, all requests) when ``bound`` is a bucket boundary
+    (exact: no interpolation), else None."""
+    rows = _clean(buckets)
+    if not rows or not math.isinf(rows[-1][0]):
+        return None
+    total = rows[-1][1]
+    for le, count in rows:
+        if math.isclose(le, bound, rel_tol=1e-9, abs_tol=1e-12):
+            return max(total - count, 0.0), total
+    return None
+
+
+def boundary_at_or_above(bounds: Sequence[float], value: float) -> float | None:
+    """The smallest finite bucket boundary >= ``value`` (seconds)."""
+    finite = sorted(b for b in bounds if math.isfinite(b))
+    for b in finite:
+        if b >= value * (1 - 1e-9):
+            return b
+    return None
