@@ -24,7 +24,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from reconciler.catalog.pools import AcceleratorKind, Pool
+from reconciler.catalog.kinds import AcceleratorKind
+from reconciler.catalog.pools import Pool
 
 from . import common
 from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NeuronSDK, neuron_sdk
@@ -77,7 +78,7 @@ def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None) -> Ne
 
 
 def requires_neuron(pool: Pool | None) -> bool:
-    return pool is not None and pool.kind is AcceleratorKind.inferentia
+    return pool is not None and pool.kind == AcceleratorKind.inferentia
 
 
 def pool_placement(pool: Pool) -> dict:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import git
 import pytest
 
-from reconciler.catalog.accelerators import (COMPILE_RECIPES, NEURON_PIP_INDEX, AcceleratorKind, compile_problem,
-                                             kind_overlay, merge_bentofile, neuron_sdk, recipe_for)
+from reconciler.catalog.accelerators import (COMPILE_RECIPES, NEURON_PIP_INDEX, compile_problem, merge_bentofile,
+                                             neuron_sdk, recipe_for)
+from reconciler.catalog.kinds import AcceleratorKind, kind_overlay
 from reconciler.catalog.load import load_catalog
 from reconciler.plan.desired import plan_revisions
 from tests.conftest import commit_all

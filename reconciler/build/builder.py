@@ -38,7 +38,7 @@ from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
 from reconciler.catalog.images import image_tag, pinned
-from reconciler.catalog.pools import AcceleratorKind
+from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.build.bento import staged_files
 from reconciler.catalog.image_lock import ImageStore, images_file, tagged_image
 
@@ -376,14 +376,15 @@ def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None
     cpu kind, the build machine's `base_image` (BuildOptions.base_image / $RECONCILER_BENTO_BASE_IMAGE) as
     `docker.base_image` over all of them. The base is not part of the content hash: a Bento store or registry
     that holds images built on another base keeps them under the same tag (use one store per base)."""
-    from reconciler.catalog.accelerators import kind_overlay, merge_bentofile, neuron_sdk
+    from reconciler.catalog.accelerators import merge_bentofile, neuron_sdk
+    from reconciler.catalog.kinds import kind_overlay
 
     own = getattr(spec.images, kind.value, None)
     sdk = neuron_sdk(own.neuron_sdk) if own is not None and own.neuron_sdk else None
     overlay = kind_overlay(kind, sdk=sdk)
     if own is not None and own.bentofile:
         overlay = {**merge_bentofile(overlay, own.bentofile), "files": overlay.get("files", {})}
-    if base_image and kind is AcceleratorKind.cpu:
+    if base_image and kind == AcceleratorKind.cpu:
         overlay = {**merge_bentofile(overlay, {"docker": {"base_image": base_image}}), "files": overlay.get("files", {})}
     return overlay
 

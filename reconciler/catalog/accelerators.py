@@ -8,7 +8,8 @@ plan time, that every model placed on an Inferentia pool has a compile recipe th
   torch-neuronx / neuronx-cc pins are all derived (so the compile image and the serving image can
   never be on different SDKs, and the compile cache key names the release once).
 - `CompileRecipe`: a conversion (code in pipelines/) declaring the model architectures it compiles.
-- `kind_overlay(kind, ...)`: the bentofile overlay of a pool kind (cpu: none; gpu: CUDA; inferentia:
+- `cpu_overlay` / `cuda_overlay` / `neuron_overlay`: the bentofile overlays of the pool kinds (the kinds'
+  profiles in reconciler.catalog.kinds name them; `kinds.kind_overlay(kind)` picks one) (cpu: none; gpu: CUDA; inferentia:
   the Neuron package index, torch-neuronx, the Neuron runtime and the compiled artifact's path).
 """
 
@@ -19,7 +20,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.catalog.pools import AcceleratorKind
 from reconciler.source import guard
 
 COMPILED_FILE = "model.neuron.pt"  # the compiled TorchScript module, in the bento's src/ (next to service.py)
@@ -125,42 +125,42 @@ class CompileRecipe:
     """
 
     name: str
-    target: AcceleratorKind
+    target: str  # the accelerator kind (reconciler.catalog.kinds)
     architectures: frozenset[str]
     code: str
     description: str = ""
 
 
 COMPILE_RECIPES: tuple[CompileRecipe, ...] = (
-    CompileRecipe("torch-neuronx-dense", AcceleratorKind.inferentia,
+    CompileRecipe("torch-neuronx-dense", "inferentia",
                   frozenset({"sklearn-mlp", "sklearn-scaler-mlp"}), "pipelines/neuron.py",
                   "a (StandardScaler ->) MLPClassifier rewritten as torch Linear layers and traced with "
                   "torch_neuronx.trace"),
 )
-NEEDS_COMPILE = frozenset({AcceleratorKind.inferentia})
+NEEDS_COMPILE = frozenset({"inferentia"})  # the kinds whose profile says compile_needed (tests/test_kinds.py)
 
 
-def recipe_for(architecture: str | None, kind: AcceleratorKind,
+def recipe_for(architecture: str | None, kind: str,
                recipes: tuple[CompileRecipe, ...] = COMPILE_RECIPES) -> CompileRecipe | None:
     """The compile recipe that accepts `architecture` for `kind`, or None."""
     if architecture is None:
         return None
-    return next((r for r in recipes if r.target is kind and architecture in r.architectures), None)
+    return next((r for r in recipes if r.target == kind and architecture in r.architectures), None)
 
 
-def compile_problem(model: str, architecture: str | None, kind: AcceleratorKind, where: str,
+def compile_problem(model: str, architecture: str | None, kind: str, where: str,
                     recipes: tuple[CompileRecipe, ...] = COMPILE_RECIPES) -> tuple[str, str] | None:
     """(message, fix) when a model placed on a `kind` pool has no eligible compile recipe, else None. Pure."""
     if kind not in NEEDS_COMPILE or recipe_for(architecture, kind, recipes) is not None:
         return None
-    accepted = sorted(a for r in recipes if r.target is kind for a in r.architectures)
+    accepted = sorted(a for r in recipes if r.target == kind for a in r.architectures)
     if architecture is None:
-        return (f"{model} targets an {kind.value} pool {where}, but model.yaml does not declare its architecture, "
+        return (f"{model} targets an {kind} pool {where}, but model.yaml does not declare its architecture, "
                 f"so no compile recipe can be chosen",
-                f"add `architecture:` to model.yaml (compilable for {kind.value}: {', '.join(accepted)}), "
+                f"add `architecture:` to model.yaml (compilable for {kind}: {', '.join(accepted)}), "
                 "or serve it from a cpu or gpu pool")
-    return (f"{model} targets an {kind.value} pool {where}, but no compile recipe compiles a {architecture!r} "
-            f"for {kind.value} (the recipes accept: {', '.join(accepted)})",
+    return (f"{model} targets an {kind} pool {where}, but no compile recipe compiles a {architecture!r} "
+            f"for {kind} (the recipes accept: {', '.join(accepted)})",
             f"serve {model} from a cpu or gpu pool there (accelerator: in model.yaml), or add a CompileRecipe "
             f"for {architecture!r} to reconciler/catalog/accelerators.py with its conversion in pipelines/")
 
@@ -194,20 +194,19 @@ def neuron_setup_script(sdk: NeuronSDK) -> str:
     ])
 
 
-def kind_overlay(kind: AcceleratorKind, *, sdk: NeuronSDK | None = None) -> dict:
-    """The bentofile overlay of a pool kind: merged over the model's bentofile by `merge_bentofile`.
+def cpu_overlay(sdk: NeuronSDK | None = None) -> dict:
+    return {"envs": [{"name": KIND_ENV, "value": "cpu"}]}
 
-    Files the overlay needs (the Neuron setup script) are returned under the key `files`
-    (context-relative path -> content) for the stager to write; `files` is not a bentofile field.
-    """
-    envs = [{"name": KIND_ENV, "value": kind.value}]
-    if kind is AcceleratorKind.cpu:
-        return {"envs": envs}
-    if kind is AcceleratorKind.gpu:
-        return {"envs": envs, "docker": {"cuda_version": CUDA_VERSION}}
+
+def cuda_overlay(sdk: NeuronSDK | None = None) -> dict:
+    return {"envs": [{"name": KIND_ENV, "value": "gpu"}], "docker": {"cuda_version": CUDA_VERSION}}
+
+
+def neuron_overlay(sdk: NeuronSDK | None = None) -> dict:
     sdk = sdk or neuron_sdk()
     return {
-        "envs": [*envs, {"name": ARTIFACT_ENV, "value": f"/home/bentoml/bento/src/{COMPILED_FILE}"},
+        "envs": [{"name": KIND_ENV, "value": "inferentia"},
+                 {"name": ARTIFACT_ENV, "value": f"/home/bentoml/bento/src/{COMPILED_FILE}"},
                  {"name": "NEURON_SDK_VERSION", "value": sdk.version}],
         "python": {"extra_index_url": [NEURON_PIP_INDEX], "packages": sdk.python_packages},
         "docker": {"setup_script": NEURON_SETUP_SCRIPT, "python_version": sdk.python_version},

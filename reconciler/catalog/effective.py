@@ -34,19 +34,14 @@ class KindServing(Strict):
     metric: Literal["cpu", "concurrency", "rps"]
 
 
-# Accelerators get minutes: loading weights onto a GPU or a NeuronCore (and a Neuron runtime's first model
-# load) takes far longer than unpickling on a CPU, and their CPU stays low while requests queue.
-SERVING_BY_KIND: dict[AcceleratorKind, KindServing] = {
-    AcceleratorKind.cpu: KindServing(startup_seconds=120, metric="cpu"),
-    AcceleratorKind.gpu: KindServing(startup_seconds=600, metric="concurrency"),
-    AcceleratorKind.inferentia: KindServing(startup_seconds=600, metric="concurrency"),
-}
 TARGET_UTILISATION = 0.7  # in-flight target = 70 % of the declared concurrency (Knative's default utilisation)
 DEFAULT_IDLE = "15m"
 
 
 def kind_serving(kind: AcceleratorKind) -> KindServing:
-    return SERVING_BY_KIND[kind]
+    """The kind's serving defaults, from its profile (reconciler.catalog.kinds)."""
+    profile = AcceleratorKind(kind).profile
+    return KindServing(startup_seconds=profile.startup_seconds, metric=profile.autoscaling_metric)
 
 
 def startup_seconds(serving: EffectiveServing, kind: AcceleratorKind) -> int:

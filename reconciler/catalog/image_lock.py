@@ -15,8 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from reconciler.catalog.images import TAG_SUFFIX, image_key, image_ref, pinned
-from reconciler.catalog.pools import AcceleratorKind
+from reconciler.catalog.images import image_key, image_ref, pinned
+from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import SpecError
 from reconciler.source.hashing import ModelHash
 
@@ -153,8 +153,8 @@ def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageSt
     for name, model_hash in hashes.items():
         tagged = tagged_image(env_spec.registry, name, model_hash)
         images[name] = pinned(tagged, store.get(tagged))
-        for kind in TAG_SUFFIX:  # the CUDA and Neuron images of gpu and inferentia pools
-            if kind is not AcceleratorKind.cpu:
+        for kind in AcceleratorKind:  # the CUDA and Neuron images of gpu and inferentia pools
+            if kind != AcceleratorKind.cpu:
                 variant = tagged_image(env_spec.registry, name, model_hash, kind)
                 images[image_key(name, kind)] = pinned(variant, store.get(variant))
     return images
@@ -188,7 +188,7 @@ def model_versions(catalog, hashes: dict[str, ModelHash], env=None, *,
         md5s = weights_md5(model_hash, entry.path.relative_to(catalog.root).as_posix())
         base = {L.MODEL_HASH: model_hash.digest, L.WEIGHTS_MD5: weights_md5_value(md5s) or "none"}
         versions[name] = {}
-        for kind in TAG_SUFFIX:
+        for kind in AcceleratorKind:
             commit = store.commit(tagged_image(env_spec.registry, name, model_hash, kind)) \
                 if env_spec is not None and store is not None else None
             versions[name][kind.value] = {**base, L.GIT_COMMIT: commit} if commit else dict(base)

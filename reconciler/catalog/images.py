@@ -17,13 +17,8 @@ from __future__ import annotations
 
 import re
 
-from reconciler.catalog.pools import AcceleratorKind
+from reconciler.catalog.kinds import AcceleratorKind
 
-TAG_SUFFIX: dict[AcceleratorKind, str] = {
-    AcceleratorKind.cpu: "",
-    AcceleratorKind.gpu: "-cuda",
-    AcceleratorKind.inferentia: "-neuron",
-}
 SHORT = 12
 
 
@@ -43,11 +38,7 @@ def _kind(kind: AcceleratorKind | str | None) -> AcceleratorKind:
         return AcceleratorKind.cpu
     if isinstance(kind, AcceleratorKind):
         return kind
-    try:
-        return AcceleratorKind(kind)
-    except ValueError:
-        raise ValueError(f"unknown accelerator kind {kind!r}: use one of "
-                         f"{', '.join(k.value for k in AcceleratorKind)}") from None
+    return AcceleratorKind(kind)  # ValueError naming the registered kinds
 
 
 def image_repository(registry: str, model: str) -> str:
@@ -57,7 +48,7 @@ def image_repository(registry: str, model: str) -> str:
 
 def image_tag(model_hash: object, kind: AcceleratorKind | str | None = None) -> str:
     """The tag of the model's image for a pool kind: '<hash12>', '<hash12>-cuda' or '<hash12>-neuron'."""
-    return short_hash(model_hash) + TAG_SUFFIX[_kind(kind)]
+    return short_hash(model_hash) + _kind(kind).profile.tag_suffix
 
 
 def image_ref(registry: str, model: str, model_hash: object, kind: AcceleratorKind | str | None = None) -> str:
@@ -73,4 +64,4 @@ def pinned(tagged: str, digest: str | None) -> str:
 def image_key(model: str, kind: AcceleratorKind | str | None = None) -> str:
     """The key of a model's image in render's image map: '<model>' for cpu, '<model>/<kind>' otherwise."""
     k = _kind(kind)
-    return model if k is AcceleratorKind.cpu else f"{model}/{k.value}"
+    return model if k == AcceleratorKind.cpu else f"{model}/{k.value}"

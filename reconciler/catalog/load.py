@@ -13,7 +13,8 @@ from pathlib import Path
 
 from reconciler.errors import SpecError, SpecProblem, UnsafePathError
 from reconciler.catalog.files import load, read_yaml
-from reconciler.catalog.pools import AcceleratorKind, Pool, PoolsFile
+from reconciler.catalog.kinds import AcceleratorKind
+from reconciler.catalog.pools import Pool, PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.labels import MODEL as MODEL_LABEL
 from reconciler.source import guard

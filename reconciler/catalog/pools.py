@@ -3,18 +3,12 @@ capacity type and price of each pool."""
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from reconciler.catalog.fields import Strict, _dns_label, _quantity
-
-
-class AcceleratorKind(str, Enum):
-    cpu = "cpu"
-    gpu = "gpu"
-    inferentia = "inferentia"
+from reconciler.catalog.kinds import KINDS, AcceleratorKind
 
 
 class Taint(Strict):
@@ -26,7 +20,8 @@ class Taint(Strict):
 class Device(Strict):
     """The extended resource a pool's pods request, e.g. nvidia.com/gpu or aws.amazon.com/neuron."""
 
-    resource: Literal["nvidia.com/gpu", "aws.amazon.com/neuron", "aws.amazon.com/neuroncore"]
+    resource: str = Field(..., pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                          description="an extended resource its kind's profile names (reconciler.catalog.kinds)")
     count: int = Field(1, ge=1)
 
 
@@ -66,17 +61,16 @@ class Pool(Strict):
 
     @model_validator(mode="after")
     def _kind_matches_device(self) -> "Pool":
-        if self.kind is AcceleratorKind.cpu and self.device is not None:
-            raise ValueError("a cpu pool must not declare a device; use kind: gpu or kind: inferentia")
-        if self.kind is AcceleratorKind.gpu and (self.device is None or self.device.resource != "nvidia.com/gpu"):
-            raise ValueError("a gpu pool needs device: {resource: nvidia.com/gpu}")
-        if self.kind is AcceleratorKind.inferentia:
-            if self.device is None or not self.device.resource.startswith("aws.amazon.com/neuron"):
-                raise ValueError("an inferentia pool needs device: {resource: aws.amazon.com/neuron} "
-                                 "(or aws.amazon.com/neuroncore)")
-            if self.hugepages_2mi is None:
-                raise ValueError("an inferentia pool needs hugepages2Mi (e.g. 256Mi): the Neuron runtime "
-                                 "allocates its DMA buffers from 2Mi hugepages")
+        kind = self.kind.profile
+        if not kind.device_resources and self.device is not None:
+            with_device = [k.name for k in KINDS.values() if k.device_resources]
+            raise ValueError(f"a {kind.name} pool must not declare a device; use kind: {' or kind: '.join(with_device)}")
+        if kind.device_resources and (self.device is None or self.device.resource not in kind.device_resources):
+            raise ValueError(f"a {kind.name} pool needs device: {{resource: {kind.device_resources[0]}}}"
+                             + (f" (or {', '.join(kind.device_resources[1:])})" if kind.device_resources[1:] else ""))
+        if kind.hugepages and self.hugepages_2mi is None:
+            raise ValueError(f"a {kind.name} pool needs hugepages2Mi (e.g. 256Mi): the Neuron runtime "
+                             "allocates its DMA buffers from 2Mi hugepages")
         if self.hugepages_2mi is not None:
             _quantity(self.hugepages_2mi)
         if self.capacity_type == "spot" and self.spot_price is None:
@@ -121,9 +115,8 @@ class Pool(Strict):
         """Accelerator pools default to maxSurge 0: a spare GPU or inf2 node is expensive."""
         if self.rollout is not None:
             return self.rollout
-        if self.kind is AcceleratorKind.cpu:
-            return RolloutStrategy(maxSurge="25%", maxUnavailable=0)
-        return RolloutStrategy(maxSurge=0, maxUnavailable=1)
+        surge = self.kind.profile.surge
+        return RolloutStrategy(maxSurge=surge, maxUnavailable=0 if surge else 1)
 
 
 class PoolsFile(Strict):
@@ -146,7 +139,7 @@ class PoolsFile(Strict):
                 raise ValueError(f"{where} is not a declared pool (declared: {', '.join(sorted(self.pools))})")
             if other.spot:
                 raise ValueError(f"{where} is a spot pool too: the fallback must be on-demand capacity")
-            if other.kind is not pool.kind or other.device != pool.device:
+            if other.kind != pool.kind or other.device != pool.device:
                 raise ValueError(f"{where} is a {other.kind.value} pool with another device: a fallback must "
                                  "offer the same accelerator, so the same image and resources run there")
         return self
