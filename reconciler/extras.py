@@ -24,6 +24,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 _EXTRA_OF = {module: extra for extra, modules in EXTRAS.items() for module in modules}
 
+# the heavy optional libraries: imported only inside the function that needs them, never at module level
+# (ruff TID253 with pyproject.toml's banned-module-level-imports, which must name the same: tests/test_layout.py)
+HEAVY = ("bentoml", "dvc", "hera", "kubernetes", "matplotlib", "scipy", "torch")
+
 
 class MissingExtraError(ReconcilerError):
     """A command needs a library that only an extra installs."""

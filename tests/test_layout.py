@@ -60,3 +60,33 @@ def test_no_module_is_over_the_size_limit_without_saying_why():
         if text.count("\n") > 400 and "over 400 lines" not in text[:3000].lower():
             too_big.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
     assert not too_big, "split these modules by verb, or say in the docstring why not: " + ", ".join(too_big)
+
+
+def _ruff_on(path: str, source: str) -> subprocess.CompletedProcess[str]:
+    ruff = Path(sys.executable).parent / "ruff"
+    return subprocess.run([str(ruff), "check", "--no-cache", "--stdin-filename", path, "-"], input=source,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_the_heavy_libraries_are_named_once_and_imported_only_where_needed():
+    import tomllib
+
+    from reconciler.extras import HEAVY
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    assert tuple(config["flake8-tidy-imports"]["banned-module-level-imports"]) == HEAVY
+    assert {"PLC0415", "TID253"} <= set(config["select"])
+    heavy_at_top = _ruff_on("reconciler/sync/planted.py", '"""x."""\nimport kubernetes\n')
+    assert heavy_at_top.returncode == 1 and "TID253" in heavy_at_top.stdout
+    hidden = _ruff_on("reconciler/cli/planted.py", '"""x."""\n\n\ndef f():\n    import json\n    return json\n')
+    assert hidden.returncode == 1 and "PLC0415" in hidden.stdout
+    lazy_heavy = _ruff_on("reconciler/cli/planted.py", '"""x."""\n\n\ndef f():\n    import bentoml\n    return bentoml\n')
+    assert lazy_heavy.returncode == 0, lazy_heavy.stdout
+
+
+def test_every_module_is_listed_in_the_architecture_document():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    modules = sorted(p.relative_to(ROOT / "reconciler").as_posix() for p in (ROOT / "reconciler").rglob("*.py")
+                     if p.relative_to(ROOT / "reconciler").as_posix() != "__init__.py")
+    missing = [m for m in modules if f"| `{m}` |" not in doc]
+    assert not missing, "add a row to the module table of docs/architecture.md for: " + ", ".join(missing)
