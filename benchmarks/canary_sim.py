@@ -9,7 +9,7 @@ What is simulated, per track (stable / canary) and per 15 s scrape (the scrape p
 - latency: log-normal per request (sigma 0.35, median set from the p95), optionally with a slow tail
   (a share of requests ``tail_factor`` x slower: a p99-only regression), counted into the service's
   buckets: BentoML's defaults (0.005 ... 180 s) or the template's layout (defaults + finer bounds +
-  the policy's thresholds, reconciler.rollout.buckets.duration_buckets);
+  the policy's thresholds, reconciler.catalog.buckets.duration_buckets);
 - cold starts: a new canary pod serves 10x slower for its first ``cold_start`` seconds (at the start
   and when a weight increase adds pods: the Gateway API router runs ceil(4 x weight) canary pods);
 - counter resets: pods restart (about once per 20 minutes per track): the counter drops to the
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import lognorm
 
-from reconciler.rollout.buckets import BENTOML_DEFAULT, duration_buckets, thresholds_ms
+from reconciler.catalog.buckets import BENTOML_DEFAULT, duration_buckets, thresholds_ms
 from reconciler.rollout.controller import achieved_weight as router_weight, canary_replicas
 from reconciler.rollout.machine import Observations, Promote, Rollback, history_layout, step
 from reconciler.rollout.metrics import VersionMetrics

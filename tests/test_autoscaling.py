@@ -197,11 +197,12 @@ def test_concurrency_and_batching_render_into_the_services_configuration():
                                "batching": {"maxBatchSize": 32, "maxLatency": "20ms"}}), env_spec(),
                         "gpu-a10g")["Deployment"]
     env = {e["name"]: e["value"] for e in container(deployment)["env"]}
-    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {
-        "services": {"IrisClassifier": {"traffic": {"concurrency": 16}}}}
+    service = json.loads(env["BENTOML_CONFIG_OVERRIDES"])["services"]["IrisClassifier"]
+    assert service["traffic"] == {"concurrency": 16}  # beside the latency buckets (tests/test_latency_buckets.py)
     assert (env["MODEL_MAX_BATCH_SIZE"], env["MODEL_MAX_LATENCY_MS"]) == ("32", "20")
     plain = render(entry({"replicas": 1}), env_spec(), "gpu-a10g")["Deployment"]
-    assert {e["name"] for e in container(plain)["env"]} == {"BENTOML_PORT"}
+    assert {e["name"] for e in container(plain)["env"]} == {"BENTOML_PORT", "BENTOML_CONFIG_OVERRIDES"}
+    assert "traffic" not in json.loads(container(plain)["env"][1]["value"])["services"]["IrisClassifier"]
 
 
 def test_bentoml_takes_serving_concurrency_from_the_rendered_environment(tmp_path):

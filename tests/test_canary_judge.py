@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from reconciler.rollout import stats
-from reconciler.rollout.buckets import BENTOML_DEFAULT, duration_buckets
+from reconciler.catalog.buckets import BENTOML_DEFAULT, duration_buckets
 from reconciler.rollout.judge import Outcome, accumulate, judge, mann_whitney_worse
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.prometheus import sample_layout

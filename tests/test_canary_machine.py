@@ -14,7 +14,7 @@ from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Pause, Phase, Policy, RolloutState
 from reconciler.catalog.effective import EffectiveCanary
 from reconciler.catalog.specs import SLO
-from reconciler.rollout.buckets import duration_buckets
+from reconciler.catalog.buckets import duration_buckets
 
 # the minimum-sample guard is sized for a 10x error regression at 60 % power here, so every scripted
 # 3,000-request interval below has enough (the guard itself: test_canary_guard.py)

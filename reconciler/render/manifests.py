@@ -21,7 +21,8 @@ from reconciler import labels as L
 from reconciler.catalog.fields import duration_seconds
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.effective import (TARGET_UTILISATION, EffectiveServing, autoscaling_metric,
-                                          startup_seconds)
+                                          effective_canary, effective_slo, startup_seconds)
+from reconciler.catalog.buckets import duration_buckets
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.catalog.images import image_key
@@ -113,18 +114,32 @@ def service_class(entry: ModelEntry) -> str:
     return entry.spec.service.rpartition(":")[2]
 
 
-def serving_env(entry: ModelEntry, serving: EffectiveServing) -> list[dict]:
+def serving_env(entry: ModelEntry, serving: EffectiveServing, latency_buckets: tuple[float, ...] | None = None) -> list[dict]:
     """The container's environment that configures the service from the spec, outside its code: the port,
-    `serving.concurrency` as BentoML's traffic.concurrency (BENTOML_CONFIG_OVERRIDES), and
-    `serving.batching` for the APIs that take their batching from pipelines.serving.batching()."""
+    `serving.concurrency` as BentoML's traffic.concurrency and the request-duration histogram's buckets
+    (``latency_buckets``: catalog.buckets, every canary latency threshold a boundary) as its
+    metrics.duration.buckets (both in BENTOML_CONFIG_OVERRIDES), and `serving.batching` for the APIs that
+    take their batching from pipelines.serving.batching()."""
     env = [{"name": "BENTOML_PORT", "value": str(serving.port)}]
+    service: dict = {}
     if serving.concurrency is not None:
-        overrides = {"services": {service_class(entry): {"traffic": {"concurrency": serving.concurrency}}}}
+        service["traffic"] = {"concurrency": serving.concurrency}
+    if latency_buckets:
+        service["metrics"] = {"duration": {"buckets": list(latency_buckets)}}
+    if service:
+        overrides = {"services": {service_class(entry): service}}
         env.append({"name": CONFIG_ENV, "value": json.dumps(overrides, sort_keys=True, separators=(",", ":"))})
     if serving.batching is not None:
         env.append({"name": MAX_BATCH_SIZE_ENV, "value": str(serving.batching.max_batch_size)})
         env.append({"name": MAX_LATENCY_ENV, "value": str(serving.batching.max_latency_ms)})
     return env
+
+
+def model_latency_buckets(entry: ModelEntry, env: EnvironmentSpec) -> tuple[float, ...]:
+    """The model's request-duration buckets in this environment: BentoML's defaults, finer bounds, and every
+    latency threshold its canary judges against (maxP95LatencyMs, the SLO's p95), so each is a boundary."""
+    canary, slo = effective_canary(entry.spec, env), effective_slo(entry.spec, env)
+    return duration_buckets(t for t in (canary.max_p95_latency_ms, slo.p95_latency_ms) if t)
 
 
 def startup_probe(serving: EffectiveServing, pool: Pool) -> dict:
@@ -142,7 +157,7 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
         "name": CONTAINER,
         "image": image,
         "ports": [{"name": "http", "containerPort": serving.port}],
-        "env": serving_env(entry, serving),
+        "env": serving_env(entry, serving, model_latency_buckets(entry, env)),
         "resources": _resources(serving, pool),
         "startupProbe": startup_probe(serving, pool),
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},

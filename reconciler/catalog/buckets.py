@@ -7,8 +7,8 @@ friends interpolate (with BentoML's default buckets, 0.1 s to 0.25 s is one buck
 120 ms reads as about 193 ms). So every latency threshold the canary judges against (the policy's
 ``maxP95LatencyMs``, the SLO's ``p95LatencyMs``) must be a boundary of the buckets the service
 exports: the template's services export BentoML's defaults plus a few finer bounds plus every such
-threshold (``duration_buckets``), set through the ``MODEL_LATENCY_BUCKETS`` environment variable that
-``pipelines.serving.traced`` reads into the service's ``metrics.duration.buckets``.
+threshold (``duration_buckets``), rendered into the container's ``BENTOML_CONFIG_OVERRIDES`` as the
+service's ``metrics.duration.buckets`` (render.manifests.serving_env), which BentoML 1.4 reads at start.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ BENTOML_DEFAULT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 # finer bounds where model latencies usually sit, so a relative comparison with stable has a boundary
 # near its p95 / p99 (prometheus_client's 0.075 and 0.75, and 0.15 / 0.2 / 0.3 / 0.4)
 TEMPLATE_EXTRA = (0.075, 0.15, 0.2, 0.3, 0.4, 0.75)
-ENV_VAR = "MODEL_LATENCY_BUCKETS"
 
 
 def _seconds(ms: float) -> float:
@@ -46,28 +45,6 @@ def duration_buckets(thresholds: Iterable[float] = (), base: Sequence[float] = B
     bounds = {round(float(b), 9) for b in (*base, *extra)}
     bounds.update(_seconds(t) for t in thresholds)
     return tuple(sorted(b for b in bounds if b > 0 and math.isfinite(b)))
-
-
-def env_value(bounds: Sequence[float]) -> str:
-    """The MODEL_LATENCY_BUCKETS value: comma-separated seconds."""
-    return ",".join(f"{b:g}" for b in bounds)
-
-
-def parse_env(value: str) -> tuple[float, ...]:
-    """MODEL_LATENCY_BUCKETS back to bounds; raises ValueError naming the bad entry."""
-    out = []
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            b = float(part)
-        except ValueError:
-            raise ValueError(f"{ENV_VAR}: {part!r} is not a number of seconds") from None
-        if not (b > 0 and math.isfinite(b)):
-            raise ValueError(f"{ENV_VAR}: {part!r} must be a positive number of seconds")
-        out.append(b)
-    return tuple(sorted(set(out)))
 
 
 def is_boundary(bounds: Sequence[float], threshold_ms: float) -> bool:
