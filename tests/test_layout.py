@@ -25,7 +25,8 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 
 def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
     """A copy of the package (and its contracts) with one import line added to one module."""
-    shutil.copytree(ROOT / "reconciler", tmp_path / "reconciler", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("reconciler", "pipelines"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     target = tmp_path / (module.replace(".", "/") + ".py")
     target.write_text(target.read_text(encoding="utf-8") + f"\n{line}\n", encoding="utf-8")
@@ -50,6 +51,14 @@ def test_a_library_module_importing_rich_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "only the command layer imports typer and rich BROKEN" in proc.stdout
     assert "reconciler.sync.health -> rich" in proc.stdout
+
+
+def test_pipelines_is_inside_the_rules(tmp_path):
+    proc = lint_imports(planted_copy(tmp_path, "pipelines.common", "from reconciler.sync import engine  # planted"))
+    assert proc.returncode != 0
+    assert "pipelines reads only the catalog and the shared vocabulary BROKEN" in proc.stdout
+    upward = lint_imports(planted_copy(tmp_path / "b", "reconciler.render.manifests", "import pipelines.common  # planted"))
+    assert "only the build stage and the command layer import pipelines BROKEN" in upward.stdout
 
 
 def test_no_module_is_over_the_size_limit_without_saying_why():
