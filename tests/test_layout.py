@@ -4,6 +4,7 @@ it fails on a planted upward import and on a planted rich import in a library mo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,3 +100,6 @@ def test_every_module_is_listed_in_the_architecture_document():
                      if p.relative_to(ROOT / "reconciler").as_posix() != "__init__.py")
     missing = [m for m in modules if f"| `{m}` |" not in doc]
     assert not missing, "add a row to the module table of docs/architecture.md for: " + ", ".join(missing)
+    listed = re.findall(r"^\| `([\w/]+\.py)` \|", doc, re.MULTILINE)
+    stale = [m for m in listed if m not in modules and m != "__init__.py"]
+    assert not stale, "docs/architecture.md lists modules that are gone: " + ", ".join(stale)
