@@ -80,7 +80,10 @@ def test_status_diff_history_rollback_and_notifications(envtest_repo, envtest, k
     common = ["--repo", str(root), "--kubeconfig", str(envtest.kubeconfig), "--context", "envtest"]
     state = ["--state-namespace", state_ns]
 
-    first = git.Repo(root).head.commit.hexsha
+    # digits keeps a fixed replica count in dev (dev scales idle models to zero, and a ScaledObject's
+    # Deployment replicas are KEDA's, never drift): the hand-scaling below must be drift
+    _edit(root / "models/digits-classifier/model.yaml", "  replicas: 2\n", "  replicas: 2\n  scaleToZero: false\n")
+    first = _commit(root, "digits: no scale to zero in dev")
     outcomes = reconcile_once(kube, root, first, mirror, [ENV], state_namespace=state_ns, notify=notify)
     assert [o.commit for o in outcomes] == [first] and outcomes[0].result.ok, outcomes[0].result.as_dict()
 
