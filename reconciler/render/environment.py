@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.render import kustomize
+from reconciler.render import emit, kustomize
 from reconciler.render import schemas, selectors, server_rules
 from reconciler import labels as L
 from reconciler.catalog.load import ENVIRONMENTS_DIR, Catalog, placements
@@ -74,12 +74,9 @@ class EnvironmentRender:
         return dump_objects(self.objects())
 
 
-SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when available: ~10x faster
-
-
 def dump_objects(objects: list[dict]) -> str:
-    return "".join("---\n" + yaml.dump(obj, Dumper=SAFE_DUMPER, sort_keys=True, default_flow_style=False)
-                   for obj in objects)
+    """A YAML stream of rendered objects, keys sorted (render.emit: PyYAML's meaning, ~10x its speed)."""
+    return emit.dump_all(objects)
 
 
 def without_content_hash(obj: dict) -> dict:
