@@ -201,7 +201,8 @@ def test_concurrency_and_batching_render_into_the_services_configuration():
     assert service["traffic"] == {"concurrency": 16}  # beside the latency buckets (tests/test_latency_buckets.py)
     assert (env["MODEL_MAX_BATCH_SIZE"], env["MODEL_MAX_LATENCY_MS"]) == ("32", "20")
     plain = render(entry({"replicas": 1}), env_spec(), "gpu-a10g")["Deployment"]
-    assert {e["name"] for e in container(plain)["env"]} == {"BENTOML_PORT", "BENTOML_CONFIG_OVERRIDES"}
+    assert {e["name"] for e in container(plain)["env"]} == {"BENTOML_PORT", "BENTOML_CONFIG_OVERRIDES",
+                                                            "BENTOML_HOME"}  # home: the render's hardening
     assert "traffic" not in json.loads(container(plain)["env"][1]["value"])["services"]["IrisClassifier"]
 
 

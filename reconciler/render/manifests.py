@@ -38,6 +38,14 @@ KEDA_API = "keda.sh/v1alpha1"
 IN_FLIGHT = "sum(bentoml_service_request_in_progress{$selector})"
 RATE = "sum(rate(bentoml_service_request_total{$selector}[1m]))"
 WAKE_THRESHOLD = "1000000000"  # the wake trigger only activates a model at zero; the model's own metric sizes it
+# `bentoml containerize` images run as the user `bentoml` with this fixed uid/gid (BentoML's Dockerfile
+# template, BENTOML_USER_UID/GID); a numeric runAsUser lets the kubelet enforce runAsNonRoot on a named USER
+BENTO_UID = 1034
+# where BentoML writes at run time, under the read-only root filesystem: an emptyDir at /tmp, and BENTOML_HOME
+# (the image says /home/bentoml/, where `bentoml serve` creates bentos/, models/, envs/, tmp/ and its Prometheus
+# multiprocess directory at start) moved into it; the bento itself stays at $BENTO_PATH (/home/bentoml/bento)
+WRITABLE_DIRS = {"tmp": "/tmp"}
+BENTOML_HOME = "/tmp/bentoml"
 
 
 def selector_labels(model: str, pool: str | None = None) -> dict[str, str]:
@@ -157,21 +165,30 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
         "name": CONTAINER,
         "image": image,
         "ports": [{"name": "http", "containerPort": serving.port}],
-        "env": serving_env(entry, serving, model_latency_buckets(entry, env)),
+        "env": [*serving_env(entry, serving, model_latency_buckets(entry, env)),
+                {"name": "BENTOML_HOME", "value": BENTOML_HOME}],
         "resources": _resources(serving, pool),
         "startupProbe": startup_probe(serving, pool),
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 10},
     }
-    volumes = []
+    # hardened as Kubernetes' "restricted" Pod Security Standard asks: non-root, no privilege escalation, every
+    # capability dropped (a pool adds back only what its device needs), a read-only root filesystem with
+    # emptyDirs where BentoML writes; tests/test_e2e_node.py runs the real image under it
+    capabilities: dict = {"drop": ["ALL"]}
     if pool.capabilities:
-        container["securityContext"] = {"capabilities": {"add": sorted(pool.capabilities)}}
+        capabilities["add"] = sorted(pool.capabilities)
+    container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": capabilities}
+    mounts = [{"name": name, "mountPath": path} for name, path in WRITABLE_DIRS.items()]
+    volumes: list[dict] = [{"name": name, "emptyDir": {}} for name in WRITABLE_DIRS]
     if pool.hugepages_2mi is not None:
-        container["volumeMounts"] = [{"name": "hugepages", "mountPath": "/dev/hugepages"}]
+        mounts.append({"name": "hugepages", "mountPath": "/dev/hugepages"})
         volumes.append({"name": "hugepages", "emptyDir": {"medium": "HugePages"}})
-    pod_spec: dict = {"containers": [container], **placement(pool, fallback)}
-    if volumes:
-        pod_spec["volumes"] = volumes
+    container["volumeMounts"] = mounts
+    pod_spec: dict = {"securityContext": {"runAsNonRoot": True, "runAsUser": BENTO_UID, "runAsGroup": BENTO_UID,
+                                          "fsGroup": BENTO_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+                      "containers": [container], **placement(pool, fallback), "volumes": volumes}
     strategy = pool.strategy
     spec: dict = {
         # track in the selector: the stable and canary Deployments of a pool must not select each other's pods
