@@ -14,7 +14,8 @@ numeric (`ensure_pinned`).
 The profile per architecture:
 - x86-64: OpenBLAS `Haswell` (AVX2 + FMA: every x86-64 server CPU since 2013, Intel and AMD),
   numpy's AVX-512 loops off (`NPY_DISABLE_CPU_FEATURES`: numpy dispatches its own SIMD loops by CPU
-  too), MKL's conditional numerical reproducibility at AVX2 (`MKL_CBWR`), one thread everywhere.
+  too), PyTorch's ATen kernels at AVX2 (`ATEN_CPU_CAPABILITY`: torch picks avx512 kernels on an AVX-512
+  CPU otherwise), MKL's conditional numerical reproducibility at AVX2 (`MKL_CBWR`), one thread everywhere.
   A CPU without AVX2/FMA cannot run that kernel: training then runs with the CPU's own kernel and
   says that its weights will not match pointers trained elsewhere.
 - arm64: OpenBLAS `ARMV8` (the generic NEON kernel every arm64 CPU runs), one thread. arm64 and
@@ -44,7 +45,7 @@ NUMPY_AVX512 = ("X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_KNL AVX512
 
 # machine -> (profile name, the variables that pin it, the CPU flags it needs; none: any CPU of the architecture)
 PROFILES: dict[str, tuple[str, dict[str, str], frozenset[str]]] = {
-    "x86_64": ("x86-64-avx2", {"OPENBLAS_CORETYPE": "Haswell", "MKL_CBWR": "AVX2",
+    "x86_64": ("x86-64-avx2", {"OPENBLAS_CORETYPE": "Haswell", "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
                                "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX512},
                frozenset({"avx2", "fma"})),
     "aarch64": ("arm64-generic", {"OPENBLAS_CORETYPE": "ARMV8"}, frozenset()),

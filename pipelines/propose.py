@@ -64,19 +64,21 @@ def _pointer_md5(pointer: Path) -> str:
 
 def propose(repo_root: Path, model: str, *, remote: str = "origin", base: str | None = None,
             push: bool = True, token: str | None = None, credentials: str | os.PathLike | None = None) -> Proposal:
-    """Commit models/<model>/{model.pkl.dvc, metrics.json, .gitignore} on `train/<model>-<md5>` and push it.
+    """Commit models/<model>/{<artifact>.dvc..., metrics.json, .gitignore} on `train/<model>-<md5>` and push it
+    (every DVC pointer of the folder: the artifacts model.yaml declares, model.pkl.dvc by default).
 
     The branch starts at `base` (default: HEAD); the working tree's branch is left as it was.
     `credentials`: the git credentials folder (default $GITOPS_GIT_CREDENTIALS; none: git's own setup).
     """
     root = Path(repo_root).resolve()
     folder = root / "models" / model
-    pointer = folder / POINTER
-    if not pointer.is_file() or not (folder / METRICS).is_file():
-        raise ProposeError(f"models/{model}: no {POINTER} and {METRICS} to propose",
-                           fix="run the train, evaluate and register steps first")
+    pointers = sorted(p.name for p in folder.glob("*.dvc") if p.is_file())
+    if not pointers or not (folder / METRICS).is_file():
+        raise ProposeError(f"models/{model}: no DVC pointer ({POINTER} or another declared artifact's) and "
+                           f"{METRICS} to propose", fix="run the train, evaluate and register steps first")
+    pointer = folder / (POINTER if POINTER in pointers else pointers[0])
     branch = f"train/{model}-{_pointer_md5(pointer)[:12]}"
-    paths = [f"models/{model}/{name}" for name in (POINTER, METRICS, ".gitignore") if (folder / name).is_file()]
+    paths = [f"models/{model}/{name}" for name in (*pointers, METRICS, ".gitignore") if (folder / name).is_file()]
     start = base or _git(root, "rev-parse", "HEAD")
     # commit through a temporary index: the working tree and the current branch are not touched
     index = root / ".git" / f"propose-{os.getpid()}.index"

@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -91,6 +92,8 @@ def load_recipe(model: str, repo_root: Path = Path(".")) -> Recipe:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        raise missing_framework(exc, model, Path(repo_root)) from None
     except Exception as exc:  # noqa: BLE001 - a data scientist's module: any error is theirs to fix
         raise StepError(f"{shown} failed to import: {type(exc).__name__}: {exc}",
                         fix=f"run `python {shown}` to see the full error") from None
@@ -108,24 +111,27 @@ def load_recipe(model: str, repo_root: Path = Path(".")) -> Recipe:
                   tuple(int(d) for d in shape) if shape else None)
 
 
-LOCK_FILE = Path(__file__).with_name("requirements.lock")
+LOCK_FILE = Path(__file__).with_name("requirements.lock")  # the shared lock (pipelines.locks.SHARED_LOCK)
 
 
 def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
-    """The `name==version` pins of pipelines/requirements.lock (comments and blank lines skipped)."""
-    pins: dict[str, str] = {}
-    for line in lock.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, sep, version = line.partition("==")
-            if not sep:
-                raise StepError(f"{lock.name}: {line!r} is not pinned as name==version",
-                                fix=f"pin an exact version in pipelines/{lock.name}")
-            pins[name.strip().lower()] = version.strip()
-    return pins
+    """The `name==version` pins of a lock (canonical names; comments and blank lines skipped)."""
+    from .locks import LockError, parse_lock
+
+    try:
+        return parse_lock(lock.read_text(encoding="utf-8"), lock.name)
+    except LockError as exc:
+        raise StepError(exc.message, fix=exc.fix) from None
 
 
-def check_training_stack(lock: Path = LOCK_FILE) -> None:
+def model_lock(model: str, repo_root: Path = Path(".")) -> Path:
+    """The lock `model` trains with: models/<model>/requirements.lock, else pipelines/requirements.lock."""
+    from .locks import lock_file
+
+    return lock_file(repo_root, model)
+
+
+def check_training_stack(lock: Path = LOCK_FILE, shown: str | None = None) -> None:
     """Refuse to train at library versions other than the lock's: the weights would not reproduce.
 
     A pickle embeds the versions that wrote it, so training at other versions changes the DVC md5 of
@@ -135,6 +141,7 @@ def check_training_stack(lock: Path = LOCK_FILE) -> None:
 
     if not lock.is_file():  # installed without the template's lock: nothing to hold the versions to
         return
+    shown = shown or f"pipelines/{lock.name}"
     wrong = []
     for name, pinned in locked_versions(lock).items():
         try:
@@ -144,9 +151,24 @@ def check_training_stack(lock: Path = LOCK_FILE) -> None:
         if installed != pinned:
             wrong.append(f"{name} {installed} (locked: {pinned})")
     if wrong:
-        raise StepError("the training stack differs from pipelines/requirements.lock: " + ", ".join(wrong),
-                        fix="pip install -r pipelines/requirements.lock (or reinstall with the [examples] extra); "
-                            "to move to new versions, change the lock and retrain every model")
+        raise StepError(f"the training stack differs from {shown}: " + ", ".join(wrong),
+                        fix=f"train through `reconciler pipeline run train` (it installs {shown} in an environment of "
+                            f"its own), or `pip install -r {shown}`; to move to new versions, change the lock and retrain")
+
+
+def missing_framework(exc: ModuleNotFoundError, model: str, repo_root: Path) -> StepError:
+    """One line with the fix for a train.py whose import is not installed (not a traceback)."""
+    from .locks import lock_relpath, provider
+
+    lock = lock_relpath(repo_root, model)
+    package = provider(exc.name or "?")
+    own = f"models/{model}/requirements.lock"
+    where = f"add {package}==<version> to {lock}" if lock == own else \
+        f"create {own} (start from a copy of {lock}) with {package}==<version> in it"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    by = f" (imported by {frames[-1].filename})" if frames else ""
+    return StepError(f"models/{model}/{TRAIN_FILE} needs the module {exc.name}{by}, which the model's training "
+                     f"environment ({lock}) does not install", fix=f"{where}, then train again")
 
 
 def md5_of(path: Path) -> str:
@@ -176,42 +198,76 @@ def _load_native_libraries() -> None:
             pass
 
 
-def train(model: str, model_dir: Path, *, seed: int = SEED, repo_root: Path = Path(".")) -> Path:
-    """Run `models/<model>/train.py` train() into `model_dir` and return `<model_dir>/model.pkl`."""
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+def _thread_limit():
+    """One BLAS / OpenMP thread for the libraries loaded so far (threadpoolctl, when the lock has it: the
+    profile's *_NUM_THREADS variables already hold every library that reads them)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
 
-    check_training_stack()
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def train(model: str, model_dir: Path, *, seed: int = SEED, repo_root: Path = Path("."),
+          outputs: tuple[str, ...] = (MODEL_FILE,)) -> Path:
+    """Run `models/<model>/train.py` train() into `model_dir`, check that it wrote every declared output (the
+    artifacts model.yaml declares, by their names in the model folder: files or folders) and return the
+    first one's path."""
+    from .locks import lock_relpath
+
+    check_training_stack(model_lock(model, repo_root), shown=lock_relpath(repo_root, model))
     found = load_recipe(model, repo_root)
     model_dir.mkdir(parents=True, exist_ok=True)
-    out = model_dir / MODEL_FILE
     _load_native_libraries()
     # one BLAS thread: floating-point sums in a fixed order, so the weights (and their DVC md5) do
     # not depend on the machine's core count; it is also faster for models this small
-    with threadpool_limits(limits=1):
-        written = found.train(model_dir, seed=seed)
-    if Path(written or out).resolve() != out.resolve() or not out.is_file():
-        raise StepError(f"models/{model}/{TRAIN_FILE}: train() must write {MODEL_FILE} into the folder it is given "
-                        f"and return its path (it returned {written!r})",
-                        fix=f"write the weights to out_dir / {MODEL_FILE!r} and return that path")
-    return out
+    try:
+        with _thread_limit():
+            written = found.train(model_dir, seed=seed)
+    except ModuleNotFoundError as exc:
+        raise missing_framework(exc, model, Path(repo_root)) from None
+    paths = [model_dir / name for name in outputs]
+    absent = [p.name for p in paths if not p.exists()]
+    if absent:
+        raise StepError(f"models/{model}/{TRAIN_FILE}: train() wrote no {', '.join(absent)} into the folder it is given "
+                        f"(it returned {written!r}); model.yaml declares {', '.join(outputs)} as the model's artifacts",
+                        fix=f"write {', '.join(outputs)} into out_dir, or change `artifacts:` in models/{model}/model.yaml "
+                            "to what train() writes")
+    return paths[0]
+
+
+def artifact_md5(path: Path) -> str:
+    """md5 of a file, or of a folder's files (relative path and md5 of each, sorted): one value per artifact."""
+    if path.is_file():
+        return md5_of(path)
+    digest = hashlib.md5()  # noqa: S324 - a content fingerprint, as DVC's
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{md5_of(item)}\n".encode())
+    return digest.hexdigest()
 
 
 def evaluate(model: str, model_dir: Path, *, seed: int = SEED, enforce_gate: bool = True,
-             repo_root: Path = Path(".")) -> dict[str, Any]:
-    """Score `model.pkl` with the model's evaluate(), write `<model_dir>/metrics.json`, return the metrics.
+             repo_root: Path = Path("."), outputs: tuple[str, ...] = (MODEL_FILE,)) -> dict[str, Any]:
+    """Score the declared artifacts with the model's evaluate(), write `<model_dir>/metrics.json`, return the metrics.
 
     metrics.json is committed next to model.yaml, so `reconciler plan` (and `dvc metrics diff`)
     can show how a change moves accuracy. Raises StepError when a metric is below its QUALITY_GATE.
     """
-    weights = model_dir / MODEL_FILE
-    if not weights.is_file():
-        raise StepError(f"{weights}: no trained model to evaluate", fix="run the train step first")
+    absent = [name for name in outputs if not (model_dir / name).exists()]
+    if absent:
+        raise StepError(f"{model_dir / absent[0]}: no trained model to evaluate", fix="run the train step first")
     found = load_recipe(model, repo_root)
-    metrics = found.evaluate(model_dir, seed=seed)
+    try:
+        metrics = found.evaluate(model_dir, seed=seed)
+    except ModuleNotFoundError as exc:
+        raise missing_framework(exc, model, Path(repo_root)) from None
     if not isinstance(metrics, dict):
         raise StepError(f"models/{model}/{TRAIN_FILE}: evaluate() returned {type(metrics).__name__}, not a dict",
                         fix="return a dict of metric name -> value, e.g. {\"accuracy\": 0.97}")
-    metrics = {**metrics, "seed": seed, "model_md5": md5_of(weights)}
+    md5s = [artifact_md5(model_dir / name) for name in outputs]
+    metrics = {**metrics, "seed": seed, "model_md5": ",".join(md5s)}
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if enforce_gate:
         for name, minimum in sorted(found.quality_gate.items()):
@@ -222,17 +278,21 @@ def evaluate(model: str, model_dir: Path, *, seed: int = SEED, enforce_gate: boo
     return metrics
 
 
-def register(model_dir: Path, repo_root: Path, *, push: bool = False, remote: str | None = None) -> Path:
-    """Track `model.pkl` with DVC (`dvc add`), optionally `dvc push` it, and return the pointer path.
+def register(model_dir: Path, repo_root: Path, *, push: bool = False, remote: str | None = None,
+             outputs: tuple[str, ...] = (MODEL_FILE,)) -> Path:
+    """Track the declared outputs (default `model.pkl`) with DVC (`dvc add`), optionally `dvc push` them, and
+    return the first pointer's path.
 
     `push` sends the weights to `remote` (a remote name from .dvc/config; None: the default remote).
 
-    Writes `<model_dir>/model.pkl.dvc` (commit it) and adds `/model.pkl` to `<model_dir>/.gitignore`.
+    Writes `<model_dir>/<output>.dvc` (commit it) and adds `/<output>` to `<model_dir>/.gitignore`.
     DVC failures are raised as StepError; reconciler.build.pipeline_runner turns them into ArtifactError.
     """
-    weights = model_dir / MODEL_FILE
-    if not weights.is_file():
-        raise StepError(f"{weights}: nothing to register", fix="run the train step first")
+    targets = [model_dir / name for name in outputs]
+    for weights in targets:
+        if not weights.exists():
+            raise StepError(f"{weights}: nothing to register", fix="run the train step first")
+    weights = targets[0]
     try:
         from dvc.exceptions import DvcException
         from dvc.repo import Repo
@@ -245,16 +305,16 @@ def register(model_dir: Path, repo_root: Path, *, push: bool = False, remote: st
     dvc_logger.setLevel(logging.WARNING)  # not dvc's "To track the changes with git, run: ..." hint
     try:
         with Repo(str(repo_root)) as repo:
-            repo.add(str(weights.resolve()))
+            repo.add([str(t.resolve()) for t in targets])
             if push:
-                repo.push(targets=[str(weights.resolve())], remote=remote)
+                repo.push(targets=[str(t.resolve()) for t in targets], remote=remote)
     except (DvcException, OSError, ValueError, RuntimeError) as exc:  # scmrepo/dvc-data raise plain errors too
         raise StepError(f"dvc could not track {weights}: {type(exc).__name__}: {exc}",
                         fix=f"run `dvc add {weights}` in {repo_root} to see the full error; "
                             "the repository needs `dvc init` state (.dvc/config)") from None
     finally:
         dvc_logger.setLevel(level)
-    pointer = model_dir / (MODEL_FILE + ".dvc")
+    pointer = model_dir / (outputs[0] + ".dvc")
     if not pointer.is_file():  # pragma: no cover - dvc writes it
         raise StepError(f"dvc add did not write {pointer}")
     return pointer
@@ -309,21 +369,25 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model-dir", required=True, type=Path)
         p.add_argument("--seed", type=int, default=SEED)
         p.add_argument("--repo-root", type=Path, default=Path("."), help="where models/<model>/train.py is")
+        p.add_argument("--output", action="append", dest="outputs",
+                       help=f"an artifact train() writes, as model.yaml declares it (repeatable; default {MODEL_FILE})")
     p = sub.add_parser("register")
+    p.add_argument("--output", action="append", dest="outputs", help=f"an artifact to dvc add (default {MODEL_FILE})")
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--repo-root", required=True, type=Path)
     p.add_argument("--push", action="store_true", help="dvc push to the default remote")
     p.add_argument("--push-remote", default="", help="dvc push to this remote (empty: do not push unless --push)")
     args = parser.parse_args(argv)
     try:
+        outputs = tuple(args.outputs or (MODEL_FILE,))
         if args.step == "train":
-            print(train(args.model, args.model_dir, seed=args.seed, repo_root=args.repo_root))
+            print(train(args.model, args.model_dir, seed=args.seed, repo_root=args.repo_root, outputs=outputs))
         elif args.step == "evaluate":
-            print(json.dumps(evaluate(args.model, args.model_dir, seed=args.seed, repo_root=args.repo_root),
-                             sort_keys=True))
+            print(json.dumps(evaluate(args.model, args.model_dir, seed=args.seed, repo_root=args.repo_root,
+                                      outputs=outputs), sort_keys=True))
         else:
             print(register(args.model_dir, args.repo_root, push=args.push or bool(args.push_remote),
-                           remote=args.push_remote or None))
+                           remote=args.push_remote or None, outputs=outputs))
     except StepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,9 +4,14 @@ The DAG is built from `pipelines.steps.STEPS` (the same graph the local runner w
 runs `python -m pipelines.steps <step>` in the repository checked out at the workflow's commit, so
 a laptop run (`reconciler pipeline run train`) and a cluster run execute the same code.
 
-Outputs of the workflow: the `model` (model.pkl), `metrics` (metrics.json) and `pointer`
-(model.pkl.dvc) artifacts, and the `metrics` parameter (the JSON) for the Argo UI. Commit the
-pointer and metrics.json; with a `dvc-remote` the register step also pushes the weights.
+Every step installs the model's own lock (`models/<model>/requirements.lock`, else the shared
+`pipelines/requirements.lock`: pipelines/locks.py) with `pip install --no-deps -r`, exactly what the local
+runner's training environment holds, so a LightGBM or PyTorch model trains on the cluster with its framework.
+
+Outputs of the workflow: the `model` (the folder of the artifacts model.yaml declares, model.pkl by
+default), `metrics` (metrics.json) and `pointer` (the first artifact's `.dvc`; `pointer-<i>` for the others)
+artifacts, and the `metrics` parameter (the JSON) for the Argo UI. Commit the pointers and metrics.json;
+with a `dvc-remote` the register step also pushes the weights.
 
 Credentials reach the register step only: the DVC remote's as env vars from the Secret named by
 `pipelines.dvcCredentialsSecret`, git's (to push the proposal branch) as the Secret named by
@@ -16,21 +21,33 @@ the Secrets, never their values.
 
 from __future__ import annotations
 
+import shlex
+
 from . import common, gitauth
+from .locks import SHARED_LOCK, index_options
 from .steps import METRICS_FILE, MODEL_FILE, STEPS
 
 STEP_RETRY_LIMIT = 1
-OUT_DIR = "/work/out"
+OUT_DIR = "/work/out"  # the declared artifacts, as train() writes them (the `model` artifact: a folder)
+METRICS_IN = "/work/metrics/" + METRICS_FILE  # where register receives metrics.json
 
 
 def _model_dir(model: str) -> str:
     return f"{common.SOURCE_PATH}/models/{model}"
 
 
-def _shell(requirements: tuple[str, ...], command: str) -> str:
-    pins = " ".join(f"'{r}'" for r in requirements)
-    return "\n".join(["set -eu", f"pip install --quiet --disable-pip-version-check {pins}",
-                      f"cd {common.SOURCE_PATH}", command])
+def lock_install(lock: str, pins: dict[str, str] | None = None) -> str:
+    """The shell line installing exactly the model's lock in a step pod (`--no-deps`: the lock is complete)."""
+    extra = " ".join(shlex.quote(a) for a in index_options(pins or {}))
+    return (f"pip install --quiet --disable-pip-version-check --no-deps -r {shlex.quote(f'{common.SOURCE_PATH}/{lock}')}"
+            + (f" {extra}" if extra else ""))
+
+
+def _shell(lock_line: str, command: str, requirements: tuple[str, ...] = ()) -> str:
+    lines = ["set -eu", lock_line]
+    if requirements:  # the platform's own tools (dvc for register), resolved with their dependencies
+        lines.append("pip install --quiet --disable-pip-version-check " + " ".join(f"'{r}'" for r in requirements))
+    return "\n".join([*lines, f"cd {common.SOURCE_PATH}", command])
 
 
 GIT_CREDENTIALS_VOLUME = "git-credentials"
@@ -54,7 +71,8 @@ def _git_credentials(secret: str | None) -> tuple[list | None, list | None]:
 
 def _templates(model: str, source: common.Source, image: str, dvc_credentials_secret: str | None = None,
                git_credentials_secret: str | None = None,
-               register_requirements: tuple[str, ...] = common.REGISTER_REQUIREMENTS) -> dict:
+               register_requirements: tuple[str, ...] = common.REGISTER_REQUIREMENTS,
+               lock_line: str = "", outputs: tuple[str, ...] = (MODEL_FILE,)) -> dict:
     from hera.workflows import Artifact, Container, Parameter, RetryStrategy
     from hera.workflows import models as m
 
@@ -62,7 +80,11 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
     # register copies the weights into the model folder and `dvc add`s them there
     model_dir = _model_dir(model)
     src = common.source_artifact(source)
-    weights, metrics = f"{OUT_DIR}/{MODEL_FILE}", f"{OUT_DIR}/{METRICS_FILE}"
+    weights, metrics = OUT_DIR, f"{OUT_DIR}/{METRICS_FILE}"
+    declared = "".join(f" --output {shlex.quote(o)}" for o in outputs)
+    copies = " ".join(shlex.quote(f"{OUT_DIR}/{o}") for o in outputs)
+    pointers = [Artifact(name="pointer" if i == 0 else f"pointer-{i}", path=f"{model_dir}/{o}.dvc")
+                for i, o in enumerate(outputs)]
     retry = RetryStrategy(limit=str(STEP_RETRY_LIMIT))
     # the DVC remote's credentials (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) from the Secret the
     # environment names (pipelines.dvcCredentialsSecret): every key becomes an env var of the register pod
@@ -72,15 +94,13 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
     return {
         "train": Container(
             name="train", image=image, command=["sh", "-c"], retry_strategy=retry,
-            args=[_shell(common.STEP_REQUIREMENTS,
-                         f"python -m pipelines.steps train --model {model} --model-dir {OUT_DIR}")],
+            args=[_shell(lock_line, f"python -m pipelines.steps train --model {model} --model-dir {OUT_DIR}{declared}")],
             inputs=[src],
             outputs=[Artifact(name="model", path=weights)],
         ),
         "evaluate": Container(
             name="evaluate", image=image, command=["sh", "-c"], retry_strategy=retry,
-            args=[_shell(common.STEP_REQUIREMENTS,
-                         f"python -m pipelines.steps evaluate --model {model} --model-dir {OUT_DIR}")],
+            args=[_shell(lock_line, f"python -m pipelines.steps evaluate --model {model} --model-dir {OUT_DIR}{declared}")],
             inputs=[src, Artifact(name="model", path=weights)],
             outputs=[Artifact(name="metrics", path=metrics),
                      Parameter(name="metrics", value_from=m.ValueFrom(path=metrics), global_name="metrics")],
@@ -88,9 +108,9 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
         "register": Container(
             name="register", image=image, command=["sh", "-c"], retry_strategy=retry, env_from=credentials,
             env=git_env, volumes=git_volumes,
-            args=[_shell(common.STEP_REQUIREMENTS + register_requirements,
-                         f"cp {weights} {metrics} {model_dir}/\n"
-                         f"python -m pipelines.steps register --model-dir {model_dir} "
+            args=[_shell(lock_line,
+                         f"cp -R {copies} {METRICS_IN} {model_dir}/\n"
+                         f"python -m pipelines.steps register --model-dir {model_dir}{declared} "
                          f"--repo-root {common.SOURCE_PATH} --push-remote '{{{{workflow.parameters.dvc-remote}}}}'\n"
                          # close the loop: the new pointer + metrics.json as a branch (and a PR with GITHUB_TOKEN)
                          "if [ '{{workflow.parameters.propose}}' = true ]; then\n"
@@ -99,9 +119,9 @@ def _templates(model: str, source: common.Source, image: str, dvc_credentials_se
                          f"  {ENSURE_GIT}\n"
                          # pushes with the mounted credentials ($GITOPS_GIT_CREDENTIALS, pipelines.gitauth)
                          f"  python -m pipelines.propose --repo-root {common.SOURCE_PATH} --model {model}\n"
-                         "fi")],
-            inputs=[src, Artifact(name="model", path=weights), Artifact(name="metrics", path=metrics)],
-            outputs=[Artifact(name="pointer", path=f"{model_dir}/{MODEL_FILE}.dvc")],
+                         "fi", register_requirements)],
+            inputs=[src, Artifact(name="model", path=weights), Artifact(name="metrics", path=METRICS_IN)],
+            outputs=pointers,
         ),
     }
 
@@ -147,8 +167,15 @@ def train_workflow(
     git_credentials_secret: str | None = None,
     operations: common.Operations = common.Operations(),
     run: common.RunContext = common.RunContext(),
+    lock: str = SHARED_LOCK,
+    lock_pins: dict[str, str] | None = None,
+    outputs: tuple[str, ...] = (MODEL_FILE,),
 ):
-    """The train -> evaluate -> register Workflow for one example model at one commit (a hera Workflow).
+    """The train -> evaluate -> register Workflow for one model at one commit (a hera Workflow).
+
+    `lock` is the repository path of the model's lock (pipelines.locks.lock_relpath), which every step installs
+    (`lock_pins`: its pins, for PyTorch's variant index); `outputs` are the artifacts model.yaml declares
+    (pipeline_runner.declared_outputs), which train writes, evaluate scores and register `dvc add`s.
 
     `dvc_remote` names a DVC remote configured in the repository (empty: register without pushing);
     `dvc_remotes` are the remotes of its committed .dvc/config ({name: url},
@@ -179,7 +206,7 @@ def train_workflow(
                    Parameter(name="propose", value="true" if dvc_remote else "false")],
     ) as workflow:
         templates = _templates(model, source, image, dvc_credentials_secret, git_credentials_secret,
-                               register_requirements)
+                               register_requirements, lock_install(lock, lock_pins), tuple(outputs))
         with DAG(name="main"):
             tasks: dict[str, Task] = {}
             for step in STEPS:

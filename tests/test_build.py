@@ -76,7 +76,8 @@ def template(tmp_path_factory) -> Path:
     write(root, "common/features.py", "def scale(x):\n    return 2 * x\n")
     for name in ("tiny", "other", "nodata"):
         add_model(root, name)
-    add_model(root, "badsvc", service="import not_a_module_anywhere\n" + SERVICE)
+    # imported by name at run time, so the plan's import check (an `import` statement) cannot see it
+    add_model(root, "badsvc", service="import importlib\nimportlib.import_module('not_a_module_anywhere')\n" + SERVICE)
     dvc(root, "init")
     dvc(root, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     dvc(root, "add", "models/tiny/weights.txt", "models/other/weights.txt", "models/badsvc/weights.txt")

@@ -22,8 +22,12 @@ from reconciler.build.pipeline_runner import render_workflow, run_train, trainab
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_URL = "https://github.com/example/models-gitops.git"
-MODEL_SOURCES = ("model.yaml", "service.py", "train.py", "bentofile.yaml", "model.pkl.dvc", "metrics.json", ".gitignore")
-GENERATED = ("model.pkl.dvc", "metrics.json", ".gitignore")
+MODEL_SOURCES = ("model.yaml", "service.py", "train.py", "bentofile.yaml", "requirements.lock", "model.pkl.dvc",
+                 "model.pt.dvc", "metrics.json", ".gitignore")
+GENERATED = ("model.pkl.dvc", "model.pt.dvc", "metrics.json", ".gitignore")
+# each example model: the artifact model.yaml declares, and the lock it trains with
+EXAMPLES = {"digits-classifier": ("model.pkl", "pipelines/requirements.lock"),
+            "iris-classifier": ("model.pkl", "pipelines/requirements.lock")}
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -54,24 +58,31 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324
 
 
-def test_runner_trains_evaluates_registers_and_pushes_both_example_models(repo):
+def test_runner_trains_evaluates_registers_and_pushes_every_example_model(repo):
     for folder in (repo / "models").iterdir():  # start from a template that was never trained
         for name in GENERATED:
-            (folder / name).unlink()
+            (folder / name).unlink(missing_ok=True)
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "untrained")
     seen = []
     runs = run_train(repo, push=True, on_step=seen.append)
 
-    assert [r.model for r in runs] == ["digits-classifier", "iris-classifier"] == trainable_models(repo)
-    assert [(s.model, s.step) for s in seen] == [(m, s.name) for m in ("digits-classifier", "iris-classifier")
-                                                 for s in steps.STEPS]
+    assert [r.model for r in runs] == sorted(EXAMPLES) == trainable_models(repo)
+    # each model first gets its training environment (its lock's cached venv), then the DAG's steps
+    assert [(s.model, s.step) for s in seen] == [(m, s) for m in sorted(EXAMPLES)
+                                                 for s in ("environment", *(s.name for s in steps.STEPS))]
+    for s in seen:
+        if s.step == "environment":
+            assert f"({EXAMPLES[s.model][1]})" in s.detail
+    python = {r.model: r.python for r in runs}
+    assert python["iris-classifier"] == python["digits-classifier"]  # one venv per lock
     for run in runs:
         folder = repo / "models" / run.model
-        weights = folder / "model.pkl"
-        pointer = yaml.safe_load((folder / "model.pkl.dvc").read_text())
+        artifact = EXAMPLES[run.model][0]
+        weights = folder / artifact
+        pointer = yaml.safe_load((folder / f"{artifact}.dvc").read_text())
         assert pointer["outs"] == [{"md5": _md5(weights), "size": weights.stat().st_size, "hash": "md5",
-                                    "path": "model.pkl"}]
-        assert "/model.pkl" in (folder / ".gitignore").read_text().splitlines()
+                                    "path": artifact}]
+        assert f"/{artifact}" in (folder / ".gitignore").read_text().splitlines()
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics == run.metrics and metrics["model_md5"] == _md5(weights)
         assert metrics["accuracy"] >= steps.load_recipe(run.model, repo).quality_gate["accuracy"]
@@ -80,8 +91,8 @@ def test_runner_trains_evaluates_registers_and_pushes_both_example_models(repo):
         assert (repo / ".dvc-storage" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
     # git sees exactly what to commit: pointers, metrics, .gitignores; never the weights or the storage
     untracked = set(_git(repo, "status", "--porcelain", "--untracked-files=all").splitlines())
-    assert untracked == {f"?? models/{m}/{f}" for m in ("digits-classifier", "iris-classifier")
-                         for f in (".gitignore", "metrics.json", "model.pkl.dvc")}
+    assert untracked == {f"?? models/{m}/{f}" for m, (artifact, _) in EXAMPLES.items()
+                         for f in (".gitignore", "metrics.json", f"{artifact}.dvc")}
 
 
 def test_training_is_deterministic(tmp_path):
@@ -251,5 +262,5 @@ def test_the_lock_file_holds_exact_pins_only(tmp_path):
     assert {"scikit-learn", "numpy", "scipy"} <= set(pins)
     lock = tmp_path / "requirements.lock"
     lock.write_text("scikit-learn>=1.4\n", encoding="utf-8")
-    with pytest.raises(steps.StepError, match="not pinned as name==version"):
+    with pytest.raises(steps.StepError, match=r"requirements.lock:1: 'scikit-learn>=1.4' is not an exact pin"):
         steps.locked_versions(lock)

@@ -106,14 +106,50 @@ def bentofile_path_problems(config: dict, shown: str) -> list[SpecProblem]:
     return problems
 
 
+def python_packages(config: dict, lock: list[str], own: list[str]) -> None:
+    """Make the bentofile's `python.packages` the model's lock: its pins first, then the other packages of the
+    (merged) bentofile. The model bentofile's `own` entries of a package the lock pins are dropped (the Bento
+    installs the versions the model trained with); a kind overlay's pin replaces the lock's (an image pins its
+    own torch build: images.gpu.bentofile in model.yaml). Then the package indexes the final pins need
+    (PyTorch's variant index for a +cpu / +cuXXX pin) are set. In place."""
+    from pipelines.locks import PYTORCH_INDEXES, canonical, index_options
+
+    python = config.setdefault("python", {})
+    if not isinstance(python, dict):
+        return
+
+    def name_of(requirement: str) -> str:
+        return canonical(re.split(r"[\[<>=!~;@ ]", requirement.strip(), maxsplit=1)[0])
+
+    locked = {name_of(r) for r in lock}
+    chosen: dict[str, str] = {name_of(r): r for r in lock}
+    for requirement in python.get("packages") or []:
+        if not isinstance(requirement, str) or requirement in lock:
+            continue
+        key = name_of(requirement)
+        if key in locked and requirement in own:
+            continue  # the model's bentofile naming a locked package: the lock's pin wins
+        chosen.pop(key, None)
+        chosen[key] = requirement
+    python["packages"] = list(chosen.values())
+    pins = {name: r.split("==", 1)[1] for name, r in chosen.items() if "==" in r}
+    urls = [u for u in python.get("extra_index_url") or [] if u not in PYTORCH_INDEXES.values()]
+    urls += [u for u in index_options(pins)[1::2] if u not in urls]
+    if urls:
+        python["extra_index_url"] = urls
+    else:
+        python.pop("extra_index_url", None)
+
+
 def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name: str, model_hash: str,
                   shared: list[str], dest: Path, overlay: dict | None = None,
-                  version: dict | None = None) -> Path:
+                  version: dict | None = None, lock: list[str] | None = None) -> Path:
     """Copy `files` (context-relative path -> source file or directory) into dest and write the build
     bentofile there (from `bentofile`, the model's own, with the pool kind's `overlay` merged on top:
     reconciler.catalog.accelerators.kind_overlay; its `files` are written into the context). `version`
     (model hash, git commit, weights md5s) is written as gitops-version.json beside the service, which
-    returns it in every response. Returns the staged bentofile."""
+    returns it in every response. `lock` (the model's lock as `name==version` lines, pipelines.locks) becomes
+    the Bento's python.packages (`python_packages`). Returns the staged bentofile."""
     try:
         config = yaml.safe_load(bentofile.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -141,12 +177,15 @@ def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name
         else:
             _link_or_copy(str(src), str(target))
 
+    own_packages = list((config.get("python") or {}).get("packages") or []) if isinstance(config.get("python"), dict) else []
     if overlay:
         from reconciler.catalog.accelerators import merge_bentofile
 
         for rel, text in (overlay.get("files") or {}).items():
             (dest / rel).write_text(text, encoding="utf-8")
         config = merge_bentofile(config, overlay)
+    if lock is not None:
+        python_packages(config, lock, own_packages)
     if version is not None:
         (dest / VERSION_FILE).write_text(json.dumps(version, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if config.get("include") is not None and VERSION_FILE not in config["include"]:

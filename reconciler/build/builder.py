@@ -351,7 +351,7 @@ def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
 
 def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu,
                  base_image: str | None = None):
-    from reconciler.build import bento
+    from reconciler.build import bento, environments  # environments.lock_pins: what its Bento installs
     from reconciler.errors import ArtifactError
 
     folder = entry.path.relative_to(root).as_posix()
@@ -367,7 +367,7 @@ def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: Acc
         staged = bento.stage_context(files, entry.path / entry.spec.bentofile, service=entry.spec.service,
                                      name=entry.name, model_hash=model_hash.digest, shared=shared, dest=context,
                                      overlay=bentofile_overlay(entry.spec, kind, base_image),
-                                     version=version_record(root, entry, model_hash))
+                                     version=version_record(root, entry, model_hash), lock=environments.lock_pins(root, entry.name))
         return bento.build(context, staged, name=entry.name, version=image_tag(model_hash, kind), home=home)
 
 

@@ -1,9 +1,12 @@
 """Run the pipelines on a laptop (no cluster), and render them as Argo Workflows.
 
 `reconciler pipeline run train [--model M]` walks `pipelines.steps.STEPS` in DAG order: train ->
-evaluate -> register (`dvc add` of model.pkl). Train and evaluate run as the very command the Argo
-Workflow's tasks run (`python -m pipelines.steps ...`), in a process of their own under the pinned
-numeric profile (pipelines/numerics.py); register runs here. `reconciler pipeline render NAME --model M`
+evaluate -> register (`dvc add` of the artifacts model.yaml declares). Train and evaluate run as the very
+command the Argo Workflow's tasks run (`python -m pipelines.steps ...`), in a process of their own under the
+pinned numeric profile (pipelines/numerics.py), with the Python of the model's own training environment: a
+virtual environment holding exactly the model's lock (pipelines/locks.py), created once per lock content
+with `uv venv` + `uv pip install --no-deps -r LOCK` and cached outside the repository (`training_python`);
+never the reconciler's own environment. Register runs here. `reconciler pipeline render NAME --model M`
 prints the Workflow YAML for `train` or `build-image`, with defaults taken from the repository
 (HEAD commit, origin URL, the model's content hash, the environment's registry and pool).
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
+from reconciler.build.environments import platform_path, training_python  # noqa: F401 - re-exported
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
 
 PIPELINES = ("train", "build-image", "neuron-compile")
@@ -41,6 +45,23 @@ class ModelRun:
     metrics: dict[str, Any] = field(default_factory=dict)
     pointer: Path | None = None
     steps: list[StepRun] = field(default_factory=list)
+    outputs: tuple[str, ...] = ("model.pkl",)  # the artifacts model.yaml declares, by name in the model folder
+    python: str = sys.executable  # the model's training environment
+
+
+def declared_outputs(root: Path, model: str) -> tuple[str, ...]:
+    """What training writes, as model.yaml declares it: each artifact pointer's output (`model.pt.dvc` ->
+    `model.pt`, `weights.dvc` -> the `weights` folder), in declaration order; model.pkl when none is declared."""
+    import yaml
+
+    shown = f"models/{model}/model.yaml"
+    try:
+        spec = yaml.safe_load((Path(root) / shown).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ReconcilerError(f"{shown} cannot be read: {exc}", fix=f"fix {shown} (`reconciler plan` shows where)") from None
+    artifacts = spec.get("artifacts") if isinstance(spec, dict) else None
+    names = tuple(a.removesuffix(".dvc") for a in artifacts or () if isinstance(a, str) and a.endswith(".dvc"))
+    return names or ("model.pkl",)
 
 
 def trainable_models(root: Path) -> list[str]:
@@ -60,6 +81,7 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     ReconcilerError for an unknown model or a failed step, ArtifactError when DVC fails.
     """
     from pipelines import steps
+    from pipelines.locks import lock_relpath
 
     root = Path(root).resolve()
     names = list(models) if models else trainable_models(root)
@@ -78,7 +100,12 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     order = [s for s in steps.dag_order() if register or s.name != "register"]
     runs = []
     for name in names:
-        run = ModelRun(name, root / "models" / name)
+        run = ModelRun(name, root / "models" / name, outputs=declared_outputs(root, name))
+        started = time.perf_counter()
+        run.python = str(training_python(root, name))
+        if on_step is not None:
+            on_step(StepRun(name, "environment", time.perf_counter() - started,
+                            f"{Path(run.python).parents[1]} ({lock_relpath(root, name)})"))
         actions: dict[str, Callable[[], str]] = {
             "train": lambda: _train(run, root, seed),  # noqa: B023 - called inside this iteration
             "evaluate": lambda: _evaluate(run, root, seed),  # noqa: B023 - called inside this iteration
@@ -99,9 +126,10 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     return runs
 
 
-def step_process(step: str, model: str, model_dir: Path, root: Path, seed: int) -> str:
-    """Run one numeric step as `python -m pipelines.steps STEP ...`, the command the Argo task runs, and
-    return its standard output.
+def step_process(step: str, model: str, model_dir: Path, root: Path, seed: int, *, python: str | None = None,
+                 outputs: tuple[str, ...] = ()) -> str:
+    """Run one numeric step as `python -m pipelines.steps STEP ...`, the command the Argo task runs, with
+    `python` (the model's training environment, `training_python`), and return its standard output.
 
     A process of its own, because the numeric profile (pipelines/numerics.py: the BLAS kernel, numpy's
     SIMD loops, one thread) must be set before numpy loads, and this process loaded it long ago: training
@@ -109,9 +137,14 @@ def step_process(step: str, model: str, model_dir: Path, root: Path, seed: int) 
     """
     from pipelines.numerics import pinned_environ
 
-    command = [sys.executable, "-m", "pipelines.steps", step, "--model", model, "--model-dir", str(model_dir),
-               "--seed", str(seed), "--repo-root", str(root)]
-    done = subprocess.run(command, cwd=root, env=pinned_environ(), capture_output=True, text=True, check=False)
+    command = [python or sys.executable, "-m", "pipelines.steps", step, "--model", model, "--model-dir",
+               str(model_dir), "--seed", str(seed), "--repo-root", str(root)]
+    for name in outputs:
+        command += ["--output", name]
+    env = {k: v for k, v in pinned_environ().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    if python is not None:
+        env["PYTHONPATH"] = str(platform_path())
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
     if done.returncode == 0:
         return done.stdout.strip()
     raise _step_failure(done.stderr, model, step)
@@ -135,17 +168,18 @@ def _step_failure(stderr: str, model: str, step: str) -> Exception:
 
 
 def _train(run: ModelRun, root: Path, seed: int) -> str:
-    step_process("train", run.model, run.model_dir, root, seed)
-    return str((run.model_dir / "model.pkl").relative_to(root))
+    step_process("train", run.model, run.model_dir, root, seed, python=run.python, outputs=run.outputs)
+    return ", ".join(str((run.model_dir / name).relative_to(root)) for name in run.outputs)
 
 
 def _evaluate(run: ModelRun, root: Path, seed: int) -> str:
-    run.metrics = json.loads(step_process("evaluate", run.model, run.model_dir, root, seed).splitlines()[-1])
-    return ", ".join(f"{k}={run.metrics[k]}" for k in ("accuracy", "f1_macro"))
+    run.metrics = json.loads(step_process("evaluate", run.model, run.model_dir, root, seed, python=run.python,
+                                          outputs=run.outputs).splitlines()[-1])
+    return ", ".join(f"{k}={run.metrics[k]}" for k in ("accuracy", "f1_macro") if k in run.metrics)
 
 
 def _register(run: ModelRun, root: Path, steps: Any, push: bool) -> str:
-    run.pointer = steps.register(run.model_dir, root, push=push)
+    run.pointer = steps.register(run.model_dir, root, push=push, outputs=run.outputs)
     return str(run.pointer.relative_to(root)) + (" (pushed)" if push else "")
 
 
@@ -226,8 +260,14 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
     try:
         if pipeline == "train":
             from pipelines.common import DvcConfigError
+            from pipelines.locks import LockError, read_lock
             from pipelines.train import train_workflow
             from reconciler.build.artifacts import committed_remotes
+
+            try:
+                lock = read_lock(root, model)
+            except LockError as exc:
+                raise ReconcilerError(exc.message, fix=exc.fix) from None
 
             try:
                 return train_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
@@ -235,7 +275,8 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                       dvc_remote=env.pipelines.dvc_remote or "", dvc_remotes=committed_remotes(root),
                                       dvc_credentials_secret=env.pipelines.dvc_credentials_secret,
                                       git_credentials_secret=env.pipelines.git_credentials_secret,
-                                      operations=operations, run=run)
+                                      operations=operations, run=run, lock=lock.path, lock_pins=lock.pins,
+                                      outputs=declared_outputs(root, model))
             except DvcConfigError as exc:
                 raise ReconcilerError(exc.message, fix=exc.fix) from None
         from pipelines.build_image import build_image_workflow

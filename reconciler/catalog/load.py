@@ -16,6 +16,7 @@ from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.catalog.pools import Pool, PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
+from reconciler.catalog.training import lock_problems
 from reconciler.labels import MODEL as MODEL_LABEL
 from reconciler.source import guard
 
@@ -93,6 +94,10 @@ def _load_model(root: Path, folder: Path) -> ModelEntry:
     bentofile = folder / spec.bentofile
     if bentofile.is_file() and bentofile.resolve().is_relative_to(root.resolve()):  # (outside: reported above)
         problems.extend(bentofile_problems(root, bentofile, spec, spec_rel))
+    targets = [spec.accelerator] if isinstance(spec.accelerator, str) else \
+        [t for v in spec.accelerator.values() for t in ([v] if isinstance(v, str) else v)]
+    kinds = {k for k in ("cpu", "gpu", "inferentia") if getattr(spec.images, k) is not None or k in targets}
+    problems.extend(lock_problems(root, folder, kinds, spec.service.split(":")[0]))
     if problems:
         raise SpecError(problems)
     return ModelEntry(spec.name, folder, spec)

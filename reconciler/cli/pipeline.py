@@ -64,11 +64,13 @@ def run_command(
     except ReconcilerError as exc:
         raise _fail(exc) from None
     for run in runs:
-        typer.echo(f"{run.model}: accuracy {run.metrics['accuracy']}, f1_macro {run.metrics['f1_macro']} "
-                   f"({run.metrics['test_samples']} held-out samples)")
+        shown = {k: v for k, v in run.metrics.items() if k not in ("seed", "model_md5", "test_samples", "dataset")}
+        typer.echo(f"{run.model}: " + ", ".join(f"{k} {v}" for k, v in shown.items())
+                   + (f" ({run.metrics['test_samples']} held-out samples)" if "test_samples" in run.metrics else ""))
     if register:
         typer.echo("commit: " + " ".join(str(p) for r in runs for p in (
-            f"models/{r.model}/model.pkl.dvc", f"models/{r.model}/metrics.json", f"models/{r.model}/.gitignore")))
+            *(f"models/{r.model}/{o}.dvc" for o in r.outputs), f"models/{r.model}/metrics.json",
+            f"models/{r.model}/.gitignore")))
         typer.echo(push_note(Path(repo), push, [r.model for r in runs]))
     else:
         typer.echo("not registered (--no-register): nothing was added to DVC or pushed")

@@ -8,6 +8,8 @@ A model's hash covers exactly the inputs of its build:
   scaling a model or moving it to another pool re-renders its manifests but never rebuilds it;
 - the md5s recorded in its DVC pointers (`*.dvc`, `dvc.lock`), read as YAML (no DVC command runs);
 - the bentofile (also when it lives outside the folder);
+- the model's training lock: its own `requirements.lock` (a file of the folder), else the shared
+  `pipelines/requirements.lock` it trains, is served and is registered with (pipelines/locks.py);
 - the repository's own Python modules that the model's code imports, transitively
   (`from pipelines.steps import x`, `import common.features`): found with `ast`, resolved to files
   of the repository; third-party and standard-library imports resolve to nothing and are ignored.
@@ -43,6 +45,8 @@ HASH_VERSION = "model-hash/v1"
 SHORT = 12  # the hash prefix used as Bento version and image tag
 
 MODEL_FILE = "model.yaml"
+LOCK_FILE = "requirements.lock"  # pipelines.locks.LOCK_NAME: a model's own lock, in its folder
+SHARED_LOCK = "pipelines/requirements.lock"  # pipelines.locks.SHARED_LOCK: the lock of a model without one
 SPEC_KEY = "#build"  # input key suffix for the build fields of model.yaml
 
 
@@ -289,7 +293,11 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
         if path in pointers or path == f"{folder}/{MODEL_FILE}":
             continue
         inputs[path] = f"blob:{blob}"
-        kinds[path] = "bentofile" if path == bento_path else "code" if path.endswith(".py") else "file"
+        kinds[path] = "bentofile" if path == bento_path else "code" if path.endswith(".py") else \
+            "lock" if path == f"{folder}/{LOCK_FILE}" else "file"
+    if f"{folder}/{LOCK_FILE}" not in own:  # the shared lock is what this model trains and is served with
+        inputs[SHARED_LOCK] = f"blob:{tree.blob_id(SHARED_LOCK)}" if tree.exists(SHARED_LOCK) else "missing"
+        kinds[SHARED_LOCK] = "lock"
     if bento_path not in own:
         inputs[bento_path] = f"blob:{tree.blob_id(bento_path)}" if tree.exists(bento_path) else "missing"
         kinds[bento_path] = "bentofile"

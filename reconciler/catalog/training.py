@@ -1,0 +1,72 @@
+"""Plan-time checks of a model's training environment: its lock is a list of exact pins, and every package its
+Python files import is in it (pipelines/locks.py).
+
+A model importing a framework its lock does not pin would pass the PR check and then fail in the Argo train
+step (`ModuleNotFoundError`) or in its Bento: here it is a model error naming the file, the line, the package
+and the lock to add it to. The standard library, BentoML (every Bento has it) and the repository's own
+modules (`pipelines`, a model's helper module) are not packages of the lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.locks import SHARED_LOCK, LockError, lock_relpath, missing_imports, parse_lock
+from reconciler.errors import SpecProblem
+from reconciler.source import guard
+
+
+def local_modules(root: Path, folder: Path) -> set[str]:
+    """Top-level names importable from the repository root or the model folder: modules, not packages."""
+    names: set[str] = set()
+    for base in (root, folder):
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.suffix == ".py":
+                names.add(entry.stem)
+            elif entry.is_dir() and not entry.name.startswith("."):
+                names.add(entry.name)  # a package (or a namespace package)
+    return names
+
+
+# what a pool kind's image adds for the service (reconciler/catalog/accelerators.py kind_overlay): the Neuron
+# image installs torch-neuronx, and with it torch, so a service may import torch to load its compiled artifact
+KIND_PROVIDED = {"inferentia": frozenset({"torch"})}
+
+
+def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = frozenset(),
+                  service: str = "service.py") -> list[SpecProblem]:
+    """The model folder's lock problems: an unreadable or unpinned lock, and imports it does not provide.
+
+    `kinds`: the pool kinds the model may be served from (their images add packages for `service`)."""
+    model = folder.name
+    rel = lock_relpath(root, model)
+    path = root / rel
+    if not path.is_file():  # a repository without its own shared lock trains with the platform's
+        path = Path(__file__).resolve().parents[2] / SHARED_LOCK
+    try:
+        pins = parse_lock(guard.read_text(root, path, display=rel) if path.is_relative_to(root) else
+                          path.read_text(encoding="utf-8"), rel)
+    except (LockError, OSError) as exc:
+        message = exc.message if isinstance(exc, LockError) else f"{rel} cannot be read: {exc}"
+        return [SpecProblem(rel, message, fix=getattr(exc, "fix", None) or f"restore {rel}")]
+    sources = {}
+    for file in sorted(folder.glob("*.py")):
+        shown = f"models/{model}/{file.name}"
+        sources[shown] = guard.read_bytes(root, file, display=shown)
+    own = f"models/{model}/requirements.lock"
+    problems = []
+    extra = {name for kind in kinds for name in KIND_PROVIDED.get(kind, ())}
+    for miss in missing_imports(sources, pins, local_modules(root, folder)):
+        if miss.file == f"models/{model}/{service}" and miss.module.split(".")[0] in extra:
+            continue
+        fix = (f"add {miss.package}==<version> to {own}" if rel == own else
+               f"create {own} (start from a copy of {rel}) and add {miss.package}==<version> to it: "
+               f"the model then trains, is registered and is served with its own lock")
+        problems.append(SpecProblem(miss.file, f"imports {miss.module}, but the model's lock {rel} does not pin "
+                                               f"{miss.package}: its Argo train step and its Bento would not have it",
+                                    line=miss.line, fix=fix))
+    return problems
