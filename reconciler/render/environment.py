@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from reconciler.render import emit, kustomize
 from reconciler.render import schemas, selectors, server_rules
