@@ -75,6 +75,41 @@ def fetch(repo_root: Path, pointers: list[Path]) -> FetchResult:
     return FetchResult(int(counts.get("fetched", 0)), list(stats.get("added", [])), list(stats.get("modified", [])))
 
 
+def model_pointers(folder: Path, artifacts: list[str]) -> list[Path]:
+    """The pointer files of one model folder: its declared `artifacts`, every `*.dvc`, and the dvc.yaml of
+    each dvc.lock (DVC takes stage files as targets to pull a pipeline's outputs)."""
+    found = {folder / a for a in artifacts}
+    found |= {p for p in folder.rglob("*.dvc") if p.is_file()}
+    found |= {p.with_name("dvc.yaml") for p in folder.rglob("dvc.lock") if p.with_name("dvc.yaml").is_file()}
+    return sorted(found)
+
+
+def fetch_model(root: Path, folder: Path, artifacts: list[str], kinds: dict[str, str], name: str) -> FetchResult:
+    """`dvc pull` of one model's pointers, then every output they name (its content hash's "data" inputs)
+    must be a file or folder in the model folder: a build that fetched no weights fails here, never ships
+    a Bento without them. The outputs were checked to stay in the folder when the model was hashed."""
+    from reconciler.source import guard
+
+    root = Path(root)
+    pointers = model_pointers(folder, artifacts)
+    missing = [p for p in pointers if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"DVC pointer {missing[0].relative_to(root)} is missing",
+                            fix=f"run `dvc add` on the artifact in {folder.relative_to(root)}/ and commit the "
+                                "pointer, or remove it from `artifacts:` in model.yaml")
+    result = fetch(root, pointers)
+    for path, kind in sorted(kinds.items()):
+        if kind != "data" or _is_pointer(path):
+            continue
+        target = guard.inside(root, path)
+        if not (target.is_file() or target.is_dir()) or not target.is_relative_to(folder.resolve()):
+            raise ArtifactError(f"{path} of {name} is not in the model folder after the DVC fetch "
+                                f"({'not a regular file' if target.exists() else 'missing'})",
+                                fix="run `dvc pull` and check that the pointer's outs.path names the file "
+                                    "beside it; then `dvc status` shows what DVC expects")
+    return result
+
+
 # --------------------------------------------------------------------------- do the weights exist in the remote?
 
 

@@ -39,6 +39,7 @@ from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
 from reconciler.catalog.images import image_tag, pinned
 from reconciler.catalog.kinds import AcceleratorKind
+from reconciler.build.artifacts import fetch_model
 from reconciler.build.bento import staged_files
 from reconciler.catalog.image_lock import ImageStore, images_file, tagged_image
 
@@ -249,7 +250,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             if not fetched:
                 step = "fetch"
                 notify(name, "fetch", "running")
-                _fetch(root, entry, model_hash)
+                fetch_model(root, entry.path, entry.spec.artifacts, model_hash.kinds, entry.name)
                 notify(name, "fetch", "done")
                 result.built.append("fetch")
                 fetched = True
@@ -300,39 +301,6 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
         result.action, result.error = Action.failed, exc
         result.message = f"{step} failed"
         return fetched
-
-
-def _pointers(root: Path, entry, model_hash: ModelHash) -> list[Path]:
-    folder = entry.path
-    found = {folder / a for a in entry.spec.artifacts}
-    found |= {p for p in folder.rglob("*.dvc") if p.is_file()}
-    # a pipeline's outputs are pulled through its dvc.yaml (DVC takes stage files as targets)
-    found |= {p.with_name("dvc.yaml") for p in folder.rglob("dvc.lock") if p.with_name("dvc.yaml").is_file()}
-    return sorted(found)
-
-
-def _fetch(root: Path, entry, model_hash: ModelHash) -> None:
-    from reconciler.build.artifacts import fetch
-    from reconciler.errors import ArtifactError
-
-    pointers = _pointers(root, entry, model_hash)
-    missing = [p for p in pointers if not p.is_file()]
-    if missing:
-        raise ArtifactError(f"DVC pointer {missing[0].relative_to(root)} is missing",
-                            fix=f"run `dvc add` on the artifact in {entry.path.relative_to(root)}/ and commit the "
-                                "pointer, or remove it from `artifacts:` in model.yaml")
-    fetch(root, pointers)
-    # every output the pointers name must now be a file (or folder) in the model folder: a build that
-    # fetched no weights must fail here, never ship a Bento without them
-    for path, kind in sorted(model_hash.kinds.items()):
-        if kind != "data" or path.endswith(".dvc") or path.rsplit("/", 1)[-1] == "dvc.lock":
-            continue
-        target = guard.inside(root, path)
-        if not (target.is_file() or target.is_dir()) or not target.is_relative_to(entry.path.resolve()):
-            raise ArtifactError(f"{path} of {entry.name} is not in the model folder after the DVC fetch "
-                                f"({'not a regular file' if target.exists() else 'missing'})",
-                                fix="run `dvc pull` and check that the pointer's outs.path names the file "
-                                    "beside it; then `dvc status` shows what DVC expects")
 
 
 def version_record(root: Path, entry, model_hash: ModelHash) -> dict:

@@ -185,53 +185,15 @@ def planned_objects(state: DesiredState, env: str) -> dict[str, list[dict]]:
 
 
 def secret_changes(before: DesiredState, after: DesiredState, env: str) -> dict[str, list[str]]:
-    """Per model, which keys of its SOPS Secrets changed, compared decrypted when the environment's key is
-    at hand (a re-encrypted file then changes nothing), else by ciphertext. Never a value."""
+    """Per model, which keys of its SOPS Secrets changed (reconciler.render.secrets.plan_secrets)."""
     return secret_plan(before, after, env)[0]
 
 
 def secret_plan(before: DesiredState, after: DesiredState, env: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """What sync will do with each model's SOPS Secrets: (key changes per model, errors per model).
+    """What sync will do with each model's SOPS Secrets: (key changes, errors) per model; see plan_secrets."""
+    from reconciler.render.secrets import plan_secrets
 
-    Where the plan has the environment's age key (the variable or file environment.yaml names), it
-    decrypts every Secret in memory, as sync will, and a Secret sync would refuse (not encrypted for that
-    key, empty, still ciphertext, another namespace) is that model's error. Where it has no key, it
-    cannot know: each changed Secret says "not verified" (and why), never "added" as if sync could apply it."""
-    from reconciler.errors import SecretError
-    from reconciler.render.secrets import age_key, key_changes, unseal
-
-    old, new = before.renders.get(env), after.renders.get(env)
-    if new is None:
-        return {}, {}
-    key: str | None = None
-    missing = ""
-    try:
-        if any(m.secrets for m in new.models.values()):
-            key = age_key(new.environment)
-    except SecretError as exc:
-        key, missing = None, exc.message
-    out: dict[str, list[str]] = {}
-    errors: dict[str, str] = {}
-    for name, model in sorted(new.models.items()):
-        previous = old.models[name].secrets if old is not None and name in old.models else []
-        lines = key_changes(previous, model.secrets, key)
-        if key is None:
-            lines = [_not_verified(line, missing) for line in lines]
-        else:
-            for sealed in model.secrets:
-                try:
-                    unseal(sealed, key, new.environment)  # the plaintext is dropped at once
-                except SecretError as exc:
-                    errors[name] = str(exc)
-                    break
-        if lines:
-            out[name] = lines
-    return out, errors
-
-
-def _not_verified(line: str, why: str) -> str:
-    head, _, rest = line.partition(": ")
-    return f"{head}: not verified, the plan cannot decrypt it ({why}); this change: {rest}"
+    return plan_secrets(before.renders.get(env), after.renders.get(env))
 
 
 def plan_environment_between(env: str, before: DesiredState, after: DesiredState, paths: set[str],

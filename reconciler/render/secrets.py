@@ -243,6 +243,48 @@ def key_changes(before: list[SealedSecret], after: list[SealedSecret], key: str 
     return lines
 
 
+def plan_secrets(old: Any, new: Any) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """What sync will do with each model's SOPS Secrets between two renders of one environment:
+    (key changes per model, errors per model). Never a value.
+
+    Where the plan has the environment's age key (the variable or file environment.yaml names), it
+    decrypts every Secret in memory, as sync will, and a Secret sync would refuse (not encrypted for that
+    key, empty, still ciphertext, another namespace) is that model's error. Where it has no key, it cannot
+    know: each changed Secret says "not verified" (and why), never "added" as if sync could apply it.
+    Key changes are compared decrypted when the key is at hand (re-encrypting a file changes nothing)."""
+    if new is None:
+        return {}, {}
+    key: str | None = None
+    missing = ""
+    try:
+        if any(m.secrets for m in new.models.values()):
+            key = age_key(new.environment)
+    except SecretError as exc:
+        key, missing = None, exc.message
+    out: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for name, model in sorted(new.models.items()):
+        previous = old.models[name].secrets if old is not None and name in old.models else []
+        lines = key_changes(previous, model.secrets, key)
+        if key is None:
+            lines = [_not_verified(line, missing) for line in lines]
+        else:
+            for sealed in model.secrets:
+                try:
+                    unseal(sealed, key, new.environment)  # the plaintext is dropped at once
+                except SecretError as exc:
+                    errors[name] = str(exc)
+                    break
+        if lines:
+            out[name] = lines
+    return out, errors
+
+
+def _not_verified(line: str, why: str) -> str:
+    head, _, rest = line.partition(": ")
+    return f"{head}: not verified, the plan cannot decrypt it ({why}); this change: {rest}"
+
+
 def _comparable(sealed: SealedSecret, key: str | None) -> dict[str, str]:
     if key is None:
         return dict(sealed.keys)
