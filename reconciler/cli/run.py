@@ -22,6 +22,7 @@ from reconciler.run.loop import Reconciler, RunConfig
 from reconciler.run.notify import Notifier
 from reconciler.source.verify import VerifyPolicy
 from reconciler.sync.commit import sync_commit
+from reconciler.sync.engine import SyncResult
 from reconciler.sync.planner import SyncOptions
 
 
@@ -119,7 +120,7 @@ def require_state_namespace(kube: Cluster, namespace: str) -> None:
                               fix="wait until it is gone and create it again, or pass --namespace NAME")
 
 
-def sync_and_report(kube, repo, commit, environment, options):  # noqa: ANN001 - the loop's SyncFn
+def sync_and_report(kube: Cluster, repo: Path, commit: str, environment: str, options: SyncOptions) -> SyncResult:
     """One sync pass; a canary that ended in it is reported to GitHub when RECONCILER_GITHUB_TOKEN and
     GITHUB_REPOSITORY are set (reconciler.report.github.report_finished): never fails the pass."""
     result = sync_commit(kube, repo, commit, environment, options)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from reconciler import labels
+from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
 
@@ -57,11 +58,11 @@ def parse(cm: dict | None) -> list[Revision]:
         return []  # unreadable bookkeeping: start a new history rather than block syncs
 
 
-def load(kube: Any, environment: str, namespace: str) -> list[Revision]:
+def load(kube: Cluster, environment: str, namespace: str) -> list[Revision]:
     return parse(kube.get(history_ref(environment, namespace)))
 
 
-def append(kube: Any, environment: str, namespace: str, **entry: Any) -> Revision:
+def append(kube: Cluster, environment: str, namespace: str, **entry: Any) -> Revision:
     """Record one sync (read, add, server-side apply); returns the new entry."""
     ref = history_ref(environment, namespace)
     entries = appended(load(kube, environment, namespace), **entry)

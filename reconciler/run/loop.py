@@ -176,7 +176,7 @@ def save_record(kube: Cluster, environment: str, namespace: str, record: Record)
                          "pinnedHead": record.pinned_head, "handledRequest": record.handled}})
 
 
-def request_reconcile(kube: Any, environment: str, namespace: str, when: str) -> None:
+def request_reconcile(kube: Cluster, environment: str, namespace: str, when: str) -> None:
     """Ask the running reconciler to reconcile `environment` now (`reconciler reconcile ENV`)."""
     try:
         kube.patch(state_ref(environment, namespace), {"metadata": {"annotations": {REQUEST_ANNOTATION: when}}},
@@ -189,7 +189,7 @@ def request_reconcile(kube: Any, environment: str, namespace: str, when: str) ->
                               "`reconciler run`), or start the reconciler for this environment") from None
 
 
-def record_history(kube: Any, environment: str, namespace: str, record: Record, action: str) -> None:
+def record_history(kube: Cluster, environment: str, namespace: str, record: Record, action: str) -> None:
     """Append the pass to `reconciler history ENV` (best effort: history is a report, never a blocker)."""
     from reconciler.run import history
 
@@ -216,7 +216,7 @@ class Outcome:
         return {"commit": self.commit, "reason": self.reason, **self.result.as_dict()}
 
 
-SyncFn = Callable[[Any, Path, str, str, Any], Any]  # (kube, repo, commit, environment, options) -> SyncResult
+SyncFn = Callable[[Cluster, Path, str, str, Any], Any]  # (kube, repo, commit, environment, options) -> SyncResult
 
 APPLIED = frozenset({"created", "configured", "unchanged", "pruned"})
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError, ReconcilerError
 from reconciler.results import ObjectRef
 
@@ -26,13 +27,13 @@ class RollbackResult:
     error: str | None = None
 
 
-def _default_sync(kube: Any, repo: Path, commit: str, environment: str, options: Any) -> Any:
+def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
     from reconciler.sync.commit import sync_commit
 
     return sync_commit(kube, repo, commit, environment, options)
 
 
-def rollback(kube: Any, repo: Path, environment: str, target: str, *, state_namespace: str, now: datetime,
+def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_namespace: str, now: datetime,
              options: Any = None, sync: Callable[..., Any] = _default_sync, notify: Any = None) -> RollbackResult:
     from reconciler.run import history
     from reconciler.run.loop import Record, environment_failure, load_record, save_record
@@ -72,7 +73,7 @@ def rollback(kube: Any, repo: Path, environment: str, target: str, *, state_name
     return RollbackResult(commit, pinned_head, result, history_id=entry.id)
 
 
-def record_manual_sync(kube: Any, environment: str, result: Any, *, state_namespace: str, now: datetime) -> str:
+def record_manual_sync(kube: Cluster, environment: str, result: Any, *, state_namespace: str, now: datetime) -> str:
     """Record a `reconciler sync` by hand where `run`, `status` and `history` read it; returns what was done.
 
     Only when the state namespace exists (it is the in-cluster reconciler's): a laptop sync of a
