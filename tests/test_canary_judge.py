@@ -113,7 +113,7 @@ def test_dispersion_is_one_for_binomial_counts_and_large_for_bursts() -> None:
     rng = np.random.default_rng(5)
     plain = [[(15_000.0, float(rng.binomial(15_000, 0.002))) for _ in range(30)]]
     phi, df = stats.dispersion(plain)
-    assert df == 29 and 1.0 <= phi < 1.6
+    assert df == 29 and 1.0 <= phi < 2.0  # an upper estimate: X^2 over the chi-square's lower quartile (~1.2)
     bursty = [[(15_000.0, float(rng.binomial(15_000, 0.002 * (8 if rng.random() < 0.2 else 0.3))))
                for _ in range(30)]]
     assert stats.dispersion(bursty)[0] > 3

@@ -284,6 +284,19 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
         return _wait(state, now, verdict, obs, (verdict.needed_requests or 0) - state.evidence.canary_requests,
                      f"the guard's {verdict.needed_requests} canary requests (to detect {verdict.detect})")
     if not last and verdict.suspicious:  # exposure: no more weight while a check looks worse
+        # not a failure: it never rolls back (neither itself nor through the progress deadline); held for
+        # twice the progress deadline in a row (the looks meanwhile fail or clear it), a person decides
+        held, since = 1, now
+        for record in reversed(state.history):
+            if record.decision != "hold" or not record.reasons or "looks worse" not in record.reasons[0]:
+                break
+            held, since = held + 1, record.at
+        if held > 1 and now - since >= 2 * policy.progress_deadline_seconds:
+            new = state.evolve(paused=True, pause_reason="looks worse", progress_at=now)
+            return [], _record(new, now, "pause", (
+                f"paused after {held} looks in a row where {verdict.suspicious}: a person decides (resume, promote "
+                "or abort)", *verdict.reasons), obs)
+        state = state.evolve(progress_at=now)
         return [], _record(state, now, "hold", (f"weight stays {state.canary_weight}%: {verdict.suspicious}",
                                                  *verdict.reasons), obs)
     if not last and state.evidence.step_requests < policy.min_requests:

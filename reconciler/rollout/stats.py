@@ -312,7 +312,7 @@ def chi2_quantile(df: float, q: float) -> float:
     return max(df * (1.0 - c + z * math.sqrt(c)) ** 3, 1e-9)
 
 
-DISPERSION_QUANTILE = 0.5  # phi is X^2 over the chi-square's median: about unbiased, a little wide with few windows
+DISPERSION_QUANTILE = 0.25  # phi is X^2 over the chi-square's lower quartile: an upper estimate (few windows err wide)
 
 
 def dispersion(groups: Sequence[Sequence[tuple[float, float]]]) -> tuple[float, int]:
