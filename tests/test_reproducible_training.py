@@ -56,7 +56,7 @@ def train(model: str, out: Path, env: dict[str, str]) -> str:
 
 
 def caller_env(cpu: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != numerics.MARKER and not k.startswith(("OPENBLAS_", "NPY_"))}
+    env = {k: v for k, v in os.environ.items() if k != numerics.MARKER and not k.startswith(("OPENBLAS_", "NPY_", "ATEN_"))}
     return {**env, **cpu}
 
 
@@ -80,10 +80,48 @@ def test_without_the_profile_the_kernel_changes_the_bytes(tmp_path):
     assert haswell != sandy
 
 
+# the PyTorch example: torch dispatches its ATen kernels by CPU too (avx512 on an AVX-512 CPU, avx2, or the
+# generic `default`), besides the BLAS kernel and numpy's loops of its data preparation
+TORCH_MODEL = "wine-classifier"
+TORCH_CPUS = {
+    "aten-avx512": {"ATEN_CPU_CAPABILITY": "avx512", "OPENBLAS_CORETYPE": "SkylakeX"},
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": "X86_V4"},
+    "zen": {"OPENBLAS_CORETYPE": "Zen"},
+}
+
+
+def train_torch(repo: Path, python: Path, out: Path, env: dict[str, str]) -> str:
+    done = subprocess.run([str(python), "-m", "pipelines.steps", "train", "--model", TORCH_MODEL, "--model-dir", str(out),
+                           "--repo-root", str(repo), "--output", "model.pt"], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return hashlib.md5((out / "model.pt").read_bytes()).hexdigest()  # noqa: S324 - DVC's md5
+
+
+@pytest.mark.slow
+@needs_x86_avx2
+def test_the_pytorch_example_trains_the_same_bytes_whatever_kernels_the_cpu_picks(tmp_path):
+    """examples/models/wine-classifier in its own lock's environment: callers whose environment picks other
+    ATen, BLAS and numpy kernels train the same model.pt; without the profile, ATen's generic kernels do not."""
+    import shutil
+
+    from reconciler.build.pipeline_runner import training_python
+
+    repo = tmp_path / "repo"
+    shutil.copytree(PROJECT / "examples" / "models" / TORCH_MODEL, repo / "models" / TORCH_MODEL)
+    python = training_python(repo, TORCH_MODEL)
+    md5s = {name: train_torch(repo, python, tmp_path / name, caller_env(cpu)) for name, cpu in sorted(TORCH_CPUS.items())}
+    assert len(set(md5s.values())) == 1, md5s
+    unpinned = caller_env({numerics.MARKER: "off-for-this-test", "ATEN_CPU_CAPABILITY": "default",
+                           "OMP_NUM_THREADS": "1"})
+    assert train_torch(repo, python, tmp_path / "unpinned", unpinned) not in md5s.values()
+
+
 def test_the_profile_per_machine():
     avx2 = frozenset({"avx2", "fma", "sse2"})
     name, env, note = numerics.profile_for("x86_64", avx2)
     assert (name, env["OPENBLAS_CORETYPE"], env["OPENBLAS_NUM_THREADS"], note) == ("x86-64-avx2", "Haswell", "1", "")
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2"  # torch's kernels (its generic ones train other bytes)
     assert "X86_V4" in env["NPY_DISABLE_CPU_FEATURES"]
     # a CPU that cannot run the Haswell kernel is not forced onto it (it would die of SIGILL): it says why
     name, env, note = numerics.profile_for("x86_64", frozenset({"sse2", "avx"}))

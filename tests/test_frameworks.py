@@ -1,0 +1,119 @@
+"""Models in three frameworks side by side in one repository, each from its own lock: the template's
+scikit-learn models (the shared pipelines/requirements.lock), a LightGBM model and the PyTorch example
+(examples/models/wine-classifier, its own lock with torch's CPU build). Each trains in the environment of
+its lock, is planned without model errors, renders Argo workflows that validate against Argo's schema and
+install its lock, and the PyTorch model's Bento installs its lock. No platform file is edited."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import git
+import yaml
+
+from reconciler.build.pipeline_runner import render_workflow, run_train
+from reconciler.catalog.load import load_catalog
+from tests.conftest import PROJECT, commit_all
+from tests.test_pipelines import argo_validator  # noqa: F401 - the Argo schema fixture
+
+TORCH = "wine-classifier"
+GBM = "cancer-gbm"
+REPO_URL = "https://github.com/example/models.git"
+GBM_TRAIN = {"load_iris": "load_breast_cancer", '"dataset": "iris"': '"dataset": "breast_cancer"',
+             "from sklearn.linear_model import LogisticRegression": "from lightgbm import LGBMClassifier",
+             "LogisticRegression(max_iter=1000, random_state=seed)":
+                 "LGBMClassifier(n_estimators=30, random_state=seed, n_jobs=1, deterministic=True, verbose=-1)"}
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - DVC's md5
+
+
+def _add_models(root: Path) -> None:
+    shutil.copytree(PROJECT / "examples" / "models" / TORCH, root / "models" / TORCH)
+    gbm = root / "models" / GBM
+    shutil.copytree(root / "models" / "iris-classifier", gbm,
+                    ignore=shutil.ignore_patterns("model.pkl", "model.pkl.dvc", "metrics.json", ".gitignore"))
+    for name in ("model.yaml", "bentofile.yaml"):
+        (gbm / name).write_text((gbm / name).read_text().replace("iris-classifier", GBM))
+    train = (gbm / "train.py").read_text()
+    for old, new in GBM_TRAIN.items():
+        assert old in train, old
+        train = train.replace(old, new)
+    (gbm / "train.py").write_text(train)
+    (gbm / "service.py").write_text((gbm / "service.py").read_text().replace("reshape(-1, 4)", "reshape(-1, 30)"))
+    (gbm / "requirements.lock").write_text((root / "pipelines" / "requirements.lock").read_text() + "lightgbm==4.7.0\n")
+
+
+def test_three_frameworks_train_plan_and_render_side_by_side_each_from_its_own_lock(template_repo, argo_validator):  # noqa: F811
+    root = template_repo
+    _add_models(root)
+    commit_all(git.Repo(root), "a PyTorch and a LightGBM model beside the scikit-learn ones")
+
+    runs = {r.model: r for r in run_train(root, [TORCH, GBM], push=True)}
+    environments = {name: Path(run.python).parents[1] for name, run in runs.items()}
+    sklearn_env = Path(run_train(root, ["iris-classifier"], register=False)[0].python).parents[1]
+    assert len({*environments.values(), sklearn_env}) == 3  # one environment per lock, none the reconciler's
+    for name, artifact in ((TORCH, "model.pt"), (GBM, "model.pkl")):
+        folder = root / "models" / name
+        pointer = yaml.safe_load((folder / f"{artifact}.dvc").read_text())
+        assert pointer["outs"][0]["path"] == artifact and pointer["outs"][0]["md5"] == _md5(folder / artifact)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["accuracy"] >= 0.9 and metrics["model_md5"] == _md5(folder / artifact)
+    assert (environments[TORCH] / ".complete").read_text().strip() == f"models/{TORCH}/requirements.lock"
+
+    # deterministic: the PyTorch model retrains to the same bytes
+    first = _md5(root / "models" / TORCH / "model.pt")
+    run_train(root, [TORCH], register=False)
+    assert _md5(root / "models" / TORCH / "model.pt") == first
+
+    # the plan sees every model, each lock covering its imports
+    catalog = load_catalog(root)
+    assert {TORCH, GBM, "iris-classifier", "digits-classifier"} <= set(catalog.models), catalog.errors
+
+    # every model's Argo train workflow validates and installs that model's lock in each step
+    locks = {TORCH: f"models/{TORCH}/requirements.lock", GBM: f"models/{GBM}/requirements.lock",
+             "iris-classifier": "pipelines/requirements.lock"}
+    for name, lock in locks.items():
+        doc = yaml.safe_load(render_workflow(root, "train", name, repo_url=REPO_URL).to_yaml())
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in argo_validator.iter_errors(doc)]
+        assert errors == [], f"{name}: {errors}"
+        scripts = {t["name"]: t["container"]["args"][0] for t in doc["spec"]["templates"] if "container" in t}
+        for step in ("train", "evaluate", "register"):
+            assert f"--no-deps -r /src/{lock}" in scripts[step], (name, step)
+    torch_scripts = {t["name"]: t["container"]["args"][0] for t in yaml.safe_load(
+        render_workflow(root, "train", TORCH, repo_url=REPO_URL).to_yaml())["spec"]["templates"] if "container" in t}
+    # the CPU build of torch comes from PyTorch's own index on the cluster; the step writes the declared model.pt
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in torch_scripts["train"]
+    assert "--output model.pt" in torch_scripts["train"] and "--output model.pt" in torch_scripts["register"]
+    assert "lightgbm==4.7.0" in (root / "models" / GBM / "requirements.lock").read_text()
+
+
+def test_the_pytorch_bento_installs_its_lock_and_the_gpu_image_the_cuda_build(template_repo, tmp_path):
+    from reconciler.build.bento import stage_context
+    from reconciler.build.builder import bentofile_overlay
+    from reconciler.build.environments import lock_pins
+    from reconciler.catalog.pools import AcceleratorKind
+
+    from reconciler.catalog.files import load
+    from reconciler.catalog.specs import ModelSpec
+
+    root = template_repo
+    folder = root / "models" / TORCH
+    shutil.copytree(PROJECT / "examples" / "models" / TORCH, folder)
+    spec = load(ModelSpec, folder / "model.yaml")  # (untrained: the catalog would report model.pt.dvc missing)
+    lock = lock_pins(root, TORCH)
+    assert "torch==2.13.0+cpu" in lock
+    staged = {}
+    for kind in (AcceleratorKind.cpu, AcceleratorKind.gpu):
+        path = stage_context({}, folder / "bentofile.yaml", service=spec.service, name=TORCH, model_hash="h",
+                             shared=[], dest=tmp_path / kind.value, overlay=bentofile_overlay(spec, kind), lock=lock)
+        staged[kind] = yaml.safe_load(path.read_text())["python"]
+    assert staged[AcceleratorKind.cpu]["packages"] == lock  # exactly the lock
+    assert staged[AcceleratorKind.cpu]["extra_index_url"] == ["https://download.pytorch.org/whl/cpu"]
+    gpu = staged[AcceleratorKind.gpu]["packages"]
+    assert "torch==2.13.0" in gpu and "torch==2.13.0+cpu" not in gpu and "extra_index_url" not in staged[AcceleratorKind.gpu]
+    assert sorted(p for p in gpu if not p.startswith("torch==")) == sorted(p for p in lock if not p.startswith("torch=="))
