@@ -133,3 +133,18 @@ def test_the_shared_lock_is_complete_and_the_runners_environment_holds_exactly_i
     installed = set(eval(done.stdout))  # noqa: S307 - our own child's repr of a list of names
     assert installed - {"pip", "setuptools", "wheel"} == set(locks.parse_lock(
         (root / "pipelines" / "requirements.lock").read_text(), "lock"))
+
+
+def test_the_runner_installs_from_pips_local_wheel_folders(tmp_path, monkeypatch):
+    """uv reads no pip configuration: the runner passes pip's find-links on (a machine's local +cpu torch wheel)."""
+    from reconciler.build import environments
+
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nfind-links = /a /b\n")
+    monkeypatch.setattr(environments, "PIP_CONFIGS", (str(conf), str(tmp_path / "absent.conf")))
+    monkeypatch.setenv("PIP_FIND_LINKS", "/b /c")
+    assert environments._find_links() == ["/a", "/b", "/c"]
+    command = environments.install_command(Path("lock"), Path("python"), {"torch": "2.13.0+cpu"})
+    assert [command[i + 1] for i, a in enumerate(command) if a == "--find-links"] == ["/a", "/b", "/c"]
+    assert command[-2:] == ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]  # none of them holds it
+    assert "--no-deps" in command

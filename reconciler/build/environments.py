@@ -37,9 +37,25 @@ def venv_cache() -> Path:
     return Path(base) / "model-gitops" / "venvs"
 
 
+PIP_CONFIGS = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.pip/pip.conf", "~/.config/pip/pip.conf")
+
+
 def _find_links() -> list[str]:
-    """The local wheel folders pip is configured with (PIP_FIND_LINKS): uv does not read pip's settings."""
-    return [entry for entry in os.environ.get("PIP_FIND_LINKS", "").split() if entry]
+    """The local wheel folders pip is configured with (`find-links` of pip's config files, and PIP_FIND_LINKS):
+    uv reads neither, and a machine may keep wheels there that its index does not serve (a +cpu torch build)."""
+    import configparser
+
+    found: list[str] = []
+    for name in PIP_CONFIGS:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(os.path.expanduser(name), encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        for section in ("global", "install"):
+            found += parser.get(section, "find-links", fallback="").split()
+    found += os.environ.get("PIP_FIND_LINKS", "").split()
+    return [entry for i, entry in enumerate(found) if entry not in found[:i]]
 
 
 def install_command(lock: Path, python: Path, pins: dict[str, str]) -> list[str]:
