@@ -50,10 +50,15 @@ SHARED_LOCK = "pipelines/requirements.lock"  # pipelines.locks.SHARED_LOCK: the 
 SPEC_KEY = "#build"  # input key suffix for the build fields of model.yaml
 
 
-class _Entry(Protocol):  # reconciler.catalog.load.ModelEntry
-    name: str
-    path: Path
-    spec: object
+class _Entry(Protocol):  # reconciler.catalog.load.ModelEntry (a frozen dataclass: read-only members)
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def spec(self) -> object: ...
 
 
 # --------------------------------------------------------------------------- result types
