@@ -13,6 +13,8 @@ from tests.envtest import SHARED  # noqa: F401  (../shared, found from a worktre
 from tests.envtest_fixtures import (  # noqa: F401  (a real API server)
     envtest, envtest_repo, kcm, kube, namespace, new_namespace, sim_nodes)
 from tests.oci_registry import oci_registry  # noqa: F401  (a real OCI registry: Debian's docker-registry)
+from tests.node_fixtures import (  # noqa: F401  (a real node: tests marked `node` only, tests/test_e2e_node*.py)
+    NODE_FIXTURES, _node_lock, bento_base_image, e2e_repos, node_cluster)
 from tests.test_registry import serve  # noqa: F401  (the OCI registry stand-in, also used by build tests)
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -83,3 +85,10 @@ def template_repo(tmp_path: Path, example_dvc_storage: Path) -> Path:
     repo = git.Repo.init(root, initial_branch="main")
     commit_all(repo, "template")
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """The real node is opt-in: a test that asks for its fixtures must carry @pytest.mark.node (tests/node_fixtures.py)."""
+    for item in items:
+        if NODE_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("node") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses the real node without @pytest.mark.node")

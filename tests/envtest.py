@@ -324,9 +324,11 @@ class ControlPlane:
             time.sleep(0.2)
         raise RuntimeError(f"kube-apiserver not ready after {timeout:.0f}s:\n{self._tail('kube-apiserver')}")
 
-    def start_controller_manager(self, timeout: float = 60.0) -> None:
+    def start_controller_manager(self, timeout: float = 60.0, *, node_lifecycle: bool = False) -> None:
         """Start kube-controller-manager (ReplicaSets and Pods for Deployments, garbage collection, namespace
-        deletion, ServiceAccounts). Idempotent; it then runs until stop()."""
+        deletion, ServiceAccounts). Idempotent; it then runs until stop(). ``node_lifecycle``: also the node
+        lifecycle controller, for a real kubelet (tests/node_fixtures.py): it lifts the not-ready taint a
+        node registers with once the node is Ready."""
         proc = self.procs.get("kube-controller-manager")
         if proc is not None and proc.poll() is None:
             return
@@ -340,7 +342,8 @@ class ControlPlane:
             f"--service-account-private-key-file={self.data / 'pki' / 'sa.key'}", f"--root-ca-file={self.ca_file}",
             # no node lifecycle: simulated nodes (tests/sim_nodes.py) send no kubelet heartbeats, and the
             # controller would taint them unreachable and evict their Pods after 40 s
-            "--controllers=*,-bootstrap-signer-controller,-token-cleaner-controller,-node-lifecycle-controller"])
+            "--controllers=*,-bootstrap-signer-controller,-token-cleaner-controller"
+            + ("" if node_lifecycle else ",-node-lifecycle-controller")])
         # ready once the ServiceAccount controller has made the `default` ServiceAccount of `default`
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
