@@ -131,9 +131,12 @@ def test_the_cli_binds_loopback_and_the_cluster_manifest_binds_all_interfaces():
     from reconciler.cli import app
     from reconciler.run.loop import RunConfig
 
-    run = get_command(app).commands["run"]
+    group = get_command(app)
+    run = group.get_command(None, "run")  # the command table loads a command on first use
     listen = next(p for p in run.params if p.name == "listen")
     assert listen.default.startswith("127.0.0.1:")
+    probes = next(p for p in run.params if p.name == "probe_listen")
+    assert probes.default.startswith("127.0.0.1:")  # the probe port too; the cluster manifest says 0.0.0.0
     assert RunConfig.__dataclass_fields__["listen"].default[0] == "127.0.0.1"
     docs = list(yaml.safe_load_all((PROJECT / "environments/reconciler/deployment.yaml").read_text()))
     args = [a for d in docs if d and d.get("kind") == "Deployment"
