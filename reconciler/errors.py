@@ -8,9 +8,31 @@ the file, the field (or line), and what to do about it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 from pathlib import Path
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name a person most likely meant by `name`: the same name in other case (`Iris` ->
+    `iris`), else the closest spelling (difflib), else None. Pure."""
+    names = [k for k in known if isinstance(k, str)]
+    folded = {k.lower(): k for k in names}
+    if name.lower() in folded and folded[name.lower()] != name:
+        return folded[name.lower()]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.6)
+    if not close:
+        return None
+    return folded.get(close[0], close[0])
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for a close known name, '' otherwise: to append to a message or a fix."""
+    match = closest(name, known)
+    return f" (did you mean {match!r}?)" if match and match != name else ""
 
 
 class ReconcilerError(Exception):

@@ -1,9 +1,10 @@
 """A real Kubernetes control plane for tests: etcd + kube-apiserver (+ kube-controller-manager on demand)
 started from ``$KUBEBUILDER_ASSETS``, the convention of controller-runtime's envtest.
 
-Where the binaries come from, in order: ``$KUBEBUILDER_ASSETS``; ``<repo>/.cache/envtest`` (what
-``../shared/envtest/unpack.sh .cache/envtest`` writes); ``/usr/local/kubebuilder/bin`` (envtest's default).
-Elsewhere, ``setup-envtest use 1.36 -p path`` prints a folder to export as ``KUBEBUILDER_ASSETS``.
+Where the binaries come from, in order: ``$KUBEBUILDER_ASSETS``; ``<repo>/.cache/envtest`` (unpacked there from
+the project's ``../shared/envtest`` when that folder sits beside the checkout); ``/usr/local/kubebuilder/bin``
+(envtest's default); ``setup-envtest use 1.36 -p path`` when setup-envtest is installed
+(``go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest``).
 
 The control plane listens on free loopback ports with a self-signed serving certificate, a static token
 file (``admin`` in ``system:masters``, ``kcm`` for the controller-manager), service-account signing keys (so
@@ -42,15 +43,16 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def _shared() -> Path:
-    """``../shared`` of the checkout (a worktree may sit one level deeper, e.g. /work/wt/iN -> /work/shared)."""
+    """``../shared`` of the checkout, where the project's own CI keeps envtest (a worktree may sit one level
+    deeper, e.g. /work/wt/iN -> /work/shared). Optional: a plain clone has none."""
     for parent in PROJECT.parents:
-        if (parent / "shared" / "schemas").is_dir():
+        if (parent / "shared" / "envtest").is_dir():
             return parent / "shared"
     return PROJECT.parent / "shared"
 
 
 SHARED = _shared()
-SCHEMAS = SHARED / "schemas"
+SCHEMAS = PROJECT / "tests" / "upstream-schemas"  # in the repository (see its README for sources and licence)
 # the upstream CRDs every test server gets: what the project writes besides built-in kinds
 UPSTREAM_CRDS = ("gateway.networking.k8s.io_httproutes.crd.yaml", "networking.istio.io_virtualservices.crd.yaml",
                  "monitoring.coreos.com_podmonitors.crd.yaml")
@@ -58,10 +60,11 @@ UPSTREAM_CRDS = ("gateway.networking.k8s.io_httproutes.crd.yaml", "networking.is
 REPO_SCHEMAS = PROJECT / "schemas"
 REPO_CRDS = ("keda.sh_scaledobjects.crd.yaml",)
 BINARIES = ("etcd", "kube-apiserver")
-HOW_TO_GET = ("set KUBEBUILDER_ASSETS to a folder holding etcd, kube-apiserver and kube-controller-manager: "
-              "`export KUBEBUILDER_ASSETS=$(../shared/envtest/unpack.sh .cache/envtest)` here, or "
-              "`export KUBEBUILDER_ASSETS=$(setup-envtest use 1.36 -p path)` elsewhere "
-              "(sigs.k8s.io/controller-runtime/tools/setup-envtest)")
+INSTALL_SETUP_ENVTEST = "go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest"
+HOW_TO_GET = ("install setup-envtest (`" + INSTALL_SETUP_ENVTEST + "`, Go >= 1.22), then "
+              "`export KUBEBUILDER_ASSETS=$(setup-envtest use 1.36 -p path)` (downloads etcd and kube-apiserver "
+              "once); or, with the project's ../shared/envtest beside the checkout, "
+              "`export KUBEBUILDER_ASSETS=$(../shared/envtest/unpack.sh .cache/envtest)`")
 
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
@@ -74,17 +77,54 @@ class EnvtestUnavailable(RuntimeError):
     """The control-plane binaries are not installed (or not executable)."""
 
 
+def _holds_binaries(folder: Path) -> bool:
+    return all(os.access(folder / b, os.X_OK) for b in BINARIES)
+
+
+def _from_shared(dest: Path) -> Path | None:
+    """Unpack the project's ../shared/envtest into ``dest`` (once; a lock keeps parallel workers apart)."""
+    import fcntl
+
+    unpack = SHARED / "envtest" / "unpack.sh"
+    if not unpack.is_file():
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / "envtest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _holds_binaries(dest):
+            proc = subprocess.run(["bash", str(unpack), str(dest)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise EnvtestUnavailable(f"{unpack} {dest} failed: {proc.stderr.strip()}")
+    return dest if _holds_binaries(dest) else None
+
+
+def _from_setup_envtest() -> Path | None:
+    """``setup-envtest use 1.36 -p path`` when setup-envtest is installed (on PATH or in ~/go/bin)."""
+    tool = shutil.which("setup-envtest") or shutil.which("setup-envtest", path=str(Path.home() / "go" / "bin"))
+    if tool is None:
+        return None
+    proc = subprocess.run([tool, "use", "1.36", "-p", "path"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise EnvtestUnavailable(f"`setup-envtest use 1.36 -p path` failed: {proc.stderr.strip()[-500:]}")
+    folder = Path(proc.stdout.strip())
+    return folder if _holds_binaries(folder) else None
+
+
 def find_assets() -> Path | None:
-    """The folder holding the envtest binaries, or None (see the module docstring for the search order)."""
+    """The folder holding the envtest binaries, or None. In order: ``$KUBEBUILDER_ASSETS``; ``<repo>/.cache/envtest``
+    (unpacked from the project's ``../shared/envtest`` when that sits beside the checkout); envtest's default
+    ``/usr/local/kubebuilder/bin``; ``setup-envtest use 1.36 -p path`` when setup-envtest is installed."""
     env = os.environ.get("KUBEBUILDER_ASSETS")
-    candidates = [Path(env)] if env else [PROJECT / ".cache" / "envtest", Path("/usr/local/kubebuilder/bin")]
-    for folder in candidates:
-        if all(os.access(folder / b, os.X_OK) for b in BINARIES):
-            return folder
     if env:
+        if _holds_binaries(Path(env)):
+            return Path(env)
         raise EnvtestUnavailable(f"KUBEBUILDER_ASSETS={env} does not hold executable {' and '.join(BINARIES)}: "
                                  + HOW_TO_GET)
-    return None
+    cache = PROJECT / ".cache" / "envtest"
+    for folder in (cache, Path("/usr/local/kubebuilder/bin")):
+        if _holds_binaries(folder):
+            return folder
+    return _from_shared(cache) or _from_setup_envtest()
 
 
 def free_port() -> int:
@@ -237,8 +277,8 @@ class ControlPlane:
                     [SCHEMAS / f for f in UPSTREAM_CRDS] + [REPO_SCHEMAS / f for f in REPO_CRDS])
         missing = [str(p) for p in crds if not p.is_file()]
         if missing:
-            raise EnvtestUnavailable(f"missing CRD files {missing}: the tests install the upstream CRDs from "
-                                     "../shared/schemas/ (see .github/workflows/pr.yaml for their sources)")
+            raise EnvtestUnavailable(f"missing CRD files {missing}: the tests install the upstream CRDs of "
+                                     "tests/upstream-schemas/ (restore them with `git checkout -- tests/upstream-schemas`)")
         plane = cls(assets=assets, data=data.resolve())
         try:
             plane._start(list(extra_args), ready_timeout)

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import git
 import pytest
@@ -36,24 +37,30 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if under_ci():
         pytest.fail(f"CI=true and the real API server is unavailable: {reason}", pytrace=False)
     pytest.skip(f"real Kubernetes API server unavailable: {reason}")
 
 
-@pytest.fixture(scope="session")
-def envtest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def start_control_plane(data: Path) -> ControlPlane:
+    """A new control plane in `data`, or the test skipped (failed under CI=true) saying what to install."""
     try:
         assets = find_assets()
     except EnvtestUnavailable as exc:
         _unavailable(str(exc))
     if assets is None:
-        _unavailable("KUBEBUILDER_ASSETS is unset: " + HOW_TO_GET)
+        _unavailable("no envtest binaries: " + HOW_TO_GET)
     try:
-        plane = ControlPlane.start(tmp_path_factory.mktemp("envtest"), assets)
+        return ControlPlane.start(data, assets)
     except EnvtestUnavailable as exc:
         _unavailable(str(exc))
+    raise AssertionError("unreachable")  # _unavailable skips or fails
+
+
+@pytest.fixture(scope="session")
+def envtest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = start_control_plane(tmp_path_factory.mktemp("envtest"))
     try:
         yield plane
     finally:

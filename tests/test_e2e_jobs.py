@@ -289,7 +289,7 @@ def test_images_and_downloads_are_pinned():
 
 # --------------------------------------------------------------------------- manifests on the real API server
 
-# custom resources whose CRDs are not among ../shared/schemas: the jobs dry-run them on the kind cluster
+# custom resources whose CRDs are not among tests/upstream-schemas: the jobs dry-run them on the kind cluster
 # once the pinned release that defines them is installed (addons.sh, install.sh)
 VALIDATED_IN_THE_JOB = {("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy"), ("gateway.networking.k8s.io/v1", "GatewayClass"),
                         ("gateway.networking.k8s.io/v1", "Gateway"), ("monitoring.coreos.com/v1", "Prometheus")}

@@ -89,7 +89,8 @@ def test_a_copied_folder_still_named_after_its_source_is_refused(template_repo):
 
 
 def test_model_new_rewrites_names_labels_and_the_service_class(template_repo):
-    written = new_model(template_repo, "wine-classifier", "iris-classifier", owner="ds@example.com")
+    written = new_model(template_repo, "wine-classifier", "iris-classifier", owner="ds@example.com",
+                        description="Wine cultivar from 13 chemical measurements")
     folder = template_repo / "models/wine-classifier"
     assert sorted(written) == sorted(f"models/wine-classifier/{p}" for p in plan_copy(template_repo / "models/iris-classifier"))
     assert not (folder / "model.pkl.dvc").exists() and not (folder / "metrics.json").exists()
@@ -126,7 +127,7 @@ def test_plan_reports_weights_missing_from_the_remote_and_a_new_models_reason(te
     assert "digits-classifier" not in plan.environments["dev"].models  # unchanged: not checked, not listed
     assert plan_revisions(template_repo, "HEAD~1", "HEAD", ["dev"], check_artifacts=False).ok
 
-    new_model(template_repo, "wine-classifier", "iris-classifier")
+    new_model(template_repo, "wine-classifier", "iris-classifier", description="Wine cultivar from its chemistry")
     run_train(template_repo, ["iris-classifier", "wine-classifier"], seed=1, push=True)
     plan = plan_revisions(template_repo, "HEAD", None, ["dev"])
     assert plan.ok, plan.as_dict()

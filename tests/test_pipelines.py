@@ -27,10 +27,7 @@ from reconciler.catalog.pools import PoolsFile
 from tests.requirements import missing
 
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout (a worktree sits one level deeper: walk up to the first parent holding it)
-SCHEMA = next((p / "shared" / "schemas" / "argo-workflows.schema.json" for p in ROOT.parents
-               if (p / "shared" / "schemas" / "argo-workflows.schema.json").is_file()),
-              ROOT.parent / "shared" / "schemas" / "argo-workflows.schema.json")
+SCHEMA = ROOT / "tests" / "upstream-schemas" / "argo-workflows.schema.json"  # upstream's, in the repository
 WORKFLOW_DEF = "io.argoproj.workflow.v1alpha1.Workflow"
 HASH = "sha256:" + "0123456789abcdef" * 4
 COMMIT = "4f2c9d1e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
@@ -46,8 +43,7 @@ def pools():
 
 @pytest.fixture(scope="module")
 def argo_validator():
-    if not SCHEMA.is_file():
-        missing(f"Argo's JSON schema is not at {SCHEMA} (it comes with the shared/ folder beside the checkout)")
+    assert SCHEMA.is_file(), f"Argo's JSON schema is missing from {SCHEMA}: `git checkout -- tests/upstream-schemas`"
     from jsonschema.validators import validator_for
     from referencing import Registry, Resource
 
@@ -263,7 +259,7 @@ def test_build_script_extracts_the_digest_from_buildkit_metadata(tmp_path, pools
     import subprocess
 
     if not shutil.which("sh") or not shutil.which("sed"):
-        missing("needs sh and sed")
+        missing("needs sh and sed: `apt-get install dash sed`")
     script = _as_dict(_build(pools))["spec"]["templates"]
     script = next(t for t in script if t["name"] == "build")["container"]["args"][0]
     tail = "\n".join(line for line in script.splitlines() if ("/work/" in line or line.startswith("IMAGE="))

@@ -25,8 +25,8 @@ def test_unknown_field_names_file_line_and_field(tmp_path):
         load(ModelSpec, spec, display="models/m/model.yaml")
     (problem,) = info.value.problems
     assert (problem.file, problem.line, problem.field, problem.message) == (
-        "models/m/model.yaml", 5, "serving.replcias", "unknown field")
-    assert "spelling" in problem.fix
+        "models/m/model.yaml", 5, "serving.replcias", "unknown field (did you mean 'replicas'?)")
+    assert problem.fix == "rename 'replcias' to 'replicas'"
 
 
 def test_yaml_syntax_error_points_at_line(tmp_path):

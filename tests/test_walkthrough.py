@@ -56,6 +56,9 @@ def test_the_walkthrough_adds_a_lightgbm_model_without_touching_platform_code(te
         name, "service.py:CancerClassifier", name)
     assert "class CancerClassifier" in (folder / "service.py").read_text()
     assert "iris" not in (folder / "model.yaml").read_text().split("description:")[0]
+    # its own description; the source's architecture (a scikit-learn pipeline) is not kept for a LightGBM model
+    assert spec["description"] == "Breast cancer diagnosis from 30 cell nucleus measurements (LightGBM)"
+    assert "architecture" not in spec
 
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["dataset"] == "breast_cancer" and metrics["accuracy"] >= 0.9

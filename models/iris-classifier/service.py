@@ -28,15 +28,20 @@ class IrisClassifier:
                                "--model iris-classifier`) before serving or building")
         self.model = pickle.loads(weights.read_bytes())  # noqa: S301 - our own, DVC-tracked artifact
 
+    def classes(self, features: np.ndarray) -> np.ndarray:
+        """Class index per row: a plain method, so every endpoint calls it in process (an endpoint calling
+        another `@bentoml.api` method goes through BentoML's internal HTTP routing instead)."""
+        return self.model.predict(np.asarray(features, dtype=float).reshape(-1, 4))
+
     @bentoml.api(**batching())  # batchable when model.yaml declares serving.batching
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Class index (0 setosa, 1 versicolor, 2 virginica) per row of shape (n, 4)."""
-        return self.model.predict(np.asarray(features, dtype=float).reshape(-1, 4))
+        return self.classes(features)
 
     @bentoml.api
     def species(self, features: np.ndarray) -> list[str]:
         """Species name per row."""
-        return [SPECIES[int(i)] for i in self.predict(features)]
+        return [SPECIES[int(i)] for i in self.classes(features)]
 
 
 traced(IrisClassifier, HERE)

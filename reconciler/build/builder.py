@@ -118,7 +118,7 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
                  progress: Progress | None = None) -> BuildReport:
     """Build every (or the named) model of the repository at `root`'s working tree."""
     from reconciler.build.bento import bentoml_home, container_engine
-    from reconciler.catalog.load import load_catalog
+    from reconciler.catalog.load import load_catalog, unknown_model_fix
 
     options = options or BuildOptions()
     if options.base_image is None and os.environ.get(BASE_IMAGE_ENV, "").strip():
@@ -130,7 +130,7 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
     notify = progress or (lambda model, step, state: None)
     for name in sorted(wanted - set(catalog.models) - set(catalog.errors)) if wanted else []:
         report.results[name] = ModelBuild(name, Action.failed, message="no such model", error=SpecError.single(
-            f"models/{name}", f"no model named {name!r}", fix="check the name against the folders under models/"))
+            f"models/{name}", f"no model named {name!r}", fix=unknown_model_fix(root, name)))
     for name, err in sorted(catalog.errors.items()):
         report.results[name] = ModelBuild(name, Action.failed, message="invalid model spec", error=err)
         notify(name, "hash", "failed")

@@ -90,8 +90,9 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
                               fix="run from the repository root, or pass --repo")
     for name in names:
         if not (root / "models" / name / "model.yaml").is_file():
-            raise ReconcilerError(f"models/{name}/model.yaml not found under {root}",
-                                  fix="check the model name against the folders under models/")
+            from reconciler.catalog.load import unknown_model_fix
+
+            raise ReconcilerError(f"models/{name}/model.yaml not found under {root}", fix=unknown_model_fix(root, name))
         try:
             steps.load_recipe(name, root)
         except steps.StepError as exc:
@@ -188,14 +189,14 @@ def _register(run: ModelRun, root: Path, steps: Any, push: bool) -> str:
 
 def serving_kinds(root: Path, model: str, environment: str) -> list[str]:
     """The pool kinds `model` is served from in `environment`: one image (one build-image workflow) each."""
-    from reconciler.catalog.load import load_catalog
+    from reconciler.catalog.load import load_catalog, unknown_model_fix
     from reconciler.build.builder import model_kinds
 
     catalog = load_catalog(Path(root).resolve(), only={model})
     if model in catalog.errors:
         raise catalog.errors[model]
     if model not in catalog.models:
-        raise ReconcilerError(f"no model named {model!r}", fix="check the name against the folders under models/")
+        raise ReconcilerError(f"no model named {model!r}", fix=unknown_model_fix(catalog.root, model))
     catalog.environment(environment)
     return [k.value for k in model_kinds(catalog, catalog.models[model], environment)]
 
@@ -228,7 +229,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
     DVC remote and its credentials Secret, the git credentials Secret); PR number and branch labels from GitHub Actions' variables.
     build-image builds the image of one pool kind (`kind`, or the pool's, default the first pool's):
     `serving_kinds` lists the kinds a model needs one image each for."""
-    from reconciler.catalog.load import load_catalog, placements
+    from reconciler.catalog.load import load_catalog, placements, unknown_model_fix
 
     if pipeline not in PIPELINES:
         raise ReconcilerError(f"no pipeline named {pipeline!r}", fix=f"use one of: {', '.join(PIPELINES)}")
@@ -237,8 +238,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
     if model in catalog.errors:
         raise catalog.errors[model]
     if model not in catalog.models:
-        raise ReconcilerError(f"no model named {model!r} in {root / 'models'}",
-                              fix="check the name against the folders under models/")
+        raise ReconcilerError(f"no model named {model!r} in {root / 'models'}", fix=unknown_model_fix(root, model))
     entry = catalog.models[model]
     if pipeline == "train":
         from pipelines.steps import StepError, load_recipe

@@ -7,6 +7,7 @@ import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
@@ -21,11 +22,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+def dns_label_fix(value: str) -> str:
+    """What to write instead of an invalid DNS-1123 label: its lowercase (or cleaned-up) form when that is one."""
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:63].strip("-")
+    if cleaned and DNS1123_LABEL.match(cleaned) and cleaned != value:
+        return f"use '{cleaned}'" + (" (lowercase)" if cleaned == value.lower() else "")
+    return "use at most 63 lowercase letters, digits and '-', e.g. 'fraud-detector'"
+
+
 def _dns_label(value: str, what: str) -> str:
     if len(value) > 63 or not DNS1123_LABEL.match(value):
-        raise ValueError(
-            f"{what} {value!r} is not a DNS-1123 label: use at most 63 lowercase letters, digits "
-            "and '-', starting and ending with a letter or digit (e.g. 'fraud-detector')")
+        raise PydanticCustomError(
+            "dns_label", "{what} {value} is not a DNS-1123 label: use at most 63 lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit",
+            {"what": what, "value": repr(value), "fix": dns_label_fix(value)})
     return value
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.errors import SpecError, SpecProblem, UnsafePathError
+from reconciler.errors import SpecError, SpecProblem, UnsafePathError, closest, did_you_mean
 from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.catalog.pools import Pool, PoolsFile
@@ -57,9 +57,27 @@ class Catalog:
             return self.environments[name]
         except KeyError:
             known = ", ".join(sorted(self.environments)) or "none"
+            match = closest(name, self.environments)
             raise SpecError.single(f"{ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE}",
-                                   f"no environment named {name!r} (known: {known})",
-                                   fix=f"create {ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE} or pick a known one") from None
+                                   f"no environment named {name!r}{did_you_mean(name, self.environments)} "
+                                   f"(known: {known})",
+                                   fix=f"use {match!r}" if match else
+                                   f"create {ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE} or pick a known one") from None
+
+
+def model_folders(root: Path) -> list[str]:
+    """The names of the folders under models/ that hold a model.yaml."""
+    models = Path(root) / MODELS_DIR
+    return sorted(p.name for p in models.iterdir() if (p / MODEL_FILE).is_file()) if models.is_dir() else []
+
+
+def unknown_model_fix(root: Path, name: str) -> str:
+    """The fix for a model name that is no folder under models/: the one meant, or the known ones."""
+    known = model_folders(root)
+    match = closest(name, known)
+    if match:
+        return f"use {match!r} (did you mean it?), a folder under models/"
+    return f"use one of the folders under models/: {', '.join(known) or 'none yet'}"
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -243,7 +261,8 @@ def promotion_order(names: list[str] | set[str], promotes_from: dict[str, str | 
 
 def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool]) -> SpecProblem:
     known = ", ".join(sorted(pools)) or "none"
-    return SpecProblem(file, f"unknown pool {name!r} (pools declared in {POOLS_FILE}: {known})", field=field_name,
+    return SpecProblem(file, f"unknown pool {name!r}{did_you_mean(name, pools)} (pools declared in {POOLS_FILE}: "
+                             f"{known})", field=field_name,
                        fix=f"use one of the declared pools, a kind (cpu, gpu, inferentia), or declare {name!r} in {POOLS_FILE}")
 
 

@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.catalog.fields import DNS1123_LABEL
-from reconciler.errors import ReconcilerError
+from reconciler.catalog.fields import DNS1123_LABEL, dns_label_fix
+from reconciler.errors import ReconcilerError, closest, did_you_mean
 
 MODELS_DIR = "models"
 # the source's trained state: never copied into a new model
@@ -42,6 +42,54 @@ class Rename:
         """Replace whole-word mentions of the old model name and service class. Pure."""
         text = re.sub(rf"(?<![\w-]){re.escape(self.old_name)}(?![\w-])", self.new_name, text)
         return re.sub(rf"\b{re.escape(self.old_class)}\b", self.new_class, text)
+
+
+PLACEHOLDER = "TODO"  # a description starting with it fails validation (catalog/specs.py), with its fix
+
+
+def placeholder_description(name: str) -> str:
+    return f"{PLACEHOLDER}: one line on what {name} predicts, from what input"
+
+
+def fit_spec(model_yaml: str, name: str, *, description: str | None, architecture: str | None) -> str:
+    """The copied model.yaml with what described the SOURCE model replaced. Pure.
+
+    `description:` becomes the one given, or a placeholder that fails validation until it is written.
+    `architecture:` (what the trained weights are) becomes the one given, or is left out with a comment:
+    the new train.py decides it, a model on an Inferentia pool must then declare it (a plan error says
+    so), and a declared one that differs from the trained weights is a plan error too."""
+    described = description if description is not None else placeholder_description(name)
+    json_string = _yaml_string(described)
+    lines = model_yaml.splitlines()
+    out: list[str] = []
+    has_description = False
+    for line in lines:
+        if re.match(r"^description\s*:", line):
+            out.append(f"description: {json_string}")
+            has_description = True
+        elif re.match(r"^architecture\s*:", line):
+            if out and out[-1].lstrip().startswith("#"):
+                out.pop()  # the source's comment on its own architecture
+            if architecture:
+                out.append(f"architecture: {architecture}")
+            else:
+                out.append("# architecture: what train.py fits (e.g. sklearn-scaler-mlp), needed to serve from an "
+                           "Inferentia pool; `reconciler plan` checks it against the trained weights")
+        else:
+            out.append(line)
+    if not has_description:
+        at = next((i + 1 for i, line in enumerate(out) if re.match(r"^owner\s*:", line)), len(out))
+        out.insert(at, f"description: {json_string}")
+    if architecture and not any(re.match(r"^architecture\s*:", line) for line in out):
+        out.append(f"architecture: {architecture}")
+    text = "\n".join(out)
+    return text + ("\n" if model_yaml.endswith("\n") else "")
+
+
+def _yaml_string(value: str) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
 
 
 def service_class(model_yaml: str) -> str | None:
@@ -78,14 +126,18 @@ def plan_copy(folder: Path) -> list[Path]:
     return files
 
 
-def new_model(root: Path, name: str, source: str | None = None, *, owner: str | None = None) -> list[str]:
+def new_model(root: Path, name: str, source: str | None = None, *, owner: str | None = None,
+              description: str | None = None, architecture: str | None = None) -> list[str]:
     """Create models/<name>/ from models/<source>/; return the written files, repo-relative."""
     root = Path(root).resolve()
     models = root / MODELS_DIR
     if len(name) > 63 or not DNS1123_LABEL.match(name):
+        suggestion = dns_label_fix(name)
+        example = suggestion.split("'")[1] if suggestion.startswith("use '") else "wine-classifier"
         raise ReconcilerError(f"{name!r} is not a valid model name: use at most 63 lowercase letters, digits and '-', "
                               "starting and ending with a letter or digit",
-                              fix="e.g. `reconciler model new wine-classifier --from iris-classifier`")
+                              fix=f"{suggestion}: `reconciler model new {example}"
+                                  + (f" --from {source}`" if source else "`"))
     target = models / name
     if target.exists():
         raise ReconcilerError(f"{MODELS_DIR}/{name} already exists", fix="pick another name, or edit that folder")
@@ -97,8 +149,10 @@ def new_model(root: Path, name: str, source: str | None = None, *, owner: str | 
         source = "iris-classifier" if "iris-classifier" in known else known[0]
     src = models / source
     if not (src / "model.yaml").is_file():
-        raise ReconcilerError(f"{MODELS_DIR}/{source}/model.yaml not found: cannot start from {source!r}",
-                              fix=f"pick one of: {', '.join(known) or 'none'}")
+        match = closest(source, known)
+        raise ReconcilerError(f"{MODELS_DIR}/{source}/model.yaml not found: cannot start from {source!r}"
+                              + did_you_mean(source, known),
+                              fix=f"use --from {match}" if match else f"pick one of: {', '.join(known) or 'none'}")
     old_class = service_class((src / "model.yaml").read_text(encoding="utf-8")) or class_name(source)
     rename = Rename(source, name, old_class, class_name(name))
     written = []
@@ -113,8 +167,10 @@ def new_model(root: Path, name: str, source: str | None = None, *, owner: str | 
                     shutil.copy2(src / rel, dest)
                 else:
                     text = rename.apply(text)
-                    if str(rel) == "model.yaml" and owner:
-                        text = re.sub(r"^owner:.*$", f"owner: {owner}", text, count=1, flags=re.MULTILINE)
+                    if str(rel) == "model.yaml":
+                        if owner:
+                            text = re.sub(r"^owner:.*$", f"owner: {owner}", text, count=1, flags=re.MULTILINE)
+                        text = fit_spec(text, name, description=description, architecture=architecture)
                     dest.write_text(text, encoding="utf-8")
             else:
                 shutil.copy2(src / rel, dest)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from reconciler.catalog.fields import Strict, _dns_label, _quantity, duration_ms, duration_seconds
 from reconciler.catalog.canary import CanaryPolicy
@@ -148,6 +149,16 @@ class ModelSpec(Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         return _dns_label(value, "model name")
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str) -> str:
+        if value.strip().startswith("TODO"):  # what `reconciler model new` writes until a person does
+            raise PydanticCustomError(
+                "placeholder", "the description is still the placeholder `reconciler model new` wrote",
+                {"fix": "write one line on what the model predicts and from what input (it is shown in the PR "
+                        "comment and the Argo UI), e.g. description: Wine cultivar from 13 chemical measurements"})
+        return value
 
     @field_validator("service")
     @classmethod

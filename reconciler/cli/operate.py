@@ -24,7 +24,7 @@ from reconciler.cli.options import (DEFAULT_STATE_NAMESPACE, ContextOption, Kube
                                     StateNamespaceOption, fail)
 from reconciler.cli.sync import OutputFormat, _print_result
 from reconciler.cluster.kube import KubeClient
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, closest, did_you_mean
 from reconciler.labels import MANAGER
 from reconciler.plan.desired import desired_at
 from reconciler.run import history
@@ -64,8 +64,10 @@ def _environments(repo: Path, only: str | None) -> list[str]:
     names = sorted(set(catalog.environments) | {e for e in catalog.env_errors if e != "*"})
     if only is not None:
         if only not in names:
-            raise ReconcilerError(f"no environment named {only!r} (known: {', '.join(names) or 'none'})",
-                                  fix="pick one of the folders under environments/")
+            match = closest(only, names)
+            raise ReconcilerError(f"no environment named {only!r}{did_you_mean(only, names)} "
+                                  f"(known: {', '.join(names) or 'none'})",
+                                  fix=f"use {match!r}" if match else "pick one of the folders under environments/")
         return [only]
     return names
 

@@ -11,6 +11,7 @@ import typer
 from reconciler.cli.console import print_model_errors
 from reconciler.cli.exits import outcome
 from reconciler.cli.options import EnvironmentArgument, ModelsOption, RepoOption, fail
+from reconciler.catalog.load import unknown_model_fix
 from reconciler.errors import ReconcilerError
 from reconciler.plan.desired import desired_at
 from reconciler.render.secrets import check_decryption
@@ -34,7 +35,7 @@ def render(
         unknown = set(model) - set(result.models) - set(result.errors)
         for name in sorted(unknown):
             result.errors[name] = ReconcilerError(f"no model named {name!r} in models/",
-                                                  fix="check the name against the folders under models/")
+                                                  fix=unknown_model_fix(repo, name))
     # SOPS Secrets: printed encrypted, as committed (what hydrate writes); decrypted in memory only to
     # prove the environment's key opens them (a model whose key is missing or wrong fails closed)
     for name, refused in check_decryption(result).items():

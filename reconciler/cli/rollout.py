@@ -51,8 +51,8 @@ def _console(stderr: bool = False) -> Any:
 
 def _connect(repo: Path, env_name: str, kubeconfig: Path | None, context: str | None) -> tuple[EnvironmentSpec, KubeClient]:
     """The environment and a client for its cluster (reconciler.cli.connect), its pinned identity checked."""
-    path = repo / "environments" / env_name / "environment.yaml"
-    env = load(EnvironmentSpec, path, display=f"environments/{env_name}/environment.yaml")
+    rel = f"environments/{env_name}/environment.yaml"
+    env = load(EnvironmentSpec, Path(rel), display=rel, root=Path(repo))
     client, target = connect_environment(repo, env_name, kubeconfig, context)
     verify_cluster(client, env_name, env.cluster, target)
     return env, client

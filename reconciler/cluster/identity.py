@@ -154,9 +154,8 @@ def environment_cluster(repo: Path, environment: str) -> Any:
     from reconciler.catalog.files import load
     from reconciler.catalog.specs import EnvironmentSpec
 
-    # resolved: with `--repo .` (the default) a relative path would be read relative to its own folder twice
-    path = Path(repo).resolve() / "environments" / environment / "environment.yaml"
-    return load(EnvironmentSpec, path, display=f"environments/{environment}/environment.yaml").cluster
+    rel = f"environments/{environment}/environment.yaml"
+    return load(EnvironmentSpec, Path(rel), display=rel, root=Path(repo).resolve()).cluster
 
 
 def _server(client: object) -> str:

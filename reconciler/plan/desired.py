@@ -19,6 +19,7 @@ from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_
                                      promotion_order)
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.plan import cost
+from reconciler.plan.weights import artifact_errors
 from reconciler.plan.outcomes import record_outcomes, touched_models, untouched_with_errors
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
 from reconciler.plan.review import ModelReview, ModelView, environment_changes, model_view, pool_changes, review
@@ -202,7 +203,8 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
     """One environment's plan from two desired states (rendered for at least the models that differ).
 
     `complete`: both states hold every model, so the environment's totals (and budget) are known.
-    `missing`: models whose DVC-tracked weights are not in the remote (`artifact_errors`): model errors.
+    `missing`: models whose DVC-tracked weights are not in the remote, or not the declared architecture
+    (`weights.artifact_errors`): model errors.
     """
     names = set(after.catalog.models) | set(after.catalog.errors)
     path_reasons = triggers(paths, env, names) if not first else {n: ["first deployment"] for n in names}
@@ -247,32 +249,6 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
                 + f"\n  fix: lower the replicas, choose a cheaper pool, or raise the budget in "
                   f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} (a change that itself goes through review)")
     return result
-
-def artifact_errors(root: Path, before: DesiredState, after: DesiredState) -> dict[str, ReconcilerError]:
-    """Models of the plan whose DVC-tracked artifacts the default remote lacks, as model errors.
-
-    Only models whose content hash changed (new ones included) are checked: an unchanged model's
-    weights were checked when they changed. Existence checks only; nothing is downloaded.
-    """
-    from reconciler.build.artifacts import artifact_error, default_remote, missing_outputs, remote_objects, tracked_outputs
-
-    outputs = {}
-    for name in changed_models(before.hashes, after.hashes):
-        entry, digest = after.catalog.models.get(name), after.hashes.get(name)
-        if entry is not None and digest is not None:
-            found = tracked_outputs(name, digest.inputs, digest.kinds, entry.spec.artifacts, entry.rel)
-            if found:
-                outputs[name] = found
-    if not outputs:
-        return {}
-    try:
-        present = remote_objects(root, [o.checksum for found in outputs.values() for o in found])
-    except ReconcilerError as exc:  # no remote, unreachable: every checked model says so
-        return {name: exc for name in outputs}
-    remote = default_remote(root)
-    return {name: artifact_error(missing, remote) for name, found in sorted(outputs.items())
-            if (missing := missing_outputs(found, present))}
-
 
 def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
     try:

@@ -84,9 +84,9 @@ def record_manual_sync(kube: Cluster, environment: str, result: Any, *, state_na
 
     if result.dry_run or not result.commit or environment_failure(result) is not None:
         return ""
-    if kube.get(ObjectRef("v1", "Namespace", None, state_namespace)) is None:
-        return (f"not recorded: the state namespace {state_namespace} does not exist (`reconciler status` and "
-                "`history` read it; pass --state-namespace)")
+    created = ensure_state_namespace(kube, state_namespace)
+    if created.startswith("not recorded"):
+        return created
     recorded = load_record(kube, environment, state_namespace)
     when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     record = Record(result.commit, result.ok, when, str(result.summary()),
@@ -94,4 +94,33 @@ def record_manual_sync(kube: Cluster, environment: str, result: Any, *, state_na
     save_record(kube, environment, state_namespace, record)
     entry = history.append(kube, environment, state_namespace, commit=result.commit, time=when, action="sync",
                            ok=result.ok, summary=record.summary)
-    return f"recorded as history id {entry.id} in {state_namespace}"
+    return f"{created}recorded as history id {entry.id} in {state_namespace}"
+
+
+def state_namespace_object(name: str) -> dict:
+    """The state namespace as environments/reconciler/namespace.yaml declares it."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def ensure_state_namespace(kube: Any, name: str) -> str:
+    """Create the state namespace a first sync records itself in, when it is missing.
+
+    Returns "" when it was there, "created the state namespace NAME; " when this call created it, or a
+    "not recorded: ..." sentence with the one command that creates it (no right to create namespaces,
+    or a namespace being deleted). The Namespace is the one environments/reconciler ships, so applying
+    that later adopts it."""
+    ref = ObjectRef("v1", "Namespace", None, name)
+    how = f"create it with `kubectl create namespace {name}` (or apply environments/reconciler), or pass --state-namespace"
+    found = kube.get(ref)
+    if found is not None:
+        if (found.get("status") or {}).get("phase") == "Terminating":
+            return f"not recorded: the state namespace {name} is being deleted (Terminating); {how}"
+        return ""
+    try:
+        kube.create(state_namespace_object(name))
+    except KubeError as exc:
+        if exc.status == 409:  # another sync or `run` created it meanwhile
+            return ""
+        return (f"not recorded: the state namespace {name} does not exist and could not be created "
+                f"({exc.message}); {how}")
+    return f"created the state namespace {name}; "

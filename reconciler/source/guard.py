@@ -82,8 +82,16 @@ def inside(root: Path, path: Path | str, *, display: str | None = None) -> Path:
     Raises UnsafePathError naming the path (and the offending link with its text) otherwise. The
     path need not exist: a missing file is the caller's error to report.
     """
-    root = Path(root).resolve()
+    given = Path(root)
+    root = given.resolve()  # once: absolute, every symlink on the way resolved (a symlinked checkout included)
     full = Path(path) if Path(path).is_absolute() else root / path
+    if full.is_absolute() and not _within(root, Path(os.path.normpath(full))):
+        # an absolute path spelled through the root as the caller gave it (e.g. /tmp/link/models/x with
+        # /tmp/link a symlink to the checkout): the same file, re-rooted on the resolved root
+        spelled = Path(os.path.normpath(given.absolute()))
+        lexical_full = Path(os.path.normpath(full))
+        if spelled != root and _within(spelled, lexical_full):
+            full = root / lexical_full.relative_to(spelled)
     shown = display or _display(root, full)
     lexical = Path(os.path.normpath(full))
     if not _within(root, lexical):
