@@ -113,7 +113,7 @@ def test_cli_plan_markdown_and_json(template_repo):
     edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
     md = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "markdown"])
     assert md.exit_code == 0, md.output
-    assert "#### 3. `prod`" in md.stdout and "| `digits-classifier` |" in md.stdout and "```diff" in md.stdout
+    assert "#### 1. `prod`" in md.stdout and "| `digits-classifier` |" in md.stdout and "```diff" in md.stdout
     js = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "json"])
     data = json.loads(js.stdout)
     assert data["environments"]["dev"]["changedModels"] == ["digits-classifier"]

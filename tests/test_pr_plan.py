@@ -75,7 +75,7 @@ def test_accelerator_move_is_said_in_words(reviewed):
     # 2 inf2 replicas become 3 on g5.xlarge
     assert digits.review.cost_delta == (round(3 * 1.006 * 730 - 2 * 0.758 * 730, 2),) * 2
     assert "moves inf2 (inferentia) -> gpu-a10g (gpu)" in "\n".join(digits.reasons)
-    assert "- `digits-classifier`: inf2 (inferentia) -> gpu-a10g (gpu), by a cross-pool canary" in plan_markdown(plan)
+    assert "- `digits-classifier`: `inf2 (inferentia) -> gpu-a10g (gpu), by a cross-pool canary`" in plan_markdown(plan)
     # only staging moves: prod keeps Inferentia, and dev has no canaries
     assert plan.environments["prod"].models["digits-classifier"].review.move is None
 
@@ -89,7 +89,7 @@ def test_a_canary_policy_only_change_is_a_before_after_table(reviewed):
     assert staging.changed_models == ["digits-classifier"]
     assert not any(r.startswith("model.yaml: canary") for r in staging.models["digits-classifier"].reasons)
     md = plan_markdown(plan)
-    assert "| `iris-classifier` | `canary.failureThreshold` | 2 | 4 |" in md
+    assert "| `iris-classifier` | `canary.failureThreshold` | `2` | `4` |" in md
     # dev has no canaries: the same change is no row there
     assert "iris-classifier" not in plan.environments["dev"].models
 
@@ -104,7 +104,7 @@ def test_no_rows_for_unchanged_models_and_promotion_order(template_repo):
         assert list(env.models) == ["digits-classifier"]
     md = plan_markdown(plan)
     assert "iris-classifier" not in md
-    assert md.index("1. `dev`") < md.index("2. `staging`") < md.index("3. `prod`")
+    assert md.index("1. `prod`") < md.index("2. `staging`") < md.index("3. `dev`")  # the most important first
     base, head = plan.base[:12], plan.head[:12]
     assert f"--- {base}/Deployment/models-prod/" in md and f"+++ {head}/Deployment/models-prod/" in md
     assert "live/" not in md
@@ -122,7 +122,7 @@ def test_metrics_change_shows_values(template_repo):
     iris = plan.environments["prod"].models["iris-classifier"]
     (row,) = iris.review.metrics
     assert (row.name, row.before, row.after) == ("accuracy", old, 0.92)
-    assert f"| `iris-classifier` | accuracy | {old} | 0.92 | {0.92 - old:+.4g} |" in plan_markdown(plan)
+    assert f"| `iris-classifier` | `accuracy` | `{old}` | `0.92` | {0.92 - old:+.4g} |" in plan_markdown(plan)
 
 
 @pytest.mark.parametrize("budget, problem", [
@@ -199,6 +199,42 @@ def test_the_comment_fits_githubs_limit_on_a_300_model_first_deployment():
     assert len(md) <= GITHUB_COMMENT_LIMIT
     assert "Shortened to fit GitHub's 65,536-character comment limit" in md
     assert "artifact `reconciler-plan`" in md
-    for i, env in enumerate(plan.order, 1):
+    for i, env in enumerate(reversed(plan.order), 1):
         assert f"#### {i}. `{env}`" in md and "models: 300 added" in md
     assert md.startswith("<!-- reconciler-plan -->")
+
+
+def test_the_comment_leads_with_prod_and_shows_a_pool_move_as_a_field_diff(template_repo):
+    """digits moves from Inferentia to a GPU in prod; iris asks for Inferentia it cannot compile for."""
+    repo = git.Repo(template_repo)
+    edit(template_repo / "models/digits-classifier/model.yaml", "prod: inferentia", "prod: gpu")
+    edit(template_repo / "models/iris-classifier/model.yaml", "prod: gpu", "prod: inferentia")
+    edit(template_repo / "models/iris-classifier/model.yaml", 'cpu: "1"', 'cpu: "2"')
+    commit_all(repo, "move digits, break iris")
+    plan = plan_revisions(template_repo, "HEAD~1", "HEAD", check_artifacts=False)
+    md = plan_markdown(plan)
+    summary = md[:md.index("#### 1.")]
+    # the summary comes first, prod's row first, with its cost and the move
+    rows = [line for line in summary.splitlines() if line.startswith("| `")]
+    assert [row.split("|")[1].strip() for row in rows] == ["`prod`", "`staging`", "`dev`"]
+    assert "+$724.16" in rows[0] and "inf2 (inferentia) -> gpu-a10g (gpu)" in rows[0] and "`iris-classifier`" in rows[0]
+    assert "**Riskiest change:** `digits-classifier` in `prod`" in summary
+    # the move is the fields that differ, not two whole objects
+    digits = plan.environments["prod"].models["digits-classifier"]
+    (deployment,) = [r for r in digits.replacements if r.old.kind == "Deployment"]
+    changed = {c.path: (c.live, c.desired) for c in deployment.changes}
+    bento = "spec.template.spec.containers[bento]"
+    assert changed[f"{bento}.resources.limits.hugepages-2Mi"] == ("256Mi", None)
+    assert changed[f"{bento}.resources.limits.nvidia.com/gpu"] == (None, 1)
+    assert changed[f"{bento}.securityContext"] == ({"capabilities": {"add": ["IPC_LOCK"]}}, None)
+    assert f"| `{bento}.resources.limits.hugepages-2Mi` | `256Mi` | (none) |" in md
+    assert "+++ " not in md.split("#### 2.")[0]  # prod: no whole-object YAML for the replaced pair
+    # the invalid model keeps what runs: its cost is unchanged, and the why is its fields
+    iris = plan.environments["prod"].models["iris-classifier"]
+    assert iris.error and plan.environments["prod"].cost_delta == (724.16, 724.16)
+    assert "| unchanged (kept) |" in md
+    assert iris.reasons == ["model.yaml: accelerator.prod gpu -> inferentia", "model.yaml: serving.resources.cpu 1 -> 2"]
+    for env in plan.environments.values():
+        for mp in env.models.values():
+            assert mp.reasons, (env.environment, mp.model)
+    assert not any(line.endswith("| - |") for line in md.splitlines() if line.startswith("| `"))

@@ -9,6 +9,10 @@ printed exactly as it is. Style is added only by building `rich.text.Text` value
     from reconciler.cli.console import err, line, styled
     err.print(line(styled("✗ " + name, "bold red"), f" ({where}):\\n{error}"))
 
+Bidirectional controls (U+202E...), zero-width and control characters in any printed text are
+shown as `<U+202E>` (reconciler.report.escape.visible): a file name cannot reverse or hide part of an
+error header on screen.
+
 Never construct a `rich.console.Console` elsewhere, never call `Text.from_markup` or
 `console.print(..., markup=True)`, and never pass a `str` title to `rich.panel.Panel` (Panel parses
 str titles as markup whatever the console says): use `title(...)`. tests/test_console.py scans
@@ -19,13 +23,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
+
+from reconciler.report.escape import HIDDEN, visible
+
+
+def _shown(obj: Any) -> Any:
+    """A str or Text with its hidden characters made visible (styles kept); anything else as it is."""
+    if isinstance(obj, str):
+        return visible(obj)
+    if isinstance(obj, Text) and HIDDEN.search(obj.plain):
+        cuts = sorted({i for m in HIDDEN.finditer(obj.plain) for i in (m.start(), m.end())})
+        result = Text(style=obj.style, end=obj.end)
+        for piece in obj.divide(cuts):
+            result.append_text(Text(visible(piece.plain), style=piece.style) if HIDDEN.fullmatch(piece.plain) else piece)
+        return result
+    return obj
+
+
+# Not a terminal (a CI log, a pipe, a file): no width to fit, so none is imposed. rich would assume 80
+# columns (or $COLUMNS) and crop table cells, panel lines and diff lines; a log keeps whole lines, and
+# tables and panels take the width of their content (tables and panels are built with
+# `expand=console.is_terminal`).
+UNBOUNDED = 4096
+
+
+class VisibleConsole(Console):
+    """A rich Console whose printed str and Text show hidden characters as escapes, and that cuts
+    nothing when it does not write to a terminal (a width given by the caller still holds)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._asked_width = kwargs.get("width")
+        super().__init__(*args, **kwargs)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self._asked_width is None and not self.is_terminal:
+            return ConsoleDimensions(UNBOUNDED, Console.size.fget(self).height)  # type: ignore[attr-defined]
+        return Console.size.fget(self)  # type: ignore[attr-defined]
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._asked_width = new_size[0]
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().print(*(_shown(o) for o in objects), **kwargs)
 
 
 def make_console(*, stderr: bool = False, soft_wrap: bool = True, **options: Any) -> Console:
     """A console that prints str as literal text (no markup, no :emoji: codes, no auto-highlighting)."""
-    return Console(stderr=stderr, soft_wrap=soft_wrap, markup=False, emoji=False, highlight=False, **options)
+    return VisibleConsole(stderr=stderr, soft_wrap=soft_wrap, markup=False, emoji=False, highlight=False, **options)
 
 
 # The file is looked up on every print (rich uses sys.stdout / sys.stderr when none is given), so

@@ -22,7 +22,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.plan.changes import EnvironmentPlan, Plan
 from reconciler.plan.desired import plan_revisions
 from reconciler.plan.review import fmt
-from reconciler.report.plan import cost_cell, plan_json, plan_markdown, short_revision, summary_line
+from reconciler.report.plan import by_importance, cost_cell, plan_json, plan_markdown, short_revision, summary_line, why
 from reconciler.results import Action
 
 
@@ -38,19 +38,21 @@ ACTION_STYLE = {Action.created: "green", Action.configured: "yellow", Action.pru
 
 def print_plan(plan: Plan, console: Console, *, diffs: bool = True) -> None:
     console.print(line(Text("Plan", style="bold"), f" {short_revision(plan.base)} -> {short_revision(plan.head)}"))
-    for env in plan.ordered():
-        console.print(_environment_panel(env.environment, env, diffs))
+    for env in by_importance(plan):  # as the PR comment: the most important environment first
+        console.print(_environment_panel(env.environment, env, diffs, fit=console.is_terminal))
 
 
-def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
+def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool, fit: bool = True) -> Panel:
+    """`fit`: fill the terminal's width; off (a CI log), the panel takes its content's width and cuts nothing."""
     if env.error:
-        return Panel(Text(env.error, style="red"), title=_title(f"{name}: environment error"), border_style="red")
+        return Panel(Text(env.error, style="red"), title=_title(f"{name}: environment error"), border_style="red",
+                     expand=fit)
     if not env.models:
-        return Panel(Text("no change", style="dim"), title=_title(name), border_style="dim")
+        return Panel(Text("no change", style="dim"), title=_title(name), border_style="dim", expand=fit)
     parts: list = [Text(summary_line(env))]
     if env.budget_error:
         parts.append(Text(env.budget_error, style="bold red"))
-    table = Table(show_header=True, header_style="bold", expand=True)
+    table = Table(show_header=True, header_style="bold", expand=fit)
     table.add_column("model")
     table.add_column("objects")
     table.add_column("cost/month")
@@ -58,19 +60,25 @@ def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool) -> Panel:
     parts.append(table)
     for model, mp in sorted(env.models.items()):
         status = Text(mp.error, style="red") if mp.error else Text(str(mp.summary))
-        table.add_row(Text(model), status, Text(cost_cell(mp)), Text("\n".join(mp.reasons) or "-"))
+        for r in mp.replacements:
+            status.append(f"\n{r.old.kind} replaced: {r.old.name} -> {r.new.name}")
+        table.add_row(Text(model), status, Text(cost_cell(mp)), Text("\n".join(why(mp))))
     for model, mp in sorted(env.models.items()):
         review = mp.review
         for field, before, after in (review.policy if review else []):
             parts.append(Text(f"{model}: {field} {fmt(before)} -> {fmt(after)}", style="cyan"))
+        replaced = {r.old for r in mp.replacements} | {r.new for r in mp.replacements}
+        for r in mp.replacements:  # a pool move: the fields that differ, not two whole objects
+            parts.append(Text(f"{model}: {r.old.kind} {r.old.name} -> {r.new.name}, the fields that differ:", style="cyan"))
+            parts += [Text(f"    {c}") for c in r.changes]
         for result in mp.objects:
             if result.action is Action.unchanged:
                 continue
             parts.append(Text(f"{result.action.value:>10}  {result.ref}", style=ACTION_STYLE[result.action]))
-            if diffs and result.diff:
+            if diffs and result.diff and result.ref not in replaced:
                 parts.append(Syntax(result.diff, "diff", theme="ansi_dark", background_color="default"))
     title = f"{name}: {len(env.changed_models)} model(s) changed" if env.changed_models else f"{name}: no manifest change"
-    return Panel(Group(*parts), title=_title(title), border_style="red" if not env.ok else "yellow")
+    return Panel(Group(*parts), title=_title(title), border_style="red" if not env.ok else "yellow", expand=fit)
 
 
 def plan(

@@ -17,12 +17,27 @@ import yaml
 
 from reconciler import labels as L
 from reconciler.plan import cost
+from reconciler.plan.fields import FieldChange, field_changes
 from reconciler.plan.review import ModelReview, metric_rows
 from reconciler.render.environment import without_content_hash
 from reconciler.render.server_rules import immutable_changes
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 
 POOLS_FILE = "environments/pools.yaml"
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """An object pruned and another of the same kind created for the same model (a pool move renames
+    the Deployment): shown as the fields that differ between the two, not as two whole objects."""
+
+    old: ObjectRef
+    new: ObjectRef
+    changes: tuple[FieldChange, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"old": str(self.old), "new": str(self.new),
+                "changes": [{"path": c.path, "before": c.live, "after": c.desired} for c in self.changes]}
 
 
 @dataclass
@@ -32,6 +47,7 @@ class ModelPlan:
     objects: list[ObjectResult] = field(default_factory=list)
     error: str | None = None
     review: ModelReview | None = None
+    replacements: list[Replacement] = field(default_factory=list)
 
     @property
     def summary(self) -> Summary:
@@ -49,7 +65,8 @@ class ModelPlan:
     def as_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"model": self.model, "reasons": self.reasons, "changed": self.changed,
                                    "summary": self.summary.as_dict(), "error": self.error,
-                                   "objects": [o.as_dict() for o in self.objects]}
+                                   "objects": [o.as_dict() for o in self.objects],
+                                   "replacements": [r.as_dict() for r in self.replacements]}
         if self.review is not None:
             r = self.review
             data["review"] = {"monthlyUSD": {"before": list(r.before.monthly), "after": list(r.after.monthly),
@@ -195,6 +212,33 @@ def immutable_error(model: str, desired: Iterable[dict], live: Iterable[dict]) -
             "\n  fix: keep the field as it was, or give the object a new name (a new object; the old one is pruned)")
 
 
+def _comparable(obj: dict) -> dict:
+    out = without_content_hash(obj)
+    meta = dict(out.get("metadata") or {})
+    meta.pop("name", None)  # the names differ by construction: the pair says both
+    return {**out, "metadata": meta}
+
+
+def replacements(desired: Iterable[dict], live: Iterable[dict], results: Iterable[ObjectResult]) -> list[Replacement]:
+    """Pairs of (pruned, created) objects of one kind in one model's plan, with the fields that differ.
+    A kind pairs only one to one (one pruned, one created), or by position of the sorted names when
+    a move renames as many objects as it creates. Pure."""
+    desired_by = {ObjectRef.of(o): o for o in desired}
+    live_by = {ObjectRef.of(o): o for o in live}
+    results = list(results)
+    out = []
+    for kind in sorted({r.ref.kind for r in results}):
+        gone = sorted((r.ref for r in results if r.ref.kind == kind and r.action is Action.pruned), key=str)
+        new = sorted((r.ref for r in results if r.ref.kind == kind and r.action is Action.created), key=str)
+        if not gone or len(gone) != len(new):
+            continue
+        for old_ref, new_ref in zip(gone, new):
+            if old_ref in live_by and new_ref in desired_by:
+                out.append(Replacement(old_ref, new_ref, tuple(
+                    field_changes(_comparable(live_by[old_ref]), _comparable(desired_by[new_ref])))))
+    return out
+
+
 def triggers(paths: Iterable[str], environment: str, models: Iterable[str]) -> dict[str, list[str]]:
     """Why each model of an environment is affected by a set of changed paths (path-based)."""
     models = sorted(models)
@@ -242,6 +286,7 @@ def plan_environment(environment: str, desired: Mapping[str, list[dict]], live: 
                           for o in live.get(model, [])]
         else:
             mp.objects = plan_objects(desired.get(model, []), live.get(model, []), model, labels)
+            mp.replacements = replacements(desired.get(model, []), live.get(model, []), mp.objects)
             if model not in desired and live.get(model):
                 mp.reasons.append("model removed from git")
         if mp.noteworthy:

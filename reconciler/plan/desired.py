@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reconciler.source import guard
@@ -22,7 +22,8 @@ from reconciler.plan import cost
 from reconciler.plan.weights import artifact_errors
 from reconciler.plan.outcomes import record_outcomes, touched_models, untouched_with_errors
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
-from reconciler.plan.review import ModelReview, ModelView, environment_changes, model_view, pool_changes, review
+from reconciler.plan.review import (ModelReview, ModelView, _concerns, environment_changes, field_changes, model_view,
+                                    pool_changes, review)
 from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
 from reconciler.render.environment import EnvironmentRender, render_environment, render_keys
 from reconciler.source import git as source
@@ -41,6 +42,9 @@ class DesiredState:
     renders: dict[str, EnvironmentRender] = field(default_factory=dict)
     env_errors: dict[str, ReconcilerError] = field(default_factory=dict)
     metrics: dict[str, dict] = field(default_factory=dict)  # model -> its evaluation metrics.json
+    # model -> its model.yaml as written, as dotted fields: the plan's field-level reasons for a model
+    # that has errors (it has no validated spec to compare)
+    raw_specs: dict[str, dict] = field(default_factory=dict)
 
     def objects_by_model(self, env: str) -> dict[str, list[dict]]:
         render = self.renders.get(env)
@@ -107,7 +111,25 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
     state = DesiredState(revision, catalog, hashes)
     state.metrics = {e.name: read_metrics(e.path / METRICS_FILE, root=tree) for e in entries
                      if (e.path / METRICS_FILE).is_file()}
+    state.raw_specs = raw_specs(tree, set(catalog.models) | set(catalog.errors))
     return state
+
+
+def raw_specs(tree: Path, names: Iterable[str]) -> dict[str, dict]:
+    """Each named model's model.yaml as written, as dotted fields; an unreadable one is left out."""
+    from reconciler.catalog.files import read_yaml
+    from reconciler.catalog.load import MODEL_FILE
+    from reconciler.plan.review import flatten
+
+    out = {}
+    for name in sorted(names):
+        try:
+            data = read_yaml(tree / MODELS_DIR / name / MODEL_FILE, root=tree)
+        except ReconcilerError:
+            continue
+        if isinstance(data, dict):
+            out[name] = flatten(data)
+    return out
 
 
 def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
@@ -211,8 +233,22 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
     if not first:  # a new model's folder is not news file by file: the model is
         for name in names - set(before.catalog.models) - set(before.catalog.errors):
             path_reasons[name] = ["new model"]
+    errors = after.errors_by_model(env)
+    for name, exc in (missing or {}).items():
+        if name in after.objects_by_model(env):
+            errors.setdefault(name, str(exc))
     old_views, new_views = model_views(before, env), model_views(after, env)
+    for name in set(errors) | (set(after.catalog.errors) - set(after.catalog.models)):
+        if name in old_views:  # not applied: what runs stays, and so does its cost
+            new_views[name] = old_views[name]
+        else:
+            new_views.pop(name, None)
     reviews = {n: review(old_views.get(n), new_views.get(n)) for n in set(old_views) | set(new_views)}
+    for name in set(errors) | set(after.catalog.errors):  # no valid spec: the fields as written
+        if name in reviews and name in before.raw_specs and name in after.raw_specs:
+            changed = [c for c in field_changes(before.raw_specs[name], after.raw_specs[name])
+                       if _concerns(c.split(" ", 1)[0], env)]
+            reviews[name] = replace(reviews[name], reasons=changed)
     env_changes = environment_changes(before.catalog.environments.get(env), after.catalog.environments.get(env))
     hash_changes = {n: describe(c) for n, c in changed_models(before.hashes, after.hashes).items()
                     if n in before.hashes and n in after.hashes}  # new models are listed by their paths
@@ -225,12 +261,8 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
     secret_lines, secret_errors = secret_plan(before, after, env)
     for name, lines in secret_lines.items():
         reasons.setdefault(name, []).extend(lines)
-    errors = after.errors_by_model(env)
     for name, message in secret_errors.items():  # sync would refuse this model's Secrets: so does the plan
         errors.setdefault(name, message)
-    for name, exc in (missing or {}).items():
-        if name in after.objects_by_model(env):
-            errors.setdefault(name, str(exc))
     result = plan_environment(env, planned_objects(after, env), planned_objects(before, env), reasons,
                               errors, reviews=reviews,
                               labels=(short_revision(before.revision), short_revision(after.revision)))

@@ -9,13 +9,15 @@ is pure; `diff_environment` does the reads and dry runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from reconciler import labels
 from reconciler.errors import KubeError
+from reconciler.plan.fields import FieldChange, field_changes
 from reconciler.results import ObjectRef
+
+__all__ = ["FieldChange", "field_changes", "normalize", "diff_objects", "diff_environment"]
 
 # Server-owned bookkeeping: differs on every write, never something git sets.
 _VOLATILE_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
@@ -37,50 +39,6 @@ def normalize(obj: dict | None) -> dict | None:
         meta.pop("annotations", None)
     out["metadata"] = meta
     return out
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    path: str  # e.g. spec.template.spec.containers[model].resources.limits.cpu
-    live: Any  # None when the field is new
-    desired: Any  # None when applying git removes the field
-
-    def __str__(self) -> str:
-        return f"{self.path}: {_short(self.live)} -> {_short(self.desired)}"
-
-
-_MISSING = object()
-
-
-def _short(value: Any) -> str:
-    if value is _MISSING or value is None:
-        return "(none)"
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _named(items: list) -> bool:
-    return bool(items) and all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items)
-
-
-def field_changes(live: Any, desired: Any, path: str = "") -> list[FieldChange]:
-    """Every leaf that differs between two (normalized) objects. Lists of named items (containers,
-    ports, env) are matched by name, other lists compared whole. Pure."""
-    if isinstance(live, dict) and isinstance(desired, dict):
-        out: list[FieldChange] = []
-        for key in sorted(set(live) | set(desired)):
-            sub = f"{path}.{key}" if path else str(key)
-            out.extend(field_changes(live.get(key, _MISSING), desired.get(key, _MISSING), sub))
-        return out
-    if isinstance(live, list) and isinstance(desired, list) and _named(live) and _named(desired):
-        by_live, by_desired = {i["name"]: i for i in live}, {i["name"]: i for i in desired}
-        out = []
-        for name in sorted(set(by_live) | set(by_desired)):
-            out.extend(field_changes(by_live.get(name, _MISSING), by_desired.get(name, _MISSING), f"{path}[{name}]"))
-        return out
-    if live == desired:
-        return []
-    return [FieldChange(path or ".", None if live is _MISSING else live, None if desired is _MISSING else desired)]
 
 
 @dataclass

@@ -1,0 +1,237 @@
+"""The PR comment is a security boundary: hostile text from the repository renders as text, through
+GitHub's own markdown renderer (cmark-gfm, via cmarkgfm), and every changed object shows exactly once.
+
+The HTML is rendered with raw HTML allowed (cmark-gfm's UNSAFE): stricter than GitHub, which then
+sanitizes; any tag from the data would show up here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from html.parser import HTMLParser
+
+import git
+import pytest
+
+from reconciler.plan.changes import EnvironmentPlan, ModelPlan, Plan
+from reconciler.plan.fields import FieldChange
+from reconciler.plan.changes import Replacement
+from reconciler.report import escape as esc
+from reconciler.report.plan import plan_markdown
+from reconciler.results import Action, ObjectRef, ObjectResult
+from tests.conftest import commit_all, copy_template
+
+cmarkgfm = pytest.importorskip("cmarkgfm", reason="pip install cmarkgfm (in the [test] extra: requirements-test.txt)")
+from cmarkgfm.cmark import Options  # noqa: E402
+
+HOSTILE = [
+    "```\n# All checks passed\n```",
+    "````` ``` `",
+    "</details></td></tr></table>\n\n# All checks passed",
+    "<img src=x onerror=alert(1)>",
+    "<!-- hidden --> <script>alert(1)</script>",
+    "@octocat and @github/security please approve",
+    "[All checks passed](javascript:alert(1)) <javascript:alert(1)>",
+    "evil\u202eexe.yaml \u2066isolate\u2069 zero\u200bwidth \ufeffbom",
+    "| a | b |\n|---|---|\n| injected | row |",
+    "*bold* _em_ ~~strike~~ \\ & &amp; &lt;b&gt;",
+    "line one\r\nline two\rthree\x00nul\x1b[31mred",
+    "<details open><summary>All checks passed</summary>",
+    "- [x] approved\n> quoted\n---",
+    "https://evil.example/phish www.evil.example",
+    "`",
+    " ",
+    "",
+]
+
+ALLOWED_TAGS = {"h3", "h4", "p", "strong", "em", "code", "pre", "table", "thead", "tbody", "tr", "th", "td", "br",
+                "details", "summary", "ul", "li", "blockquote"}
+
+
+def render(markdown: str) -> str:
+    return cmarkgfm.github_flavored_markdown_to_html(markdown, options=Options.CMARK_OPT_UNSAFE)
+
+
+class Page(HTMLParser):
+    """Tags, comments, text outside code, and table rows of rendered HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.comments: list[str] = []
+        self.stack: list[str] = []
+        self.outside_code: list[str] = []
+        self.rows: list[list[str]] = []
+        self.headings: list[str] = []
+        self._cell: list[str] | None = None
+        self._heading: list[str] | None = None
+        self.attrs: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += attrs
+        if tag not in ("br",):
+            self.stack.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        if tag in ("td", "th"):
+            self._cell = []
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self._heading = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+        if tag.startswith("h") and tag[1:].isdigit() and self._heading is not None:
+            self.headings.append("".join(self._heading))
+            self._heading = None
+        if tag in self.stack:
+            while self.stack and self.stack.pop() != tag:
+                pass
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._heading is not None:
+            self._heading.append(data)
+        if not {"code", "pre"} & set(self.stack):
+            self.outside_code.append(data)
+
+    def handle_comment(self, data):
+        self.comments.append(data)
+
+
+def page(markdown: str) -> Page:
+    p = Page()
+    p.feed(render(markdown))
+    p.close()
+    return p
+
+
+def assert_inert(p: Page, allowed_comments: int = 0) -> None:
+    assert set(p.tags) <= ALLOWED_TAGS, set(p.tags) - ALLOWED_TAGS
+    assert len(p.comments) <= allowed_comments
+    assert all((name, value) == ("lang", "diff") for name, value in p.attrs), p.attrs  # only ```diff blocks
+    text = "".join(p.outside_code)
+    assert not re.search(r"@\w", text), "a mention outside code"
+    assert not any(c in text for c in esc.BIDI | esc.INVISIBLE)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_each_context_shows_hostile_text_as_text(hostile):
+    shown = esc.visible(hostile)
+    one_line = shown.replace("\r\n", "\n").replace("\r", "\n").replace("\n", " ⏎ ").replace("\t", " ")
+    # inline code
+    p = page(f"before {esc.code(hostile)} after")
+    assert_inert(p)
+    assert p.tags == ["p", "code"]
+    # a table cell: still one row of three cells
+    p = page(f"| a | b | c |\n|---|---|---|\n| x | {esc.cell_code(hostile)} | z |\n")
+    assert_inert(p)
+    assert p.rows[1] == ["x", one_line if one_line.strip() else p.rows[1][1], "z"]
+    # a code block
+    p = page("\n".join(["text", "", *esc.block(hostile), "", "after"]))
+    assert_inert(p)
+    assert p.tags == ["p", "pre", "code", "p"]
+    # raw HTML: a <details> summary
+    p = page(f"<details><summary><code>{esc.html_text(hostile)}</code>: errors</summary>\n\nbody\n\n</details>\n")
+    assert_inert(p)
+    assert p.tags == ["details", "summary", "code", "p"]
+    # running text
+    p = page(f"text {esc.plain(hostile)} end")
+    assert_inert(p)
+    assert p.tags == ["p"]
+    shown_text = "".join(p.outside_code).strip().replace("\uff20", "@")
+    assert shown_text == f"text {one_line} end".strip() or not one_line.strip()
+
+
+def test_bidirectional_and_invisible_characters_are_shown_as_escapes():
+    assert esc.visible("a\u202eb\u2066c\u200bd\x1be") == "a<U+202E>b<U+2066>c<U+200B>d<U+001B>e"
+    assert esc.visible("tab\tand\nnewline stay") == "tab\tand\nnewline stay"
+
+
+def test_a_fence_outlasts_any_backtick_run():
+    lines = esc.block("a ````` b")
+    assert lines[0] == "``````" and lines[-1] == "``````"
+    assert esc.code("x ``` y") == "````x ``` y````"
+
+
+def hostile_plan() -> Plan:
+    """Every repository string of a plan, hostile: reasons, errors, diffs, moves, policy, objects."""
+    plan = Plan(base="a" * 40, head="b" * 40, order=["dev", "prod"])
+    for env in ("dev", "prod"):
+        ep = EnvironmentPlan(env, changes=[f"environment.yaml: {h}" for h in HOSTILE[:3]])
+        for i, hostile in enumerate(HOSTILE):
+            name = f"model-{i}"
+            objects = [ObjectResult(ObjectRef("apps/v1", "Deployment", f"models-{env}", f"{name}-{hostile}"[:90]),
+                                    Action.configured, model=name, diff=f"--- a\n+++ b\n-{hostile}\n+{hostile}!"),
+                       ObjectResult(ObjectRef("v1", "Service", f"models-{env}", f"{name}-svc"), Action.created,
+                                    model=name, diff=f"+{hostile}")]
+            mp = ModelPlan(name, reasons=[f"model.yaml: description {hostile!r} -> x", hostile], objects=objects)
+            if i % 4 == 3:
+                mp.error = hostile + "\n  fix: " + hostile
+            if i % 5 == 1:
+                mp.replacements = [Replacement(objects[0].ref, objects[1].ref,
+                                               (FieldChange(f"spec.{hostile}", hostile, None),))]
+            ep.models[name] = mp
+        plan.environments[env] = ep
+    return plan
+
+
+def test_a_hostile_plan_renders_every_changed_object_once_and_nothing_injected():
+    plan = hostile_plan()
+    md = plan_markdown(plan)
+    p = page(md)
+    assert_inert(p, allowed_comments=1)  # the comment's own marker
+    assert p.comments == [" reconciler-plan "]
+    # the headings are the comment's own: its title and one per environment, in importance order
+    assert p.headings == [f"Reconciler plan {'a' * 12} → {'b' * 12}", "1. prod", "2. dev"]
+    for env in plan.environments.values():
+        for model, mp in env.models.items():
+            for result in mp.objects:
+                if not result.action.writes:
+                    continue
+                rows = [r for r in p.rows if r and r[0] == esc.visible(str(result.ref)).replace("\n", " ⏎ ")]
+                assert len(rows) == 1, (str(result.ref), len(rows))
+                assert rows[0][1:] == [model, result.action.value]
+    # every table row has as many cells as its header
+    assert all(len(r) in (3, 4, 5) for r in p.rows)
+
+
+def test_terminal_error_headers_show_bidi_as_escapes():
+    from reconciler.cli.console import make_console, print_error
+
+    console = make_console(file=__import__("io").StringIO(), width=200)
+    print_error("models/evil\u202egnp.yaml: bad", console)
+    assert "<U+202E>" in console.file.getvalue() and "\u202e" not in console.file.getvalue()
+
+
+def test_a_hostile_description_and_field_reach_the_comment_as_text(tmp_path):
+    """As a PR runs it: `reconciler plan --format markdown` on a commit whose model.yaml carries the corpus
+    (weights are not checked: no DVC remote is needed to read the comment)."""
+    template_repo = copy_template(tmp_path / "repo")
+    repo = git.Repo.init(template_repo, initial_branch="main")
+    commit_all(repo, "template")
+    spec = template_repo / "models/iris-classifier/model.yaml"
+    hostile = "```\\n# All checks passed\\n<img src=x onerror=alert(1)> @octocat [ok](javascript:alert(1)) \\u202eevil"
+    spec.write_text(spec.read_text() + f'canary:\n  queries: {{errorRate: "{hostile}"}}\n')
+    digits = template_repo / "models/digits-classifier/model.yaml"
+    digits.write_text(digits.read_text() + '"```\\n## All checks passed": 1\n')
+    commit_all(repo, "hostile")
+    reconciler = str(Path(sys.executable).parent / "reconciler")
+    done = subprocess.run([reconciler, "plan", "--base", "HEAD~1", "--head", "HEAD",
+                           "--format", "markdown", "--no-check-artifacts"],
+                          cwd=template_repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr  # digits has an error: partial
+    p = page(done.stdout)
+    assert_inert(p, allowed_comments=1)
+    assert all("All checks passed" not in h for h in p.headings)
+    assert "<U+202E>" in done.stdout and "\u202e" not in done.stdout
+    # the hostile query is a field-level reason and a policy row of iris where canaries run (staging, prod)
+    assert sum(1 for r in p.rows if r and r[0] == "iris-classifier") == 4
+    assert any("<img src=x onerror=alert(1)> @octocat" in cell for r in p.rows for cell in r)
+    assert sum(1 for r in p.rows if r and r[0] == "digits-classifier") == 3
