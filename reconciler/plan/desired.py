@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.source import guard
@@ -22,8 +22,8 @@ from reconciler.plan import cost
 from reconciler.plan.weights import artifact_errors
 from reconciler.plan.outcomes import record_outcomes, touched_models, untouched_with_errors
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
-from reconciler.plan.review import (ModelReview, ModelView, _concerns, environment_changes, field_changes, model_view,
-                                    pool_changes, review)
+from reconciler.plan.review import (ModelView, environment_changes, model_view, pool_changes, raw_specs, review,
+                                    reviews_keeping_errors, spec_reasons as _reasons)
 from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
 from reconciler.render.environment import EnvironmentRender, render_environment, render_keys
 from reconciler.source import git as source
@@ -115,23 +115,6 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
     return state
 
 
-def raw_specs(tree: Path, names: Iterable[str]) -> dict[str, dict]:
-    """Each named model's model.yaml as written, as dotted fields; an unreadable one is left out."""
-    from reconciler.catalog.files import read_yaml
-    from reconciler.catalog.load import MODEL_FILE
-    from reconciler.plan.review import flatten
-
-    out = {}
-    for name in sorted(names):
-        try:
-            data = read_yaml(tree / MODELS_DIR / name / MODEL_FILE, root=tree)
-        except ReconcilerError:
-            continue
-        if isinstance(data, dict):
-            out[name] = flatten(data)
-    return out
-
-
 def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
                models: set[str] | None = None, *, cache: RenderCache | None = None) -> DesiredState:
     """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
@@ -169,27 +152,6 @@ def model_views(state: DesiredState, env: str) -> dict[str, ModelView]:
             continue
         views[name] = model_view(entry.spec, spec, pools, state.metrics.get(name))
     return views
-
-
-def _reasons(name: str, path_reasons: list[str], model_review: ModelReview | None, hash_changes: str | None,
-             env_changes: list[str], pools_changed: list[str], env: str) -> list[str]:
-    """Why a model is in the plan, at field level where the change is in a spec."""
-    spec_file = f"models/{name}/model.yaml"
-    reasons = [r for r in path_reasons if not r.startswith((f"{spec_file} ", f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} ",
-                                                            f"{ENVIRONMENTS_DIR}/pools.yaml "))]
-    if model_review is not None:
-        reasons = [f"model.yaml: {c}" for c in model_review.reasons] + reasons
-        if model_review.move:
-            reasons.append(f"moves {model_review.move}")
-        if model_review.metrics:
-            reasons.append("evaluation: " + ", ".join(str(m) for m in model_review.metrics))
-    elif any(r.startswith(f"{spec_file} ") for r in path_reasons):
-        reasons.insert(0, f"{spec_file} changed")
-    reasons += [f"environment.yaml: {c}" for c in env_changes]
-    reasons += [f"pools.yaml: {c}" for c in pools_changed]
-    if hash_changes:
-        reasons.append(f"model content hash changed: {hash_changes}")
-    return reasons
 
 
 def planned_objects(state: DesiredState, env: str) -> dict[str, list[dict]]:
@@ -238,17 +200,8 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
         if name in after.objects_by_model(env):
             errors.setdefault(name, str(exc))
     old_views, new_views = model_views(before, env), model_views(after, env)
-    for name in set(errors) | (set(after.catalog.errors) - set(after.catalog.models)):
-        if name in old_views:  # not applied: what runs stays, and so does its cost
-            new_views[name] = old_views[name]
-        else:
-            new_views.pop(name, None)
-    reviews = {n: review(old_views.get(n), new_views.get(n)) for n in set(old_views) | set(new_views)}
-    for name in set(errors) | set(after.catalog.errors):  # no valid spec: the fields as written
-        if name in reviews and name in before.raw_specs and name in after.raw_specs:
-            changed = [c for c in field_changes(before.raw_specs[name], after.raw_specs[name])
-                       if _concerns(c.split(" ", 1)[0], env)]
-            reviews[name] = replace(reviews[name], reasons=changed)
+    reviews = reviews_keeping_errors(env, old_views, new_views, set(errors) | set(after.catalog.errors),
+                                     before.raw_specs, after.raw_specs)
     env_changes = environment_changes(before.catalog.environments.get(env), after.catalog.environments.get(env))
     hash_changes = {n: describe(c) for n, c in changed_models(before.hashes, after.hashes).items()
                     if n in before.hashes and n in after.hashes}  # new models are listed by their paths

@@ -13,11 +13,15 @@ metrics, and its spec as dotted fields. `review(before, after)` compares two vie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from dataclasses import dataclass, field, replace
 
+from reconciler.errors import ReconcilerError
 from reconciler.plan import cost
 from reconciler.catalog.effective import EffectiveCanary, effective_canary, effective_serving, effective_slo
+from reconciler.catalog.files import read_yaml
+from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODEL_FILE, MODELS_DIR
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 
@@ -189,6 +193,61 @@ def pool_changes(before: Mapping[str, Pool], after: Mapping[str, Pool], names: s
         return flatten({n: pools[n].model_dump(by_alias=True, exclude_none=True, mode="json")
                         for n in sorted(names) if n in pools})
     return field_changes(dump(before), dump(after))
+
+
+
+def raw_specs(tree: Path, names: Iterable[str]) -> dict[str, dict]:
+    """Each named model's model.yaml as written, as dotted fields; an unreadable one is left out."""
+    out = {}
+    for name in sorted(names):
+        try:
+            data = read_yaml(tree / MODELS_DIR / name / MODEL_FILE, root=tree)
+        except ReconcilerError:
+            continue
+        if isinstance(data, dict):
+            out[name] = flatten(data)
+    return out
+
+
+def spec_reasons(name: str, path_reasons: list[str], model_review: ModelReview | None, hash_changes: str | None,
+             env_changes: list[str], pools_changed: list[str], env: str) -> list[str]:
+    """Why a model is in the plan, at field level where the change is in a spec."""
+    spec_file = f"models/{name}/model.yaml"
+    reasons = [r for r in path_reasons if not r.startswith((f"{spec_file} ", f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} ",
+                                                            f"{ENVIRONMENTS_DIR}/pools.yaml "))]
+    if model_review is not None:
+        reasons = [f"model.yaml: {c}" for c in model_review.reasons] + reasons
+        if model_review.move:
+            reasons.append(f"moves {model_review.move}")
+        if model_review.metrics:
+            reasons.append("evaluation: " + ", ".join(str(m) for m in model_review.metrics))
+    elif any(r.startswith(f"{spec_file} ") for r in path_reasons):
+        reasons.insert(0, f"{spec_file} changed")
+    reasons += [f"environment.yaml: {c}" for c in env_changes]
+    reasons += [f"pools.yaml: {c}" for c in pools_changed]
+    if hash_changes:
+        reasons.append(f"model content hash changed: {hash_changes}")
+    return reasons
+
+
+def reviews_keeping_errors(env: str, old_views: dict[str, ModelView], new_views: dict[str, ModelView],
+                           errors: set[str], before_raw: Mapping[str, dict], after_raw: Mapping[str, dict]
+                           ) -> dict[str, ModelReview]:
+    """Per model, `review(before, after)`; a model with errors is not applied, so what runs stays and
+    so does its cost (its after-view is its before-view), and its reasons are its model.yaml fields as
+    written (it has no valid spec to compare). `new_views` is updated to match: the environment's
+    totals count a kept model at its running cost."""
+    for name in errors:
+        if name in old_views:
+            new_views[name] = old_views[name]
+        else:
+            new_views.pop(name, None)
+    reviews = {n: review(old_views.get(n), new_views.get(n)) for n in set(old_views) | set(new_views)}
+    for name in errors:
+        if name in reviews and name in before_raw and name in after_raw:
+            changed = [c for c in field_changes(before_raw[name], after_raw[name]) if _concerns(c.split(" ", 1)[0], env)]
+            reviews[name] = replace(reviews[name], reasons=changed)
+    return reviews
 
 
 fmt = _fmt
