@@ -68,7 +68,7 @@ class VisibleConsole(Console):
         self._asked_width = new_size[0]
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
-    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def print(self, *objects: Any, **kwargs: Any) -> None:
         super().print(*(_shown(o) for o in objects), **kwargs)
 
 
