@@ -225,7 +225,7 @@ def test_the_comment_leads_with_prod_and_shows_a_pool_move_as_a_field_diff(templ
     changed = {c.path: (c.live, c.desired) for c in deployment.changes}
     bento = "spec.template.spec.containers[bento]"
     assert changed[f"{bento}.resources.limits.hugepages-2Mi"] == ("256Mi", None)
-    assert changed[f"{bento}.resources.limits.nvidia.com/gpu"] == (None, 1)
+    assert changed[f"{bento}.resources.limits.nvidia.com/gpu"] == (None, "1")
     assert changed[f"{bento}.securityContext"] == ({"capabilities": {"add": ["IPC_LOCK"]}}, None)
     assert f"| `{bento}.resources.limits.hugepages-2Mi` | `256Mi` | (none) |" in md
     assert "+++ " not in md.split("#### 2.")[0]  # prod: no whole-object YAML for the replaced pair
