@@ -74,8 +74,8 @@ def propose(repo_root: Path, model: str, *, remote: str = "origin", base: str | 
     folder = root / "models" / model
     pointers = sorted(p.name for p in folder.glob("*.dvc") if p.is_file())
     if not pointers or not (folder / METRICS).is_file():
-        raise ProposeError(f"models/{model}: no DVC pointer ({POINTER} or another declared artifact's) and "
-                           f"{METRICS} to propose", fix="run the train, evaluate and register steps first")
+        raise ProposeError(f"models/{model}: no {POINTER} and {METRICS} to propose (nor another declared artifact's "
+                           "DVC pointer)", fix="run the train, evaluate and register steps first")
     pointer = folder / (POINTER if POINTER in pointers else pointers[0])
     branch = f"train/{model}-{_pointer_md5(pointer)[:12]}"
     paths = [f"models/{model}/{name}" for name in (*pointers, METRICS, ".gitignore") if (folder / name).is_file()]
