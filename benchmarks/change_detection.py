@@ -22,7 +22,7 @@ import git
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler.source import hashing  # noqa: E402
+from reconciler.source import facts  # noqa: E402
 from reconciler.source.hashing import changed_models, model_hashes  # noqa: E402
 from reconciler.catalog.specs import ModelSpec  # noqa: E402
 
@@ -64,8 +64,8 @@ def generate(root: Path, n: int) -> tuple[git.Repo, list[Entry]]:
 def timed(fn, repeat: int = 5) -> tuple[float, object]:
     samples, result = [], None
     for _ in range(repeat):
-        hashing._IMPORT_CACHE.clear()
-        hashing._DVC_CACHE.clear()
+        facts.IMPORT_CACHE.clear()
+        facts.DVC_CACHE.clear()
         start = time.perf_counter()
         result = fn()
         samples.append(time.perf_counter() - start)
@@ -111,8 +111,8 @@ def main() -> None:
         cold, diff = timed(lambda o=old, n=new: compare(o, n))
         assert sorted(diff) == expect, (label, sorted(diff))
         # warm: the caches hold the parses of the old revision's blobs (what plan sees in a long-lived process)
-        hashing._IMPORT_CACHE.clear()
-        hashing._DVC_CACHE.clear()
+        facts.IMPORT_CACHE.clear()
+        facts.DVC_CACHE.clear()
         model_hashes(root, old, entries)
         start = time.perf_counter()
         model_hashes(root, new, entries)

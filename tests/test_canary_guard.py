@@ -14,7 +14,8 @@ from reconciler.errors import ReconcilerError
 from reconciler.report.github import report_markdown
 from reconciler.report.rollout import guard_line, report_json
 from reconciler.rollout.guard import guard
-from reconciler.rollout.judge import accumulate, judge
+from reconciler.rollout.evidence import accumulate
+from reconciler.rollout.judge import judge
 from reconciler.rollout.machine import Observations, SetWeight, step
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Evidence, Phase, Policy, RolloutState

@@ -16,7 +16,8 @@ import pytest
 
 from reconciler.rollout import stats
 from reconciler.catalog.buckets import BENTOML_DEFAULT, duration_buckets
-from reconciler.rollout.judge import Outcome, accumulate, judge, mann_whitney_worse
+from reconciler.rollout.evidence import accumulate
+from reconciler.rollout.judge import Outcome, judge, mann_whitney_worse
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.prometheus import sample_layout
 from reconciler.rollout.state import Evidence, Policy

@@ -38,7 +38,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reconciler.rollout.judge import Verdict, accumulate, judge
+from reconciler.rollout.actions import DeployCanary, Promote, Rollback, RolloutAction, ScaleUp, SetWeight
+from reconciler.rollout.evidence import accumulate
+from reconciler.rollout.judge import Verdict, judge
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Evidence, Phase, Policy, RolloutState, StepRecord
 
@@ -80,46 +82,6 @@ def history_layout(interval_seconds: int) -> tuple[int, int]:
     return max(1, min(HISTORY_WINDOWS, HISTORY_SECONDS // seconds)), seconds
 
 
-@dataclass(frozen=True)
-class SetWeight:
-    """Send ``canary_weight`` % of traffic to the canary and the rest to the stable version."""
-
-    canary_weight: int
-
-
-@dataclass(frozen=True)
-class DeployCanary:
-    """Make the canary Deployment run ``revision`` (in ``pool``), receiving no traffic yet."""
-
-    revision: str
-    pool: str | None = None
-
-
-@dataclass(frozen=True)
-class ScaleUp:
-    """Promoting: run ``revision`` as the stable version at full size (in ``pool``); traffic stays."""
-
-    revision: str
-    pool: str | None = None
-
-
-@dataclass(frozen=True)
-class Promote:
-    """``revision`` (in ``pool``) is ready at full size: all traffic to it, remove the old version."""
-
-    revision: str
-    pool: str | None = None
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """All traffic back to the stable version; remove the canary of ``revision``."""
-
-    revision: str
-    reason: str
-
-
-RolloutAction = SetWeight | DeployCanary | ScaleUp | Promote | Rollback
 
 
 def _record(state: RolloutState, now: float, decision: str, reasons: tuple[str, ...] | list[str],

@@ -1,0 +1,76 @@
+"""Content facts of a file, cached by its git blob id: the imports of a Python module, the outputs of a DVC
+pointer. A blob id names the content, so a fact computed once holds for every revision and every model
+that has that blob (hashing.py reads them for each model's content hash). Split from hashing.py by verb:
+this reads one file, hashing walks a model's folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import posixpath
+
+import yaml
+
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 1,000 pointers
+
+IMPORT_CACHE: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = {}
+DVC_CACHE: dict[str, tuple[tuple[str, str], ...] | None] = {}
+CACHE_LIMIT = 200_000
+
+
+def cached(cache: dict, key: str, compute):
+    value = cache.get(key, cache)
+    if value is cache:
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        value = cache[key] = compute()
+    return value
+
+
+def python_imports(source: bytes) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """(level, module, names) for every import statement anywhere in a module; () if it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ()
+    found: list[tuple[int, str, tuple[str, ...]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((0, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or "", tuple(a.name for a in node.names if a.name != "*")))
+    return tuple(found)
+
+
+def dvc_outputs(text: bytes, pointer: str) -> tuple[tuple[str, str], ...] | None:
+    """(output path relative to the repository, 'md5:<md5>') for a `.dvc` file or `dvc.lock`.
+
+    None when the file is not a readable pointer.
+    """
+    try:
+        data = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    base = posixpath.dirname(pointer)
+    outs: list[dict] = []
+    if posixpath.basename(pointer) == "dvc.lock":
+        for stage in (data.get("stages") or {}).values():
+            if isinstance(stage, dict):
+                outs.extend(o for o in stage.get("outs") or [] if isinstance(o, dict))
+    else:
+        outs.extend(o for o in data.get("outs") or [] if isinstance(o, dict))
+    result = []
+    for out in outs:
+        path = out.get("path")
+        if not isinstance(path, str):
+            continue
+        checksum = next((f"{k}:{out[k]}" for k in ("md5", "etag", "checksum", "version_id") if out.get(k)),
+                        "missing:no checksum recorded (run `dvc commit`)")
+        result.append((posixpath.normpath(posixpath.join(base, path)), checksum))
+    return tuple(sorted(result))
+
+
+def is_pointer(path: str) -> bool:
+    return path.endswith(".dvc") or posixpath.basename(path) == "dvc.lock"
