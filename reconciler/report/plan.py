@@ -301,7 +301,11 @@ def plan_markdown(plan: Plan, *, max_diff_lines: int = 400, limit: int = GITHUB_
     while size(note) > limit:
         longest = max(blocks, key=lambda b: len(b.text))
         lines = longest.text.splitlines()
-        keep = max(1, len(lines) - max(1, (size(note) - limit) // 80 + 1))
+        excess = size(note) - limit + 200  # what must go, with room for the line saying so and the note's growth
+        keep, removed = len(lines), 0
+        while keep > 1 and removed < excess:  # by characters, not an average line length: it always shrinks
+            keep -= 1
+            removed += len(lines[keep]) + 1
         cut_lines += len(lines) - keep
         kept = lines[:keep]
         unclosed = sum(line.count("<details") for line in kept) - sum(line.count("</details>") for line in kept)
