@@ -306,6 +306,8 @@ def plan_markdown(plan: Plan, *, max_diff_lines: int = 400, limit: int = GITHUB_
         while keep > 1 and removed < excess:  # by characters, not an average line length: it always shrinks
             keep -= 1
             removed += len(lines[keep]) + 1
+        if keep == len(lines):  # every block is down to one line: nothing more can go (never loop)
+            break
         cut_lines += len(lines) - keep
         kept = lines[:keep]
         unclosed = sum(line.count("<details") for line in kept) - sum(line.count("</details>") for line in kept)
