@@ -120,17 +120,18 @@ def _cli():
 
 def call_problems(call: Call, root=None) -> tuple[tuple[str, ...], list[str]]:
     """(the resolved command path, what does not exist) for one call, against the real command tree
-    (typer's click: a group has `commands`, a command `params`)."""
+    (typer's click: a group lists and gets its commands, which the top-level group loads lazily; a command has
+    `params`)."""
     command, path = root or _cli(), []
     for word in call.path:
-        if not hasattr(command, "commands"):
+        if not hasattr(command, "list_commands"):
             break  # the rest are the command's arguments
-        sub = command.commands.get(word)
+        sub = command.get_command(None, word)
         if sub is None:
             return tuple(path), [f"{call.where}: `reconciler {' '.join([*path, word])}` is not a command "
-                                 f"(commands: {', '.join(sorted(command.commands))})"]
+                                 f"(commands: {', '.join(sorted(command.list_commands(None)))})"]
         command, path = sub, [*path, word]
-    if hasattr(command, "commands") and not (set(call.flags) & {"--help", "--version", "-V"}):
+    if hasattr(command, "list_commands") and not (set(call.flags) & {"--help", "--version", "-V"}):
         return tuple(path), [f"{call.where}: `reconciler {' '.join(path)}` needs a subcommand"]
     known = {"--help"} | {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
     return tuple(path), [f"{call.where}: `reconciler {' '.join(path)}` has no option {flag}"
