@@ -15,16 +15,12 @@ import configparser
 import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.pickled import NotAPickle, architecture
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.source import guard
-from reconciler.source.hashing import changed_models
-
-if TYPE_CHECKING:
-    from reconciler.plan.desired import DesiredState
+from reconciler.source.hashing import ModelHash, changed_models
 
 
 def _default_local_remote(root: Path) -> Path | None:
@@ -110,7 +106,8 @@ def architecture_errors(root: Path, models: dict[str, ModelEntry], outputs: dict
             if name in models and (problem := architecture_problem(root, models[name], found)) is not None}
 
 
-def artifact_errors(root: Path, before: DesiredState, after: DesiredState) -> dict[str, ReconcilerError]:
+def artifact_errors(root: Path, before: dict[str, ModelHash], after: dict[str, ModelHash],
+                    models: dict[str, ModelEntry]) -> dict[str, ReconcilerError]:
     """Models of the plan whose DVC-tracked artifacts the default remote lacks, or whose `architecture:`
     is not what their weights are, as model errors.
 
@@ -120,15 +117,15 @@ def artifact_errors(root: Path, before: DesiredState, after: DesiredState) -> di
     from reconciler.build.artifacts import artifact_error, default_remote, missing_outputs, remote_objects, tracked_outputs
 
     outputs = {}
-    for name in changed_models(before.hashes, after.hashes):
-        entry, digest = after.catalog.models.get(name), after.hashes.get(name)
+    for name in changed_models(before, after):
+        entry, digest = models.get(name), after.get(name)
         if entry is not None and digest is not None:
             found = tracked_outputs(name, digest.inputs, digest.kinds, entry.spec.artifacts, entry.rel)
             if found:
                 outputs[name] = found
     if not outputs:
         return {}
-    mismatched = architecture_errors(root, after.catalog.models, outputs)  # weights read, never unpickled
+    mismatched = architecture_errors(root, models, outputs)  # weights read, never unpickled
     try:
         present = remote_objects(root, [o.checksum for found in outputs.values() for o in found])
     except ReconcilerError as exc:  # no remote, unreachable: every checked model says so
