@@ -246,6 +246,9 @@ def test_diff_status_and_rollback_from_the_repository_root(cluster_user):
 
 
 def test_run_reconciles_a_new_commit_and_reconcile_asks_it_to(cluster_user, tmp_path):
+    # `reconcile` annotates the environment's state record, which a sync writes: this test does not rely on another
+    # test of the module having synced dev first (pytest-xdist may run it first, on a worker of its own)
+    cluster_user.run("sync", "dev")
     spec = cluster_user.root / "environments/dev/environment.yaml"
     original = spec.read_text()
     spec.write_text(original.replace("replicasFactor: 0.5", "replicasFactor: 1.0"))
