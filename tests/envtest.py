@@ -55,10 +55,7 @@ SHARED = _shared()
 SCHEMAS = PROJECT / "tests" / "upstream-schemas"  # in the repository (see its README for sources and licence)
 # the upstream CRDs every test server gets: what the project writes besides built-in kinds
 UPSTREAM_CRDS = ("gateway.networking.k8s.io_httproutes.crd.yaml", "networking.istio.io_virtualservices.crd.yaml",
-                 "monitoring.coreos.com_podmonitors.crd.yaml")
-# upstream CRDs vendored in the repository itself (schemas/README.md names their sources)
-REPO_SCHEMAS = PROJECT / "schemas"
-REPO_CRDS = ("keda.sh_scaledobjects.crd.yaml",)
+                 "monitoring.coreos.com_podmonitors.crd.yaml", "keda.sh_scaledobjects.crd.yaml")
 BINARIES = ("etcd", "kube-apiserver")
 INSTALL_SETUP_ENVTEST = "go install sigs.k8s.io/controller-runtime/tools/setup-envtest@latest"
 HOW_TO_GET = ("install setup-envtest (`" + INSTALL_SETUP_ENVTEST + "`, Go >= 1.22), then "
@@ -274,7 +271,7 @@ class ControlPlane:
             raise EnvtestUnavailable("no envtest binaries found: " + HOW_TO_GET)
         data.mkdir(parents=True, exist_ok=True)
         crds = list(crds if crds is not None else
-                    [SCHEMAS / f for f in UPSTREAM_CRDS] + [REPO_SCHEMAS / f for f in REPO_CRDS])
+                    [SCHEMAS / f for f in UPSTREAM_CRDS])
         missing = [str(p) for p in crds if not p.is_file()]
         if missing:
             raise EnvtestUnavailable(f"missing CRD files {missing}: the tests install the upstream CRDs of "

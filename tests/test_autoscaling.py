@@ -1,7 +1,7 @@
 """Serving that fits accelerators: request-based autoscaling (KEDA ScaledObject with a Prometheus trigger),
 a startupProbe sized from `serving.startup`, scale to zero, and concurrency / batching from the spec.
 
-Rendered ScaledObjects are checked against KEDA's own CRD (schemas/keda.sh_scaledobjects.crd.yaml) offline,
+Rendered ScaledObjects are checked against KEDA's own CRD (tests/upstream-schemas/keda.sh_scaledobjects.crd.yaml) offline,
 made strict (an unknown field is an error, as server-side apply with strict field validation makes it), and
 on the real API server with that CRD installed (envtest).
 """
@@ -32,7 +32,7 @@ from reconciler.sync.health import HealthStatus, health_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RECONCILER = Path(sys.executable).parent / "reconciler"
-CRD = ROOT / "schemas" / "keda.sh_scaledobjects.crd.yaml"
+CRD = ROOT / "tests" / "upstream-schemas" / "keda.sh_scaledobjects.crd.yaml"
 POOLS = PoolsFile.model_validate(yaml.safe_load((ROOT / "environments" / "pools.yaml").read_text())).pools
 KEDA = "keda.sh/v1alpha1"
 PROMETHEUS = "http://prometheus.monitoring.svc:9090"

@@ -5,7 +5,7 @@ trigger follows the service's own request metrics: in-flight requests (`bentoml_
 or requests per second per replica of the pool's stable pods (the canary is sized by the rollout), the default on
 gpu and inferentia pools. A model that may scale to zero always gets a ScaledObject, with a `wake` trigger on the
 environment's wakeQuery (its own /metrics are gone while it has no pod). See docs/model-spec.md, "Serving:
-autoscaling, startup, scale to zero"; the CRD is vendored in schemas/.
+autoscaling, startup, scale to zero"; the CRD is vendored in tests/upstream-schemas/.
 """
 
 from __future__ import annotations
