@@ -36,12 +36,13 @@ COMPILED_FILE = "model.neuron.pt"
 LAYERS_FILE = "layers.npz"  # the export artifact: a directory holding these two files
 MANIFEST_FILE = "layers.json"
 EXPORT_FORMAT = 1
-# what this conversion compiles: the architectures of reconciler.catalog.accelerators' `torch-neuronx-dense`
-# recipe (a test holds them equal), checked by the plan against model.yaml and here against the pickle itself
+# what this conversion compiles: the architectures of its registry entry, pipelines/recipes/torch-neuronx-dense.yaml
+# (a test holds them equal), checked by the plan against model.yaml and here against the pickle itself
 ARCHITECTURES = frozenset({"sklearn-mlp", "sklearn-scaler-mlp"})
 ACTIVATIONS = ("relu", "tanh", "logistic", "identity", "softmax")
 # the files whose content decides the compiled artifact besides the weights and the SDK: this module (export
-# and compile) and the lock the export unpickles with; all of them are in every cache key
+# and compile) and the lock the export unpickles with; all of them are in every cache key (the registry entry's
+# `code:` lists them: a recipe names its own)
 CONVERSION_FILES = ("pipelines/neuron.py", "pipelines/requirements.lock")
 _ESTIMATOR_NAMES = {"StandardScaler": "scaler", "MLPClassifier": "mlp", "LogisticRegression": "logistic-regression"}
 
@@ -67,12 +68,13 @@ def cache_key(model_hash: str, sdk: "NeuronSDK", input_shapes: list[tuple[int, .
     return f"neuron-{version}-{digest}"
 
 
-def conversion_code_hash(root: Path | None = None) -> str:
-    """sha256 over CONVERSION_FILES (names and bytes) of the repository at `root` (default: this checkout):
-    the export code, its training lock and the compile code, part of every cache key."""
+def conversion_code_hash(root: Path | None = None, files: tuple[str, ...] | list[str] = CONVERSION_FILES) -> str:
+    """sha256 over a recipe's code `files` (names and bytes; default this recipe's CONVERSION_FILES) of the
+    repository at `root` (default: this checkout): the export code, its training lock and the compile code,
+    part of every cache key."""
     base = Path(__file__).resolve().parents[1] if root is None else Path(root)
     digest = hashlib.sha256()
-    for name in CONVERSION_FILES:
+    for name in files:
         data = (base / name).read_bytes()
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
@@ -150,8 +152,8 @@ def export_model(model_pkl: Path, out_dir: Path, input_shape: tuple[int, ...],
     if found not in ARCHITECTURES:
         raise StepError(f"cannot compile {model_pkl.name} for inferentia: it is a {found}, and the compile recipe "
                         f"torch-neuronx-dense accepts {', '.join(sorted(ARCHITECTURES))}",
-                        fix="serve the model from a cpu or gpu pool (accelerator: in model.yaml), or add a "
-                            f"CompileRecipe for {found!r} to reconciler/catalog/accelerators.py with its conversion in pipelines/")
+                        fix="serve the model from a cpu or gpu pool (accelerator: in model.yaml), or add a recipe "
+                            f"accepting {found!r} to pipelines/recipes/ (an entry <name>.yaml and its conversion module)")
     layers = dense_layers(estimator)
     width = int(layers[0].weight.shape[0])
     if len(input_shape) < 2 or input_shape[-1] != width or any(d < 1 for d in input_shape):

@@ -30,7 +30,7 @@ from reconciler.catalog.pools import Pool
 from . import common
 from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NeuronSDK, neuron_sdk
 
-from .neuron import COMPILED_FILE, cache_key, conversion_code_hash
+from .neuron import COMPILED_FILE, CONVERSION_FILES, cache_key, conversion_code_hash
 
 CACHE_CONFIGMAP = "neuron-compile-cache"
 OUTPUT_DIR = "/work/neuron"
@@ -47,6 +47,11 @@ class NeuronOptions:
     sdk_version: str = DEFAULT_NEURON_SDK
     input_shapes: tuple[tuple[int, ...], ...] = field(default=((1, 64),))
     architecture: str | None = None  # model.yaml's: the export checks the pickle is that
+    # the compile recipe its architecture chose (reconciler.catalog.recipes, pipelines/recipes/<name>.yaml): the
+    # module whose `export` / `compile` the two steps run, and the files of its cache key
+    recipe: str = "torch-neuronx-dense"
+    recipe_module: str = "pipelines.neuron"
+    recipe_code: tuple[str, ...] = CONVERSION_FILES
     export_image: str = common.DEFAULT_STEP_IMAGE  # the training environment's Python (the lock's)
     cache_configmap: str = CACHE_CONFIGMAP
     max_age: str = "4320h"  # 180 days: keys change with the weights, so old entries only age out
@@ -62,10 +67,13 @@ class NeuronOptions:
         return self.sdk.compile_image
 
 
-def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None) -> NeuronOptions:
-    """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes)."""
+def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None, recipe=None) -> NeuronOptions:
+    """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes), and the
+    compile recipe (a reconciler.catalog.recipes.CompileRecipe) its architecture chose."""
     image = getattr(getattr(spec, "images", None), "inferentia", None)
     kw: dict = {}
+    if recipe is not None:
+        kw.update(recipe=recipe.name, recipe_module=recipe.module, recipe_code=tuple(recipe.code))
     if getattr(spec, "architecture", None):
         kw["architecture"] = spec.architecture
     if image is not None and image.neuron_sdk:
@@ -104,7 +112,7 @@ def neuron_export_template(source: common.Source, options: NeuronOptions = Neuro
         f"tar -xf {BENTO_PATH} -C /work/bento",
         "pip install --quiet --disable-pip-version-check " + " ".join(f"'{r}'" for r in common.STEP_REQUIREMENTS),
         f"cd {common.SOURCE_PATH}",
-        f"python -m pipelines.neuron export --model-pkl /work/bento/src/model.pkl --output-dir {EXPORT_DIR} "
+        f"python -m {options.recipe_module} export --model-pkl /work/bento/src/model.pkl --output-dir {EXPORT_DIR} "
         f"--input-shape {shape}" + (f" --architecture {shlex.quote(options.architecture)}" if options.architecture else ""),
     ])
     return Container(
@@ -136,7 +144,7 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
     script = "\n".join([
         "set -eu",
         f"cd {common.SOURCE_PATH}",
-        f"python -m pipelines.neuron compile --layers {EXPORT_DIR} --output {OUTPUT_DIR}/{COMPILED_FILE}",
+        f"python -m {options.recipe_module} compile --layers {EXPORT_DIR} --output {OUTPUT_DIR}/{COMPILED_FILE}",
     ])
     return Container(
         name=name,
@@ -184,7 +192,7 @@ def neuron_tasks(templates, model_hash: str, options: NeuronOptions = NeuronOpti
 
 
 def compile_cache_key(model_hash: str, options: NeuronOptions = NeuronOptions()) -> str:
-    return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash())
+    return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash(files=options.recipe_code))
 
 
 def neuron_compile_workflow(*, model: str, model_hash: str, commit: str, repo_url: str, bento_url: str,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import git
 import pytest
 
-from reconciler.catalog.accelerators import (COMPILE_RECIPES, NEURON_PIP_INDEX, compile_problem, merge_bentofile,
-                                             neuron_sdk, recipe_for)
+from reconciler.catalog.accelerators import NEURON_PIP_INDEX, compile_problem, merge_bentofile, neuron_sdk, recipe_for
 from reconciler.catalog.kinds import AcceleratorKind, kind_overlay
 from reconciler.catalog.load import load_catalog
 from reconciler.plan.desired import plan_revisions
@@ -41,12 +40,34 @@ def test_a_model_without_architecture_on_inferentia_is_told_to_declare_it(templa
     assert "iris-classifier" in catalog.models  # the other model is unaffected
 
 
-def test_recipes_declare_what_they_compile():
-    (recipe,) = COMPILE_RECIPES
-    assert recipe_for("sklearn-scaler-mlp", AcceleratorKind.inferentia) is recipe
-    assert recipe_for("sklearn-scaler-mlp", AcceleratorKind.gpu) is None
-    assert compile_problem("m", "anything", AcceleratorKind.gpu, "") is None  # only Inferentia compiles
-    assert compile_problem("m", "sklearn-mlp", AcceleratorKind.inferentia, "") is None
+def test_recipes_declare_what_they_compile(template_repo):
+    recipes = load_catalog(template_repo).recipes.recipes
+    recipe = next(r for r in recipes if r.name == "torch-neuronx-dense")
+    assert recipe.file == "pipelines/recipes/torch-neuronx-dense.yaml" and recipe.module == "pipelines.neuron"
+    assert recipe_for("sklearn-scaler-mlp", AcceleratorKind.inferentia, recipes) is recipe
+    assert recipe_for("sklearn-scaler-mlp", AcceleratorKind.gpu, recipes) is None
+    assert compile_problem("m", "anything", AcceleratorKind.gpu, "", recipes) is None  # only Inferentia compiles
+    assert compile_problem("m", "sklearn-mlp", AcceleratorKind.inferentia, "", recipes) is None
+
+
+def test_a_platform_team_adds_a_recipe_from_the_repository_and_a_broken_entry_names_its_file(template_repo):
+    """The registry is the repository's pipelines/recipes/: a new entry makes an architecture compilable for
+    inf2 without touching the reconciler; an entry that does not validate is the error of every model needing it."""
+    folder = template_repo / "pipelines" / "recipes"
+    _edit(template_repo / "models/iris-classifier/model.yaml", "prod: gpu", "prod: inf2")
+    assert "no compile recipe compiles" in str(load_catalog(template_repo).errors["iris-classifier"])
+    (folder / "sklearn-logistic.yaml").write_text(
+        "name: sklearn-logistic\ntarget: inferentia\narchitectures: [sklearn-scaler-logistic-regression]\n"
+        "module: pipelines.logistic_neuron\ncode: [pipelines/logistic_neuron.py]\n")
+    catalog = load_catalog(template_repo)
+    assert "iris-classifier" in catalog.models, catalog.errors
+    assert {r.name for r in catalog.recipes.recipes} >= {"sklearn-logistic", "torch-neuronx-dense"}
+    (folder / "sklearn-logistic.yaml").write_text("name: sklearn-logistic\ntarget: inferentia\narchitectures: []\n"
+                                                  "module: pipelines.logistic_neuron\nplanCheck: maybe\n")
+    catalog = load_catalog(template_repo)
+    error = str(catalog.errors["iris-classifier"])
+    assert "pipelines/recipes/sklearn-logistic.yaml" in error and "architectures" in error and "planCheck" in error
+    assert "pipelines/recipes/sklearn-logistic.yaml" in str(catalog.errors["digits-classifier"])  # inf2 too
 
 
 def test_the_compile_image_and_the_serving_packages_come_from_one_sdk_value():

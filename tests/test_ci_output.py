@@ -47,8 +47,8 @@ def test_plan_in_a_ci_log_cuts_no_figure_fix_or_diff_line(moved, columns):
             "0 configured, 2 pruned · cost: +$724.16 a month") in out
     # the fix, whole, on one line
     assert ("fix: serve iris-classifier from a cpu or gpu pool there (accelerator: in model.yaml), or add a "
-            "CompileRecipe for 'sklearn-scaler-logistic-regression' to reconciler/catalog/accelerators.py with its "
-            "conversion in pipelines/") in out
+            "recipe to pipelines/recipes/ (an entry <name>.yaml naming the architectures it compiles, and its "
+            "conversion module): one accepting 'sklearn-scaler-logistic-regression'") in out
     # the move's field diff, whole lines
     assert ('spec.template.spec.containers[bento].image: "ghcr.io/example/models/digits-classifier:'
             in out and '-neuron" -> "ghcr.io/example/models/digits-classifier:' in out)

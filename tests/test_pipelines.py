@@ -458,10 +458,11 @@ def test_the_export_refuses_an_input_shape_the_first_layer_does_not_take(tmp_pat
 def test_the_architecture_names_are_the_plans(tmp_path):
     """The pickles of the example models are what their model.yaml declares, and the export accepts exactly
     the architectures of the plan's torch-neuronx-dense recipe: one rule at plan time and at export time."""
-    from reconciler.catalog.accelerators import COMPILE_RECIPES
+    from pipelines.neuron import CONVERSION_FILES
+    from reconciler.catalog.recipes import load_registry
 
-    recipe = next(r for r in COMPILE_RECIPES if r.name == "torch-neuronx-dense")
-    assert recipe.architectures == ARCHITECTURES and recipe.code == "pipelines/neuron.py"
+    recipe = next(r for r in load_registry(ROOT).recipes if r.name == "torch-neuronx-dense")
+    assert recipe.architectures == ARCHITECTURES and recipe.code == CONVERSION_FILES
     for model in ("digits-classifier", "iris-classifier"):
         steps.train(model, tmp_path / model, repo_root=ROOT)
         declared = yaml.safe_load((ROOT / "models" / model / "model.yaml").read_text())["architecture"]

@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 
 
 from reconciler.build.environments import platform_path, training_python  # noqa: F401 - re-exported
+from reconciler.catalog.accelerators import recipe_for
+from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
 
 PIPELINES = ("train", "build-image", "neuron-compile")
@@ -306,7 +308,8 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
             shape = load_recipe(model, root).input_shape
         except StepError:  # a model trained elsewhere: the Neuron options' default shape
             shape = None
-        neuron = neuron_options_for(entry.spec, shape)
+        chosen_recipe = recipe_for(entry.spec.architecture, AcceleratorKind.inferentia.value, catalog.recipes.recipes)
+        neuron = neuron_options_for(entry.spec, shape, chosen_recipe)
         if bento_url is None:
             raise ReconcilerError("build-image needs the URL of the exported bento",
                                   fix="pass --bento-url https://.../<model>-<hash>.bento (from `bentoml export`)")

@@ -7,7 +7,8 @@ plan time, that every model placed on an Inferentia pool has a compile recipe th
 - `NeuronSDK`: ONE Neuron SDK release, from which the compile image, the runtime package and the
   torch-neuronx / neuronx-cc pins are all derived (so the compile image and the serving image can
   never be on different SDKs, and the compile cache key names the release once).
-- `CompileRecipe`: a conversion (code in pipelines/) declaring the model architectures it compiles.
+- `recipe_for` / `compile_problem`: the compile recipe (reconciler.catalog.recipes, the registry in
+  pipelines/recipes/) a model's declared architecture chooses for a pool kind, or why there is none.
 - `cpu_overlay` / `cuda_overlay` / `neuron_overlay`: the bentofile overlays of the pool kinds (the kinds'
   profiles in reconciler.catalog.kinds name them; `kinds.kind_overlay(kind)` picks one) (cpu: none; gpu: CUDA; inferentia:
   the Neuron package index, torch-neuronx, the Neuron runtime and the compiled artifact's path).
@@ -15,12 +16,10 @@ plan time, that every model placed on an Inferentia pool has a compile recipe th
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from reconciler.source import guard
+from reconciler.catalog.recipes import RECIPES_DIR, CompileRecipe
 
 COMPILED_FILE = "model.neuron.pt"  # the compiled TorchScript module, in the bento's src/ (next to service.py)
 NEURON_PIP_INDEX = "https://pip.repos.neuron.amazonaws.com"
@@ -114,34 +113,15 @@ def neuron_sdk(version: str = DEFAULT_NEURON_SDK) -> NeuronSDK:
 
 
 # --------------------------------------------------------------------------- compile recipes
+# The recipes themselves are a registry of the repository (pipelines/recipes/, read by
+# reconciler.catalog.recipes): these are the pure choices made with them.
 
-
-@dataclass(frozen=True)
-class CompileRecipe:
-    """A conversion of trained weights into an accelerator artifact, and the architectures it accepts.
-
-    `architectures` are the values a model declares in `model.yaml` (`architecture:`); `code` is the
-    repository file holding the conversion, whose content is part of the compile cache key.
-    """
-
-    name: str
-    target: str  # the accelerator kind (reconciler.catalog.kinds)
-    architectures: frozenset[str]
-    code: str
-    description: str = ""
-
-
-COMPILE_RECIPES: tuple[CompileRecipe, ...] = (
-    CompileRecipe("torch-neuronx-dense", "inferentia",
-                  frozenset({"sklearn-mlp", "sklearn-scaler-mlp"}), "pipelines/neuron.py",
-                  "a (StandardScaler ->) MLPClassifier rewritten as torch Linear layers and traced with "
-                  "torch_neuronx.trace"),
-)
 NEEDS_COMPILE = frozenset({"inferentia"})  # the kinds whose profile says compile_needed (tests/test_kinds.py)
+ADD_RECIPE = (f"add a recipe to {RECIPES_DIR}/ (an entry <name>.yaml naming the architectures it compiles, and its "
+              "conversion module)")
 
 
-def recipe_for(architecture: str | None, kind: str,
-               recipes: tuple[CompileRecipe, ...] = COMPILE_RECIPES) -> CompileRecipe | None:
+def recipe_for(architecture: str | None, kind: str, recipes: tuple[CompileRecipe, ...]) -> CompileRecipe | None:
     """The compile recipe that accepts `architecture` for `kind`, or None."""
     if architecture is None:
         return None
@@ -149,7 +129,7 @@ def recipe_for(architecture: str | None, kind: str,
 
 
 def compile_problem(model: str, architecture: str | None, kind: str, where: str,
-                    recipes: tuple[CompileRecipe, ...] = COMPILE_RECIPES) -> tuple[str, str] | None:
+                    recipes: tuple[CompileRecipe, ...]) -> tuple[str, str] | None:
     """(message, fix) when a model placed on a `kind` pool has no eligible compile recipe, else None. Pure."""
     if kind not in NEEDS_COMPILE or recipe_for(architecture, kind, recipes) is not None:
         return None
@@ -157,17 +137,12 @@ def compile_problem(model: str, architecture: str | None, kind: str, where: str,
     if architecture is None:
         return (f"{model} targets an {kind} pool {where}, but model.yaml does not declare its architecture, "
                 f"so no compile recipe can be chosen",
-                f"add `architecture:` to model.yaml (compilable for {kind}: {', '.join(accepted)}), "
+                f"add `architecture:` to model.yaml (compilable for {kind}: {', '.join(accepted) or 'none'}), "
                 "or serve it from a cpu or gpu pool")
     return (f"{model} targets an {kind} pool {where}, but no compile recipe compiles a {architecture!r} "
-            f"for {kind} (the recipes accept: {', '.join(accepted)})",
-            f"serve {model} from a cpu or gpu pool there (accelerator: in model.yaml), or add a CompileRecipe "
-            f"for {architecture!r} to reconciler/catalog/accelerators.py with its conversion in pipelines/")
-
-
-def code_hash(root: Path, recipe: CompileRecipe) -> str:
-    """sha256 of the recipe's conversion code (the file's bytes): part of the compile cache key."""
-    return hashlib.sha256(guard.read_bytes(root, root / recipe.code)).hexdigest()
+            f"for {kind} (the recipes accept: {', '.join(accepted) or 'none'})",
+            f"serve {model} from a cpu or gpu pool there (accelerator: in model.yaml), or {ADD_RECIPE}: "
+            f"one accepting {architecture!r}")
 
 
 # --------------------------------------------------------------------------- per-kind bentofile overlays

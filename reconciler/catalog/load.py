@@ -15,6 +15,7 @@ from reconciler.errors import SpecError, SpecProblem, UnsafePathError, closest, 
 from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.catalog.pools import Pool, PoolsFile
+from reconciler.catalog.recipes import Registry, load_registry
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.catalog.training import lock_problems
 from reconciler.labels import MODEL as MODEL_LABEL
@@ -47,6 +48,7 @@ class Catalog:
     models: dict[str, ModelEntry] = field(default_factory=dict)
     errors: dict[str, SpecError] = field(default_factory=dict)  # model folder name -> why it was left out
     env_errors: dict[str, SpecError] = field(default_factory=dict)  # environment name (or '*') -> error
+    recipes: Registry = field(default_factory=lambda: Registry(()))  # the compile recipes (pipelines/recipes/)
 
     def environment(self, name: str) -> EnvironmentSpec:
         if name in self.env_errors:
@@ -184,6 +186,7 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
             catalog.env_errors[folder.name] = exc
 
     _check_promotion(catalog)
+    catalog.recipes = load_registry(root)
 
     models_root = root / MODELS_DIR
     for folder in sorted(p for p in models_root.iterdir() if p.is_dir()) if models_root.is_dir() else []:
@@ -267,7 +270,7 @@ def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool])
 
 
 def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
-    from reconciler.catalog.accelerators import NEURON_SDKS, compile_problem
+    from reconciler.catalog.accelerators import NEEDS_COMPILE, NEURON_SDKS, compile_problem
 
     problems = []
     file = f"{entry.rel}/{MODEL_FILE}"
@@ -283,7 +286,10 @@ def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
             problems.extend(exc.problems)
             continue
         for pool in pools:  # compile eligibility: an Inferentia pool needs a recipe that accepts the model
-            problem = compile_problem(entry.name, entry.spec.architecture, pool.kind, f"({pool.name}) in {env.name}")
+            if pool.kind in NEEDS_COMPILE:  # an unreadable recipe entry may be the one this model needs
+                problems.extend(p for p in catalog.recipes.errors if p not in problems)
+            problem = compile_problem(entry.name, entry.spec.architecture, pool.kind, f"({pool.name}) in {env.name}",
+                                      catalog.recipes.recipes)
             if problem is not None and not any(p.message == problem[0] for p in problems):
                 problems.append(SpecProblem(file, problem[0], field="architecture", fix=problem[1]))
     if problems:
