@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.plan_bench import generate, git  # noqa: E402
+from benchmarks.repo_cache import checkout  # noqa: E402
 
 ENVS = ("dev", "staging", "prod")
 
@@ -69,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hydrate-bench-") as tmp:
         root = Path(tmp) / "repo"
         root.mkdir()
-        generate(root, args.models)
+        checkout(root, args.models, 0, generate)  # cached under /var/tmp by its parameters
         rows.append(("cold: every model, 3 environments", *run(root, "rendered/")[:3]))
         spec = root / "models" / "model-0007" / "model.yaml"
         spec.write_text(spec.read_text().replace("maxReplicas: 4", "maxReplicas: 5"))

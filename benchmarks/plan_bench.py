@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import render_bench  # noqa: E402
+from benchmarks.repo_cache import checkout  # noqa: E402
 from reconciler.plan.desired import desired_at, plan_revisions  # noqa: E402
 from reconciler.render.cache import RenderCache  # noqa: E402
 from reconciler.report.plan import plan_json  # noqa: E402
@@ -81,7 +82,7 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
-        generate(root, args.models, args.broken)
+        checkout(root, args.models, args.broken, generate)  # cached under /var/tmp by its parameters
         service = root / "models" / f"model-{min(7, args.models - 1):04d}" / "service.py"
         service.write_text(service.read_text() + "\n# tuned\n")
         git(root, "commit", "-qam", "change one model's code")

@@ -11,8 +11,6 @@ from typing import Annotated
 import typer
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.syntax import Syntax
-from rich.table import Table
 from rich.text import Text
 
 from reconciler.cli.console import err, line, out, title as _title
@@ -43,6 +41,11 @@ def print_plan(plan: Plan, console: Console, *, diffs: bool = True) -> None:
 
 
 def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool, fit: bool = True) -> Panel:
+    # the terminal format only: rich's Syntax brings pygments and Table brings fractions/decimal, a tenth of the
+    # start-up of `plan --format markdown|json` (the PR job's), which never draws a panel
+    from rich.syntax import Syntax  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
     """`fit`: fill the terminal's width; off (a CI log), the panel takes its content's width and cuts nothing."""
     if env.error:
         return Panel(Text(env.error, style="red"), title=_title(f"{name}: environment error"), border_style="red",
