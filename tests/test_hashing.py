@@ -239,3 +239,27 @@ def test_repository_in_a_subfolder_of_a_bigger_git_repository(tmp_path: Path) ->
     assert "models/alpha/service.py" in at_head.inputs
     expected = git_blob_id((root / "models/alpha/service.py").read_bytes())
     assert at_head.inputs["models/alpha/service.py"] == f"blob:{expected}"
+
+
+def test_one_model_hashed_alone_reads_its_folder_and_what_it_imports_as_every_model_hashed_together(tmp_path: Path) -> None:
+    """A plan of one model lists only that model folder of a commit (the others are listed when asked about):
+    its hash, a helper imported from another model's folder included, is the one hashing every model gives."""
+    root = tmp_path / "repo"
+    r = git.Repo.init(root)
+    r.git.config("user.email", "t@example.com")
+    r.git.config("user.name", "t")
+    write(root, {
+        **model_files("alpha", service="from models.beta.helper import f\nfrom common import x\nclass Svc: ...\n"),
+        **model_files("beta"), "models/beta/helper.py": "import os\n", "models/README.md": "models\n",
+        **model_files("gamma", md5="c" * 32), "common/__init__.py": "x = 1\n", "pipelines/requirements.lock": "a==1\n",
+    })
+    commit(r, "three models")
+    every = model_hashes(root, "HEAD", [Entry(root, n) for n in ("alpha", "beta", "gamma")])
+    for name in ("alpha", "beta", "gamma"):
+        alone = model_hashes(root, "HEAD", [Entry(root, name)])[name]
+        assert alone == every[name] and alone.inputs == every[name].inputs
+    alpha = every["alpha"]
+    assert alpha.kinds["models/beta/helper.py"] == "shared-code" and alpha.kinds["common/__init__.py"] == "shared-code"
+    assert alpha.inputs["pipelines/requirements.lock"].startswith("blob:")
+    missing = model_hashes(root, "HEAD", [Entry(root, "delta")])["delta"]  # a folder the commit does not have
+    assert missing.inputs["models/delta/bentofile.yaml"] == "missing"

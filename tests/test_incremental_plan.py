@@ -130,6 +130,26 @@ def test_untouched_models_are_read_only_when_they_failed_or_were_never_seen(temp
     assert scopes[-1] == {"iris-classifier", "broken-spec", "broken-render"}
 
 
+def test_a_second_plan_on_the_same_base_reads_the_untouched_outcomes_as_one_set(template_repo, tmp_path, monkeypatch):
+    """Once a plan has read every untouched model's outcome at a base, it keeps them as one set: the next plan
+    of that base (another PR) reads one file, not one per model, and still finds the broken ones."""
+    repo = git.Repo(template_repo)
+    _copy_model(template_repo, "digits-classifier", "extra-model")
+    _add_broken_models(template_repo)
+    commit_all(repo, "base")
+    CHANGES["code"](template_repo, random.Random(0))
+    commit_all(repo, "iris code")
+    cache = RenderCache(tmp_path / "cache")
+    desired_at(template_repo, "HEAD~1", cache=cache)
+    first = plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache))
+    reads = []
+    real = RenderCache.outcome
+    monkeypatch.setattr(RenderCache, "outcome", lambda self, key: reads.append(key) or real(self, key))
+    assert plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)) == first
+    assert reads == []
+    assert first == plan_json(plan_revisions(template_repo, "HEAD~1", "HEAD", full=True))
+
+
 def test_touched_models_scopes_by_model_folder():
     assert touched_models({"models/a/service.py", "models/b/model.yaml", "models/README.md"}) == {"a", "b"}
     assert touched_models({"README.md", "docs/x.md", ".github/workflows/pr.yaml"}) == set()

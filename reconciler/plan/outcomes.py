@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.catalog.load import MODELS_DIR
-from reconciler.render.cache import RenderCache, outcome_key, renderer_id
+from reconciler.render.cache import RenderCache, outcome_key, outcome_set_key, renderer_id
 from reconciler.render.hydrate import BRANCH_PREFIX, METADATA
 from reconciler.render.kustomize import KustomizeTimeout
 from reconciler.source import branches
@@ -135,11 +135,19 @@ def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str
         return set()
     shared = shared_digest(root, base)
     found, unknown = set(), 0
+    set_key = outcome_set_key(trees, shared)
+    every = cache.outcome_set(set_key)  # one file, once a plan has read every model's outcome at this base
+    read: dict[str, dict[str, str | None]] = {}
     for name in sorted(untouched):
-        recorded = cache.outcome(outcome_key(trees[name], shared))
+        recorded = every[name] if every is not None and name in every else cache.outcome(outcome_key(trees[name], shared))
+        read[name] = recorded
         unknown += not recorded
         if any(env not in recorded or recorded[env] is not None for env in envs):
             found.add(name)
+    if every is None and not unknown:  # all recorded: keep them as one set, with the changed models' own
+        read.update({name: cache.outcome(outcome_key(trees[name], shared)) for name in sorted(set(trees) & scope)})
+        if all(read.values()):
+            cache.put_outcome_set(set_key, read)
     if notes is not None and unknown:
         notes.append(f"no hydrated base for {', '.join(envs)} at {source.resolve(source.open_repo(root), base)[:12]} (no `{BRANCH_PREFIX}<env>` branch of that "
                      f"commit here or on origin, and no render cache): this plan read {unknown} untouched model(s) "

@@ -21,6 +21,7 @@ import bisect
 import contextlib
 import hashlib
 import os
+import posixpath
 import shutil
 import subprocess
 import tempfile
@@ -289,38 +290,105 @@ class Tree:
 
 
 class GitTree(Tree):
-    """The files of a commit: one `git ls-tree`, contents through git's object database."""
+    """The files of a commit: `git ls-tree`, contents through git's object database.
+
+    `folders` (paths under the tree's root, such as `models/x`): the folders a reader asks about. When given
+    and few, the listing leaves out the other sub-folders of their parents (the other 9,999 model folders of a
+    one-model plan) and lists such a folder only when a path under it is asked for: every answer is the
+    full listing's, at the cost of what is read (a full listing of 10,000 models is 50,000 lines, per revision).
+    """
 
     batched = True
+    PARTIAL_MAX = 64  # more folders than this: one full listing is cheaper than their round trips
 
-    def __init__(self, repo, rev: str, prefix: str) -> None:
+    def __init__(self, repo, rev: str, prefix: str, folders: Iterable[str] | None = None) -> None:
         self._repo = repo
+        self._prefix = prefix
+        self._ids: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}
+        self._deferred: set[str] = set()  # folders (under the root) present at the commit, not listed yet
+        self._above_deferred: set[str] = set()  # the folders that hold them ("models", and "" for the root)
         with git_errors(f"git cannot resolve revision {rev!r} in {repo.working_tree_dir}",
                         fix="pass a commit, branch or tag that exists (`git log --oneline`), "
                             "or fetch it first (`git fetch --all`)"):
-            commit = repo.rev_parse(rev)
-            out = repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit.hexsha)
-        self._ids: dict[str, str] = {}
-        self._sizes: dict[str, int] = {}
+            self._sha = repo.rev_parse(rev).hexsha
+            wanted = sorted({f.strip("/") for f in folders}) if folders is not None else None
+            if wanted is None or len(wanted) > self.PARTIAL_MAX or any(not f or f.startswith(".") for f in wanted):
+                self._add(repo.git.ls_tree("-r", "-z", "-l", "--full-tree", self._sha))
+            else:
+                specs = self._partial_specs(wanted)
+                if specs:  # (none: no pathspec would list everything)
+                    self._add(repo.git.ls_tree("-r", "-z", "-l", "--full-tree", self._sha, "--", *specs))
+        self.paths = sorted(self._ids)
+        self._prefetched: dict[str, bytes] = {}
+
+    def _partial_specs(self, wanted: list[str]) -> list[str]:
+        """Pathspecs of everything but the siblings of the wanted folders, which are deferred instead: each
+        ancestor of a wanted folder is listed one level deep (two small `ls-tree`s for `models/x`)."""
+        ancestors = {"/".join(f.split("/")[:depth]) for f in wanted for depth in range(f.count("/") + 1)}
+        parents = {posixpath.dirname(f) for f in wanted}
+        specs: list[str] = []
+        for ancestor in sorted(ancestors):
+            folder = self._prefix + (ancestor + "/" if ancestor else "")
+            listing = self._repo.git.ls_tree("-z", self._sha, *(("--", folder) if folder else ()))
+            for record in listing.split("\0"):
+                if not record:
+                    continue
+                meta, path = record.split("\t", 1)
+                rel = path[len(self._prefix):]
+                if rel in ancestors:
+                    continue  # listed one level deep by its own turn
+                if meta.split()[1] == "tree" and ancestor in parents and rel not in wanted:
+                    self._deferred.add(rel)  # another model's folder: listed when asked about
+                    self._above_deferred.update(ancestors)
+                else:
+                    specs.append(path)
+        return specs
+
+    def _add(self, out: str) -> None:
         for record in out.split("\0"):
             if not record:
                 continue
             meta, path = record.split("\t", 1)
             mode, kind, sha, size = meta.split()
-            if kind != "blob" or not path.startswith(prefix):
+            if kind != "blob" or not path.startswith(self._prefix):
                 continue  # submodules (commit) are not model inputs
-            self._ids[path[len(prefix):]] = sha
-            self._sizes[path[len(prefix):]] = int(size)
-        self.paths = sorted(self._ids)
-        self._prefetched: dict[str, bytes] = {}
+            self._ids[path[len(self._prefix):]] = sha
+            self._sizes[path[len(self._prefix):]] = int(size)
+
+    def _load(self, path: str) -> None:
+        """List the deferred folder `path` lies in (or is), if any: then the listing answers for it."""
+        if not self._deferred:
+            return
+        parts = path.split("/")
+        found = [f for f in ("/".join(parts[:i]) for i in range(1, len(parts) + 1)) if f in self._deferred]
+        if path in self._above_deferred:  # a folder holding deferred ones (ids_under("models"))
+            found += [d for d in self._deferred if d.startswith(path + "/")]
+        for folder in found:
+            self._deferred.discard(folder)
+            with git_errors(f"git ls-tree {self._sha[:12]} {folder} failed"):
+                self._add(self._repo.git.ls_tree("-r", "-z", "-l", "--full-tree", self._sha, "--",
+                                                 self._prefix + folder + "/"))
+            self.paths = sorted(self._ids)
+
+    def ids_under(self, folder: str) -> dict[str, str]:
+        self._load(folder.rstrip("/"))
+        return super().ids_under(folder)
+
+    def exists(self, path: str) -> bool:
+        self._load(path)
+        return super().exists(path)
 
     def blob_id(self, path: str) -> str:
+        self._load(path)
         return self._ids[path]
 
     def size(self, path: str) -> int:
+        self._load(path)
         return self._sizes[path]
 
     def read(self, path: str) -> bytes:
+        self._load(path)
         guard.check_blob_size(path, self._sizes[path])  # before the blob is read: parsing is bounded
         sha = self._ids[path]
         data = self._prefetched.pop(sha, None)
@@ -380,7 +448,9 @@ class WorkTree(Tree):
             return f.read()
 
 
-def open_tree(repo_root: Path, rev: str | None) -> Tree:
+def open_tree(repo_root: Path, rev: str | None, folders: Iterable[str] | None = None) -> Tree:
+    """The files of a revision (None: the working tree). `folders`: the folders the reader will ask about
+    (a commit's listing may then leave the others out until asked: GitTree)."""
     repo = open_repo(repo_root)
     top = Path(repo.working_tree_dir or repo_root).resolve()
     rel = repo_root.resolve().relative_to(top).as_posix()
@@ -388,7 +458,7 @@ def open_tree(repo_root: Path, rev: str | None) -> Tree:
     if rev is None:
         # ls-files runs in repo_root, so its paths are relative to it even inside a bigger repository
         return WorkTree(git.Git(repo_root), repo_root.resolve())
-    return GitTree(repo, rev, prefix)
+    return GitTree(repo, rev, prefix, folders)
 
 
 # --------------------------------------------------------------------------- a watched remote branch

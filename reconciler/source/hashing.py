@@ -23,7 +23,6 @@ Only `model_hashes` touches git and the file system; everything after reading th
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
@@ -283,11 +282,8 @@ def _check_tree_bounds(tree: Tree, folder: str, name: str) -> None:
     """The files of one model folder (as git sees them) stay within max_tree_files and max_tree_bytes."""
     bound = guard.limits()
     prefix = folder.rstrip("/") + "/"
-    start = bisect.bisect_left(tree.paths, prefix)
     files = total = 0
-    for path in tree.paths[start:]:
-        if not path.startswith(prefix):
-            break
+    for path in tree.ids_under(prefix):
         files += 1
         total += tree.size(path)
         if files > bound.max_tree_files:
@@ -309,10 +305,10 @@ def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry],
     left out and recorded in `errors` when given (else raised): one such model never stops the others.
     """
     repo_root = Path(repo_root)
-    tree = open_tree(repo_root, rev)
     root = os.path.realpath(repo_root)
     models = list(models)
     folders = {e.name: _folder_of(e, root) for e in models}
+    tree = open_tree(repo_root, rev, folders.values())
     if tree.batched:  # a commit: read the blobs the caches lack in one `git cat-file --batch`
         wanted = []
         for folder in folders.values():
