@@ -47,6 +47,8 @@ from reconciler.rollout.machine import Observations, Promote, Rollback, history_
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.rollout.stats import histogram_quantile
+from reconciler.rollout.warmup import default_warmup
+from reconciler.catalog.kinds import AcceleratorKind
 
 SCRAPE = 15.0
 SIGMA = 0.35
@@ -56,12 +58,18 @@ RESET_EVERY = 1200.0  # seconds between pod restarts, on average, per track
 COLD_FACTOR = 10.0
 FULL_REPLICAS = 4
 
+# the warm-up as the controller derives it from the template's probes (reconciler.rollout.warmup): readiness
+# every 5 s, startup budget of the pool kind: prod's models here run on a GPU pool (60 s), staging's on CPU (15 s)
+READINESS_PERIOD = 5
 PROD = Policy(steps=(5, 10, 25, 50, 100), interval_seconds=300, failure_threshold=2, progress_deadline_seconds=1800,
               max_error_rate=0.01, max_p95_latency_ms=200, judge="mann-whitney", slo_p95_latency_ms=200,
-              slo_error_rate=0.005, warmup_seconds=60)
-STAGING = Policy(steps=(20, 50, 100), interval_seconds=60, failure_threshold=2, progress_deadline_seconds=1800,
+              slo_error_rate=0.005,
+              warmup_seconds=default_warmup(READINESS_PERIOD, AcceleratorKind("gpu").profile.startup_seconds))
+STAGING = Policy(steps=(20, 50, 100), interval_seconds=120, failure_threshold=2, progress_deadline_seconds=1800,
                  max_error_rate=0.01, max_p95_latency_ms=300, judge="threshold", slo_p95_latency_ms=300,
-                 slo_error_rate=0.01, warmup_seconds=60)
+                 slo_error_rate=0.01,
+                 warmup_seconds=default_warmup(READINESS_PERIOD, AcceleratorKind("cpu").profile.startup_seconds))
+DECLARED_WARMUP = 60  # a model whose pods are slow for their first minute declares it: canary.warmup 60s
 
 
 @dataclass(frozen=True)
@@ -354,8 +362,13 @@ def scenarios() -> list[Scenario]:
                          seed_base=3000, **aa),
                 Scenario(f"aa-3models-{sfx}", f"A/A, three models on one Prometheus (50/20/5 req/s), down 10 min, {env}",
                          models=3, outage=(600, 1200), seed_base=4000, **aa),
-                Scenario(f"cold-start-{sfx}", f"healthy canary, 60 s cold start (10x latency), {env}",
-                         cold_start=60, expect=("promoted", ">=", 0.99), seed_base=5000, **aa),
+                Scenario(f"cold-start-{sfx}", f"healthy canary, 60 s cold start (10x latency), declared "
+                         f"(canary.warmup {DECLARED_WARMUP}s), {env}", cold_start=60, expect=("promoted", ">=", 0.99),
+                         seed_base=5000, policy=replace(policy, warmup_seconds=max(policy.warmup_seconds,
+                                                                                  DECLARED_WARMUP)), layout=layout),
+                Scenario(f"slow-after-warmup-{sfx}", f"canary still 10x slow 3 min after each weight increase, past "
+                         f"its {policy.warmup_seconds} s warm-up, {env}", cold_start=180,
+                         expect=("rolled_back", ">=", 0.95), seed_base=5500, **aa),
                 Scenario(f"2x-errors-0.2%-{sfx}", f"2x errors at a 0.2 % baseline, {env}", canary=Track(error_rate=0.004),
                          expect=("rolled_back", ">=", 0.95), seed_base=6000, **aa),
                 Scenario(f"p95+30%-{sfx}", f"+30 % p95, {env}", canary=Track(p95_ms=156),

@@ -13,6 +13,7 @@ import pytest
 from reconciler.errors import ReconcilerError
 from reconciler.report.github import report_markdown
 from reconciler.report.rollout import guard_line, report_json
+from reconciler.rollout import spending
 from reconciler.rollout.guard import guard
 from reconciler.rollout.evidence import accumulate
 from reconciler.rollout.judge import judge
@@ -178,7 +179,10 @@ def state_at_first_step(policy: Policy = POLICY) -> RolloutState:
     return state
 
 
-def test_the_last_step_waits_for_the_sample_without_counting_against_the_limit_or_the_deadline() -> None:
+def test_the_last_step_waits_for_the_sample_without_counting_against_the_limit_or_the_deadline(monkeypatch) -> None:
+    # without early acceptance (its budget set to nothing): the healthy canary here would be accepted at the first
+    # look (test_canary_judge.py tests that side); this test is about waiting for the guard's full sample
+    monkeypatch.setattr(spending, "ACCEPT_SHARE", 0.0)
     policy = Policy(**{**POLICY.__dict__, "steps": (100,), "progress_deadline_seconds": 600, "inconclusive_limit": 2})
     state = state_at_first_step(policy)
     now, decisions = 300.0, []

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reconciler.rollout import stats
+from reconciler.rollout import spending, stats
 from reconciler.catalog.buckets import BENTOML_DEFAULT, duration_buckets
 from reconciler.rollout.evidence import accumulate
 from reconciler.rollout.judge import Outcome, judge, mann_whitney_worse
@@ -104,10 +104,10 @@ def test_continuous_binomial_tail_matches_scipy() -> None:
 
 def test_spending_is_nothing_early_and_all_of_alpha_at_the_end() -> None:
     a = 0.0025
-    assert stats.obrien_fleming_spent(0.0, a) == 0.0
-    assert stats.obrien_fleming_spent(0.25, a) < a * 1e-5
-    assert stats.obrien_fleming_spent(0.5, a) < stats.obrien_fleming_spent(0.9, a) < a
-    assert stats.obrien_fleming_spent(1.0, a) == pytest.approx(a) and stats.obrien_fleming_spent(3.0, a) <= a
+    assert spending.obrien_fleming_spent(0.0, a) == 0.0
+    assert spending.obrien_fleming_spent(0.25, a) < a * 1e-5
+    assert spending.obrien_fleming_spent(0.5, a) < spending.obrien_fleming_spent(0.9, a) < a
+    assert spending.obrien_fleming_spent(1.0, a) == pytest.approx(a) and spending.obrien_fleming_spent(3.0, a) <= a
 
 
 def test_dispersion_is_one_for_binomial_counts_and_large_for_bursts() -> None:
@@ -223,6 +223,50 @@ def test_a_look_spends_only_new_alpha_and_a_confirming_look_the_alpha_spent_so_f
     assert spent <= policy.alpha and first.budget_left == pytest.approx(policy.alpha - spent)
 
 
+def test_the_acceptance_side_excludes_a_regression_at_most_at_its_level() -> None:
+    """quasi_rate_pvalue_below: when the canary truly runs at the ratio to catch, its p-value is below a level at
+    most that often (it is a valid test of "the regression is there"); when the canary is as good as stable and
+    the counts are large, it excludes the regression."""
+    rng = np.random.default_rng(21)
+    base, ratio, nc, ns = 0.002, 2.0, 12_000, 180_000
+    below = [stats.quasi_rate_pvalue_below(rng.binomial(nc, base * ratio), nc, rng.binomial(ns, base), ns, ratio)
+             for _ in range(4000)]
+    for level in (0.01, 0.05):
+        assert np.mean(np.array(below) < level) <= level + 0.005
+    healthy = [stats.quasi_rate_pvalue_below(rng.binomial(nc * 4, base), nc * 4, rng.binomial(ns, base), ns, ratio)
+               for _ in range(200)]
+    assert np.mean(np.array(healthy) < 0.01) > 0.9
+    assert stats.quasi_share_pvalue_below(2, 10_000, 0.05) < 1e-100
+    assert stats.quasi_rate_pvalue_below(0, 1000, 0, 1000, 2.0) == 1.0  # nothing to nothing: excludes nothing
+    levels = [spending.accept_level(0.0, 0.03)]
+    for _ in range(30):
+        levels.append(spending.accept_level(sum(levels), 0.03))
+    assert levels[0] == 0.015 and sum(levels) <= 0.03
+
+
+def test_a_healthy_canary_is_accepted_early_at_the_last_weight_only_and_a_regressed_one_never() -> None:
+    """The two-sided sequential test (issue 21, fast when healthy): at the last weight a look may promote before
+    the guard's full sample when every check's upper bound excludes the regression it must catch."""
+    policy = Policy(max_error_rate=0.05)
+    history = 24
+    healthy = (window("stable", 7500, 15), window("canary", 7500, 15))
+    ev = rollout(stable_windows=history, looks=[healthy], policy=policy)
+    at_last = judge(policy, *healthy, evidence=ev, canary_weight=100)
+    assert at_last.passed and at_last.accepted and not at_last.enough, at_last.reasons
+    assert at_last.decided_by.startswith("accepted early on 7500 canary requests")
+    assert "2x stable's error rate excluded" in at_last.decided_by and "error budget left" in at_last.decided_by
+    before_last = judge(policy, *healthy, evidence=ev, canary_weight=50)
+    assert before_last.passed and not before_last.accepted
+    doubled = (window("stable", 7500, 15), window("canary", 7500, 30))
+    bad = rollout(stable_windows=history, looks=[doubled], policy=policy)
+    verdict = judge(policy, *doubled, evidence=bad, canary_weight=100)
+    assert not verdict.accepted and any("2x stable's error rate not yet excluded" in r for r in verdict.reasons)
+    # the acceptance budget is spent: looked at again, the same evidence meets half the level
+    again = judge(policy, *healthy, evidence=at_last.evidence, canary_weight=100)
+    assert dict(again.evidence.accept_spent)["errors vs stable"] == pytest.approx(
+        0.75 * (1 - policy.power) * spending.ACCEPT_SHARE)
+
+
 def test_thirty_percent_slower_fails_at_a_bucket_boundary_for_both_judge_names() -> None:
     for name in ("threshold", "mann-whitney"):
         policy = Policy(judge=name, max_error_rate=0.05)
@@ -328,7 +372,8 @@ CI = {
     "aa-3models-staging-template": 4, "cold-start-prod-default": 6, "2x-errors-0.2%-prod-default": 6,
     "2x-errors-1%-prod-template": 6, "p95+30%-staging-default": 6, "p99+100%-prod-template": 6,
     "cross-cheaper-prod-default": 6, "cross-misses-slo-prod-template": 6, "low-traffic-prod-default": 4,
-    "outage-prod-default": 4,
+    "outage-prod-default": 4, "aa-staging-default": 10, "cold-start-staging-template": 4,
+    "slow-after-warmup-staging-default": 4,
 }
 
 
@@ -343,6 +388,8 @@ def test_simulated_traffic_scenario(sim, name: str) -> None:
     assert (got <= 0.0) if op == "<=" else (got >= 1.0), row
     if name.startswith("aa-") or name.startswith("cold-start") or name.startswith("cross-cheaper"):
         assert not any(k.startswith("rolled_back") for k in row["outcomes"]), row
+    if name in ("aa-staging-default", "aa-prod-default"):  # fast when healthy: within 2x Flagger's interval x steps
+        assert row["promote_min"]["median"] <= 2 * row["flagger_min"], row
     # every decision says which test decided, on how many requests, with what error budget left
     for models in runs:
         for run in models:

@@ -12,7 +12,6 @@ KNOWN = {  # issue 20: each to be broken by moving the shared piece below both m
     frozenset({"reconciler.build.builder", "reconciler.build.pipeline_runner"}),
     frozenset({"reconciler.render.environment", "reconciler.render.secrets"}),
     frozenset({"reconciler.plan.desired", "reconciler.plan.outcomes"}),
-    frozenset({"reconciler.rollout.guard", "reconciler.rollout.judge"}),
     frozenset({"reconciler.run.loop", "reconciler.run.metrics"}),
     frozenset({"reconciler.report.commit", "reconciler.report.github"}),
 }

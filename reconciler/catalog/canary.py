@@ -69,7 +69,8 @@ class CanaryPolicy(Strict):
         "the chance a step's analysis catches those increases before it may pass (default 0.95)"))
     warmup: str | None = Field(None, description=(
         "after each canary weight increase, this long is not judged (new pods warm up; Argo Rollouts' "
-        "initialDelay). Default 60s: serving.startup is the budget before a pod is ready, not after it"))
+        "initialDelay). Default from the model's probes: 3 readiness periods, or a tenth of its startup budget "
+        "(serving.startup, else its pool kind's) if longer: 15s on CPU, 60s on GPU/Inferentia with the template"))
     quantiles: list[float] | None = Field(None, description=(
         "latency quantiles compared with stable, e.g. [0.95, 0.99] to judge the tail too (default [0.95])"))
     measurement_error_limit: int | None = Field(None, alias="measurementErrorLimit", ge=1, description=(

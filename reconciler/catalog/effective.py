@@ -82,13 +82,10 @@ class EffectiveCanary(Strict):
     mirror_percent: int | None = None
     confirm_url: str | None = None
     route_domain: str | None = None
-    warmup_seconds: int = 60
+    warmup_seconds: int | None = None  # None: derived from the model's probes (rollout/warmup.py)
     quantiles: list[float] | None = None
     measurement_error_limit: int | None = None
     on_measurement_error: Literal["pause", "rollback"] | None = None
-
-
-DEFAULT_WARMUP = "60s"
 
 
 class EffectivePause(Strict):
@@ -172,7 +169,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         error_rate_tolerance=pick("error_rate_tolerance"), latency_tolerance=pick("latency_tolerance"),
         detect_error_increase=pick("detect_error_increase"), detect_latency_increase=pick("detect_latency_increase"),
         power=pick("power"), ab_header=pick("ab_header"), mirror_percent=pick("mirror_percent"), confirm_url=pick("confirm_webhook"),
-        route_domain=pick("route_domain"), warmup_seconds=duration_seconds(pick("warmup") or DEFAULT_WARMUP),
+        route_domain=pick("route_domain"), warmup_seconds=None if pick("warmup") is None else duration_seconds(pick("warmup")),
         quantiles=pick("quantiles"), measurement_error_limit=pick("measurement_error_limit"),
         on_measurement_error=pick("on_measurement_error"),
     )

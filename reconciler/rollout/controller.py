@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from reconciler.cluster.protocol import Cluster
@@ -48,6 +48,7 @@ from reconciler.rollout import store
 from reconciler.rollout.machine import Observations, RolloutAction, history_layout, step
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase, Policy, RolloutState
+from reconciler.rollout.warmup import model_warmup
 from reconciler.traffic import Backends, Router, Traffic, router_for, router_kind, with_capability
 
 CANARY_SUFFIX = "-canary"
@@ -330,6 +331,7 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
     policy = Policy.from_spec(canary_cfg, effective_slo(spec, env))
     deployments = [d for d in desired_objects if d.get("kind") == "Deployment"
                    and not d["metadata"]["name"].endswith(CANARY_SUFFIX)]
+    policy = replace(policy, warmup_seconds=model_warmup(canary_cfg.warmup_seconds, deployments)[0])
     stored = store.load(client, name, ns)
     if not canary_cfg.enabled or not deployments:
         state = stored.state if stored else RolloutState(name, env.name, policy)

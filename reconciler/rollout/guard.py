@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reconciler.rollout import stats
+from reconciler.rollout import spending, stats
+from reconciler.rollout.spending import check_names
 from reconciler.rollout.state import Evidence, Policy
 
 # the guard sizes for stable's error rate, but never below this share of the error limit: a relative
@@ -95,6 +96,9 @@ def _survival(buckets: tuple[tuple[float, float], ...], at: float) -> float | No
     return math.exp(math.log(s0) + frac * (math.log(s1) - math.log(s0)))
 
 
+survival = _survival  # the judge reads the +detect regression's slow share with it (the acceptance side)
+
+
 def choose_boundary(buckets: tuple[tuple[float, float], ...], q: float, detect: float) -> float | None:
     """The bucket boundary at which to compare slow shares for quantile ``q``: a boundary at or beyond
     stable's q-quantile (at most 2 x (1 - q) of stable's requests above it; 3 x with coarse buckets)
@@ -124,12 +128,12 @@ def guard(policy: Policy, ev: Evidence, *, cross_pool: bool = False, canary_weig
           check_alpha: float | None = None, reference: object = None) -> Guard:
     """How many canary requests the rollout needs before it may be promoted (pure; see the module docstring)."""
     if check_alpha is None:
-        from reconciler.rollout.judge import check_names
-
         check_alpha = policy.alpha / len(check_names(policy, cross_pool))
     alpha = check_alpha * SIZING_SHARE
     ratio = 1.0 + policy.detect_error_increase
-    look_power = policy.power ** (1.0 / max(policy.failure_threshold, 1))
+    # early acceptance (judge.py) may spend ACCEPT_SHARE of the miss budget: the full sample is sized for the rest
+    sizing_power = 1.0 - (1.0 - policy.power) * (1.0 - spending.ACCEPT_SHARE)
+    look_power = sizing_power ** (1.0 / max(policy.failure_threshold, 1))
     parts = [f"+{policy.detect_error_increase:.0%} errors"]
     notes: list[str] = []
     needed = max(policy.min_requests, 1)

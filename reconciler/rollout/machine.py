@@ -242,7 +242,7 @@ def step(state: RolloutState, observations: Observations, now: float) -> tuple[l
         return [], _record(state, now, "hold", (f"canary not ready: weight stays {state.canary_weight}%",
                                                  *verdict.reasons), obs)
     last = state.step_index >= len(policy.steps) - 1
-    if last and not verdict.enough:
+    if last and not (verdict.enough or verdict.accepted):
         return _wait(state, now, verdict, obs, (verdict.needed_requests or 0) - state.evidence.canary_requests,
                      f"the guard's {verdict.needed_requests} canary requests (to detect {verdict.detect})")
     if not last and verdict.suspicious:  # exposure: no more weight while a check looks worse

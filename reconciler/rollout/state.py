@@ -75,6 +75,7 @@ class Evidence:
     boundaries: tuple[tuple[str, float], ...] = ()  # the bucket boundary (s) each latency check counts at
     budget_left: float | None = None            # the rollout's error budget not yet spent (of policy.alpha)
     decided_by: str | None = None               # the test that decided the last judgement, in words
+    accept_spent: tuple[tuple[str, float], ...] = ()  # the miss budget early acceptance spent so far, per check
 
     def next_step(self) -> "Evidence":
         """The evidence a new weight starts with: everything stays (the rollout is judged as a whole),
@@ -97,6 +98,7 @@ class Evidence:
         data["window_bounds"] = list(self.window_bounds)
         data["spent"] = [list(x) for x in self.spent]
         data["boundaries"] = [list(x) for x in self.boundaries]
+        data["accept_spent"] = [list(x) for x in self.accept_spent]
         return data
 
     @classmethod
@@ -109,6 +111,7 @@ class Evidence:
         values["window_bounds"] = tuple(float(x) for x in values.get("window_bounds") or ())
         values["spent"] = tuple((str(k), float(v)) for k, v in values.get("spent") or ())
         values["boundaries"] = tuple((str(k), float(v)) for k, v in values.get("boundaries") or ())
+        values["accept_spent"] = tuple((str(k), float(v)) for k, v in values.get("accept_spent") or ())
         return cls(**values)
 
 

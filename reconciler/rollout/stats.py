@@ -33,7 +33,7 @@ from statistics import NormalDist
 
 Buckets = Sequence[tuple[float, float]]  # (upper bound in seconds, cumulative count), +Inf last
 
-_NORMAL = NormalDist()
+NORMAL = NormalDist()
 CAPPED_MARGIN = 0.02     # kept for importers
 CAPPED_SHARE = 0.9       # power unreachable (stable's counts are fixed): ask for this share of the cap
 MAX_REQUESTS = 10 ** 12  # the search bound of the sample-size solvers
@@ -41,7 +41,7 @@ MAX_REQUESTS = 10 ** 12  # the search bound of the sample-size solvers
 
 def z_upper(p: float) -> float:
     """The standard normal quantile with ``p`` above it."""
-    return _NORMAL.inv_cdf(1.0 - min(max(p, 1e-15), 1 - 1e-15))
+    return NORMAL.inv_cdf(1.0 - min(max(p, 1e-15), 1 - 1e-15))
 
 
 def rate_ratio_power(canary_requests: float, stable_requests: float, base_rate: float, ratio: float,
@@ -57,7 +57,7 @@ def rate_ratio_power(canary_requests: float, stable_requests: float, base_rate: 
     pi1 = weight / (weight + stable_requests)
     # in counts, with a continuity correction (the exact test needs a whole number of errors past its bound)
     shift = errors * (pi1 - pi0) - z_upper(alpha) * math.sqrt(errors * pi0 * (1 - pi0)) - 0.5
-    return _NORMAL.cdf(shift / math.sqrt(errors * pi1 * (1 - pi1)))
+    return NORMAL.cdf(shift / math.sqrt(errors * pi1 * (1 - pi1)))
 
 
 @dataclass(frozen=True)
@@ -303,11 +303,45 @@ def quasi_share_pvalue(events: float, requests: float, share: float, phi: float 
     return binom_sf_real(events / phi, requests / phi, share)
 
 
+def binom_cdf_real(k: float, n: float, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), continued to real k and n (I_{1-p}(n - k, k + 1)): the lower tail the
+    acceptance side of the sequential test reads."""
+    if k < 0.0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    return betainc(n - k, k + 1.0, 1.0 - p)
+
+
+def quasi_rate_pvalue_below(canary_events: float, canary_requests: float, stable_events: float,
+                            stable_requests: float, ratio: float, phi: float = 1.0) -> float:
+    """One-sided p-value of "the canary's rate is below ``ratio`` x stable's" (the regression to catch is
+    excluded): the conditional binomial's lower tail at ``ratio``, on counts divided by the dispersion.
+    1.0 (nothing excluded) without events on either track: a ratio of nothing to nothing says nothing."""
+    if canary_requests <= 0 or stable_requests <= 0 or ratio <= 0 or canary_events + stable_events <= 0:
+        return 1.0
+    phi = max(phi, 1.0)
+    weight = ratio * canary_requests
+    pi_r = weight / (weight + stable_requests)
+    return binom_cdf_real(canary_events / phi, (canary_events + stable_events) / phi, pi_r)
+
+
+def quasi_share_pvalue_below(events: float, requests: float, share: float, phi: float = 1.0) -> float:
+    """One-sided p-value of "at most ``share`` of the requests are events" being excluded from above, i.e.
+    of "the share is below ``share``" (quasi-binomial lower tail)."""
+    if requests <= 0 or share <= 0:
+        return 1.0
+    phi = max(phi, 1.0)
+    return binom_cdf_real(events / phi, requests / phi, share)
+
+
 def chi2_quantile(df: float, q: float) -> float:
     """The chi-square quantile (Wilson-Hilferty), accurate to a few per cent from df = 1."""
     if df <= 0:
         return 0.0
-    z = _NORMAL.inv_cdf(min(max(q, 1e-12), 1 - 1e-12))
+    z = NORMAL.inv_cdf(min(max(q, 1e-12), 1 - 1e-12))
     c = 2.0 / (9.0 * df)
     return max(df * (1.0 - c + z * math.sqrt(c)) ** 3, 1e-9)
 
@@ -341,26 +375,6 @@ def dispersion(groups: Sequence[Sequence[tuple[float, float]]]) -> tuple[float, 
     if df <= 0:
         return 1.0, 0
     return max(1.0, x2 / chi2_quantile(df, DISPERSION_QUANTILE)), df
-
-
-LINEAR_SHARE = 0.3  # of a check's alpha spent in proportion to information (the rest O'Brien-Fleming)
-
-
-def spent_by(t: float, alpha: float) -> float:
-    """The spending function the judge uses: ``LINEAR_SHARE`` of ``alpha`` spent linearly in the information
-    time (a Pocock-like part, so a gross regression fails at the first looks) and the rest with the
-    O'Brien-Fleming shape (so most of the budget waits for the full sample). Monotone, ``alpha`` at t = 1."""
-    t = min(max(t, 0.0), 1.0)
-    return LINEAR_SHARE * alpha * t + obrien_fleming_spent(t, (1.0 - LINEAR_SHARE) * alpha)
-
-
-def obrien_fleming_spent(t: float, alpha: float) -> float:
-    """Alpha spent by information time ``t`` (Lan-DeMets, O'Brien-Fleming shape, one-sided): about
-    nothing at the first looks, all of ``alpha`` at ``t = 1``."""
-    if t <= 0.0:
-        return 0.0
-    t = min(t, 1.0)
-    return min(alpha, 2.0 * (1.0 - _NORMAL.cdf(z_upper(alpha / 2.0) / math.sqrt(t))))
 
 
 def share_above(buckets: Buckets, bound: float) -> tuple[float, float] | None:
