@@ -10,6 +10,7 @@ from reconciler import labels
 from reconciler.sync.health import HealthStatus, aggregate, health_of, wait_for_health
 from reconciler.sync.inventory import PENDING, Inventory, InventoryEntry
 from reconciler.results import Action, ObjectRef
+from reconciler.plan.fields import FieldChange
 from reconciler.sync.diff import drift
 from reconciler.sync.planner import SyncOptions, next_inventory, plan_sync
 
@@ -151,29 +152,22 @@ def test_object_deleted_in_cluster_is_recreated_and_annotation_change_is_configu
 
 
 def test_drift_is_reported_and_healed_only_with_self_heal():
+    """The planner decides what to do with drift; what drifted it is told (server_diff.sync_drift, the one
+    comparison `diff` and `status` use), with the patch that hands hand-edited fields over before a heal."""
     dep = obj("Deployment", "iris-cpu", "iris", replicas=2, template={"spec": {"containers": [{"name": "bento", "image": "a:1"}]}})
     live = live_of([dep])
     ref = ObjectRef.of(dep)
-    live[ref]["spec"]["template"]["spec"]["containers"][0]["image"] = "a:hacked"
-    live[ref]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"  # a default: no drift
-    plan = plan_sync("dev", NS, {"iris": [dep]}, owned([dep]), live)
+    found = {ref: [FieldChange("spec.template.spec.containers[bento].image", "a:hacked", "a:1")]}
+    takeover = {ref: [{"op": "test", "path": "/metadata/resourceVersion", "value": "7"}]}
+    assert [a.action for a in plan_sync("dev", NS, {"iris": [dep]}, owned([dep]), live).actions] == [Action.unchanged]
+    plan = plan_sync("dev", NS, {"iris": [dep]}, owned([dep]), live, drifted=found, takeover=takeover)
     (a,) = plan.actions
-    assert a.action is Action.unchanged and "spec.template.spec.containers[bento].image" in a.reason
-    healed = plan_sync("dev", NS, {"iris": [dep]}, owned([dep]), live, SyncOptions(self_heal=True))
+    assert a.action is Action.unchanged and a.reason == (
+        'drifted (not healed, --self-heal is off): spec.template.spec.containers[bento].image: "a:hacked" -> "a:1"')
+    healed = plan_sync("dev", NS, {"iris": [dep]}, owned([dep]), live, SyncOptions(self_heal=True), drifted=found,
+                       takeover=takeover)
     assert [x.action for x in healed.applies] == [Action.configured]
-    assert healed.applies[0].reason.startswith("self-heal")
-
-
-def test_replicas_of_an_autoscaled_deployment_are_not_drift():
-    dep = obj("Deployment", "iris-cpu", "iris", replicas=2)
-    hpa = obj("HorizontalPodAutoscaler", "iris-cpu", "iris",
-              scaleTargetRef={"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris-cpu"})
-    live = live_of([dep, hpa])
-    live[ObjectRef.of(dep)]["spec"]["replicas"] = 7
-    plan = plan_sync("dev", NS, {"iris": [dep, hpa]}, owned([dep, hpa]), live, SyncOptions(self_heal=True))
-    assert plan.writes == 0
-    without_hpa = plan_sync("dev", NS, {"iris": [dep]}, owned([dep, hpa]), live, SyncOptions(self_heal=True))
-    assert [a.ref.name for a in without_hpa.applies] == ["iris-cpu"]
+    assert healed.applies[0].reason.startswith("self-heal") and list(healed.applies[0].prepare) == takeover[ref]
 
 
 def test_duplicate_object_across_models_is_an_error_of_the_second():

@@ -1,7 +1,8 @@
-"""Diff: the content hash the reconciler records per object, and drift between desired and live.
+"""Diff: the content hash the reconciler records per object, and a quick look at whether live values differ.
 
-Pure functions over plain dicts; used by the planner (is an object unchanged?) and the executor
-(what changed in the cluster, for self-heal and the report).
+Pure functions over plain dicts; used by the planner (is an object unchanged?). What is *drift* is decided
+in one place, reconciler.sync.server_diff (a server-side dry run compared with the live object): `drift`
+here only tells it which objects are worth a dry run (`server_diff.may_have_drifted`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def drift(desired: Any, live: Any, path: str = "", ignore: frozenset[str] = froz
     """Fields we apply whose live value differs: every field of ``desired`` must be in ``live`` with
     the same value (live may have more: server defaults, other managers' fields). Lists of objects
     with a ``name`` are matched by name (containers, ports, env), other lists by position.
-    Returns one readable line per difference; ``status`` and server-owned metadata are not compared."""
+    Returns one readable line per difference; ``status`` and server-owned metadata are not compared.
+    It over-reports (a value the server stores in another spelling than QUIRKS know): not a drift report, only
+    the cheap gate before the server's dry run decides (reconciler.sync.server_diff.may_have_drifted)."""
     if path in ignore:
         return []
     if isinstance(desired, dict):

@@ -30,14 +30,15 @@ from typing import Any
 
 from reconciler.cluster.protocol import Cluster
 from reconciler import labels
-from reconciler.errors import Conflict, Invalid, KubeError, ReconcilerError
+from reconciler.errors import KubeError, ReconcilerError
 from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_health
 from reconciler.sync.inventory import Inventory, load_inventory, save_inventory
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 from reconciler.sync.planner import (FOUNDATION_KINDS, PlannedAction, SyncOptions, SyncPlan, kind_rank, next_inventory,
                                      plan_sync)
-from reconciler.sync.shared import (declaring_environments, describe, environment_conflict, environment_manager,
-                                    is_shared, release_body)
+from reconciler.sync.diff import live_hash, object_hash
+from reconciler.sync.server_diff import sync_drift
+from reconciler.sync.writer import Writer
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -197,14 +198,23 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     inventory = load_inventory(kube, env, ns) if validate or not options.dry_run else Inventory(env, ns)
     refs = {ObjectRef.of(o) for objs in desired.values() for o in objs} | set(inventory.entries)
     live = read_live(kube, env, ns, refs)
-    plan = plan_sync(env, ns, desired, inventory, live, options, errors, protect)
+    writer = Writer(kube, options.field_manager, env, ns)
+    # drift, by the one comparison `diff` and `status` use, of the objects git and the cluster agree on by hash
+    drifted, takeover = sync_drift(writer, desired, [
+        ref for model, objs in desired.items() if model not in errors for o in objs
+        if (ref := ObjectRef.of(o)) in live and inventory.hash_of(ref) == object_hash(o) == live_hash(live[ref])],
+        live, options.concurrency) if validate else ({}, {})
+
+    def replan(failed: Mapping[str, Iterable[str] | str]) -> SyncPlan:
+        return plan_sync(env, ns, desired, inventory, live, options, failed, protect, drifted, takeover)
+
+    plan = replan(errors)
 
     # 1. Validate every object about to be written (server-side dry run); foundation kinds
     #    (Namespace, CRD) are applied first, since the rest cannot be dry-run without them.
     invalid: dict[str, list[str]] = defaultdict(list)
     applied: set[ObjectRef] = set()
     results: dict[ObjectRef, ObjectResult] = {}
-    writer = Writer(kube, options.field_manager, env, ns)
 
     def dry_run(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
         obj = a.obj
@@ -228,7 +238,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     if foundation:
         check(foundation)
         if not options.dry_run:
-            plan = plan_sync(env, ns, desired, inventory, live, options, {**errors, **invalid}) if invalid else plan
+            plan = replan({**errors, **invalid}) if invalid else plan
             for a in [a for a in plan.applies if a.ref.kind in FOUNDATION_KINDS]:
                 exc = _try(lambda a=a: writer.apply(a))
                 results[a.ref] = _object_result(a, exc)
@@ -236,7 +246,7 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
                     applied.add(a.ref)
     check([a for a in plan.applies if a.ref.kind not in FOUNDATION_KINDS and a.model not in invalid])
     if invalid:
-        plan = plan_sync(env, ns, desired, inventory, live, options, {**errors, **invalid})
+        plan = replan({**errors, **invalid})
     result.model_errors = dict(plan.model_errors)
 
     if options.dry_run:
@@ -311,65 +321,6 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
     # 6. Health of what was applied (optional wait).
     if options.wait:
         result.health = model_health(kube, plan, timeout=options.timeout)
-
-
-class Writer:
-    """The writes of one pass: every object as the reconciler's field manager with force, except the
-    cluster-scoped objects several environments may share (reconciler.sync.shared): those as this
-    environment's own manager, without force unless its dry run met only non-environment managers."""
-
-    def __init__(self, kube: Cluster, field_manager: str, environment: str, namespace: str) -> None:
-        self.kube, self.field_manager = kube, field_manager
-        self.environment, self.namespace = environment, namespace
-        self.shared_manager = environment_manager(field_manager, environment, namespace)
-        self.forced: set[ObjectRef] = set()  # shared objects whose fields a non-environment manager took
-
-    def manager(self, ref: ObjectRef) -> str:
-        return self.shared_manager if is_shared(ref) else self.field_manager
-
-    def _conflict(self, exc: Conflict, ref: ObjectRef) -> KubeError | None:
-        return environment_conflict(exc, ref, self.field_manager, self.environment, self.namespace)
-
-    def validate(self, obj: dict, ref: ObjectRef) -> dict:
-        """The server-side dry run of one write: the object the server would store."""
-        if not is_shared(ref):
-            return self.kube.apply(obj, field_manager=self.field_manager, dry_run=True)
-        try:
-            return self.kube.apply(obj, field_manager=self.shared_manager, force=False, dry_run=True)
-        except Conflict as exc:
-            clash = self._conflict(exc, ref)
-            if clash is not None:
-                raise clash from None
-            self.forced.add(ref)
-            return self.kube.apply(obj, field_manager=self.shared_manager, force=True, dry_run=True)
-
-    def apply(self, a: PlannedAction) -> None:
-        assert a.obj is not None, "a write always carries its desired object"
-        manager = self.manager(a.ref)
-        if a.prepare:
-            self.kube.patch(a.ref, list(a.prepare), type="json", field_manager=manager)
-        try:
-            self.kube.apply(a.obj, field_manager=manager, force=not is_shared(a.ref) or a.ref in self.forced)
-        except Conflict as exc:  # another environment applied it differently since the dry run
-            clash = self._conflict(exc, a.ref)
-            raise clash or exc from None
-
-    def prune(self, a: PlannedAction, live: dict | None) -> str:
-        """Delete an object that left git, or, for a shared one another environment still declares,
-        end only this environment's ownership. Returns what was done."""
-        me = f"{self.environment}@{self.namespace}"
-        # release first when another environment declares it, or when the listing did not show it (its
-        # labels were edited): the server's answer says who still declares it
-        if is_shared(a.ref) and (live is None or declaring_environments(live, self.field_manager) - {me}):
-            try:
-                after = self.kube.apply(release_body(a.ref), field_manager=self.shared_manager, force=False)
-            except Invalid:  # without this environment's fields it would be invalid: nobody else declares it
-                after = None
-            others = declaring_environments(after, self.field_manager) - {me}
-            if others:
-                return f"released, not deleted: still declared by {describe(others)} (a shared object)"
-        self.kube.delete(a.ref)
-        return a.reason
 
 
 def _object_result(a: PlannedAction, exc: KubeError | None) -> ObjectResult:

@@ -7,13 +7,13 @@ plan out is reconciler.sync.engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import labels
 from reconciler.results import Action, ObjectRef, Summary
-from reconciler.sync.diff import drift, live_hash, object_hash, rekeyed_items
+from reconciler.sync.diff import live_hash, object_hash, rekeyed_items
 from reconciler.sync.inventory import PENDING, Inventory, InventoryEntry
 
 
@@ -101,24 +101,12 @@ class SyncPlan:
         return Summary.of(self.actions)
 
 
-AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")  # KEDA's ScaledObject drives an HPA of its own
-
-
-def _autoscaled(objects: Iterable[dict]) -> set[tuple[str | None, str]]:
-    """(namespace, deployment name) of Deployments an autoscaler scales: their spec.replicas is its."""
-    out: set[tuple[str | None, str]] = set()
-    for obj in objects:
-        if obj.get("kind") in AUTOSCALER_KINDS:
-            target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
-            if target.get("kind") == "Deployment":
-                out.add(((obj.get("metadata") or {}).get("namespace"), str(target.get("name", ""))))
-    return out
-
-
 def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]], inventory: Inventory,
               live: Mapping[ObjectRef, dict] | None = None, options: SyncOptions = SyncOptions(),
               errors: Mapping[str, Iterable[str] | str] | None = None,
-              protect: Mapping[ObjectRef, str] | None = None) -> SyncPlan:
+              protect: Mapping[ObjectRef, str] | None = None,
+              drifted: Mapping[ObjectRef, Sequence[object]] | None = None,
+              takeover: Mapping[ObjectRef, Sequence[dict]] | None = None) -> SyncPlan:
     """Decide what to do with every object of one environment. Pure.
 
     ``desired``: rendered objects per model. ``inventory``: what we own with hashes at last apply.
@@ -126,13 +114,16 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
     alone). ``errors``: models that failed to render or validate: their objects are skipped and
     kept as they are in the cluster (never pruned). ``protect``: owned objects that must not be
     pruned although git no longer declares them now (a running canary holds them), with the reason.
+    ``drifted``: the drift of objects git and the cluster agree on by content hash, as the one comparison
+    of `diff` and `status` finds it (reconciler.sync.server_diff.sync_drift, from server-side dry runs; the
+    engine passes it): reported, or healed with --self-heal. ``takeover``: per drifted object, the JSON patch
+    that hands fields hand edits added to the reconciler before a self-heal apply, so that apply removes them.
     """
     plan = SyncPlan(environment, namespace)
     for model, errs in (errors or {}).items():
         plan.model_errors[model] = [errs] if isinstance(errs, str) else list(errs)
     failed_models = set(plan.model_errors)
     all_desired = [o for m in sorted(desired) if m not in failed_models for o in desired[m]]
-    autoscaled = _autoscaled(all_desired)
 
     applies: list[PlannedAction] = []
     others: list[PlannedAction] = []
@@ -169,15 +160,13 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
                 applies.append(PlannedAction(ref, model, Action.configured,
                                              "changed in the cluster (content-hash annotation differs)", obj, digest))
             else:
-                ignore = frozenset({"spec.replicas"}) if (obj.get("kind") == "Deployment" and (
-                    ref.namespace, ref.name) in autoscaled) else frozenset()
-                drifted = drift(obj, live_obj, ignore=ignore) if live_obj is not None else []
-                if drifted and options.self_heal:
-                    applies.append(PlannedAction(ref, model, Action.configured,
-                                                 "self-heal: " + "; ".join(drifted), obj, digest))
-                elif drifted:
+                found = [str(c) for c in (drifted or {}).get(ref, ())] if live_obj is not None else []
+                if found and options.self_heal:
+                    applies.append(PlannedAction(ref, model, Action.configured, "self-heal: " + "; ".join(found), obj,
+                                                 digest, prepare=tuple((takeover or {}).get(ref, ()))))
+                elif found:
                     others.append(PlannedAction(ref, model, Action.unchanged,
-                                                "drifted (not healed, --self-heal is off): " + "; ".join(drifted)))
+                                                "drifted (not healed, --self-heal is off): " + "; ".join(found)))
                 else:
                     others.append(PlannedAction(ref, model, Action.unchanged))
 
@@ -213,7 +202,7 @@ def plan_sync(environment: str, namespace: str, desired: Mapping[str, list[dict]
             prunes.append(PlannedAction(entry.ref, entry.model, Action.pruned, "no longer in git"))
 
     if live is not None:
-        applies = [replace(a, prepare=tuple(rekeyed_items(a.obj, live[a.ref])))
+        applies = [replace(a, prepare=tuple(rekeyed_items(a.obj, live[a.ref])) + a.prepare)
                    if a.action is Action.configured and a.ref in live else a for a in applies]
     applies.sort(key=lambda a: (kind_rank(a.ref.kind), str(a.ref)))
     plan.actions = applies + others + prunes
