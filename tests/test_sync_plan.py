@@ -240,6 +240,17 @@ def test_deployment_health(kwargs, status):
     assert health_of(deployment(**kwargs)).status is status
 
 
+def test_a_deployment_scaled_to_zero_is_healthy_and_says_so():
+    """KEDA scales an idle dev model to zero: healthy, as gitops-engine's Deployment health has it (only a
+    paused rollout is suspended), with a message saying why no pod runs; on its way down it is progressing."""
+    idle = deployment(replicas=0, updated=0, total=0, available=0)
+    assert health_of(idle).as_dict() == {"status": "healthy", "message": "scaled to zero"}
+    assert health_of(deployment(replicas=0, updated=0, total=2, available=2)).status is HealthStatus.progressing
+    paused = deployment(replicas=0, updated=0, total=0, available=0)
+    paused["spec"]["paused"] = True
+    assert health_of(paused).status is HealthStatus.suspended
+
+
 def test_other_kinds_health():
     assert health_of(None).status is HealthStatus.missing
     assert health_of({"kind": "Service", "spec": {"type": "LoadBalancer"}, "status": {}}).status is HealthStatus.progressing

@@ -81,6 +81,10 @@ def deployment_health(obj: dict) -> Health:
     available_cond = _conditions(obj).get("Available")
     if available_cond and available_cond.get("status") == "False":
         return Health(HealthStatus.degraded, f"not available: {available_cond.get('message', '')}".rstrip(": "))
+    if replicas == 0 and total == 0:
+        # scaled to zero (KEDA while idle, or by hand): healthy, as gitops-engine's Deployment health has it
+        # (only spec.paused is Suspended there); the message says why no pod runs
+        return Health(HealthStatus.healthy, "scaled to zero")
     return HEALTHY
 
 
