@@ -55,7 +55,7 @@ class Dense:
 
 
 def cache_key(model_hash: str, sdk: "NeuronSDK", input_shapes: list[tuple[int, ...]] | tuple[tuple[int, ...], ...],
-              code_hash: str) -> str:
+              code_hash: str, input_dtypes: tuple[str, ...] = ()) -> str:
     """The memoization key of one compilation: same weights, same SDK release (and so the same compile
     image and compiler, derived from it), same shapes and same conversion code = same artifact.
 
@@ -63,6 +63,8 @@ def cache_key(model_hash: str, sdk: "NeuronSDK", input_shapes: list[tuple[int, .
     """
     shapes = ";".join("x".join(str(d) for d in shape) for shape in input_shapes)
     parts = [model_hash, sdk.version, sdk.compile_image, sdk.neuronx_cc, sdk.torch_neuronx, shapes, code_hash]
+    if input_dtypes and set(input_dtypes) != {"float32"}:  # float32 is the default: those keys stay as they were
+        parts.append(",".join(input_dtypes))
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
     version = "".join(c if c.isalnum() else "-" for c in sdk.version)
     return f"neuron-{version}-{digest}"
@@ -231,19 +233,28 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.neuron")
     sub = parser.add_subparsers(dest="command", required=True)
+    # the recipe contract (pipelines/recipes/): export --bento-src DIR --artifact NAME --output-dir DIR --input-shape S
+    # --input-dtype T [--architecture A]; compile --export-dir DIR --output FILE --input-shape S --input-dtype T
     p = sub.add_parser("export", help="model.pkl -> layers.npz + layers.json (in the training environment)")
-    p.add_argument("--model-pkl", required=True, type=Path)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model-pkl", type=Path)
+    where.add_argument("--bento-src", type=Path, help="the Bento's src/, holding --artifact")
+    p.add_argument("--artifact", default="model.pkl")
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--input-shape", required=True, help="comma-separated, batch first, e.g. 1,64")
+    p.add_argument("--input-dtype", default="float32", choices=["float32"], help="the layers take float32")
     p.add_argument("--architecture", default="", help="what model.yaml declares (checked against the pickle)")
     p = sub.add_parser("compile", help="layers.npz -> model.neuron.pt (in the Neuron SDK image, on inf2)")
-    p.add_argument("--layers", required=True, type=Path, help="the export's directory")
+    p.add_argument("--layers", "--export-dir", dest="layers", required=True, type=Path, help="the export's directory")
     p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--input-shape", help="checked against the export's (it records the shape it was made for)")
+    p.add_argument("--input-dtype", default="float32", choices=["float32"])
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
             shape = tuple(int(d) for d in args.input_shape.split(","))
-            print(export_model(args.model_pkl, args.output_dir, shape, args.architecture or None))
+            model_pkl = args.model_pkl or args.bento_src / args.artifact
+            print(export_model(model_pkl, args.output_dir, shape, args.architecture or None))
         else:  # pragma: no cover - inf2 only
             print(compile_model(args.layers, args.output))
     except (StepError, ValueError) as exc:

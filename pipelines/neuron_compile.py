@@ -52,6 +52,10 @@ class NeuronOptions:
     recipe: str = "torch-neuronx-dense"
     recipe_module: str = "pipelines.neuron"
     recipe_code: tuple[str, ...] = CONVERSION_FILES
+    input_dtypes: tuple[str, ...] = ()  # one per input shape (images.inferentia.inputDtypes; empty: float32)
+    artifact: str = "model.pkl"  # the trained artifact in the Bento's src/ (model.yaml's first `artifacts:` entry)
+    lock: str = common.LOCK_FILE  # the model's lock: the export step installs it (pipelines/locks.py)
+    lock_pins: tuple[tuple[str, str], ...] = ()  # its pins, for PyTorch's variant index (locks.index_options)
     export_image: str = common.DEFAULT_STEP_IMAGE  # the training environment's Python (the lock's)
     cache_configmap: str = CACHE_CONFIGMAP
     max_age: str = "4320h"  # 180 days: keys change with the weights, so old entries only age out
@@ -66,14 +70,28 @@ class NeuronOptions:
     def image(self) -> str:
         return self.sdk.compile_image
 
+    def input_args(self) -> str:
+        """`--input-shape 1,13 --input-dtype float32` per declared input: what both steps trace with."""
+        dtypes = self.input_dtypes or ("float32",) * len(self.input_shapes)
+        return " ".join(f"--input-shape {','.join(str(d) for d in shape)} --input-dtype {dtype}"
+                        for shape, dtype in zip(self.input_shapes, dtypes))
 
-def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None, recipe=None) -> NeuronOptions:
-    """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes), and the
-    compile recipe (a reconciler.catalog.recipes.CompileRecipe) its architecture chose."""
+
+def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None, recipe=None, lock=None) -> NeuronOptions:
+    """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes, inputDtypes),
+    its first declared artifact, the compile recipe (a reconciler.catalog.recipes.CompileRecipe) its architecture
+    chose, and its lock (a pipelines.locks.Lock) for the export step."""
     image = getattr(getattr(spec, "images", None), "inferentia", None)
     kw: dict = {}
     if recipe is not None:
         kw.update(recipe=recipe.name, recipe_module=recipe.module, recipe_code=tuple(recipe.code))
+    if lock is not None:
+        kw.update(lock=lock.path, lock_pins=tuple(sorted(lock.pins.items())))
+    artifacts = getattr(spec, "artifacts", None) or []
+    if artifacts:
+        kw["artifact"] = artifacts[0].removesuffix(".dvc")
+    if image is not None and getattr(image, "input_dtypes", None):
+        kw["input_dtypes"] = tuple(image.input_dtypes)
     if getattr(spec, "architecture", None):
         kw["architecture"] = spec.architecture
     if image is not None and image.neuron_sdk:
@@ -101,19 +119,22 @@ def pool_placement(pool: Pool) -> dict:
 
 def neuron_export_template(source: common.Source, options: NeuronOptions = NeuronOptions(), *,
                            name: str = "neuron-export"):
-    """The export template (a hera Container): the bento's model.pkl -> the `neuron-layers` artifact, in the
-    step image with the training lock (the versions that wrote the pickle). No accelerator needed."""
+    """The export template (a hera Container): the recipe's `export` of the bento's trained artifact -> the
+    `neuron-layers` artifact, in the step image with the model's lock (the versions that wrote the weights). No
+    accelerator needed."""
     from hera.workflows import Artifact, Container, Resources
 
-    shape = ",".join(str(d) for d in options.input_shapes[0])
+    from .train import lock_install
+
     script = "\n".join([
         "set -eu",
         "mkdir -p /work/bento",
         f"tar -xf {BENTO_PATH} -C /work/bento",
-        "pip install --quiet --disable-pip-version-check " + " ".join(f"'{r}'" for r in common.STEP_REQUIREMENTS),
+        lock_install(options.lock, dict(options.lock_pins)),
         f"cd {common.SOURCE_PATH}",
-        f"python -m {options.recipe_module} export --model-pkl /work/bento/src/model.pkl --output-dir {EXPORT_DIR} "
-        f"--input-shape {shape}" + (f" --architecture {shlex.quote(options.architecture)}" if options.architecture else ""),
+        f"python -m {options.recipe_module} export --bento-src /work/bento/src --artifact {shlex.quote(options.artifact)} "
+        f"--output-dir {EXPORT_DIR} {options.input_args()}"
+        + (f" --architecture {shlex.quote(options.architecture)}" if options.architecture else ""),
     ])
     return Container(
         name=name, image=options.export_image, command=["sh", "-c"], args=[script],
@@ -144,7 +165,8 @@ def neuron_compile_template(pool: Pool, source: common.Source, options: NeuronOp
     script = "\n".join([
         "set -eu",
         f"cd {common.SOURCE_PATH}",
-        f"python -m {options.recipe_module} compile --layers {EXPORT_DIR} --output {OUTPUT_DIR}/{COMPILED_FILE}",
+        f"python -m {options.recipe_module} compile --export-dir {EXPORT_DIR} --output {OUTPUT_DIR}/{COMPILED_FILE} "
+        f"{options.input_args()}",
     ])
     return Container(
         name=name,
@@ -192,7 +214,8 @@ def neuron_tasks(templates, model_hash: str, options: NeuronOptions = NeuronOpti
 
 
 def compile_cache_key(model_hash: str, options: NeuronOptions = NeuronOptions()) -> str:
-    return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash(files=options.recipe_code))
+    return cache_key(model_hash, options.sdk, options.input_shapes, conversion_code_hash(files=options.recipe_code),
+                     options.input_dtypes)
 
 
 def neuron_compile_workflow(*, model: str, model_hash: str, commit: str, repo_url: str, bento_url: str,

@@ -95,7 +95,7 @@ def test_three_frameworks_train_plan_and_render_side_by_side_each_from_its_own_l
 def test_the_pytorch_bento_installs_its_lock_and_the_gpu_image_the_cuda_build(template_repo, tmp_path):
     from reconciler.build.bento import stage_context
     from reconciler.build.builder import bentofile_overlay
-    from reconciler.build.environments import lock_pins
+    from reconciler.catalog.environments import lock_pins
     from reconciler.catalog.pools import AcceleratorKind
 
     from reconciler.catalog.files import load

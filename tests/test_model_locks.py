@@ -137,7 +137,7 @@ def test_the_shared_lock_is_complete_and_the_runners_environment_holds_exactly_i
 
 def test_the_runner_installs_from_pips_local_wheel_folders(tmp_path, monkeypatch):
     """uv reads no pip configuration: the runner passes pip's find-links on (a machine's local +cpu torch wheel)."""
-    from reconciler.build import environments
+    from reconciler.catalog import environments
 
     conf = tmp_path / "pip.conf"
     conf.write_text("[global]\nfind-links = /a /b\n")

@@ -320,14 +320,15 @@ def test_neuron_work_is_an_export_in_the_training_image_then_a_compile_that_inst
         {"name": "neuron-layers", "from": "{{tasks.neuron-export.outputs.artifacts.neuron-layers}}"}]
     export, compile_ = templates["neuron-export"], templates["neuron-compile"]
     assert export["container"]["image"] == common.DEFAULT_STEP_IMAGE
-    assert f"-r' '{common.SOURCE_PATH}/{common.LOCK_FILE}'" in export["container"]["args"][0]
-    assert "python -m pipelines.neuron export --model-pkl /work/bento/src/model.pkl" in export["container"]["args"][0]
+    assert f"--no-deps -r {common.SOURCE_PATH}/{common.LOCK_FILE}" in export["container"]["args"][0]  # the model's lock
+    assert ("python -m pipelines.neuron export --bento-src /work/bento/src --artifact model.pkl --output-dir /work/export "
+            "--input-shape 1,64 --input-dtype float32") in export["container"]["args"][0]
     assert export["outputs"]["artifacts"] == [{"name": "neuron-layers", "path": "/work/export"}]
     assert "nodeSelector" not in export and "aws.amazon.com/neuron" not in json.dumps(export)  # any node
     script = compile_["container"]["args"][0]
     assert compile_["container"]["image"] == NeuronOptions().image
     assert "pip install" not in script and common.LOCK_FILE not in script and "model.pkl" not in script
-    assert "python -m pipelines.neuron compile --layers /work/export" in script
+    assert "python -m pipelines.neuron compile --export-dir /work/export" in script
     inputs = {a["name"]: a for a in compile_["inputs"]["artifacts"]}
     assert set(inputs) == {"neuron-layers", "source"} and inputs["neuron-layers"]["path"] == "/work/export"
 

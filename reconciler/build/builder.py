@@ -319,7 +319,8 @@ def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
 
 def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu,
                  base_image: str | None = None):
-    from reconciler.build import bento, environments  # environments.lock_pins: what its Bento installs
+    from reconciler.build import bento
+    from reconciler.catalog import environments  # environments.lock_pins: what its Bento installs
     from reconciler.errors import ArtifactError
 
     folder = entry.path.relative_to(root).as_posix()

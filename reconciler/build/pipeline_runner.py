@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
-from reconciler.build.environments import platform_path, training_python  # noqa: F401 - re-exported
+from reconciler.catalog.environments import platform_path, training_python  # noqa: F401 - re-exported
 from reconciler.catalog.accelerators import recipe_for
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
@@ -282,6 +282,7 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
             except DvcConfigError as exc:
                 raise ReconcilerError(exc.message, fix=exc.fix) from None
         from pipelines.build_image import build_image_workflow
+        from pipelines.locks import LockError, read_lock
         from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for
         from pipelines.steps import StepError, load_recipe
 
@@ -309,7 +310,11 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         except StepError:  # a model trained elsewhere: the Neuron options' default shape
             shape = None
         chosen_recipe = recipe_for(entry.spec.architecture, AcceleratorKind.inferentia.value, catalog.recipes.recipes)
-        neuron = neuron_options_for(entry.spec, shape, chosen_recipe)
+        try:
+            model_lock = read_lock(root, model)
+        except LockError as exc:
+            raise ReconcilerError(exc.message, fix=exc.fix) from None
+        neuron = neuron_options_for(entry.spec, shape, chosen_recipe, model_lock)
         if bento_url is None:
             raise ReconcilerError("build-image needs the URL of the exported bento",
                                   fix="pass --bento-url https://.../<model>-<hash>.bento (from `bentoml export`)")

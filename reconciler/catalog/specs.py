@@ -116,6 +116,17 @@ class KindImage(Strict):
     neuron_sdk: str | None = Field(None, alias="neuronSdk", description="inferentia: the Neuron SDK release")
     input_shapes: list[list[int]] | None = Field(None, alias="inputShapes",
                                                  description="inferentia: the traced input shapes, batch first")
+    input_dtypes: list[Literal["float32", "float16", "bfloat16", "int64", "int32"]] | None = Field(
+        None, alias="inputDtypes", description="inferentia: one dtype per input shape (default float32)")
+
+    @model_validator(mode="after")
+    def _one_dtype_per_shape(self) -> "KindImage":
+        if self.input_dtypes is not None and len(self.input_dtypes) != len(self.input_shapes or []):
+            raise ValueError(f"inputDtypes lists {len(self.input_dtypes)} dtypes for {len(self.input_shapes or [])} "
+                             "inputShapes: give one dtype per input shape")
+        if any(not shape or any(d < 1 for d in shape) for shape in self.input_shapes or []):
+            raise ValueError("every inputShapes entry is a list of positive integers, batch first, e.g. [1, 13]")
+        return self
 
 
 class KindImages(Strict):

@@ -278,7 +278,7 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
             plan.notes.append("DVC-tracked weights were not checked against the DVC remote: dvc is not installed "
                               "(pip install dvc, or the [build] extra; --no-check-artifacts silences this)")
         else:
-            missing = artifact_errors(root, before.hashes, after.hashes, after.catalog.models)
+            missing = artifact_errors(root, before.hashes, after.hashes, after.catalog.models, after.catalog)
     envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
                                                                  | set(before.renders))
     for env in envs:

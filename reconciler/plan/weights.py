@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import io
 import re
+import zipfile
 from pathlib import Path
 
-from reconciler.catalog.load import ModelEntry
+from reconciler.catalog.load import Catalog, ModelEntry
+from reconciler.catalog.recipes import CompileRecipe
 from reconciler.catalog.pickled import NotAPickle, architecture
 from reconciler.errors import ReconcilerError, SpecError
+from reconciler.plan.trace import trace_errors
 from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, changed_models
 
@@ -74,21 +78,53 @@ def local_copy(root: Path, path: str, md5: str) -> Path | None:
     return None
 
 
-def architecture_problem(root: Path, entry: ModelEntry, outputs: list) -> SpecError | None:
-    """A model error when the declared architecture differs from what its pickled weights are."""
+def is_torch_archive(data: bytes) -> bool:
+    """A `torch.save` file: a zip archive holding `<name>/data.pkl` (read as a zip listing, never unpickled)."""
+    if not data.startswith(b"PK"):
+        return False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, ValueError):
+        return False
+
+
+def architecture_problem(root: Path, entry: ModelEntry, outputs: list,
+                         recipes: tuple[CompileRecipe, ...] = ()) -> SpecError | None:
+    """A model error when the declared architecture differs from what its weights are: a pickle's estimator
+    steps (read from its opcodes), or a torch.save archive, which only a recipe of `artifact: torch` accepts."""
     declared = entry.spec.architecture
     if not declared:
         return None
+    torch_labels = sorted(a for r in recipes if r.artifact == "torch" for a in r.architectures)
     for output in outputs:
-        if not output.path.endswith((".pkl", ".pickle")) or not output.checksum.startswith("md5:"):
+        if not output.path.endswith((".pkl", ".pickle", ".pt", ".pth")) or not output.checksum.startswith("md5:"):
             continue
         found_at = local_copy(root, output.path, output.checksum[4:])
         if found_at is None:
             continue
         try:
             data = guard.read_bytes(root, found_at, display=output.path, max_bytes=guard.limits().max_tree_bytes)
+        except (ReconcilerError, OSError):
+            continue
+        if is_torch_archive(data):
+            if torch_labels and declared not in torch_labels:
+                return SpecError.single(
+                    f"{entry.rel}/model.yaml",
+                    f"architecture {declared!r} does not match the trained weights {output.path}, which are a "
+                    f"torch.save archive (a PyTorch model)", field="architecture",
+                    fix=f"set `architecture: {torch_labels[0]}` in {entry.rel}/model.yaml (the architectures of "
+                        f"the torch recipes: {', '.join(torch_labels)}), or retrain the model the declared one names")
+            continue
+        if declared in torch_labels:
+            return SpecError.single(
+                f"{entry.rel}/model.yaml",
+                f"architecture {declared!r} (a PyTorch model) does not match the trained weights {output.path}, "
+                "which are not a torch.save archive", field="architecture",
+                fix=f"declare what the weights are in {entry.rel}/model.yaml, or save the PyTorch model with torch.save")
+        try:
             found = architecture(data)
-        except (NotAPickle, ReconcilerError, OSError):
+        except NotAPickle:
             continue  # not a pickle this check reads: the export step judges it
         if found is not None and found != declared:
             return SpecError.single(
@@ -100,19 +136,21 @@ def architecture_problem(root: Path, entry: ModelEntry, outputs: list) -> SpecEr
     return None
 
 
-def architecture_errors(root: Path, models: dict[str, ModelEntry], outputs: dict[str, list]) -> dict[str, ReconcilerError]:
+def architecture_errors(root: Path, models: dict[str, ModelEntry], outputs: dict[str, list],
+                        recipes: tuple[CompileRecipe, ...] = ()) -> dict[str, ReconcilerError]:
     """{model: error} for the models (with their tracked outputs) whose declared architecture is not their weights'."""
     return {name: problem for name, found in sorted(outputs.items())
-            if name in models and (problem := architecture_problem(root, models[name], found)) is not None}
+            if name in models and (problem := architecture_problem(root, models[name], found, recipes)) is not None}
 
 
 def artifact_errors(root: Path, before: dict[str, ModelHash], after: dict[str, ModelHash],
-                    models: dict[str, ModelEntry]) -> dict[str, ReconcilerError]:
+                    models: dict[str, ModelEntry], catalog: Catalog | None = None) -> dict[str, ReconcilerError]:
     """Models of the plan whose DVC-tracked artifacts the default remote lacks, or whose `architecture:`
     is not what their weights are, as model errors.
 
     Only models whose content hash changed (new ones included) are checked: an unchanged model's
-    weights were checked when they changed. Existence checks only; nothing is downloaded.
+    weights were checked when they changed. Existence checks only; nothing is downloaded. With the `catalog`,
+    a model whose compile recipe asks for it is traced on CPU with its declared shapes (plan/trace.py).
     """
     from reconciler.build.artifacts import artifact_error, default_remote, missing_outputs, remote_objects, tracked_outputs
 
@@ -125,7 +163,11 @@ def artifact_errors(root: Path, before: dict[str, ModelHash], after: dict[str, M
                 outputs[name] = found
     if not outputs:
         return {}
-    mismatched = architecture_errors(root, models, outputs)  # weights read, never unpickled
+    recipes = catalog.recipes.recipes if catalog is not None else ()
+    mismatched = architecture_errors(root, models, outputs, recipes)  # weights read, never unpickled
+    if catalog is not None:
+        mismatched.update({name: problem for name, problem in trace_errors(root, catalog, outputs, local_copy).items()
+                           if name not in mismatched})
     try:
         present = remote_objects(root, [o.checksum for found in outputs.values() for o in found])
     except ReconcilerError as exc:  # no remote, unreachable: every checked model says so

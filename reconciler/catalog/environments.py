@@ -1,5 +1,8 @@
 """Training environments: a virtual environment per model lock, in which `python -m pipelines.steps` runs.
 
+In the catalog (below the plan and the build): the local runner trains in it, and the plan's trace check
+(reconciler/plan/trace.py) runs a model's own framework in it, never in the reconciler's environment.
+
 `training_python(root, model)` is the Python of the environment holding exactly the model's lock
 (pipelines/locks.py: `models/<model>/requirements.lock`, else `pipelines/requirements.lock`), made once with
 `uv venv` + `uv pip install --no-deps -r LOCK` and cached under the lock's hash outside the repository
@@ -11,6 +14,7 @@ two models may pin different versions of one library, and the reconciler's own n
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,7 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pipelines
 from pipelines.locks import LockError, index_options, lock_digest, read_lock
 from pipelines.locks import lock_file as find_lock
 from reconciler.errors import ReconcilerError
@@ -130,7 +133,9 @@ def platform_path() -> Path:
     PYTHONPATH: a repository without its own pipelines/ still runs `python -m pipelines.steps`, and nothing else
     of the reconciler's environment (its numpy, its scikit-learn) becomes importable there. A repository's own
     pipelines/ comes first (the working directory heads sys.path under -m)."""
-    package = Path(pipelines.__file__).resolve().parent
+    spec = importlib.util.find_spec("pipelines")  # found, not imported (the catalog reads pipelines' lock module only)
+    assert spec is not None and spec.origin is not None, "the platform's pipelines package is installed with it"
+    package = Path(spec.origin).resolve().parent
     folder = venv_cache() / f"platform-{hashlib.sha256(str(package).encode()).hexdigest()[:16]}"
     link = folder / "pipelines"
     if not link.exists():
