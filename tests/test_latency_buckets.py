@@ -66,3 +66,67 @@ def test_bentoml_takes_the_rendered_buckets(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got[-1] == "inf" and 0.15 in got and 0.2 in got and got[:-1] == list(duration_buckets([150]))
+
+
+# --------------------------------------------------------------------------- plan time: a threshold off the buckets
+
+
+def _repo(tmp_path: Path, canary_line: str) -> Path:
+    import git
+
+    from tests.conftest import commit_all, copy_template
+
+    root = copy_template(tmp_path / "repo")
+    spec = root / "models" / "iris-classifier" / "model.yaml"
+    spec.write_text(spec.read_text() + canary_line)
+    commit_all(git.Repo.init(root, initial_branch="main"), "template")
+    return root
+
+
+def test_plan_rejects_a_threshold_that_is_not_a_boundary_of_the_declared_buckets_naming_file_field_and_fix(tmp_path):
+    """iris's SLO p95 is 150 ms; it declares buckets without 0.15: `reconciler plan` from the repository root says
+    which file, which field, and what to add where (issue 21: a threshold off the buckets would be interpolated)."""
+    root = _repo(tmp_path, "canary: {latencyBuckets: [0.05, 0.1, 0.25, 0.5, 1]}\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "reconciler"), "plan", "--no-check-artifacts"],
+                          cwd=root, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode != 0, out
+    assert "models/iris-classifier/model.yaml" in out and "slo.p95LatencyMs" in out
+    assert "latency threshold 150 ms (slo.p95LatencyMs) is not a bucket boundary" in out
+    assert ("add 0.15 to canary.latencyBuckets in models/iris-classifier/model.yaml, or set slo.p95LatencyMs to a "
+            "boundary (100 ms or 250 ms)") in out
+    # the environments' own thresholds (prod's SLO 200 ms) are named in their file, with the same fix
+    assert "latency threshold 200 ms (defaults.slo.p95LatencyMs)" in out and "environments/prod/environment.yaml" in out
+
+
+def test_declared_buckets_holding_every_threshold_plan_and_render_as_declared(tmp_path):
+    from reconciler.catalog.load import load_catalog
+
+    root = _repo(tmp_path, "canary: {latencyBuckets: [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1]}\n")
+    catalog = load_catalog(root)
+    assert "iris-classifier" not in catalog.errors, catalog.errors.get("iris-classifier")
+
+
+def test_a_custom_latency_query_without_declared_buckets_is_a_plan_error(tmp_path):
+    from reconciler.catalog.load import load_catalog
+
+    root = _repo(tmp_path, "canary:\n  queries:\n    latency_buckets: 'sum by (le) (increase(my_seconds_bucket{$selector}"
+                           "[$window]))'\n")
+    (problem,) = [p for p in load_catalog(root).errors["iris-classifier"].problems if "latencyBuckets" in (p.field or "")]
+    assert problem.file == "models/iris-classifier/model.yaml" and problem.field == "canary.latencyBuckets"
+    assert "bucket bounds the plan cannot see" in problem.message and problem.fix.startswith("declare that histogram")
+
+
+def test_the_template_layout_is_replaced_by_declared_buckets_in_the_rendered_service() -> None:
+    env = EnvironmentSpec.model_validate({
+        "name": "prod", "cluster": {"context": "x"}, "namespace": "models-prod", "registry": "r.example/m",
+        "pools": ["gpu-a10g"], "canary": True, "defaults": {"slo": {"p95LatencyMs": 200}}})
+    spec = ModelSpec.model_validate({"name": "iris-classifier", "owner": "a@b.c", "service": "service.py:IrisClassifier",
+                                     "serving": {"replicas": 1}, "accelerator": "gpu-a10g",
+                                     "canary": {"latencyBuckets": [0.05, 0.1, 0.2, 0.4]}})
+    entry = ModelEntry("iris-classifier", ROOT / "models" / "iris-classifier", spec)
+    (deployment,) = [o for o in model_objects(entry, env, [POOLS["gpu-a10g"]], effective_serving(spec, env),
+                                              {"gpu-a10g": "r.example/m:1"}) if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    overrides = json.loads({e["name"]: e["value"] for e in container["env"]}["BENTOML_CONFIG_OVERRIDES"])
+    assert overrides["services"]["IrisClassifier"]["metrics"]["duration"]["buckets"] == [0.05, 0.1, 0.2, 0.4]

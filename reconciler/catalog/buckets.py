@@ -16,6 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from reconciler.catalog.effective import effective_canary
+from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
+from reconciler.errors import SpecProblem
+
 # BentoML 1.4's default request-duration buckets (bentoml/_internal/utils/metrics.py DEFAULT_BUCKET,
 # +Inf implied), as a served Bento exports them unless configured
 BENTOML_DEFAULT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
@@ -54,3 +58,57 @@ def is_boundary(bounds: Sequence[float], threshold_ms: float) -> bool:
 def missing_thresholds(bounds: Sequence[float], thresholds: Iterable[float]) -> list[float]:
     """The thresholds (ms) that are not a boundary of ``bounds`` (s)."""
     return [t for t in thresholds if not is_boundary(bounds, t)]
+
+
+def _origin(spec: ModelSpec, env: EnvironmentSpec, model_file: str, env_file: str) -> list[tuple[float, str, str]]:
+    """The latency thresholds the canary judges against, each with the file and field that set it (the layer
+    effective_canary / effective_slo take it from)."""
+    found: list[tuple[float, str, str]] = []
+    for value, file, field in (
+            (spec.canary.max_p95_latency_ms, model_file, "canary.maxP95LatencyMs"),
+            (spec.slo.p95_latency_ms, model_file, "slo.p95LatencyMs"),
+            (env.defaults.canary.max_p95_latency_ms, env_file, "defaults.canary.maxP95LatencyMs"),
+            (env.defaults.slo.p95_latency_ms, env_file, "defaults.slo.p95LatencyMs")):
+        if value is not None and not any(math.isclose(value, v) for v, _, _ in found):
+            found.append((float(value), file, field))
+    return found
+
+
+def threshold_problems(spec: ModelSpec, env: EnvironmentSpec, model_file: str, env_file: str) -> list[SpecProblem]:
+    """Plan-time check (issue 21): every latency threshold the canary judges against is a boundary of the buckets
+    the histogram it reads really has, else counting slow requests there would interpolate. With the template's
+    layout every threshold is rendered into the service's buckets; a declared ``canary.latencyBuckets`` (what the
+    service exports, or what a custom ``queries.latency_buckets`` reads) must hold each one."""
+    canary = effective_canary(spec, env)
+    if not canary.enabled or not env.canary:
+        return []
+    custom = "latency_buckets" in canary.queries
+    declared = canary.latency_buckets
+    where = model_file if spec.canary.latency_buckets is not None else env_file
+    field = "canary.latencyBuckets" if spec.canary.latency_buckets is not None else "defaults.canary.latencyBuckets"
+    thresholds = _origin(spec, env, model_file, env_file)
+    if custom and declared is None and thresholds:
+        return [SpecProblem(model_file, "canary.queries.latency_buckets reads a histogram whose bucket bounds the "
+                            "plan cannot see, so it cannot tell whether the canary's latency thresholds are boundaries "
+                            "of it", field="canary.latencyBuckets",
+                            fix="declare that histogram's bounds (seconds) as canary.latencyBuckets, each latency "
+                                "threshold (maxP95LatencyMs, slo.p95LatencyMs) among them, e.g. latencyBuckets: "
+                                "[0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1]")]
+    if declared is None:
+        return []
+    problems = []
+    for threshold, file, threshold_field in thresholds:
+        if is_boundary(declared, threshold):
+            continue
+        below = [b for b in declared if b * 1000 < threshold]
+        above = [b for b in declared if b * 1000 > threshold]
+        near = " or ".join(f"{b * 1000:g} ms" for b in (below[-1:] + above[:1]))
+        problems.append(SpecProblem(
+            file, f"latency threshold {threshold:g} ms ({threshold_field}) is not a bucket boundary of the histogram "
+                  f"the canary reads ({field} in {where}: {', '.join(f'{b:g}' for b in declared)} s): the share of "
+                  "requests slower than it would be interpolated, not counted",
+            field=threshold_field,
+            fix=f"add {threshold / 1000:g} to {field} in {where}"
+                + (" and to the histogram your query reads" if custom else "")
+                + (f", or set {threshold_field} to a boundary ({near})" if near else "")))
+    return problems

@@ -52,6 +52,10 @@ class CanaryPolicy(Strict):
     router_options: dict[str, Any] | None = Field(None, alias="routerOptions", description=(
         "the router's own options, e.g. {gateway: models, gatewayNamespace: gateways} for gateway-api"))
     queries: dict[str, str] | None = None
+    latency_buckets: list[float] | None = Field(None, alias="latencyBuckets", description=(
+        "the upper bounds (seconds) of the request-duration histogram the canary reads: the service exports them "
+        "(default: BentoML's defaults, finer bounds and every latency threshold). With a custom "
+        "queries.latency_buckets, the bounds of that histogram. Every latency threshold must be one of them"))
     min_requests: int | None = Field(None, alias="minRequests", ge=1, description=(
         "canary requests a step needs before the next weight (default 200); how many the rollout needs in all "
         "comes from detectErrorIncrease, detectLatencyIncrease and power"))
@@ -95,6 +99,14 @@ class CanaryPolicy(Strict):
         if not isinstance(steps[0], int) or not isinstance(steps[-1], int):
             raise ValueError("a pause step goes between two weights, e.g. [10, {pause: {}}, 50, 100]")
         return steps
+
+    @field_validator("latency_buckets")
+    @classmethod
+    def _buckets(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(not 0 < v < float("inf") for v in values)
+                                   or values != sorted(set(values))):
+            raise ValueError("latencyBuckets are increasing bucket bounds in seconds, e.g. [0.05, 0.1, 0.2, 0.5, 1]")
+        return values
 
     @field_validator("quantiles")
     @classmethod

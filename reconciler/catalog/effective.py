@@ -68,6 +68,7 @@ class EffectiveCanary(Strict):
     router: str                     # a name of the router registry (reconciler.traffic)
     router_options: dict[str, Any] = Field(default_factory=dict)   # from the layer that chose the router
     queries: dict[str, str]
+    latency_buckets: list[float] | None = None  # declared; None: the template's layout (catalog.buckets)
     pauses: list["EffectivePause"] = Field(default_factory=list)
     min_requests: int | None = None
     inconclusive_limit: int | None = None
@@ -164,6 +165,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         judge=pick("judge"), router=pick("router"),
         router_options=next((layer.router_options or {} for layer in layers if layer.router is not None), {}),
         queries={**(env.defaults.canary.queries or {}), **(model.canary.queries or {})},
+        latency_buckets=pick("latency_buckets"),
         min_requests=pick("min_requests"), inconclusive_limit=pick("inconclusive_limit"),
         on_inconclusive=pick("on_inconclusive"), cost_policy=pick("cost_policy"),
         error_rate_tolerance=pick("error_rate_tolerance"), latency_tolerance=pick("latency_tolerance"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import SpecError, SpecProblem, UnsafePathError, closest, did_you_mean
+from reconciler.catalog.buckets import threshold_problems
 from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.catalog.pools import Pool, PoolsFile
@@ -280,6 +281,8 @@ def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
                                     fix=f"use one of {', '.join(sorted(NEURON_SDKS))}, or add the release to NEURON_SDKS "
                                         "in reconciler/catalog/accelerators.py"))
     for env in catalog.environments.values():
+        problems.extend(p for p in threshold_problems(entry.spec, env, file, f"{ENVIRONMENTS_DIR}/{env.name}/"
+                                                      f"{ENVIRONMENT_FILE}") if p not in problems)
         try:
             pools = placements(entry, env, catalog.pools)
         except SpecError as exc:

@@ -138,6 +138,8 @@ def model_latency_buckets(entry: ModelEntry, env: EnvironmentSpec) -> tuple[floa
     """The model's request-duration buckets in this environment: BentoML's defaults, finer bounds, and every
     latency threshold its canary judges against (maxP95LatencyMs, the SLO's p95), so each is a boundary."""
     canary, slo = effective_canary(entry.spec, env), effective_slo(entry.spec, env)
+    if canary.latency_buckets and "latency_buckets" not in canary.queries:  # declared: the service exports those
+        return tuple(float(b) for b in canary.latency_buckets)  # (plan checks each threshold is one of them)
     return duration_buckets(t for t in (canary.max_p95_latency_ms, slo.p95_latency_ms) if t)
 
 
