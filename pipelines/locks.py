@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,14 +178,16 @@ class MissingImport:
     package: str  # the distribution to add to the lock
 
 
-def missing_imports(files: dict[str, bytes], pins: dict[str, str], local: set[str]) -> list[MissingImport]:
+def missing_imports(files: dict[str, bytes], pins: dict[str, str], local: set[str],
+                    imports: Callable[[bytes], list[tuple[int, str]]] = imported_modules) -> list[MissingImport]:
     """Third-party imports of `files` (repository path -> source) that the lock's `pins` do not provide.
 
     `local` are the top-level names that resolve inside the repository or the model folder (its own modules,
-    `pipelines`): they are shared code, not packages. The standard library and PLATFORM_PROVIDED are skipped."""
+    `pipelines`): they are shared code, not packages. The standard library and PLATFORM_PROVIDED are skipped.
+    `imports`: `imported_modules`, or a caller's equal that remembers its parses (reconciler/source/facts.py)."""
     missing = []
     for path, source in sorted(files.items()):
-        for line, module in imported_modules(source):
+        for line, module in imports(source):
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top in local or top in PLATFORM_PROVIDED or top == "__future__":
                 continue

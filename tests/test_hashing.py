@@ -263,3 +263,18 @@ def test_one_model_hashed_alone_reads_its_folder_and_what_it_imports_as_every_mo
     assert alpha.inputs["pipelines/requirements.lock"].startswith("blob:")
     missing = model_hashes(root, "HEAD", [Entry(root, "delta")])["delta"]  # a folder the commit does not have
     assert missing.inputs["models/delta/bentofile.yaml"] == "missing"
+
+
+@pytest.mark.parametrize("source", [
+    b"import os, numpy.linalg as la\nfrom . import sibling\nfrom ..pkg import x\nfrom torch import nn, *\n"
+    b"def f():\n    import sklearn.svm\n    from pipelines.steps import train\n",
+    b"if True:\n  from a.b import (c,\n    d)\n", b"def broken(:\n", b"", "x = '\xe9'\nimport caf\xe9\n".encode("latin-1"),
+])
+def test_one_parse_answers_the_lock_check_and_the_hash_as_their_own_parsers_do(source: bytes) -> None:
+    """The catalog's lock check and the content hash share one parse per content (source/facts.py): each
+    reads from it exactly what its own parser gives (pipelines.locks.imported_modules for the lock check)."""
+    from pipelines.locks import imported_modules
+    from reconciler.source.facts import absolute_imports
+
+    assert absolute_imports(source) == imported_modules(source)
+    assert absolute_imports(source) == absolute_imports(bytes(bytearray(source)))  # read back from the cache

@@ -9,27 +9,50 @@ modules (`pipelines`, a model's helper module) are not packages of the lock.
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 from pipelines.locks import SHARED_LOCK, LockError, lock_relpath, missing_imports, parse_lock
 from reconciler.errors import SpecProblem
 from reconciler.source import guard
+from reconciler.source.facts import absolute_imports
+
+
+def _importable(base: Path) -> frozenset[str]:
+    names: set[str] = set()
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return frozenset()
+    for entry in entries:
+        if entry.suffix == ".py":
+            names.add(entry.stem)
+        elif entry.is_dir() and not entry.name.startswith("."):
+            names.add(entry.name)  # a package (or a namespace package)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=16)
+def _importable_at(base: str, changed: int) -> frozenset[str]:
+    """The root's names, read once per catalog rather than once per model (`changed`: the folder's mtime,
+    which an added or removed entry changes)."""
+    return _importable(Path(base))
 
 
 def local_modules(root: Path, folder: Path) -> set[str]:
     """Top-level names importable from the repository root or the model folder: modules, not packages."""
-    names: set[str] = set()
-    for base in (root, folder):
-        try:
-            entries = list(base.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.suffix == ".py":
-                names.add(entry.stem)
-            elif entry.is_dir() and not entry.name.startswith("."):
-                names.add(entry.name)  # a package (or a namespace package)
-    return names
+    try:
+        top = _importable_at(str(root), os.stat(root).st_mtime_ns)
+    except OSError:
+        top = frozenset()
+    return set(top) | _importable(folder)
+
+
+@functools.lru_cache(maxsize=64)
+def _pins(text: str, rel: str) -> dict[str, str]:
+    """A lock's pins, parsed once per text (the shared lock is every model's without its own). Read only."""
+    return parse_lock(text, rel)
 
 
 # what a pool kind's image adds for the service (reconciler/catalog/accelerators.py kind_overlay): the Neuron
@@ -48,7 +71,7 @@ def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = f
     if not path.is_file():  # a repository without its own shared lock trains with the platform's
         path = Path(__file__).resolve().parents[2] / SHARED_LOCK
     try:
-        pins = parse_lock(guard.read_text(root, path, display=rel) if path.is_relative_to(root) else
+        pins = _pins(guard.read_text(root, path, display=rel) if path.is_relative_to(root) else
                           path.read_text(encoding="utf-8"), rel)
     except (LockError, OSError) as exc:
         message = exc.message if isinstance(exc, LockError) else f"{rel} cannot be read: {exc}"
@@ -60,7 +83,7 @@ def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = f
     own = f"models/{model}/requirements.lock"
     problems = []
     extra = {name for kind in kinds for name in KIND_PROVIDED.get(kind, ())}
-    for miss in missing_imports(sources, pins, local_modules(root, folder)):
+    for miss in missing_imports(sources, pins, local_modules(root, folder), absolute_imports):
         if miss.file == f"models/{model}/{service}" and miss.module.split(".")[0] in extra:
             continue
         fix = (f"add {miss.package}==<version> to {own}" if rel == own else

@@ -7,6 +7,7 @@ this reads one file, hashing walks a model's folder.
 from __future__ import annotations
 
 import ast
+import hashlib
 import posixpath
 
 import yaml
@@ -27,19 +28,42 @@ def cached(cache: dict, key: str, compute):
     return value
 
 
+Statement = tuple[int, int, str, tuple[str, ...]]  # (line, level, module, names imported from it)
+STATEMENT_CACHE: dict[bytes, tuple[Statement, ...]] = {}  # by the sha1 of the source
+
+
+def import_statements(source: bytes) -> tuple[Statement, ...]:
+    """(line, level, dotted module, names) of every import statement anywhere in a module, one record per
+    imported module (`import a, b`: two), in `ast.walk` order; () when it does not parse.
+
+    Parsed once per content in a process: the content hash (`python_imports`) and the catalog's lock check
+    (`absolute_imports`) both read every model's Python files; at 10,000 models each pass of parses costs
+    seconds."""
+    def parse() -> tuple[Statement, ...]:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            return ()
+        found: list[Statement] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.extend((node.lineno, 0, alias.name, ()) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                found.append((node.lineno, node.level, node.module or "",
+                              tuple(a.name for a in node.names if a.name != "*")))
+        return tuple(found)
+
+    return cached(STATEMENT_CACHE, hashlib.sha1(source).digest(), parse)
+
+
 def python_imports(source: bytes) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
     """(level, module, names) for every import statement anywhere in a module; () if it does not parse."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return ()
-    found: list[tuple[int, str, tuple[str, ...]]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend((0, alias.name, ()) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            found.append((node.level, node.module or "", tuple(a.name for a in node.names if a.name != "*")))
-    return tuple(found)
+    return tuple((level, module, names) for _, level, module, names in import_statements(source))
+
+
+def absolute_imports(source: bytes) -> list[tuple[int, str]]:
+    """(line, dotted module) of every absolute import: pipelines.locks.imported_modules, from the parse above."""
+    return [(line, module) for line, level, module, _ in import_statements(source) if level == 0 and module]
 
 
 def dvc_outputs(text: bytes, pointer: str) -> tuple[tuple[str, str], ...] | None:

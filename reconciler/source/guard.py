@@ -76,41 +76,51 @@ def _within(root: Path, path: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _within_str(root: str, path: str) -> bool:
+    """`_within` on normalised absolute strings: the same answer without building Path objects."""
+    return path == root or path.startswith(root if root.endswith("/") else root + "/")
+
+
 def inside(root: Path, path: Path | str, *, display: str | None = None) -> Path:
     """`path` (absolute, or relative to `root`) resolved, if it and every symlink on its way stay in `root`.
 
     Raises UnsafePathError naming the path (and the offending link with its text) otherwise. The
     path need not exist: a missing file is the caller's error to report.
+
+    On strings (os.path) rather than pathlib: it runs for every file a render reads, six times a model,
+    and pathlib's parsing was most of a 10,000-model catalog load. Path.resolve() is os.path.realpath.
     """
-    given = Path(root)
-    root = given.resolve()  # once: absolute, every symlink on the way resolved (a symlinked checkout included)
-    full = Path(path) if Path(path).is_absolute() else root / path
-    if full.is_absolute() and not _within(root, Path(os.path.normpath(full))):
+    given = os.fspath(root)
+    top = os.path.realpath(given)  # once: absolute, every symlink on the way resolved (a symlinked checkout included)
+    path = os.fspath(path)
+    full = path if os.path.isabs(path) else os.path.join(top, path)
+    if os.path.isabs(full) and not _within_str(top, os.path.normpath(full)):
         # an absolute path spelled through the root as the caller gave it (e.g. /tmp/link/models/x with
         # /tmp/link a symlink to the checkout): the same file, re-rooted on the resolved root
-        spelled = Path(os.path.normpath(given.absolute()))
-        lexical_full = Path(os.path.normpath(full))
-        if spelled != root and _within(spelled, lexical_full):
-            full = root / lexical_full.relative_to(spelled)
-    shown = display or _display(root, full)
-    lexical = Path(os.path.normpath(full))
-    if not _within(root, lexical):
+        spelled = os.path.normpath(os.path.abspath(given))
+        lexical_full = os.path.normpath(full)
+        if spelled != top and _within_str(spelled, lexical_full):
+            full = os.path.join(top, os.path.relpath(lexical_full, spelled))
+    shown = display or _display(Path(top), Path(full))
+    lexical = os.path.normpath(full)
+    if not _within_str(top, lexical):
         raise UnsafePathError.single(shown, "the path leaves the repository",
                                      fix="refer only to files inside the repository (no '..' past its top, no absolute paths)")
     # walk the components so the refusal names the first link that leaves, not only the end result
-    current = root
-    for part in lexical.relative_to(root).parts:
-        current = current / part
-        if current.is_symlink():
-            target = current.resolve()
-            if not _within(root, target):
-                link = _display(root, current)
+    current = top
+    rest = lexical[len(top):].lstrip("/")
+    for part in rest.split("/") if rest else ():
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            target = os.path.realpath(current)
+            if not _within_str(top, target):
+                link = _display(Path(top), Path(current))
                 what = "is a symlink" if link == shown else f"goes through {link}, a symlink"
                 raise UnsafePathError.single(
                     shown, f"{what} to {os.readlink(current)!r}, which resolves outside the repository",
                     fix=f"replace {link} with the file itself (git stores a symlink's target, not the content)")
             current = target
-    return current
+    return Path(current)
 
 
 def _check_regular(st: os.stat_result, shown: str) -> None:
