@@ -401,3 +401,25 @@ def test_cross_pool_meeting_the_slo_but_dearer_follows_the_cost_policy(cost_poli
 
 def test_default_cost_policy_is_confirm() -> None:
     assert Policy().cost_policy == "confirm"
+
+
+def test_a_measurement_error_of_one_model_stays_its_own_and_of_several_is_one_outage() -> None:
+    """rollout/outage.py: the same error in two or more models' ticks is one Outage for the environment (naming
+    them, and those it paused); one model's error stays in its own line."""
+    from types import SimpleNamespace
+
+    from reconciler.rollout.outage import POINTER, shared_outage
+
+    def result(model: str, error: str | None, paused: bool = False):
+        state = SimpleNamespace(paused=paused, pause_reason="measurement error" if paused else None)
+        message = f"metrics unavailable: {error}" if error else "advance: weight 20%"
+        return SimpleNamespace(model=model, message=message, metrics_error=error, state=state)
+
+    down = "Prometheus at http://p:9090 is unreachable: ConnectError"
+    alone, messages = shared_outage([result("a", down), result("b", None)])
+    assert alone is None and messages["a"] == f"metrics unavailable: {down}"
+    outage, messages = shared_outage([result("c", down, paused=True), result("a", down), result("b", None)])
+    assert outage is not None and outage.models == ("a", "c") and outage.paused == ("c",)
+    assert down in outage.line() and "2 models (a, c)" in outage.line()
+    assert messages == {"a": f"metrics unavailable: {POINTER}", "c": f"metrics unavailable: {POINTER}",
+                        "b": "advance: weight 20%"}

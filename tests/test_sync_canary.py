@@ -71,3 +71,35 @@ def test_a_dry_run_says_canaries_were_not_evaluated(envtest_repo, envtest):
     report = sync_staging(envtest_repo.root, envtest, "--dry-run")
     assert any("canaries were not evaluated" in n for n in report["notes"]), report["notes"]
     assert get(envtest, "Deployment", "iris-classifier-gpu-a10g-canary", ns) is None
+
+
+def test_a_shared_prometheus_outage_holds_every_canary_and_is_reported_once(envtest_repo, envtest):
+    """Issue 21: both models' canaries are analysed through one Prometheus that does not answer: each holds its
+    weight (a measurement error, neither a pass nor a failure), and the pass reports the outage once, for the
+    environment, naming both models; neither model's own line repeats the error."""
+    import socket
+
+    from reconciler.rollout.outage import POINTER
+
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    sync_staging(envtest_repo.root, envtest)
+    for model in ("iris-classifier", "digits-classifier"):
+        service = envtest_repo.root / f"models/{model}/service.py"
+        service.write_text(service.read_text() + "\n# a new model version\n")
+    commit_all(git.Repo(envtest_repo.root), "both: new versions")
+    sync_staging(envtest_repo.root, envtest, "--prometheus-url", url)  # both canaries start (nothing to analyse yet)
+    out = sync_staging(envtest_repo.root, envtest, "--prometheus-url", url, "--prometheus-deadline", "2")
+    notes = out["notes"]
+    outage = [n for n in notes if n.startswith("metrics outage:")]
+    assert len(outage) == 1, notes
+    assert url in outage[0] and "digits-classifier, iris-classifier" in outage[0], outage
+    per_model = [n for n in notes if n.startswith("canary ")]
+    assert per_model and all(url not in n for n in per_model), notes
+    assert sum(POINTER in n for n in per_model) == 2, notes
+    ns = envtest_repo.namespaces["staging"]
+    for model in ("iris-classifier", "digits-classifier"):  # held: the stable versions stay
+        state = json.loads(get(envtest, "ConfigMap", f"rollout-{model}", ns)["data"]["state.json"])
+        assert state["phase"] in {"initializing", "progressing"} and state["promotions"] == 0

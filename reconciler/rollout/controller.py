@@ -76,6 +76,7 @@ class RolloutResult:
     results: list[ObjectResult] = field(default_factory=list)  # kept for callers; the sync reports writes
     message: str = ""
     achieved_weight: float | None = None
+    metrics_error: str | None = None  # this pass's measurement error (Prometheus could not be asked), if any
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -416,7 +417,7 @@ def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired
     objects, protect = rollout_objects(new_state, desired_objects, env, router, revision=revision,
                                        stable_replicas=stable_replicas, state_version=version)
     result = RolloutResult(name, env.name, new_state, actions, objects=objects, protect=protect,
-                           message="; ".join(notes), achieved_weight=achieved)
+                           message="; ".join(notes), achieved_weight=achieved, metrics_error=metrics_error)
     if new_state.history and new_state.history[-1] is not (state.history[-1] if state.history else None):
         record = new_state.history[-1]
         result.message = "; ".join([*notes, f"{record.decision}: " + "; ".join(record.reasons)])

@@ -14,6 +14,7 @@ from typing import Any
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
+from reconciler.rollout.outage import shared_outage
 from reconciler.sync.engine import SyncResult, sync_environment
 from reconciler.sync.planner import SyncOptions
 
@@ -64,10 +65,13 @@ def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str
     if options.rollouts and env_spec.canary and options.dry_run:
         result.notes.append("dry run: canaries were not evaluated; a changed model would start a canary "
                             "rather than replace its stable version as shown")
+    outage, messages = shared_outage(rollouts)  # one Prometheus for the environment: its outage is reported once
+    if outage is not None:
+        result.notes.append(outage.line())
     for rollout in rollouts:
         result.objects.extend(rollout.results)
-        if rollout.message:
-            result.notes.append(f"canary {rollout.model}: {rollout.message}")
+        if messages.get(rollout.model):
+            result.notes.append(f"canary {rollout.model}: {messages[rollout.model]}")
     return result
 
 
