@@ -375,3 +375,36 @@ def test_pods_that_cannot_be_created_make_the_model_degraded_with_the_reason(clu
     digits = result.as_dict()["models"]["digits"]["health"]
     assert digits["status"] == "degraded", digits
     assert "FailedCreate" in str(digits["objects"]) and f"missing-{c.env}" in str(digits["objects"])
+
+
+def test_an_inventory_over_one_configmap_is_split_by_model_and_a_change_rewrites_only_its_shard(cluster, monkeypatch):
+    """At 10,000 models one ConfigMap cannot hold the inventory (1 MiB: the API server answered 422 "Too long").
+    It is split by model over several (here at 2 entries each: 6 entries, 4 ConfigMaps); a no-op pass writes
+    nothing, a one-model change rewrites that model's ConfigMap and the first (which counts them), and
+    shrinking deletes the ConfigMaps no longer needed."""
+    from reconciler.sync import inventory as inventory_module
+
+    monkeypatch.setattr(inventory_module, "SHARD_ENTRIES", 2)
+    c = cluster
+    assert sync(c, desired(c, THREE)).ok
+    prefix = f"reconciler-inventory-{c.env}"
+    maps = {o["metadata"]["name"]: o for o in c.kube.list("v1", "ConfigMap", c.namespace)
+            if o["metadata"]["name"].startswith(prefix)}
+    assert sorted(maps) == [prefix, f"{prefix}-1", f"{prefix}-2", f"{prefix}-3"]
+    assert maps[prefix]["data"]["shards"] == "4" and maps[prefix]["data"]["count"] == "6"
+    inv = load_inventory(c.kube, c.env, c.namespace)
+    assert {(r.kind, r.name) for r in inv.entries} == {(k, n) for m in THREE for k, n in
+                                                         (("Service", m), ("Deployment", f"{m}-cpu"))}
+    c.reset_counts()
+    assert counts(sync(c, desired(c, THREE))) == {"unchanged": 6}
+    assert c.writes() == 0
+    c.reset_counts()
+    assert sync(c, desired(c, {**THREE, "digits": "r/digits:2"})).ok
+    shard = inventory_module.shard_of("digits", 4)
+    written = sorted(e.name for e in c.events() if e.write)
+    assert written == sorted({"digits-cpu", prefix, inventory_module.inventory_name(c.env, shard)}), written
+    assert sync(c, desired(c, {"iris": "r/iris:1"})).ok  # 2 entries: one ConfigMap again
+    left = sorted(o["metadata"]["name"] for o in c.kube.list("v1", "ConfigMap", c.namespace)
+                  if o["metadata"]["name"].startswith(prefix))
+    assert left == [prefix]
+    assert len(load_inventory(c.kube, c.env, c.namespace).entries) == 2
