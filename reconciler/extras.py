@@ -24,9 +24,11 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 _EXTRA_OF = {module: extra for extra, modules in EXTRAS.items() for module in modules}
 
-# the heavy optional libraries: imported only inside the function that needs them, never at module level
-# (ruff TID253 with pyproject.toml's banned-module-level-imports, which must name the same: tests/test_layout.py)
-HEAVY = ("bentoml", "dvc", "hera", "kubernetes", "matplotlib", "scipy", "torch")
+# the heavy libraries: imported only inside the function that needs them, never at module level (ruff TID253
+# with pyproject.toml's banned-module-level-imports, which must name the same: tests/test_layout.py). The optional
+# ones, and the schema validators that only a render that validates needs (about a sixth of a plan's start-up)
+HEAVY = ("bentoml", "dvc", "hera", "kubernetes", "matplotlib", "scipy", "torch", "jsonschema", "jsonschema_rs",
+         "referencing")
 
 
 class MissingExtraError(ReconcilerError):

@@ -88,7 +88,7 @@ def test_the_heavy_libraries_are_named_once_and_imported_only_where_needed():
     assert {"PLC0415", "TID253"} <= set(config["select"])
     heavy_at_top = _ruff_on("reconciler/sync/planted.py", '"""x."""\nimport kubernetes\n')
     assert heavy_at_top.returncode == 1 and "TID253" in heavy_at_top.stdout
-    hidden = _ruff_on("reconciler/cli/planted.py", '"""x."""\n\n\ndef f():\n    import json\n    return json\n')
+    hidden = _ruff_on("reconciler/sync/planted.py", '"""x."""\n\n\ndef f():\n    import json\n    return json\n')
     assert hidden.returncode == 1 and "PLC0415" in hidden.stdout
     lazy_heavy = _ruff_on("reconciler/cli/planted.py", '"""x."""\n\n\ndef f():\n    import bentoml\n    return bentoml\n')
     assert lazy_heavy.returncode == 0, lazy_heavy.stdout

@@ -16,7 +16,8 @@ import pytest
 from reconciler import labels
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.run.lease import LeaderGuard, LeaseLock
-from reconciler.run.loop import Failure, Reconciler, Record, RunConfig, load_record, next_step, reconcile_once
+from reconciler.run.loop import Reconciler, RunConfig, next_step, reconcile_once
+from reconciler.run.record import Failure, Record, load_record
 from reconciler.source.git import GitMirror
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef

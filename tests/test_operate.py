@@ -8,7 +8,8 @@ import pytest
 from reconciler.errors import ReconcilerError
 from reconciler.results import Action, Summary
 from reconciler.run import history
-from reconciler.run.loop import REQUEST_ANNOTATION, Record, next_step
+from reconciler.run.loop import next_step
+from reconciler.run.record import REQUEST_ANNOTATION, Record
 from reconciler.run.notify import commit_status, message
 from reconciler.run.status import EnvironmentStatus, ModelStatus, to_markdown, to_text
 from reconciler.sync.server_diff import field_changes, normalize

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from reconciler.cli import app
 from reconciler.results import ObjectRef
 from reconciler.run import history
-from reconciler.run.loop import GitMirror, Reconciler, RunConfig, load_record, reconcile_once, request_reconcile
+from reconciler.run.loop import GitMirror, Reconciler, RunConfig, reconcile_once
+from reconciler.run.record import load_record, request_reconcile
 from reconciler.run.notify import Notifier
 from reconciler.run.status import gather
 

@@ -141,7 +141,8 @@ def test_sync_rev_applies_only_trusted_signatures(envtest, envtest_repo, keys):
 
 def test_the_loop_keeps_the_last_verified_commit_applied(envtest, envtest_repo, keys, tmp_path):
     from reconciler.cluster.identity import Target
-    from reconciler.run.loop import Reconciler, RunConfig, load_record
+    from reconciler.run.loop import Reconciler, RunConfig
+    from reconciler.run.record import load_record
     from reconciler.sync.engine import SyncOptions
 
     root, ns = envtest_repo.root, envtest_repo.namespaces["dev"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from reconciler.errors import ArgoError
+import requests
 
 DEFAULT_NAMESPACE = "argo"
 
@@ -62,7 +63,6 @@ def _ui_url(config: ArgoConfig, namespace: str, name: str) -> str:
 
 def _translate(exc: Exception, config: ArgoConfig, action: str, namespace: str) -> ArgoError:
     """One ArgoError, with a fix, for whatever hera / requests raised."""
-    import requests
     from hera import exceptions as hx
 
     where = f"Argo server {config.host}"

@@ -32,6 +32,8 @@ import yaml
 from reconciler import labels
 from reconciler.errors import BuildError, SpecProblem, UnsafePathError
 from reconciler.source.hashing import ModelHash
+from pipelines.locks import PYTORCH_INDEXES, canonical, index_options
+from reconciler.catalog.accelerators import merge_bentofile
 
 VERSION_FILE = "gitops-version.json"  # pipelines.serving.VERSION_FILE: read by the service
 ENGINES = ("docker", "podman", "buildah", "nerdctl", "buildctl")  # `bentoml containerize` backends
@@ -112,7 +114,6 @@ def python_packages(config: dict, lock: list[str], own: list[str]) -> None:
     installs the versions the model trained with); a kind overlay's pin replaces the lock's (an image pins its
     own torch build: images.gpu.bentofile in model.yaml). Then the package indexes the final pins need
     (PyTorch's variant index for a +cpu / +cuXXX pin) are set. In place."""
-    from pipelines.locks import PYTORCH_INDEXES, canonical, index_options
 
     python = config.setdefault("python", {})
     if not isinstance(python, dict):
@@ -179,7 +180,6 @@ def stage_context(files: dict[str, Path], bentofile: Path, *, service: str, name
 
     own_packages = list((config.get("python") or {}).get("packages") or []) if isinstance(config.get("python"), dict) else []
     if overlay:
-        from reconciler.catalog.accelerators import merge_bentofile
 
         for rel, text in (overlay.get("files") or {}).items():
             (dest / rel).write_text(text, encoding="utf-8")

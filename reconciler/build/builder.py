@@ -42,6 +42,19 @@ from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.build.artifacts import fetch_model
 from reconciler.build.bento import staged_files
 from reconciler.catalog.image_lock import ImageStore, images_file, tagged_image
+from reconciler.build import bento
+from reconciler.build.argo import ArgoConfig, submit
+from reconciler.build.bento import bentoml_home, container_engine
+from reconciler.build.pipeline_runner import render_workflow
+from reconciler.catalog.accelerators import merge_bentofile, neuron_sdk
+from reconciler.catalog.kinds import kind_overlay
+from reconciler.catalog.load import load_catalog, unknown_model_fix
+from reconciler.catalog.load import model_kinds
+from reconciler.errors import ArtifactError
+from reconciler.source.git import head_sha
+from reconciler.source.hashing import weights_md5
+from reconciler.build.registry import image_commit, registry_digest
+from reconciler.catalog import environments
 
 STEPS = ("hash", "fetch", "build", "image")
 BENTO_URL_ENV = "RECONCILER_BENTO_URL"  # where the cluster downloads exported bentos: a template with {model} {tag}
@@ -117,8 +130,6 @@ Progress = Callable[[str, str, str], None]  # (model, step, state: running|done|
 def build_models(root: Path, models: Iterable[str] | None = None, options: BuildOptions | None = None,
                  progress: Progress | None = None) -> BuildReport:
     """Build every (or the named) model of the repository at `root`'s working tree."""
-    from reconciler.build.bento import bentoml_home, container_engine
-    from reconciler.catalog.load import load_catalog, unknown_model_fix
 
     options = options or BuildOptions()
     if options.base_image is None and os.environ.get(BASE_IMAGE_ENV, "").strip():
@@ -163,23 +174,6 @@ def build_models(root: Path, models: Iterable[str] | None = None, options: Build
     return report
 
 
-def model_kinds(catalog, entry, environment: str | None = None) -> list[AcceleratorKind]:
-    """The pool kinds a model is served from (in one environment, or in any): one image per kind.
-    cpu first, then gpu, then inferentia."""
-    from reconciler.catalog.load import placements
-
-    envs = [catalog.environments[environment]] if environment in catalog.environments else \
-        list(catalog.environments.values())
-    kinds: set[AcceleratorKind] = set()
-    for env in envs:
-        try:
-            kinds |= {p.kind for p in placements(entry, env, catalog.pools)}
-        except ReconcilerError:
-            continue  # reported by the catalog as the model's error
-    order = list(AcceleratorKind)
-    return sorted(kinds or {AcceleratorKind.cpu}, key=order.index)
-
-
 def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, store: ImageStore,
                options: BuildOptions, engine: str | None, clients: dict, notify: Progress) -> ModelBuild:
     """Build the model's bento and image for every pool kind it is served from (a kind's failure fails the model)."""
@@ -216,9 +210,6 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
                 options: BuildOptions, engine: str | None, clients: dict, notify: Progress, result: ModelBuild,
                 fetched: bool) -> bool:
     """One kind's bento and image into `result`; returns whether the DVC artifacts are fetched."""
-    from reconciler.build import bento
-    from reconciler.build.registry import image_commit, registry_digest  # httpx: only when building
-
     name, version = entry.name, image_tag(model_hash, kind)
     step = "image"
     notes: list[str] = []
@@ -305,13 +296,11 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
 
 def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
     """What the service returns per request: content hash, the commit built from, the weights' DVC md5s."""
-    from reconciler.source.git import head_sha
 
     try:
         commit = head_sha(root)
     except ReconcilerError:
         commit = "unknown"
-    from reconciler.source.hashing import weights_md5
 
     weights = weights_md5(model_hash, entry.path.relative_to(root).as_posix())
     return {"model": entry.name, "model_hash": model_hash.digest, "git_commit": commit, "weights_md5": weights}
@@ -319,10 +308,6 @@ def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
 
 def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu,
                  base_image: str | None = None):
-    from reconciler.build import bento
-    from reconciler.catalog import environments  # environments.lock_pins: what its Bento installs
-    from reconciler.errors import ArtifactError
-
     folder = entry.path.relative_to(root).as_posix()
     files, shared = staged_files(root, folder, model_hash)
     for src in [*files.values(), entry.path / entry.spec.bentofile]:  # nothing outside the repository is staged
@@ -345,8 +330,6 @@ def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None
     cpu kind, the build machine's `base_image` (BuildOptions.base_image / $RECONCILER_BENTO_BASE_IMAGE) as
     `docker.base_image` over all of them. The base is not part of the content hash: a Bento store or registry
     that holds images built on another base keeps them under the same tag (use one store per base)."""
-    from reconciler.catalog.accelerators import merge_bentofile, neuron_sdk
-    from reconciler.catalog.kinds import kind_overlay
 
     own = getattr(spec.images, kind.value, None)
     sdk = neuron_sdk(own.neuron_sdk) if own is not None and own.neuron_sdk else None
@@ -361,9 +344,6 @@ def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None
 def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
                 options: BuildOptions, kind: AcceleratorKind = AcceleratorKind.cpu) -> tuple[str, bool]:
     """Hand the image build to the image-build Argo Workflow (pipelines/build_image.py via reconciler.build.argo)."""
-    from reconciler.build import bento
-    from reconciler.build.argo import ArgoConfig, submit
-    from reconciler.build.pipeline_runner import render_workflow
 
     url_template = os.environ.get(BENTO_URL_ENV)
     if not url_template:

@@ -28,6 +28,24 @@ from reconciler.catalog.environments import platform_path, training_python  # no
 from reconciler.catalog.accelerators import recipe_for
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
+from pipelines import steps
+from pipelines.build_image import build_image_workflow
+from pipelines.common import DvcConfigError
+from pipelines.common import Operations, RunContext
+from pipelines.locks import LockError, read_lock
+from pipelines.locks import lock_relpath
+from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for
+from pipelines.numerics import pinned_environ
+from pipelines.steps import StepError
+from pipelines.steps import load_recipe
+from pipelines.steps import TRAIN_FILE
+from pipelines.train import train_workflow
+from reconciler.build.artifacts import committed_remotes
+from reconciler.source.artifacts import default_remote
+from reconciler.catalog.load import load_catalog, model_kinds, placements, unknown_model_fix
+from reconciler.source.git import head_sha, open_repo
+from reconciler.source.hashing import model_hashes
+import yaml
 
 PIPELINES = ("train", "build-image", "neuron-compile")
 
@@ -54,7 +72,6 @@ class ModelRun:
 def declared_outputs(root: Path, model: str) -> tuple[str, ...]:
     """What training writes, as model.yaml declares it: each artifact pointer's output (`model.pt.dvc` ->
     `model.pt`, `weights.dvc` -> the `weights` folder), in declaration order; model.pkl when none is declared."""
-    import yaml
 
     shown = f"models/{model}/model.yaml"
     try:
@@ -68,7 +85,6 @@ def declared_outputs(root: Path, model: str) -> tuple[str, ...]:
 
 def trainable_models(root: Path) -> list[str]:
     """Model folders (models/<name>/model.yaml) that have their own training entry point (train.py)."""
-    from pipelines.steps import TRAIN_FILE
 
     folder = root / "models"
     return sorted(p.name for p in folder.iterdir() if (p / "model.yaml").is_file() and (p / TRAIN_FILE).is_file()) \
@@ -82,8 +98,6 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
     Writes models/<m>/model.pkl, metrics.json and (register) model.pkl.dvc + .gitignore. Raises
     ReconcilerError for an unknown model or a failed step, ArtifactError when DVC fails.
     """
-    from pipelines import steps
-    from pipelines.locks import lock_relpath
 
     root = Path(root).resolve()
     names = list(models) if models else trainable_models(root)
@@ -92,7 +106,6 @@ def run_train(root: Path, models: Sequence[str] | None = None, *, register: bool
                               fix="run from the repository root, or pass --repo")
     for name in names:
         if not (root / "models" / name / "model.yaml").is_file():
-            from reconciler.catalog.load import unknown_model_fix
 
             raise ReconcilerError(f"models/{name}/model.yaml not found under {root}", fix=unknown_model_fix(root, name))
         try:
@@ -138,7 +151,6 @@ def step_process(step: str, model: str, model_dir: Path, root: Path, seed: int, 
     SIMD loops, one thread) must be set before numpy loads, and this process loaded it long ago: training
     in-process would give other weights on another CPU. Raises StepError with the step's own message.
     """
-    from pipelines.numerics import pinned_environ
 
     command = [python or sys.executable, "-m", "pipelines.steps", step, "--model", model, "--model-dir",
                str(model_dir), "--seed", str(seed), "--repo-root", str(root)]
@@ -155,7 +167,6 @@ def step_process(step: str, model: str, model_dir: Path, root: Path, seed: int, 
 
 def _step_failure(stderr: str, model: str, step: str) -> Exception:
     """The StepError a failed step process printed (`error: ...` / `  fix: ...`), else its last line."""
-    from pipelines.steps import StepError
 
     lines = [line for line in stderr.splitlines() if line.strip()]
     for at, line in enumerate(lines):
@@ -191,8 +202,6 @@ def _register(run: ModelRun, root: Path, steps: Any, push: bool) -> str:
 
 def serving_kinds(root: Path, model: str, environment: str) -> list[str]:
     """The pool kinds `model` is served from in `environment`: one image (one build-image workflow) each."""
-    from reconciler.catalog.load import load_catalog, unknown_model_fix
-    from reconciler.build.builder import model_kinds
 
     catalog = load_catalog(Path(root).resolve(), only={model})
     if model in catalog.errors:
@@ -209,8 +218,6 @@ def origin_url(root: Path) -> str:
 
 
 def _git_defaults(root: Path, commit: str | None, repo_url: str | None) -> tuple[str, str]:
-    from reconciler.source.git import head_sha, open_repo
-
     commit = commit or head_sha(root)
     if repo_url is None:
         repo = open_repo(root)
@@ -231,7 +238,6 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
     DVC remote and its credentials Secret, the git credentials Secret); PR number and branch labels from GitHub Actions' variables.
     build-image builds the image of one pool kind (`kind`, or the pool's, default the first pool's):
     `serving_kinds` lists the kinds a model needs one image each for."""
-    from reconciler.catalog.load import load_catalog, placements, unknown_model_fix
 
     if pipeline not in PIPELINES:
         raise ReconcilerError(f"no pipeline named {pipeline!r}", fix=f"use one of: {', '.join(PIPELINES)}")
@@ -243,7 +249,6 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
         raise ReconcilerError(f"no model named {model!r} in {root / 'models'}", fix=unknown_model_fix(root, model))
     entry = catalog.models[model]
     if pipeline == "train":
-        from pipelines.steps import StepError, load_recipe
 
         try:
             load_recipe(model, root)  # fail early: the workflow would run models/<model>/train.py
@@ -252,19 +257,13 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
     env = catalog.environment(environment)
     commit, repo_url = _git_defaults(root, commit, repo_url)
     if model_hash is None:
-        from reconciler.source.hashing import model_hashes
 
         model_hash = model_hashes(root, None, [entry])[model].digest
-    from pipelines.common import Operations, RunContext
 
     operations, run = Operations.from_environment(env), RunContext.from_env()
     namespace = namespace or env.pipelines.namespace
     try:
         if pipeline == "train":
-            from pipelines.common import DvcConfigError
-            from pipelines.locks import LockError, read_lock
-            from pipelines.train import train_workflow
-            from reconciler.build.artifacts import committed_remotes
 
             try:
                 lock = read_lock(root, model)
@@ -281,10 +280,6 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
                                       outputs=declared_outputs(root, model))
             except DvcConfigError as exc:
                 raise ReconcilerError(exc.message, fix=exc.fix) from None
-        from pipelines.build_image import build_image_workflow
-        from pipelines.locks import LockError, read_lock
-        from pipelines.neuron_compile import neuron_compile_workflow, neuron_options_for
-        from pipelines.steps import StepError, load_recipe
 
         chosen = placements(entry, env, catalog.pools)
         if pool is not None:
@@ -332,7 +327,6 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
 
 def push_note(root: Path, pushed: bool, models: Sequence[str]) -> str:
     """One plain sentence: were the weights pushed to the DVC remote, and what follows if not."""
-    from reconciler.build.artifacts import default_remote
 
     remote = default_remote(root)
     where = f"DVC remote {remote[0]!r} ({remote[1]})" if remote else "the DVC remote (none is configured)"

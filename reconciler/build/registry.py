@@ -25,6 +25,7 @@ import httpx
 
 from reconciler import net
 from reconciler.errors import RegistryError
+from reconciler.labels import GIT_COMMIT
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -263,7 +264,6 @@ def registry_digest(tagged: str, clients: dict) -> str | None:
 def image_commit(tagged: str, clients: dict, notes: list[str]) -> str | None:
     """The commit an image in the registry was built from: its `gitops.ml/git-commit` label (both image
     builds set it from the bento's gitops-version.json). None when it has none or cannot be read (said in `notes`)."""
-    from reconciler.labels import GIT_COMMIT
 
     client, ref = _client(tagged, clients)
     try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from pipelines.locks import LockError, index_options, lock_digest, read_lock
 from pipelines.locks import lock_file as find_lock
 from reconciler.errors import ReconcilerError
+import configparser
 
 VENV_CACHE_ENV = "RECONCILER_VENV_CACHE"  # where per-lock training environments live (default ~/.cache/...)
 INSTALL_TIMEOUT = 1800.0
@@ -46,7 +47,6 @@ PIP_CONFIGS = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.pip/pip.conf", "~/.
 def _find_links() -> list[str]:
     """The local wheel folders pip is configured with (`find-links` of pip's config files, and PIP_FIND_LINKS):
     uv reads neither, and a machine may keep wheels there that its index does not serve (a +cpu torch build)."""
-    import configparser
 
     found: list[str] = []
     for name in PIP_CONFIGS:

@@ -19,6 +19,8 @@ from reconciler.catalog.images import image_key, image_ref, pinned
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import SpecError
 from reconciler.source.hashing import ModelHash
+from reconciler import labels as L
+from reconciler.source.hashing import weights_md5, weights_md5_value
 
 
 IMAGES_LOCK = "images.lock.json"  # at the repository top, committed: tagged image -> digest
@@ -174,8 +176,6 @@ def model_versions(catalog, hashes: dict[str, ModelHash], env=None, *,
     like resolve_images: the rendering commit is never used (it would restart every pod on every commit);
     the build commit changes only with the image, so it restarts nothing the image change does not.
     """
-    from reconciler import labels as L
-    from reconciler.source.hashing import weights_md5, weights_md5_value
 
     env_spec = catalog.environment(env) if isinstance(env, str) else env
     if env_spec is not None and store is None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.errors import SpecError, SpecProblem, UnsafePathError, closest, did_you_mean
+from reconciler.errors import ReconcilerError, SpecError, SpecProblem, UnsafePathError, closest, did_you_mean
 from reconciler.catalog.buckets import threshold_problems
 from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.kinds import AcceleratorKind
@@ -21,6 +21,7 @@ from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.catalog.training import lock_problems
 from reconciler.labels import MODEL as MODEL_LABEL
 from reconciler.source import guard
+from reconciler.catalog.accelerators import NEEDS_COMPILE, NEURON_SDKS, compile_problem
 
 MODELS_DIR = "models"
 ENVIRONMENTS_DIR = "environments"
@@ -271,8 +272,6 @@ def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool])
 
 
 def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
-    from reconciler.catalog.accelerators import NEEDS_COMPILE, NEURON_SDKS, compile_problem
-
     problems = []
     file = f"{entry.rel}/{MODEL_FILE}"
     inferentia = entry.spec.images.inferentia
@@ -336,3 +335,18 @@ def placements(entry: ModelEntry, env: EnvironmentSpec, pools: dict[str, Pool]) 
         if pool not in result:
             result.append(pool)
     return result
+
+
+def model_kinds(catalog: Catalog, entry: ModelEntry, environment: str | None = None) -> list[AcceleratorKind]:
+    """The pool kinds a model is served from (in one environment, or in any): one image per kind.
+    cpu first, then gpu, then inferentia."""
+    envs = [catalog.environments[environment]] if environment in catalog.environments else \
+        list(catalog.environments.values())
+    kinds: set[AcceleratorKind] = set()
+    for env in envs:
+        try:
+            kinds |= {p.kind for p in placements(entry, env, catalog.pools)}
+        except ReconcilerError:
+            continue  # reported by the catalog as the model's error
+    order = list(AcceleratorKind)
+    return sorted(kinds or {AcceleratorKind.cpu}, key=order.index)

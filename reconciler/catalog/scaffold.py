@@ -17,6 +17,8 @@ from pathlib import Path
 
 from reconciler.catalog.fields import DNS1123_LABEL, dns_label_fix
 from reconciler.errors import ReconcilerError, closest, did_you_mean
+import json
+import yaml
 
 MODELS_DIR = "models"
 # the source's trained state: never copied into a new model
@@ -87,8 +89,6 @@ def fit_spec(model_yaml: str, name: str, *, description: str | None, architectur
 
 
 def _yaml_string(value: str) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
 
 
@@ -100,7 +100,6 @@ def service_class(model_yaml: str) -> str | None:
 
 def _dvc_outputs(folder: Path) -> set[str]:
     """Files the source's DVC pointers track (their weights), relative to the folder."""
-    import yaml
 
     outs: set[str] = set()
     for pointer in folder.glob("*.dvc"):

@@ -28,7 +28,7 @@ from reconciler.errors import ReconcilerError, closest, did_you_mean
 from reconciler.labels import MANAGER
 from reconciler.plan.desired import desired_at
 from reconciler.run import history
-from reconciler.run.loop import request_reconcile
+from reconciler.run.record import request_reconcile
 from reconciler.run.notify import Notifier
 from reconciler.run.rollback import rollback
 from reconciler.run.status import EnvironmentStatus, gather, to_markdown, to_text

@@ -21,6 +21,9 @@ from typing import Any
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ClusterIdentityError, KubeError
 from reconciler.results import ObjectRef
+from reconciler.catalog.files import load
+from reconciler.catalog.specs import EnvironmentSpec
+from reconciler.cluster.kube import KubeClient, _default_kubeconfig_exists
 
 KUBE_SYSTEM = ObjectRef("v1", "Namespace", None, "kube-system")
 UID_COMMAND = "kubectl get namespace kube-system -o jsonpath='{.metadata.uid}'"
@@ -122,7 +125,6 @@ def connect(environment: str, cluster: Any, *, repo: Path | None = None, kubecon
     kubeconfig: --kubeconfig, else the environment's cluster.kubeconfig (relative to the repository),
     else $KUBECONFIG / ~/.kube/config, else the in-cluster ServiceAccount.
     """
-    from reconciler.cluster.kube import KubeClient, _default_kubeconfig_exists
 
     path = str(kubeconfig) if kubeconfig else None
     if path is None and getattr(cluster, "kubeconfig", None):
@@ -140,7 +142,6 @@ def connect(environment: str, cluster: Any, *, repo: Path | None = None, kubecon
 
 def run_target(client: Cluster, kubeconfig: str | Path | None, context: str | None) -> Target:
     """The Target of a client made for `run` (one client for every environment it reconciles)."""
-    from reconciler.cluster.kube import _default_kubeconfig_exists
 
     path = str(kubeconfig) if kubeconfig else None
     if path is None and not _default_kubeconfig_exists():
@@ -151,8 +152,6 @@ def run_target(client: Cluster, kubeconfig: str | Path | None, context: str | No
 
 def environment_cluster(repo: Path, environment: str) -> Any:
     """The `cluster` of an environment as the working tree declares it (the commit's is checked again)."""
-    from reconciler.catalog.files import load
-    from reconciler.catalog.specs import EnvironmentSpec
 
     rel = f"environments/{environment}/environment.yaml"
     return load(EnvironmentSpec, Path(rel), display=rel, root=Path(repo).resolve()).cluster

@@ -40,6 +40,7 @@ from reconciler.errors import (Conflict, Forbidden, Invalid, KubeError, NoKindMa
 from reconciler.results import ObjectRef
 
 from reconciler.cluster.protocol import Cluster, PatchType
+import os
 
 CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
@@ -519,14 +520,11 @@ def _urllib3_timeout(timeout: float | tuple[float, float] | None) -> Any:
 
 def kubeconfig_location() -> str:
     """Where a kubeconfig is looked for when none is given: $KUBECONFIG, else ~/.kube/config."""
-    import os
 
     return os.environ.get("KUBECONFIG") or "~/.kube/config"
 
 
 def _default_kubeconfig_exists() -> bool:
-    import os
-
     env = os.environ.get("KUBECONFIG")
     if env:
         return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)

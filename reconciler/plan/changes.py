@@ -19,7 +19,7 @@ from reconciler import labels as L
 from reconciler.plan import cost
 from reconciler.plan.fields import FieldChange, field_changes
 from reconciler.plan.review import ModelReview, metric_rows
-from reconciler.render.environment import without_content_hash
+from reconciler.render.content_hash import without_content_hash
 from reconciler.render.server_rules import immutable_changes
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
 

@@ -28,6 +28,9 @@ from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
 from reconciler.render.environment import EnvironmentRender, render_environment, render_keys
 from reconciler.source import git as source
 from reconciler.source.hashing import ModelHash, changed_models, describe, model_hashes
+from reconciler.render.secrets import plan_secrets
+from reconciler.render.secrets import redacted
+import importlib.util
 
 
 METRICS_FILE = "metrics.json"
@@ -122,7 +125,7 @@ def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None =
     with contextlib.ExitStack() as stack:
         state = render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
     if rev is not None and cache is not None and cache.folder is not None:
-        record_outcomes(root, rev, state, cache)
+        record_outcomes(root, rev, state.catalog, state.renders, cache)
     if cache is not None and cache.writes:
         cache.prune_if_due()
     return state
@@ -157,7 +160,6 @@ def model_views(state: DesiredState, env: str) -> dict[str, ModelView]:
 def planned_objects(state: DesiredState, env: str) -> dict[str, list[dict]]:
     """The objects a plan compares: the rendered ones, and each SOPS Secret as a redacted stand-in
     (its keys and digests of their ciphertext: a plan shows which keys changed, never a value)."""
-    from reconciler.render.secrets import redacted
 
     objects = state.objects_by_model(env)
     render = state.renders.get(env)
@@ -176,7 +178,6 @@ def secret_changes(before: DesiredState, after: DesiredState, env: str) -> dict[
 
 def secret_plan(before: DesiredState, after: DesiredState, env: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     """What sync will do with each model's SOPS Secrets: (key changes, errors) per model; see plan_secrets."""
-    from reconciler.render.secrets import plan_secrets
 
     return plan_secrets(before.renders.get(env), after.renders.get(env))
 
@@ -272,7 +273,6 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
     plan = Plan(base=before.revision, head=after.revision)
     missing: dict[str, ReconcilerError] = {}
     if root is not None:
-        import importlib.util
 
         if importlib.util.find_spec("dvc") is None:
             plan.notes.append("DVC-tracked weights were not checked against the DVC remote: dvc is not installed "
@@ -346,9 +346,9 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         plan = _assemble(old, new, paths, environments, False, scope is None, dvc_root)
         plan.hints.extend(notes)
     if cache.folder is not None:
-        record_outcomes(root, base, old, cache)
+        record_outcomes(root, base, old.catalog, old.renders, cache)
         if head is not None:
-            record_outcomes(root, head, new, cache)
+            record_outcomes(root, head, new.catalog, new.renders, cache)
     if cache.writes:
         cache.prune_if_due()  # bounded by age and size (guard.Limits): least recently used first
     return plan

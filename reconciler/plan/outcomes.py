@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from reconciler.catalog.load import MODELS_DIR
+from reconciler.catalog.load import MODELS_DIR, Catalog
 from reconciler.render.cache import RenderCache, outcome_key, outcome_set_key, renderer_id
+from reconciler.render.environment import EnvironmentRender
 from reconciler.render.hydrate import BRANCH_PREFIX, METADATA
 from reconciler.render.kustomize import KustomizeTimeout
 from reconciler.source import branches
 from reconciler.source import git as source
-
-if TYPE_CHECKING:
-    from reconciler.plan.desired import DesiredState
 
 INERT_PATHS = (".github/",)  # prefixes no render reads
 INERT_SUFFIXES = (".md", ".rst")
@@ -65,19 +62,20 @@ def shared_digest(root: Path, rev: str) -> str:
     return hashlib.sha256(json.dumps(files, separators=(",", ":")).encode()).hexdigest()
 
 
-def record_outcomes(root: Path, rev: str, state: DesiredState, cache: RenderCache) -> None:
-    """Record, per model loaded in a state rendered from a commit, the environments it failed in
+def record_outcomes(root: Path, rev: str, catalog: Catalog, renders: Mapping[str, EnvironmentRender],
+                    cache: RenderCache) -> None:
+    """Record, per model of a catalog loaded and rendered from a commit (a desired state's catalog and renders), the environments it failed in
     (or that it rendered): what a later incremental plan reads for models its change does not touch.
     A model whose outcome is not known in every environment rendered (a timeout) is not recorded."""
-    if not state.renders:
+    if not renders:
         return
     trees = source.folder_trees(root, rev, MODELS_DIR)
     shared = shared_digest(root, rev)
-    for name in sorted(set(state.catalog.models) | set(state.catalog.errors)):
+    for name in sorted(set(catalog.models) | set(catalog.errors)):
         if name not in trees:
             continue
         errors: dict[str, str | None] = {}
-        for env, render in state.renders.items():
+        for env, render in renders.items():
             exc = render.errors.get(name)
             if isinstance(exc, KustomizeTimeout):
                 break

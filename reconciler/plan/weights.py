@@ -25,6 +25,7 @@ from reconciler.errors import ReconcilerError, SpecError
 from reconciler.plan.trace import trace_errors
 from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, changed_models
+from reconciler.source.artifacts import artifact_error, default_remote, missing_outputs, remote_objects, tracked_outputs
 
 
 def _default_local_remote(root: Path) -> Path | None:
@@ -152,7 +153,6 @@ def artifact_errors(root: Path, before: dict[str, ModelHash], after: dict[str, M
     weights were checked when they changed. Existence checks only; nothing is downloaded. With the `catalog`,
     a model whose compile recipe asks for it is traced on CPU with its declared shapes (plan/trace.py).
     """
-    from reconciler.build.artifacts import artifact_error, default_remote, missing_outputs, remote_objects, tracked_outputs
 
     outputs = {}
     for name in changed_models(before, after):

@@ -42,6 +42,8 @@ from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.errors import RenderError
 from reconciler.source import guard
+from reconciler.render.kustomize import kubectl_binary
+import reconciler
 
 FORMAT = "render-cache/v1"
 PRUNE_EVERY = 600.0  # seconds: the commands that write the cache prune it at most this often
@@ -53,8 +55,6 @@ POOL_FIELDS_NOT_RENDERED = {"hourly_price"}
 @functools.lru_cache(maxsize=1)
 def renderer_id() -> str:
     """The renderer's version: its own source (render/, catalog/, labels.py) and kubectl's binary."""
-    import reconciler
-    from reconciler.render.kustomize import kubectl_binary
 
     top = Path(reconciler.__file__).parent
     h = hashlib.sha256(FORMAT.encode())

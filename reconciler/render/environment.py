@@ -11,9 +11,7 @@ content, which is what sync compares to skip unchanged objects.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from reconciler.catalog.effective import effective_serving
 from reconciler.catalog.files import read_yaml
 from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.render.secrets import read_sealed
+from reconciler.render.content_hash import content_hash, with_content_hash
 
 @dataclass
 class ModelRender:
@@ -76,29 +75,6 @@ class EnvironmentRender:
 def dump_objects(objects: list[dict]) -> str:
     """A YAML stream of rendered objects, keys sorted (render.emit: PyYAML's meaning, ~10x its speed)."""
     return emit.dump_all(objects)
-
-
-def without_content_hash(obj: dict) -> dict:
-    """A shallow copy of the object without the content-hash annotation (and no empty annotations)."""
-    meta = dict(obj.get("metadata", {}))
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != L.CONTENT_HASH}
-    if annotations:
-        meta["annotations"] = annotations
-    else:
-        meta.pop("annotations", None)
-    return {**obj, "metadata": meta}
-
-
-def content_hash(obj: dict) -> str:
-    """sha256 of the object's canonical JSON, leaving out the content-hash annotation itself."""
-    canonical = json.dumps(without_content_hash(obj), sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def with_content_hash(obj: dict) -> dict:
-    meta = obj.setdefault("metadata", {})
-    meta.setdefault("annotations", {})[L.CONTENT_HASH] = content_hash(obj)
-    return obj
 
 
 _VALIDATED: dict[str, list[str]] = {}  # content hash -> schema problems: each distinct content is validated once

@@ -33,6 +33,7 @@ import yaml_rs
 from reconciler.catalog.files import read_yaml
 from reconciler.errors import RenderError, SpecError, UnsafeSourceError
 from reconciler.source import guard
+import stat
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
@@ -273,8 +274,6 @@ def _check_reference(root: Path, current: Path, rel: str, field_name: str, value
 
 
 def _file_type(path: Path) -> str:
-    import stat
-
     mode = path.lstat().st_mode
     return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
             "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")

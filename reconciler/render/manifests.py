@@ -23,6 +23,7 @@ from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.catalog.images import image_key
 from reconciler.render.autoscaling import autoscaler
+from reconciler.errors import ValidationError
 
 CONTAINER = "bento"
 PROBE_PERIOD = 5  # seconds between startupProbe attempts: the budget is PROBE_PERIOD x failureThreshold
@@ -324,7 +325,6 @@ def undeclared_priority_classes(objects: list[dict], env: EnvironmentSpec) -> li
 
 def check_priority_classes(objects: list[dict], env: EnvironmentSpec, model: str) -> None:
     """Raise ValidationError naming every pod template of ``model`` whose PriorityClass ``env`` does not declare."""
-    from reconciler.errors import ValidationError
 
     missing = undeclared_priority_classes(objects, env)
     if missing:

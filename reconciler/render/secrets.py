@@ -36,6 +36,8 @@ import yaml
 
 from reconciler import labels as L
 from reconciler.errors import SecretError, SpecError
+from reconciler.render.content_hash import with_content_hash
+from reconciler.render.manifests import ownership_labels
 
 SECRETS_DIR = "secrets"
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's own limit for a Secret
@@ -192,7 +194,6 @@ def _first_line(stderr: bytes) -> str:
 def unseal(sealed: SealedSecret, key: str, env: Any) -> dict:
     """The Secret object to apply: decrypted, checked (never ciphertext, never empty), labelled like the
     model's other objects, in the environment's namespace."""
-    from reconciler.render.manifests import ownership_labels
 
     plain = decrypt(sealed, key)
     plain.pop("sops", None)
@@ -298,8 +299,6 @@ def _comparable(sealed: SealedSecret, key: str | None) -> dict[str, str]:
 
 def redacted(sealed: SealedSecret, env: Any) -> dict:
     """A stand-in of the Secret for plans: its keys, each with a digest of its *ciphertext*, never a value."""
-    from reconciler.render.environment import with_content_hash
-    from reconciler.render.manifests import ownership_labels
 
     data = {k: f"(encrypted, {hashlib.sha256(v.encode()).hexdigest()[:12]})" for k, v in sorted(sealed.keys.items())}
     return with_content_hash({"apiVersion": "v1", "kind": "Secret",

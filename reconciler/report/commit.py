@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from reconciler.errors import SourceError
 from reconciler.rollout.state import RolloutState
+from reconciler.report.markdown import report_markdown
+from reconciler.report.rollout import write_png
+from reconciler.source.git import branch_worktree, fetch_branch, push_branch
 
 REPORTS = "reports"
 
@@ -50,9 +53,6 @@ def blob_url(repository: str, commit: str, path: str, server: str = "https://git
 def commit_report(repo_root: Path, state: RolloutState, *, prefix: str = "rendered/", remote: str | None = "origin",
                   source_commit: str | None = None) -> ReportCommit:
     """Commit the report of ``state`` to ``<prefix><env>`` (keeping everything the branch holds) and push it."""
-    from reconciler.report.github import report_markdown
-    from reconciler.report.rollout import write_png
-    from reconciler.source.git import branch_worktree, fetch_branch, push_branch
 
     branch = f"{prefix}{state.environment}"
     md_path, png_path = report_paths(state)

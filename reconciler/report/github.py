@@ -12,12 +12,18 @@ PNG the caller has put somewhere a reviewer can open (a workflow artifact, or th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from collections.abc import Mapping
 from typing import Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.rollout.state import Phase, RolloutState
+from pathlib import Path
+from reconciler import net
+from reconciler.report.commit import blob_url, commit_report
+from reconciler.report.markdown import report_markdown
+from reconciler.report.rollout import write_png
+from reconciler.rollout.machine import Promote, Rollback
+import httpx
 
 API = "https://api.github.com"
 
@@ -34,53 +40,6 @@ def status_state(state: RolloutState) -> str:
     return "pending"
 
 
-def _cell(text: Any) -> str:
-    """Markdown table cell: pipes and newlines would break the row."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _figures(metrics: dict[str, Any] | None) -> str:
-    if not metrics:
-        return "no data"
-    parts = []
-    if metrics.get("error_rate") is not None:
-        parts.append(f"err {metrics['error_rate']:.2%}")
-    if metrics.get("p95_ms") is not None:
-        parts.append(f"p95 {metrics['p95_ms']:.0f} ms")
-    if metrics.get("requests") is not None:
-        parts.append(f"{metrics['requests']:.0f} req")
-    return ", ".join(parts) or "no data"
-
-
-def report_markdown(state: RolloutState, chart_url: str | None = None) -> str:
-    """The PR comment: outcome, then one row per decision (weight set / achieved, both tracks, why)."""
-    old = state.replaced_revision if state.phase is Phase.promoted else state.stable_revision
-    lines = [f"### Canary of `{state.model}` in `{state.environment}`: {state.phase.value.replace('_', ' ')}",
-             "", f"`{old or '-'}` -> `{state.canary_revision or '-'}`"
-             + (f" ({state.replaced_pool or state.stable_pool} -> {state.canary_pool})"
-                if state.canary_pool and (state.replaced_pool or state.stable_pool) != state.canary_pool else ""),
-             ""]
-    if state.outcome:
-        lines += [f"**Outcome:** {_cell(state.outcome)}", ""]
-    if chart_url:
-        lines += [f"![rollout chart]({chart_url})", ""]
-    from reconciler.report.rollout import guard_line
-
-    if guard_line(state):
-        lines += [f"**Last judgement:** {_cell(guard_line(state))}", ""]
-    lines += ["| time (UTC) | decision | weight set | achieved | stable | canary | why |",
-              "|---|---|---|---|---|---|---|"]
-    rows = [r for r in state.history if r.revision == state.canary_revision]
-    for i, r in enumerate(rows):
-        if r.decision == "wait" and i + 1 < len(rows) and rows[i + 1].decision == "wait":
-            continue  # a step waiting for the guard's sample: its last wait row says how far it got
-        when = datetime.fromtimestamp(r.at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        achieved = "" if r.achieved_weight is None else f"{r.achieved_weight:.0f}%"
-        lines.append(f"| {when} | {r.decision} | {r.canary_weight}% | {achieved} | {_cell(_figures(r.stable))} | "
-                     f"{_cell(_figures(r.canary))} | {_cell('; '.join(r.reasons))} |")
-    return "\n".join(lines) + "\n"
-
-
 DEADLINE = 20.0  # seconds for one whole GitHub API request
 
 
@@ -94,9 +53,6 @@ class Published:
 def publish(state: RolloutState, *, repo: str, sha: str, token: str, api: str = API, pull_request: int | None = None,
             chart_url: str | None = None, target_url: str | None = None, transport: Any = None) -> Published:
     """Write the commit status and the PR comment; the PR is looked up from the commit when not given."""
-    import httpx
-
-    from reconciler import net
 
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                "X-GitHub-Api-Version": "2022-11-28"}
@@ -141,7 +97,6 @@ def report_finished(result: Any, environ: Mapping[str, str], repo_root: Any = No
     comment link them at that commit (reconciler.report.commit); else ``RECONCILER_REPORT_DIR`` (where
     the PNG is written, e.g. a volume a workflow uploads) and ``RECONCILER_REPORT_URL`` (the URL that
     directory is served at). Returns notes for the sync result; never raises."""
-    from reconciler.rollout.machine import Promote, Rollback
 
     token, repo = environ.get("RECONCILER_GITHUB_TOKEN"), environ.get("GITHUB_REPOSITORY")
     notes: list[str] = []
@@ -157,9 +112,6 @@ def report_finished(result: Any, environ: Mapping[str, str], repo_root: Any = No
             folder, base = environ.get("RECONCILER_REPORT_DIR"), environ.get("RECONCILER_REPORT_URL")
             prefix = environ.get("RECONCILER_REPORT_BRANCH_PREFIX")
             if prefix and repo_root is not None:
-                from pathlib import Path
-
-                from reconciler.report.commit import blob_url, commit_report
 
                 done = commit_report(Path(repo_root), rollout.state, prefix=prefix,
                                      remote=environ.get("RECONCILER_REPORT_REMOTE", "origin") or None,
@@ -171,9 +123,6 @@ def report_finished(result: Any, environ: Mapping[str, str], repo_root: Any = No
                 notes.append(f"canary {rollout.model}: report committed to {done.branch} ({done.markdown}"
                              + (", pushed)" if done.pushed else ", not pushed)"))
             elif folder:
-                from pathlib import Path
-
-                from reconciler.report.rollout import write_png
 
                 name = f"{rollout.environment}-{rollout.model}-{(rollout.state.canary_revision or 'x')[-12:]}.png"
                 name = "".join(c if c.isalnum() or c in "-._" else "-" for c in name)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.rollout.state import RolloutState
+from reconciler.extras import missing_extra
 
 
 def _when(ts: float) -> str:
@@ -77,13 +78,11 @@ def write_png(state: RolloutState, path: Path) -> Path:
     try:
         import matplotlib
     except ImportError as exc:
-        from reconciler.extras import missing_extra
 
         raise missing_extra(exc) or exc from None
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
-    from datetime import datetime, timezone
 
     records = [r for r in state.history if r.revision == state.canary_revision] or list(state.history)
     stamps = [datetime.fromtimestamp(r.at, tz=timezone.utc) for r in records]

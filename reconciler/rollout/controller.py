@@ -50,6 +50,9 @@ from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.rollout.warmup import model_warmup
 from reconciler.traffic import Backends, Router, Traffic, router_for, router_kind, with_capability
+from reconciler import net
+from reconciler.render.content_hash import with_content_hash
+import httpx
 
 CANARY_SUFFIX = "-canary"
 # what sizes a pool: its Deployment and the autoscaler owning its replicas (an HPA, or a KEDA ScaledObject,
@@ -108,7 +111,6 @@ def _find(objects: list[dict], kind: str, name: str) -> dict | None:
 
 def _rehash(obj: dict) -> dict:
     """A derived object gets the content hash of what it now says (the plan compares hashes)."""
-    from reconciler.render.environment import with_content_hash
 
     return with_content_hash(obj)
 
@@ -446,10 +448,6 @@ def _webhook(url: str | None, deadline: float = 10.0) -> Any:
     """Flagger's confirm-promotion webhook: HTTP 200 to a POST of the rollout means "go ahead"; no whole
     answer within ``deadline`` seconds is no confirmation."""
     def ask(state: RolloutState) -> bool:
-        import httpx
-
-        from reconciler import net
-
         payload = {"name": state.model, "environment": state.environment, "phase": "Promoting",
                    "revision": state.canary_revision, "stable": state.stable_revision, "weight": state.canary_weight}
         try:

@@ -18,6 +18,8 @@ from typing import Any
 
 from reconciler.errors import MetricsError
 from reconciler.rollout.metrics import VersionMetrics
+from reconciler import net
+import httpx
 
 LABELS = {"model": "gitops_ml_model", "track": "gitops_ml_track", "pool": "gitops_ml_pool", "namespace": "namespace"}
 
@@ -97,8 +99,6 @@ class PrometheusClient:
     MetricsError: an inconclusive measurement, never a canary failure."""
 
     def __init__(self, url: str, *, deadline: float = 10.0, transport: Any = None) -> None:
-        from reconciler import net
-
         self.url = url.rstrip("/")
         self.deadline = deadline
         self.stalled: str | None = None
@@ -114,10 +114,6 @@ class PrometheusClient:
         self.close()
 
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        import httpx
-
-        from reconciler import net
-
         if self.stalled:
             raise MetricsError(self.stalled, fix=_SLOW_FIX)
         try:

@@ -17,6 +17,7 @@ from reconciler import labels as L
 from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 from reconciler.rollout.state import RolloutState
+from reconciler.render.content_hash import content_hash
 
 STATE_KEY = "state.json"
 ROLLOUT_LABEL = f"{L.DOMAIN}/rollout"
@@ -52,7 +53,6 @@ def to_configmap(state: RolloutState, namespace: str, resource_version: str | No
 def with_state_hash(cm: dict[str, Any]) -> dict[str, Any]:
     """The content-hash annotation of the state ConfigMap, leaving out its resourceVersion (which
     changes on every write): an unchanged state then plans as unchanged and costs no write."""
-    from reconciler.render.environment import content_hash
 
     bare = {**cm, "metadata": {k: v for k, v in cm["metadata"].items() if k != "resourceVersion"}}
     cm["metadata"].setdefault("annotations", {})[L.CONTENT_HASH] = content_hash(bare)

@@ -1,15 +1,12 @@
 """The long-running reconciler behind `reconciler run` (the commands are in reconciler.cli.run / .sync).
 
-Over 400 lines: the decisions, the state record they read and the Reconciler acting on them share the
-Record type; splitting it by verb is left to the run/ split.
-
 The loop is thin; the decisions are pure and tested on their own:
 
 * :func:`next_step` decides what to reconcile for one environment, given the status recorded in the
   cluster and the branch's head: nothing (up to date) or the head itself, never the intermediate
   merges (as kustomize-controller reconciles the source's latest revision);
 * :func:`reconcile_once` runs it through ``sync`` and records the applied commit, or the failure
-  (commit, error, time), in a ConfigMap ``reconciler-state-<env>`` and in ``/metrics``;
+  (commit, error, time), in a ConfigMap ``reconciler-state-<env>`` (reconciler.run.record) and in ``/metrics``;
 * :func:`run` polls the git remote (GitPython fetch) every ``interval`` seconds, or at once when a
   signed GitHub push webhook arrives, holds a Lease so only one replica acts, and serves
   ``/metrics`` and ``/healthz``.
@@ -34,11 +31,14 @@ from reconciler import labels
 from reconciler.errors import KubeError, ReconcilerError, SourceError
 from reconciler.source.git import GitMirror
 from reconciler.run.metrics import Metrics
+from reconciler.run.record import Failure, Record, load_record, record_history, save_record
+from reconciler.run.health import HealthServer
+from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
+from reconciler.run.webhook import ReconcilerHTTPServer
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
 
 log = logging.getLogger("reconciler.run.loop")
-
-STATE_PREFIX = "reconciler-state-"
-
 
 # -- git history -------------------------------------------------------------------------------
 
@@ -51,55 +51,6 @@ class History(Protocol):
 
 
 # -- decisions -----------------------------------------------------------------------------------
-
-# `reconciler reconcile ENV` sets this annotation on the state ConfigMap (as `flux reconcile` sets
-# reconcile.fluxcd.io/requestedAt); the loop reconciles at once and records the value it handled.
-REQUEST_ANNOTATION = f"{labels.DOMAIN}/reconcile-requested-at"
-REQUEST_MANAGER = "reconciler-cli"  # its own field manager: the loop's apply of the state data never drops it
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A pass that failed for the whole environment (unrenderable, refused, API down): nothing was applied."""
-
-    commit: str
-    error: str
-    time: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """The environment's status in the cluster: the last applied commit and the last failure after it.
-
-    As kustomize-controller's lastAppliedRevision + Ready=False condition: a failure never replaces the
-    applied commit (what runs), and a pass that completes clears it.
-    """
-
-    commit: str  # the last applied commit ("" when none was ever applied)
-    ok: bool
-    time: str = ""
-    summary: str = ""
-    failure: Failure | None = None
-    pinned_head: str = ""  # set by `reconciler rollback`: `run` stays at `commit` until a commit newer than this
-    requested: str = ""  # the on-demand request annotation's value (`reconciler reconcile ENV`)
-    handled: str = ""  # the last request value a pass handled
-
-    @property
-    def on_demand(self) -> bool:
-        return bool(self.requested) and self.requested != self.handled
-
-    @classmethod
-    def of(cls, cm: dict | None) -> "Record | None":
-        data = (cm or {}).get("data") or {}
-        failure = (Failure(data["lastFailedCommit"], data.get("lastError", ""), data.get("lastErrorTime", ""))
-                   if data.get("lastFailedCommit") else None)
-        if not data.get("commit") and failure is None:
-            return None
-        annotations = ((cm or {}).get("metadata") or {}).get("annotations") or {}
-        return cls(data.get("commit", ""), data.get("ok") == "true", data.get("time", ""), data.get("summary", ""),
-                   failure, data.get("pinnedHead", ""), annotations.get(REQUEST_ANNOTATION, ""),
-                   data.get("handledRequest", ""))
-
 
 @dataclass(frozen=True)
 class Step:
@@ -149,60 +100,6 @@ def rolled_back_step(recorded: Record, head: str, history: History) -> tuple[boo
     return True, None
 
 
-# -- state in the cluster ------------------------------------------------------------------------
-
-def state_ref(environment: str, namespace: str) -> Any:
-    from reconciler.results import ObjectRef
-
-    return ObjectRef("v1", "ConfigMap", namespace, f"{STATE_PREFIX}{environment}")
-
-
-def load_record(kube: Cluster, environment: str, namespace: str) -> Record | None:
-    return Record.of(kube.get(state_ref(environment, namespace)))
-
-
-def save_record(kube: Cluster, environment: str, namespace: str, record: Record) -> None:
-    ref = state_ref(environment, namespace)
-    failure = record.failure
-    kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": ref.name, "namespace": namespace,
-                             "labels": {labels.MANAGED_BY: labels.MANAGER, labels.ENVIRONMENT: environment,
-                                        f"{labels.DOMAIN}/role": "state"}},
-                "data": {"commit": record.commit, "ok": "true" if record.ok else "false",
-                         "time": record.time, "summary": record.summary,
-                         "lastFailedCommit": failure.commit if failure else "",
-                         "lastError": failure.error[:4000] if failure else "",
-                         "lastErrorTime": failure.time if failure else "",
-                         "pinnedHead": record.pinned_head, "handledRequest": record.handled}})
-
-
-def request_reconcile(kube: Cluster, environment: str, namespace: str, when: str) -> None:
-    """Ask the running reconciler to reconcile `environment` now (`reconciler reconcile ENV`)."""
-    try:
-        kube.patch(state_ref(environment, namespace), {"metadata": {"annotations": {REQUEST_ANNOTATION: when}}},
-                   field_manager=REQUEST_MANAGER)
-    except KubeError as exc:
-        if exc.status != 404:
-            raise
-        raise ReconcilerError(f"{environment} has no reconciler state in namespace {namespace}: no `reconciler run` "
-                              "has reconciled it there yet", fix="pass --state-namespace (the namespace of "
-                              "`reconciler run`), or start the reconciler for this environment") from None
-
-
-def record_history(kube: Cluster, environment: str, namespace: str, record: Record, action: str) -> None:
-    """Append the pass to `reconciler history ENV` (best effort: history is a report, never a blocker)."""
-    from reconciler.run import history
-
-    try:
-        history.append(kube, environment, namespace, commit=record.commit, time=record.time, action=action,
-                       ok=record.ok, summary=record.summary)
-    except KubeError as exc:
-        log.warning("%s: could not append to the history: %s", environment, exc)
-
-
-# -- metrics -------------------------------------------------------------------------------------
-
-
 # -- one pass ------------------------------------------------------------------------------------
 
 @dataclass
@@ -239,8 +136,6 @@ def environment_failure(result: Any) -> str | None:
 
 
 def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
-    from reconciler.sync.commit import sync_commit
-
     return sync_commit(kube, repo, commit, environment, options)
 
 
@@ -256,7 +151,6 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
     metrics; the next pass retries it, or tries a newer head as soon as one arrives. A pass where only
     some models failed is recorded as applied with ok=false (retried at the same head).
     """
-    from reconciler.sync.planner import SyncOptions
 
     options = options or SyncOptions()
     outcomes: list[Outcome] = []
@@ -329,8 +223,6 @@ class Reconciler:
 
     def __init__(self, kube: Cluster, config: RunConfig, options: Any = None, *, sync: SyncFn = _default_sync,
                  notify: Any = None) -> None:
-        from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
-
         self.kube = kube
         self.notify = notify  # reconciler.run.notify.Notifier: commit statuses and webhook messages
         self.config = config
@@ -367,8 +259,6 @@ class Reconciler:
 
     def start_http(self) -> Any:
         """The webhook/metrics endpoint, and the probe endpoint on its own port (reconciler.run.health)."""
-        from reconciler.run.health import HealthServer
-        from reconciler.run.webhook import ReconcilerHTTPServer
 
         if self.config.probe_listen is not None:
             self.probes = HealthServer(self.config.probe_listen, live=self.health, ready=self.ready).start()

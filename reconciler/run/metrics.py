@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from reconciler.run.loop import Record
+    from reconciler.run.record import Record
 
 
 class Metrics:
     """Prometheus metrics of one reconciler process (own registry: several can live in one test)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
         self.registry = CollectorRegistry()
         self.reconciles = Counter("reconciler_reconcile_total", "Reconcile passes by environment and result",
                                   ["environment", "result"], registry=self.registry)
@@ -74,6 +74,4 @@ class Metrics:
             self._applied_labels[environment] = record.commit
 
     def exposition(self) -> tuple[str, bytes]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)

@@ -15,6 +15,8 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+from reconciler import net
+import httpx
 
 log = logging.getLogger("reconciler.notify")
 
@@ -81,10 +83,6 @@ class Notifier:
                    status_url=env.get("RECONCILER_STATUS_URL") or None)
 
     def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> bool:
-        import httpx
-
-        from reconciler import net
-
         try:
             response = net.post(url, json=body, headers=headers, deadline=self.deadline)
         except httpx.HTTPError as exc:

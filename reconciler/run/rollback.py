@@ -16,6 +16,12 @@ from typing import Any, Callable
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError, ReconcilerError
 from reconciler.results import ObjectRef
+from reconciler.run import history
+from reconciler.run.loop import environment_failure
+from reconciler.run.record import Record, load_record, save_record
+from reconciler.source import git as source
+from reconciler.sync.commit import sync_commit
+from reconciler.sync.planner import SyncOptions
 
 
 @dataclass
@@ -28,18 +34,11 @@ class RollbackResult:
 
 
 def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
-    from reconciler.sync.commit import sync_commit
-
     return sync_commit(kube, repo, commit, environment, options)
 
 
 def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_namespace: str, now: datetime,
              options: Any = None, sync: Callable[..., Any] = _default_sync, notify: Any = None) -> RollbackResult:
-    from reconciler.run import history
-    from reconciler.run.loop import Record, environment_failure, load_record, save_record
-    from reconciler.source import git as source
-    from reconciler.sync.planner import SyncOptions
-
     if kube.get(ObjectRef("v1", "Namespace", None, state_namespace)) is None:
         raise ReconcilerError(f"the state namespace {state_namespace} does not exist, so a rollback could not be "
                               "recorded and `reconciler run` would undo it",
@@ -79,8 +78,6 @@ def record_manual_sync(kube: Cluster, environment: str, result: Any, *, state_na
     Only when the state namespace exists (it is the in-cluster reconciler's): a laptop sync of a
     cluster without one is not recorded, and says so. A manual sync ends a rollback pin, as a sync in
     Argo CD does."""
-    from reconciler.run import history
-    from reconciler.run.loop import Record, environment_failure, load_record, save_record
 
     if result.dry_run or not result.commit or environment_failure(result) is not None:
         return ""

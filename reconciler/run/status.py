@@ -17,6 +17,14 @@ from typing import Any
 from reconciler import labels
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
+from reconciler.plan.desired import desired_at
+from reconciler.rollout import store
+from reconciler.run.record import load_record
+from reconciler.source import git as source
+from reconciler.sync.health import Health, HealthStatus, aggregate
+from reconciler.sync.health import health_of, with_pods
+from reconciler.sync.inventory import load_inventory
+from reconciler.sync.server_diff import diff_environment
 
 
 @dataclass
@@ -75,8 +83,6 @@ class EnvironmentStatus:
 
     @property
     def health(self) -> str:
-        from reconciler.sync.health import Health, HealthStatus, aggregate
-
         if not self.models:
             return "unknown"
         known = [Health(HealthStatus(m.health)) for m in self.models.values() if m.health in HealthStatus._value2member_map_]
@@ -145,8 +151,6 @@ def to_text(statuses: list[EnvironmentStatus]) -> list[str]:
 
 
 def _canary(kube: Any, model: str, namespace: str) -> str | None:
-    from reconciler.rollout import store
-
     try:
         stored = store.load(kube, model, namespace)
     except ReconcilerError as exc:
@@ -160,12 +164,6 @@ def _canary(kube: Any, model: str, namespace: str) -> str | None:
 def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str, head: str = "HEAD",
            field_manager: str = labels.MANAGER) -> EnvironmentStatus:
     """Read one environment's status from the cluster and the repository."""
-    from reconciler.plan.desired import desired_at
-    from reconciler.run.loop import load_record
-    from reconciler.source import git as source
-    from reconciler.sync.health import aggregate, health_of, with_pods
-    from reconciler.sync.inventory import load_inventory
-    from reconciler.sync.server_diff import diff_environment
 
     root = Path(source.open_repo(repo_root).working_dir)
     head_state = desired_at(root, head, [environment])

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+import sys
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 
@@ -297,7 +298,6 @@ class ReconcilerHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (or was cut off) is not an error of the server; the rest is logged."""
-        import sys
 
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
             return

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from reconciler.errors import LimitError, SpecError, UnsafePathError
+import yaml
 
 ENV_PREFIX = "RECONCILER_"
 
@@ -249,7 +250,6 @@ def yaml_expansion(node: Any, limit: int) -> int:
 
 def check_yaml_aliases(text: str | bytes, shown: str, loader: Any = None) -> None:
     """Refuse a YAML text whose alias expansion exceeds max_yaml_nodes (cheap when it has no alias)."""
-    import yaml
 
     if (b"*" not in text) if isinstance(text, bytes) else ("*" not in text):
         return  # no alias can occur without '*'

@@ -17,6 +17,18 @@ from reconciler.results import ObjectRef
 from reconciler.rollout.outage import shared_outage
 from reconciler.sync.engine import SyncResult, sync_environment
 from reconciler.sync.planner import SyncOptions
+from reconciler.catalog.effective import effective_canary
+from reconciler.cluster.identity import verify_cluster
+from reconciler.errors import ReconcilerError
+from reconciler.errors import SecretError
+from reconciler.errors import SignatureError
+from reconciler.plan.desired import desired_at
+from reconciler.render.secrets import age_key, unseal
+from reconciler.rollout.controller import reconcile_rollout
+from reconciler.rollout.prometheus import PrometheusAnalysis
+from reconciler.rollout.prometheus import PrometheusClient
+from reconciler.source import git as source
+from reconciler.source.verify import verify_commit
 
 
 def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str,
@@ -25,9 +37,6 @@ def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str
 
     An environment that cannot be rendered at all (its spec or overlay is broken) is an
     environment-wide error; models that fail to render are skipped with their errors."""
-    from reconciler.cluster.identity import verify_cluster
-    from reconciler.plan.desired import desired_at
-    from reconciler.errors import ReconcilerError
 
     started = time.monotonic()
     try:  # first of all: a commit that is not signed by a trusted key is not even rendered
@@ -77,9 +86,6 @@ def sync_commit(kube: Cluster, repo_root: Any, rev: str | None, environment: str
 
 def _verified_commit(repo_root: Any, rev: str | None, policy: Any) -> str | None:
     """The commit sha of `rev` once its signature is verified; None when verification is off."""
-    from reconciler.errors import SignatureError
-    from reconciler.source import git as source
-    from reconciler.source.verify import verify_commit
 
     if policy is None or not policy.enabled:
         return None
@@ -97,8 +103,6 @@ def _unseal_secrets(render: Any, env_spec: Any, desired: dict[str, list[dict]], 
 
     Fails closed per model: a missing or wrong key, ciphertext or an empty Secret moves the model to the
     errors (its objects are skipped, never pruned); the other models go on."""
-    from reconciler.errors import SecretError
-    from reconciler.render.secrets import age_key, unseal
 
     key: str | None = None
     for name, model in sorted(render.models.items()):
@@ -125,7 +129,6 @@ def _canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list
     pruning. A model whose rollout cannot be driven is not synced at all: syncing it would replace
     the stable version without analysis.
     """
-    from reconciler.rollout.prometheus import PrometheusClient
 
     results: list[Any] = []
     if kube.get(ObjectRef("v1", "Namespace", None, env.namespace)) is None:
@@ -149,10 +152,6 @@ def _canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list
 def _canary_tick(kube: Cluster, catalog: Any, env: Any, model: str, desired: dict[str, list[dict]],
                  errors: dict[str, Any], prometheus: Any) -> Any:
     """The rollout of one model, or None when it has canaries off, errors, or its rollout failed (recorded in errors)."""
-    from reconciler.rollout.controller import reconcile_rollout
-    from reconciler.rollout.prometheus import PrometheusAnalysis
-    from reconciler.errors import ReconcilerError
-    from reconciler.catalog.effective import effective_canary
 
     entry = catalog.models.get(model)
     if entry is None or model in errors:

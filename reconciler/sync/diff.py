@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import labels
+from reconciler.render.content_hash import content_hash
 
 
 def object_hash(obj: dict) -> str:
@@ -21,7 +22,6 @@ def object_hash(obj: dict) -> str:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     if annotations.get(labels.CONTENT_HASH):
         return annotations[labels.CONTENT_HASH]
-    from reconciler.render.environment import content_hash
 
     return content_hash(obj)
 

@@ -16,6 +16,7 @@ from enum import Enum
 
 from reconciler.cluster.protocol import Cluster
 from reconciler.results import ObjectRef
+from reconciler.errors import KubeError
 
 
 class HealthStatus(str, Enum):
@@ -282,7 +283,6 @@ def with_pods(kube: Cluster, healths: dict[ObjectRef, Health], live: dict[Object
     """``healths`` with every progressing Deployment looked at through its Pods (pods_health): one list of
     Pods per namespace, only when a Deployment is progressing. A client that may not list Pods keeps the
     Deployment's own health."""
-    from reconciler.errors import KubeError
 
     waiting = [ref for ref, h in healths.items() if ref.kind == "Deployment" and h.status is HealthStatus.progressing
                and live.get(ref) is not None]
