@@ -8,20 +8,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import git
+import httpx
 import yaml
 
 from reconciler.build.pipeline_runner import render_workflow, run_train
 from reconciler.catalog.load import load_catalog
+from reconciler.catalog.environments import serving_python
 from tests.conftest import PROJECT, commit_all
+from tests.test_kind_images import _Served
 from tests.test_pipelines import argo_validator  # noqa: F401 - the Argo schema fixture
 
 TORCH = "wine-classifier"
 GBM = "cancer-gbm"
 REPO_URL = "https://github.com/example/models.git"
+RECONCILER = str(Path(sys.executable).with_name("reconciler"))
+# a request per framework's model: its body and how many rows it answers
+SERVED = {
+    "iris-classifier": ({"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}, 2),
+    GBM: ({"features": [[14.0] * 30]}, 1),
+    TORCH: ({"measurements": [[13.2, 1.8, 2.1, 15.0, 100.0, 2.4, 2.6, 0.3, 1.6, 5.0, 1.0, 3.0, 1000.0]] * 3}, 3),
+}
 GBM_TRAIN = {"load_iris": "load_breast_cancer", '"dataset": "iris"': '"dataset": "breast_cancer"',
              "from sklearn.linear_model import LogisticRegression": "from lightgbm import LGBMClassifier",
              "LogisticRegression(max_iter=1000, random_state=seed)":
@@ -48,7 +61,8 @@ def _add_models(root: Path) -> None:
     (gbm / "requirements.lock").write_text((root / "pipelines" / "requirements.lock").read_text() + "lightgbm==4.7.0\n")
 
 
-def test_three_frameworks_train_plan_and_render_side_by_side_each_from_its_own_lock(template_repo, argo_validator):  # noqa: F811
+def test_three_frameworks_train_build_plan_render_and_serve_side_by_side_each_from_its_own_lock(
+        template_repo, argo_validator, tmp_path):  # noqa: F811
     root = template_repo
     _add_models(root)
     commit_all(git.Repo(root), "a PyTorch and a LightGBM model beside the scikit-learn ones")
@@ -90,6 +104,33 @@ def test_three_frameworks_train_plan_and_render_side_by_side_each_from_its_own_l
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in torch_scripts["train"]
     assert "--output model.pt" in torch_scripts["train"] and "--output model.pt" in torch_scripts["register"]
     assert "lightgbm==4.7.0" in (root / "models" / GBM / "requirements.lock").read_text()
+
+    # each builds its Bento and answers /predict under `bentoml serve`, in an environment of its own lock
+    # (+ BentoML: what its image installs), all three at once, with the version header naming its weights
+    commit_all(git.Repo(root), "the new models trained")
+    home = tmp_path / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "RECONCILER_CONTAINER_ENGINE": "none",
+           "RECONCILER_IMAGES_FILE": str(tmp_path / "images.json"), "BENTOML_DO_NOT_TRACK": "true"}
+    served = {}
+    try:
+        for name in SERVED:
+            built = subprocess.run([RECONCILER, "build", "--model", name], cwd=root, env=env, capture_output=True,
+                                   text=True, timeout=900)
+            assert built.returncode == 0, built.stdout + built.stderr
+            (version,) = [p.name for p in (home / "bentos" / name).iterdir() if p.is_dir() and "-" not in p.name]
+            served[name] = _Served(home, f"{name}:{version}", python=serving_python(root, name))
+        for name, (body, rows) in SERVED.items():
+            served[name].wait_live()
+            response = httpx.post(served[name].url("/predict"), json=body, timeout=120)
+            assert response.status_code == 200, f"{name}: HTTP {response.status_code} {response.text}"
+            answer = response.json()
+            assert len(answer) == rows and all(isinstance(v, int) for v in answer), (name, answer)
+            header = dict(part.strip().split("=", 1) for part in response.headers["x-model-version"].split(";"))
+            artifact = "model.pt" if name == TORCH else "model.pkl"
+            assert header["weights-md5"] == _md5(root / "models" / name / artifact), (name, header)
+    finally:
+        for server in served.values():
+            server.stop()
 
 
 def test_the_pytorch_bento_installs_its_lock_and_the_gpu_image_the_cuda_build(template_repo, tmp_path):

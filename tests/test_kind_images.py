@@ -132,15 +132,16 @@ def _free_port() -> int:
 class _Served:
     """`bentoml serve TAG` on 127.0.0.1 in a child process (its own process group, stopped at exit)."""
 
-    def __init__(self, home: Path, tag: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, tag: str, env: dict[str, str] | None = None, python: Path | None = None) -> None:
         import os
         import subprocess
         import sys
 
         self.port = _free_port()
-        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        # python: another environment's (a model's serving environment), whose BentoML runs as `python -m bentoml`
+        bentoml = [str(python), "-m", "bentoml"] if python else [str(Path(sys.executable).with_name("bentoml"))]
         self.proc = subprocess.Popen(
-            [bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(self.port)],
+            [*bentoml, "serve", tag, "--host", "127.0.0.1", "--port", str(self.port)],
             env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -82,17 +82,33 @@ def _uv() -> str:
     return found
 
 
+SERVE_PACKAGES = ("bentoml==1.4.39",)  # requirements/build.txt's pin: what `bentoml serve` runs a Bento with
+
+
 def training_python(root: Path, model: str, *, cache: Path | None = None) -> Path:
     """The Python of `model`'s training environment: a virtual environment with exactly its lock installed,
     made on first use and kept in `cache` (default venv_cache()) under the lock's content hash, so every model
     sharing a lock shares one environment and a changed lock gets a new one. Made in a temporary folder and
-    renamed into place, so a half-installed environment is never used (and two runners racing are safe)."""
+    renamed into place, so a half-installed environment is never used (and two runners racing are safe); made
+    `--relocatable`, so its scripts (bin/bentoml, ...) still run after the rename."""
+    return _environment(root, model, cache=cache)
+
+
+def serving_python(root: Path, model: str, *, cache: Path | None = None) -> Path:
+    """The Python of `model`'s serving environment: its lock (`--no-deps`, exactly) plus BentoML (SERVE_PACKAGES,
+    resolved with the lock's pins as constraints), cached like the training one. `<it>/bentoml serve TAG` runs a
+    Bento of any framework with the libraries its image installs, never the reconciler's."""
+    return _environment(root, model, cache=cache, extra=SERVE_PACKAGES)
+
+
+def _environment(root: Path, model: str, *, cache: Path | None = None, extra: tuple[str, ...] = ()) -> Path:
     try:
         lock = read_lock(root, model)
     except LockError as exc:
         raise ReconcilerError(exc.message, fix=exc.fix) from None
     lock_file = find_lock(root, model)
-    key = lock_digest(lock_file.read_bytes())[:24]
+    key = lock_digest(lock_file.read_bytes() + "\0".join(extra).encode())[:24]
+    key = f"serve-{key}" if extra else key
     cache = venv_cache() if cache is None else cache
     final = cache / key
     python = final / "bin" / "python"
@@ -101,22 +117,30 @@ def training_python(root: Path, model: str, *, cache: Path | None = None) -> Pat
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
     try:
-        made = subprocess.run([_uv(), "venv", "--quiet", "--python", sys.executable, str(work / "venv")],
+        made = subprocess.run([_uv(), "venv", "--quiet", "--relocatable", "--python", sys.executable,
+                               str(work / "venv")],
                               capture_output=True, text=True, check=False)
         if made.returncode != 0:
             raise ReconcilerError(f"could not create the training environment of {model}: {_tail(made.stderr)}",
                                   fix=f"run `uv venv` by hand to see why; environments live in {cache} ({VENV_CACHE_ENV})")
         command = install_command(lock_file, work / "venv" / "bin" / "python", lock.pins)
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=INSTALL_TIMEOUT,
-                                  env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")})
-        except subprocess.TimeoutExpired:
-            raise ReconcilerError(f"installing {lock.path} took longer than {INSTALL_TIMEOUT:.0f} s",
-                                  fix="check that the package index is reachable") from None
-        if done.returncode != 0:
-            raise ReconcilerError(f"{model}: installing its training environment ({lock.path}) failed: {_tail(done.stderr)}",
-                                  fix=f"check the pins of {lock.path} (every one must exist for this Python and platform), "
-                                      f"or reproduce with `{' '.join(command[:4])} -r {lock.path}` in a fresh venv")
+        commands = [command]
+        if extra:  # then the extra packages, resolved with their dependencies around the lock's pins (-c)
+            base = [c for c in command if c != "--no-deps"]
+            at = base.index("-r")
+            commands.append([*base[:at], "-c", str(lock_file), *base[at + 2:], *extra])
+        for step in commands:
+            try:
+                done = subprocess.run(step, capture_output=True, text=True, check=False, timeout=INSTALL_TIMEOUT,
+                                      env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")})
+            except subprocess.TimeoutExpired:
+                raise ReconcilerError(f"installing {lock.path} took longer than {INSTALL_TIMEOUT:.0f} s",
+                                      fix="check that the package index is reachable") from None
+            if done.returncode != 0:
+                raise ReconcilerError(f"{model}: installing its environment ({lock.path}{' + ' + ', '.join(extra) if step is not command else ''}) "
+                                      f"failed: {_tail(done.stderr)}",
+                                      fix=f"check the pins of {lock.path} (every one must exist for this Python and platform), "
+                                          f"or reproduce with `{' '.join(step[:4])} -r {lock.path}` in a fresh venv")
         (work / "venv" / ".complete").write_text(lock.path + "\n", encoding="utf-8")
         try:
             os.rename(work / "venv", final)
