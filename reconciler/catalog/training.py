@@ -77,7 +77,11 @@ def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = f
         message = exc.message if isinstance(exc, LockError) else f"{rel} cannot be read: {exc}"
         return [SpecProblem(rel, message, fix=getattr(exc, "fix", None) or f"restore {rel}")]
     sources = {}
-    for file in sorted(folder.glob("*.py")):
+    try:  # os.scandir: pathlib's glob was among the largest per-model costs of a catalog load under the profiler
+        names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".py"))
+    except OSError:
+        names = []
+    for file in (folder / name for name in names):
         shown = f"models/{model}/{file.name}"
         sources[shown] = guard.read_bytes(root, file, display=shown)
     own = f"models/{model}/requirements.lock"
