@@ -29,7 +29,7 @@ import pytest
 
 from tests.envtest import PROJECT
 from tests.fake_metrics import PROMETHEUS, _free_port
-from tests.node_fixtures import E2ERepo, NodeCluster
+from tests.node_fixtures import E2E_SLO, E2ERepo, NodeCluster, record_time
 from tests.requirements import missing
 from tests.test_e2e_node import REQUESTS, ready_pods
 
@@ -38,8 +38,11 @@ pytestmark = [pytest.mark.node, pytest.mark.xdist_group("node")]
 MODEL = "iris-classifier"
 CANARY_POLICY = {"router": "replicas", "steps": [50, 100], "interval": "30s", "failureThreshold": 1,
                  "progressDeadline": "5m", "minRequests": 50, "latencyTolerance": 1.0,
-                 "detectErrorIncrease": 99, "detectLatencyIncrease": 2.0, "power": 0.55}
-SLO = {"p95LatencyMs": 500, "errorRate": 0.02}
+                 "detectErrorIncrease": 99, "detectLatencyIncrease": 2.0, "power": 0.55,
+                 # the Pods are Ready through their real probes before a weight counts; 15 s of warm-up after
+                 # that is plenty for a Bento (the default 60 s, twice per healthy rollout, was 2 min of waiting)
+                 "warmup": "15s"}
+SLO = E2E_SLO  # every e2e repository's models carry it: one image per model content serves all three modules
 CANARY_TIMEOUT = 300  # seconds for one canary to end, far above the ~1.5 min a healthy one takes
 
 
@@ -145,7 +148,7 @@ def canary_env(e2e_repos, tmp_path_factory):
         missing("no prometheus binary: apt-get install -y --no-install-recommends prometheus")
     repo: E2ERepo = e2e_repos("canary", canary=True, defaults={"accelerator": "cpu", "canary": CANARY_POLICY,
                                                                 "slo": SLO},
-                              models={MODEL: {"slo": SLO}})
+)
     repo.sync("--wait", "--timeout", "300")
     cluster = repo.cluster
     work = tmp_path_factory.mktemp("prometheus")
@@ -213,6 +216,8 @@ def run_canary(repo: E2ERepo, prometheus: str) -> tuple[dict, float, list[dict]]
         assert not errors, f"the sync refused the model: {errors}"
         state = rollout_state(repo)
         if state and state.get("phase") in ("promoted", "rolled_back"):
+            record_time(f"{repo.namespace}: canary {state['phase']} ({len(passes)} sync passes)",
+                        time.monotonic() - started)
             return state, time.monotonic() - started, passes
         time.sleep(5)
     raise AssertionError(f"the canary did not end in {CANARY_TIMEOUT}s: {rollout_state(repo)}\n"
