@@ -242,9 +242,27 @@ def test_status_report_and_comment_say_which_test_decided_on_how_many_requests_w
     data = report_json(state)
     assert data["guard"]["waiting_for"] == state.evidence.waiting_for > 0
     assert data["guard"]["budget_left"] is not None and data["guard"]["decided_by"] == line
+    assert data["guard"]["accepted_early"] is False
     assert "**Last judgement:** no check failed on 1500 canary requests" in report_markdown(state)
     # the evidence (with its +Inf histogram bound and windows) survives the ConfigMap's JSON
     ev = Evidence(canary_buckets=((0.1, 5.0), (math.inf, 9.0)), needed_requests=10, detect="+100% errors",
-                  windows=((1.0, 0.0, 2.0, 0.0, 1.0, 0.0),), window_bounds=(0.1,), spent=(("errors vs stable", 1e-4),))
+                  windows=((1.0, 0.0, 2.0, 0.0, 1.0, 0.0),), window_bounds=(0.1,), spent=(("errors vs stable", 1e-4),),
+                  accept_spent=(("errors vs stable", 0.015),))
     back = RolloutState.from_json(state.evolve(evidence=ev).to_json()).evidence
     assert back == ev and json.loads(state.evolve(evidence=ev).to_json())  # strict JSON: no Infinity
+
+
+def test_an_early_acceptance_is_what_status_the_report_and_the_comment_show() -> None:
+    """A healthy canary at the last weight promoted before the guard's full sample: the last judgement says so,
+    with the regression each check excluded, and the report JSON marks it (waiting_for stays above 0)."""
+    policy = Policy(**{**POLICY.__dict__, "steps": (100,)})
+    state = state_at_first_step(policy)
+    _, state = step(state, Observations("r2", stable=VersionMetrics("stable", requests_per_second=0.0),
+                                        canary=counts("canary", 7_000, 14), promoted_ready=True), 600)
+    assert state.phase is Phase.promoting, state.history[-1].reasons
+    line = guard_line(state)
+    assert line is not None and line.startswith("accepted early on 7000 canary requests (of the ")
+    assert "2x stable's error rate excluded" in line and "error budget left" in line
+    data = report_json(state)
+    assert data["guard"]["accepted_early"] is True and data["guard"]["waiting_for"] > 0
+    assert "**Last judgement:** accepted early on 7000 canary requests" in report_markdown(state)

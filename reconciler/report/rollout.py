@@ -47,6 +47,9 @@ def guard_json(state: RolloutState) -> dict[str, Any]:
     return {"needed_requests": ev.needed_requests, "canary_requests": ev.canary_requests,
             "waiting_for": ev.waiting_for, "detect": ev.detect, "power": state.policy.power,
             "budget_left": ev.budget_left, "alpha": state.policy.alpha, "decided_by": ev.decided_by,
+            # promoted before the guard's full sample (waiting_for then stays above 0): every check's upper bound
+            # excluded the regression it must catch (judge.py, early acceptance)
+            "accepted_early": bool(ev.decided_by and ev.decided_by.startswith("accepted early")),
             "summary": guard_line(state)}
 
 
