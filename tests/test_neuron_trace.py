@@ -9,6 +9,7 @@ installed `reconciler` from the repository root.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,17 @@ MASK = "            return self.net(((x - self.mean) / self.scale)[x[:, 0] > 12.
 def plan(root: Path, base: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([RECONCILER, "plan", "--base", base, "--head", "HEAD"], cwd=root, capture_output=True,
                           text=True, timeout=900, env={"COLUMNS": "250", "NO_COLOR": "1", **_env()})
+
+
+def export_step(root: Path, bento_src: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m pipelines.recipes.torch_neuronx_trace export ...` as the neuron-export step runs it, in the
+    model's own environment."""
+    from reconciler.catalog.environments import platform_path, training_python
+
+    return subprocess.run([str(training_python(root, MODEL)), "-m", "pipelines.recipes.torch_neuronx_trace", "export",
+                           "--bento-src", str(bento_src), "--artifact", "model.pt", "--output-dir", str(out),
+                           "--input-shape", "1,13", "--input-dtype", "float32"], cwd=root, capture_output=True,
+                          text=True, timeout=600, env={**_env(), "PYTHONPATH": str(platform_path())})
 
 
 def _env() -> dict[str, str]:
@@ -111,6 +123,15 @@ def test_a_traceable_pytorch_model_passes_and_its_neuron_workflow_traces_with_th
     assert compile_["image"].startswith("public.ecr.aws/neuron/pytorch-inference-neuronx:")
     assert compile_["resources"]["limits"]["aws.amazon.com/neuron"]
 
+    # the export step's own command, run here on the model's folder (a Bento's src/ holds the same files): the
+    # folder the compile step traces from, with the declared inputs and the static output shape in its manifest
+    done = export_step(root, root / "models" / MODEL, root / "export")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((root / "export" / "export.json").read_text())
+    assert manifest["input_shapes"] == [[1, 13]] and manifest["input_dtypes"] == ["float32"]
+    assert manifest["outputs"] == [[1, 3]] and manifest["artifact"] == "model.pt"
+    assert {p.name for p in (root / "export").iterdir()} == {"export.json", "model.pt", "train.py"}
+
 
 @pytest.mark.parametrize("forward, expected, fix", [
     (BRANCH, "data-dependent control flow", "torch.where"),
@@ -128,6 +149,11 @@ def test_a_pytorch_model_that_cannot_be_traced_with_static_shapes_is_refused_at_
     if forward is BRANCH:  # the line of the model's code that branches
         line = 1 + (root / "models" / MODEL / "train.py").read_text().splitlines().index(BRANCH.splitlines()[0])
         assert f"models/{MODEL}/train.py:{line}" in out, out
+    # the workflow's export step refuses it too, with the same fix, and writes nothing
+    done = export_step(root, root / "models" / MODEL, root / "export")
+    assert done.returncode == 1 and expected in done.stderr and "fix:" in done.stderr and fix in done.stderr, done.stderr
+    assert "Unable to find user code" not in done.stderr  # torch's own log of the failed guard is not shown
+    assert not (root / "export").exists()
 
 
 def test_the_architecture_label_is_checked_against_the_weights(wine_on_inf2):

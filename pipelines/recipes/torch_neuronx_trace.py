@@ -137,9 +137,13 @@ def check(module: Any, inputs: tuple[Any, ...], model_dir: Path) -> tuple[list[P
 
 
 def run_check(model_dir: Path, artifact: Path, shapes: list[tuple[int, ...]], dtypes: list[str]) -> dict[str, Any]:
+    import logging
+
     import torch
 
     torch.set_num_threads(1)
+    # torch logs a failed guard with the whole graph at WARNING: the problem below says it in one line
+    logging.getLogger("torch.fx.experimental.symbolic_shapes").setLevel(logging.ERROR)
     try:
         module = load_module(model_dir, artifact)
     except Exception as exc:  # noqa: BLE001 - the model's own code: any error is its to fix
