@@ -19,7 +19,7 @@ DVC_CACHE: dict[str, tuple[tuple[str, str], ...] | None] = {}
 CACHE_LIMIT = 200_000
 
 
-def cached(cache: dict, key: str, compute):
+def cached(cache: dict, key: str | bytes, compute):
     value = cache.get(key, cache)
     if value is cache:
         if len(cache) > CACHE_LIMIT:

@@ -24,6 +24,7 @@ import gzip
 import json
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +145,7 @@ class Inventory:
         return maps
 
     @classmethod
-    def from_configmap(cls, environment: str, namespace: str, cm: dict, more: list[dict] = ()) -> "Inventory":
+    def from_configmap(cls, environment: str, namespace: str, cm: dict, more: Sequence[dict] = ()) -> "Inventory":
         """From the first ConfigMap, and the other shards' (`more`, in order) when it names any."""
         entries: dict[ObjectRef, InventoryEntry] = {}
         for i, part in enumerate([cm, *more]):
