@@ -128,6 +128,16 @@ def test_three_frameworks_train_build_plan_render_and_serve_side_by_side_each_fr
             header = dict(part.strip().split("=", 1) for part in response.headers["x-model-version"].split(";"))
             artifact = "model.pt" if name == TORCH else "model.pkl"
             assert header["weights-md5"] == _md5(root / "models" / name / artifact), (name, header)
+        # its -neuron image's code path: the device held, the compiled artifact absent -> not ready, no CPU answer
+        dev = tmp_path / "dev"
+        dev.mkdir()
+        (dev / "neuron0").touch()  # a fake Neuron device node: the device is "present"
+        served["neuron"] = _Served(home, served[TORCH].tag, python=serving_python(root, TORCH), env={
+            "MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_KIND": "inferentia",
+            "MODEL_ACCELERATOR_ARTIFACT": str(tmp_path / "missing" / "model.neuron.pt")})
+        served["neuron"].wait_live()
+        assert httpx.get(served["neuron"].url("/readyz"), timeout=10).status_code == 503
+        assert httpx.post(served["neuron"].url("/predict"), json=SERVED[TORCH][0], timeout=60).status_code >= 500
     finally:
         for server in served.values():
             server.stop()

@@ -138,6 +138,7 @@ class _Served:
         import sys
 
         self.port = _free_port()
+        self.tag = tag
         # python: another environment's (a model's serving environment), whose BentoML runs as `python -m bentoml`
         bentoml = [str(python), "-m", "bentoml"] if python else [str(Path(sys.executable).with_name("bentoml"))]
         self.proc = subprocess.Popen(
