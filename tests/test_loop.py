@@ -138,7 +138,8 @@ def test_only_the_newest_merge_is_reconciled_and_recorded(remote, kube, state_ns
     assert head == shas[-1]
     out = reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=state_ns, sync=sync)
     assert sync.calls == [first, head] and "not replayed" in out[0].reason
-    assert load_record(kube, "dev", state_ns) == Record(head, True, load_record(kube, "dev", state_ns).time, "nothing")
+    assert load_record(kube, "dev", state_ns) == Record(head, True, load_record(kube, "dev", state_ns).time, "nothing",
+                                                          policy="automated (prune: on, self-heal: off)")
     # up to date: nothing more
     reconcile_once(kube, mirror.path, head, mirror, ["dev"], state_namespace=state_ns, sync=sync)
     assert len(sync.calls) == 2
@@ -176,7 +177,8 @@ def test_environment_wide_failure_keeps_the_applied_commit_and_is_retried(remote
     retry = Recorder()
     reconcile_once(kube, mirror.path, mirror.fetch(), mirror, ["dev"], state_namespace=state_ns, sync=retry)
     assert retry.calls == [a]
-    assert load_record(kube, "dev", state_ns) == Record(a, True, load_record(kube, "dev", state_ns).time, "nothing")
+    assert load_record(kube, "dev", state_ns) == Record(a, True, load_record(kube, "dev", state_ns).time, "nothing",
+                                                          policy="automated (prune: on, self-heal: off)")
 
 
 def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, state_ns, tmp_path):

@@ -9,9 +9,11 @@ from reconciler.errors import ReconcilerError
 from reconciler.results import Action, Summary
 from reconciler.run import history
 from reconciler.run.loop import next_step
-from reconciler.run.record import REQUEST_ANNOTATION, Record
+from reconciler.run.record import REQUEST_ANNOTATION, Record, sync_policy
 from reconciler.run.notify import commit_status, message
-from reconciler.run.status import EnvironmentStatus, ModelStatus, to_markdown, to_text
+from reconciler.run.status import EnvironmentStatus, ModelStatus, ResourceStatus, to_markdown, to_text
+from reconciler.source.git import redact_url
+from reconciler.sync.planner import SyncOptions
 from reconciler.sync.server_diff import field_changes, normalize
 
 
@@ -124,6 +126,39 @@ def test_status_formats_say_synced_drift_and_health():
     pinned = EnvironmentStatus("prod", "p", head="b" * 40, deployed="a" * 40, pinned_head="b" * 40)
     assert pinned.sync_state.startswith("rolled back")
     assert status.as_dict()["models"][0]["drift"] == ["Deployment/iris: spec.replicas: 3 -> 1"]
+
+
+def test_status_text_lists_source_policy_suspension_and_every_object():
+    resources = {"Deployment/models-dev/iris": ResourceStatus("Deployment/models-dev/iris", "OutOfSync", "progressing",
+                                                              "1 of 2 replicas updated"),
+                 "Service/models-dev/iris": ResourceStatus("Service/models-dev/iris", "Synced", "healthy")}
+    status = EnvironmentStatus("dev", "models-dev", head="b" * 40, deployed="a" * 40, local_head="a" * 40,
+                               source="origin/main (https://github.com/acme/models) at bbbbbbbbbbbb, fetched from the "
+                                      "remote now",
+                               suspended="2026-12-07T10:00:00Z by alice: incident 42",
+                               policy=sync_policy(SyncOptions(self_heal=True)),
+                               models={"iris": ModelStatus("iris", 2, health="progressing", resources=resources)})
+    text = "\n".join(to_text([status]))
+    assert ("  source: origin/main (https://github.com/acme/models) at bbbbbbbbbbbb, fetched from the remote now; "
+            "local checkout at aaaaaaaaaaaa") in text
+    assert ("  sync policy: automated (prune: on, self-heal: on); SUSPENDED 2026-12-07T10:00:00Z by alice: "
+            "incident 42 (`reconciler resume dev`)") in text
+    assert "      Deployment/models-dev/iris  OutOfSync  progressing  (1 of 2 replicas updated)" in text
+    assert "      Service/models-dev/iris  Synced  healthy" in text
+    as_dict = status.as_dict()
+    assert (as_dict["syncPolicy"], as_dict["localHead"]) == ("automated (prune: on, self-heal: on)", "a" * 40)
+    assert [r["sync"] for r in as_dict["models"][0]["resources"]] == ["OutOfSync", "Synced"]
+    never = EnvironmentStatus("dev", "models-dev", head="b" * 40)
+    assert "sync policy: manual (no `reconciler run` pass recorded)" in "\n".join(to_text([never]))
+    assert never.as_dict()["syncPolicy"] == "manual"
+
+
+def test_a_remote_url_is_shown_without_its_credentials():
+    assert redact_url("https://x-access-token:ghs_SECRET@github.com/acme/models.git") == \
+        "https://github.com/acme/models.git"
+    assert redact_url("ssh://git@github.com/acme/models.git") == "ssh://github.com/acme/models.git"
+    assert redact_url("git@github.com:acme/models.git") == "git@github.com:acme/models.git"  # scp form: no secret
+    assert redact_url("/srv/git/models.git") == "/srv/git/models.git"
 
 
 def test_a_dry_run_summary_says_what_it_would_do():

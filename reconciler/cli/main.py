@@ -50,7 +50,8 @@ COMMANDS: dict[str, Entry] = {
                         "Train, track with DVC, build, plan and hydrate the example models: the main job on a laptop."),
     "status": Entry("reconciler.cli.operate:status_command",
                     "Per environment and model: deployed commit, synced or out of sync, drift (and which fields), "
-                    "health, canary."),
+                    "health, canary; the source revision as the remote has it, the sync policy, a suspension, and "
+                    "every object's sync and health."),
     "diff": Entry("reconciler.cli.operate:diff_command",
                   "Field-level diff of what git renders against the live cluster, from a server-side dry run."),
     "history": Entry("reconciler.cli.operate:history_command",
@@ -60,6 +61,14 @@ COMMANDS: dict[str, Entry] = {
     "reconcile": Entry("reconciler.cli.operate:reconcile_command",
                        "Ask the in-cluster `reconciler run` to fetch and reconcile ENV now (as `flux reconcile "
                        "--with-source`)."),
+    "suspend": Entry("reconciler.cli.suspend:suspend_command",
+                     "Stop `reconciler run` (and `sync`) from changing ENV until `reconciler resume ENV` "
+                     "(as `flux suspend`)."),
+    "resume": Entry("reconciler.cli.suspend:resume_command",
+                    "Let `reconciler run` reconcile ENV again (as `flux resume`); its next pass catches up."),
+    "events": Entry("reconciler.cli.suspend:events_command",
+                    "What the reconciler did to ENV and what the cluster did with its objects, newest first "
+                    "(as `flux events`)."),
     "pipeline": Entry("reconciler.cli.pipeline:cli",
                       "Run the training pipeline locally, or render/submit pipelines as Argo Workflows."),
     "rollout": Entry("reconciler.cli.rollout:rollout_app",

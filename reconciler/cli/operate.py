@@ -32,6 +32,7 @@ from reconciler.run.record import request_reconcile
 from reconciler.run.notify import Notifier
 from reconciler.run.rollback import rollback
 from reconciler.run.status import EnvironmentStatus, gather, to_markdown, to_text
+from reconciler.source.git import upstream_head
 from reconciler.sync.server_diff import diff_environment
 
 
@@ -75,22 +76,26 @@ def _environments(repo: Path, only: str | None) -> list[str]:
 def status_command(
     environment: Annotated[str | None, typer.Argument(help="one environment (default: all)")] = None,
     fmt: FormatOpt = Format.text,
-    head: Annotated[str, typer.Option(help="the revision 'synced' is measured against")] = "HEAD",
+    head: Annotated[str | None, typer.Option(
+        help="the revision 'synced' is measured against (default: the upstream branch's head as the remote has it "
+             "now, else the checkout's HEAD)")] = None,
     repo: RepoOpt = Path("."),
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     state_namespace: StateNsOpt = DEFAULT_STATE_NAMESPACE,
 ) -> None:
-    """Per environment and model: deployed commit, synced or out of sync, drift (and which fields), health, canary."""
+    """Per environment and model: deployed commit, synced or out of sync, drift (and which fields), health, canary;
+    the source revision as the remote has it, the sync policy, a suspension, and every object's sync and health."""
     try:
         names = _environments(repo, environment)
         kube = connect(repo, environment, kubeconfig, context)
     except ReconcilerError as exc:
         raise _fail(exc) from None
     statuses = []
+    upstream = upstream_head(repo) if head is None else None  # one question to the remote for every environment
     for name in names:
         try:
-            statuses.append(gather(kube, repo, name, state_namespace=state_namespace, head=head))
+            statuses.append(gather(kube, repo, name, state_namespace=state_namespace, head=head, upstream=upstream))
         except ReconcilerError as exc:
             statuses.append(EnvironmentStatus(name, "", error=str(exc)))
     if fmt is Format.json:

@@ -18,6 +18,7 @@ from reconciler.cli.exits import ExitCode, outcome
 from reconciler.cli.options import (DEFAULT_STATE_NAMESPACE, ContextOption, EnvironmentArgument, KubeconfigOption,
                                     RepoOption, StateNamespaceOption, fail)
 from reconciler.errors import KubeError, ReconcilerError
+from reconciler.run.record import suspension
 from reconciler.run.rollback import record_manual_sync
 from reconciler.source.verify import VerifyPolicy
 from reconciler.sync.commit import sync_commit
@@ -87,6 +88,11 @@ def sync_command(
     try:
         # no result table before the cluster is known to answer
         kube, target = connect_environment(repo, environment, kubeconfig, context)
+        note = suspension(kube, environment, state_namespace)
+        if note is not None and not dry_run:
+            raise ReconcilerError(f"{environment} is suspended ({note}): not synced",
+                                  fix=f"`reconciler resume {environment}` first, or see what would change with "
+                                      f"`reconciler sync {environment} --dry-run`")
         options = SyncOptions(prune=prune, allow_empty_prune=allow_empty_prune, confirm_prune_kinds=kinds,
                               self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
                               prometheus_url=prometheus_url, prometheus_deadline=prometheus_deadline, target=target,
@@ -94,6 +100,8 @@ def sync_command(
         result = sync_commit(kube, repo, rev, environment, options)
     except ReconcilerError as exc:
         raise fail(exc) from None
+    if note is not None:
+        result.notes.append(f"{environment} is suspended ({note}): a dry run only")
     if not dry_run:
         try:
             recorded = record_manual_sync(kube, environment, result, state_namespace=state_namespace,

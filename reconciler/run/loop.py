@@ -31,7 +31,8 @@ from reconciler import labels
 from reconciler.errors import KubeError, ReconcilerError, SourceError
 from reconciler.source.git import GitMirror
 from reconciler.run.metrics import Metrics
-from reconciler.run.record import Failure, Record, load_record, record_history, save_record
+from reconciler.run.events import record_event
+from reconciler.run.record import Failure, Record, record_history, save_record, state_ref, suspended, sync_policy
 from reconciler.run.health import HealthServer
 from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
 from reconciler.run.webhook import ReconcilerHTTPServer
@@ -153,13 +154,18 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
     """
 
     options = options or SyncOptions()
+    policy = sync_policy(options)
     outcomes: list[Outcome] = []
     for env in environments:
         try:
-            recorded = load_record(kube, env, state_namespace)
+            state = kube.get(state_ref(env, state_namespace))
         except KubeError as exc:
             log.warning("cannot read the state of %s: %s", env, exc)
             continue
+        if suspended(state):
+            log.info("%s is suspended (%s): not reconciled until `reconciler resume %s`", env, suspended(state), env)
+            continue
+        recorded = Record.of(state)
         step = next_step(recorded, head, history, resync=resync(env))
         if step is None:
             continue
@@ -178,13 +184,13 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
             applied = recorded if recorded is not None else Record("", False)
             record = Record(applied.commit, applied.ok, applied.time, applied.summary,
                             Failure(step.commit, error, when), applied.pinned_head, applied.requested,
-                            applied.requested)
+                            applied.requested, policy)
         else:
             keep_pin = recorded is not None and recorded.pinned_head and recorded.commit == step.commit
             record = Record(step.commit, result.ok, when, str(result.summary()),
                             pinned_head=recorded.pinned_head if keep_pin and recorded else "",
                             requested=recorded.requested if recorded else "",
-                            handled=recorded.requested if recorded else "")
+                            handled=recorded.requested if recorded else "", policy=policy)
         if metrics is not None:
             metrics.record(env, record, stamp.timestamp())
         try:
@@ -193,6 +199,12 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
             log.warning("%s: could not record the pass of %s: %s", env, step.commit[:12], exc)
         if error is None:
             record_history(kube, env, state_namespace, record, "sync")
+            record_event(kube, env, state_namespace, "Synced" if result.ok else "SyncedWithProblems",
+                         f"`reconciler run` synced {step.commit[:12]} ({step.reason}): {record.summary}",
+                         warning=not result.ok, now=stamp)
+        else:
+            record_event(kube, env, state_namespace, "SyncFailed",
+                         f"`reconciler run` could not sync {step.commit[:12]}: {error}", warning=True, now=stamp)
         if notify is not None:
             notify.finished(env, step.commit, result, error)
     return outcomes

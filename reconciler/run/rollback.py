@@ -18,6 +18,7 @@ from reconciler.errors import KubeError, ReconcilerError
 from reconciler.results import ObjectRef
 from reconciler.run import history
 from reconciler.run.loop import environment_failure
+from reconciler.run.events import record_event
 from reconciler.run.record import Record, load_record, save_record
 from reconciler.source import git as source
 from reconciler.sync.commit import sync_commit
@@ -59,7 +60,8 @@ def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_
         return RollbackResult(commit, pinned_head, result, error=error)
     when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     record = Record(commit, result.ok, when, str(result.summary()), pinned_head=pinned_head,
-                    requested=recorded.requested if recorded else "", handled=recorded.requested if recorded else "")
+                    requested=recorded.requested if recorded else "", handled=recorded.requested if recorded else "",
+                    policy=recorded.policy if recorded else "")
     try:
         save_record(kube, environment, state_namespace, record)
         entry = history.append(kube, environment, state_namespace, commit=commit, time=when, action="rollback",
@@ -67,6 +69,9 @@ def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_
     except KubeError as exc:
         return RollbackResult(commit, pinned_head, result,
                               error=f"synced {commit[:12]} but could not record the rollback: {exc}")
+    record_event(kube, environment, state_namespace, "RolledBack",
+                 f"`reconciler rollback` synced {commit[:12]} (from {pinned_head[:12]}): {record.summary}; `run` "
+                 f"waits for a commit newer than {pinned_head[:12]}", warning=not result.ok, now=now)
     if notify is not None:
         notify.event("rollback", environment, commit, f"rolled back from {pinned_head[:12]} by `reconciler rollback`")
     return RollbackResult(commit, pinned_head, result, history_id=entry.id)
@@ -87,10 +92,13 @@ def record_manual_sync(kube: Cluster, environment: str, result: Any, *, state_na
     recorded = load_record(kube, environment, state_namespace)
     when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     record = Record(result.commit, result.ok, when, str(result.summary()),
-                    requested=recorded.requested if recorded else "", handled=recorded.handled if recorded else "")
+                    requested=recorded.requested if recorded else "", handled=recorded.handled if recorded else "",
+                    policy=recorded.policy if recorded else "")
     save_record(kube, environment, state_namespace, record)
     entry = history.append(kube, environment, state_namespace, commit=result.commit, time=when, action="sync",
                            ok=result.ok, summary=record.summary)
+    record_event(kube, environment, state_namespace, "Synced" if result.ok else "SyncedWithProblems",
+                 f"`reconciler sync` synced {result.commit[:12]}: {record.summary}", warning=not result.ok, now=now)
     return f"{created}recorded as history id {entry.id} in {state_namespace}"
 
 

@@ -1,9 +1,11 @@
 """`reconciler status [ENV]`: what runs in each environment, as `argocd app get` / `flux get kustomizations`.
 
 Per environment: the deployed commit (recorded by `run`, `sync` or `rollback` in the state
-ConfigMap), synced or out of sync against the branch head, a rollback pin, the last failure; per
-model: drift (fields applying the deployed commit would change, from a server-side dry run:
-`reconciler.sync.server_diff`), health (the owned live objects) and the canary phase.
+ConfigMap), synced or out of sync against the branch head as the remote has it now (the checkout's
+upstream, `git ls-remote`; the local HEAD when the branch has no upstream), the sync policy `run` recorded,
+a suspension, a rollback pin, the last failure; per model: drift (the one comparison of
+`reconciler.sync.server_diff.drift_of`), health (the owned live objects) and the canary phase; per object, as
+`argocd app get` lists resources: its sync state (Synced, OutOfSync, Missing, Extra, Unknown) and health.
 
 `gather` does the reads; `EnvironmentStatus.as_dict`, `to_markdown` and `to_text` are pure.
 """
@@ -19,12 +21,25 @@ from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
 from reconciler.plan.desired import desired_at
 from reconciler.rollout import store
-from reconciler.run.record import load_record
+from reconciler.run.record import Record, state_ref, suspended
 from reconciler.source import git as source
 from reconciler.sync.health import Health, HealthStatus, aggregate
 from reconciler.sync.health import health_of, with_pods
 from reconciler.sync.inventory import load_inventory
 from reconciler.sync.server_diff import diff_environment
+
+
+@dataclass
+class ResourceStatus:
+    """One object, as `argocd app get` lists resources: its sync state and its health (sync.health.health_of)."""
+
+    object: str  # Kind/namespace/name
+    sync: str = "Synced"  # Synced | OutOfSync | Missing | Extra (no longer in git: would be pruned) | Unknown
+    health: str = "unknown"
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "sync": self.sync, "health": self.health, "message": self.message or None}
 
 
 @dataclass
@@ -36,6 +51,7 @@ class ModelStatus:
     health_message: str = ""
     canary: str | None = None  # "progressing 25%" / "stable" / None (canaries off)
     error: str | None = None
+    resources: dict[str, ResourceStatus] = field(default_factory=dict)  # by object
 
     @property
     def drifted(self) -> bool:
@@ -44,7 +60,7 @@ class ModelStatus:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.name, "objects": self.objects, "drifted": self.drifted, "drift": self.drift,
                 "health": self.health, "healthMessage": self.health_message or None, "canary": self.canary,
-                "error": self.error}
+                "error": self.error, "resources": [r.as_dict() for _, r in sorted(self.resources.items())]}
 
 
 @dataclass
@@ -58,6 +74,10 @@ class EnvironmentStatus:
     failure: str | None = None
     failed_commit: str | None = None
     pinned_head: str = ""
+    local_head: str | None = None  # the checkout's HEAD (head is the remote's, when the branch has an upstream)
+    source: str = ""  # where head comes from (source.git.UpstreamHead.describe)
+    suspended: str | None = None  # when, by whom, why (`reconciler suspend`)
+    policy: str = ""  # how `reconciler run` syncs it, as its last pass recorded ("": never synced by `run`)
     models: dict[str, ModelStatus] = field(default_factory=dict)
     error: str | None = None  # the status could not be read (no cluster, no state)
 
@@ -83,6 +103,7 @@ class EnvironmentStatus:
 
     @property
     def health(self) -> str:
+
         if not self.models:
             return "unknown"
         known = [Health(HealthStatus(m.health)) for m in self.models.values() if m.health in HealthStatus._value2member_map_]
@@ -94,6 +115,8 @@ class EnvironmentStatus:
                 "synced": self.synced, "drifted": self.drifted, "health": self.health, "ok": self.ok,
                 "failure": self.failure, "failedCommit": self.failed_commit,
                 "rollbackPinnedHead": self.pinned_head or None, "error": self.error,
+                "localHead": self.local_head, "source": self.source or None, "suspended": self.suspended,
+                "syncPolicy": self.policy or "manual",
                 "models": [m.as_dict() for _, m in sorted(self.models.items())]}
 
 
@@ -134,6 +157,11 @@ def to_text(statuses: list[EnvironmentStatus]) -> list[str]:
             continue
         out.append(f"{head}; deployed {_short(s.deployed)}{' at ' + s.deployed_at if s.deployed_at else ''}, "
                    f"head {_short(s.head)}; drift: {'yes' if s.drifted else 'no'}; health: {s.health}")
+        if s.source:
+            out.append(f"  source: {s.source}" + (f"; local checkout at {_short(s.local_head)}"
+                                                  if s.local_head and s.local_head != s.head else ""))
+        out.append(f"  sync policy: {s.policy or 'manual (no `reconciler run` pass recorded)'}"
+                   + (f"; SUSPENDED {s.suspended} (`reconciler resume {s.environment}`)" if s.suspended else ""))
         if s.failure:
             out.append(f"  last failure: {s.failure.strip().splitlines()[0] if s.failure.strip() else ''}")
         for m in sorted(s.models.values(), key=lambda m: m.name):
@@ -142,6 +170,8 @@ def to_text(statuses: list[EnvironmentStatus]) -> list[str]:
             out.append(f"  {m.name}: {m.objects} objects; drift: {'yes' if m.drifted else 'no'}; "
                        f"health: {m.health}{message}{canary}")
             out.extend(f"      {d}" for d in m.drift)
+            out.extend(f"      {r.object}  {r.sync}  {r.health}" + (f"  ({r.message})" if r.message else "")
+                       for _, r in sorted(m.resources.items()))
             if m.error:
                 out.append(f"      error: {m.error}")
     return out
@@ -151,6 +181,7 @@ def to_text(statuses: list[EnvironmentStatus]) -> list[str]:
 
 
 def _canary(kube: Any, model: str, namespace: str) -> str | None:
+
     try:
         stored = store.load(kube, model, namespace)
     except ReconcilerError as exc:
@@ -161,18 +192,30 @@ def _canary(kube: Any, model: str, namespace: str) -> str | None:
     return f"{state.phase.value} {state.canary_weight}%" if state.phase.active else state.phase.value
 
 
-def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str, head: str = "HEAD",
-           field_manager: str = labels.MANAGER) -> EnvironmentStatus:
-    """Read one environment's status from the cluster and the repository."""
+def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str, head: str | None = None,
+           field_manager: str = labels.MANAGER, upstream: Any = None) -> EnvironmentStatus:
+    """Read one environment's status from the cluster and the repository. `head`: the revision 'synced' is
+    measured against; None: the upstream branch's head as the remote has it now (`upstream`, a
+    source.git.UpstreamHead, asked for when not given), else the checkout's HEAD."""
 
     root = Path(source.open_repo(repo_root).working_dir)
-    head_state = desired_at(root, head, [environment])
+    head_state = desired_at(root, head or "HEAD", [environment])
     if environment in head_state.env_errors:
         raise head_state.env_errors[environment]
     namespace = head_state.catalog.environments[environment].namespace
-    status = EnvironmentStatus(environment, namespace, head=head_state.revision)
-    record = load_record(kube, environment, state_namespace)
+    status = EnvironmentStatus(environment, namespace, head=head_state.revision, local_head=source.head_sha(root))
+    if head is None:
+        upstream = upstream if upstream is not None else source.upstream_head(root)
+        status.source = upstream.describe()
+        if upstream.revision is not None:
+            status.head = upstream.revision
+    else:
+        status.source = f"--head {head}"
+    state = kube.get(state_ref(environment, state_namespace))
+    record = Record.of(state)
+    status.suspended = suspended(state)
     if record is not None:
+        status.policy = record.policy
         status.deployed = record.commit or None
         status.deployed_at, status.ok, status.pinned_head = record.time, record.ok, record.pinned_head
         if record.failure is not None:
@@ -191,7 +234,10 @@ def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str
         worst = aggregate(healths)
         status.models[model] = ModelStatus(model, objects=len(refs), health=worst.value,
                                            health_message=next((h.message for h in healths if h.status is worst), ""),
-                                           canary=_canary(kube, model, namespace))
+                                           canary=_canary(kube, model, namespace),
+                                           resources={str(r): ResourceStatus(str(r), health=h.status.value,
+                                                                             message=h.message)
+                                                      for r, h in by_ref.items()})
     if status.deployed:
         try:
             deployed = desired_at(root, status.deployed, [environment])
@@ -205,6 +251,10 @@ def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str
         for obj in diff.objects:
             shown = status.models.setdefault(obj.model or "-", ModelStatus(obj.model or "-"))
             where = f"{obj.ref.kind}/{obj.ref.name}"
+            resource = shown.resources.setdefault(str(obj.ref), ResourceStatus(
+                str(obj.ref), health="missing" if obj.action == "create" else "unknown"))
+            resource.sync = {"create": "Missing", "prune": "Extra", "error": "Unknown"}.get(
+                obj.action, "OutOfSync" if obj.changes else "Synced")
             if obj.action == "create":
                 shown.drift.append(f"{where}: missing in the cluster")
             elif obj.action == "prune":

@@ -565,3 +565,57 @@ def push_branch(repo_root: Path, remote: str, branch: str) -> None:
     except git.GitCommandError as exc:
         raise SourceError(f"could not push {branch} to {remote}: {(exc.stderr or '').strip()}",
                           fix=f"give the reconciler's git credentials write access to {branch} on {remote}") from None
+
+
+# --------------------------------------------------------------------------- the upstream branch, as the remote has it
+
+@dataclass(frozen=True)
+class UpstreamHead:
+    """The head of the checkout's upstream branch as the remote answers now (`git ls-remote`), or why not."""
+
+    remote: str = ""  # e.g. origin
+    branch: str = ""  # e.g. main
+    url: str = ""  # the remote's URL, without credentials
+    revision: str | None = None
+    error: str = ""  # "" when the remote answered
+
+    def describe(self) -> str:
+        if not self.remote:
+            return "local checkout only (the branch has no upstream: `git branch --set-upstream-to origin/main`)"
+        where = f"{self.remote}/{self.branch} ({self.url})"
+        if self.revision is None:
+            return f"{where}: not reachable ({self.error})"
+        return f"{where} at {self.revision[:12]}, fetched from the remote now"
+
+
+def redact_url(url: str) -> str:
+    """A remote URL without its user and password (`https://x-access-token:TOKEN@github.com/...`). Pure."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
+def upstream_head(root: Path, *, timeout: float = 20.0) -> UpstreamHead:
+    """Ask the remote for the head of the current branch's upstream (`git ls-remote`, no fetch: the checkout is
+    left as it is). No upstream: UpstreamHead() (remote ""). Never prompts for credentials."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+
+    def git_out(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    found = git_out("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}")
+    remote, _, branch = found.stdout.strip().partition("/")
+    if found.returncode != 0 or not branch:
+        return UpstreamHead()
+    url = redact_url(git_out("remote", "get-url", remote).stdout.strip())
+    try:
+        listed = git_out("ls-remote", "--exit-code", remote, f"refs/heads/{branch}")
+    except subprocess.TimeoutExpired:
+        return UpstreamHead(remote, branch, url, error=f"no answer in {timeout:.0f} s")
+    sha = listed.stdout.split()[0] if listed.returncode == 0 and listed.stdout.split() else None
+    error = "" if sha else (redact_url(listed.stderr.strip().splitlines()[-1]) if listed.stderr.strip()
+                            else f"no branch {branch} there")
+    return UpstreamHead(remote, branch, url, sha, error)
