@@ -52,13 +52,18 @@ class OCIRegistry:
             "version": 0.1, "log": {"level": "error"},
             "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
             "http": {"addr": self.host}}))
-        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        # its log goes to a file, never to a pipe: the registry logs every 404 of a push's blob and manifest checks
+        # at level error (~1 KB each), and a pipe nobody reads fills at 64 KiB, after which the registry blocks on
+        # its next log line and every client hangs (the e2e tier's `podman push` did, after a few pushes)
+        self.log = root / f"registry-{self.port}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log,
+                                         start_new_session=True)
         self.client = httpx.Client(base_url=f"http://{self.host}", timeout=10)
         end = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError("docker-registry exited: " + self.proc.stderr.read().decode(errors="replace"))
+                raise RuntimeError("docker-registry exited: " + self.log.read_text(errors="replace")[-3000:])
             try:
                 if self.client.get("/v2/").status_code == 200:
                     break
@@ -76,6 +81,7 @@ class OCIRegistry:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self.log.unlink(missing_ok=True)
 
     def _blob(self, repository: str, data: bytes) -> str:
         digest = _digest(data)

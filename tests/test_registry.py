@@ -198,3 +198,13 @@ def test_image_labels_from_a_real_registry(oci_registry):
         assert client.image_labels(f"{oci_registry.host}/models/iris:unlabelled") == {}
         with pytest.raises(RegistryError, match="HTTP 404"):
             client.image_labels(f"{oci_registry.host}/models/iris:missing")
+
+
+def test_the_test_registry_keeps_answering_after_logging_more_than_a_pipe_holds(oci_registry):
+    """docker-registry logs each 404 of a push's existence checks at level error (~1 KB a line). Its log once went
+    to a pipe nobody read: after 64 KiB the registry blocked on its next log line and every client hung (the e2e
+    tier's `podman push`). 300 unknown manifests are ~300 KB of log; the registry must still answer."""
+    for i in range(300):
+        assert oci_registry.client.head(f"/v2/models/absent/manifests/tag-{i}").status_code == 404
+    assert oci_registry.log.stat().st_size > 64 * 1024
+    assert oci_registry.client.get("/v2/").status_code == 200
