@@ -13,7 +13,7 @@
 * ``sim_nodes`` (function, starts ``kcm``): a :class:`tests.sim_nodes.SimulatedNodes`, one Node per pool;
   ``with sim_nodes.running(ns): ...`` binds and readies fitting Pods; ``sim_nodes.stuck("digits", "pending")``.
 * ``envtest_repo`` (function): ``template_repo`` with every environment's namespace renamed to a fresh one
-  (committed), so ``sync_commit`` / ``Reconciler`` tests do not meet a previous test's objects:
+  (committed), so ``reconcile_pass`` / ``Reconciler`` tests do not meet a previous test's objects:
   ``envtest_repo.root``, ``envtest_repo.namespaces["staging"]``.
 """
 

@@ -17,7 +17,7 @@ from reconciler.cli.main import app
 from reconciler.cluster.identity import Target, check_target, check_uid, choose_context
 from reconciler.errors import ClusterIdentityError
 from reconciler.results import ObjectRef
-from reconciler.sync.commit import sync_commit
+from reconciler.run.reconcile import reconcile_pass
 from reconciler.sync.planner import SyncOptions
 from tests.conftest import commit_all
 
@@ -129,14 +129,14 @@ def test_a_pinned_cluster_identity_refuses_another_cluster_even_in_cluster(envte
     assert refused.exit_code == 1 and WRONG_UID in refused.stdout and real in refused.stdout
     assert deployments(envtest, ns) == []
     # in-cluster (no context to compare): the pin alone refuses, through the same sync step the loop uses
-    in_cluster = sync_commit(kube, repo, "HEAD", "prod", SyncOptions(target=Target(None, envtest.url)))
+    in_cluster = reconcile_pass(kube, repo, "HEAD", "prod", SyncOptions(target=Target(None, envtest.url)))
     assert in_cluster.error and WRONG_UID in str(in_cluster.error) and "in-cluster" in str(in_cluster.error)
     assert deployments(envtest, ns) == []
     # --context does not override the pin: it names a context, the UID names the cluster
     assert sync(repo, kubeconfig, "--context", "kind-dev").exit_code == 1
 
     _pin(repo, real)
-    applied = sync_commit(kube, repo, "HEAD", "prod", SyncOptions(target=Target(None, envtest.url)))
+    applied = reconcile_pass(kube, repo, "HEAD", "prod", SyncOptions(target=Target(None, envtest.url)))
     assert applied.error is None and applied.summary().counts, applied.as_dict()
     assert deployments(envtest, ns)
 

@@ -17,7 +17,7 @@ import git
 import pytest
 
 from reconciler.plan.changes import EnvironmentPlan, ModelPlan, Plan
-from reconciler.plan.fields import FieldChange
+from reconciler.field_diff import FieldChange
 from reconciler.plan.changes import Replacement
 from reconciler.report import escape as esc
 from reconciler.report.plan import plan_markdown

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.sync.commit import sync_commit
+from reconciler.run.reconcile import reconcile_pass
 from reconciler.sync.planner import SyncOptions
 from tests.conftest import PROJECT
 
@@ -49,7 +49,7 @@ def test_staging_and_prod_pods_can_be_created(envtest_repo, kcm, sim_nodes, env)
     so the Deployments' Pods are admitted (before, every Pod was refused and health said 'progressing')."""
     kube = kcm.client()
     with sim_nodes.running(envtest_repo.namespaces[env]):
-        result = sync_commit(kube, envtest_repo.root, "HEAD", env, SyncOptions(wait=True, timeout=120))
+        result = reconcile_pass(kube, envtest_repo.root, "HEAD", env, SyncOptions(wait=True, timeout=120))
     assert result.ok, json.dumps({m: v.get("health") for m, v in result.as_dict()["models"].items()})
     assert {m: h.status.value for m, h in result.health.items()} == {
         "(environment)": "healthy", "digits-classifier": "healthy", "iris-classifier": "healthy"}
@@ -105,12 +105,12 @@ def test_a_model_with_a_running_canary_reports_the_health_of_its_objects(envtest
     ns = envtest_repo.namespaces["staging"]
     options = SyncOptions(wait=True, timeout=120)
     with sim_nodes.running(ns):
-        assert sync_commit(kube, envtest_repo.root, "HEAD", "staging", options).ok
+        assert reconcile_pass(kube, envtest_repo.root, "HEAD", "staging", options).ok
         service = envtest_repo.root / "models/iris-classifier/service.py"
         service.write_text(service.read_text() + "\n# a new model version\n")
         commit_all(git.Repo(envtest_repo.root), "iris: new version")
         sim_nodes.stuck("iris-classifier-", "unready")  # the canary's pods never become ready
-        result = sync_commit(kube, envtest_repo.root, "HEAD", "staging", SyncOptions(wait=True, timeout=20))
+        result = reconcile_pass(kube, envtest_repo.root, "HEAD", "staging", SyncOptions(wait=True, timeout=20))
     iris = result.health["iris-classifier"]
     canaries = [ref for ref in iris.objects if ref.startswith("Deployment/") and ref.endswith("-canary")]
     assert canaries, f"the canary Deployment is not in the model's health: {sorted(iris.objects)}"

@@ -17,7 +17,7 @@ from reconciler.plan.desired import EMPTY, plan_revisions
 from reconciler.render.hydrate import hydrate_folder, read_documents
 from reconciler.render.secrets import sops_binary
 from reconciler.report.plan import plan_json, plan_markdown
-from reconciler.sync.commit import sync_commit
+from reconciler.run.reconcile import reconcile_pass
 from reconciler.sync.planner import SyncOptions
 from tests.conftest import commit_all
 
@@ -89,7 +89,7 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     assert f"{MODEL}.secret-db.yaml" in (tmp_path / "kustomize-layout/dev/kustomization.yaml").read_text()
 
     # sync decrypts in memory and applies the plaintext Secret, owned like the model's other objects
-    result = sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
+    result = reconcile_pass(envtest.client(), root, "HEAD", "dev", SyncOptions())
     assert result.ok or not result.model_errors, result.as_dict()
     applied = live(envtest, ns, "secrets", "db")
     assert base64.b64decode(applied["data"]["password"]).decode() == PASSWORD
@@ -107,7 +107,7 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     # only the model carrying the Secret is affected, not every model of the environment
     assert "(its encrypted Secrets)" in text and "digits-classifier" not in text
     assert NEW_PASSWORD not in text and PASSWORD not in text
-    sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
+    reconcile_pass(envtest.client(), root, "HEAD", "dev", SyncOptions())
     assert base64.b64decode(live(envtest, ns, "secrets", "db")["data"]["password"]).decode() == NEW_PASSWORD
 
 
@@ -119,7 +119,7 @@ def test_a_missing_or_wrong_key_fails_that_model_closed(sealed_repo, envtest, mo
         monkeypatch.delenv(KEY_VAR)
     else:
         monkeypatch.setenv(KEY_VAR, identity()[0] if key == "wrong" else key)
-    result = sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
+    result = reconcile_pass(envtest.client(), root, "HEAD", "dev", SyncOptions())
     errors = " ".join(result.model_errors.get(MODEL, []))
     assert says in errors, result.as_dict()
     assert "root:x" not in str(result.as_dict())  # whatever the named source holds is never echoed
@@ -132,7 +132,7 @@ def test_a_plaintext_secret_in_git_is_refused(sealed_repo, envtest):
     root, ns, _ = sealed_repo
     (root / f"environments/dev/secrets/{MODEL}/leaked.yaml").write_text(secret(ns, "oops"))
     commit_all(git.Repo(root), "a plaintext secret")
-    result = sync_commit(envtest.client(), root, "HEAD", "dev", SyncOptions())
+    result = reconcile_pass(envtest.client(), root, "HEAD", "dev", SyncOptions())
     errors = " ".join(result.model_errors.get(MODEL, []))
     assert "leaked.yaml" in errors and "not encrypted" in errors and "sops encrypt" in errors
     assert live(envtest, ns, "secrets", "leaked") is None and live(envtest, ns, "secrets", "db") is None

@@ -10,7 +10,7 @@ from reconciler import labels
 from reconciler.sync.health import HealthStatus, aggregate, health_of, wait_for_health
 from reconciler.sync.inventory import PENDING, Inventory, InventoryEntry
 from reconciler.results import Action, ObjectRef
-from reconciler.plan.fields import FieldChange
+from reconciler.field_diff import FieldChange
 from reconciler.sync.diff import drift
 from reconciler.sync.planner import SyncOptions, next_inventory, plan_sync
 

@@ -16,7 +16,7 @@ import yaml
 
 from reconciler.cluster.kube import KubeClient, RetryPolicy
 from reconciler.run.loop import Reconciler, RunConfig
-from reconciler.sync.commit import sync_commit
+from reconciler.run.reconcile import reconcile_pass
 from reconciler.sync.planner import SyncOptions
 from reconciler.results import ObjectRef
 from tests.conftest import PROJECT, commit_all
@@ -140,7 +140,7 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, envtest_repo, 
         assert dev.ok and {"configured", "pruned"} <= set(dev.summary().as_dict()), dev.as_dict()
         assert staging_pass.ok, staging_pass.as_dict()
         # a later pass finds the canary's pods ready and routes its first traffic step through an HTTPRoute
-        wait_for(lambda: sync_commit(kube, root, "HEAD", "staging", SyncOptions()).ok and envtest.client().list(
+        wait_for(lambda: reconcile_pass(kube, root, "HEAD", "staging", SyncOptions()).ok and envtest.client().list(
             "gateway.networking.k8s.io/v1", "HTTPRoute", namespaces["staging"]), what="the canary's first step")
     assert envtest.client().list("monitoring.coreos.com/v1", "PodMonitor", namespaces["staging"])
     assert envtest.client().get(ObjectRef("v1", "Secret", namespaces["dev"], "db"))

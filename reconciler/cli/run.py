@@ -16,12 +16,11 @@ from reconciler.cluster.identity import run_target
 from reconciler.cluster.kube import KubeClient
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError, ReconcilerError
-from reconciler.report.github import report_finished
 from reconciler.results import ObjectRef
 from reconciler.run.loop import Reconciler, RunConfig
+from reconciler.run.reconcile import reconcile_pass
 from reconciler.run.notify import Notifier
 from reconciler.source.verify import VerifyPolicy
-from reconciler.sync.commit import sync_commit
 from reconciler.sync.engine import SyncResult
 from reconciler.sync.planner import SyncOptions
 
@@ -121,8 +120,6 @@ def require_state_namespace(kube: Cluster, namespace: str) -> None:
 
 
 def sync_and_report(kube: Cluster, repo: Path, commit: str, environment: str, options: SyncOptions) -> SyncResult:
-    """One sync pass; a canary that ended in it is reported to GitHub when RECONCILER_GITHUB_TOKEN and
-    GITHUB_REPOSITORY are set (reconciler.report.github.report_finished): never fails the pass."""
-    result = sync_commit(kube, repo, commit, environment, options)
-    result.notes.extend(report_finished(result, os.environ, repo))
-    return result
+    """The loop's pass: reconcile_pass, whose report stage tells GitHub of a canary that ended in it when
+    RECONCILER_GITHUB_TOKEN and GITHUB_REPOSITORY are set (never fails the pass)."""
+    return reconcile_pass(kube, repo, commit, environment, options, environ=os.environ)

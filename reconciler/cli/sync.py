@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from enum import Enum
@@ -18,10 +19,10 @@ from reconciler.cli.exits import ExitCode, outcome
 from reconciler.cli.options import (DEFAULT_STATE_NAMESPACE, ContextOption, EnvironmentArgument, KubeconfigOption,
                                     RepoOption, StateNamespaceOption, fail)
 from reconciler.errors import KubeError, ReconcilerError
+from reconciler.run.reconcile import reconcile_pass
 from reconciler.run.record import suspension
 from reconciler.run.rollback import record_manual_sync
 from reconciler.source.verify import VerifyPolicy
-from reconciler.sync.commit import sync_commit
 from reconciler.sync.planner import SyncOptions
 
 
@@ -97,7 +98,7 @@ def sync_command(
                               self_heal=self_heal, dry_run=dry_run, wait=wait, timeout=timeout,
                               prometheus_url=prometheus_url, prometheus_deadline=prometheus_deadline, target=target,
                               verify=VerifyPolicy(verify_gpg_keyring, verify_ssh_allowed_signers))
-        result = sync_commit(kube, repo, rev, environment, options)
+        result = reconcile_pass(kube, repo, rev, environment, options, environ=os.environ)
     except ReconcilerError as exc:
         raise fail(exc) from None
     if note is not None:

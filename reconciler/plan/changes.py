@@ -17,7 +17,7 @@ import yaml
 
 from reconciler import labels as L
 from reconciler.plan import cost
-from reconciler.plan.fields import FieldChange, field_changes
+from reconciler.field_diff import FieldChange, field_changes
 from reconciler.plan.review import ModelReview, metric_rows
 from reconciler.render.content_hash import without_content_hash
 from reconciler.render.server_rules import immutable_changes

@@ -5,8 +5,9 @@ The loop is thin; the decisions are pure and tested on their own:
 * :func:`next_step` decides what to reconcile for one environment, given the status recorded in the
   cluster and the branch's head: nothing (up to date) or the head itself, never the intermediate
   merges (as kustomize-controller reconciles the source's latest revision);
-* :func:`reconcile_once` runs it through ``sync`` and records the applied commit, or the failure
-  (commit, error, time), in a ConfigMap ``reconciler-state-<env>`` (reconciler.run.record) and in ``/metrics``;
+* :func:`reconcile_once` runs the pass (reconciler.run.reconcile.reconcile_pass) and records the applied
+  commit, or the failure (commit, stage, error, time), with record_pass: the ConfigMap
+  ``reconciler-state-<env>``, the history, ``/metrics`` and the commit status;
 * :func:`run` polls the git remote (GitPython fetch) every ``interval`` seconds, or at once when a
   signed GitHub push webhook arrives, holds a Lease so only one replica acts, and serves
   ``/metrics`` and ``/healthz``.
@@ -31,12 +32,11 @@ from reconciler import labels
 from reconciler.errors import KubeError, ReconcilerError, SourceError
 from reconciler.source.git import GitMirror
 from reconciler.run.metrics import Metrics
-from reconciler.run.events import record_event
-from reconciler.run.record import Failure, Record, record_history, save_record, state_ref, suspended, sync_policy
+from reconciler.run.reconcile import environment_failure, reconcile_pass, record_pass
+from reconciler.run.record import Record, state_ref, suspended, sync_policy
 from reconciler.run.health import HealthServer
 from reconciler.run.lease import LeaderGuard, LeaseKeeper, LeaseLock
 from reconciler.run.webhook import ReconcilerHTTPServer
-from reconciler.sync.commit import sync_commit
 from reconciler.sync.planner import SyncOptions
 
 log = logging.getLogger("reconciler.run.loop")
@@ -116,28 +116,8 @@ class Outcome:
 
 SyncFn = Callable[[Cluster, Path, str, str, Any], Any]  # (kube, repo, commit, environment, options) -> SyncResult
 
-APPLIED = frozenset({"created", "configured", "unchanged", "pruned"})
-
-
-def environment_failure(result: Any) -> str | None:
-    """Why nothing of the commit was applied to the environment, or None when some of it was. Pure.
-
-    Either the environment failed as a whole (its spec, a refused commit, the API), or every model
-    failed (typically a broken overlay patch): then nothing of that commit runs, so it must not be
-    recorded as applied.
-    """
-    if result.error is not None:
-        return str(result.error)
-    if result.model_errors and not any(r.action.value in APPLIED for r in result.objects):
-        first = sorted(result.model_errors.items())
-        lines = [f"every model failed; {name}: {errors[0] if errors else 'failed'}" for name, errors in first[:1]]
-        more = f" (and {len(first) - 1} more models)" if len(first) > 1 else ""
-        return lines[0] + more
-    return None
-
-
 def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
-    return sync_commit(kube, repo, commit, environment, options)
+    return reconcile_pass(kube, repo, commit, environment, options)
 
 
 def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, environments: Iterable[str], *,
@@ -174,39 +154,13 @@ def reconcile_once(kube: Cluster, repo: Path, head: str, history: History, envir
             notify.started(env, step.commit)
         result = sync(kube, repo, step.commit, env, options)
         outcomes.append(Outcome(env, step.commit, step.reason, result))
-        if metrics is not None:
-            metrics.observe(result)
-        stamp = now()
-        when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
         error = environment_failure(result)
         if error is not None:
-            log.warning("%s at %s failed: %s", env, step.commit[:12], error)
-            applied = recorded if recorded is not None else Record("", False)
-            record = Record(applied.commit, applied.ok, applied.time, applied.summary,
-                            Failure(step.commit, error, when), applied.pinned_head, applied.requested,
-                            applied.requested, policy)
-        else:
-            keep_pin = recorded is not None and recorded.pinned_head and recorded.commit == step.commit
-            record = Record(step.commit, result.ok, when, str(result.summary()),
-                            pinned_head=recorded.pinned_head if keep_pin and recorded else "",
-                            requested=recorded.requested if recorded else "",
-                            handled=recorded.requested if recorded else "", policy=policy)
-        if metrics is not None:
-            metrics.record(env, record, stamp.timestamp())
-        try:
-            save_record(kube, env, state_namespace, record)
-        except KubeError as exc:
-            log.warning("%s: could not record the pass of %s: %s", env, step.commit[:12], exc)
-        if error is None:
-            record_history(kube, env, state_namespace, record, "sync")
-            record_event(kube, env, state_namespace, "Synced" if result.ok else "SyncedWithProblems",
-                         f"`reconciler run` synced {step.commit[:12]} ({step.reason}): {record.summary}",
-                         warning=not result.ok, now=stamp)
-        else:
-            record_event(kube, env, state_namespace, "SyncFailed",
-                         f"`reconciler run` could not sync {step.commit[:12]}: {error}", warning=True, now=stamp)
-        if notify is not None:
-            notify.finished(env, step.commit, result, error)
+            log.warning("%s at %s failed at %s: %s", env, step.commit[:12], result.stage or "sync", error)
+        keep_pin = recorded is not None and recorded.pinned_head and recorded.commit == step.commit
+        record_pass(kube, env, state_namespace, step.commit, result, recorded, now=now(), action="sync",
+                    pinned_head=recorded.pinned_head if keep_pin and recorded else "", policy=policy,
+                    by="`reconciler run`", reason=step.reason, metrics=metrics, notify=notify)
     return outcomes
 
 

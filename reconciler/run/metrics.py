@@ -18,6 +18,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.reconciles = Counter("reconciler_reconcile_total", "Reconcile passes by environment and result",
                                   ["environment", "result"], registry=self.registry)
+        self.failures = Counter("reconciler_reconcile_failures_total", "Passes that failed for the whole environment, "
+                                "by the stage that failed them (reconciler.run.reconcile.Stage)",
+                                ["environment", "stage"], registry=self.registry)
         self.objects = Counter("reconciler_objects_total", "Objects by environment and action",
                                ["environment", "action"], registry=self.registry)
         self.duration = Histogram("reconciler_reconcile_duration_seconds", "Duration of one sync pass",
@@ -48,6 +51,8 @@ class Metrics:
     def observe(self, result: Any) -> str:
         outcome = "failed" if result.failed else ("success" if result.ok else "degraded")
         self.reconciles.labels(result.environment, outcome).inc()
+        if result.stage:
+            self.failures.labels(result.environment, result.stage).inc()
         self.duration.labels(result.environment).observe(result.duration)
         for action, n in result.summary().counts.items():
             self.objects.labels(result.environment, action.value).inc(n)

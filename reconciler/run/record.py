@@ -39,6 +39,11 @@ class Failure:
     commit: str
     error: str
     time: str
+    stage: str = ""  # the stage of the pass that failed (reconciler.run.reconcile.Stage); "" in records before it
+
+    def describe(self) -> str:
+        """The failure as people read it: "render: <error>"."""
+        return f"{self.stage}: {self.error}" if self.stage else self.error
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class Record:
     @classmethod
     def of(cls, cm: dict | None) -> "Record | None":
         data = (cm or {}).get("data") or {}
-        failure = (Failure(data["lastFailedCommit"], data.get("lastError", ""), data.get("lastErrorTime", ""))
+        failure = (Failure(data["lastFailedCommit"], data.get("lastError", ""), data.get("lastErrorTime", ""),
+                           data.get("lastFailedStage", ""))
                    if data.get("lastFailedCommit") else None)
         if not data.get("commit") and failure is None:
             return None
@@ -97,6 +103,7 @@ def save_record(kube: Cluster, environment: str, namespace: str, record: Record)
                          "lastFailedCommit": failure.commit if failure else "",
                          "lastError": failure.error[:4000] if failure else "",
                          "lastErrorTime": failure.time if failure else "",
+                         "lastFailedStage": failure.stage if failure else "",
                          "pinnedHead": record.pinned_head, "handledRequest": record.handled,
                          "syncPolicy": record.policy}})
 
@@ -159,11 +166,12 @@ def request_reconcile(kube: Cluster, environment: str, namespace: str, when: str
                               "`reconciler run`), or start the reconciler for this environment") from None
 
 
-def record_history(kube: Cluster, environment: str, namespace: str, record: Record, action: str) -> None:
+def record_history(kube: Cluster, environment: str, namespace: str, record: Record,
+                   action: str) -> history.Revision | None:
     """Append the pass to `reconciler history ENV` (best effort: history is a report, never a blocker)."""
-
     try:
-        history.append(kube, environment, namespace, commit=record.commit, time=record.time, action=action,
-                       ok=record.ok, summary=record.summary)
+        return history.append(kube, environment, namespace, commit=record.commit, time=record.time, action=action,
+                              ok=record.ok, summary=record.summary)
     except KubeError as exc:
         log.warning("%s: could not append to the history: %s", environment, exc)
+        return None

@@ -17,11 +17,10 @@ from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError, ReconcilerError
 from reconciler.results import ObjectRef
 from reconciler.run import history
-from reconciler.run.loop import environment_failure
 from reconciler.run.events import record_event
+from reconciler.run.reconcile import environment_failure, reconcile_pass, record_pass
 from reconciler.run.record import Record, load_record, save_record
 from reconciler.source import git as source
-from reconciler.sync.commit import sync_commit
 from reconciler.sync.planner import SyncOptions
 
 
@@ -35,7 +34,7 @@ class RollbackResult:
 
 
 def _default_sync(kube: Cluster, repo: Path, commit: str, environment: str, options: Any) -> Any:
-    return sync_commit(kube, repo, commit, environment, options)
+    return reconcile_pass(kube, repo, commit, environment, options)
 
 
 def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_namespace: str, now: datetime,
@@ -78,28 +77,25 @@ def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_
 
 
 def record_manual_sync(kube: Cluster, environment: str, result: Any, *, state_namespace: str, now: datetime) -> str:
-    """Record a `reconciler sync` by hand where `run`, `status` and `history` read it; returns what was done.
+    """Record a `reconciler sync` by hand where `run`, `status` and `history` read it, as `run` records its
+    passes (reconcile.record_pass: an applied commit, or a failure with its stage); returns what was done.
 
     Only when the state namespace exists (it is the in-cluster reconciler's): a laptop sync of a
     cluster without one is not recorded, and says so. A manual sync ends a rollback pin, as a sync in
-    Argo CD does."""
-
-    if result.dry_run or not result.commit or environment_failure(result) is not None:
+    Argo CD does, and leaves a pending `reconciler reconcile` request to `run`. A pass that failed before
+    its revision resolved to a commit (a revision git does not know) has no commit to record."""
+    if result.dry_run or not result.commit:
         return ""
     created = ensure_state_namespace(kube, state_namespace)
     if created.startswith("not recorded"):
         return created
     recorded = load_record(kube, environment, state_namespace)
-    when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    record = Record(result.commit, result.ok, when, str(result.summary()),
-                    requested=recorded.requested if recorded else "", handled=recorded.handled if recorded else "",
-                    policy=recorded.policy if recorded else "")
-    save_record(kube, environment, state_namespace, record)
-    entry = history.append(kube, environment, state_namespace, commit=result.commit, time=when, action="sync",
-                           ok=result.ok, summary=record.summary)
-    record_event(kube, environment, state_namespace, "Synced" if result.ok else "SyncedWithProblems",
-                 f"`reconciler sync` synced {result.commit[:12]}: {record.summary}", warning=not result.ok, now=now)
-    return f"{created}recorded as history id {entry.id} in {state_namespace}"
+    record, entry = record_pass(kube, environment, state_namespace, result.commit, result, recorded, now=now,
+                                handles_request=False, by="`reconciler sync`")
+    if environment_failure(result) is not None and record.failure is not None:
+        return f"{created}recorded the failure ({record.failure.stage}) in {state_namespace}"
+    return f"{created}recorded as history id {entry.id} in {state_namespace}" if entry else \
+        f"{created}recorded in {state_namespace} (the history could not be written)"
 
 
 def state_namespace_object(name: str) -> dict:

@@ -219,7 +219,7 @@ def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str
         status.deployed = record.commit or None
         status.deployed_at, status.ok, status.pinned_head = record.time, record.ok, record.pinned_head
         if record.failure is not None:
-            status.failure, status.failed_commit = record.failure.error, record.failure.commit
+            status.failure, status.failed_commit = record.failure.describe(), record.failure.commit
     inventory = load_inventory(kube, environment, namespace)
     owned: dict[str, list[ObjectRef]] = {}
     for ref, entry in inventory.entries.items():

@@ -70,6 +70,7 @@ class SyncResult:
     duration: float = 0.0
     commit: str | None = None
     rollouts: list[Any] = field(default_factory=list)  # this pass's canary ticks (rollout.controller.RolloutResult)
+    stage: str | None = None  # the stage of the pass that failed it (reconciler.run.reconcile.Stage), when it failed
 
     def summary(self) -> Summary:
         return Summary.of(self.objects)
@@ -105,6 +106,7 @@ class SyncResult:
             "dryRun": self.dry_run,
             "ok": self.ok,
             "error": str(self.error) if self.error is not None else None,
+            "stage": self.stage,
             "notes": self.notes,
             "summary": self.summary().as_dict(),
             "models": {m: {"summary": s.as_dict(), "errors": self.model_errors.get(m, []),

@@ -29,7 +29,7 @@ from typing import Any
 from reconciler import labels
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError
-from reconciler.plan.fields import FieldChange, field_changes
+from reconciler.field_diff import FieldChange, field_changes
 from reconciler.results import ObjectRef
 from reconciler.sync.diff import drift as declared_differences, live_hash, object_hash, rekeyed_items
 from reconciler.sync.inventory import load_inventory
