@@ -169,6 +169,8 @@ def test_status_diff_history_rollback_and_notifications(envtest_repo, envtest, k
     reconcile_once(kube, root, broken, mirror, [ENV], state_namespace=state_ns, notify=notify)
     states = [b["state"] for p, _, b in recorder.calls if p == f"/repos/acme/models/statuses/{broken}"]
     assert states == ["pending", "failure"]
+    failed = [b["description"] for p, _, b in recorder.calls if p == f"/repos/acme/models/statuses/{broken}"][-1]
+    assert failed.startswith(f"{ENV}: catalog: ")  # the commit status names the stage that failed
     [(path, _, slack)] = [c for c in recorder.calls if c[0] == "/slack"]
     assert slack["text"].startswith(f":x: failure in {ENV} at {broken[:12]}") and "no-such-pool" in slack["text"]
 
