@@ -10,6 +10,8 @@ What is simulated, per track (stable / canary) and per 15 s scrape (the scrape p
   (a share of requests ``tail_factor`` x slower: a p99-only regression), counted into the service's
   buckets: BentoML's defaults (0.005 ... 180 s) or the template's layout (defaults + finer bounds +
   the policy's thresholds, reconciler.catalog.buckets.duration_buckets);
+- common-mode shocks (``shocks``): a scrape period is a shock with probability 5 % for BOTH tracks at once (a
+  loaded node, a noisy neighbour, a GC pause), during which every request is 3x slower and fails 10x as often;
 - cold starts: a new canary pod serves 10x slower for its first ``cold_start`` seconds (at the start
   and when a weight increase adds pods: the Gateway API router runs ceil(4 x weight) canary pods);
 - counter resets: pods restart (about once per 20 minutes per track): the counter drops to the
@@ -54,6 +56,7 @@ SCRAPE = 15.0
 SIGMA = 0.35
 HORIZON_SECONDS = 8 * 3600  # a run still undecided after this long counts as "running"
 BURST_SHARE, BURST_FACTOR = 0.03, 20.0
+SHOCK_SHARE, SHOCK_SLOW, SHOCK_ERRORS = 0.05, 3.0, 10.0  # common-mode shocks: both tracks in the same scrape period
 RESET_EVERY = 1200.0  # seconds between pod restarts, on average, per track
 COLD_FACTOR = 10.0
 FULL_REPLICAS = 4
@@ -106,6 +109,7 @@ class Scenario:
     bursts: bool = False
     daily: bool = False                 # ramp + daily cycle
     resets: bool = False
+    shocks: bool = False                # common-mode latency and error shocks (both tracks, same periods)
     cold_start: float = 0.0             # seconds a new canary pod serves 10x slower
     models: int = 1                     # 3: three models (50, 20, 5 req/s) on one Prometheus
     outage: tuple[float, float] | None = None  # Prometheus down over [start, end) s after the canary starts
@@ -195,6 +199,8 @@ class Rollout:
         cols = self.columns
         self.probs = {(name, cold): track.bucket_probs(self.bounds, COLD_FACTOR if cold else 1.0)
                       for name, track in (("stable", sc.stable), ("canary", sc.canary)) for cold in (False, True)}
+        self.shock_probs = {name: track.bucket_probs(self.bounds, SHOCK_SLOW)
+                            for name, track in (("stable", sc.stable), ("canary", sc.canary))}
         day = rps * 86_400  # stable's pods have served for a day: their counters are large
         start = np.concatenate([[day, day * sc.stable.error_rate], np.cumsum(self.probs[("stable", False)]) * day])
         self.series = {"stable": Series(cols, start), "canary": Series(cols)}
@@ -237,6 +243,7 @@ class Rollout:
     def scrape(self, at: float) -> None:
         share = self.weight() / 100.0
         rate = self.rate(at)
+        shocked = self.sc.shocks and self.rng.random() < SHOCK_SHARE  # one draw: both tracks in the same period
         for name, track, rps in (("stable", self.sc.stable, rate * (1 - share)), ("canary", self.sc.canary, rate * share)):
             if name == "canary" and not self.pod_starts:
                 continue  # no canary pod yet: no series
@@ -245,11 +252,14 @@ class Rollout:
             if self.sc.bursts:
                 base = p / (1 - BURST_SHARE + BURST_SHARE * BURST_FACTOR)
                 p = base * (BURST_FACTOR if self.rng.random() < BURST_SHARE else 1.0)
+            if shocked:
+                p *= SHOCK_ERRORS
             errors = int(self.rng.binomial(n, min(p, 1.0))) if n else 0
             cold = 0.0
             if name == "canary" and self.sc.cold_start and self.pod_starts:
                 cold = sum(1 for s in self.pod_starts if at - s < self.sc.cold_start) / len(self.pod_starts)
-            probs = self.probs[(name, False)] * (1 - cold) + self.probs[(name, True)] * cold
+            warm = self.shock_probs[name] if shocked else self.probs[(name, False)]
+            probs = warm * (1 - cold) + self.probs[(name, True)] * cold
             bins = self.rng.multinomial(n, probs) if n else np.zeros(len(probs))
             counts = np.concatenate([[n, errors], np.cumsum(bins)])
             reset = None
@@ -373,6 +383,11 @@ def scenarios() -> list[Scenario]:
                          expect=("rolled_back", ">=", 0.95), seed_base=6000, **aa),
                 Scenario(f"p95+30%-{sfx}", f"+30 % p95, {env}", canary=Track(p95_ms=156),
                          expect=("rolled_back", ">=", 0.95), seed_base=7000, **aa),
+                Scenario(f"aa-shocks-{sfx}", f"A/A, common-mode shocks: 5 % of 15 s periods 3x slower and 10x errors "
+                         f"on both tracks at once, {env}", shocks=True, seed_base=14_000, **aa),
+                Scenario(f"p95+30%-shocks-{sfx}", f"+30 % p95 under the same common-mode shocks, {env}",
+                         canary=Track(p95_ms=156), shocks=True, expect=("rolled_back", ">=", 0.95), seed_base=15_000,
+                         **aa),
             ]
         sfx = f"prod-{layout}"
         slo = replace(PROD, slo_p95_latency_ms=200, slo_error_rate=0.005)

@@ -2,8 +2,10 @@
 
 "errors vs stable", "errors vs limit" (or SLO), "pN vs stable" at a bucket boundary, "p95 vs limit" (or SLO):
 each has a p-value for "the canary is worse" (the failing side) and one for "the regression it must catch is
-there" (the accepting side), both on counts divided by the dispersion stable's windows show. Split from
-judge.py by verb: this module measures, the judge spends the budget and decides.
+there" (the accepting side), both on counts divided by the dispersion stable's windows show. A check vs stable
+is read twice, each at half its level (contrast.both): pooled over the revision, and stratified within the
+windows both tracks served, where a shock on both at once cancels (a loaded node must not blind the
+comparison). Split from judge.py by verb: this module measures, the judge spends the budget and decides.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reconciler.rollout import stats
+from reconciler.rollout import contrast, stats
 from reconciler.rollout.guard import Guard, choose_boundary, latency_windows, survival
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Evidence, Policy
@@ -59,11 +61,11 @@ def error_checks(policy: Policy, ev: Evidence, cross_pool: bool, size: Guard, ch
     else:
         s_rate = ks / ns
         ratio = 1.0 + policy.error_rate_tolerance
-        p = stats.quasi_rate_pvalue(kc, nc, ks, ns, phi)
         catch = 1.0 + policy.detect_error_increase
-        checks.append(Check("errors vs stable", p, c_rate > s_rate * ratio,
+        read = contrast.both(stats.quasi_rate_pvalue(kc, nc, ks, ns, phi), contrast.error_pairs(ev))
+        checks.append(Check("errors vs stable", read.pvalue, c_rate > s_rate * ratio,
                              f"canary {c_rate:.3%} ({kc}/{nc}) vs stable {s_rate:.3%} ({ks}/{ns}), dispersion "
-                             f"{phi:.2g}, tolerance {ratio:.2f}x", nc,
+                             f"{phi:.2g}, tolerance {ratio:.2f}x{read.text}", nc,
                              accept_p=stats.quasi_rate_pvalue_below(kc, nc, ks, ns, catch, phi),
                              target=f"{catch:g}x stable's error rate"))
     slo = cross_pool and policy.slo_error_rate is not None
@@ -96,16 +98,17 @@ def relative_latency(policy: Policy, ev: Evidence, q: float, size: Guard, bounda
         return
     phi = stats.dispersion(latency_windows(ev, bound))[0]
     c_share, s_share = c[0] / c[1], s[0] / s[1]
-    p = stats.quasi_rate_pvalue(c[0], c[1], s[0], s[1], phi)
     gate = c_share > s_share * (1 + SLOW_GATE * policy.latency_tolerance)
     # the regression to catch: +detect latency, read as the slow share it gives at this boundary
     slower = survival(ev.reference_buckets, bound / (1 + policy.detect_latency_increase))
     catch = slower / s_share if slower is not None and s_share > 0 else 0.0
     accept_p = stats.quasi_rate_pvalue_below(c[0], c[1], s[0], s[1], catch, phi) if catch > 1.0 else 1.0
-    checks.append(Check(name, p, gate, f"canary {c_share:.2%} of {c[1]:.0f} requests slower than {bound * 1000:g} ms "
-                                        f"vs stable {s_share:.2%} of {s[1]:.0f} (exact at a bucket boundary), "
-                                        f"dispersion {phi:.2g}", int(c[1]), accept_p=accept_p,
-                         target=f"+{policy.detect_latency_increase:.0%} {qname(q)} ({catch:.2g}x stable's slow share)"))
+    read = contrast.both(stats.quasi_rate_pvalue(c[0], c[1], s[0], s[1], phi), contrast.latency_pairs(ev, bound))
+    checks.append(Check(name, read.pvalue, gate, f"canary {c_share:.2%} of {c[1]:.0f} requests slower than "
+                                                 f"{bound * 1000:g} ms vs stable {s_share:.2%} of {s[1]:.0f} (exact at "
+                                                 f"a bucket boundary), dispersion {phi:.2g}{read.text}", int(c[1]),
+                        accept_p=accept_p,
+                        target=f"+{policy.detect_latency_increase:.0%} {qname(q)} ({catch:.2g}x stable's slow share)"))
 
 
 def limit_latency(policy: Policy, ev: Evidence, name: str, threshold_ms: float | None, size: Guard,

@@ -4,7 +4,8 @@ From the effect the policy wants caught (``detect_error_increase``, default 2x s
 ``detect_latency_increase``, +30 % latency), stable's measured error rate and latency histogram, the
 alpha each check may spend, and the target ``power`` (0.95), it computes the canary requests the whole
 rollout needs (``stats.requests_for_rate_power``), inflated by the dispersion measured across windows
-(a bursty error series carries less information per request). The figure is also the information
+(a bursty error series carries less information per request); where the paired contrast of canary and
+stable within the same windows shows less (a shock on both tracks at once), with that (contrast.py). The figure is also the information
 time of the spending rule (judge.py): the alpha a check may spend grows with the canary's share of it.
 
 Sizing level: each check's alpha is spent over the looks (O'Brien-Fleming); the last looks spend about
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reconciler.rollout import spending, stats
+from reconciler.rollout import contrast, spending, stats
 from reconciler.rollout.spending import check_names
 from reconciler.rollout.state import Evidence, Policy
 
@@ -146,16 +147,21 @@ def guard(policy: Policy, ev: Evidence, *, cross_pool: bool = False, canary_weig
     base = max(measured, floor)
     if base > measured:
         notes.append(f"stable's error rate {measured:.3%} is sized as {base:.3%} ({ERROR_FLOOR_SHARE:.0%} of the limit)")
-    if phi > 1.0:
-        notes.append(f"errors overdispersed across windows (phi {phi:.2g})")
+    # while stable serves beside the canary, sized with the smaller of the two readings' dispersions
+    # (contrast.sizing_dispersion); at 100 % no window adds to the paired reading, so the sample that may
+    # promote is the pooled test's, at stable's dispersion over time (phi_errors, which the test keeps)
+    paired = 0 < canary_weight < 100
+    sizing = contrast.sizing_dispersion(phi, contrast.error_pairs(ev)) if paired else phi
+    if sizing > 1.0:
+        notes.append(f"errors overdispersed across windows (phi {sizing:.2g})")
     # stable keeps serving while the canary is below 100 %: its requests grow with the canary's
     per_canary = (100 - canary_weight) / canary_weight if 0 < canary_weight < 100 else 0.0
-    size = stats.requests_for_rate_power(base, ratio, alpha, look_power, stable_requests=ref_req / phi,
-                                         stable_per_canary=per_canary, canary_requests=ev.canary_requests / phi)
+    size = stats.requests_for_rate_power(base, ratio, alpha, look_power, stable_requests=ref_req / sizing,
+                                         stable_per_canary=per_canary, canary_requests=ev.canary_requests / sizing)
     if size is None:
         return Guard(needed, parts[0], unknown="stable's counts cannot give the error comparison any power",
                      phi_errors=phi)
-    needed = max(needed, math.ceil(size.requests * phi))
+    needed = max(needed, math.ceil(size.requests * sizing))
     if size.capped:
         notes.append(f"power capped at {size.power:.0%} by stable's {ref_req} requests")
     buckets = ev.reference_buckets
@@ -174,6 +180,8 @@ def guard(policy: Policy, ev: Evidence, *, cross_pool: bool = False, canary_weig
             if p1 <= p0:
                 continue
             phi_lat = stats.dispersion(latency_windows(ev, bound))[0]
+            if paired:
+                phi_lat = contrast.sizing_dispersion(phi_lat, contrast.latency_pairs(ev, bound))
             lat = stats.requests_for_rate_power(p0, p1 / p0, alpha, look_power, stable_requests=got[1] / phi_lat,
                                                 stable_per_canary=per_canary, canary_requests=ev.canary_requests / phi_lat)
             if lat is not None:
