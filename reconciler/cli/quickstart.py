@@ -38,7 +38,7 @@ def quickstart(
     """Train, track with DVC, build, plan and hydrate the example models: the main job on a laptop."""
     try:
         require("build", "examples")
-        root = Path(source.open_repo(repo).working_dir)
+        root = source.toplevel(repo)
         if train:
             _stage("1. train -> evaluate -> register (DVC add + push to the local remote)")
             for run in run_train(root, push=True, on_step=lambda s: console.print(

@@ -102,7 +102,7 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
     into a folder that lives as long as `stack`.
     """
     tree = stack.enter_context(source.checkout(root, rev, _tree_paths(root, rev, models)))
-    revision = "worktree" if rev is None else source.resolve(source.open_repo(root), rev)
+    revision = "worktree" if rev is None else source.resolve_sha(root, rev)
     catalog = load_catalog(tree, only=models)
     entries = [catalog.models[m] for m in sorted(catalog.models)]
     oversized: dict[str, SpecError] = {}
@@ -121,7 +121,7 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
 def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
                models: set[str] | None = None, *, cache: RenderCache | None = None) -> DesiredState:
     """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
-    root = Path(source.open_repo(root).working_dir)
+    root = source.toplevel(root)
     with contextlib.ExitStack() as stack:
         state = render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
     if rev is not None and cache is not None and cache.folder is not None:
@@ -310,7 +310,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
     (`record_outcomes`; `untouched_with_errors`) and the base's `rendered/<env>` branch does not show it
     clean (`clean_environments`): with neither, the plan renders the whole head once, and records it.
     """
-    root = Path(source.open_repo(root).working_dir)
+    root = source.toplevel(root)
     dvc_root = root if check_artifacts else None
     if cache is None:
         cache = NO_CACHE if full else RenderCache(default_folder())

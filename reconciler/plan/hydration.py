@@ -84,8 +84,8 @@ def hydrate_branches(root: Path, rev: str, environments: Iterable[str] | None, *
     """Render and commit each environment's branch, only the changed models where the branch allows it.
 
     An environment with a failing model is not written (its errors are in the result), as with a full hydrate."""
-    root = Path(source.open_repo(root).working_dir)
-    sha = source.resolve(source.open_repo(root), rev)
+    root = source.toplevel(root)
+    sha = source.resolve_sha(root, rev)
     if environments is None:
         envs = sorted(source.folder_trees(root, sha, "environments"))
         envs = [e for e in envs if source.show_file(root, sha, f"environments/{e}/environment.yaml") is not None]

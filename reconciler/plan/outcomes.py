@@ -100,7 +100,7 @@ def clean_environments(root: Path, base: str, envs: Iterable[str], prefix: str =
 
 
 def _clean(root: Path, base: str, envs: list[str], prefix: str) -> set[str]:
-    sha = source.resolve(source.open_repo(root), base)
+    sha = source.resolve_sha(root, base)
     clean = set()
     for env in envs:
         for ref in (f"refs/heads/{prefix}{env}", f"refs/remotes/origin/{prefix}{env}"):
@@ -147,7 +147,7 @@ def untouched_with_errors(root: Path, base: str, scope: set[str], envs: list[str
         if all(read.values()):
             cache.put_outcome_set(set_key, read)
     if notes is not None and unknown:
-        notes.append(f"no hydrated base for {', '.join(envs)} at {source.resolve(source.open_repo(root), base)[:12]} (no `{BRANCH_PREFIX}<env>` branch of that "
+        notes.append(f"no hydrated base for {', '.join(envs)} at {source.resolve_sha(root, base)[:12]} (no `{BRANCH_PREFIX}<env>` branch of that "
                      f"commit here or on origin, and no render cache): this plan read {unknown} untouched model(s) "
                      f"to check them. Fix: hydrate main on every merge (`reconciler hydrate --branch-prefix "
                      f"{BRANCH_PREFIX}` and push the branches, as .github/workflows/main.yaml does), or keep "

@@ -153,10 +153,9 @@ def resolve_revision(repo: Path, rev: str | None, policy: Any) -> str | None:
             raise SignatureError("the working tree has no signature to verify",
                                  fix="commit (signed) and sync that revision with --rev")
         return None
-    handle = source.open_repo(repo)
-    sha = source.resolve(handle, rev)
+    sha = source.resolve_sha(repo, rev)
     if policy is not None and policy.enabled:
-        verify_commit(Path(handle.working_dir), sha, policy)
+        verify_commit(source.toplevel(repo), sha, policy)
     return sha
 
 

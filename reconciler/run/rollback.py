@@ -44,16 +44,16 @@ def rollback(kube: Cluster, repo: Path, environment: str, target: str, *, state_
                               "recorded and `reconciler run` would undo it",
                               fix="pass --state-namespace (the namespace `reconciler run` uses), or create it")
     entries = history.load(kube, environment, state_namespace)
-    repo_git = source.open_repo(repo)
-    commit = history.resolve_target(entries, target) or source.resolve(repo_git, target)
+    top = source.toplevel(repo)
+    commit = history.resolve_target(entries, target) or source.resolve_sha(top, target)
     recorded = load_record(kube, environment, state_namespace)
     if recorded is not None and recorded.pinned_head:
         pinned_head = recorded.pinned_head  # a second rollback keeps the first one's head
     elif recorded is not None and recorded.commit:
         pinned_head = recorded.commit
     else:
-        pinned_head = source.head_sha(Path(repo_git.working_dir))
-    result = sync(kube, Path(repo_git.working_dir), commit, environment, options or SyncOptions())
+        pinned_head = source.head_sha(top)
+    result = sync(kube, top, commit, environment, options or SyncOptions())
     error = environment_failure(result)
     if error is not None:
         return RollbackResult(commit, pinned_head, result, error=error)

@@ -198,7 +198,7 @@ def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str
     measured against; None: the upstream branch's head as the remote has it now (`upstream`, a
     source.git.UpstreamHead, asked for when not given), else the checkout's HEAD."""
 
-    root = Path(source.open_repo(repo_root).working_dir)
+    root = source.toplevel(repo_root)
     head_state = desired_at(root, head or "HEAD", [environment])
     if environment in head_state.env_errors:
         raise head_state.env_errors[environment]

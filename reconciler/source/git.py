@@ -73,6 +73,16 @@ def open_repo(root: Path) -> git.Repo:
     opened[key] = repo
     return repo
 
+def toplevel(root: Path) -> Path:
+    """The root directory of the repository that holds ``root`` (callers get a path, never a Repo)."""
+    return Path(open_repo(root).working_dir)
+
+
+def resolve_sha(root: Path, rev: str) -> str:
+    """A revision of the repository at ``root`` (branch, tag, HEAD~1, sha) -> full commit sha."""
+    return resolve(open_repo(root), rev)
+
+
 def resolve(repo: git.Repo, rev: str) -> str:
     """A revision (branch, tag, HEAD~1, sha) -> full commit sha."""
     try:
