@@ -18,7 +18,6 @@ from reconciler.catalog.effective import TARGET_UTILISATION, EffectiveServing
 from reconciler.catalog.pools import Pool
 
 HOURS_PER_MONTH = 730  # the cloud providers' convention (8,760 h / 12)
-DEVICE_RESOURCES = ("nvidia.com/gpu", "aws.amazon.com/neuron", "aws.amazon.com/neuroncore")
 
 
 def hourly_price(pool: Pool) -> float:
