@@ -40,6 +40,7 @@ from reconciler.render.secrets import age_key, unseal
 from reconciler.report.github import report_finished
 from reconciler.results import ObjectRef
 from reconciler.rollout.controller import reconcile_rollout
+from reconciler.rollout.outage import shared_outage
 from reconciler.rollout.prometheus import PrometheusAnalysis, PrometheusClient
 from reconciler.run.metrics import Metrics
 from reconciler.run.events import record_event
@@ -129,10 +130,13 @@ def _pass(kube: Cluster, repo: Path, rev: str | None, environment: str, options:
     if options.rollouts and env.canary and options.dry_run:
         result.notes.append("dry run: canaries were not evaluated; a changed model would start a canary "
                             "rather than replace its stable version as shown")
+    outage, messages = shared_outage(rollouts)  # one Prometheus for the environment: its outage is reported once
+    if outage is not None:
+        result.notes.append(outage.line())
     for rollout in rollouts:
         result.objects.extend(rollout.results)
-        if rollout.message:
-            result.notes.append(f"canary {rollout.model}: {rollout.message}")
+        if messages.get(rollout.model):
+            result.notes.append(f"canary {rollout.model}: {messages[rollout.model]}")
     # report: a canary that ended is reported to GitHub (RECONCILER_GITHUB_TOKEN + GITHUB_REPOSITORY set)
     if environ is not None and not options.dry_run:
         result.notes.extend(report_finished(result, environ, repo))
