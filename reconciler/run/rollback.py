@@ -103,7 +103,7 @@ def state_namespace_object(name: str) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def ensure_state_namespace(kube: Any, name: str) -> str:
+def ensure_state_namespace(kube: Cluster, name: str) -> str:
     """Create the state namespace a first sync records itself in, when it is missing.
 
     Returns "" when it was there, "created the state namespace NAME; " when this call created it, or a

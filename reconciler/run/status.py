@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import labels
+from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
 from reconciler.plan.desired import desired_at
@@ -180,7 +181,7 @@ def to_text(statuses: list[EnvironmentStatus]) -> list[str]:
 # --------------------------------------------------------------------------- reads
 
 
-def _canary(kube: Any, model: str, namespace: str) -> str | None:
+def _canary(kube: Cluster, model: str, namespace: str) -> str | None:
 
     try:
         stored = store.load(kube, model, namespace)
@@ -192,7 +193,7 @@ def _canary(kube: Any, model: str, namespace: str) -> str | None:
     return f"{state.phase.value} {state.canary_weight}%" if state.phase.active else state.phase.value
 
 
-def gather(kube: Any, repo_root: Path, environment: str, *, state_namespace: str, head: str | None = None,
+def gather(kube: Cluster, repo_root: Path, environment: str, *, state_namespace: str, head: str | None = None,
            field_manager: str = labels.MANAGER, upstream: Any = None) -> EnvironmentStatus:
     """Read one environment's status from the cluster and the repository. `head`: the revision 'synced' is
     measured against; None: the upstream branch's head as the remote has it now (`upstream`, a
