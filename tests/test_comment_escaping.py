@@ -235,3 +235,48 @@ def test_a_hostile_description_and_field_reach_the_comment_as_text(tmp_path):
     assert sum(1 for r in p.rows if r and r[0] == "iris-classifier") == 4
     assert any("<img src=x onerror=alert(1)> @octocat" in cell for r in p.rows for cell in r)
     assert sum(1 for r in p.rows if r and r[0] == "digits-classifier") == 3
+
+
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # rich's own colours: the only escape sequence the terminal may get
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_terminal_plan_shows_hidden_characters_in_tables_panels_and_diffs_as_escapes(terminal):
+    """`reconciler plan`'s text format draws Panels, Tables and Syntax: every cell, panel body and diff line
+    of repository text reaches the screen with its ESC, bidi, NUL, line separators made visible."""
+    import io
+
+    from reconciler.cli.console import make_console
+    from reconciler.cli.plan import print_plan
+
+    plan = hostile_plan()
+    plan.environments["staging"] = EnvironmentPlan(
+        "staging", error="kustomize: \x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\ \u202eevil\x1b[2J\u2028\x85\x00")
+    plan.order.append("staging")
+    buffer = io.StringIO()
+    print_plan(plan, make_console(file=buffer, width=160, force_terminal=terminal))
+    shown = buffer.getvalue()
+    assert not esc.HIDDEN.search(SGR.sub("", shown)), sorted({hex(ord(c)) for c in esc.HIDDEN.findall(SGR.sub("", shown))})
+    assert "<U+202E>" in shown and "<U+001B>" in shown and "<U+0000>" in shown
+    assert bool(SGR.search(shown)) is terminal  # colours stay where there is a terminal
+
+
+def test_the_default_plan_output_sends_no_escape_sequence_or_bidi_control_to_the_terminal(tmp_path):
+    """As a user runs it: `reconciler plan` (text) on a commit whose model.yaml carries ESC and U+202E in a
+    canary query (a reason and a policy row) and in an unknown field's name (an error header)."""
+    template_repo = copy_template(tmp_path / "repo")
+    repo = git.Repo.init(template_repo, initial_branch="main")
+    commit_all(repo, "template")
+    spec = template_repo / "models/iris-classifier/model.yaml"
+    spec.write_text(spec.read_text() + 'canary:\n  queries: {errorRate: "\\e[2J\\e]0;pwned\\a \\u202eevil \\0 \\u2028"}\n')
+    digits = template_repo / "models/digits-classifier/model.yaml"
+    digits.write_text(digits.read_text() + '"\\e[31mfake\\u202e": 1\n')
+    commit_all(repo, "hostile")
+    reconciler = str(Path(sys.executable).parent / "reconciler")
+    done = subprocess.run([reconciler, "plan", "--base", "HEAD~1", "--head", "HEAD", "--no-check-artifacts"],
+                          cwd=template_repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    for stream in (done.stdout, done.stderr):
+        assert not esc.HIDDEN.search(stream), sorted({hex(ord(c)) for c in esc.HIDDEN.findall(stream)})
+    assert "<U+001B>[2J" in done.stdout and "<U+202E>evil" in done.stdout
+    assert "<U+001B>[31mfake<U+202E>" in done.stdout + done.stderr

@@ -9,9 +9,10 @@ printed exactly as it is. Style is added only by building `rich.text.Text` value
     from reconciler.cli.console import err, line, styled
     err.print(line(styled("✗ " + name, "bold red"), f" ({where}):\\n{error}"))
 
-Bidirectional controls (U+202E...), zero-width and control characters in any printed text are
-shown as `<U+202E>` (reconciler.report.escape.visible): a file name cannot reverse or hide part of an
-error header on screen.
+Bidirectional controls (U+202E...), zero-width and control characters (ESC included) in any printed
+text are shown as `<U+202E>` (reconciler.report.escape.visible), in str and Text and in every segment
+a Table, Panel or Syntax draws: a file name cannot reverse or hide part of an error header or a plan
+table on screen, nor send an escape sequence to the terminal.
 
 Never construct a `rich.console.Console` elsewhere, never call `Text.from_markup` or
 `console.print(..., markup=True)`, and never pass a `str` title to `rich.panel.Panel` (Panel parses
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console, ConsoleDimensions
+from rich.console import Console, ConsoleDimensions, ConsoleOptions, RenderableType
+from rich.segment import Segment
 from rich.text import Text
 
 from reconciler.report.escape import HIDDEN, visible
@@ -70,6 +72,17 @@ class VisibleConsole(Console):
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         super().print(*(_shown(o) for o in objects), **kwargs)
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Any:
+        """Every segment any renderable draws (a table cell, a panel's body, a diff in Syntax, a live
+        display) with its hidden characters made visible: `print` sees only the top-level objects, and a
+        Panel or Table built from repository text would otherwise carry an ESC or U+202E to the terminal.
+        Rich's own control segments (cursor moves) are kept; its colours are styles, added after this."""
+        for segment in super().render(renderable, options):
+            if not segment.control and HIDDEN.search(segment.text):
+                yield Segment(visible(segment.text), segment.style, segment.control)
+            else:
+                yield segment
 
 
 def make_console(*, stderr: bool = False, soft_wrap: bool = True, **options: Any) -> Console:
