@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import render_bench  # noqa: E402
 from benchmarks.repo_cache import checkout  # noqa: E402
-from reconciler.plan.desired import desired_at, plan_revisions  # noqa: E402
+from reconciler.desired.state import desired_at  # noqa: E402
+from reconciler.plan.revisions import plan_revisions  # noqa: E402
 from reconciler.render.cache import RenderCache  # noqa: E402
 from reconciler.report.plan import plan_json  # noqa: E402
 

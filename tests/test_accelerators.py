@@ -8,7 +8,7 @@ import pytest
 from reconciler.catalog.accelerators import NEURON_PIP_INDEX, compile_problem, merge_bentofile, neuron_sdk, recipe_for
 from reconciler.catalog.kinds import AcceleratorKind, kind_overlay
 from reconciler.catalog.load import load_catalog
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from tests.conftest import commit_all
 
 

@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipelines.neuron import architecture_of
 from reconciler.catalog.pickled import NotAPickle, architecture, structure
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from tests.conftest import commit_all
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, tagged_image
 from reconciler.catalog.load import load_catalog
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.source.hashing import model_hashes
 from reconciler.render.hydrate import hydrate_folder
 from tests.conftest import commit_all

@@ -8,7 +8,7 @@ import git
 import pytest
 import yaml
 
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.render import emit
 from reconciler.render.kustomize import kubectl_binary
 from tests.conftest import commit_all, copy_template

@@ -59,7 +59,7 @@ def test_staging_and_prod_pods_can_be_created(envtest_repo, kcm, sim_nodes, env)
 
 
 def test_an_overlay_naming_an_undeclared_priority_class_is_a_model_error(envtest_repo):
-    from reconciler.plan.desired import desired_at
+    from reconciler.desired.state import desired_at
 
     env = envtest_repo.root / "environments" / "prod" / "environment.yaml"
     env.write_text(env.read_text().replace("priorityClasses: {model-serving: 100000}\n", ""))

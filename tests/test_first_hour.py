@@ -19,7 +19,7 @@ from reconciler.catalog.load import load_catalog
 from reconciler.catalog.scaffold import Rename, class_name, new_model, plan_copy
 from reconciler.cli import app
 from reconciler.errors import ReconcilerError
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from tests.conftest import commit_all
 
 

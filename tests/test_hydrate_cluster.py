@@ -52,7 +52,7 @@ def _pod(ns: str, name: str, neurons: int) -> dict:
 
 
 def test_budget_resource_quota_refuses_a_pod_over_quota(kcm, kube, envtest_repo):
-    from reconciler.plan.desired import desired_at
+    from reconciler.desired.state import desired_at
     from reconciler.render.environment import ENVIRONMENT_GROUP
 
     prod = envtest_repo.root / "environments/prod/environment.yaml"

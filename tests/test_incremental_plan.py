@@ -11,7 +11,9 @@ import git
 import pytest
 
 from reconciler.catalog.load import load_catalog
-from reconciler.plan.desired import desired_at, plan_revisions, touched_models
+from reconciler.desired.state import desired_at
+from reconciler.plan.outcomes import touched_models
+from reconciler.plan.revisions import plan_revisions
 from reconciler.render.cache import RenderCache
 from reconciler.render.environment import render_environment
 from reconciler.report.plan import plan_json, plan_markdown
@@ -103,7 +105,7 @@ def test_incremental_plan_is_identical_to_the_full_render(template_repo, tmp_pat
 
 
 def test_untouched_models_are_read_only_when_they_failed_or_were_never_seen(template_repo, tmp_path, monkeypatch):
-    from reconciler.plan import desired
+    from reconciler.plan import revisions
 
     repo = git.Repo(template_repo)
     _copy_model(template_repo, "digits-classifier", "extra-model")
@@ -114,8 +116,8 @@ def test_untouched_models_are_read_only_when_they_failed_or_were_never_seen(temp
     cache = RenderCache(tmp_path / "cache")
     desired_at(template_repo, "HEAD~1", cache=cache)  # records every model's outcome at the base
     scopes = []
-    real = desired.open_state
-    monkeypatch.setattr(desired, "open_state", lambda root, rev, models, stack: scopes.append(models) or
+    real = revisions.open_state
+    monkeypatch.setattr(revisions, "open_state", lambda root, rev, models, stack: scopes.append(models) or
                         real(root, rev, models, stack))
     plan = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=cache)
     assert scopes[-1] == {"iris-classifier", "broken-spec", "broken-render"}  # not extra-model, not digits
@@ -210,7 +212,7 @@ def _hydrate_branches(root, tmp_path):
 
 def test_a_plan_with_no_cache_reads_only_the_changed_model_when_the_base_was_hydrated(template_repo, tmp_path,
                                                                                        monkeypatch):
-    from reconciler.plan import desired
+    from reconciler.plan import revisions
 
     repo = git.Repo(template_repo)
     _copy_model(template_repo, "digits-classifier", "extra-model")
@@ -219,8 +221,8 @@ def test_a_plan_with_no_cache_reads_only_the_changed_model_when_the_base_was_hyd
     CHANGES["code"](template_repo, random.Random(0))
     commit_all(repo, "iris code")
     scopes = []
-    real = desired.open_state
-    monkeypatch.setattr(desired, "open_state", lambda root, rev, models, stack: scopes.append(models) or
+    real = revisions.open_state
+    monkeypatch.setattr(revisions, "open_state", lambda root, rev, models, stack: scopes.append(models) or
                         real(root, rev, models, stack))
     plan = plan_revisions(template_repo, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty"))
     # the base's rendered/<env> branches say every model rendered clean there: nothing else is read
@@ -271,7 +273,7 @@ def test_a_fresh_runner_fetches_the_hydrated_base_from_origin_or_says_it_has_non
                                                                                   monkeypatch):
     """A PR job checks out one branch: no rendered/* refs. The plan fetches origin's, and reads only the change;
     where origin has none, the plan says so in one note with the fix."""
-    from reconciler.plan import desired
+    from reconciler.plan import revisions
 
     origin = git.Repo(template_repo)
     _copy_model(template_repo, "digits-classifier", "extra-model")
@@ -283,8 +285,8 @@ def test_a_fresh_runner_fetches_the_hydrated_base_from_origin_or_says_it_has_non
     git.Repo.clone_from(str(template_repo), runner_clone, multi_options=["--single-branch", "--branch", "main"])
     assert not any("rendered/" in r.path for r in git.Repo(runner_clone).refs)
     scopes = []
-    real = desired.open_state
-    monkeypatch.setattr(desired, "open_state", lambda root, rev, models, stack: scopes.append(models) or
+    real = revisions.open_state
+    monkeypatch.setattr(revisions, "open_state", lambda root, rev, models, stack: scopes.append(models) or
                         real(root, rev, models, stack))
     plan = plan_revisions(runner_clone, "HEAD~1", "HEAD", cache=RenderCache(tmp_path / "empty"))
     assert scopes[-1] == {"iris-classifier"} and not plan.hints

@@ -192,7 +192,7 @@ def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_sa
 
     from reconciler import labels as L
     from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore
-    from reconciler.plan.desired import desired_at
+    from reconciler.desired.state import desired_at
 
     root, home, report = built
     result = report.results[MODEL]

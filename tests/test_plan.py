@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from reconciler.cli.main import app
 from reconciler.render.hydrate import read_documents
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from reconciler.plan.changes import plan_objects
 from reconciler.render.environment import with_content_hash
 from reconciler.results import Action

@@ -11,7 +11,7 @@ from reconciler.catalog.load import load_catalog, placements, promotion_order
 from reconciler.catalog.effective import effective_serving
 from reconciler.plan import cost
 from reconciler.plan.changes import Plan, plan_environment
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from reconciler.render.environment import with_content_hash
 from reconciler.render.manifests import model_objects
 from reconciler.report.plan import GITHUB_COMMENT_LIMIT, plan_markdown
@@ -149,7 +149,7 @@ def test_budget_over_and_within(template_repo, budget, problem):
 
 
 def test_budget_renders_a_resource_quota(template_repo):
-    from reconciler.plan.desired import desired_at
+    from reconciler.desired.state import desired_at
     from reconciler.render.environment import ENVIRONMENT_GROUP
 
     (template_repo / "environments/prod/environment.yaml").write_text(

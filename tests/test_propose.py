@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.propose import ProposeError, propose
 from reconciler.build.pipeline_runner import run_train
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 
 MODEL = "iris-classifier"
 

@@ -200,7 +200,7 @@ def test_pods_carry_the_model_hash_and_weights_md5_the_service_returns(template_
     from pipelines.serving import version_labels
     from reconciler.build.builder import version_record
     from reconciler.catalog.image_lock import model_versions
-    from reconciler.plan.desired import desired_state
+    from reconciler.desired.state import desired_state
     from reconciler.render.environment import render_keys
     from reconciler.source.hashing import model_hashes
 

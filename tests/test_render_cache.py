@@ -9,7 +9,7 @@ import git
 import pytest
 
 from reconciler.errors import LimitError, RenderError
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from reconciler.render.cache import CachedRenderError, RenderCache
 from tests.conftest import commit_all
 

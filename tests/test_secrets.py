@@ -13,7 +13,7 @@ import subprocess
 import git
 import pytest
 
-from reconciler.plan.desired import EMPTY, plan_revisions
+from reconciler.plan.revisions import EMPTY, plan_revisions
 from reconciler.render.hydrate import hydrate_folder, read_documents
 from reconciler.render.secrets import sops_binary
 from reconciler.report.plan import plan_json, plan_markdown
@@ -76,7 +76,7 @@ def test_a_sops_secret_round_trips_and_never_shows_in_plaintext(sealed_repo, env
     for text in (plan_markdown(plan), plan_json(plan)):
         assert PASSWORD not in text and base64.b64encode(PASSWORD.encode()).decode() not in text
         assert "password" in text  # the key is named
-    from reconciler.plan.desired import desired_at
+    from reconciler.desired.state import desired_at
 
     state = desired_at(root, "HEAD", ["dev"])
     hydrate_folder(state.renders, tmp_path / "rendered", state.revision)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import git
 
-from reconciler.plan.desired import EMPTY, plan_revisions
+from reconciler.plan.revisions import EMPTY, plan_revisions
 from reconciler.report.plan import plan_markdown
 from tests.conftest import commit_all
 from tests import test_secrets

@@ -114,7 +114,7 @@ def test_refusing_spot_on_a_spot_pool_without_fallback_is_a_model_error(spot_rep
 def test_the_plans_cost_uses_the_spot_price(spot_repo):
     import git
 
-    from reconciler.plan.desired import plan_revisions
+    from reconciler.plan.revisions import plan_revisions
     from tests.conftest import commit_all
 
     commit_all(git.Repo(spot_repo), "iris on the spot pool in prod")

@@ -189,7 +189,7 @@ def test_a_shared_object_the_listing_misses_is_still_only_released(envtest, kube
 def test_staging_and_prod_render_the_same_priority_class(template_repo):
     """Nothing in the rendered PriorityClass names its environment, so two environments that declare the
     same class render the same object and share it instead of fighting over a label."""
-    from reconciler.plan.desired import desired_at
+    from reconciler.desired.state import desired_at
 
     state = desired_at(template_repo, None, ["staging", "prod"])
     found = {env: [o for o in state.objects_by_model(env)[ENVIRONMENT_GROUP] if o["kind"] == "PriorityClass"]

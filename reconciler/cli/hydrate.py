@@ -11,7 +11,7 @@ from reconciler.cli.console import err as console, line, out, print_model_errors
 from reconciler.cli.exits import ExitCode, outcome
 from reconciler.cli.options import RepoOption, fail
 from reconciler.errors import ReconcilerError
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.plan.hydration import hydrate_branches
 from reconciler.render import hydrate as hydration
 from reconciler.render.cache import RenderCache, default_folder

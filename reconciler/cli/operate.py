@@ -26,7 +26,7 @@ from reconciler.cli.sync import OutputFormat, _print_result
 from reconciler.cluster.kube import KubeClient
 from reconciler.errors import ReconcilerError, closest, did_you_mean
 from reconciler.labels import MANAGER
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.run import history
 from reconciler.run.record import request_reconcile
 from reconciler.run.notify import Notifier

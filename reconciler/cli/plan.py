@@ -18,7 +18,7 @@ from reconciler.cli.exits import outcome
 from reconciler.cli.options import RepoOption, fail
 from reconciler.errors import ReconcilerError
 from reconciler.plan.changes import EnvironmentPlan, Plan
-from reconciler.plan.desired import plan_revisions
+from reconciler.plan.revisions import plan_revisions
 from reconciler.plan.review import fmt
 from reconciler.report.plan import by_importance, cost_cell, plan_json, plan_markdown, short_revision, summary_line, why
 from reconciler.results import Action

@@ -20,7 +20,8 @@ from reconciler.cli.options import RepoOption, fail
 from reconciler.cli.plan import print_plan
 from reconciler.errors import ReconcilerError
 from reconciler.extras import require
-from reconciler.plan.desired import EMPTY, desired_at, plan_revisions
+from reconciler.desired.state import desired_at
+from reconciler.plan.revisions import EMPTY, plan_revisions
 from reconciler.render import hydrate as hydration
 from reconciler.source import git as source
 

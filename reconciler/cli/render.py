@@ -13,7 +13,7 @@ from reconciler.cli.exits import outcome
 from reconciler.cli.options import EnvironmentArgument, ModelsOption, RepoOption, fail
 from reconciler.catalog.load import unknown_model_fix
 from reconciler.errors import ReconcilerError
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.render.secrets import check_decryption
 
 

@@ -1,4 +1,4 @@
-"""Stage, plan: what a change does to each environment, as data (pure), and the desired state
-that git says each environment should run.
+"""Stage, plan: what a change does to each environment, as data (pure), from the desired states of two
+revisions (reconciler.desired).
 
-May import: the shared vocabulary, source, catalog, render, build."""
+May import: the shared vocabulary, source, catalog, render, build, desired."""

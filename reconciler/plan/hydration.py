@@ -23,7 +23,7 @@ from pathlib import Path
 from reconciler.catalog.image_lock import IMAGES_LOCK
 from reconciler.catalog.load import MODELS_DIR
 from reconciler.errors import ReconcilerError
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.plan.outcomes import touched_models
 from reconciler.render import hydrate as hydration
 from reconciler.render.cache import RenderCache

@@ -3,8 +3,8 @@
 A model whose folder is the same at two revisions, in a change that leaves everything outside
 models/ alone (but inert files), renders the same at both: the same objects, or the same error.
 The full plan reports its error; so must the incremental plan, which does not read it. So every
-state rendered from a commit records, per model, the environments it failed in (`record_outcomes`,
-keyed by the folder's git tree id and a digest of the rest of the repository: render.cache's
+state rendered from a commit records, per model, the environments it failed in
+(reconciler.desired.outcomes.record_outcomes, keyed by the folder's git tree id and a digest of the rest of the repository: render.cache's
 `outcome_key`), and a plan reads again only the untouched models that failed at its base or were
 never recorded (`untouched_with_errors`). Cost: one `ls-tree` of models/, one of the rest, and a
 small file per untouched model; with nothing recorded, every model is read and rendered once.
@@ -18,21 +18,16 @@ fresh runner with no cache plans as fast as a warm one when the base was hydrate
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
-from reconciler.catalog.load import MODELS_DIR, Catalog
+from reconciler.catalog.load import MODELS_DIR
+from reconciler.desired.outcomes import inert, shared_digest
 from reconciler.render.cache import RenderCache, outcome_key, outcome_set_key, renderer_id
-from reconciler.render.environment import EnvironmentRender
 from reconciler.render.hydrate import BRANCH_PREFIX, METADATA
-from reconciler.render.kustomize import KustomizeTimeout
 from reconciler.source import branches
 from reconciler.source import git as source
-
-INERT_PATHS = (".github/",)  # prefixes no render reads
-INERT_SUFFIXES = (".md", ".rst")
 
 
 def touched_models(paths: Iterable[str]) -> set[str] | None:
@@ -48,40 +43,10 @@ def touched_models(paths: Iterable[str]) -> set[str] | None:
             if len(parts) > 2:
                 found.add(parts[1])
             continue  # a file directly under models/ belongs to no model
-        if path.startswith(INERT_PATHS) or path.endswith(INERT_SUFFIXES):
+        if inert(path):
             continue
         return None
     return found
-
-
-def shared_digest(root: Path, rev: str) -> str:
-    """Digest of what every model's render may read outside models/: the revision's files there, less
-    the inert ones (touched_models' rule). Equal at two revisions whose change touches only models."""
-    files = [f for f in source.files_outside(root, rev, MODELS_DIR)
-             if not (f[0].startswith(INERT_PATHS) or f[0].endswith(INERT_SUFFIXES))]
-    return hashlib.sha256(json.dumps(files, separators=(",", ":")).encode()).hexdigest()
-
-
-def record_outcomes(root: Path, rev: str, catalog: Catalog, renders: Mapping[str, EnvironmentRender],
-                    cache: RenderCache) -> None:
-    """Record, per model of a catalog loaded and rendered from a commit (a desired state's catalog and renders), the environments it failed in
-    (or that it rendered): what a later incremental plan reads for models its change does not touch.
-    A model whose outcome is not known in every environment rendered (a timeout) is not recorded."""
-    if not renders:
-        return
-    trees = source.folder_trees(root, rev, MODELS_DIR)
-    shared = shared_digest(root, rev)
-    for name in sorted(set(catalog.models) | set(catalog.errors)):
-        if name not in trees:
-            continue
-        errors: dict[str, str | None] = {}
-        for env, render in renders.items():
-            exc = render.errors.get(name)
-            if isinstance(exc, KustomizeTimeout):
-                break
-            errors[env] = None if exc is None else str(exc)
-        else:
-            cache.put_outcome(outcome_key(trees[name], shared), errors)
 
 
 def clean_environments(root: Path, base: str, envs: Iterable[str], prefix: str = BRANCH_PREFIX,

@@ -13,15 +13,12 @@ metrics, and its spec as dotted fields. `review(before, after)` compares two vie
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from reconciler.errors import ReconcilerError
 from reconciler.plan import cost
 from reconciler.catalog.effective import EffectiveCanary, effective_canary, effective_serving, effective_slo
-from reconciler.catalog.files import read_yaml
-from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODEL_FILE, MODELS_DIR
+from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 
@@ -196,19 +193,6 @@ def pool_changes(before: Mapping[str, Pool], after: Mapping[str, Pool], names: s
 
 
 
-def raw_specs(tree: Path, names: Iterable[str]) -> dict[str, dict]:
-    """Each named model's model.yaml as written, as dotted fields; an unreadable one is left out."""
-    out = {}
-    for name in sorted(names):
-        try:
-            data = read_yaml(tree / MODELS_DIR / name / MODEL_FILE, root=tree)
-        except ReconcilerError:
-            continue
-        if isinstance(data, dict):
-            out[name] = flatten(data)
-    return out
-
-
 def spec_reasons(name: str, path_reasons: list[str], model_review: ModelReview | None, hash_changes: str | None,
              env_changes: list[str], pools_changed: list[str], env: str) -> list[str]:
     """Why a model is in the plan, at field level where the change is in a spec."""
@@ -245,7 +229,8 @@ def reviews_keeping_errors(env: str, old_views: dict[str, ModelView], new_views:
     reviews = {n: review(old_views.get(n), new_views.get(n)) for n in set(old_views) | set(new_views)}
     for name in errors:
         if name in reviews and name in before_raw and name in after_raw:
-            changed = [c for c in field_changes(before_raw[name], after_raw[name]) if _concerns(c.split(" ", 1)[0], env)]
+            changed = [c for c in field_changes(flatten(before_raw[name]), flatten(after_raw[name]))
+                       if _concerns(c.split(" ", 1)[0], env)]
             reviews[name] = replace(reviews[name], reasons=changed)
     return reviews
 

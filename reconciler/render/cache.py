@@ -17,7 +17,7 @@ reporting its error without a render. A timeout is never cached.
 Beside the renders, `outcomes/` records, per model folder (by its git tree id) and the rest of
 the repository outside models/ (by its files' blob ids), which environments the model failed in
 and with what error: what an incremental plan needs to report the pre-existing errors of models
-the change does not touch, without reading them (see plan.desired).
+the change does not touch, without reading them (see desired.outcomes and plan.outcomes).
 
 The folder is pruned (`RenderCache.prune`, run by the commands that write it, at most every
 PRUNE_EVERY seconds): entries not used

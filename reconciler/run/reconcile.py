@@ -8,7 +8,7 @@ ends the pass before anything is written:
 ==========  =============================================================================================
 source      the revision resolved to a commit sha, once; its signature verified (when a policy is set)
 catalog     the environment's and the models' specs at that sha
-render      the desired state at that sha: image lock, kustomize, schema validation (reconciler.plan.desired)
+render      the desired state at that sha: image lock, kustomize, schema validation (reconciler.desired.state)
 target      the client talks to this environment's cluster (reconciler.cluster.identity)
 secrets     SOPS Secrets decrypted in memory (a model whose Secret cannot be opened fails alone)
 rollout     one canary tick per model with canaries on (a model whose rollout cannot be driven fails alone)
@@ -35,7 +35,7 @@ from reconciler.catalog.effective import effective_canary
 from reconciler.cluster.identity import verify_cluster
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError, ReconcilerError, SecretError, SignatureError, SpecError
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.render.secrets import age_key, unseal
 from reconciler.report.github import report_finished
 from reconciler.results import ObjectRef

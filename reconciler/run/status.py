@@ -20,7 +20,7 @@ from reconciler import labels
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ReconcilerError
 from reconciler.results import ObjectRef
-from reconciler.plan.desired import desired_at
+from reconciler.desired.state import desired_at
 from reconciler.rollout import store
 from reconciler.run.record import Record, state_ref, suspended
 from reconciler.source import git as source

@@ -528,6 +528,14 @@ def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
     return trees
 
 
+def top_names(root: Path, rev: str) -> list[str]:
+    """The names (files and folders) at the top of a commit's tree, one `ls-tree`."""
+    repo = open_repo(root)
+    with git_errors(f"git ls-tree {rev} failed"):
+        listing = repo.git.ls_tree("--name-only", "-z", resolve(repo, rev))
+    return [p for p in listing.split("\0") if p]
+
+
 def show_file(root: Path, ref: str, path: str) -> str | None:
     """A file's text at a ref (`refs/heads/x`, `origin/x`, a sha), or None when the ref or file is absent."""
     repo = open_repo(root)

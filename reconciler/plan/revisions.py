@@ -1,144 +1,35 @@
-"""Desired state: what git says each environment should run, and how two revisions differ.
+"""How two revisions differ: the plan of merging one onto the other, from their desired states.
 
-This is the top of the reconcile pipeline, reading top to bottom:
-source (a revision's tree) -> catalog (validated specs) -> model hashes -> images -> render.
-`plan_revisions` runs it for two revisions and hands both renders to the pure `plan`.
+`plan_revisions` loads both revisions' desired states (reconciler.desired.state: source -> catalog -> model
+hashes -> images -> render), renders only what can differ, and hands both renders to the pure
+`plan_environment` (reconciler.plan.changes), with the reviewer's reasons (review), cost and budget.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import importlib.util
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.source import guard
 from reconciler.catalog.image_lock import ImageStore, images_file, model_versions, resolve_images
-from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODELS_DIR, Catalog, load_catalog, placements,
-                                     promotion_order)
-from reconciler.errors import ReconcilerError, SpecError
+from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, placements, promotion_order
+from reconciler.desired.outcomes import record_outcomes
+from reconciler.desired.state import DesiredState, desired_at, environments_of, open_state, render_state
+from reconciler.errors import ReconcilerError
 from reconciler.plan import cost
-from reconciler.plan.weights import artifact_errors
-from reconciler.plan.outcomes import record_outcomes, touched_models, untouched_with_errors
 from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, short_revision, triggers
-from reconciler.plan.review import (ModelView, environment_changes, model_view, pool_changes, raw_specs, review,
+from reconciler.plan.outcomes import touched_models, untouched_with_errors
+from reconciler.plan.review import (ModelView, environment_changes, model_view, pool_changes, review,
                                     reviews_keeping_errors, spec_reasons as _reasons)
+from reconciler.plan.weights import artifact_errors
 from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
-from reconciler.render.environment import EnvironmentRender, render_environment, render_keys
+from reconciler.render.environment import render_keys
+from reconciler.render.secrets import plan_secrets, redacted
 from reconciler.source import git as source
-from reconciler.source.hashing import ModelHash, changed_models, describe, model_hashes
-from reconciler.render.secrets import plan_secrets
-from reconciler.render.secrets import redacted
-import importlib.util
+from reconciler.source.hashing import changed_models, describe
 
-
-METRICS_FILE = "metrics.json"
 EMPTY = "empty"  # a base revision with nothing deployed
-
-
-@dataclass
-class DesiredState:
-    revision: str  # a commit sha, or "worktree"
-    catalog: Catalog
-    hashes: dict[str, ModelHash]
-    renders: dict[str, EnvironmentRender] = field(default_factory=dict)
-    env_errors: dict[str, ReconcilerError] = field(default_factory=dict)
-    metrics: dict[str, dict] = field(default_factory=dict)  # model -> its evaluation metrics.json
-    # model -> its model.yaml as written, as dotted fields: the plan's field-level reasons for a model
-    # that has errors (it has no validated spec to compare)
-    raw_specs: dict[str, dict] = field(default_factory=dict)
-
-    def objects_by_model(self, env: str) -> dict[str, list[dict]]:
-        render = self.renders.get(env)
-        return {} if render is None else render.groups()
-
-    def errors_by_model(self, env: str) -> dict[str, str]:
-        render = self.renders.get(env)
-        return {} if render is None else {name: str(err) for name, err in render.errors.items()}
-
-
-def _environments(catalog: Catalog, environments: Iterable[str] | None) -> list[str]:
-    return sorted(environments if environments is not None else
-                  set(catalog.environments) | {e for e in catalog.env_errors if e != "*"})
-
-
-def render_state(state: DesiredState, environments: Iterable[str] | None = None, models: set[str] | None = None,
-                 *, cache: RenderCache | None = None, only: dict[str, set[str] | None] | None = None) -> DesiredState:
-    """Render a loaded state for the given (default: all) environments; `only[env]` narrows the models there."""
-    catalog = state.catalog
-    for env in _environments(catalog, environments):
-        try:
-            env_spec = catalog.environment(env)
-            wanted = (only or {}).get(env, models)
-            lock = ImageStore.read(images_file(catalog.root))  # the commit's image lock: digests and build commits
-            state.renders[env] = render_environment(catalog, env, models=wanted, cache=cache,
-                                                    images=resolve_images(catalog, env_spec, state.hashes, store=lock),
-                                                    versions=model_versions(catalog, state.hashes, env_spec, store=lock))
-        except ReconcilerError as exc:
-            state.env_errors[env] = exc
-    return state
-
-
-def desired_state(catalog: Catalog, revision: str, hashes: dict[str, ModelHash],
-                  environments: Iterable[str] | None = None, models: set[str] | None = None) -> DesiredState:
-    """Render a loaded catalog for the given (default: all) environments."""
-    return render_state(DesiredState(revision, catalog, hashes), environments, models)
-
-
-def _tree_paths(root: Path, rev: str | None, models: set[str] | None) -> list[str] | None:
-    """What of a revision must be written out to load the given models: everything but the other model folders."""
-    if models is None or rev is None:
-        return None
-    repo = source.open_repo(root)
-    top = repo.git.ls_tree("--name-only", "-z", source.resolve(repo, rev)).split("\0")
-    return [p for p in top if p and p != MODELS_DIR] + [f"{MODELS_DIR}/{m}" for m in sorted(models)]
-
-
-def open_state(root: Path, rev: str | None, models: set[str] | None, stack: contextlib.ExitStack) -> DesiredState:
-    """source -> catalog -> hashes, for one revision (None: the working tree), without rendering.
-
-    Only the named models are read (None: all); the revision's tree is written from git's objects
-    into a folder that lives as long as `stack`.
-    """
-    tree = stack.enter_context(source.checkout(root, rev, _tree_paths(root, rev, models)))
-    revision = "worktree" if rev is None else source.resolve_sha(root, rev)
-    catalog = load_catalog(tree, only=models)
-    entries = [catalog.models[m] for m in sorted(catalog.models)]
-    oversized: dict[str, SpecError] = {}
-    hashes = model_hashes(root, rev, entries, errors=oversized)
-    for name, exc in oversized.items():  # a model over a bound (or naming a path outside it) is that model's error
-        catalog.models.pop(name, None)
-        catalog.errors[name] = exc
-    entries = [e for e in entries if e.name not in oversized]
-    state = DesiredState(revision, catalog, hashes)
-    state.metrics = {e.name: read_metrics(e.path / METRICS_FILE, root=tree) for e in entries
-                     if (e.path / METRICS_FILE).is_file()}
-    state.raw_specs = raw_specs(tree, set(catalog.models) | set(catalog.errors))
-    return state
-
-
-def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
-               models: set[str] | None = None, *, cache: RenderCache | None = None) -> DesiredState:
-    """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
-    root = source.toplevel(root)
-    with contextlib.ExitStack() as stack:
-        state = render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
-    if rev is not None and cache is not None and cache.folder is not None:
-        record_outcomes(root, rev, state.catalog, state.renders, cache)
-    if cache is not None and cache.writes:
-        cache.prune_if_due()
-    return state
-
-
-def read_metrics(path: Path, *, root: Path | None = None) -> dict:
-    """A model's evaluation metrics (written by the pipeline's evaluate step); unreadable or refused by
-    the read guard -> empty (the model's spec and files are checked, and reported, elsewhere)."""
-    try:
-        data = json.loads(guard.read_text(root if root is not None else path.parent, path))
-    except (OSError, ValueError, ReconcilerError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def model_views(state: DesiredState, env: str) -> dict[str, ModelView]:
@@ -331,7 +222,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         if scope != models and any(e.budget for e in new.catalog.environments.values()):
             scope = models  # a budget is checked on the environment's total: read every model
             new = open_state(root, head, scope, stack)
-        envs = _environments(new.catalog, environments)
+        envs = environments_of(new.catalog, environments)
         if scope is not None and scope != models:  # untouched models that failed, or were never seen
             extra = untouched_with_errors(root, base, scope, envs, cache, notes)
             if models is not None:
