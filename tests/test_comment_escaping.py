@@ -20,7 +20,7 @@ from reconciler.plan.changes import EnvironmentPlan, ModelPlan, Plan
 from reconciler.field_diff import FieldChange
 from reconciler.plan.changes import Replacement
 from reconciler.report import escape as esc
-from reconciler.report.plan import plan_markdown
+from reconciler.report.plan import GITHUB_COMMENT_LIMIT, plan_markdown
 from reconciler.results import Action, ObjectRef, ObjectResult
 from tests.conftest import commit_all, copy_template
 
@@ -280,3 +280,107 @@ def test_the_default_plan_output_sends_no_escape_sequence_or_bidi_control_to_the
         assert not esc.HIDDEN.search(stream), sorted({hex(ord(c)) for c in esc.HIDDEN.findall(stream)})
     assert "<U+001B>[2J" in done.stdout and "<U+202E>evil" in done.stdout
     assert "<U+001B>[31mfake<U+202E>" in done.stdout + done.stderr
+
+
+# Cases the first corpus did not have: tilde fences, comment halves, summary closers, autolinks, reference
+# definitions, entities one decode away from a tag, refs and team mentions, shortcodes, every bidi control,
+# separators, NEL, a lone CR, NUL, backslashes before pipes, backtick runs past cmark-gfm's limits (a code span
+# of 80+ backticks is not a code span; a fence's length is kept in a byte) and values far past any cell.
+HOSTILE_MORE = [
+    "~~~\n# tilde fence\n~~~", "~~~~~ ``` ~~~", "<!--", "-->", "</summary></details>\n\n## Approved",
+    "<https://evil.example> <mailto:a@b.example> a@b.example", "[a]: http://evil.example\n[a]", "[a]: http://evil.example",
+    "&lt;img src=x onerror=alert(1)&gt; &#60;script&#62; &amp;lt;b&amp;gt;", "![img](http://evil.example/x.png)",
+    "@octocat @github/security #123 GH-1 org/repo#5 :+1: :shipit:", "\u200d\u200c\u2060\ufeff\u00ad\u180e",
+    "".join(map(chr, [0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x200e, 0x200f, 0x061c])),
+    "line\u2028sep\u2029para\u0085nel\rcr\x00nul\x0b\x0c", "a\\|b", "a\\\\|b", "x\\", "| `code | pipe` |", "\\`",
+    "a" + "`" * 80 + "b", "`" * 300, "```" + "`" * 253 + "\n# All checks passed\n" + "`" * 256, "x" * 70_000,
+    "<" * 2_000 + "&" * 2_000,
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_MORE, ids=range(len(HOSTILE_MORE)))
+def test_more_hostile_text_stays_text_in_each_context(hostile):
+    p = page(f"before {esc.code(hostile)} after")
+    assert_inert(p)
+    assert p.tags == ["p", "code"]
+    p = page(f"| a | b | c |\n|---|---|---|\n| x | {esc.cell_code(hostile)} | z |\n")
+    assert_inert(p)
+    assert len(p.rows) == 2 and p.rows[1][0] == "x" and p.rows[1][2] == "z" and len(p.rows[1]) == 3
+    assert len(p.rows[1][1]) <= esc.MAX_INLINE + 60  # a value is cut, saying how much
+    p = page("\n".join(["text", "", *esc.block(hostile), "", "after"]))
+    assert_inert(p)
+    assert p.tags == ["p", "pre", "code", "p"]
+    p = page(f"<details><summary><code>{esc.html_text(hostile)}</code>: errors</summary>\n\nbody\n\n</details>\n")
+    assert_inert(p)
+    assert p.tags == ["details", "summary", "code", "p"]
+    p = page(f"text {esc.plain(hostile)} end")
+    assert_inert(p)
+    assert p.tags == ["p"]
+
+
+def huge_plan(models: int, *, reason: str = "r", error_lines: int = 0) -> Plan:
+    """`models` models a environment, each configuring a Deployment and creating a Service, with hostile text."""
+    plan = Plan(base="a" * 40, head="b" * 40, order=["dev", "staging", "prod"])
+    for env in plan.order:
+        ep = EnvironmentPlan(env)
+        for i in range(models):
+            name = f"m{i:05d}"
+            hostile = HOSTILE_MORE[i % len(HOSTILE_MORE)][:200]
+            objects = [ObjectResult(ObjectRef("apps/v1", "Deployment", f"models-{env}", name), Action.configured,
+                                    model=name, diff="\n".join(f"-a{j} {hostile}\n+b{j}" for j in range(30))),
+                       ObjectResult(ObjectRef("v1", "Service", f"models-{env}", name), Action.created, model=name)]
+            mp = ModelPlan(name, reasons=[reason, hostile], objects=objects)
+            if error_lines and i % 3 == 0:
+                mp.error = "```\n# All checks passed\n" + "E\n" * error_lines
+            ep.models[name] = mp
+        plan.environments[env] = ep
+    return plan
+
+
+NOT_LISTED = re.compile(r"… (\d+) more object\(s\) to write or delete are not listed here \(([^)]*)\)")
+
+
+def account(plan: Plan, md: str) -> dict[str, tuple[int, int]]:
+    """Per environment: (objects listed in their own row exactly once, objects the comment says it does not list);
+    fails if an object is listed twice or its row is malformed."""
+    p = page(md)
+    assert_inert(p, allowed_comments=1)
+    sections = re.split(r"^#### \d+\. ", md, flags=re.M)[1:]
+    result = {}
+    for section in sections:
+        env = section.split("`")[1]
+        changed = [r for mp in plan.environments[env].models.values() for r in mp.objects if r.action.writes]
+        rows = [r for r in page(section).rows if r and r[0].startswith(("Deployment/", "Service/"))]
+        listed = {r[0] for r in rows}
+        assert len(listed) == len(rows), f"{env}: an object listed twice"
+        assert listed <= {str(r.ref) for r in changed}
+        missing = NOT_LISTED.search(section)
+        result[env] = (len(listed), int(missing.group(1)) if missing else 0)
+        assert sum(result[env]) == len(changed), (env, result[env], len(changed))
+    assert set(result) == set(plan.environments)
+    return result
+
+
+def test_a_70000_character_description_does_not_push_the_changed_objects_out_of_the_comment():
+    plan = huge_plan(20, reason="model.yaml: description " + "x" * 70_000)
+    md = plan_markdown(plan)
+    assert len(md) <= GITHUB_COMMENT_LIMIT
+    assert account(plan, md) == {env: (40, 0) for env in plan.environments}
+    assert "more characters not shown" in md
+
+
+@pytest.mark.parametrize("models,error_lines", [(150, 3_000), (2_000, 0)])
+def test_a_plan_too_big_for_one_comment_lists_every_changed_object_or_counts_it(models, error_lines):
+    """Diffs and error texts go first, then rows, least important environment first; the objects table of
+    each environment lists its objects once each, or says how many of which action it does not list."""
+    plan = huge_plan(models, error_lines=error_lines)
+    md = plan_markdown(plan)
+    assert len(md) <= GITHUB_COMMENT_LIMIT
+    accounted = account(plan, md)
+    assert "Shortened to fit GitHub's 65,536-character comment limit" in md
+    if models == 150:  # dropping folded texts was enough
+        assert accounted == {env: (300, 0) for env in plan.environments}
+        assert "folded diff(s) or error text(s) left out, largest first" in md
+    else:  # the most important environment keeps the most rows
+        assert accounted["prod"][0] >= accounted["staging"][0] >= accounted["dev"][0]
+        assert accounted["prod"][0] > 0

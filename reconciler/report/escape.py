@@ -21,6 +21,13 @@ controls (U+202A-202E, U+2066-2069, U+200E/200F, U+061C), zero-width characters 
 U+2060, U+FEFF), other C0/C1 controls but tab and newline, and line/paragraph separators become
 `<U+202E>`. Terminal output uses `visible` too (reconciler.cli.console), so an error header cannot
 be reversed on screen either.
+
+Two bounds hold in every markdown context, because cmark-gfm (GitHub's renderer) has limits of its own:
+a run of more than `MAX_BACKTICKS` backticks is shown as `<N backticks>` (cmark-gfm gives up on code
+spans whose fence is 80 backticks or longer, and keeps a code fence's length in a byte, so a fence
+of 256+ backticks closes at the wrong line), and an inline value (`code`, `cell_code`, `html_text`,
+`plain`) longer than `MAX_INLINE` characters is cut, saying how many characters are not shown (a
+70,000-character description would otherwise push every changed object out of the comment).
 """
 
 from __future__ import annotations
@@ -37,10 +44,28 @@ HIDDEN = re.compile("[" + "".join(re.escape(c) for c in sorted(BIDI | INVISIBLE)
                      + "\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+MAX_BACKTICKS = 16  # longer runs are shown as "<N backticks>"
+MAX_INLINE = 1_000  # characters of one inline value (a cell, a name, a reason); the rest is counted, not shown
+_LONG_TICKS = re.compile("`{%d,}" % (MAX_BACKTICKS + 1))
+
+
 def visible(text: object) -> str:
     """`text` with every bidirectional control, zero-width and control character (but tab and
     newline) shown as `<U+XXXX>`."""
     return HIDDEN.sub(lambda m: f"<U+{ord(m.group()):04X}>", str(text))
+
+
+def _markdown(text: object) -> str:
+    """`visible`, with backtick runs cmark-gfm cannot fence shown by their length."""
+    return _LONG_TICKS.sub(lambda m: f"<{len(m.group())} backticks>", visible(text))
+
+
+def _inline(text: object) -> str:
+    """One line of `_markdown` text, at most MAX_INLINE characters (the cut says how many are not shown)."""
+    body = _one_line(_markdown(text))
+    if len(body) > MAX_INLINE:
+        body = body[:MAX_INLINE] + f" …({len(body) - MAX_INLINE:,} more characters not shown)"
+    return body
 
 
 def _one_line(text: str) -> str:
@@ -53,7 +78,7 @@ def _longest_run(text: str, ch: str) -> int:
 
 def code(text: object) -> str:
     """Inline code showing `text` literally (one line; newlines shown as ⏎)."""
-    body = _one_line(visible(text))
+    body = _inline(text)
     if not body.strip():
         return "`" + (body or " ") + "`" if "`" not in body else "` " + body + " `"
     fence = "`" * (_longest_run(body, "`") + 1)
@@ -68,14 +93,14 @@ def cell_code(text: object) -> str:
 
 def block(text: object, info: str = "") -> list[str]:
     """A fenced code block showing `text` literally, as lines (the fence outlasts any backtick run)."""
-    body = visible(text).replace("\r\n", "\n").replace("\r", "\n")
+    body = _markdown(text).replace("\r\n", "\n").replace("\r", "\n")
     fence = "`" * max(3, _longest_run(body, "`") + 1)
     return [fence + info, *body.split("\n"), fence]
 
 
 def html_text(text: object) -> str:
     """Text inside raw HTML (`<summary>`, `<code>` in a summary): no tag, comment or entity survives."""
-    return html.escape(_one_line(visible(text)), quote=True).replace("@", "&#64;").replace("|", "&#124;")
+    return html.escape(_inline(text), quote=True).replace("@", "&#64;").replace("|", "&#124;")
 
 
 _PUNCT = re.compile(r"([!\"#$%'()*+,\-./:;=?\[\\\]^_`{|}~])")
@@ -83,6 +108,6 @@ _PUNCT = re.compile(r"([!\"#$%'()*+,\-./:;=?\[\\\]^_`{|}~])")
 
 def plain(text: object) -> str:
     """Running markdown text (a table cell, a list item, a blockquote line) that renders as written."""
-    body = _one_line(visible(text))
+    body = _inline(text)
     body = _PUNCT.sub(r"\\\1", body)
     return body.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("@", "\uff20")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.plan import cost
 from reconciler.plan.changes import EnvironmentPlan, ModelPlan, Plan, short_revision
@@ -127,10 +128,34 @@ def riskiest(plan: Plan, canaries: dict[str, bool] | None = None) -> Risk | None
 
 @dataclass
 class _Block:
-    """A part of the comment; diffs may be dropped to fit the limit, the rest stays."""
+    """A part of the comment. To fit GitHub's limit a block either goes whole (`detail`: a folded diff or
+    error text, named in the note) or loses rows from its end (`rank`: tables, cut lowest rank first,
+    the changed objects last), with a line in its place saying what is not shown; `head` and `tail`
+    (a heading, a table header, a closing `</details>`) always stay, so no tag or table is left open."""
 
-    text: str
-    diff_of: str | None = None  # "env/model" when this block is a folded diff
+    head: list[str]
+    rows: list[str] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+    rank: int = 0  # 0: never cut by rows
+    detail: str | None = None  # "diff of env/model" / "errors of env/model": dropped whole
+    actions: list[str] = field(default_factory=list)  # per row of the objects table: its action
+    keep: int = -1  # rows kept; -1: all
+
+    def lines(self) -> list[str]:
+        keep = len(self.rows) if self.keep < 0 else self.keep
+        cut = len(self.rows) - keep
+        note: list[str] = []
+        if cut and self.actions:
+            counts = collections.Counter(self.actions[keep:])
+            note = ["", f"… {cut} more object(s) to write or delete are not listed here ("
+                    + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) + "): see the full plan", ""]
+        elif cut:
+            note = ["", f"… {cut} more row(s) not shown: see the full plan", ""]
+        return [*self.head, *self.rows[:keep], *note, *self.tail]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines())
 
 
 def _summary_block(plan: Plan, base: str, head: str) -> list[str]:
@@ -182,15 +207,19 @@ def _environment_blocks(index: int, env: EnvironmentPlan, base: str, head: str, 
     name = env.environment
     head_line = f"#### {index}. {esc.code(name)}"
     if env.error:
-        return [_Block("\n".join([head_line, "", *esc.block(env.error), ""]))]
+        first = env.error.strip().splitlines()[0] if env.error.strip() else "error"
+        return [_Block([head_line, "", f"❌ The environment does not render, nothing of it is applied: {esc.code(first)}", ""]),
+                _Block(["<details><summary>the error</summary>", "", *esc.block(env.error), "", "</details>", ""],
+                       detail=f"errors of {name}")]
     if not env.models:
-        return [_Block("\n".join([head_line, "", "No change.", ""]))]
+        return [_Block([head_line, "", "No change.", ""])]
     lines = [head_line, "", f"**{summary_line(env)}**", ""]  # our words and figures only
     if env.budget_error:
         lines += ["> [!CAUTION]", *(f"> {esc.plain(line)}" for line in env.budget_error.splitlines()), ""]
     if env.changes:
         lines += ["Environment: " + "; ".join(esc.code(c) for c in env.changes), ""]
-    lines += ["| model | objects | cost / month | why |", "|---|---|---|---|"]
+    blocks = [_Block(lines)]
+    rows = []
     for model, mp in sorted(env.models.items()):
         if mp.error:
             status = "❌ not applied: " + esc.cell_code(mp.error.splitlines()[0] if mp.error.strip() else "errors")
@@ -200,42 +229,42 @@ def _environment_blocks(index: int, env: EnvironmentPlan, base: str, head: str, 
                 status += "<br>" + "<br>".join(f"{esc.cell_code(r.old.kind)} replaced: {esc.cell_code(r.old.name)} → "
                                                f"{esc.cell_code(r.new.name)}" for r in mp.replacements)
         reasons = "<br>".join(esc.cell_code(r) for r in why(mp))
-        lines.append(f"| {esc.cell_code(model)} | {status} | {cost_cell(mp)} | {reasons} |")
-    lines.append("")
+        rows.append(f"| {esc.cell_code(model)} | {status} | {cost_cell(mp)} | {reasons} |")
+    blocks.append(_Block(["| model | objects | cost / month | why |", "|---|---|---|---|"], rows, [""], rank=2))
     moves = [(m, mp) for m, mp in sorted(env.models.items()) if mp.review and mp.review.move and not mp.error]
     if moves:
-        lines += ["Accelerator moves:", ""]
+        rows = [f"- {esc.code(m)}: {esc.code(mp.review.move if mp.review else '')}" for m, mp in moves] + [""]
         for m, mp in moves:
-            lines += [f"- {esc.code(m)}: {esc.code(mp.review.move if mp.review else '')}"]
-        lines.append("")
-        for m, mp in moves:
-            lines += _move_lines(m, mp)
+            rows += _move_lines(m, mp)
+        blocks.append(_Block(["Accelerator moves:", ""], rows, [""], rank=1))
     policy = [(m, row) for m, mp in sorted(env.models.items()) if mp.review for row in mp.review.policy]
     if policy:
-        lines += ["Canary policy and SLOs:", "", "| model | field | before | after |", "|---|---|---|---|"]
-        lines += [f"| {esc.cell_code(m)} | {esc.cell_code(f)} | {esc.cell_code(fmt(a))} | {esc.cell_code(fmt(b))} |"
-                  for m, (f, a, b) in policy]
-        lines.append("")
+        blocks.append(_Block(["Canary policy and SLOs:", "", "| model | field | before | after |", "|---|---|---|---|"],
+                             [f"| {esc.cell_code(m)} | {esc.cell_code(f)} | {esc.cell_code(fmt(a))} | {esc.cell_code(fmt(b))} |"
+                              for m, (f, a, b) in policy], [""], rank=1))
     metrics = [(m, row) for m, mp in sorted(env.models.items()) if mp.review for row in mp.review.metrics]
     if metrics:
-        lines += ["Evaluation metrics:", "", "| model | metric | before | after | change |", "|---|---|---|---|---|"]
+        rows = []
         for m, row in metrics:
             change = (f"{row.after - row.before:+.4g}" if isinstance(row.before, (int, float))
                       and isinstance(row.after, (int, float)) else "-")
-            lines.append(f"| {esc.cell_code(m)} | {esc.cell_code(row.name)} | {esc.cell_code(fmt(row.before))} | "
-                         f"{esc.cell_code(fmt(row.after))} | {change} |")
-        lines.append("")
+            rows.append(f"| {esc.cell_code(m)} | {esc.cell_code(row.name)} | {esc.cell_code(fmt(row.before))} | "
+                        f"{esc.cell_code(fmt(row.after))} | {change} |")
+        blocks.append(_Block(["Evaluation metrics:", "", "| model | metric | before | after | change |",
+                              "|---|---|---|---|---|"], rows, [""], rank=1))
     changed = [(m, r) for m, mp in sorted(env.models.items()) for r in mp.objects if r.action.writes]
     if changed:
-        lines += [f"<details><summary>{esc.html_text(name)}: {len(changed)} object(s) to write or delete</summary>", "",
-                  "| object | model | action |", "|---|---|---|"]
-        lines += [f"| {esc.cell_code(r.ref)} | {esc.cell_code(m)} | {r.action.value} |" for m, r in changed]
-        lines += ["", "</details>", ""]
-    blocks = [_Block("\n".join(lines))]
+        blocks.append(_Block([f"<details><summary>{esc.html_text(name)}: {len(changed)} object(s) to write or delete</summary>",
+                              "", "| object | model | action |", "|---|---|---|"],
+                             [f"| {esc.cell_code(r.ref)} | {esc.cell_code(m)} | {r.action.value} |" for m, r in changed],
+                             ["", "</details>", ""], rank=3, actions=[r.action.value for _, r in changed]))
     for model, mp in sorted(env.models.items()):
         if mp.error:
-            blocks.append(_Block("\n".join([f"<details><summary><code>{esc.html_text(model)}</code>: errors</summary>",
-                                            "", *esc.block(mp.error), "", "</details>", ""])))
+            error = mp.error.splitlines()
+            if len(error) > max_diff_lines:
+                error = error[:max_diff_lines] + [f"... {len(error) - max_diff_lines} more lines"]
+            blocks.append(_Block([f"<details><summary><code>{esc.html_text(model)}</code>: errors</summary>",
+                                  "", *esc.block("\n".join(error)), "", "</details>", ""], detail=f"errors of {name}/{model}"))
             continue
         replaced = {r.old for r in mp.replacements} | {r.new for r in mp.replacements}  # shown as a field diff
         diff = "\n".join(r.diff.rstrip("\n") for r in mp.objects if r.diff and r.ref not in replaced)
@@ -244,10 +273,10 @@ def _environment_blocks(index: int, env: EnvironmentPlan, base: str, head: str, 
         diff_lines = diff.splitlines()
         if len(diff_lines) > max_diff_lines:
             diff_lines = diff_lines[:max_diff_lines] + [f"... {len(diff_lines) - max_diff_lines} more lines"]
-        blocks.append(_Block("\n".join([
+        blocks.append(_Block([
             f"<details><summary><code>{esc.html_text(model)}</code>: {esc.html_text(mp.summary)} "
             f"(<code>{esc.html_text(base)}</code> → <code>{esc.html_text(head)}</code>)</summary>",
-            "", *esc.block("\n".join(diff_lines), "diff"), "", "</details>", ""]), diff_of=f"{name}/{model}"))
+            "", *esc.block("\n".join(diff_lines), "diff"), "", "</details>", ""], detail=f"diff of {name}/{model}"))
     return blocks
 
 
@@ -256,11 +285,14 @@ def plan_markdown(plan: Plan, *, max_diff_lines: int = 400, limit: int = GITHUB_
     """A PR comment that leads with the answer: a summary (cost per environment, accelerator moves,
     models with errors, the riskiest change), then per environment from the most important down a
     row per changed model, moves as field diffs, policy and metric tables, the changed objects, and
-    diffs folded per model; never longer than `limit`. Every value from the repository is escaped
-    for where it lands (reconciler.report.escape).
+    diffs and error texts folded per model; never longer than `limit`. Every value from the
+    repository is escaped for where it lands (reconciler.report.escape), and no inline value is
+    longer than escape.MAX_INLINE characters.
 
-    To fit, the largest diffs are dropped first (the comment says which and where the full plan
-    is); if the tables alone are too long, the last rows go, largest environment first.
+    To fit, folded diffs and error texts go first, largest first (the note names them); then table
+    rows from the end of each table, the least important environment first: moves, policy and
+    metrics first, the model rows next, the list of changed objects last. A table that loses rows says so in its place, the objects table with
+    how many objects of each action it does not list; the note says where the full plan is.
     """
     base, head = short_revision(plan.base), short_revision(plan.head)
     top = [MARKDOWN_COMMENT_MARKER, f"### Reconciler plan {esc.code(base)} → {esc.code(head)}", ""]
@@ -268,63 +300,65 @@ def plan_markdown(plan: Plan, *, max_diff_lines: int = 400, limit: int = GITHUB_
         top += ["> [!CAUTION]", "> Some models or environments have errors or exceed a budget: they will not be applied "
                 "(what runs now stays as it is).", ""]
     top += _summary_block(plan, base, head)
-    blocks = [_Block("\n".join(top))]
+    blocks = [_Block(top)]
     for i, env in enumerate(by_importance(plan), 1):
         blocks += _environment_blocks(i, env, base, head, max_diff_lines)
+    return _fit(blocks, limit, full_plan)
 
-    def render(note: str | None) -> str:
+
+def _fit(blocks: list[_Block], limit: int, full_plan: str) -> str:
+    """The blocks as one comment of at most `limit` characters (see plan_markdown)."""
+    lengths = [len(b.text) for b in blocks]
+
+    def size(note: str) -> int:
+        return sum(lengths) + len(lengths) - 1 + (len(note) + 1 if note else 0) + 1
+
+    def render(note: str) -> str:
         return "\n".join(b.text for b in blocks) + ("\n" + note if note else "") + "\n"
 
-    def size(note: str | None) -> int:  # len(render(note)), without building it
-        return sum(len(b.text) for b in blocks) + len(blocks) - 1 + (len(note) + 1 if note else 0) + 1
-
-    text = render(None)
-    if len(text) <= limit:
-        return text
+    if size("") <= limit:
+        return render("")
     dropped: list[str] = []
-    by_size = sorted((b for b in blocks if b.diff_of), key=lambda b: len(b.text), reverse=True)
-    gone: set[int] = set()
-    note = ""
-    total = size(None)
-    for block in by_size:
-        dropped.append(block.diff_of or "")
-        gone.add(id(block))
-        total -= len(block.text) + 1
+    note = _cut_note(dropped, 0, full_plan)
+    for i in sorted((i for i, b in enumerate(blocks) if b.detail), key=lambda i: lengths[i], reverse=True):
+        if size(note) <= limit:
+            break
+        dropped.append(blocks[i].detail or "")
+        lengths[i] = -1  # gone with its newline
         note = _cut_note(dropped, 0, full_plan)
-        if total + len(note) + 1 <= limit:
-            break
-    blocks[:] = [b for b in blocks if id(b) not in gone]
-    if size(note) <= limit:
-        return render(note)
-    # still too long: the tables themselves; keep the head of each block, cut lines from the longest
-    cut_lines = 0
-    while size(note) > limit:
-        longest = max(blocks, key=lambda b: len(b.text))
-        lines = longest.text.splitlines()
-        excess = size(note) - limit + 200  # what must go, with room for the line saying so and the note's growth
-        keep, removed = len(lines), 0
-        while keep > 1 and removed < excess:  # by characters, not an average line length: it always shrinks
-            keep -= 1
-            removed += len(lines[keep]) + 1
-        if keep == len(lines):  # every block is down to one line: nothing more can go (never loop)
-            break
-        cut_lines += len(lines) - keep
-        kept = lines[:keep]
-        unclosed = sum(line.count("<details") for line in kept) - sum(line.count("</details>") for line in kept)
-        longest.text = "\n".join(kept + ["", f"… {len(lines) - keep} more lines cut", ""]
-                                 + ["</details>", ""] * max(0, unclosed))
-        note = _cut_note(dropped, cut_lines, full_plan)
+    blocks[:] = [b for b, n in zip(blocks, lengths) if n >= 0]
+    lengths = [n for n in lengths if n >= 0]
+    cut_rows = 0
+    for rank in (1, 2, 3):
+        # the least important environment's tables first (blocks run from the most important down)
+        for i in reversed([i for i, b in enumerate(blocks) if b.rank == rank]):
+            block = blocks[i]
+            while size(note) > limit and (block.keep < 0 or block.keep > 0):
+                keep = len(block.rows) if block.keep < 0 else block.keep
+                excess = size(note) - limit + 400  # room for the line saying so and the note's growth
+                removed = 0
+                while keep > 0 and removed < excess:  # by characters: every pass removes at least one row
+                    keep -= 1
+                    removed += len(block.rows[keep]) + 1
+                cut_rows += (len(block.rows) if block.keep < 0 else block.keep) - keep
+                block.keep = keep
+                lengths[i] = len(block.text)
+                note = _cut_note(dropped, cut_rows, full_plan)
+    while size(note) > limit and len(blocks) > 1:  # headings alone too long (thousands of environments)
+        blocks.pop()
+        lengths.pop()
+        note = _cut_note(dropped, cut_rows, full_plan) + " The comment ends early: the last environments are not shown."
     return render(note)
 
 
-def _cut_note(dropped: list[str], cut_lines: int, full_plan: str) -> str:
+def _cut_note(dropped: list[str], cut_rows: int, full_plan: str) -> str:
     parts = []
     if dropped:
         shown = ", ".join(esc.code(d) for d in dropped[:20]) + (f" and {len(dropped) - 20} more" if len(dropped) > 20 else "")
-        parts.append(f"{len(dropped)} diff(s) left out, largest first: {shown}")
-    if cut_lines:
-        parts.append(f"{cut_lines} table line(s) cut")
-    return ("> [!NOTE]\n> Shortened to fit GitHub's 65,536-character comment limit: " + "; ".join(parts)
+        parts.append(f"{len(dropped)} folded diff(s) or error text(s) left out, largest first: {shown}")
+    if cut_rows:
+        parts.append(f"{cut_rows} table row(s) cut (each table says what it does not show)")
+    return ("> [!NOTE]\n> Shortened to fit GitHub's 65,536-character comment limit: " + ("; ".join(parts) or "nothing cut")
             + f". {full_plan[0].upper()}{full_plan[1:]}.")
 
 
