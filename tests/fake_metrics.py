@@ -11,6 +11,7 @@ config and data dir, scraping every second; it is killed on exit.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -125,14 +126,16 @@ def _free_port() -> int:
 
 
 @contextmanager
-def run_prometheus(workdir: Path, target: str, *, ready_timeout: float = 20.0) -> Iterator[str]:
-    """Start Prometheus scraping `target` every second; yield its base URL; kill it afterwards."""
+def run_prometheus(workdir: Path, target: str, *, ready_timeout: float = 20.0,
+                   labels: dict[str, str] | None = None) -> Iterator[str]:
+    """Start Prometheus scraping `target` every second; yield its base URL; kill it afterwards. `labels` are
+    attached to every scraped series (what a PodMonitor's podTargetLabels and the namespace do on a cluster)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: bento\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n")
+    static = {"targets": [target], **({"labels": dict(labels)} if labels else {})}
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "bento", "honor_labels": True, "static_configs": [static]}]}))
     port = _free_port()
     log = (workdir / "prometheus.log").open("wb")
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",

@@ -303,6 +303,42 @@ def test_cost_per_1000_inferences_comes_from_the_declared_concurrency_until_meas
     assert cost.footprint([gpu], effective_serving(entry({"replicas": 1}).spec, env_spec()), 200).per_1000 == {}
 
 
+def test_batching_sets_the_in_flight_target_and_the_cost_reads_the_autoscalers_own_figure():
+    gpu, cpu = POOLS["gpu-a10g"], POOLS["cpu-general"]
+
+    def per_1000(rps: float, pool=gpu) -> float:
+        return round(pool.price_per_hour / (rps * 3600) * 1000, 6)
+
+    def threshold(model: ModelEntry) -> str:
+        (trigger,) = render(model, env_spec(), "gpu-a10g")["ScaledObject"]["spec"]["triggers"]
+        return trigger["metadata"]["threshold"]
+
+    # batching without serving.concurrency: a replica serves a batch at once, 70 % of maxBatchSize in flight
+    batched = entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 4},
+                     "batching": {"maxBatchSize": 16, "maxLatency": "20ms"}})
+    assert threshold(batched) == "11.2"
+    fp = cost.footprint([gpu], effective_serving(batched.spec, env_spec()), slo_p95_ms=200)
+    assert fp.per_1000 == {"gpu-a10g": per_1000(11.2 / 0.2)}
+    # declared, serving.concurrency is what a replica serves at once, batched or not
+    both = entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 4}, "concurrency": 8,
+                  "batching": {"maxBatchSize": 16, "maxLatency": "20ms"}})
+    assert threshold(both) == "5.6"
+    # an explicit in-flight target: the ScaledObject and the cost estimate read the same 5, not 70 % of 10
+    targeted = entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "target": 5}, "concurrency": 10})
+    assert threshold(targeted) == "5"
+    serving = effective_serving(targeted.spec, env_spec())
+    fp = cost.footprint([gpu], serving, slo_p95_ms=200)
+    assert fp.per_1000 == {"gpu-a10g": per_1000(25)} and fp.per_1000_basis.startswith("5 requests in flight")
+    # on a cpu pool the same model autoscales on CPU: its working point is 70 % of its concurrency
+    mixed = cost.footprint([gpu, cpu], serving, slo_p95_ms=200)
+    assert mixed.per_1000 == {"gpu-a10g": per_1000(25), "cpu-general": per_1000(35, cpu)}
+    assert "gpu-a10g: 5 requests" in mixed.per_1000_basis and "cpu-general: 7 requests" in mixed.per_1000_basis
+    # a target alone (no concurrency) still gives the GPU pool an estimate
+    alone = effective_serving(entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "target": 5}}).spec,
+                              env_spec())
+    assert cost.footprint([gpu], alone, slo_p95_ms=200).per_1000 == {"gpu-a10g": per_1000(25)}
+
+
 def test_the_plan_shows_dev_at_zero_cost_when_idle(tmp_path):
     """As a user runs it: `reconciler plan --base empty` on the template; dev's models cost $0 at minimum."""
     from tests.conftest import copy_template

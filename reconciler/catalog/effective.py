@@ -56,6 +56,24 @@ def autoscaling_metric(serving: EffectiveServing, kind: AcceleratorKind) -> str 
     return serving.autoscaling.metric or kind_serving(kind).metric
 
 
+def replica_concurrency(serving: EffectiveServing) -> int | None:
+    """Requests one replica serves at once: ``serving.concurrency``, else, with adaptive batching declared, its
+    ``maxBatchSize`` (a full batch in flight); None when the spec says neither."""
+    if serving.concurrency is not None:
+        return serving.concurrency
+    return serving.batching.max_batch_size if serving.batching is not None else None
+
+
+def in_flight_target(serving: EffectiveServing, metric: str | None) -> float | None:
+    """Requests in flight per replica at the model's working point, THE figure the request autoscaler's
+    threshold (metric ``concurrency``) and the plan's cost estimate share: ``autoscaling.target`` when the
+    model autoscales on in-flight requests, else 70 % of ``replica_concurrency`` (at least 1)."""
+    if metric == "concurrency" and serving.autoscaling is not None and serving.autoscaling.target is not None:
+        return serving.autoscaling.target
+    declared = replica_concurrency(serving)
+    return None if declared is None else max(1.0, round(declared * TARGET_UTILISATION, 2))
+
+
 class EffectiveCanary(Strict):
     enabled: bool
     steps: list[int]

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.catalog.effective import TARGET_UTILISATION, EffectiveServing
-from reconciler.catalog.pools import Pool
+from reconciler.catalog.effective import EffectiveServing, autoscaling_metric, in_flight_target
+from reconciler.catalog.pools import AcceleratorKind, Pool
 
 HOURS_PER_MONTH = 730  # the cloud providers' convention (8,760 h / 12)
 
@@ -52,18 +52,20 @@ class Throughput:
     basis: str
 
 
-def throughput_per_replica(serving: EffectiveServing, slo_p95_ms: float | None) -> Throughput | None:
-    """What one replica serves, from the spec, while nothing has been measured yet: the rps autoscaling target
-    when the model autoscales on rps; else its in-flight target (autoscaling.target, or 70 % of
-    serving.concurrency) over its p95 SLO (Little's law: throughput = requests in flight / time in the system;
-    the p95 is above the mean, so this is a floor). None without concurrency or an SLO."""
+def throughput_per_replica(serving: EffectiveServing, slo_p95_ms: float | None,
+                           kind: AcceleratorKind | None = None) -> Throughput | None:
+    """What one replica on a pool of ``kind`` serves, from the spec, while nothing has been measured yet: the rps
+    autoscaling target when the model autoscales on rps there; else the in-flight figure its request autoscaler
+    targets (`catalog.effective.in_flight_target`: autoscaling.target, or 70 % of serving.concurrency, or of
+    serving.batching.maxBatchSize) over its p95 SLO (Little's law: throughput = requests in flight / time in the
+    system; the p95 is above the mean, so this is a floor). None without those figures or an SLO."""
     scaling = serving.autoscaling
-    if scaling is not None and scaling.metric == "rps" and scaling.target:
+    metric = autoscaling_metric(serving, kind) if kind is not None else (scaling.metric if scaling else None)
+    if scaling is not None and metric == "rps" and scaling.target:
         return Throughput(scaling.target, "serving.autoscaling.target (requests per second per replica)")
-    if serving.concurrency is None or not slo_p95_ms:
+    in_flight = in_flight_target(serving, metric)
+    if in_flight is None or not slo_p95_ms:
         return None
-    in_flight = scaling.target if scaling is not None and scaling.metric == "concurrency" and scaling.target else \
-        max(1.0, serving.concurrency * TARGET_UTILISATION)
     return Throughput(in_flight / (slo_p95_ms / 1000.0),
                       f"{in_flight:g} requests in flight per replica / p95 SLO {slo_p95_ms:g} ms (a floor)")
 
@@ -93,11 +95,16 @@ def footprint(pools: Iterable[Pool], serving: EffectiveServing, slo_p95_ms: floa
         if pool.device is not None:
             a, b = devices.get(pool.device.resource, (0, 0))
             devices[pool.device.resource] = (a + low * pool.device.count, b + high * pool.device.count)
-    throughput = throughput_per_replica(serving, slo_p95_ms)
-    per_1000 = {name: round(cost_per_1000(pool, throughput), 6) for name, pool in
-                ((p.name, p) for p in by_pool.values())} if throughput is not None else {}
-    return Footprint(replicas, (round(cost_low, 2), round(cost_high, 2)), devices, per_1000,
-                     throughput.basis if throughput is not None else None)
+    per_1000: dict[str, float] = {}
+    bases: dict[str, list[str]] = {}
+    for name, pool in by_pool.items():
+        throughput = throughput_per_replica(serving, slo_p95_ms, pool.kind)
+        if throughput is not None:
+            per_1000[name] = round(cost_per_1000(pool, throughput), 6)
+            bases.setdefault(throughput.basis, []).append(name)
+    basis = None if not bases else next(iter(bases)) if len(bases) == 1 else \
+        "; ".join(f"{', '.join(names)}: {text}" for text, names in bases.items())
+    return Footprint(replicas, (round(cost_low, 2), round(cost_high, 2)), devices, per_1000, basis)
 
 
 def total(footprints: Iterable[Footprint]) -> Footprint:

@@ -15,7 +15,7 @@ import re
 from string import Template
 
 from reconciler import labels as L
-from reconciler.catalog.effective import TARGET_UTILISATION, EffectiveServing, autoscaling_metric
+from reconciler.catalog.effective import EffectiveServing, autoscaling_metric, in_flight_target
 from reconciler.catalog.fields import duration_seconds
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.pools import Pool
@@ -23,9 +23,13 @@ from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.errors import SpecError, SpecProblem
 
 KEDA_API = "keda.sh/v1alpha1"
-# what the service's /metrics say (BentoML 1.4's http instruments), per replica of the stable track
-IN_FLIGHT = "sum(bentoml_service_request_in_progress{$selector})"
-RATE = "sum(rate(bentoml_service_request_total{$selector}[1m]))"
+# what the service's /metrics say (BentoML 1.4's http instruments), per replica of the stable track. BentoML counts
+# every HTTP request but /metrics, the kubelet's probes too (readiness every 5 s, liveness every 10 s: 0.3 requests
+# per second per pod): left in, they would be traffic to KEDA, which keeps a ScaledObject active while any trigger
+# reads above 0, so an idle model on rps would never scale to zero, and a low rps target would hold extra replicas
+PROBES = 'endpoint!~"/livez|/readyz|/healthz"'
+IN_FLIGHT = "sum(bentoml_service_request_in_progress{$selector," + PROBES + "})"
+RATE = "sum(rate(bentoml_service_request_total{$selector," + PROBES + "}[1m]))"
 WAKE_THRESHOLD = "1000000000"  # the wake trigger only activates a model at zero; the model's own metric sizes it
 
 
@@ -74,15 +78,19 @@ def stable_selector(model: str, pool: str, namespace: str) -> str:
 
 
 def request_target(entry: ModelEntry, env: EnvironmentSpec, serving: EffectiveServing, metric: str) -> float:
-    """The per-replica target of a request metric: autoscaling.target, else (in-flight) 70 % of the declared
-    concurrency. Raises SpecError naming the model file and the field to set when neither is there."""
+    """The per-replica target of a request metric: autoscaling.target, else (in-flight) 70 % of what a replica
+    serves at once (serving.concurrency, else serving.batching.maxBatchSize: catalog.effective.in_flight_target,
+    which the plan's cost estimate reads too). Raises SpecError naming the model file and the field to set when
+    neither is there."""
     assert serving.autoscaling is not None
     if serving.autoscaling.target is not None:
         return serving.autoscaling.target
-    if metric == "concurrency" and serving.concurrency is not None:
-        return max(1.0, round(serving.concurrency * TARGET_UTILISATION, 2))
-    what = ("serving.concurrency (requests one replica serves at once; the target is 70 % of it) or "
-            "serving.autoscaling.target" if metric == "concurrency" else
+    target = in_flight_target(serving, metric) if metric == "concurrency" else None
+    if target is not None:
+        return target
+    what = ("serving.concurrency (requests one replica serves at once; the target is 70 % of it), "
+            "serving.batching (a replica serves a batch of maxBatchSize at once) or serving.autoscaling.target"
+            if metric == "concurrency" else
             "serving.autoscaling.target (requests per second one replica sustains at the SLO; "
             "benchmarks/serve_load.py measures it)")
     raise SpecError([SpecProblem(
