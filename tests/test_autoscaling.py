@@ -153,6 +153,20 @@ def test_a_request_metric_without_a_target_or_a_prometheus_is_an_error_naming_fi
     assert problem.file == "environments/prod/environment.yaml" and problem.field == "autoscaler.prometheus"
 
 
+def test_per_replica_figures_stay_within_what_keda_can_represent():
+    """KEDA turns a threshold into milli-units in an int64: below 0.001 it is 0 (the HPA refuses a zero target),
+    far above a million it overflows; the threshold keeps the declared figure's digits."""
+    for serving, field in (({"concurrency": 10**9}, "concurrency"),
+                           ({"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "target": 0.0001}}, "target"),
+                           ({"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "target": 2e6}}, "target")):
+        with pytest.raises(ValueError, match=field):
+            entry(serving)
+    (trigger,) = render(entry({"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "metric": "rps",
+                                               "target": 123456.789}}), env_spec(), "inf2")["ScaledObject"][
+        "spec"]["triggers"]
+    assert trigger["metadata"]["threshold"] == "123456.789"
+
+
 def test_hostile_label_values_cannot_break_out_of_the_promql_selector():
     env = env_spec()
     env = env.model_copy(update={"namespace": 'ns"} or vector(1000) or {x="'})

@@ -32,6 +32,9 @@ class Resources(Strict):
         return None if v is None else _quantity(v)
 
 
+MAX_PER_REPLICA = 1_000_000  # requests in flight or per second one replica serves: an upper bound
+
+
 class Autoscaling(Strict):
     """How many replicas a model runs, between two bounds, and on which signal.
 
@@ -45,7 +48,9 @@ class Autoscaling(Strict):
     target_cpu_utilization: int = Field(70, alias="targetCPUUtilization", ge=1, le=100)
     metric: Literal["cpu", "concurrency", "rps"] | None = Field(None, description=(
         "cpu | concurrency | rps; default: cpu on cpu pools, concurrency on gpu/inferentia pools"))
-    target: float | None = Field(None, gt=0, description=(
+    # bounds: KEDA turns a threshold into milli-units in an int64 (below 0.001 it is 0, which the HPA refuses; far
+    # above a million it overflows), and no replica serves a million requests at once or per second
+    target: float | None = Field(None, ge=0.001, le=MAX_PER_REPLICA, description=(
         "the per-replica target of a request metric: in-flight requests (concurrency; default 70 % of "
         "serving.concurrency) or requests per second (rps; required, measure it with benchmarks/serve_load.py)"))
 
@@ -79,7 +84,7 @@ class Serving(Strict):
     resources: Resources | None = None
     replicas: int | None = Field(None, ge=0)
     autoscaling: Autoscaling | None = None
-    concurrency: int | None = Field(None, ge=1, description=(
+    concurrency: int | None = Field(None, ge=1, le=MAX_PER_REPLICA, description=(
         "requests one replica serves at once (BentoML traffic.concurrency); the request autoscaler's "
         "target and the cost estimate start from it"))
     batching: Batching | None = None

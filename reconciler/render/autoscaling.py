@@ -130,7 +130,7 @@ def scaled_object(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: 
             selector=stable_selector(entry.name, pool.name, env.namespace))
         triggers.append({"type": "prometheus", "name": "in-flight" if metric == "concurrency" else "rps",
                          "metricType": "AverageValue",
-                         "metadata": {"serverAddress": address, "query": query, "threshold": f"{target:g}"}})
+                         "metadata": {"serverAddress": address, "query": query, "threshold": f"{target:.10g}"}})
     spec: dict = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         "pollingInterval": duration_seconds(env.autoscaler.polling_interval),
