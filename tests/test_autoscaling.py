@@ -220,23 +220,36 @@ def test_concurrency_and_batching_render_into_the_services_configuration():
     assert "traffic" not in json.loads(container(plain)["env"][1]["value"])["services"]["IrisClassifier"]
 
 
-def test_bentoml_takes_serving_concurrency_from_the_rendered_environment(tmp_path):
-    """The example service, loaded by BentoML with the container's environment as rendered: its traffic config
-    says concurrency 4 (from model.yaml) and keeps the service's own timeout."""
-    deployment = render(entry({"replicas": 1, "concurrency": 4}), env_spec(), "gpu-a10g")["Deployment"]
-    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
-    probe = ("import bentoml\n"
+def test_bentoml_takes_serving_concurrency_and_batching_from_the_rendered_environment(tmp_path):
+    """Both examples' services, loaded by BentoML with the container's environment as rendered (and nothing
+    else): the traffic config says concurrency 4 and keeps the service's own timeout; `predict` is batchable with
+    the declared limits, and a plain API without serving.batching."""
+    probe = ("import bentoml, json, sys\n"
              "from bentoml._internal.configuration.containers import BentoMLContainer\n"
-             "svc = bentoml.load('service.py:IrisClassifier')\n"
+             "svc = bentoml.load(sys.argv[1])\n"
              "svc.inject_config()\n"
-             "import json; print(json.dumps(BentoMLContainer.api_server_config.traffic.get()))\n")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT / "models" / "iris-classifier", capture_output=True,
-                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
-                                                       "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true",
-                                                       "BENTOML_CONFIG_OVERRIDES": env["BENTOML_CONFIG_OVERRIDES"]})
-    assert done.returncode == 0, done.stderr[-2000:]
-    traffic = json.loads(done.stdout.strip().splitlines()[-1])
+             "api = svc.apis['predict']\n"
+             "print(json.dumps([BentoMLContainer.api_server_config.traffic.get(),\n"
+             "                  [api.batchable, api.max_batch_size, api.max_latency_ms]]))\n")
+
+    def served(model: str, service: str, serving: dict) -> tuple[dict, list]:
+        deployment = render(entry(serving, name=model, service=f"service.py:{service}"), env_spec(),
+                            "gpu-a10g")["Deployment"]
+        pod_env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+        done = subprocess.run([sys.executable, "-c", probe, f"service.py:{service}"], cwd=ROOT / "models" / model,
+                              capture_output=True, text=True, timeout=120,
+                              env={**pod_env, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                                   "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        traffic, api = json.loads(done.stdout.strip().splitlines()[-1])
+        return traffic, api
+
+    batching = {"maxBatchSize": 32, "maxLatency": "20ms"}
+    traffic, api = served("iris-classifier", "IrisClassifier", {"replicas": 1, "concurrency": 4, "batching": batching})
     assert traffic["concurrency"] == 4 and traffic["timeout"] == 10  # service.py says timeout 10
+    assert api == [True, 32, 20]
+    assert served("digits-classifier", "DigitsClassifier", {"replicas": 1, "batching": batching})[1] == [True, 32, 20]
+    assert served("iris-classifier", "IrisClassifier", {"replicas": 1})[1][0] is False
 
 
 def test_the_batching_settings_reach_bentoml_the_way_the_service_reads_them(monkeypatch):
