@@ -432,6 +432,24 @@ def test_the_rendered_scaled_objects_are_accepted_by_the_real_api_server(envtest
                  "?fieldManager=test&fieldValidation=Strict", bad, content_type="application/apply-patch+yaml")
     assert status >= 400 and "maxReplicas" in json.dumps(body), (status, body)
     assert all(L.CONTENT_HASH in o["metadata"]["annotations"] for o in scaled)
+    # the inf2 pool's shapes too (no example model autoscales there): in flight from concurrency or from batching
+    # alone, rps, and scale to zero with its wake trigger; strict field validation, as written to the cluster
+    shapes = {"inflight": ({"autoscaling": {"minReplicas": 1, "maxReplicas": 6}, "concurrency": 1}, env_spec()),
+              "batched": ({"autoscaling": {"minReplicas": 1, "maxReplicas": 6},
+                           "batching": {"maxBatchSize": 8, "maxLatency": "10ms"}}, env_spec()),
+              "rps": ({"autoscaling": {"minReplicas": 1, "maxReplicas": 6, "metric": "rps", "target": 0.25}},
+                      env_spec()),
+              "asleep": ({"autoscaling": {"minReplicas": 1, "maxReplicas": 6}, "concurrency": 1000000},
+                         dev_env(wakeQuery=WAKE))}
+    for name, (serving, env) in shapes.items():
+        obj = with_content_hash(render(entry(serving, name=name), env, "inf2")["ScaledObject"])
+        obj["metadata"]["namespace"] = namespace
+        status, body = envtest.raw(
+            "PATCH", f"/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects/{obj['metadata']['name']}"
+                     "?fieldManager=test&fieldValidation=Strict", obj, content_type="application/apply-patch+yaml")
+        assert status in (200, 201), (name, status, body)
+        assert body["spec"]["triggers"] == obj["spec"]["triggers"], name
+    assert body["spec"]["minReplicaCount"] == 0 and body["spec"]["triggers"][1]["name"] == "wake"
 
 
 # --------------------------------------------------------------------------- a canary under a ScaledObject
