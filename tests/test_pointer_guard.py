@@ -88,3 +88,65 @@ def test_a_fifo_as_an_overlay_patch_is_named_and_refused_not_handed_to_kustomize
     assert render.returncode != 0
     assert "pipe-patch.yaml" in render.stderr and "FIFO" in render.stderr, render.stderr
     assert "timeout" not in render.stderr.lower()
+
+
+OUT = "outs:\n- md5: 0123456789abcdef0123456789abcdef\n  size: 10\n  hash: md5\n  path: {path}\n"
+
+
+def _wdir(folder: Path, wdir: str) -> str:
+    (folder / "model.pkl.dvc").write_text(f"wdir: {wdir}\n" + OUT.format(path="etc/passwd"))
+    return "model.pkl.dvc"
+
+
+def _symlinked_output(folder: Path) -> str:  # git commits the link, DVC would write and the build read through it
+    (folder / "model.pkl").unlink(missing_ok=True)
+    os.symlink("/etc/passwd", folder / "model.pkl")
+    git.Repo(folder.parents[1]).git.add("-f", "models/iris-classifier/model.pkl")  # past DVC's .gitignore entry
+    return "model.pkl.dvc"
+
+
+def _symlinked_folder(folder: Path) -> str:
+    os.symlink("/etc", folder / "data")
+    (folder / "data.dvc").write_text(OUT.format(path="data/passwd"))
+    return "data.dvc"
+
+
+def _symlink_to_another_folder(folder: Path) -> str:  # inside the repository, outside the model folder
+    os.symlink("../digits-classifier", folder / "data")
+    (folder / "data.dvc").write_text(OUT.format(path="data/model.pkl"))
+    return "data.dvc"
+
+
+def _stage_wdir(folder: Path) -> str:  # dvc.lock paths are relative to the stage's wdir in dvc.yaml
+    (folder / "dvc.yaml").write_text("stages:\n  train:\n    wdir: ../../..\n    cmd: python train.py\n"
+                                     "    outs: [etc/passwd]\n")
+    (folder / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train:\n    cmd: python train.py\n"
+                                     "    outs:\n    - path: etc/passwd\n      md5: 0123456789abcdef0123456789abcdef\n"
+                                     "      size: 10\n      hash: md5\n")
+    return "dvc.lock"
+
+
+@pytest.mark.parametrize("plant", [lambda f: _wdir(f, "../../.."), lambda f: _wdir(f, "/"), _symlinked_output,
+                                   _symlinked_folder, _symlink_to_another_folder, _stage_wdir],
+                         ids=["wdir-up", "wdir-absolute", "symlinked-output", "symlinked-folder",
+                              "symlink-to-another-model", "stage-wdir"])
+def test_an_output_that_leaves_its_folder_by_wdir_or_a_committed_symlink_is_refused_everywhere(template_repo, plant):
+    """DVC resolves a pointer's outputs from its `wdir:` (and a dvc.lock's from the stage's wdir in dvc.yaml), and
+    writes through symlinks git committed: the same refusal as '..', at render, plan and build."""
+    folder = template_repo / "models/iris-classifier"
+    pointer = f"models/iris-classifier/{plant(folder)}"
+    commit_all(git.Repo(template_repo), "an output leaves the folder")
+
+    render = reconciler(template_repo, "render", "dev")
+    assert render.returncode == 3, render.stderr  # partial: the other model rendered
+    assert pointer in render.stderr and "outs.path" in render.stderr and "outside the model folder" in render.stderr
+    assert "digits-classifier" in render.stdout and "iris-classifier-" not in render.stdout
+
+    plan = reconciler(template_repo, "plan", "--base", "HEAD~1", "--head", "HEAD", "--format", "json")
+    assert plan.returncode == 3, plan.stdout + plan.stderr
+    assert pointer in plan.stdout and "outs.path" in plan.stdout
+
+    build = reconciler(template_repo, "build", "--model", "iris-classifier")
+    assert build.returncode == 1, build.stdout + build.stderr
+    assert pointer in build.stdout + build.stderr and "outs.path" in build.stdout + build.stderr
+    assert not (template_repo.parent / "bentoml" / "bentos" / "iris-classifier").exists()

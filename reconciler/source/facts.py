@@ -66,10 +66,14 @@ def absolute_imports(source: bytes) -> list[tuple[int, str]]:
     return [(line, module) for line, level, module, _ in import_statements(source) if level == 0 and module]
 
 
-def dvc_outputs(text: bytes, pointer: str) -> tuple[tuple[str, str], ...] | None:
+def dvc_outputs(text: bytes, pointer: str, stage_wdirs: dict[str, str] | None = None
+                ) -> tuple[tuple[str, str], ...] | None:
     """(output path relative to the repository, 'md5:<md5>') for a `.dvc` file or `dvc.lock`.
 
-    None when the file is not a readable pointer.
+    Output paths are relative to the working directory DVC uses: the pointer's folder joined with its
+    `wdir:` (a `.dvc` file's own key; a stage's `wdir` in the dvc.yaml beside a dvc.lock, given as
+    `stage_wdirs`), exactly as DVC resolves them (dvc.stage.utils.resolve_paths). None when the file is
+    not a readable pointer.
     """
     try:
         data = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
@@ -78,22 +82,39 @@ def dvc_outputs(text: bytes, pointer: str) -> tuple[tuple[str, str], ...] | None
     if not isinstance(data, dict):
         return None
     base = posixpath.dirname(pointer)
-    outs: list[dict] = []
+    outs: list[tuple[str, dict]] = []
     if posixpath.basename(pointer) == "dvc.lock":
-        for stage in (data.get("stages") or {}).values():
+        for name, stage in (data.get("stages") or {}).items():
             if isinstance(stage, dict):
-                outs.extend(o for o in stage.get("outs") or [] if isinstance(o, dict))
+                wdir = (stage_wdirs or {}).get(str(name).split("@", 1)[0], ".")
+                outs.extend((wdir, o) for o in stage.get("outs") or [] if isinstance(o, dict))
     else:
-        outs.extend(o for o in data.get("outs") or [] if isinstance(o, dict))
+        wdir = data.get("wdir", ".")
+        if not isinstance(wdir, str):
+            return None
+        outs.extend((wdir, o) for o in data.get("outs") or [] if isinstance(o, dict))
     result = []
-    for out in outs:
+    for wdir, out in outs:
         path = out.get("path")
         if not isinstance(path, str):
             continue
         checksum = next((f"{k}:{out[k]}" for k in ("md5", "etag", "checksum", "version_id") if out.get(k)),
                         "missing:no checksum recorded (run `dvc commit`)")
-        result.append((posixpath.normpath(posixpath.join(base, path)), checksum))
+        result.append((posixpath.normpath(posixpath.join(base, wdir or ".", path)), checksum))
     return tuple(sorted(result))
+
+
+def stage_wdirs(text: bytes) -> dict[str, str]:
+    """{stage name: wdir} of a dvc.yaml (stages without one are left out; {} for an unreadable file)."""
+    try:
+        data = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return {}
+    stages = data.get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, dict):
+        return {}
+    return {str(name): stage["wdir"] for name, stage in stages.items()
+            if isinstance(stage, dict) and isinstance(stage.get("wdir"), str)}
 
 
 def is_pointer(path: str) -> bool:

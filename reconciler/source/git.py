@@ -298,6 +298,10 @@ class Tree:
     def prefetch(self, paths: Iterable[str]) -> None:
         """Read these blobs ahead where that is cheaper in one batch (a commit); nothing by default."""
 
+    def link_target(self, path: str) -> str | None:  # pragma: no cover - abstract
+        """The text of the symlink at `path` (a file or a folder), None when `path` is not a symlink."""
+        raise NotImplementedError
+
 
 class GitTree(Tree):
     """The files of a commit: `git ls-tree`, contents through git's object database.
@@ -316,6 +320,7 @@ class GitTree(Tree):
         self._prefix = prefix
         self._ids: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
+        self._links: set[str] = set()  # paths git stores as symlinks (mode 120000)
         self._deferred: set[str] = set()  # folders (under the root) present at the commit, not listed yet
         self._above_deferred: set[str] = set()  # the folders that hold them ("models", and "" for the root)
         with git_errors(f"git cannot resolve revision {rev!r} in {repo.working_tree_dir}",
@@ -365,6 +370,8 @@ class GitTree(Tree):
                 continue  # submodules (commit) are not model inputs
             self._ids[path[len(self._prefix):]] = sha
             self._sizes[path[len(self._prefix):]] = int(size)
+            if mode == "120000":
+                self._links.add(path[len(self._prefix):])
 
     def _load(self, path: str) -> None:
         """List the deferred folder `path` lies in (or is), if any: then the listing answers for it."""
@@ -405,6 +412,12 @@ class GitTree(Tree):
         if data is None:
             data = self._repo.odb.stream(bytes.fromhex(sha)).read()
         return data
+
+    def link_target(self, path: str) -> str | None:
+        self._load(path)
+        if path not in self._links:
+            return None
+        return self.read(path).decode("utf-8", "surrogateescape")
 
     def prefetch(self, paths: Iterable[str]) -> None:
         """Read many blobs with one `git cat-file --batch` instead of one round trip each."""
@@ -448,6 +461,10 @@ class WorkTree(Tree):
 
     def size(self, path: str) -> int:
         return os.lstat(os.path.join(self._root, path)).st_size
+
+    def link_target(self, path: str) -> str | None:
+        full = os.path.join(self._root, path)
+        return os.readlink(full) if os.path.islink(full) else None
 
     def read(self, path: str) -> bytes:
         full = os.path.join(self._root, path)

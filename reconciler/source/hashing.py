@@ -34,8 +34,8 @@ from typing import Iterable, Protocol
 
 from reconciler.errors import LimitError, SpecError, UnsafePathError
 from reconciler.source import guard
-from reconciler.source.facts import DVC_CACHE, IMPORT_CACHE, cached, dvc_outputs, is_pointer, python_imports
-from reconciler.source.git import Tree, open_tree
+from reconciler.source.facts import DVC_CACHE, IMPORT_CACHE, cached, dvc_outputs, is_pointer, python_imports, stage_wdirs
+from reconciler.source.git import GitTree, Tree, open_tree
 
 
 HASH_VERSION = "model-hash/v1"
@@ -246,7 +246,12 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
             continue
         # output paths are relative to the pointer's folder: the same pointer content in two models differs
         key = f"{tree.blob_id(pointer)}\0{posixpath.dirname(pointer)}"
-        outs = cached(DVC_CACHE, key, lambda p=pointer: dvc_outputs(tree.read(p), p))
+        stages = posixpath.join(posixpath.dirname(pointer), "dvc.yaml")
+        wdirs: dict[str, str] = {}
+        if posixpath.basename(pointer) == "dvc.lock" and tree.exists(stages):  # a stage's wdir moves its outputs
+            wdirs = stage_wdirs(tree.read(stages))
+            key += f"\0{tree.blob_id(stages)}"
+        outs = cached(DVC_CACHE, key, lambda p=pointer, w=wdirs: dvc_outputs(tree.read(p), p, w))
         if not outs:
             inputs[pointer] = f"invalid:blob:{tree.blob_id(pointer)}"
             kinds[pointer] = "data"
@@ -256,8 +261,9 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
                 # DVC would fetch (and write) it wherever it points, and the Bento would ship without it
                 raise UnsafePathError.single(
                     pointer, f"names the output {out!r}, outside the model folder {folder}/ "
-                             "(an absolute path, or '..' past the folder)", field="outs.path",
+                             "(an absolute path, '..' past the folder, or a `wdir:` that leaves it)", field="outs.path",
                     fix=f"track the file inside {folder}/ (`dvc add {folder}/<file>`) and commit that pointer")
+            _check_output_links(tree, pointer, folder, out)
             inputs[out] = checksum
             kinds[out] = "data"
 
@@ -276,6 +282,31 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
                         inputs[dep] = f"blob:{tree.blob_id(dep)}"
                         kinds[dep] = "shared-code"
     return ModelHash(name, _digest(inputs), inputs, kinds)
+
+
+def _check_output_links(tree: Tree, pointer: str, folder: str, out: str) -> None:
+    """No symlink on the way to a pointer's output leads out of the model folder (git commits symlinks: a
+    `model.pkl` or `data/` linking to /etc or to another folder would make DVC write, and the build read,
+    through it). A link that stays in the folder is followed; DVC's own cache links (`cache.type: symlink`,
+    into the repository's `.dvc/cache/`, never committed) are the one link allowed to leave it."""
+    current = folder
+    for part in out[len(folder) + 1:].split("/"):
+        current = posixpath.join(current, part)
+        target = tree.link_target(current)
+        if target is None:
+            continue
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
+        if os.path.isabs(target):  # a working tree's link: repository-relative when it points into it
+            root = getattr(tree, "_root", None)
+            resolved = os.path.relpath(os.path.realpath(target), root) if root else target
+        if resolved.startswith(".dvc/cache/") and current == out and not isinstance(tree, GitTree):
+            return
+        if not resolved.startswith(folder + "/"):
+            raise UnsafePathError.single(
+                pointer, f"names the output {out!r}, but {current} is a symlink to {target!r}, outside the model "
+                         f"folder {folder}/ (DVC would write, and the build read, through it)", field="outs.path",
+                fix=f"remove the symlink {current} from git (`git rm {current}`) and track the real file with DVC")
+        current = resolved
 
 
 def _check_tree_bounds(tree: Tree, folder: str, name: str) -> None:
