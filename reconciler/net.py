@@ -9,6 +9,11 @@ connect, TLS handshake, write and read only the time left before it. A request t
 (redirects, auth round trips and the body included) by its deadline raises ``DeadlineExceeded``, a
 ``httpx.TimeoutException``, so ``except httpx.HTTPError`` keeps catching it.
 
+The same streams count the bytes a request reads: past ``max_bytes`` (default ``MAX_BYTES``) the
+request fails with ``ResponseTooLarge``, an ``httpx.ReadError``, so a peer that answers a huge body
+at full speed (or a gzip bomb: the decoded body is counted too) costs a bounded amount of memory,
+not whatever it sends within the deadline.
+
 The streams are installed on the pools of httpx's own transports (the direct one and any proxy
 mounts), so TLS, proxies and certificates stay httpx's. A response opened with ``stream=True``
 is bounded only while ``send`` runs (its headers): the callers here read whole bodies.
@@ -25,10 +30,18 @@ import httpcore
 import httpx
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("reconciler_net_deadline", default=None)
+# [bytes read so far, the most this request may read]
+_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("reconciler_net_budget", default=None)
+
+MAX_BYTES = 32 * 1024 * 1024  # one answer (headers, redirect hops and the decoded body): far above any the reconciler reads
 
 
 class DeadlineExceeded(httpx.TimeoutException):
     """The whole request (connect, send, headers, body) took longer than its deadline."""
+
+
+class ResponseTooLarge(httpx.ReadError):
+    """The peer's answer is larger than the request's byte bound."""
 
 
 def _left(timeout: float | None, *, read: bool = True) -> float | None:
@@ -48,7 +61,13 @@ class _Stream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _left(timeout))
+        data = self._inner.read(max_bytes, _left(timeout))
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget[0] += len(data)
+            if budget[0] > budget[1]:
+                raise httpcore.ReadError(f"the answer is larger than {budget[1]:,} bytes")
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _left(timeout, read=False))
@@ -96,28 +115,54 @@ def _install(transport: Any) -> bool:
 class DeadlineClient(httpx.Client):
     """An httpx.Client whose every ``send`` must be complete within ``deadline`` seconds."""
 
-    def __init__(self, *, deadline: float, **kwargs: Any) -> None:
+    def __init__(self, *, deadline: float, max_bytes: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("timeout", deadline)
         super().__init__(**kwargs)
         self.deadline = deadline
+        self.max_bytes = MAX_BYTES if max_bytes is None else max_bytes
         self.bounded = [_install(t) for t in [self._transport, *self._mounts.values()] if t is not None]
 
-    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+    def send(self, request: httpx.Request, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
         started = time.monotonic()
         token = _DEADLINE.set(started + self.deadline)
+        budget = _BUDGET.set([0, self.max_bytes])
         try:
-            return super().send(request, **kwargs)
+            response = super().send(request, stream=True, **kwargs)
+            if not stream:
+                try:
+                    self._read(response)
+                finally:
+                    response.close()
+            return response
         except httpx.TimeoutException as exc:
             if time.monotonic() - started >= self.deadline * 0.999:
                 raise DeadlineExceeded(f"no complete answer within the {self.deadline:g} s deadline "
                                        f"(a slow or stalled peer)", request=request) from exc
             raise
+        except httpx.ReadError as exc:
+            if (_BUDGET.get() or [0, 1])[0] > self.max_bytes:
+                raise ResponseTooLarge(f"the answer is larger than the {self.max_bytes:,}-byte bound "
+                                       "(a runaway or hostile peer)", request=request) from exc
+            raise
         finally:
+            _BUDGET.reset(budget)
             _DEADLINE.reset(token)
+
+    def _read(self, response: httpx.Response) -> None:
+        """Response.read(), counting the decoded body against the byte bound (a gzip bomb is small on the wire)."""
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise ResponseTooLarge(f"the decoded answer is larger than the {self.max_bytes:,}-byte bound "
+                                       "(a runaway or hostile peer)", request=response.request)
+            chunks.append(chunk)
+        response._content = b"".join(chunks)  # what Response.read() sets
 
 
 def client(deadline: float, **kwargs: Any) -> DeadlineClient:
-    """An httpx client for one outbound peer: ``deadline`` seconds for each whole request."""
+    """An httpx client for one outbound peer: ``deadline`` seconds and ``max_bytes`` (default MAX_BYTES)
+    for each whole request."""
     return DeadlineClient(deadline=deadline, **kwargs)
 
 

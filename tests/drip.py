@@ -116,3 +116,59 @@ def _closed(conn: socket.socket) -> bool:
             conn.settimeout(5)
     except OSError:
         return True
+
+
+@dataclass
+class Flood:
+    """A loopback HTTP peer that answers a huge body at full speed (``size`` bytes of zeros; gzip-compressed
+    on the wire when ``gzip``, a decompression bomb: about 1 KB per MB). Counts the bytes it managed to send."""
+
+    size: int = 256 * 1024 * 1024
+    gzip: bool = False
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "Flood":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+        self._thread.join(timeout=5)
+
+    def _body(self):
+        chunk = bytes(1024 * 1024)
+        if not self.gzip:
+            for _ in range(self.size // len(chunk)):
+                yield chunk
+            return
+        import zlib  # noqa: PLC0415 - only the bomb needs it
+
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+        for _ in range(self.size // len(chunk)):
+            yield packer.compress(chunk)
+        yield packer.flush()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(65536) or b"\r\n\r\n"
+                encoding = "Content-Encoding: gzip\r\n" if self.gzip else f"Content-Length: {self.size}\r\n"
+                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{encoding}"
+                             "Connection: close\r\n\r\n".encode())
+                for piece in self._body():
+                    conn.sendall(piece)
+                    self.sent += len(piece)
+            except OSError:
+                return

@@ -29,7 +29,7 @@ from reconciler.rollout.state import Policy, RolloutState
 from reconciler.results import ObjectRef
 from reconciler.run.notify import Notifier, commit_status
 from tests.conftest import commit_all
-from tests.drip import BODY, Drip, answer
+from tests.drip import BODY, Drip, Flood, answer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLOW = 0.2  # seconds a byte: BODY's answer alone takes ~30 s in full
@@ -150,3 +150,28 @@ def image_of(envtest, ns: str, name: str) -> str:
     deployment = envtest.client().get(ObjectRef("apps/v1", "Deployment", ns, name))
     assert deployment is not None
     return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_a_peer_that_accepts_and_never_answers_costs_its_deadline() -> None:
+    with Drip(interval=3600) as silent, net.client(1.0) as client:
+        with pytest.raises(net.DeadlineExceeded):
+            client.get(silent.url)
+    assert silent.sent == [0]
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["huge-body", "gzip-bomb"])
+def test_a_huge_answer_is_cut_at_the_byte_bound_not_read_into_memory(gzip: bool) -> None:
+    """256 MiB at full speed (or a gzip bomb of 256 MiB in ~256 KB on the wire) well within the deadline: the
+    request fails at the 1 MiB bound, a ResponseTooLarge (an httpx.ReadError every caller already catches)."""
+    assert issubclass(net.ResponseTooLarge, httpx.HTTPError)
+    with Flood(gzip=gzip) as flood, net.client(30.0, max_bytes=1024 * 1024) as client:
+        with pytest.raises(net.ResponseTooLarge, match="1,048,576-byte bound"):
+            client.get(flood.url)
+    assert flood.sent < 64 * 1024 * 1024  # the client hung up: the peer could not send it all
+
+
+def test_a_prometheus_flooding_its_answer_is_an_inconclusive_measurement(monkeypatch) -> None:
+    monkeypatch.setattr(net, "MAX_BYTES", 1024 * 1024)
+    with Flood() as flood, PrometheusClient(flood.url, deadline=30.0) as prometheus:
+        with pytest.raises(MetricsError, match="larger than"):
+            prometheus.query("up", at=1e9)
