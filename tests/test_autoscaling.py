@@ -198,6 +198,18 @@ def test_every_deployment_has_a_startup_probe_with_its_pool_kinds_default(pool, 
     assert budget(container(deployment)["startupProbe"]) == seconds
 
 
+@pytest.mark.parametrize(("pool", "serving", "budget_s"), [
+    ("cpu-general", {"replicas": 1}, 120), ("inf2", {"replicas": 1}, 600),
+    ("gpu-a10g", {"replicas": 1, "startup": "15m"}, 900)])
+def test_a_load_within_the_startup_budget_is_not_a_stalled_rollout(pool, serving, budget_s):
+    """Kubernetes marks a Deployment ProgressDeadlineExceeded when no pod became available for
+    progressDeadlineSeconds (default 600 s), and sync health then says degraded (tests/test_sync_cluster.py): the
+    deadline is the startup budget plus that default, left for scheduling and pulling the image."""
+    deployment = render(entry(serving), env_spec(), pool)["Deployment"]
+    assert budget(container(deployment)["startupProbe"]) == budget_s
+    assert deployment["spec"]["progressDeadlineSeconds"] == budget_s + 600
+
+
 def test_startup_is_a_duration():
     with pytest.raises(ValueError, match="not a duration"):
         ModelSpec.model_validate({"name": "m", "owner": "o", "service": "s.py:S", "serving": {"startup": "5 min"}})

@@ -27,6 +27,10 @@ from reconciler.errors import ValidationError
 
 CONTAINER = "bento"
 PROBE_PERIOD = 5  # seconds between startupProbe attempts: the budget is PROBE_PERIOD x failureThreshold
+# Kubernetes' default progressDeadlineSeconds: what a rollout may take to schedule, pull and start a pod. A model's
+# Deployment gets this beside its startup budget, so a load within `serving.startup` is not a stalled rollout
+# (ProgressDeadlineExceeded, which sync health reports as degraded) before the startupProbe gives up
+PROGRESS_ALLOWANCE = 600
 CONFIG_ENV = "BENTOML_CONFIG_OVERRIDES"  # BentoML 1.4: JSON merged over the service's own config at start
 MAX_BATCH_SIZE_ENV = "MODEL_MAX_BATCH_SIZE"  # read by pipelines.serving.batching() in the service's @bentoml.api
 MAX_LATENCY_ENV = "MODEL_MAX_LATENCY_MS"
@@ -185,6 +189,7 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
                       "containers": [container], **placement(pool, fallback), "volumes": volumes}
     strategy = pool.strategy
     spec: dict = {
+        "progressDeadlineSeconds": startup_seconds(serving, pool.kind) + PROGRESS_ALLOWANCE,
         # track in the selector: the stable and canary Deployments of a pool must not select each other's pods
         "selector": {"matchLabels": {**selector_labels(entry.name, pool.name), L.TRACK: "stable"}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {
