@@ -175,3 +175,16 @@ def test_a_prometheus_flooding_its_answer_is_an_inconclusive_measurement(monkeyp
     with Flood() as flood, PrometheusClient(flood.url, deadline=30.0) as prometheus:
         with pytest.raises(MetricsError, match="larger than"):
             prometheus.query("up", at=1e9)
+
+
+def test_a_dripping_argo_server_is_an_argo_error_at_the_deadline(monkeypatch) -> None:
+    """hera talks to the Argo server with requests, which only times each read: its session goes through
+    reconciler.net too."""
+    from reconciler.build import argo
+
+    monkeypatch.setattr(argo, "DEADLINE", 1.0)
+    with Drip(interval=SLOW, head_at_once=True) as drip:
+        with pytest.raises(ReconcilerError, match="1 s deadline") as info:
+            argo.get_workflow("train-x", argo.ArgoConfig(host=drip.url, token="t"))
+    assert "ARGO_SERVER" in info.value.fix
+    assert cut(drip)

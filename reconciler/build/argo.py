@@ -11,11 +11,15 @@ no hera or requests exception leaves this module.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from reconciler.errors import ArgoError
+import httpx
 import requests
+
+from reconciler import net
+from reconciler.errors import ArgoError
 
 DEFAULT_NAMESPACE = "argo"
 
@@ -50,11 +54,46 @@ class SubmitResult:
     ui_url: str
 
 
+DEADLINE = 30.0  # seconds for each whole request to the Argo server (reconciler.net)
+
+
+class _DeadlineSession(requests.Session):
+    """The session hera's WorkflowsService sends through: each request goes out by reconciler.net, with a
+    deadline for the whole request and a byte bound (requests, like httpx, only times each socket read: an
+    Argo server dripping its answer would hold `build --submit` as long as it likes). httpx's failures
+    come back as the requests exceptions `_translate` words."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def request(self, method: str | bytes, url: str | bytes, params: Any = None, data: Any = None,  # type: ignore[override]
+                headers: Any = None, verify: Any = True, cert: Any = None, **_: Any) -> requests.Response:
+        sent = {k: v for k, v in (headers or {}).items() if v is not None}
+        try:
+            with net.client(self.deadline, verify=verify is not False, **({"cert": cert} if cert else {})) as client:
+                answer = client.request(str(method).upper(), str(url), params=params, content=data, headers=sent)
+        except net.DeadlineExceeded as exc:
+            raise requests.exceptions.Timeout(str(exc)) from None
+        except httpx.HTTPError as exc:
+            if isinstance(exc.__context__, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise requests.exceptions.SSLError(str(exc)) from None
+            raise requests.exceptions.ConnectionError(f"{type(exc).__name__}: {exc}") from None
+        response = requests.Response()
+        response.status_code = answer.status_code
+        response._content = answer.content
+        response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
+        response.url = str(answer.url)
+        response.reason = answer.reason_phrase
+        response.encoding = answer.encoding
+        return response
+
+
 def _service(config: ArgoConfig):
     from hera.workflows import WorkflowsService
 
     return WorkflowsService(host=config.host, token=config.token, namespace=config.namespace,
-                            verify_ssl=config.verify_ssl)
+                            verify_ssl=config.verify_ssl, session=_DeadlineSession(DEADLINE))
 
 
 def _ui_url(config: ArgoConfig, namespace: str, name: str) -> str:
