@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import StepError
+
 LOCK_NAME = "requirements.lock"
 SHARED_LOCK = f"pipelines/{LOCK_NAME}"
 
@@ -51,16 +53,8 @@ PYTORCH_PACKAGES = frozenset({"torch", "torchvision", "torchaudio"})
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!_-]+)$")
 
 
-class LockError(Exception):
+class LockError(StepError):
     """A lock that is not a list of exact pins; `fix` says what to change."""
-
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
 
 
 def canonical(name: str) -> str:

@@ -33,21 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import StepError
+
 MODEL_FILE = "model.pkl"
 METRICS_FILE = "metrics.json"
 SEED = 0
-
-
-class StepError(Exception):
-    """A step could not do its work (unknown model, missing input, quality gate failed)."""
-
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
 
 
 # --------------------------------------------------------------------------- recipes
@@ -116,12 +106,9 @@ LOCK_FILE = Path(__file__).with_name("requirements.lock")  # the shared lock (pi
 
 def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
     """The `name==version` pins of a lock (canonical names; comments and blank lines skipped)."""
-    from .locks import LockError, parse_lock
+    from .locks import parse_lock
 
-    try:
-        return parse_lock(lock.read_text(encoding="utf-8"), lock.name)
-    except LockError as exc:
-        raise StepError(exc.message, fix=exc.fix) from None
+    return parse_lock(lock.read_text(encoding="utf-8"), lock.name)  # a bad lock: LockError, a StepError
 
 
 def model_lock(model: str, repo_root: Path = Path(".")) -> Path:

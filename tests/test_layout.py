@@ -103,3 +103,81 @@ def test_every_module_is_listed_in_the_architecture_document():
     listed = re.findall(r"^\| `([\w/]+\.py)` \|", doc, re.MULTILINE)
     stale = [m for m in listed if m not in modules and m != "__init__.py"]
     assert not stale, "docs/architecture.md lists modules that are gone: " + ", ".join(stale)
+
+
+def _git_handles() -> set[str]:
+    """The names of reconciler.source that hand out or take a GitPython object (a Repo, a Git command): the
+    adapter's own plumbing, which nothing outside reconciler/source/ may call (it gets shas, paths and trees)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import reconciler.source
+
+    def mentions_git(function: object) -> bool:
+        annotations = getattr(function, "__annotations__", {})
+        return any(str(a).startswith("git.") or "git.Repo" in str(a) for a in annotations.values())
+
+    names = set()
+    for info in pkgutil.iter_modules(reconciler.source.__path__):
+        module = importlib.import_module(f"reconciler.source.{info.name}")
+        for name, obj in vars(module).items():
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj) and mentions_git(obj):
+                names.add(name)
+            elif inspect.isclass(obj):
+                assert not [a for a, t in getattr(obj, "__annotations__", {}).items()
+                            if not a.startswith("_") and "git." in str(t)], f"{name} shows a GitPython object"
+                assert not [a for a, f in vars(obj).items() if not a.startswith("_")
+                            and mentions_git(getattr(f, "fget", f))], f"{name} hands out a GitPython object"
+                if mentions_git(vars(obj).get("__init__")):
+                    names.add(name)
+    return names
+
+
+def git_handles_used(path: Path, text: str, handles: set[str]) -> list[str]:
+    """Where a module outside reconciler/source/ imports or calls one of `handles` (from reconciler.source)."""
+    import ast
+
+    tree = ast.parse(text, filename=str(path))
+    aliases = set()  # local names bound to a reconciler.source module
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reconciler.source"):
+            for alias in node.names:
+                if alias.name in handles:
+                    found.append(f"{path}:{node.lineno} imports {alias.name}")
+                elif node.module == "reconciler.source":  # a module of the package: `source.git.open_repo`
+                    aliases.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            aliases.update(a.asname or a.name for a in node.names if a.name.startswith("reconciler.source"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in handles:
+            base = ast.unparse(node.value)
+            if base in aliases or base.startswith("reconciler.source"):
+                found.append(f"{path}:{node.lineno} uses {base}.{node.attr}")
+    return found
+
+
+def test_only_source_holds_git_objects(tmp_path):
+    """reconciler/source/ hands out shas, paths and tree readers; its functions that take or return a GitPython
+    Repo stay inside it. (Importing GitPython itself is import-linter's "only reconciler.source talks to git".)"""
+    handles = _git_handles()
+    assert {"open_repo", "resolve", "write_tree"} <= handles  # the rule sees the adapter's plumbing
+    outside = [p for package in ("reconciler", "pipelines") for p in sorted((ROOT / package).rglob("*.py"))
+               if "source" not in p.relative_to(ROOT).parts[:2]]
+    found = [f for p in outside for f in git_handles_used(p.relative_to(ROOT), p.read_text(encoding="utf-8"), handles)]
+    assert not found, "use reconciler.source's shas, paths and trees, not its Repo plumbing: " + "; ".join(found)
+    planted = "from reconciler.source import git as source\n\n\ndef f(root):\n    return source.open_repo(root).head\n"
+    assert git_handles_used(Path("reconciler/plan/planted.py"), planted, handles) == [
+        "reconciler/plan/planted.py:5 uses source.open_repo"]
+    assert git_handles_used(Path("p.py"), "from reconciler.source.git import open_repo, head_sha\n", handles) == [
+        "p.py:1 imports open_repo"]
+
+
+def test_nothing_outside_source_imports_gitpython(tmp_path):
+    proc = lint_imports(planted_copy(tmp_path, "reconciler.desired.state", "import git  # planted"))
+    assert "only reconciler.source talks to git (GitPython) BROKEN" in proc.stdout
+    piped = lint_imports(planted_copy(tmp_path / "b", "pipelines.propose", "import git  # planted"))
+    assert "only reconciler.source talks to git (GitPython) BROKEN" in piped.stdout

@@ -43,7 +43,7 @@ from pipelines.train import train_workflow
 from reconciler.build.artifacts import committed_remotes
 from reconciler.source.artifacts import default_remote
 from reconciler.catalog.load import load_catalog, model_kinds, placements, unknown_model_fix
-from reconciler.source.git import head_sha, open_repo
+from reconciler.source.git import head_sha, remote_url
 from reconciler.source.hashing import model_hashes
 import yaml
 
@@ -220,12 +220,10 @@ def origin_url(root: Path) -> str:
 def _git_defaults(root: Path, commit: str | None, repo_url: str | None) -> tuple[str, str]:
     commit = commit or head_sha(root)
     if repo_url is None:
-        repo = open_repo(root)
-        try:
-            repo_url = next(iter(repo.remote("origin").urls))
-        except (ValueError, StopIteration):
+        repo_url = remote_url(root, "origin")
+        if repo_url is None:
             raise SourceError(f"{root} has no 'origin' remote to take the repository URL from",
-                              fix="pass --repo-url https://github.com/<org>/<repo>.git, or `git remote add origin ...`") from None
+                              fix="pass --repo-url https://github.com/<org>/<repo>.git, or `git remote add origin ...`")
     return commit, repo_url
 
 

@@ -40,6 +40,17 @@ def _who() -> str:
         return "unknown user"
 
 
+def _set_suspension(repo: Path, environment: str, kubeconfig: Path | None, context: str | None, state_namespace: str,
+                    note: str | None, reason: str, message: str, now: datetime) -> None:
+    """Write (note) or clear (None) the environment's suspension, then record the Event that says so."""
+    try:
+        kube, _ = connect_environment(repo, environment, kubeconfig, context)
+        set_suspended(kube, environment, state_namespace, note)
+    except ReconcilerError as exc:
+        raise fail(exc) from None
+    record_event(kube, environment, state_namespace, reason, message, now=now)
+
+
 def suspend_command(
     environment: EnvironmentArgument,
     reason: Annotated[str, typer.Option(help="why, shown by `status` and `events`")] = "",
@@ -51,12 +62,8 @@ def suspend_command(
     """Stop `reconciler run` (and `sync`) from changing ENV until `reconciler resume ENV` (as `flux suspend`)."""
     now = datetime.now(timezone.utc)
     note = f"{now.strftime('%Y-%m-%dT%H:%M:%SZ')} by {_who()}" + (f": {reason}" if reason else "")
-    try:
-        kube, _ = connect_environment(repo, environment, kubeconfig, context)
-        set_suspended(kube, environment, state_namespace, note)
-    except ReconcilerError as exc:
-        raise fail(exc) from None
-    record_event(kube, environment, state_namespace, "Suspended", f"suspended {note}", now=now)
+    _set_suspension(repo, environment, kubeconfig, context, state_namespace, note,
+                    "Suspended", f"suspended {note}", now)
     out.print(f"suspended {environment} ({note}); `reconciler run` and `reconciler sync` leave it as it is until "
               f"`reconciler resume {environment}`")
 
@@ -69,13 +76,8 @@ def resume_command(
     state_namespace: StateNamespaceOption = DEFAULT_STATE_NAMESPACE,
 ) -> None:
     """Let `reconciler run` reconcile ENV again (as `flux resume`); its next pass catches up."""
-    now = datetime.now(timezone.utc)
-    try:
-        kube, _ = connect_environment(repo, environment, kubeconfig, context)
-        set_suspended(kube, environment, state_namespace, None)
-    except ReconcilerError as exc:
-        raise fail(exc) from None
-    record_event(kube, environment, state_namespace, "Resumed", f"resumed by {_who()}", now=now)
+    _set_suspension(repo, environment, kubeconfig, context, state_namespace, None,
+                    "Resumed", f"resumed by {_who()}", datetime.now(timezone.utc))
     out.print(f"resumed {environment}; `reconciler run` catches up on its next pass (`reconciler reconcile "
               f"{environment}` asks for it now)")
 

@@ -210,22 +210,22 @@ def _identity(repo: git.Repo) -> dict[str, str]:
 class BranchWorktree:
     """A temporary, emptied checkout of one branch: write files under ``path``, then :meth:`commit`."""
 
-    repo: git.Repo
-    worktree: git.Repo
     path: Path
     branch: str
     existed: bool
+    _repo: git.Repo
+    _worktree: git.Repo
 
     def commit(self, message: str) -> str | None:
         """Commit everything under ``path``; the new sha, or None when nothing changed (a new branch always commits)."""
         with git_errors(f"could not write branch {self.branch}",
                         fix="check that the repository is writable and the branch is not checked out elsewhere"):
-            self.worktree.git.add("-A")
-            if not (self.worktree.is_dirty(index=True, untracked_files=True) or not self.existed):
+            self._worktree.git.add("-A")
+            if not (self._worktree.is_dirty(index=True, untracked_files=True) or not self.existed):
                 return None
-            with self.worktree.git.custom_environment(**_identity(self.repo)):
-                self.worktree.git.commit("-m", message, "--allow-empty")
-            return self.worktree.head.commit.hexsha
+            with self._worktree.git.custom_environment(**_identity(self._repo)):
+                self._worktree.git.commit("-m", message, "--allow-empty")
+            return self._worktree.head.commit.hexsha
 
 
 @contextlib.contextmanager
@@ -251,7 +251,7 @@ def branch_worktree(repo_root: Path, branch: str, keep: tuple[str, ...] = ()) ->
                 for child in path.iterdir():
                     if child.name != ".git" and child.name not in keep and "*" not in keep:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
-            yield BranchWorktree(repo, git.Repo(path), path, branch, existed)
+            yield BranchWorktree(path, branch, existed, repo, git.Repo(path))
         finally:
             with git_errors(f"could not clean up the worktree of {branch}", fix=fix):
                 if path.exists():
@@ -315,7 +315,7 @@ class GitTree(Tree):
     batched = True
     PARTIAL_MAX = 64  # more folders than this: one full listing is cheaper than their round trips
 
-    def __init__(self, repo, rev: str, prefix: str, folders: Iterable[str] | None = None) -> None:
+    def __init__(self, repo: git.Repo, rev: str, prefix: str, folders: Iterable[str] | None = None) -> None:
         self._repo = repo
         self._prefix = prefix
         self._ids: dict[str, str] = {}
@@ -434,7 +434,7 @@ class GitTree(Tree):
 class WorkTree(Tree):
     """The working tree: tracked and untracked files that .gitignore does not exclude."""
 
-    def __init__(self, git_cmd, root: Path) -> None:
+    def __init__(self, git_cmd: git.Git, root: Path) -> None:
         self._root = root
         with git_errors(f"git cannot list the working tree of {root}",
                         fix="run the reconciler inside a git checkout of the repository"):
@@ -501,7 +501,7 @@ class GitMirror:
     def tracking(self) -> str:
         return f"refs/remotes/origin/{self.branch}"
 
-    def repo(self) -> git.Repo:
+    def _git(self) -> git.Repo:
         if self._repo is None:
             with git_errors(f"cannot clone {self.url} (branch {self.branch}) into {self.path}",
                             fix="check the repository URL, the branch and the credentials"):
@@ -514,7 +514,7 @@ class GitMirror:
 
     def fetch(self) -> str:
         """Fetch the branch (a forced update is accepted) and return its head commit."""
-        repo = self.repo()
+        repo = self._git()
         with git_errors(f"git fetch of {self.url} {self.branch} failed",
                         fix="check the remote is reachable and the branch exists"):
             repo.remotes.origin.fetch(refspec=f"+refs/heads/{self.branch}:{self.tracking}", prune=True)
@@ -522,13 +522,13 @@ class GitMirror:
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         try:
-            repo = self.repo()
+            repo = self._git()
             return bool(repo.is_ancestor(repo.commit(ancestor), repo.commit(descendant)))
         except (git.GitCommandError, git.BadName, ValueError):  # unknown commit (rewritten away): not an ancestor
             return False
 
     def between(self, base: str, head: str) -> list[str]:
-        return [c.hexsha for c in self.repo().iter_commits(f"{base}..{head}", first_parent=True, reverse=True)]
+        return [c.hexsha for c in self._git().iter_commits(f"{base}..{head}", first_parent=True, reverse=True)]
 
 
 def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
@@ -543,6 +543,14 @@ def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
         if len(parts) == 3 and parts[1] == "tree":
             trees[path.rpartition("/")[2]] = parts[2]
     return trees
+
+
+def remote_url(root: Path, remote: str = "origin") -> str | None:
+    """The first URL of a remote of the repository at ``root`` (None when it has no such remote)."""
+    try:
+        return next(iter(open_repo(root).remote(remote).urls))
+    except (ValueError, StopIteration):
+        return None
 
 
 def top_names(root: Path, rev: str) -> list[str]:
