@@ -65,6 +65,49 @@ def test_policy_from_effective_canary_and_slo() -> None:
     assert policy.slo_p95_latency_ms == 200 and policy.slo_error_rate == 0.005
 
 
+# read elsewhere than the Policy: `enabled` (the controller decides whether to canary at all), the router's options
+# (traffic.base), the PromQL queries (rollout.prometheus) and the latency buckets (render, catalog.buckets)
+NOT_POLICY = {"enabled", "router_options", "queries", "latency_buckets"}
+
+
+def _every_field_declared() -> EffectiveCanary:
+    from reconciler.catalog.canary import ABHeader
+    from reconciler.catalog.effective import EffectivePause
+
+    return EffectiveCanary(
+        enabled=True, steps=[5, 50, 100], interval_seconds=300, failure_threshold=3, progress_deadline_seconds=900,
+        max_error_rate=0.02, max_p95_latency_ms=250.0, judge="mann-whitney", router="istio", queries={},
+        pauses=[EffectivePause(after=0, seconds=None)], min_requests=50, inconclusive_limit=5,
+        on_inconclusive="rollback", cost_policy="promote", error_rate_tolerance=0.3, latency_tolerance=0.2,
+        detect_error_increase=1.5, detect_latency_increase=0.4, power=0.9,
+        ab_header=ABHeader(name="x-canary", value="1"), mirror_percent=20, confirm_url="https://confirm.example/",
+        route_domain="models.example", warmup_seconds=45, quantiles=[0.99, 0.95], measurement_error_limit=7,
+        on_measurement_error="rollback")
+
+
+def test_every_canary_setting_reaches_the_policy_by_its_name() -> None:
+    """Every field of the catalog's EffectiveCanary is either a Policy field of the same name, carrying the
+    declared value, or named in NOT_POLICY: a field added to or renamed in the catalog shows up here."""
+    canary = _every_field_declared()
+    policy = Policy.from_spec(canary)
+    policy_fields = set(Policy.__dataclass_fields__)
+    assert set(EffectiveCanary.model_fields) - policy_fields == NOT_POLICY
+    converted = {"steps": (5, 50, 100), "pauses": (Pause(0, None),), "ab_header": ("x-canary", "1"),
+                 "quantiles": (0.95, 0.99)}
+    for name in set(EffectiveCanary.model_fields) - NOT_POLICY:
+        assert getattr(policy, name) == converted.get(name, getattr(canary, name)), name
+        assert getattr(policy, name) != getattr(Policy(), name), f"{name}: the test must declare a non-default value"
+
+
+def test_a_canary_setting_the_policy_cannot_read_fails_loudly() -> None:
+    """The policy reads each setting by name: one that is gone (renamed in the catalog) is an AttributeError
+    naming it (and a mypy error in tests/test_static.py), never a silent default."""
+    canary = _every_field_declared()
+    del canary.__dict__["warmup_seconds"]  # as if the catalog had renamed it
+    with pytest.raises(AttributeError, match="warmup_seconds"):
+        Policy.from_spec(canary)
+
+
 def test_healthy_canary_walks_every_step_then_promotes_once() -> None:
     state, log = run(initial(), lambda now: healthy(), start=1000, ticks=12)
     weights = [a.canary_weight for _, a in log if isinstance(a, SetWeight)]

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
 
+from reconciler.catalog.effective import EffectiveCanary
+from reconciler.catalog.specs import SLO
 from reconciler.errors import ReconcilerError
 
 SCHEMA_VERSION = 1
@@ -164,29 +166,32 @@ class Policy:
     on_measurement_error: Literal["pause", "rollback"] = "pause"
 
     @classmethod
-    def from_spec(cls, canary: Any, slo: Any = None) -> "Policy":
-        """Build from reconciler.catalog.effective.EffectiveCanary (and its SLO)."""
-        optional = {key: getattr(canary, key) for key in (
-            "min_requests", "inconclusive_limit", "on_inconclusive", "cost_policy", "error_rate_tolerance",
-            "latency_tolerance", "detect_error_increase", "detect_latency_increase", "power", "mirror_percent",
-            "confirm_url", "route_domain", "warmup_seconds", "measurement_error_limit", "on_measurement_error")
-            if getattr(canary, key, None) is not None}
-        quantiles = getattr(canary, "quantiles", None)
-        if quantiles:
-            optional["quantiles"] = tuple(sorted(float(q) for q in quantiles))
-        header = getattr(canary, "ab_header", None)
-        if header:
-            optional["ab_header"] = (header.name, header.value)
-        pauses = getattr(canary, "pauses", None)
-        if pauses:
-            optional["pauses"] = tuple(Pause(p.after, p.seconds) for p in pauses)
+    def from_spec(cls, canary: EffectiveCanary, slo: SLO | None = None) -> "Policy":
+        """Build from the catalog's effective canary settings and the model's SLO. Every field is read by
+        name (mypy checks them against EffectiveCanary); an optional one left undeclared (None) keeps
+        this class's default."""
+        declared: dict[str, Any] = {
+            "min_requests": canary.min_requests, "inconclusive_limit": canary.inconclusive_limit,
+            "on_inconclusive": canary.on_inconclusive, "cost_policy": canary.cost_policy,
+            "error_rate_tolerance": canary.error_rate_tolerance, "latency_tolerance": canary.latency_tolerance,
+            "detect_error_increase": canary.detect_error_increase,
+            "detect_latency_increase": canary.detect_latency_increase, "power": canary.power,
+            "mirror_percent": canary.mirror_percent, "confirm_url": canary.confirm_url,
+            "route_domain": canary.route_domain, "warmup_seconds": canary.warmup_seconds,
+            "measurement_error_limit": canary.measurement_error_limit,
+            "on_measurement_error": canary.on_measurement_error,
+            "quantiles": tuple(sorted(float(q) for q in canary.quantiles)) if canary.quantiles else None,
+            "ab_header": (canary.ab_header.name, canary.ab_header.value) if canary.ab_header else None,
+            "pauses": tuple(Pause(p.after, p.seconds) for p in canary.pauses) or None,
+        }
         policy = cls(steps=tuple(canary.steps), interval_seconds=canary.interval_seconds,
-                   failure_threshold=canary.failure_threshold,
-                   progress_deadline_seconds=canary.progress_deadline_seconds,
-                   max_error_rate=canary.max_error_rate, max_p95_latency_ms=canary.max_p95_latency_ms,
-                   judge=canary.judge, router=canary.router,
-                   slo_p95_latency_ms=getattr(slo, "p95_latency_ms", None),
-                   slo_error_rate=getattr(slo, "error_rate", None), **optional)
+                     failure_threshold=canary.failure_threshold,
+                     progress_deadline_seconds=canary.progress_deadline_seconds,
+                     max_error_rate=canary.max_error_rate, max_p95_latency_ms=canary.max_p95_latency_ms,
+                     judge=canary.judge, router=canary.router,
+                     slo_p95_latency_ms=slo.p95_latency_ms if slo is not None else None,
+                     slo_error_rate=slo.error_rate if slo is not None else None,
+                     **{key: value for key, value in declared.items() if value is not None})
         policy.check()
         return policy
 
