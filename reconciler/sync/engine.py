@@ -6,7 +6,8 @@ Modelled on fluxcd/pkg ``ssa`` + kustomize-controller and argoproj/gitops-engine
   (what we own and the content hash of each object at its last apply), the live objects and the
   options in; a :class:`SyncPlan` with one typed action per object out
   (created / configured / unchanged / pruned / skipped). No server needed to test it.
-* :func:`sync_environment` is the executor: it reads (inventory, one list per kind), plans,
+* :func:`sync_environment` is the executor: it reads (inventory, one list per kind), plans, prunes
+  an autoscaler first when another of the same model replaces it on the same workload (planner.handovers),
   validates every object it is about to write with a server-side dry run (a model with any invalid
   object is skipped with all its errors, the others proceed; nothing is applied until every object
   validated), applies with server-side apply in kind order, prunes what left git in reverse order,
@@ -34,8 +35,8 @@ from reconciler.errors import KubeError, ReconcilerError
 from reconciler.sync.health import Health, HealthStatus, aggregate, wait_for_health
 from reconciler.sync.inventory import Inventory, load_inventory, save_inventory
 from reconciler.results import Action, ObjectRef, ObjectResult, Summary
-from reconciler.sync.planner import (FOUNDATION_KINDS, PlannedAction, SyncOptions, SyncPlan, kind_rank, next_inventory,
-                                     plan_sync)
+from reconciler.sync.planner import (FOUNDATION_KINDS, PlannedAction, SyncOptions, SyncPlan, REPLICA_SCALERS,
+                                     handovers, kind_rank, next_inventory, plan_sync)
 from reconciler.sync.diff import live_hash, object_hash
 from reconciler.sync.server_diff import sync_drift
 from reconciler.sync.writer import Writer
@@ -212,11 +213,33 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
 
     plan = replan(errors)
 
-    # 1. Validate every object about to be written (server-side dry run); foundation kinds
-    #    (Namespace, CRD) are applied first, since the rest cannot be dry-run without them.
+    # 0. Hand a workload's replicas over: an autoscaler replaced by another of the same model (an HPA by a KEDA
+    #    ScaledObject, or back) is pruned first, as KEDA's admission webhook refuses the new one while the old
+    #    one scales the workload, on the dry run of step 1 too (planner.handovers). A dry run only says so.
     invalid: dict[str, list[str]] = defaultdict(list)
     applied: set[ObjectRef] = set()
+    pruned: set[ObjectRef] = set()
     results: dict[ObjectRef, ObjectResult] = {}
+    handed = handovers(plan, live) if validate else []
+    # on a dry run the old autoscaler stays, so its successor cannot be validated (KEDA's webhook would refuse it)
+    unvalidated = {a.model for a in handed} if options.dry_run else set()
+    for a in handed:
+        if options.dry_run:
+            result.notes.append(f"{a.ref} would be pruned first, and the autoscaler replacing it validated after "
+                                "(KEDA refuses a ScaledObject for a workload an HPA scales)")
+            continue
+        try:
+            said = writer.prune(a, live.get(a.ref))
+        except KubeError as refused:
+            if refused.retryable:
+                raise
+            results[a.ref] = ObjectResult(a.ref, Action.failed, a.model, f"prune failed: {refused}", error=refused)
+            continue
+        pruned.add(a.ref)
+        results[a.ref] = ObjectResult(a.ref, Action.pruned, a.model, f"{said} (before the autoscaler replacing it)")
+
+    # 1. Validate every object about to be written (server-side dry run); foundation kinds
+    #    (Namespace, CRD) are applied first, since the rest cannot be dry-run without them.
 
     def dry_run(a: PlannedAction) -> tuple[PlannedAction, KubeError | None]:
         obj = a.obj
@@ -246,7 +269,8 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
                 results[a.ref] = _object_result(a, exc)
                 if exc is None:
                     applied.add(a.ref)
-    check([a for a in plan.applies if a.ref.kind not in FOUNDATION_KINDS and a.model not in invalid])
+    check([a for a in plan.applies if a.ref.kind not in FOUNDATION_KINDS and a.model not in invalid
+           and not (a.model in unvalidated and a.ref.kind in REPLICA_SCALERS)])
     if invalid:
         plan = replan({**errors, **invalid})
     result.model_errors = dict(plan.model_errors)
@@ -295,8 +319,9 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
                     aborted = exc
 
     # 4. Prune what left git, in reverse kind order; not for models whose apply failed this pass.
-    pruned: set[ObjectRef] = set()
     for a in plan.prunes:
+        if a.ref in results:  # handed over in step 0
+            continue
         if aborted is not None or (a.model or "-") in failed_models:
             results[a.ref] = ObjectResult(a.ref, Action.skipped, a.model,
                                           "not pruned: applies failed in this pass")

@@ -41,6 +41,27 @@ def kind_rank(kind: str) -> int:
     return _RANK.get(kind, len(KIND_ORDER))
 
 
+# what scales a workload's replicas (KEDA's ScaledObject drives an HPA of its own); one workload, one autoscaler
+REPLICA_SCALERS = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
+
+
+def _scale_target(obj: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    target = ((obj or {}).get("spec") or {}).get("scaleTargetRef") or {}
+    return (str(target.get("kind") or "Deployment"), str(target["name"])) if target.get("name") else None
+
+
+def handovers(plan: "SyncPlan", live: Mapping[ObjectRef, dict]) -> list["PlannedAction"]:
+    """Prunes that must run before anything is validated: an autoscaler leaving git whose workload another
+    autoscaler of the same model and namespace is about to claim (a cpu model's HPA replaced by a KEDA
+    ScaledObject when it turns to request metrics or scale to zero, or back). KEDA's admission webhook refuses a
+    ScaledObject whose workload an HPA already scales, on dry runs too: with the old one still there the model
+    would fail validation, apply nothing and prune nothing, pass after pass. Pure."""
+    claimed = {(a.model, a.ref.namespace, _scale_target(a.obj)) for a in plan.applies
+               if a.ref.kind in REPLICA_SCALERS and _scale_target(a.obj) is not None}
+    return [a for a in plan.prunes if a.ref.kind in REPLICA_SCALERS and not a.refused
+            and (a.model, a.ref.namespace, _scale_target(live.get(a.ref))) in claimed]
+
+
 @dataclass(frozen=True)
 class SyncOptions:
     prune: bool = True
