@@ -4,9 +4,12 @@ The model services (models/<name>/service.py) import this module; the build stag
 (it is shared code of the model's content hash). Standard library only at import time, so every image
 (cpu, CUDA, Neuron) can load it.
 
-Accelerators. The image built for a pool kind says which kind it is (`MODEL_ACCELERATOR_KIND`) and, for
-Inferentia, where the compiled artifact is (`MODEL_ACCELERATOR_ARTIFACT`). `load_accelerated`:
-  - no accelerator kind, or no device on this node: the CPU model serves (say so in the log);
+Accelerators. The image built for a pool kind says which kind it is (`MODEL_ACCELERATOR_KIND`), how to find
+its device on the node (`MODEL_DEVICE_GLOBS`: device nodes under /dev, the kind's `device_probe` in
+reconciler/catalog/kinds.py) and, for a compiled kind, where the compiled artifact is
+(`MODEL_ACCELERATOR_ARTIFACT`). Nothing here knows a kind by name: a new kind is one entry of the kind table.
+`load_accelerated`:
+  - no device probe (a CPU image), or no device on this node: the CPU model serves (say so in the log);
   - the device is present and the artifact loads: the accelerator serves;
   - the device is present but the artifact is missing or fails to load: NOT READY, with the reason
     logged at ERROR and returned by `/readyz` (the service's `__is_ready__`): holding an
@@ -40,7 +43,7 @@ VERSION_FILE = "gitops-version.json"
 VERSION_HEADER = "X-Model-Version"
 KIND_ENV = "MODEL_ACCELERATOR_KIND"
 ARTIFACT_ENV = "MODEL_ACCELERATOR_ARTIFACT"
-DEVICE_GLOBS = {"inferentia": ("neuron*",), "gpu": ("nvidia[0-9]*",)}
+DEVICE_ENV = "MODEL_DEVICE_GLOBS"  # comma-separated globs under the device root (reconciler.catalog.accelerators)
 DEV_ROOT_ENV = "MODEL_DEVICE_ROOT"  # where device nodes are looked for (default /dev); tests point it elsewhere
 
 
@@ -67,10 +70,16 @@ def batching(environ: dict[str, str] | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- accelerators
 
 
-def device_present(kind: str, dev_root: str | os.PathLike | None = None) -> bool:
-    """Whether this node gives the container a device of `kind` (a /dev/neuron* or /dev/nvidia* node)."""
+def device_probe(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The image's device probe (`MODEL_DEVICE_GLOBS`): the device nodes its kind is found by; empty: none."""
+    env = os.environ if environ is None else environ
+    return tuple(p.strip() for p in env.get(DEVICE_ENV, "").split(",") if p.strip())
+
+
+def device_present(probe: tuple[str, ...], dev_root: str | os.PathLike | None = None) -> bool:
+    """Whether this node gives the container a device node matching the probe (e.g. /dev/neuron0, /dev/nvidia0)."""
     root = Path(dev_root or os.environ.get(DEV_ROOT_ENV) or "/dev")
-    return any(glob.glob(str(root / pattern)) for pattern in DEVICE_GLOBS.get(kind, ()))
+    return any(glob.glob(str(root / pattern)) for pattern in probe)
 
 
 @dataclass
@@ -86,12 +95,15 @@ class AcceleratorState:
 
 
 def load_accelerated(loader: Callable[[Path], Any] | None, *, kind: str | None = None, artifact: str | None = None,
-                     device: bool | None = None) -> tuple[Any | None, AcceleratorState]:
-    """(the accelerator model or None, its state). Never raises: a failure is a not-ready state."""
+                     device: bool | None = None, probe: tuple[str, ...] | None = None) -> tuple[Any | None, AcceleratorState]:
+    """(the accelerator model or None, its state). Never raises: a failure is a not-ready state.
+    Defaults from the image's environment: `kind` MODEL_ACCELERATOR_KIND, `probe` MODEL_DEVICE_GLOBS, `artifact`
+    MODEL_ACCELERATOR_ARTIFACT; `device` (whether the node gives the device) is probed when not given."""
     kind = kind or os.environ.get(KIND_ENV) or "cpu"
-    if kind == "cpu":
-        return None, AcceleratorState("cpu", False, "cpu")
-    device = device_present(kind) if device is None else device
+    probe = device_probe() if probe is None else probe
+    if not probe and device is None:  # a kind with no device to find: the CPU serves
+        return None, AcceleratorState(kind, False, "cpu")
+    device = device_present(probe) if device is None else device
     if not device:
         log.warning("image built for %s but no %s device on this node: serving on the CPU", kind, kind)
         return None, AcceleratorState(kind, False, "cpu")

@@ -133,7 +133,7 @@ def test_three_frameworks_train_build_plan_render_and_serve_side_by_side_each_fr
         dev.mkdir()
         (dev / "neuron0").touch()  # a fake Neuron device node: the device is "present"
         served["neuron"] = _Served(home, served[TORCH].tag, python=serving_python(root, TORCH), env={
-            "MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_KIND": "inferentia",
+            "MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_KIND": "inferentia", "MODEL_DEVICE_GLOBS": "neuron*",
             "MODEL_ACCELERATOR_ARTIFACT": str(tmp_path / "missing" / "model.neuron.pt")})
         served["neuron"].wait_live()
         assert httpx.get(served["neuron"].url("/readyz"), timeout=10).status_code == 503

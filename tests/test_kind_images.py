@@ -259,6 +259,7 @@ def test_with_the_device_present_and_the_artifact_missing_the_service_is_not_rea
     (dev / "neuron0").touch()  # a fake Neuron device node: the device is "present"
     served = _Served(home, report.results[MODEL].bentos["inferentia"], env={
         "MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_KIND": "inferentia",  # what the -neuron image sets
+        "MODEL_DEVICE_GLOBS": "neuron*",
         "MODEL_ACCELERATOR_ARTIFACT": str(tmp_path / "missing" / COMPILED_FILE)})
     try:
         served.wait_live()

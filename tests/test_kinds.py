@@ -1,7 +1,8 @@
 """An accelerator kind is one profile entry: a fake kind (a TPU) registered here and nothing else changed
 is accepted by pool validation, gets its own image tag, image key and bento overlay, requests its device
-in the rendered Deployment and takes its serving defaults; an unknown kind is an error naming the
-registered ones, never the Neuron overlay."""
+in the rendered Deployment, takes its serving defaults and has its device found by the model service
+(pipelines/serving.py, from the image's environment); an unknown kind is an error naming the registered
+ones, never the Neuron overlay."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ TPU_POOL = {"kind": "tpu", "nodeSelector": {"cloud.google.com/gke-tpu-accelerato
 @pytest.fixture
 def tpu(monkeypatch: pytest.MonkeyPatch) -> KindProfile:
     profile = KindProfile("tpu", tag_suffix="-tpu", device_resources=("google.com/tpu",), startup_seconds=900,
+                          device_probe=("accel[0-9]*",),  # TPU VMs expose /dev/accel0..3
                           bento_overlay=lambda sdk: {"envs": [{"name": "MODEL_ACCELERATOR_KIND", "value": "tpu"}],
                                                      "python": {"packages": ["jax[tpu]"]}})
     monkeypatch.setitem(KINDS, "tpu", profile)
@@ -56,6 +58,32 @@ def test_a_registered_kind_is_read_by_pools_images_overlay_render_and_serving(tp
     assert container["resources"]["limits"]["google.com/tpu"] == "4"
 
 
+def test_the_service_finds_a_registered_kinds_device_from_its_image_alone(tpu: KindProfile, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipelines/serving.py knows no kind by name: the image's environment (the kind's overlay) carries its
+    device probe, so the service of a tpu image finds /dev/accel0, loads its artifact there, and is not ready
+    (never the CPU) when the device is held but the artifact is missing."""
+    from pipelines.serving import load_accelerated
+
+    image_env = {e["name"]: e["value"] for e in kind_overlay("tpu")["envs"]}
+    assert image_env["MODEL_DEVICE_GLOBS"] == "accel[0-9]*"
+    dev, artifact = tmp_path / "dev", tmp_path / "model.tpu"
+    dev.mkdir()
+    for name, value in {**image_env, "MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_ARTIFACT": str(artifact)}.items():
+        monkeypatch.setenv(name, value)
+    _, state = load_accelerated(lambda path: "on the tpu")
+    assert (state.kind, state.device, state.backend) == ("tpu", False, "cpu")  # no device on this node
+    (dev / "accel0").touch()
+    _, state = load_accelerated(lambda path: "on the tpu")
+    assert state.device and not state.ready and "missing" in str(state.error)
+    artifact.write_bytes(b"compiled")
+    model, state = load_accelerated(lambda path: f"on the tpu from {path.name}")
+    assert model == "on the tpu from model.tpu" and state.backend == "tpu" and state.ready
+    monkeypatch.setenv("MODEL_ACCELERATOR_KIND", "cpu")
+    monkeypatch.delenv("MODEL_DEVICE_GLOBS")  # a CPU image: no probe, the CPU serves
+    assert load_accelerated(lambda path: "never")[1].backend == "cpu"
+
+
 def test_a_pool_must_match_its_kinds_profile(tpu: KindProfile) -> None:
     with pytest.raises(ValidationError, match=r"a tpu pool needs device: \{resource: google.com/tpu\}"):
         PoolsFile.model_validate({"pools": {"t": {**TPU_POOL, "device": {"resource": "nvidia.com/gpu"}}}})
@@ -77,7 +105,9 @@ def test_an_unknown_kind_is_an_error_naming_the_registered_ones_never_neuron() -
 def test_the_built_in_profiles_keep_what_the_kinds_meant() -> None:
     assert [k.value for k in AcceleratorKind] == ["cpu", "gpu", "inferentia"]
     assert {k.name for k in KINDS.values() if k.compile_needed} == set(NEEDS_COMPILE)
-    assert kind_overlay("cpu") == {"envs": [{"name": "MODEL_ACCELERATOR_KIND", "value": "cpu"}]}
+    assert kind_overlay("cpu") == {"envs": [{"name": "MODEL_ACCELERATOR_KIND", "value": "cpu"}]}  # no device probe
+    assert {"name": "MODEL_DEVICE_GLOBS", "value": "nvidia[0-9]*"} in kind_overlay("gpu")["envs"]
+    assert {"name": "MODEL_DEVICE_GLOBS", "value": "neuron*"} in kind_overlay("inferentia")["envs"]
     assert "cuda_version" in kind_overlay("gpu")["docker"]
     assert "setup_script" in kind_overlay("inferentia")["docker"]
     assert [image_tag("sha256:" + "cd" * 32, k)[12:] for k in ("cpu", "gpu", "inferentia")] == ["", "-cuda", "-neuron"]

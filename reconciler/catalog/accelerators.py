@@ -27,6 +27,9 @@ NEURON_APT_REPO = "https://apt.repos.neuron.amazonaws.com"
 CUDA_VERSION = "12.1.1"  # BentoML's `docker.cuda_version`: an nvidia/cuda base image
 ARTIFACT_ENV = "MODEL_ACCELERATOR_ARTIFACT"  # where the service finds the compiled artifact
 KIND_ENV = "MODEL_ACCELERATOR_KIND"  # which kind the image was built for (cpu / gpu / inferentia)
+# how the service finds the kind's device on its node: comma-separated globs under /dev (the kind's device_probe,
+# catalog/kinds.py), set by kinds.kind_overlay; pipelines/serving.py reads it (it cannot import the catalog)
+DEVICE_ENV = "MODEL_DEVICE_GLOBS"
 
 
 @dataclass(frozen=True)

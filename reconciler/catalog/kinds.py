@@ -10,6 +10,9 @@ any kind that was not cpu or gpu got the Neuron overlay. Adding a kind (Google T
     tag_suffix        the image tag suffix: <hash12><suffix> (one image per kind)
     bento_overlay     the bentofile overlay its image is built with (reconciler.catalog.accelerators)
     compile_needed    a model is compiled for the device before it can serve (a compile recipe must accept it)
+    device_probe      the device nodes (globs under /dev) whose presence means the node gives the container the
+                      device; the image carries them (accelerators.DEVICE_ENV) and the service probes them
+                      (pipelines/serving.py); empty: no device to find, the CPU serves
     surge             the default rollout strategy's maxSurge of its pools (a spare accelerator node is expensive)
     startup_seconds   the startupProbe budget when serving.startup is not set: accelerators get minutes (loading
                       weights onto a GPU or a NeuronCore takes far longer than unpickling on a CPU)
@@ -38,6 +41,7 @@ class KindProfile:
     device_resources: tuple[str, ...] = ()
     hugepages: bool = False
     compile_needed: bool = False
+    device_probe: tuple[str, ...] = ()
     surge: str | int = 0
     startup_seconds: int = 600
     autoscaling_metric: Literal["cpu", "concurrency", "rps"] = "concurrency"
@@ -67,8 +71,15 @@ def profile(kind: object) -> KindProfile:
 def kind_overlay(kind: object, *, sdk: Any = None) -> dict:
     """The bentofile overlay of a pool kind (its profile's), merged over the model's bentofile by
     `accelerators.merge_bentofile`; files it needs (the Neuron setup script) come under the key `files`
-    (context-relative path -> content) for the stager. An unknown kind is an error, never Neuron."""
-    return profile(kind).bento_overlay(sdk)
+    (context-relative path -> content) for the stager. A kind with a device probe also gets it in the image's
+    environment (accelerators.DEVICE_ENV), so the service finds the device without knowing the kind's name.
+    An unknown kind is an error, never Neuron."""
+    entry = profile(kind)
+    overlay = entry.bento_overlay(sdk)
+    if entry.device_probe:
+        probe = {"name": accelerators.DEVICE_ENV, "value": ",".join(entry.device_probe)}
+        overlay = {**overlay, "envs": [*overlay.get("envs", []), probe]}
+    return overlay
 
 
 class _Kinds(type):
@@ -110,9 +121,9 @@ class AcceleratorKind(str, metaclass=_Kinds):
 register(KindProfile("cpu", tag_suffix="", bento_overlay=accelerators.cpu_overlay, surge="25%", startup_seconds=120,
                      autoscaling_metric="cpu"))
 register(KindProfile("gpu", tag_suffix="-cuda", bento_overlay=accelerators.cuda_overlay,
-                     device_resources=("nvidia.com/gpu",)))
+                     device_resources=("nvidia.com/gpu",), device_probe=("nvidia[0-9]*",)))
 register(KindProfile("inferentia", tag_suffix="-neuron", bento_overlay=accelerators.neuron_overlay,
                      device_resources=("aws.amazon.com/neuron", "aws.amazon.com/neuroncore"), hugepages=True,
-                     compile_needed=True))
+                     compile_needed=True, device_probe=("neuron*",)))
 AcceleratorKind.cpu, AcceleratorKind.gpu, AcceleratorKind.inferentia = (AcceleratorKind(n) for n in
                                                                         ("cpu", "gpu", "inferentia"))
