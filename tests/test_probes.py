@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from reconciler.run.health import HealthServer, ProbeLimits
 from reconciler.run.loop import Reconciler, RunConfig
 from reconciler.run.webhook import ReconcilerHTTPServer, ServerLimits, signature
 from tests.test_webhook_hardening import PROJECT, closed_by_server
@@ -74,7 +75,7 @@ def test_probes_answer_under_idle_slow_and_many_connections(reconciler) -> None:
             assert (live.status_code, ready.status_code) == (200, 200), (i, live.text, ready.text)
         # the webhook port keeps slots for other clients too: one address holds at most max_per_client
         assert client.get(f"{reconciler.http.url}/healthz").status_code == 200
-        assert reconciler.probes.refused > 0  # the 64 idle ones past the per-client cap were closed
+        assert reconciler.probes.evicted > 0  # past the per-client cap, its oldest idle connections were closed
         assert all(closed_by_server(s) for s in liars)
 
 
@@ -165,3 +166,33 @@ def test_the_cluster_manifest_probes_the_probe_port():
         d and d.get("kind") == "Service" for d in docs) else yaml.safe_load(
         (PROJECT / "environments/reconciler/service.yaml").read_text())
     assert all(p["targetPort"] != "probes" for p in service["spec"]["ports"])  # probes are not exposed
+
+
+TLS_HELLO = bytes.fromhex("16030100f8010000f40303") + bytes(32) + b"\x00\x02\x13\x01\x01\x00"
+
+
+def test_idle_connections_from_many_addresses_cannot_fill_the_probe_listener() -> None:
+    """10 addresses x 16 idle connections, past the listener's cap (64 here, 512 by default; the head timeout is
+    long here so that no idle one times out while the test opens them): each new connection past the cap
+    displaces the oldest idle one instead of being refused, so the kubelet's probe, which sends its request at
+    once, is answered. Garbage (a TLS ClientHello on the plain-HTTP port, binary noise) is cut or answered 404."""
+    limits = ProbeLimits(head_timeout=600, max_per_client=16, max_connections=64)
+    probes = HealthServer(("127.0.0.1", 0), live=lambda: (True, "ok"), limits=limits).start()
+    host, port = probes.server_address[:2]
+    try:
+        with ExitStack() as stack, kubelet() as client:
+            for address in range(3, 13):
+                for _ in range(16):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind((f"127.0.0.{address}", 0))
+                    sock.settimeout(30)
+                    sock.connect((host, port))
+            hold(probes.server_address, 4, stack, TLS_HELLO)  # no head ever ends: idle, displaced like the rest
+            noise = hold(probes.server_address, 4, stack, bytes(range(256)) + b"\r\n\r\n")
+            answers = [client.get(f"{probes.url}/healthz").status_code for _ in range(20)]
+            assert answers == [200] * 20
+            assert probes.refused == 0 and probes.evicted >= 160 - 64
+            for sock in noise:  # answered 404 and closed
+                assert sock.recv(4096).startswith(b"HTTP/1.1 404") and closed_by_server(sock)
+    finally:
+        probes.stop()

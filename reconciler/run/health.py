@@ -7,8 +7,11 @@ client for a slot. This listener (controller-runtime's ``--health-probe-bind-add
 separate and cheap to hold open: one asyncio loop in one thread, where an idle connection costs a
 coroutine and a file descriptor, not a thread. A connection must send its request head within
 ``head_timeout`` seconds or is closed; one peer address holds at most ``max_per_client``
-connections at once and the listener at most ``max_connections`` (past either: closed at once).
-It answers GET only, two paths, one request per connection.
+connections at once and the listener at most ``max_connections``. Past either cap a new connection
+is not refused: the oldest connection still waiting for its head (of that address, or of all) is
+closed to make room, so clients holding idle connections from many addresses cannot fill the
+listener and lock the kubelet out (a probe sends its head at once and is answered at once; an idle
+connection is the only kind that lasts). It answers GET only, two paths, one request per connection.
 
 * ``/healthz`` (liveness): the reconcile loop is alive, i.e. it turned recently (``Reconciler.health``).
   It says nothing about HTTP slots, Prometheus, git or the cluster.
@@ -42,8 +45,10 @@ class HealthServer:
         self.address = address
         self.checks = {"/healthz": live, "/readyz": ready or live}
         self.limits = limits
-        self.refused = 0  # connections closed for a cap
+        self.refused = 0  # connections closed for a cap (none of the connections there was idle)
+        self.evicted = 0  # idle connections closed to make room for a new one past a cap
         self.cut = 0  # connections closed for a slow or oversized head
+        self._conns: dict[asyncio.StreamWriter, tuple[str, bool]] = {}  # open: (peer, still idle), oldest first
         self._per_client: collections.Counter[str] = collections.Counter()
         self._open = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,23 +101,44 @@ class HealthServer:
             loop.run_until_complete(asyncio.sleep(0))
             loop.close()
 
+    def _make_room(self, peer: str) -> bool:
+        """Below both caps, or an idle connection closed to get there; False when every connection at the
+        cap is being answered (a moment: answering takes no wait)."""
+        while self._per_client[peer] >= self.limits.max_per_client or self._open >= self.limits.max_connections:
+            own = self._per_client[peer] >= self.limits.max_per_client
+            victim = next((w for w, (p, idle) in self._conns.items() if idle and (p == peer or not own)), None)
+            if victim is None:
+                return False
+            self._drop(victim)
+            victim.transport.abort()
+            self.evicted += 1
+        return True
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        """Stop counting a connection (once: an evicted one is dropped before its handler ends)."""
+        found = self._conns.pop(writer, None)
+        if found is None:
+            return
+        self._open -= 1
+        self._per_client[found[0]] -= 1
+        if not self._per_client[found[0]]:
+            del self._per_client[found[0]]
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = (writer.get_extra_info("peername") or ("?",))[0]
-        if self._open >= self.limits.max_connections or self._per_client[peer] >= self.limits.max_per_client:
+        if not self._make_room(peer):
             self.refused += 1
             writer.close()
             return
         self._open += 1
         self._per_client[peer] += 1
+        self._conns[writer] = (peer, True)
         try:
             await self._answer(reader, writer)
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a closed or evicted connection, or the listener stopping
         finally:
-            self._open -= 1
-            self._per_client[peer] -= 1
-            if not self._per_client[peer]:
-                del self._per_client[peer]
+            self._drop(writer)
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -124,6 +150,11 @@ class HealthServer:
         if len(head) > self.limits.max_head:
             self.cut += 1
             return
+        if writer in self._conns:
+            self._conns[writer] = (self._conns[writer][0], False)  # being answered: not displaced any more
+        await self._respond(head, writer)
+
+    async def _respond(self, head: bytes, writer: asyncio.StreamWriter) -> None:
         method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
         path = rest.partition(" ")[0].split("?", 1)[0]
         check = self.checks.get(path)
