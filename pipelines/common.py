@@ -7,8 +7,11 @@ list shows; `gitops.ml/commit-url` links the run back to the commit it built.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+
+import yaml
 
 from reconciler import labels
 from reconciler.catalog.images import short_hash  # noqa: F401 - re-exported: names and tags use one hash prefix
@@ -88,8 +91,6 @@ class RunContext:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RunContext":
         """GitHub Actions: GITHUB_REF=refs/pull/<n>/merge and GITHUB_HEAD_REF on pull requests."""
-        import os
-
         env = os.environ if environ is None else environ
         pr = re.match(r"^refs/pull/(\d+)/", env.get("GITHUB_REF", ""))
         branch = env.get("GITHUB_HEAD_REF") or env.get("GITHUB_REF_NAME") or None
@@ -140,8 +141,6 @@ def retry(limit: int = 2):
 def links_configmap(repo_url: str, namespace: str = "argo") -> dict:
     """The workflow-controller ConfigMap's `links`: the Argo UI shows a clickable link to the commit (and
     the pull request) of every workflow of this repository. Raises ValueError for a non-web origin."""
-    import yaml
-
     base = web_url(repo_url)
     if base is None:
         raise ValueError(f"the origin {'(a local path)' if '://' not in repo_url and '@' not in repo_url else repo_url!r} "

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import StepError
+
 if TYPE_CHECKING:
     from reconciler.catalog.accelerators import NeuronSDK
 
@@ -95,7 +97,7 @@ def architecture_of(model: Any) -> str:
 
 def dense_layers(model: Any) -> list[Dense]:
     """The affine layers of a (StandardScaler ->) MLPClassifier pipeline, scaler folded in as layer 0."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy only in the step: the reconciler imports this module (neuron_compile) without it
 
     steps = [s for _, s in model.steps] if hasattr(model, "steps") else [model]
     layers: list[Dense] = []
@@ -117,7 +119,7 @@ def dense_layers(model: Any) -> list[Dense]:
 
 def forward(layers: list[Dense], x: Any) -> Any:
     """Numpy reference of the traced module: class probabilities for a batch."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy only in the step: the reconciler imports this module (neuron_compile) without it
 
     for layer in layers:
         x = x @ layer.weight + layer.bias
@@ -139,9 +141,7 @@ def export_model(model_pkl: Path, out_dir: Path, input_shape: tuple[int, ...],
     layers.json). Runs where the model was trained (the training lock). Raises StepError, with a fix, for a
     model this conversion cannot compile (the recipe's rule, on the pickle itself), a pickle that is not
     what model.yaml declares, or an input shape that does not fit the first layer."""
-    import numpy as np
-
-    from .steps import StepError
+    import numpy as np  # noqa: PLC0415 - numpy only in the step: the reconciler imports this module (neuron_compile) without it
 
     if not model_pkl.is_file():
         raise StepError(f"no trained model at {model_pkl}", fix="export the bento of a trained model (model.pkl in its src/)")
@@ -177,7 +177,7 @@ def export_model(model_pkl: Path, out_dir: Path, input_shape: tuple[int, ...],
 def read_layers(export_dir: Path) -> tuple[list[Dense], tuple[int, ...]]:
     """(layers, input shape) of an export artifact, checked: numpy only (no pickle, allow_pickle=False), so it
     reads in the Neuron image whatever scikit-learn wrote the model. ValueError for a malformed artifact."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy only in the step: the reconciler imports this module (neuron_compile) without it
 
     try:
         manifest = json.loads((export_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -209,7 +209,7 @@ def read_layers(export_dir: Path) -> tuple[list[Dense], tuple[int, ...]]:
 def compile_model(export_dir: Path, output: Path) -> Path:  # pragma: no cover - inf2 only
     """Trace the exported layers with torch-neuronx and save the compiled TorchScript module."""
     import torch
-    import torch_neuronx
+    import torch_neuronx  # noqa: PLC0415 - only in the Neuron SDK image, on the inf2 node
 
     layers, input_shape = read_layers(export_dir)
     modules: list[torch.nn.Module] = []
@@ -229,8 +229,6 @@ def compile_model(export_dir: Path, output: Path) -> Path:  # pragma: no cover -
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .steps import StepError
-
     parser = argparse.ArgumentParser(prog="python -m pipelines.neuron")
     sub = parser.add_subparsers(dest="command", required=True)
     # the recipe contract (pipelines/recipes/): export --bento-src DIR --artifact NAME --output-dir DIR --input-shape S

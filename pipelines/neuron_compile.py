@@ -31,6 +31,7 @@ from . import common
 from reconciler.catalog.accelerators import DEFAULT_NEURON_SDK, NeuronSDK, neuron_sdk
 
 from .neuron import COMPILED_FILE, CONVERSION_FILES, cache_key, conversion_code_hash
+from .train import lock_install
 
 CACHE_CONFIGMAP = "neuron-compile-cache"
 OUTPUT_DIR = "/work/neuron"
@@ -123,8 +124,6 @@ def neuron_export_template(source: common.Source, options: NeuronOptions = Neuro
     `neuron-layers` artifact, in the step image with the model's lock (the versions that wrote the weights). No
     accelerator needed."""
     from hera.workflows import Artifact, Container, Resources
-
-    from .train import lock_install
 
     script = "\n".join([
         "set -eu",

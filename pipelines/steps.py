@@ -25,15 +25,21 @@ needs nothing else for train and evaluate (register imports dvc when it runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import importlib
+import importlib.util
 import json
+import logging
 import sys
 import traceback
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import StepError
+from .locks import lock_file, lock_relpath, parse_lock, provider
 
 MODEL_FILE = "model.pkl"
 METRICS_FILE = "metrics.json"
@@ -68,8 +74,6 @@ def recipe_path(model: str, repo_root: Path = Path(".")) -> Path:
 
 def load_recipe(model: str, repo_root: Path = Path(".")) -> Recipe:
     """Import `models/<model>/train.py` (by path: model folders are not packages) and check its contract."""
-    import importlib.util
-
     path = recipe_path(model, repo_root)
     shown = f"models/{model}/{TRAIN_FILE}"
     if not path.is_file():
@@ -106,15 +110,11 @@ LOCK_FILE = Path(__file__).with_name("requirements.lock")  # the shared lock (pi
 
 def locked_versions(lock: Path = LOCK_FILE) -> dict[str, str]:
     """The `name==version` pins of a lock (canonical names; comments and blank lines skipped)."""
-    from .locks import parse_lock
-
     return parse_lock(lock.read_text(encoding="utf-8"), lock.name)  # a bad lock: LockError, a StepError
 
 
 def model_lock(model: str, repo_root: Path = Path(".")) -> Path:
     """The lock `model` trains with: models/<model>/requirements.lock, else pipelines/requirements.lock."""
-    from .locks import lock_file
-
     return lock_file(repo_root, model)
 
 
@@ -124,16 +124,14 @@ def check_training_stack(lock: Path = LOCK_FILE, shown: str | None = None) -> No
     A pickle embeds the versions that wrote it, so training at other versions changes the DVC md5 of
     every model and makes the committed pointers disagree with a retrain.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     if not lock.is_file():  # installed without the template's lock: nothing to hold the versions to
         return
     shown = shown or f"pipelines/{lock.name}"
     wrong = []
     for name, pinned in locked_versions(lock).items():
         try:
-            installed = version(name)
-        except PackageNotFoundError:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
             installed = "not installed"
         if installed != pinned:
             wrong.append(f"{name} {installed} (locked: {pinned})")
@@ -145,8 +143,6 @@ def check_training_stack(lock: Path = LOCK_FILE, shown: str | None = None) -> No
 
 def missing_framework(exc: ModuleNotFoundError, model: str, repo_root: Path) -> StepError:
     """One line with the fix for a train.py whose import is not installed (not a traceback)."""
-    from .locks import lock_relpath, provider
-
     lock = lock_relpath(repo_root, model)
     package = provider(exc.name or "?")
     own = f"models/{model}/requirements.lock"
@@ -176,8 +172,6 @@ def _load_native_libraries() -> None:
     bundle an OpenBLAS and scikit-learn an OpenMP runtime, and a train.py importing them lazily
     (inside train()) would load them after the limit, multi-threaded, and change the weights.
     """
-    import importlib
-
     for name in ("numpy", "scipy.linalg", "sklearn.utils"):
         try:
             importlib.import_module(name)
@@ -189,10 +183,8 @@ def _thread_limit():
     """One BLAS / OpenMP thread for the libraries loaded so far (threadpoolctl, when the lock has it: the
     profile's *_NUM_THREADS variables already hold every library that reads them)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional: only a model whose lock installs it
     except ImportError:
-        import contextlib
-
         return contextlib.nullcontext()
     return threadpool_limits(limits=1)
 
@@ -202,8 +194,6 @@ def train(model: str, model_dir: Path, *, seed: int = SEED, repo_root: Path = Pa
     """Run `models/<model>/train.py` train() into `model_dir`, check that it wrote every declared output (the
     artifacts model.yaml declares, by their names in the model folder: files or folders) and return the
     first one's path."""
-    from .locks import lock_relpath
-
     check_training_stack(model_lock(model, repo_root), shown=lock_relpath(repo_root, model))
     found = load_recipe(model, repo_root)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -285,8 +275,6 @@ def register(model_dir: Path, repo_root: Path, *, push: bool = False, remote: st
         from dvc.repo import Repo
     except ImportError as exc:  # pragma: no cover - dvc is a project dependency
         raise StepError(f"dvc is not importable: {exc}", fix="pip install dvc==3.67.1") from None
-    import logging
-
     dvc_logger = logging.getLogger("dvc")
     level = dvc_logger.level
     dvc_logger.setLevel(logging.WARNING)  # not dvc's "To track the changes with git, run: ..." hint

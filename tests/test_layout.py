@@ -92,6 +92,12 @@ def test_the_heavy_libraries_are_named_once_and_imported_only_where_needed():
     assert hidden.returncode == 1 and "PLC0415" in hidden.stdout
     lazy_heavy = _ruff_on("reconciler/cli/planted.py", '"""x."""\n\n\ndef f():\n    import bentoml\n    return bentoml\n')
     assert lazy_heavy.returncode == 0, lazy_heavy.stdout
+    # pipelines/ too: a stray import fails, one that must stay says why on its line
+    stray = _ruff_on("pipelines/planted.py", '"""x."""\n\n\ndef f():\n    import json\n    return json\n')
+    assert stray.returncode == 1 and "PLC0415" in stray.stdout
+    said = _ruff_on("pipelines/planted.py",
+                    '"""x."""\n\n\ndef f():\n    import numpy  # noqa: PLC0415 - a reason\n    return numpy\n')
+    assert said.returncode == 0, said.stdout
 
 
 def test_every_module_is_listed_in_the_architecture_document():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import shutil
 import sys
 import traceback
@@ -137,8 +138,6 @@ def check(module: Any, inputs: tuple[Any, ...], model_dir: Path) -> tuple[list[P
 
 
 def run_check(model_dir: Path, artifact: Path, shapes: list[tuple[int, ...]], dtypes: list[str]) -> dict[str, Any]:
-    import logging
-
     import torch
 
     torch.set_num_threads(1)
@@ -187,7 +186,7 @@ def compile_model(export_dir: Path, output: Path, shapes: list[tuple[int, ...]],
                   dtypes: list[str]) -> Path:  # pragma: no cover - inf2 only (the Neuron SDK image)
     """torch_neuronx.trace of the exported module with the declared static inputs, saved as TorchScript."""
     import torch
-    import torch_neuronx
+    import torch_neuronx  # noqa: PLC0415 - only in the Neuron SDK image, on the inf2 node
 
     manifest = json.loads((Path(export_dir) / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format") != EXPORT_FORMAT or [tuple(s) for s in manifest["input_shapes"]] != shapes \
