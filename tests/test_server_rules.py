@@ -125,6 +125,88 @@ CORPUS: dict[str, dict] = {
 }
 
 
+def role(name: str) -> dict:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": []}
+
+
+def named(kind: str, api: str, name: str, **body) -> dict:
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": name}, **body}
+
+
+def job(name: str) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
+
+
+def cronjob(name: str) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}}
+
+
+def service_ports(*names: str, selector: dict | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"name": n, "port": 80 + i} for i, n in enumerate(names)],
+                     "selector": selector or {"app": "x"}}}
+
+
+# Cases the first corpus did not have (w24, issue 24's outside round): names with dots for each kind, RBAC's
+# path-segment names, Job/CronJob limits, non-ASCII (the server counts bytes, Python characters),
+# annotations that add up, label edge characters, Service port names and selectors, matchExpressions.
+CORPUS_MORE: dict[str, dict] = {
+    **{f"{kind.lower()}-dots": named(kind, api, "a.b.c", **body) for kind, api, body in [
+        ("ConfigMap", "v1", {}), ("Secret", "v1", {}), ("ServiceAccount", "v1", {}),
+        ("PodDisruptionBudget", "policy/v1", {"spec": {"minAvailable": 1, "selector": {"matchLabels": {"a": "b"}}}}),
+        ("HorizontalPodAutoscaler", "autoscaling/v2", {"spec": {"scaleTargetRef": {
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "d"}, "maxReplicas": 2}})]},
+    "role-colon-upper": role("System:Reader_X"), "role-slash": role("a/b"), "role-dotdot": role(".."),
+    "role-percent": role("a%b"), "role-dot": role("."), "role-dots-inside": role("a..b"),
+    "job-63": job("j" * 63), "job-64": job("j" * 64), "job-dots": job("a.b"),
+    "cronjob-52": cronjob("c" * 52), "cronjob-53": cronjob("c" * 53),
+    "deployment-unicode": deployment("déploiement"),
+    "label-value-unicode": configmap(labels={"a": "é"}),
+    "label-value-newline": configmap(labels={"a": "x\ny"}),
+    "label-value-underscore-ends": configmap(labels={"a": "_x_"}),
+    "label-key-prefix-dot-dash": configmap(labels={"a.-b/x": "v"}),
+    "label-key-prefix-254": configmap(labels={("p" * 62 + ".") * 4 + "pp/x": "v"}),
+    "label-key-name-dot-end": configmap(labels={"x.": "v"}),
+    "annotation-unicode-bytes-over": configmap(annotations={"k": "é" * (128 * 1024)}),  # 256 KiB + 1 byte in UTF-8
+    "annotation-unicode-bytes-under": configmap(annotations={"k": "é" * (128 * 1024 - 1)}),
+    "annotation-sum-over": configmap(annotations={"a": "x" * (128 * 1024), "b": "x" * (128 * 1024 - 1)}),
+    "annotation-sum-exact": configmap(annotations={"a": "x" * (128 * 1024 - 1), "b": "x" * (128 * 1024 - 1)}),
+    "annotation-key-prefix-long": configmap(annotations={"p" * 254 + "/x": "v"}),
+    "service-port-name-upper": service_ports("HTTP"),
+    "service-port-name-64": service_ports("p" * 64),
+    "service-port-names-dup": service_ports("http", "http"),
+    "service-selector-value-64": service_ports("http", selector={"app": "v" * 64}),
+    "pdb-match-expression-value-64": named("PodDisruptionBudget", "policy/v1", "p", spec={"minAvailable": 1, "selector": {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["v" * 64]}]}}),
+    "pdb-match-expression-key-bad": named("PodDisruptionBudget", "policy/v1", "p", spec={"minAvailable": 1, "selector": {
+        "matchExpressions": [{"key": "a b", "operator": "Exists"}]}}),
+    "deployment-template-label-key-64": deployment(labels={"k" * 64: "x"}),
+    "service-ports-same-port-protocol": {**service_ports("a", "b"), "spec": {"selector": {"app": "x"}, "ports": [
+        {"name": "a", "port": 80}, {"name": "b", "port": 80, "protocol": "TCP"}]}},
+    "service-ports-same-port-other-protocol": {**service_ports("a", "b"), "spec": {"selector": {"app": "x"}, "ports": [
+        {"name": "a", "port": 80}, {"name": "b", "port": 80, "protocol": "UDP"}]}},
+    "deployment-containers-dup": {**deployment(), "spec": {**deployment()["spec"], "template": {
+        "metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "x"}, {"name": "c", "image": "y"}]}}}},
+    "deployment-init-and-app-same-name": {**deployment(), "spec": {**deployment()["spec"], "template": {
+        "metadata": {"labels": {"app": "x"}}, "spec": {"initContainers": [{"name": "c", "image": "x"}],
+                                                     "containers": [{"name": "c", "image": "y"}]}}}},
+    "deployment-volumes-dup": {**deployment(), "spec": {**deployment()["spec"], "template": {
+        "metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "x"}],
+                                                     "volumes": [{"name": "v", "emptyDir": {}}, {"name": "v", "emptyDir": {}}]}}}},
+    "deployment-port-names-dup": {**deployment(), "spec": {**deployment()["spec"], "template": {
+        "metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "x", "ports": [
+            {"name": "http", "containerPort": 80}, {"name": "http", "containerPort": 81}]}]}}}},
+    "deployment-port-names-across-containers": {**deployment(), "spec": {**deployment()["spec"], "template": {
+        "metadata": {"labels": {"app": "x"}}, "spec": {"containers": [
+            {"name": "a", "image": "x", "ports": [{"name": "http", "containerPort": 80}]},
+            {"name": "b", "image": "x", "ports": [{"name": "http", "containerPort": 81}]}]}}}},
+}
+CORPUS.update(CORPUS_MORE)
+
+
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_offline_verdict_on_the_corpus_is_the_api_servers(kube, namespace, case) -> None:
     obj = {**CORPUS[case], "metadata": {**CORPUS[case]["metadata"], "namespace": namespace}}
@@ -133,7 +215,11 @@ def test_offline_verdict_on_the_corpus_is_the_api_servers(kube, namespace, case)
         kube.apply(obj, dry_run=True)
         server = None
     except KubeError as exc:
-        assert exc.status == 422, f"{case}: the server failed otherwise: {exc}"
+        # 422: invalid. A name that is not a path segment ('.', '..', 'a/b', 'a%b') never reaches validation: the
+        # server answers 400, 404 or 405 for the URL it makes; duplicate keys of a list-map fail server-side apply's
+        # typed patch with 500 (FIELD-NOTES: the SSA quirk). Refused all the same.
+        assert exc.status == 422 or (exc.status in (400, 404, 405) and case.startswith("role-")) or \
+            (exc.status == 500 and "duplicate entries for key" in str(exc)), f"{case}: the server failed otherwise: {exc}"
         server = str(exc)
     assert bool(offline) == bool(server), f"{case}: offline says {offline or 'valid'}, the server {server or 'valid'}"
 

@@ -20,7 +20,9 @@ these functions and through the real API server's dry run, and requires the same
   values of at most 63 characters, alphanumeric at both ends, '-', '_' and '.' inside.
 * annotations: qualified-name keys, 256 KiB of keys and values in all.
 * a Deployment's selector must match its pod template's labels; container and volume names are
-  DNS-1123 labels; container port names IANA service names (15, a letter, no '--').
+  DNS-1123 labels, unique in the pod; container port names IANA service names (15, a letter, no '--'),
+  unique in their container; a Service's port names and (port, protocol) pairs are unique.
+* annotations' total is counted in bytes of UTF-8, as the server does.
 
 Immutable fields of objects that already exist: `immutable_changes(old, new)` for the plan, which
 has the base revision's objects (the hydrated base).
@@ -135,7 +137,8 @@ def _metadata(where: str, meta: Any) -> list[str]:
             problem = qualified_name_problem(str(key).lower())
             if problem:
                 found.append(f"at {where}.annotations: annotation {problem}")
-            total += len(str(key)) + len(str(value) if value is not None else "")
+            # the server counts bytes (Go's len of a string): "é" is 2 of them
+            total += len(str(key).encode()) + len((str(value) if value is not None else "").encode())
         if total > ANNOTATIONS_MAX:
             found.append(f"at {where}.annotations: {total} bytes of annotations, over the {ANNOTATIONS_MAX} allowed")
     return found
@@ -145,28 +148,39 @@ def _pod_spec(where: str, spec: Any) -> list[str]:
     if not isinstance(spec, dict):
         return []
     found = []
+    containers: set[str] = set()  # init and app containers share one namespace of names
     for group in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(group) or []):
             if not isinstance(container, dict):
                 continue
             name = container.get("name")
             if isinstance(name, str):
-                problem = _dns(name, "a DNS-1123 label", DNS1123_LABEL, LABEL_MAX)
+                problem = _dns(name, "a DNS-1123 label", DNS1123_LABEL, LABEL_MAX) or _duplicate(name, containers)
                 if problem:
                     found.append(f"at {where}.{group}.{i}.name: {problem}")
+            port_names: set[str] = set()
             for j, port in enumerate(container.get("ports") or []):
                 port_name = port.get("name") if isinstance(port, dict) else None
-                if isinstance(port_name, str):
-                    problem = iana_problem(port_name)
+                if isinstance(port_name, str) and port_name:
+                    problem = iana_problem(port_name) or _duplicate(port_name, port_names)
                     if problem:
                         found.append(f"at {where}.{group}.{i}.ports.{j}.name: {problem}")
+    volumes: set[str] = set()
     for i, volume in enumerate(spec.get("volumes") or []):
         name = volume.get("name") if isinstance(volume, dict) else None
         if isinstance(name, str):
-            problem = _dns(name, "a DNS-1123 label", DNS1123_LABEL, LABEL_MAX)
+            problem = _dns(name, "a DNS-1123 label", DNS1123_LABEL, LABEL_MAX) or _duplicate(name, volumes)
             if problem:
                 found.append(f"at {where}.volumes.{i}.name: {problem}")
     return found
+
+
+def _duplicate(value: object, seen: set) -> str | None:
+    """'duplicate' when `value` was seen before (and remember it): the server refuses repeated names."""
+    if value in seen:
+        return f"{value!r} is a duplicate (names must be unique here)"
+    seen.add(value)
+    return None
 
 
 def iana_problem(name: str) -> str | None:
@@ -223,12 +237,20 @@ def problems(obj: dict, *, relaxed_service_names: bool = False) -> list[str]:
         found += _pod_spec("spec", spec)
     if kind == "Service":
         found += _labels("spec.selector", spec.get("selector"))
+        names: set[str] = set()
+        ports: set[tuple] = set()
         for i, port in enumerate(spec.get("ports") or []):
-            port_name = port.get("name") if isinstance(port, dict) else None
+            if not isinstance(port, dict):
+                continue
+            port_name = port.get("name")
             if isinstance(port_name, str) and port_name:
-                problem = _dns(port_name, "a DNS-1123 label", DNS1123_LABEL, LABEL_MAX)
+                problem = _dns(port_name, "a DNS-1123 label", DNS1123_LABEL, LABEL_MAX) or _duplicate(port_name, names)
                 if problem:
                     found.append(f"at spec.ports.{i}.name: {problem}")
+            if isinstance(port.get("port"), int):
+                problem = _duplicate((port["port"], port.get("protocol") or "TCP"), ports)
+                if problem:
+                    found.append(f"at spec.ports.{i}: port {port['port']}/{port.get('protocol') or 'TCP'} is a duplicate")
     if kind in ("PodDisruptionBudget", "NetworkPolicy"):
         found += _selector("spec.selector" if kind == "PodDisruptionBudget" else "spec.podSelector",
                            spec.get("selector" if kind == "PodDisruptionBudget" else "podSelector"))
