@@ -22,9 +22,9 @@ import git
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler.source import facts  # noqa: E402
-from reconciler.source.hashing import changed_models, model_hashes  # noqa: E402
-from reconciler.catalog.specs import ModelSpec  # noqa: E402
+from reconciler.source import facts
+from reconciler.source.hashing import changed_models, model_hashes
+from reconciler.catalog.specs import ModelSpec
 
 
 class Entry:

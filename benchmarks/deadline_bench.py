@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from reconciler import net  # noqa: E402
-from reconciler.errors import MetricsError  # noqa: E402
-from reconciler.rollout.prometheus import PrometheusAnalysis, PrometheusClient  # noqa: E402
-from tests.drip import Drip  # noqa: E402
+from reconciler import net
+from reconciler.errors import MetricsError
+from reconciler.rollout.prometheus import PrometheusAnalysis, PrometheusClient
+from tests.drip import Drip
 
 
 def timed(fn) -> tuple[float, str]:

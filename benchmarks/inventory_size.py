@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler.results import ObjectRef  # noqa: E402
-from reconciler.sync.inventory import Inventory, InventoryEntry  # noqa: E402
+from reconciler.results import ObjectRef
+from reconciler.sync.inventory import Inventory, InventoryEntry
 
 LIMIT = 1024 * 1024
 

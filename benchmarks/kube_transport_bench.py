@@ -25,9 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reconciler.cluster.kube import KubeClient  # noqa: E402
-from sync_bench import desired_for  # noqa: E402
-from tests.envtest import ControlPlane  # noqa: E402
+from reconciler.cluster.kube import KubeClient
+from sync_bench import desired_for
+from tests.envtest import ControlPlane
 
 
 class ClientPath(KubeClient):

@@ -84,7 +84,7 @@ def main() -> None:
             from tests.envtest import ControlPlane, find_assets
 
             assets = find_assets()
-        except Exception:  # noqa: BLE001 - no envtest here
+        except Exception:  # no envtest here
             assets = None
         if assets is not None:
             with ControlPlane.start(Path(tmp) / "envtest", assets) as plane:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler.cluster.kube import KubeClient  # noqa: E402
-from tests.envtest import ControlPlane  # noqa: E402
+from reconciler.cluster.kube import KubeClient
+from tests.envtest import ControlPlane
 
 KINDS = ("clusterip", "headless")
 

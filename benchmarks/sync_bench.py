@@ -34,12 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler import labels  # noqa: E402
-from reconciler.cluster.kube import KubeClient  # noqa: E402
-from reconciler.render.environment import with_content_hash  # noqa: E402
-from reconciler.sync.engine import sync_environment  # noqa: E402
-from reconciler.sync.planner import SyncOptions  # noqa: E402
-from tests.envtest import ControlPlane  # noqa: E402
+from reconciler import labels
+from reconciler.cluster.kube import KubeClient
+from reconciler.render.environment import with_content_hash
+from reconciler.sync.engine import sync_environment
+from reconciler.sync.planner import SyncOptions
+from tests.envtest import ControlPlane
 
 PASSES = ("cold", "noop", "one_model_change", "noop_after_change")
 

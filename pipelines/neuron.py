@@ -145,7 +145,7 @@ def export_model(model_pkl: Path, out_dir: Path, input_shape: tuple[int, ...],
 
     if not model_pkl.is_file():
         raise StepError(f"no trained model at {model_pkl}", fix="export the bento of a trained model (model.pkl in its src/)")
-    estimator = pickle.loads(model_pkl.read_bytes())  # noqa: S301 - our own artifact, read by the lock that wrote it
+    estimator = pickle.loads(model_pkl.read_bytes())  # our own artifact, read by the lock that wrote it
     found = architecture_of(estimator)
     if declared and declared != found:
         raise StepError(f"{model_pkl.name} is a {found}, but model.yaml declares architecture {declared!r}",

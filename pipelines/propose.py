@@ -125,7 +125,7 @@ def _open_pull_request(root: Path, remote: str, branch: str, model: str, message
         data=json.dumps({"title": title, "head": branch, "base": base, "body": body}).encode(),
         headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - a fixed https URL
+        with urllib.request.urlopen(request, timeout=30) as response:  # a fixed https URL
             return json.loads(response.read()).get("html_url")
     except OSError as exc:
         raise ProposeError(f"opening the pull request for {branch} failed: {exc}",

@@ -117,7 +117,7 @@ def load_accelerated(loader: Callable[[Path], Any] | None, *, kind: str | None =
     else:
         try:
             return loader(path), AcceleratorState(kind, True, kind)
-        except Exception as exc:  # noqa: BLE001 - any load failure makes the pod not ready, loudly
+        except Exception as exc:  # any load failure makes the pod not ready, loudly
             error = f"{kind} device present but {path} does not load: {type(exc).__name__}: {exc}"
     log.error("NOT READY: %s; refusing to fall back to the CPU while holding the device", error)
     return None, AcceleratorState(kind, True, "none", error)
@@ -192,7 +192,7 @@ class VersionMiddleware:
             if path not in ("/metrics", "/readyz", "/livez", "/healthz"):
                 try:
                     _counter().labels(**self.labels, endpoint=path, status=str(status["code"])).inc()
-                except Exception:  # noqa: BLE001 - metrics never break a request
+                except Exception:  # metrics never break a request
                     log.debug("request counter unavailable", exc_info=True)
 
 

@@ -88,7 +88,7 @@ def load_recipe(model: str, repo_root: Path = Path(".")) -> Recipe:
         spec.loader.exec_module(module)
     except ModuleNotFoundError as exc:
         raise missing_framework(exc, model, Path(repo_root)) from None
-    except Exception as exc:  # noqa: BLE001 - a data scientist's module: any error is theirs to fix
+    except Exception as exc:  # a data scientist's module: any error is theirs to fix
         raise StepError(f"{shown} failed to import: {type(exc).__name__}: {exc}",
                         fix=f"run `python {shown}` to see the full error") from None
     missing = [name for name in ("train", "evaluate") if not callable(getattr(module, name, None))]
@@ -155,7 +155,7 @@ def missing_framework(exc: ModuleNotFoundError, model: str, repo_root: Path) -> 
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()  # noqa: S324 - DVC's content address, not a security hash
+    digest = hashlib.md5()  # DVC's content address, not a security hash
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -219,7 +219,7 @@ def artifact_md5(path: Path) -> str:
     """md5 of a file, or of a folder's files (relative path and md5 of each, sorted): one value per artifact."""
     if path.is_file():
         return md5_of(path)
-    digest = hashlib.md5()  # noqa: S324 - a content fingerprint, as DVC's
+    digest = hashlib.md5()  # a content fingerprint, as DVC's
     for item in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(f"{item.relative_to(path).as_posix()}\0{md5_of(item)}\n".encode())
     return digest.hexdigest()

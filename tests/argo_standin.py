@@ -77,10 +77,10 @@ class ArgoStandIn:
                 status, payload = standin.answer(method, self.path, self.headers.get("Authorization"), body)
                 self._reply(status, payload)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._handle("GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._handle("POST")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -146,7 +146,7 @@ class Flood:
             for _ in range(self.size // len(chunk)):
                 yield chunk
             return
-        import zlib  # noqa: PLC0415 - only the bomb needs it
+        import zlib  # only the bomb needs it
 
         packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
         for _ in range(self.size // len(chunk)):

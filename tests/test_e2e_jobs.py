@@ -533,7 +533,7 @@ class _Flaky(BaseHTTPRequestHandler):
     seen = 0
     hosts: set = set()
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):  # http.server's name
         self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen += 1
         type(self).hosts.add(self.headers["Host"])

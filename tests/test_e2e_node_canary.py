@@ -117,7 +117,7 @@ class PodTargets:
         while not self._stop.wait(1.0):
             try:
                 self.write()
-            except Exception:  # noqa: BLE001 - a transient API error: next round
+            except Exception:  # a transient API error: next round
                 continue
 
     def __enter__(self) -> "PodTargets":

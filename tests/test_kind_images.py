@@ -174,7 +174,7 @@ class _Served:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 

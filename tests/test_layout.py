@@ -100,6 +100,14 @@ def test_the_heavy_libraries_are_named_once_and_imported_only_where_needed():
     assert said.returncode == 0, said.stdout
 
 
+def test_a_noqa_that_suppresses_nothing_fails_ruff():
+    """A noqa names a rule that fires there; a reason alone is a plain comment (RUF100)."""
+    unused = _ruff_on("reconciler/sync/planted.py", '"""x."""\n\nvalue = 1  # noqa: E402 - not needed\n')
+    assert unused.returncode == 1 and "RUF100" in unused.stdout
+    not_enabled = _ruff_on("reconciler/sync/planted.py", '"""x."""\n\nvalue = 1  # noqa: BLE001 - a reason\n')
+    assert not_enabled.returncode == 1 and "RUF100" in not_enabled.stdout
+
+
 def test_every_module_is_listed_in_the_architecture_document():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     modules = sorted(p.relative_to(ROOT / "reconciler").as_posix() for p in (ROOT / "reconciler").rglob("*.py")

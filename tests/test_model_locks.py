@@ -130,7 +130,7 @@ def test_the_shared_lock_is_complete_and_the_runners_environment_holds_exactly_i
                            "import importlib.metadata as m; print(sorted(d.metadata['Name'].lower() for d in m.distributions()))"],
                           cwd=tmp_path, capture_output=True, text=True, check=False)  # (a checkout's *.egg-info: not it)
     assert done.returncode == 0, done.stderr
-    installed = set(eval(done.stdout))  # noqa: S307 - our own child's repr of a list of names
+    installed = set(eval(done.stdout))  # our own child's repr of a list of names
     assert installed - {"pip", "setuptools", "wheel"} == set(locks.parse_lock(
         (root / "pipelines" / "requirements.lock").read_text(), "lock"))
 

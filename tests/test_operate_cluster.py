@@ -31,7 +31,7 @@ ENV = "dev"
 class Recorder(BaseHTTPRequestHandler):
     """A stand-in of POST /repos/{owner}/{repo}/statuses/{sha} and of a Slack incoming webhook."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:  # http.server API
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         self.server.calls.append((self.path, self.headers.get("Authorization"), body))  # type: ignore[attr-defined]
         self.send_response(201)

@@ -55,7 +55,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_runner_trains_evaluates_registers_and_pushes_every_example_model(repo):

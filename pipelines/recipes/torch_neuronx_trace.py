@@ -101,7 +101,7 @@ def check(module: Any, inputs: tuple[Any, ...], model_dir: Path) -> tuple[list[P
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exported = torch.export.export(module, inputs, strict=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds; every one means "not one static graph"
+    except Exception as exc:  # torch raises many kinds; every one means "not one static graph"
         file, line = _user_frame(exc, model_dir)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         data_dependent = "data-dependent" in str(exc) or type(exc).__name__.startswith("GuardOnDataDependent")
@@ -145,7 +145,7 @@ def run_check(model_dir: Path, artifact: Path, shapes: list[tuple[int, ...]], dt
     logging.getLogger("torch.fx.experimental.symbolic_shapes").setLevel(logging.ERROR)
     try:
         module = load_module(model_dir, artifact)
-    except Exception as exc:  # noqa: BLE001 - the model's own code: any error is its to fix
+    except Exception as exc:  # the model's own code: any error is its to fix
         file, line = _user_frame(exc, model_dir)
         return {"problems": [asdict(Problem(f"{MODEL_CODE}'s load({artifact.name}) failed: {type(exc).__name__}: {exc}",
                                             f"define load(path) in {MODEL_CODE} returning the torch.nn.Module the "

@@ -152,7 +152,7 @@ def submit(workflow: Any, config: ArgoConfig, *, exists_ok: bool = False) -> Sub
     service = _service(config)
     try:
         created = service.create_workflow(WorkflowCreateRequest(workflow=built), namespace=namespace)
-    except Exception as exc:  # noqa: BLE001 - translated, never leaked
+    except Exception as exc:  # translated, never leaked
         from hera import exceptions as hx
 
         if exists_ok and isinstance(exc, hx.AlreadyExists) and built.metadata.name:
@@ -170,7 +170,7 @@ def get_workflow(name: str, config: ArgoConfig, *, namespace: str | None = None)
     service = _service(config)
     try:
         found = service.get_workflow(name, namespace=namespace)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _translate(exc, config, f"get workflow {namespace}/{name}", namespace) from None
     finally:
         service.close()
@@ -185,7 +185,7 @@ def list_workflows(config: ArgoConfig, *, labels: Mapping[str, str] | None = Non
     service = _service(config)
     try:
         found = service.list_workflows(namespace=namespace, label_selector=selector)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _translate(exc, config, f"list workflows in {namespace}", namespace) from None
     finally:
         service.close()

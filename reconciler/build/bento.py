@@ -251,7 +251,7 @@ def _child(request: dict) -> None:
         bento = bentoml.bentos.build_bentofile(request["bentofile"], build_ctx=request["build_ctx"],
                                                name=request["name"], version=request["version"])
         out.write_text(json.dumps({"tag": str(bento.tag), "path": bento.path}))
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent as data
+    except Exception as exc:  # every failure goes back to the parent as data
         fix = None
         if type(exc).__name__ == "ImportServiceError":
             fix = ("the service could not be imported: add its dependencies to the bentofile's python.packages "

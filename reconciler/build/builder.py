@@ -283,7 +283,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             notes.append(NO_IMAGE_BACKEND)
         result.message = "; ".join(notes)
         return fetched
-    except Exception as exc:  # noqa: BLE001 - one broken model never stops the others
+    except Exception as exc:  # one broken model never stops the others
         if not isinstance(exc, ReconcilerError):
             exc = BuildError(f"{step} of {name} ({kind.value}) failed unexpectedly: {type(exc).__name__}: {exc}",
                              fix="this is a bug or an environment problem (disk full, permissions): "

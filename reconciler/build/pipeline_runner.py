@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
-from reconciler.catalog.environments import platform_path, training_python  # noqa: F401 - re-exported
+from reconciler.catalog.environments import platform_path, training_python  # re-exported
 from reconciler.catalog.accelerators import recipe_for
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError

@@ -58,7 +58,7 @@ def read_yaml(path: Path, *, display: str | None = None, root: Path | None = Non
                                fix=f"check that {shown} is a readable file") from None
     guard.check_yaml_aliases(text, shown)
     try:
-        return yaml.load(text, Loader=_LineLoader if lines else FAST_LOADER)  # noqa: S506 - safe loaders only
+        return yaml.load(text, Loader=_LineLoader if lines else FAST_LOADER)  # safe loaders only
     except yaml.MarkedYAMLError as exc:
         line, fix = syntax_error_line(exc)
         raise SpecError.single(shown, f"YAML syntax error: {exc.problem or exc}", line=line, fix=fix) from None

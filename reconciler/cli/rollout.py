@@ -73,7 +73,7 @@ _fail = fail
 
 @rollout_app.command()
 def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kubeconfig: KubeconfigOpt = None,
-           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format", "-f", help="text or json")] = Format.text,  # noqa: A002
+           context: ContextOpt = None, format: Annotated[Format, typer.Option("--format", "-f", help="text or json")] = Format.text,
            png: Annotated[Path | None, typer.Option("--png", help="also write a latency/error chart here")] = None,
            ) -> None:
     """Show the rollout report: per step the weights, stable and canary metrics, the decision and why."""

@@ -276,7 +276,7 @@ class KubeClient:
     def close(self) -> None:
         try:
             self.api_client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
+        except Exception:  # closing is best effort
             pass
 
     # -- transport -----------------------------------------------------------------------------
@@ -468,7 +468,7 @@ class KubeClient:
                                  what=f"{'dry-run ' if dry_run else ''}apply {ref}")
         return result
 
-    def patch(self, ref: ObjectRef, patch: dict | list, type: PatchType = "merge",  # noqa: A002
+    def patch(self, ref: ObjectRef, patch: dict | list, type: PatchType = "merge",
               field_manager: str | None = labels.MANAGER, dry_run: bool = False) -> dict:
         """Patch a live object (merge, JSON-patch or strategic-merge)."""
         if type not in ("merge", "json", "strategic"):

@@ -54,7 +54,7 @@ def _default_local_remote(root: Path) -> Path | None:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()  # noqa: S324 - DVC's object id, not a security hash
+    digest = hashlib.md5()  # DVC's object id, not a security hash
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

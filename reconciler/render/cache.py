@@ -64,7 +64,7 @@ def renderer_id() -> str:
         binary = Path(kubectl_binary())
         stat = binary.stat()
         h.update(f"{binary}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    except Exception:  # noqa: BLE001 - no kubectl: render fails later with its own message
+    except Exception:  # no kubectl: render fails later with its own message
         h.update(b"no-kubectl")
     return h.hexdigest()
 

@@ -86,7 +86,7 @@ def parse_output(stdout: str) -> list[dict]:
         docs: Any
         try:
             docs = yaml_rs.loads(stdout, parse_datetime=False) if stdout.strip() else []
-        except Exception:  # noqa: BLE001 - whatever yaml-rs refuses, PyYAML decides (and reports)
+        except Exception:  # whatever yaml-rs refuses, PyYAML decides (and reports)
             docs = None
         if docs is not None:  # yaml-rs returns one document as itself, several as a list: tell them apart
             starts = len(_DOCUMENT_START.findall(stdout)) + (0 if _DOCUMENT_START.match(stdout) else 1)

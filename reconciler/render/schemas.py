@@ -92,7 +92,7 @@ def is_valid(obj: dict) -> bool | None:
         return None
     try:
         return bool(check.is_valid(obj))
-    except Exception:  # noqa: BLE001 - a Python value outside JSON (datetime, a huge int): the slow path decides
+    except Exception:  # a Python value outside JSON (datetime, a huge int): the slow path decides
         return None
 
 

@@ -133,6 +133,6 @@ def report_finished(result: Any, environ: Mapping[str, str], repo_root: Any = No
             notes.append(f"canary {rollout.model}: reported to {repo}@{result.commit[:12]} "
                          f"({status_context(rollout.state)}" + (f", PR #{out.pull_request})" if out.pull_request
                                                                  else ", no pull request found)"))
-        except Exception as exc:  # noqa: BLE001 - a report must never fail the sync pass
+        except Exception as exc:  # a report must never fail the sync pass
             notes.append(f"canary {rollout.model}: report to GitHub failed: {exc}")
     return notes

@@ -86,7 +86,7 @@ class HealthServer:
                 asyncio.start_server(self._handle, self.address[0], self.address[1], backlog=128,
                                      limit=self.limits.max_head))
             self.server_address = self._server.sockets[0].getsockname()[:2]
-        except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
+        except BaseException as exc:  # reported to start()'s caller
             self._error = exc
             self._ready.set()
             loop.close()

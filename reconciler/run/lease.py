@@ -172,7 +172,7 @@ class LeaderGuard:
         self._check(dry_run)
         return self._kube.apply(obj, field_manager=field_manager, force=force, dry_run=dry_run)
 
-    def patch(self, ref: ObjectRef, patch: dict | builtins.list, type: PatchType = "merge",  # noqa: A002
+    def patch(self, ref: ObjectRef, patch: dict | builtins.list, type: PatchType = "merge",
               field_manager: str | None = labels.MANAGER, dry_run: bool = False) -> dict:
         self._check(dry_run)
         return self._kube.patch(ref, patch, type=type, field_manager=field_manager, dry_run=dry_run)

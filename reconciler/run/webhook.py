@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._disarm()
         super().finish()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         pass
 
     def _reply(self, code: int, body: bytes | str, content_type: str = "text/plain; charset=utf-8") -> None:
@@ -153,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:  # stdlib naming
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             ok, text = self.server.health()
@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, "not found\n")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:  # stdlib naming
         if self.path.split("?", 1)[0] != "/webhook":
             self._reply(404, "not found\n")
             return

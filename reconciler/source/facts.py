@@ -76,7 +76,7 @@ def dvc_outputs(text: bytes, pointer: str, stage_wdirs: dict[str, str] | None = 
     not a readable pointer.
     """
     try:
-        data = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=YAML_LOADER)  # a safe loader
     except yaml.YAMLError:
         return None
     if not isinstance(data, dict):
@@ -107,7 +107,7 @@ def dvc_outputs(text: bytes, pointer: str, stage_wdirs: dict[str, str] | None = 
 def stage_wdirs(text: bytes) -> dict[str, str]:
     """{stage name: wdir} of a dvc.yaml (stages without one are left out; {} for an unreadable file)."""
     try:
-        data = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=YAML_LOADER)  # a safe loader
     except yaml.YAMLError:
         return {}
     stages = data.get("stages") if isinstance(data, dict) else None

@@ -57,7 +57,7 @@ def _http(url: str, body: bytes | None = None) -> tuple[int, dict[str, str], byt
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the local container
+        with urllib.request.urlopen(request, timeout=30) as response:  # the local container
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
