@@ -30,6 +30,7 @@ TPU_POOL = {"kind": "tpu", "nodeSelector": {"cloud.google.com/gke-tpu-accelerato
 def tpu(monkeypatch: pytest.MonkeyPatch) -> KindProfile:
     profile = KindProfile("tpu", tag_suffix="-tpu", device_resources=("google.com/tpu",), startup_seconds=900,
                           device_probe=("accel[0-9]*",),  # TPU VMs expose /dev/accel0..3
+                          service_provides=frozenset({"jax"}),
                           bento_overlay=lambda sdk: {"envs": [{"name": "MODEL_ACCELERATOR_KIND", "value": "tpu"}],
                                                      "python": {"packages": ["jax[tpu]"]}})
     monkeypatch.setitem(KINDS, "tpu", profile)
@@ -82,6 +83,20 @@ def test_the_service_finds_a_registered_kinds_device_from_its_image_alone(tpu: K
     monkeypatch.setenv("MODEL_ACCELERATOR_KIND", "cpu")
     monkeypatch.delenv("MODEL_DEVICE_GLOBS")  # a CPU image: no probe, the CPU serves
     assert load_accelerated(lambda path: "never")[1].backend == "cpu"
+
+
+def test_what_a_kinds_image_adds_is_not_asked_of_the_models_lock(tpu: KindProfile, tmp_path: Path) -> None:
+    """The plan's lock check: a service served from a tpu pool may import what the tpu image installs (its entry's
+    service_provides); the same service on cpu only must have it in its lock."""
+    from reconciler.catalog.training import lock_problems
+
+    folder = tmp_path / "models" / "m"
+    folder.mkdir(parents=True)
+    (folder / "requirements.lock").write_text("numpy==2.2.6\n", encoding="utf-8")
+    (folder / "service.py").write_text("import jax\nimport numpy\n", encoding="utf-8")
+    assert lock_problems(tmp_path, folder, {"tpu"}) == []
+    (problem,) = lock_problems(tmp_path, folder, {"cpu"})
+    assert problem.message.startswith("imports jax, but the model's lock models/m/requirements.lock does not pin jax")
 
 
 def test_a_pool_must_match_its_kinds_profile(tpu: KindProfile) -> None:

@@ -10,6 +10,8 @@ any kind that was not cpu or gpu got the Neuron overlay. Adding a kind (Google T
     tag_suffix        the image tag suffix: <hash12><suffix> (one image per kind)
     bento_overlay     the bentofile overlay its image is built with (reconciler.catalog.accelerators)
     compile_needed    a model is compiled for the device before it can serve (a compile recipe must accept it)
+    service_provides  the packages its image installs for the model's service beyond the model's lock (the
+                      Neuron image installs torch-neuronx, and with it torch): the plan's lock check accepts them
     device_probe      the device nodes (globs under /dev) whose presence means the node gives the container the
                       device; the image carries them (accelerators.DEVICE_ENV) and the service probes them
                       (pipelines/serving.py); empty: no device to find, the CPU serves
@@ -42,6 +44,7 @@ class KindProfile:
     hugepages: bool = False
     compile_needed: bool = False
     device_probe: tuple[str, ...] = ()
+    service_provides: frozenset[str] = frozenset()
     surge: str | int = 0
     startup_seconds: int = 600
     autoscaling_metric: Literal["cpu", "concurrency", "rps"] = "concurrency"
@@ -124,6 +127,6 @@ register(KindProfile("gpu", tag_suffix="-cuda", bento_overlay=accelerators.cuda_
                      device_resources=("nvidia.com/gpu",), device_probe=("nvidia[0-9]*",)))
 register(KindProfile("inferentia", tag_suffix="-neuron", bento_overlay=accelerators.neuron_overlay,
                      device_resources=("aws.amazon.com/neuron", "aws.amazon.com/neuroncore"), hugepages=True,
-                     compile_needed=True, device_probe=("neuron*",)))
+                     compile_needed=True, device_probe=("neuron*",), service_provides=frozenset({"torch"})))
 AcceleratorKind.cpu, AcceleratorKind.gpu, AcceleratorKind.inferentia = (AcceleratorKind(n) for n in
                                                                         ("cpu", "gpu", "inferentia"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from reconciler.errors import ReconcilerError, SpecError, SpecProblem, UnsafePathError, closest, did_you_mean
 from reconciler.catalog.buckets import threshold_problems
 from reconciler.catalog.files import load, read_yaml
-from reconciler.catalog.kinds import AcceleratorKind
+from reconciler.catalog.kinds import AcceleratorKind, names as kind_names
 from reconciler.catalog.pools import Pool, PoolsFile
 from reconciler.catalog.recipes import Registry, load_registry
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
@@ -118,7 +118,7 @@ def _load_model(root: Path, folder: Path) -> ModelEntry:
         problems.extend(bentofile_problems(root, bentofile, spec, spec_rel))
     targets = [spec.accelerator] if isinstance(spec.accelerator, str) else \
         [t for v in spec.accelerator.values() for t in ([v] if isinstance(v, str) else v)]
-    kinds = {k for k in ("cpu", "gpu", "inferentia") if getattr(spec.images, k) is not None or k in targets}
+    kinds = {k for k in kind_names() if getattr(spec.images, k, None) is not None or k in targets}
     problems.extend(lock_problems(root, folder, kinds, spec.service.split(":")[0]))
     if problems:
         raise SpecError(problems)

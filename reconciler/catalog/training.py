@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from pipelines.locks import SHARED_LOCK, LockError, lock_relpath, missing_imports, parse_lock
+from reconciler.catalog.kinds import profile
 from reconciler.errors import SpecProblem
 from reconciler.source import guard
 from reconciler.source.facts import absolute_imports
@@ -55,11 +56,6 @@ def _pins(text: str, rel: str) -> dict[str, str]:
     return parse_lock(text, rel)
 
 
-# what a pool kind's image adds for the service (reconciler/catalog/accelerators.py kind_overlay): the Neuron
-# image installs torch-neuronx, and with it torch, so a service may import torch to load its compiled artifact
-KIND_PROVIDED = {"inferentia": frozenset({"torch"})}
-
-
 def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = frozenset(),
                   service: str = "service.py") -> list[SpecProblem]:
     """The model folder's lock problems: an unreadable or unpinned lock, and imports it does not provide.
@@ -86,7 +82,7 @@ def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = f
         sources[shown] = guard.read_bytes(root, file, display=shown)
     own = f"models/{model}/requirements.lock"
     problems = []
-    extra = {name for kind in kinds for name in KIND_PROVIDED.get(kind, ())}
+    extra = {name for kind in kinds for name in profile(kind).service_provides}  # what the kind's image adds
     for miss in missing_imports(sources, pins, local_modules(root, folder), absolute_imports):
         if miss.file == f"models/{model}/{service}" and miss.module.split(".")[0] in extra:
             continue
