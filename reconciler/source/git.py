@@ -25,7 +25,9 @@ import posixpath
 import shutil
 import subprocess
 import tempfile
+import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -72,6 +74,39 @@ def open_repo(root: Path) -> git.Repo:
         opened.pop(next(iter(opened))).close()
     opened[key] = repo
     return repo
+
+# `git ls-tree` listings of commits and trees named by their full id: a listing of an object never changes, and
+# one plan asked for the same listing of the same commit up to three times (its stages each open the revision:
+# ~5 ms of CPU per git process). Shared by threads (a dict under a lock); bounded by the bytes it holds.
+_LISTINGS: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
+_LISTINGS_LOCK = threading.Lock()
+_LISTINGS_MAX_BYTES = 64 << 20
+_listings_bytes = 0
+_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def ls_tree(repo: git.Repo, *args: str) -> str:
+    """`git ls-tree ARGS` (raises GitCommandError as GitPython does). Run once per process and repository when
+    ARGS name the commit or tree by its full id (immutable); listings of a branch or other name are not kept."""
+    global _listings_bytes
+    if not any(_FULL_ID.fullmatch(a) for a in args):
+        return str(repo.git.ls_tree(*args))
+    key = (os.path.abspath(repo.git_dir), args)
+    with _LISTINGS_LOCK:
+        listing = _LISTINGS.get(key)
+        if listing is not None:
+            _LISTINGS.move_to_end(key)
+            return listing
+    listing = str(repo.git.ls_tree(*args))
+    if len(listing) <= _LISTINGS_MAX_BYTES // 4:
+        with _LISTINGS_LOCK:
+            if key not in _LISTINGS:
+                _LISTINGS[key] = listing
+                _listings_bytes += len(listing)
+                while _listings_bytes > _LISTINGS_MAX_BYTES:
+                    _listings_bytes -= len(_LISTINGS.popitem(last=False)[1])
+    return listing
+
 
 def toplevel(root: Path) -> Path:
     """The root directory of the repository that holds ``root`` (callers get a path, never a Repo)."""
@@ -126,7 +161,7 @@ def write_tree(repo: git.Repo, sha: str, dest: Path, paths: Iterable[str] | None
             return 0
         args += ["--", *paths]
     try:
-        listing = repo.git.ls_tree(*args)
+        listing = ls_tree(repo, *args)
     except git.GitCommandError as exc:
         raise SourceError(f"cannot read revision {sha[:12]}: {exc.stderr.strip()}") from None
     entries = []
@@ -329,11 +364,11 @@ class GitTree(Tree):
             self._sha = repo.rev_parse(rev).hexsha
             wanted = sorted({f.strip("/") for f in folders}) if folders is not None else None
             if wanted is None or len(wanted) > self.PARTIAL_MAX or any(not f or f.startswith(".") for f in wanted):
-                self._add(repo.git.ls_tree("-r", "-z", "-l", "--full-tree", self._sha))
+                self._add(ls_tree(repo, "-r", "-z", "-l", "--full-tree", self._sha))
             else:
                 specs = self._partial_specs(wanted)
                 if specs:  # (none: no pathspec would list everything)
-                    self._add(repo.git.ls_tree("-r", "-z", "-l", "--full-tree", self._sha, "--", *specs))
+                    self._add(ls_tree(repo, "-r", "-z", "-l", "--full-tree", self._sha, "--", *specs))
         self.paths = sorted(self._ids)
         self._prefetched: dict[str, bytes] = {}
 
@@ -345,7 +380,7 @@ class GitTree(Tree):
         specs: list[str] = []
         for ancestor in sorted(ancestors):
             folder = self._prefix + (ancestor + "/" if ancestor else "")
-            listing = self._repo.git.ls_tree("-z", self._sha, *(("--", folder) if folder else ()))
+            listing = ls_tree(self._repo, "-z", self._sha, *(("--", folder) if folder else ()))
             for record in listing.split("\0"):
                 if not record:
                     continue
@@ -384,7 +419,7 @@ class GitTree(Tree):
         for folder in found:
             self._deferred.discard(folder)
             with git_errors(f"git ls-tree {self._sha[:12]} {folder} failed"):
-                self._add(self._repo.git.ls_tree("-r", "-z", "-l", "--full-tree", self._sha, "--",
+                self._add(ls_tree(self._repo, "-r", "-z", "-l", "--full-tree", self._sha, "--",
                                                  self._prefix + folder + "/"))
             self.paths = sorted(self._ids)
 
@@ -535,7 +570,7 @@ def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
     """The tree id of each sub-folder of `folder` at a commit (e.g. every model folder), one `ls-tree`."""
     repo = open_repo(root)
     with git_errors(f"git ls-tree {rev} {folder} failed"):
-        listing = repo.git.ls_tree("-z", resolve(repo, rev), f"{folder}/")
+        listing = ls_tree(repo, "-z", resolve(repo, rev), f"{folder}/")
     trees = {}
     for line in listing.split("\0"):
         meta, _, path = line.partition("\t")
@@ -557,17 +592,22 @@ def top_names(root: Path, rev: str) -> list[str]:
     """The names (files and folders) at the top of a commit's tree, one `ls-tree`."""
     repo = open_repo(root)
     with git_errors(f"git ls-tree {rev} failed"):
-        listing = repo.git.ls_tree("--name-only", "-z", resolve(repo, rev))
+        listing = ls_tree(repo, "--name-only", "-z", resolve(repo, rev))
     return [p for p in listing.split("\0") if p]
 
 
 def show_file(root: Path, ref: str, path: str) -> str | None:
     """A file's text at a ref (`refs/heads/x`, `origin/x`, a sha), or None when the ref or file is absent."""
     repo = open_repo(root)
-    try:
-        return repo.git.show(f"{ref}:{path}")
-    except git.GitCommandError:
+    if "\n" in ref or "\n" in path:
+        return None  # no such ref or file (and not a request line of the batch below)
+    try:  # through the repository's long-lived `git cat-file --batch`, not a `git show` process per file
+        _, kind, _, data = repo.git.get_object_data(f"{ref}:{path}")
+    except (ValueError, git.GitCommandError):  # "<name> missing": no such ref, or no such file in it
         return None
+    if kind != b"blob" and kind != "blob":
+        return None
+    return data.decode("utf-8", "surrogateescape").removesuffix("\n")
 
 
 def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str]]:
@@ -575,9 +615,9 @@ def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str
     repo = open_repo(root)
     sha = resolve(repo, rev)
     with git_errors(f"git ls-tree {rev} failed"):
-        top = [line.partition("\t")[2] for line in repo.git.ls_tree("-z", sha).split("\0") if line]
+        top = [line.partition("\t")[2] for line in ls_tree(repo, "-z", sha).split("\0") if line]
         others = [p for p in top if p != folder]
-        listing = repo.git.ls_tree("-r", "-z", sha, "--", *others) if others else ""
+        listing = ls_tree(repo, "-r", "-z", sha, "--", *others) if others else ""
     files = []
     for line in listing.split("\0"):
         meta, _, path = line.partition("\t")
