@@ -18,6 +18,8 @@ import git
 import pytest
 
 from reconciler.build.bento import bentofile_path_problems
+from reconciler.errors import UnsafePathError
+from reconciler.render.secrets import read_sealed
 from tests.conftest import commit_all
 
 POINTER = "models/iris-classifier/model.pkl.dvc"
@@ -150,3 +152,26 @@ def test_an_output_that_leaves_its_folder_by_wdir_or_a_committed_symlink_is_refu
     assert build.returncode == 1, build.stdout + build.stderr
     assert pointer in build.stdout + build.stderr and "outs.path" in build.stdout + build.stderr
     assert not (template_repo.parent / "bentoml" / "bentos" / "iris-classifier").exists()
+
+
+@pytest.mark.parametrize("linked", ["environments/dev/secrets/iris-classifier", "environments/dev/secrets"])
+def test_a_secrets_folder_linked_out_of_the_repository_is_refused_and_never_read(template_repo, tmp_path, linked):
+    """environments/<env>/secrets/<model>/ (or secrets/ itself) committed as a symlink to a folder outside: the files
+    there were read as the model's SOPS Secrets (a sealed file outside would have been decrypted and applied)."""
+    outside = tmp_path / "outside"
+    (outside / "iris-classifier").mkdir(parents=True)
+    for folder in (outside, outside / "iris-classifier"):
+        (folder / "creds.yaml").write_text('password: "hunter2-outside\n')
+    link = template_repo / linked
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside / "iris-classifier" if linked.endswith("iris-classifier") else outside, link)
+    commit_all(git.Repo(template_repo), "secrets linked out")
+    # the reader itself refuses (whoever calls it), naming the link, before listing or reading anything
+    with pytest.raises(UnsafePathError, match="outside the repository") as info:
+        read_sealed(template_repo, "dev", "iris-classifier")
+    assert linked in str(info.value) and "creds.yaml" not in str(info.value)
+    # and the command: the environment's folder check refuses it first, an error of the environment
+    render = reconciler(template_repo, "render", "dev")
+    assert render.returncode == 1, render.stderr
+    assert "symlink" in render.stderr and "outside the repository" in render.stderr and linked in render.stderr
+    assert "hunter2" not in render.stdout + render.stderr and "creds.yaml" not in render.stderr

@@ -35,9 +35,10 @@ from typing import Any
 import yaml
 
 from reconciler import labels as L
-from reconciler.errors import SecretError, SpecError
+from reconciler.errors import LimitError, SecretError, SpecError
 from reconciler.render.content_hash import with_content_hash
 from reconciler.render.manifests import ownership_labels
+from reconciler.source import guard
 
 SECRETS_DIR = "secrets"
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's own limit for a Secret
@@ -68,6 +69,9 @@ def secrets_folder(root: Path, env: str, model: str) -> Path:
 def read_sealed(root: Path, env: str, model: str) -> list[SealedSecret]:
     """The model's encrypted Secrets in `env`; raises SpecError for a file that is not one (plaintext too)."""
     folder = secrets_folder(root, env, model)
+    if not os.path.lexists(folder):
+        return []
+    guard.inside(root, folder.relative_to(root))  # the folder, or a folder above it, linked out of the repository
     if not folder.is_dir():
         return []
     found = []
@@ -75,10 +79,11 @@ def read_sealed(root: Path, env: str, model: str) -> list[SealedSecret]:
         rel = str(path.relative_to(root))
         if path.is_symlink() or not path.is_file():
             raise SpecError.single(rel, "a secret must be a regular file", fix="replace the link with the file")
-        raw = path.read_bytes()[:MAX_SECRET_BYTES + 1]
-        if len(raw) > MAX_SECRET_BYTES:
+        try:
+            raw = guard.read_bytes(root, rel, max_bytes=MAX_SECRET_BYTES)
+        except LimitError:
             raise SpecError.single(rel, f"larger than {MAX_SECRET_BYTES} bytes (the API server's limit for a Secret)",
-                                   fix="split it into several Secrets")
+                                   fix="split it into several Secrets") from None
         text = raw.decode("utf-8", errors="replace")
         try:
             doc = yaml.load(text, Loader=_LOADER)  # the C or pure-Python *safe* loader
