@@ -13,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from reconciler.catalog.specs import Cluster as ClusterSpec
 from reconciler.cli.main import app
 from reconciler.cluster.identity import Target, check_target, check_uid, choose_context
 from reconciler.errors import ClusterIdentityError
@@ -24,9 +25,8 @@ from tests.conftest import commit_all
 WRONG_UID = "00000000-0000-4000-8000-000000000000"
 
 
-class Spec:
-    def __init__(self, context: str, uid: str | None = None) -> None:
-        self.context, self.kubeSystemUID = context, uid
+def spec(context: str, uid: str | None = None) -> ClusterSpec:
+    return ClusterSpec(context=context, kubeSystemUID=uid)
 
 
 # -- pure decisions ------------------------------------------------------------------------------
@@ -42,16 +42,16 @@ def test_the_declared_context_is_used_and_the_current_one_never_falls_back():
 
 def test_target_checks():
     server = "https://10.0.0.1"
-    check_target("prod", Spec("prod-eks"), Target("prod-eks", server))
-    check_target("prod", Spec("prod-eks"), Target("kind-dev", server, explicit=True))
-    check_target("prod", Spec("prod-eks"), Target(None, server))  # in-cluster: only the UID pin can tell
+    check_target("prod", spec("prod-eks"), Target("prod-eks", server))
+    check_target("prod", spec("prod-eks"), Target("kind-dev", server, explicit=True))
+    check_target("prod", spec("prod-eks"), Target(None, server))  # in-cluster: only the UID pin can tell
     with pytest.raises(ClusterIdentityError, match="'prod-eks'.*'kind-dev'"):
-        check_target("prod", Spec("prod-eks"), Target("kind-dev", server))
+        check_target("prod", spec("prod-eks"), Target("kind-dev", server))
     uid = "11111111-2222-4333-8444-555555555555"
-    check_uid("prod", Spec("prod-eks", uid), Target(None, server), uid)
-    check_uid("prod", Spec("prod-eks"), Target(None, server), "anything")  # not pinned
+    check_uid("prod", spec("prod-eks", uid), Target(None, server), uid)
+    check_uid("prod", spec("prod-eks"), Target(None, server), "anything")  # not pinned
     with pytest.raises(ClusterIdentityError, match=f"{uid}.*in-cluster.*{WRONG_UID}"):
-        check_uid("prod", Spec("prod-eks", uid), Target(None, server), WRONG_UID)
+        check_uid("prod", spec("prod-eks", uid), Target(None, server), WRONG_UID)
 
 
 # -- on the real API server ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ClusterIdentityError, KubeError
 from reconciler.results import ObjectRef
 from reconciler.catalog.files import load
-from reconciler.catalog.specs import EnvironmentSpec
+from reconciler.catalog.specs import Cluster as ClusterSpec, EnvironmentSpec
 from reconciler.cluster.kube import KubeClient, _default_kubeconfig_exists
 
 KUBE_SYSTEM = ObjectRef("v1", "Namespace", None, "kube-system")
@@ -62,7 +62,7 @@ def choose_context(environment: str, declared: str, *, explicit: str | None, cur
             "on purpose")
 
 
-def check_target(environment: str, cluster: Any, target: Target) -> None:
+def check_target(environment: str, cluster: ClusterSpec, target: Target) -> None:
     """Refuse when the context in use is not the environment's, unless it was given explicitly. Pure."""
     if target.context is None or target.explicit or target.context == cluster.context:
         return
@@ -73,9 +73,9 @@ def check_target(environment: str, cluster: Any, target: Target) -> None:
             "on purpose")
 
 
-def check_uid(environment: str, cluster: Any, target: Target, uid: str | None) -> None:
+def check_uid(environment: str, cluster: ClusterSpec, target: Target, uid: str | None) -> None:
     """Refuse when the environment pins a cluster identity and the server is another cluster. Pure."""
-    wanted = getattr(cluster, "kubeSystemUID", None)
+    wanted = cluster.kubeSystemUID
     if not wanted or uid == wanted:
         return
     raise ClusterIdentityError(
@@ -86,12 +86,12 @@ def check_uid(environment: str, cluster: Any, target: Target, uid: str | None) -
             f"(`{UID_COMMAND}`)")
 
 
-def verify_cluster(kube: Cluster, environment: str, cluster: Any, target: Target | None) -> None:
+def verify_cluster(kube: Cluster, environment: str, cluster: ClusterSpec, target: Target | None) -> None:
     """Both checks, for the environment's spec at the commit being applied (reads kube-system when pinned)."""
     if target is None:
         return
     check_target(environment, cluster, target)
-    if not getattr(cluster, "kubeSystemUID", None):
+    if not cluster.kubeSystemUID:
         return
     try:
         live = kube.get(KUBE_SYSTEM)
@@ -118,8 +118,8 @@ def kubeconfig_contexts(path: str | None) -> tuple[list[str], str | None]:
     return [c.get("name") for c in contexts or []], (current or {}).get("name")
 
 
-def connect(environment: str, cluster: Any, *, repo: Path | None = None, kubeconfig: str | Path | None = None,
-            context: str | None = None, **client_kwargs: Any) -> tuple[Any, Target]:
+def connect(environment: str, cluster: ClusterSpec, *, repo: Path | None = None, kubeconfig: str | Path | None = None,
+            context: str | None = None, **client_kwargs: Any) -> tuple[KubeClient, Target]:
     """A client for the environment's cluster, and the Target it talks to. Raises ClusterIdentityError.
 
     kubeconfig: --kubeconfig, else the environment's cluster.kubeconfig (relative to the repository),
@@ -127,7 +127,7 @@ def connect(environment: str, cluster: Any, *, repo: Path | None = None, kubecon
     """
 
     path = str(kubeconfig) if kubeconfig else None
-    if path is None and getattr(cluster, "kubeconfig", None):
+    if path is None and cluster.kubeconfig:
         declared = Path(cluster.kubeconfig).expanduser()
         path = str(declared if declared.is_absolute() or repo is None else Path(repo) / declared)
     if path is None and not _default_kubeconfig_exists():
@@ -150,7 +150,7 @@ def run_target(client: Cluster, kubeconfig: str | Path | None, context: str | No
     return Target(context or current, _server(client), explicit=bool(context), kubeconfig=path)
 
 
-def environment_cluster(repo: Path, environment: str) -> Any:
+def environment_cluster(repo: Path, environment: str) -> ClusterSpec:
     """The `cluster` of an environment as the working tree declares it (the commit's is checked again)."""
 
     rel = f"environments/{environment}/environment.yaml"
