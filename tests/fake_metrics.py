@@ -126,16 +126,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def run_prometheus(workdir: Path, target: str, *, ready_timeout: float = 20.0,
+def run_prometheus(workdir: Path, target: str | list[tuple[str, dict[str, str]]], *, ready_timeout: float = 20.0,
                    labels: dict[str, str] | None = None) -> Iterator[str]:
     """Start Prometheus scraping `target` every second; yield its base URL; kill it afterwards. `labels` are
-    attached to every scraped series (what a PodMonitor's podTargetLabels and the namespace do on a cluster)."""
+    attached to every scraped series (what a PodMonitor's podTargetLabels and the namespace do on a cluster);
+    several targets, each with its own labels (pods of several tracks), as (address, labels) pairs (an address
+    may come twice with other labels)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    static = {"targets": [target], **({"labels": dict(labels)} if labels else {})}
+    targets = [(target, labels or {})] if isinstance(target, str) else target
+    static = [{"targets": [address], **({"labels": dict(own)} if own else {})} for address, own in targets]
     config.write_text(json.dumps({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "bento", "honor_labels": True, "static_configs": [static]}]}))
+        "scrape_configs": [{"job_name": "bento", "honor_labels": True, "static_configs": static}]}))
     port = _free_port()
     log = (workdir / "prometheus.log").open("wb")
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",

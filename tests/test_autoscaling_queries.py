@@ -12,11 +12,15 @@ readiness and liveness probes too: the queries must read an idle model, probed a
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,7 +29,7 @@ import yaml
 
 from reconciler.catalog.effective import effective_serving
 from reconciler.render.manifests import model_objects
-from tests.fake_metrics import PROMETHEUS, run_prometheus, wait_for
+from tests.fake_metrics import PROMETHEUS, _free_port, run_prometheus, wait_for
 from tests.requirements import missing
 from tests.test_autoscaling import POOLS, ROOT, entry, env_spec
 
@@ -47,28 +51,21 @@ def rendered(serving: dict) -> tuple[str, dict[str, str]]:
     return trigger["metadata"]["query"], {e["name"]: e["value"] for e in container["env"]}
 
 
-def _free_port() -> int:
-    import socket
+def iris_folder(dest: Path, storage: Path) -> Path:
+    """A copy of the iris model folder with its trained weights from the example DVC storage."""
+    shutil.copytree(ROOT / "models" / MODEL, dest, ignore=shutil.ignore_patterns("model.pkl", "__pycache__"))
+    md5 = yaml.safe_load((dest / "model.pkl.dvc").read_text())["outs"][0]["md5"]
+    shutil.copy2(storage / "files" / "md5" / md5[:2] / md5[2:], dest / "model.pkl")
+    return dest
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, example_dvc_storage: Path):
-    """The iris service under `bentoml serve` with its pod's environment, and a Prometheus scraping it."""
-    if not Path(PROMETHEUS).exists():
-        missing("no prometheus binary: apt-get install -y --no-install-recommends prometheus")
-    work = tmp_path_factory.mktemp("served")
-    folder = work / MODEL
-    shutil.copytree(ROOT / "models" / MODEL, folder, ignore=shutil.ignore_patterns("model.pkl", "__pycache__"))
-    md5 = yaml.safe_load((folder / "model.pkl.dvc").read_text())["outs"][0]["md5"]
-    shutil.copy2(example_dvc_storage / "files" / "md5" / md5[:2] / md5[2:], folder / "model.pkl")
-    _, pod_env = rendered({"autoscaling": {"minReplicas": 1, "maxReplicas": 4}, "concurrency": 4})
+@contextmanager
+def bentoml_serve(folder: Path, pod_env: dict[str, str], home: Path) -> Iterator[str]:
+    """`bentoml serve` of the folder's service on a free loopback port with the pod's environment; yields its
+    base URL once /readyz answers 200, and stops the whole process group afterwards."""
     port = _free_port()
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "BENTOML_DO_NOT_TRACK": "true",
-           **pod_env, "BENTOML_PORT": str(port), "BENTOML_HOME": str(work / "bentoml")}
+           **pod_env, "BENTOML_PORT": str(port), "BENTOML_HOME": str(home)}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "service.py:IrisClassifier",
                              "--host", "127.0.0.1", "--port", str(port)], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -82,21 +79,30 @@ def served(tmp_path_factory, example_dvc_storage: Path):
         except httpx.HTTPError:
             return False
 
-    labels = {"gitops_ml_model": MODEL, "gitops_ml_pool": POOL, "gitops_ml_track": "stable",
-              "namespace": "models-prod"}
     try:
-        wait_for(ready, timeout=180, poll=0.3, what="bentoml serve to answer /readyz")
-        with run_prometheus(work / "prometheus", f"127.0.0.1:{port}", labels=labels) as prometheus:
-            yield base, prometheus
+        wait_for(ready, timeout=180, poll=0.3, what=f"bentoml serve of {folder.name} to answer /readyz")
+        yield base
     finally:
-        import os
-        import signal
-
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, example_dvc_storage: Path):
+    """The iris service under `bentoml serve` with its pod's environment, and a Prometheus scraping it."""
+    if not Path(PROMETHEUS).exists():
+        missing("no prometheus binary: apt-get install -y --no-install-recommends prometheus")
+    work = tmp_path_factory.mktemp("served")
+    folder = iris_folder(work / MODEL, example_dvc_storage)
+    _, pod_env = rendered({"autoscaling": {"minReplicas": 1, "maxReplicas": 4}, "concurrency": 4})
+    labels = {"gitops_ml_model": MODEL, "gitops_ml_pool": POOL, "gitops_ml_track": "stable",
+              "namespace": "models-prod"}
+    with bentoml_serve(folder, pod_env, work / "bentoml") as base:
+        with run_prometheus(work / "prometheus", base.removeprefix("http://"), labels=labels) as prometheus:
+            yield base, prometheus
 
 
 def ask(prometheus: str, query: str) -> float | None:
@@ -109,18 +115,25 @@ def ask(prometheus: str, query: str) -> float | None:
 
 
 class Probing:
-    """The kubelet's probes, more often than it sends them (readiness and liveness each every 0.25 s)."""
+    """The kubelet's probes: GET each path every `periods[path]` seconds (by default readiness and liveness each
+    every 0.25 s, more often than the kubelet sends them)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, periods: dict[str, float] | None = None) -> None:
         self.base, self.stop = base, threading.Event()
+        self.periods = periods or {"/readyz": 0.25, "/livez": 0.25}
+        self.sent: dict[str, int] = dict.fromkeys(self.periods, 0)
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
+        due = dict.fromkeys(self.periods, time.monotonic())
         with httpx.Client(timeout=5) as client:
             while not self.stop.is_set():
-                for path in ("/readyz", "/livez"):
-                    client.get(f"{self.base}{path}")
-                self.stop.wait(0.25)
+                path = min(due, key=due.__getitem__)
+                if self.stop.wait(max(0.0, due[path] - time.monotonic())):
+                    return
+                client.get(f"{self.base}{path}")
+                self.sent[path] += 1
+                due[path] += self.periods[path]
 
     def __enter__(self) -> "Probing":
         self.thread.start()

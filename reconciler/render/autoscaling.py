@@ -14,7 +14,7 @@ import json
 import re
 from string import Template
 
-from reconciler import labels as L
+from reconciler import labels as L, probes
 from reconciler.catalog.effective import EffectiveServing, autoscaling_metric, in_flight_target
 from reconciler.catalog.fields import duration_seconds
 from reconciler.catalog.load import ModelEntry
@@ -23,13 +23,12 @@ from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.errors import SpecError, SpecProblem
 
 KEDA_API = "keda.sh/v1alpha1"
-# what the service's /metrics say (BentoML 1.4's http instruments), per replica of the stable track. BentoML counts
-# every HTTP request but /metrics, the kubelet's probes too (readiness every 5 s, liveness every 10 s: 0.3 requests
-# per second per pod): left in, they would be traffic to KEDA, which keeps a ScaledObject active while any trigger
-# reads above 0, so an idle model on rps would never scale to zero, and a low rps target would hold extra replicas
-PROBES = 'endpoint!~"/livez|/readyz|/healthz"'
-IN_FLIGHT = "sum(bentoml_service_request_in_progress{$selector," + PROBES + "})"
-RATE = "sum(rate(bentoml_service_request_total{$selector," + PROBES + "}[1m]))"
+# what the service's /metrics say (BentoML 1.4's http instruments), per replica of the stable track, without the
+# kubelet's probes (reconciler.probes): left in, they would be traffic to KEDA, which keeps a ScaledObject active
+# while any trigger reads above 0, so an idle model on rps would never scale to zero, and a low rps target would
+# hold extra replicas
+IN_FLIGHT = "sum(bentoml_service_request_in_progress{$selector," + probes.NOT_PROBES + "})"
+RATE = "sum(rate(bentoml_service_request_total{$selector," + probes.NOT_PROBES + "}[1m]))"
 WAKE_THRESHOLD = "1000000000"  # the wake trigger only activates a model at zero; the model's own metric sizes it
 
 

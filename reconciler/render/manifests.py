@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-from reconciler import labels as L
+from reconciler import labels as L, probes
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.effective import (EffectiveServing, effective_canary, effective_slo, startup_seconds)
 from reconciler.catalog.buckets import duration_buckets
@@ -152,7 +152,7 @@ def startup_probe(serving: EffectiveServing, pool: Pool) -> dict:
     """Liveness waits until this passes: a model gets `serving.startup` (else its pool kind's default) to load
     before it can be killed. /livez answers once the server is up, i.e. once the service has loaded."""
     budget = startup_seconds(serving, pool.kind)
-    return {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": PROBE_PERIOD,
+    return {"httpGet": {"path": probes.LIVENESS, "port": "http"}, "periodSeconds": PROBE_PERIOD,
             "failureThreshold": max(1, math.ceil(budget / PROBE_PERIOD))}
 
 
@@ -167,8 +167,8 @@ def deployment(entry: ModelEntry, env: EnvironmentSpec, pool: Pool, serving: Eff
                 {"name": "BENTOML_HOME", "value": BENTOML_HOME}],
         "resources": _resources(serving, pool),
         "startupProbe": startup_probe(serving, pool),
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 10},
+        "readinessProbe": {"httpGet": {"path": probes.READINESS, "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": probes.LIVENESS, "port": "http"}, "periodSeconds": 10},
     }
     # hardened as Kubernetes' "restricted" Pod Security Standard asks: non-root, no privilege escalation, every
     # capability dropped (a pool adds back only what its device needs), a read-only root filesystem with

@@ -2,7 +2,8 @@
 
 Default queries are PromQL over BentoML's own metrics (``bentoml_service_request_total`` with
 ``http_response_code``/``endpoint`` labels, and the ``bentoml_service_request_duration_seconds``
-histogram), selected per model / track / pool / namespace. Those selector labels are the pods'
+histogram), selected per model / track / pool / namespace, without the kubelet's probes
+(``reconciler.probes``). Those selector labels are the pods'
 ``gitops.ml/*`` labels as Prometheus names them when a PodMonitor copies them with
 ``podTargetLabels: [gitops.ml/model, gitops.ml/track, gitops.ml/pool]`` (dots and slashes become
 underscores). A model's canary policy can replace any query (``canary.queries``), using the
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from string import Template
 from typing import Any
 
+from reconciler import probes
 from reconciler.errors import MetricsError
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler import net
@@ -23,16 +25,21 @@ import httpx
 
 LABELS = {"model": "gitops_ml_model", "track": "gitops_ml_track", "pool": "gitops_ml_pool", "namespace": "namespace"}
 
+# the model's own requests: every default reads BentoML's series without the kubelet's probes (reconciler.probes),
+# which BentoML counts as requests (0.3 per second per pod, fast, a 503 while not ready): left in, at low traffic
+# they would outnumber the predictions, dilute a failing canary's error rate, pull its latency towards theirs and
+# count toward the sample the guard sizes. A model's own canary.queries are read as written.
+_MODEL = "$selector," + probes.NOT_PROBES
 DEFAULT_QUERIES: dict[str, str] = {
-    "requests": "sum(increase(bentoml_service_request_total{$selector}[$window]))",
-    "errors": ('sum(increase(bentoml_service_request_total{$selector,http_response_code=~"5.."}[$window])) '
+    "requests": f"sum(increase(bentoml_service_request_total{{{_MODEL}}}[$window]))",
+    "errors": (f'sum(increase(bentoml_service_request_total{{{_MODEL},http_response_code=~"5.."}}[$window])) '
                "or vector(0)"),
-    "latency_buckets": "sum by (le) (increase(bentoml_service_request_duration_seconds_bucket{$selector}[$window]))",
-    "request_rate": "sum(rate(bentoml_service_request_total{$selector}[$window]))",
-    "error_rate": ('(sum(rate(bentoml_service_request_total{$selector,http_response_code=~"5.."}[$window])) '
-                   "or vector(0)) / sum(rate(bentoml_service_request_total{$selector}[$window]))"),
+    "latency_buckets": f"sum by (le) (increase(bentoml_service_request_duration_seconds_bucket{{{_MODEL}}}[$window]))",
+    "request_rate": f"sum(rate(bentoml_service_request_total{{{_MODEL}}}[$window]))",
+    "error_rate": (f'(sum(rate(bentoml_service_request_total{{{_MODEL},http_response_code=~"5.."}}[$window])) '
+                   f"or vector(0)) / sum(rate(bentoml_service_request_total{{{_MODEL}}}[$window]))"),
     "p95_latency_ms": ("histogram_quantile(0.95, sum by (le) "
-                       "(rate(bentoml_service_request_duration_seconds_bucket{$selector}[$window]))) * 1000"),
+                       f"(rate(bentoml_service_request_duration_seconds_bucket{{{_MODEL}}}[$window]))) * 1000"),
 }
 QUERY_KEYS = tuple(DEFAULT_QUERIES)
 MIN_SAMPLE_WINDOW = 30  # seconds: a rate() window must hold at least two scrapes (15 s is the usual interval)
