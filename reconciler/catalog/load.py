@@ -268,7 +268,7 @@ def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool])
     known = ", ".join(sorted(pools)) or "none"
     return SpecProblem(file, f"unknown pool {name!r}{did_you_mean(name, pools)} (pools declared in {POOLS_FILE}: "
                              f"{known})", field=field_name,
-                       fix=f"use one of the declared pools, a kind (cpu, gpu, inferentia), or declare {name!r} in {POOLS_FILE}")
+                       fix=f"use one of the declared pools, a kind ({', '.join(kind_names())}), or declare {name!r} in {POOLS_FILE}")
 
 
 def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:

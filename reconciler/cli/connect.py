@@ -33,3 +33,11 @@ def connect_kubeconfig(kubeconfig: Path | None, context: str | None) -> KubeClie
     client = KubeClient.from_kubeconfig(kubeconfig, context)
     client.check_connection()
     return client
+
+
+def connect_cluster(repo: Path, environment: str | None, kubeconfig: Path | None, context: str | None) -> KubeClient:
+    """A client whose API server answered: the environment's cluster, or with no environment the kubeconfig's
+    context (`status` and `history` without ENV)."""
+    if environment is not None:
+        return connect_environment(repo, environment, kubeconfig, context)[0]
+    return connect_kubeconfig(kubeconfig, context)

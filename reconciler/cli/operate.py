@@ -18,12 +18,11 @@ from typing import Annotated
 import typer
 
 from reconciler.catalog.load import load_catalog
-from reconciler.cli.connect import connect_environment, connect_kubeconfig
+from reconciler.cli.connect import connect_cluster
 from reconciler.cli.console import line, out, print_error, print_model_errors, styled
 from reconciler.cli.options import (DEFAULT_STATE_NAMESPACE, ContextOption, KubeconfigOption, RepoOption,
                                     StateNamespaceOption, fail)
 from reconciler.cli.sync import OutputFormat, _print_result
-from reconciler.cluster.kube import KubeClient
 from reconciler.errors import ReconcilerError, closest, did_you_mean
 from reconciler.labels import MANAGER
 from reconciler.desired.state import desired_at
@@ -49,15 +48,6 @@ StateNsOpt = StateNamespaceOption
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="text, json or markdown")]
 
 
-_fail = fail
-
-
-def connect(repo: Path, environment: str | None, kubeconfig: Path | None, context: str | None) -> KubeClient:
-    """A client whose API server answered: the environment's cluster (reconciler.cli.connect), or with no
-    environment the kubeconfig's context."""
-    if environment is not None:
-        return connect_environment(repo, environment, kubeconfig, context)[0]
-    return connect_kubeconfig(kubeconfig, context)
 
 
 def _environments(repo: Path, only: str | None) -> list[str]:
@@ -88,9 +78,9 @@ def status_command(
     the source revision as the remote has it, the sync policy, a suspension, and every object's sync and health."""
     try:
         names = _environments(repo, environment)
-        kube = connect(repo, environment, kubeconfig, context)
+        kube = connect_cluster(repo, environment, kubeconfig, context)
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     statuses = []
     upstream = upstream_head(repo) if head is None else None  # one question to the remote for every environment
     for name in names:
@@ -123,13 +113,13 @@ def diff_command(
     the other commands exit 1 on an error)."""
     try:
         _environments(repo, environment)
-        kube = connect(repo, environment, kubeconfig, context)
+        kube = connect_cluster(repo, environment, kubeconfig, context)
         state = desired_at(repo, rev, [environment])
         if environment in state.env_errors:
             raise state.env_errors[environment]
         diff = diff_environment(kube, state, environment, field_manager=MANAGER)
     except ReconcilerError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     if fmt is Format.json:
         sys.stdout.write(json.dumps(diff.as_dict(), indent=2, sort_keys=True) + "\n")
     else:
@@ -160,10 +150,10 @@ def history_command(
     """The environment's syncs and rollbacks, newest last (ids for `rollback --to`)."""
     try:
         _environments(repo, environment)
-        kube = connect(repo, environment, kubeconfig, context)
+        kube = connect_cluster(repo, environment, kubeconfig, context)
         entries = history.load(kube, environment, state_namespace)
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if fmt is Format.json:
         sys.stdout.write(json.dumps([asdict(e) for e in entries], indent=2, sort_keys=True) + "\n")
         return
@@ -194,11 +184,11 @@ def rollback_command(
     head stays the one it was rolled back from; the next merge is synced as usual."""
     try:
         _environments(repo, environment)
-        kube = connect(repo, environment, kubeconfig, context)
+        kube = connect_cluster(repo, environment, kubeconfig, context)
         done = rollback(kube, repo, environment, to, state_namespace=state_namespace,
                         now=datetime.now(timezone.utc), notify=Notifier.from_env())
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _print_result(done.result, OutputFormat.text)
     if done.error:
         print_error(done.error)
@@ -220,8 +210,8 @@ def reconcile_command(
     when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         _environments(repo, environment)
-        kube = connect(repo, environment, kubeconfig, context)
+        kube = connect_cluster(repo, environment, kubeconfig, context)
         request_reconcile(kube, environment, state_namespace, when)
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"requested a reconcile of {environment} at {when}; follow it with `reconciler status {environment}`")

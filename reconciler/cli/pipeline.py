@@ -24,7 +24,6 @@ cli = typer.Typer(name="pipeline", no_args_is_help=True, rich_markup_mode=None,
 
 
 RepoOpt = RepoOption
-_fail = fail
 
 
 @cli.command("run")
@@ -43,7 +42,7 @@ def run_command(
 ) -> None:
     """Run a pipeline's steps in this process, in DAG order (no cluster needed)."""
     if name != "train":
-        raise _fail(ReconcilerError(f"only the train pipeline runs locally, not {name!r}",
+        raise fail(ReconcilerError(f"only the train pipeline runs locally, not {name!r}",
                                     fix="image builds need a container engine: `reconciler pipeline submit build-image`"))
 
     def show(step: StepRun) -> None:
@@ -62,7 +61,7 @@ def run_command(
                 typer.echo(f"proposed {r.model}: branch {proposal.branch} pushed to {proposal.pushed_to}"
                            + (f", pull request {proposal.pull_request}" if proposal.pull_request else ""))
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for run in runs:
         shown = {k: v for k, v in run.metrics.items() if k not in ("seed", "model_md5", "test_samples", "dataset")}
         typer.echo(f"{run.model}: " + ", ".join(f"{k} {v}" for k, v in shown.items())
@@ -109,7 +108,7 @@ def render_command(
                                      model_hash=model_hash, bento_url=bento_url, pool=pool, kind=kind)
                      for kind in kinds]
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     sys.stdout.write("---\n".join(w.to_yaml() for w in workflows))
 
 
@@ -124,9 +123,9 @@ def links_command(
         url = repo_url or origin_url(repo)
         sys.stdout.write(yaml.safe_dump(links_configmap(url, namespace), sort_keys=False))
     except ValueError as exc:
-        raise _fail(ReconcilerError(str(exc))) from None
+        raise fail(ReconcilerError(str(exc))) from None
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 @cli.command("submit")
@@ -148,6 +147,6 @@ def submit_command(
                                    model_hash=model_hash, bento_url=bento_url, pool=pool)
         result = submit(workflow, ArgoConfig.from_env(), exists_ok=True)
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     state = "submitted" if result.created else "already submitted"
     typer.echo(f"{state}: {result.namespace}/{result.name}  {result.ui_url}")

@@ -68,7 +68,6 @@ def _load(client: KubeClient, model: str, env: EnvironmentSpec) -> store.Stored:
     return stored
 
 
-_fail = fail
 
 
 @rollout_app.command()
@@ -83,7 +82,7 @@ def status(model: ModelArg, environment: EnvArg, repo: RepoOpt = Path("."), kube
         env, client = _connect(repo, environment, kubeconfig, context)
         state = _load(client, model, env).state
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if format is Format.json:
         typer.echo(json.dumps(report_json(state), indent=2))
     else:
@@ -111,7 +110,7 @@ def _command(model: str, environment: str, repo: Path, kubeconfig: Path | None, 
         if new != state:
             store.save(client, new, env.namespace, stored.resource_version)
     except ReconcilerError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if new == state:
         message = {"pause": "already paused", "resume": "not paused"}.get(verb, f"{verb} already requested")
     elif verb in ("promote", "abort"):
