@@ -257,6 +257,9 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
             kinds[pointer] = "data"
             continue
         for out, checksum in outs:
+            if "\0" in out:  # no file system has such a name; DVC and os calls would fail on it later, unnamed
+                raise UnsafePathError.single(pointer, f"names the output {out!r}, which holds a NUL byte",
+                                             field="outs.path", fix="name the tracked file as it is on disk")
             if not out.startswith(folder + "/"):
                 # DVC would fetch (and write) it wherever it points, and the Bento would ship without it
                 raise UnsafePathError.single(
