@@ -325,7 +325,10 @@ def sync_drift(writer: Writer, desired: Mapping[str, list[dict]], candidates: It
     wanted = set(candidates)
     all_desired = [o for objs in desired.values() for o in objs]
     ignore = ignored_fields(all_desired)
-    todo = [o for o in all_desired if ObjectRef.of(o) in wanted and ObjectRef.of(o) in live]
+    # the local pre-check first, in this thread: in a pass where little changed nearly every object is settled by
+    # it, and only the rest need the server's dry run (the pool); a future per object cost more than the check
+    todo = [o for o in all_desired if (ref := ObjectRef.of(o)) in wanted and ref in live
+            and may_have_drifted(o, live[ref], ignore.get(ref, frozenset()))]
 
     def one(obj: dict) -> tuple[ObjectRef, list[FieldChange]]:
         ref = ObjectRef.of(obj)
