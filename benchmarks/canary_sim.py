@@ -44,7 +44,7 @@ import numpy as np
 from scipy.stats import lognorm
 
 from reconciler.catalog.buckets import BENTOML_DEFAULT, duration_buckets, thresholds_ms
-from reconciler.rollout.controller import achieved_weight as router_weight, canary_replicas
+from reconciler.rollout.objects import achieved_weight as router_weight, canary_replicas
 from reconciler.rollout.machine import Observations, Promote, Rollback, history_layout, step
 from reconciler.rollout.metrics import VersionMetrics
 from reconciler.rollout.state import Phase, Policy, RolloutState

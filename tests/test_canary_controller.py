@@ -17,7 +17,8 @@ import yaml
 
 from reconciler import labels as L
 from reconciler.rollout import store
-from reconciler.rollout.controller import reconcile_rollout, revision_of
+from reconciler.rollout.controller import reconcile_rollout
+from reconciler.rollout.objects import revision_of
 from reconciler.sync.engine import sync_environment
 from reconciler.sync.inventory import load_inventory
 from reconciler.rollout.metrics import VersionMetrics

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from reconciler import labels as L
-from reconciler.rollout.controller import achieved_weight, canary_replicas
+from reconciler.rollout.objects import achieved_weight, canary_replicas
 from reconciler.traffic import Backends, GatewayAPIRouter, IstioRouter, ReplicaRouter, Traffic, router_for
 from reconciler.rollout.state import Phase
 from reconciler.errors import ReconcilerError

@@ -21,7 +21,8 @@ from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.errors import ReconcilerError
 from reconciler.render.manifests import model_objects
 from reconciler.results import ObjectRef
-from reconciler.rollout.controller import achieved_weight, canary_replicas, check_router, rollout_objects
+from reconciler.rollout.controller import check_router
+from reconciler.rollout.objects import achieved_weight, canary_replicas, rollout_objects
 from reconciler.rollout.state import Phase, Policy, RolloutState
 from reconciler.traffic import ROUTERS, Backends, Change, RouterKind, Traffic, router_for
 

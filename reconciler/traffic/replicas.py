@@ -1,5 +1,5 @@
 """The replica router: no mesh. The model's Service ``<model>`` selects both tracks, so kube-proxy spreads
-requests by ready pods; the controller sizes the canary Deployment alone (``controller.canary_replicas``,
+requests by ready pods; the controller sizes the canary Deployment alone (``rollout.objects.canary_replicas``,
 never the stable's replicas, which an HPA may own) and reports the weight the ready pods achieve (its
 ``verify``). Whole replicas make weights coarse, so the weight shown is the achieved one. No header
 routing, no mirroring, no options.
