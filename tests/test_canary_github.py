@@ -125,7 +125,7 @@ def test_markdown_cells_cannot_break_the_table() -> None:
     state = state.evolve(history=(*state.history[:-1], record.__class__(**{**record.__dict__,
                                                                              "reasons": ("a | b\nc",)})))
     row = report_markdown(state).splitlines()[-1]
-    assert "a \\| b c" in row and row.count(" | ") == 6
+    assert "a \\| b ⏎ c" in row and row.count(" | ") == 6
 
 
 def test_a_sync_pass_that_ends_a_canary_reports_it_with_the_chart(github, tmp_path) -> None:

@@ -384,3 +384,20 @@ def test_a_plan_too_big_for_one_comment_lists_every_changed_object_or_counts_it(
     else:  # the most important environment keeps the most rows
         assert accounted["prod"][0] >= accounted["staging"][0] >= accounted["dev"][0]
         assert accounted["prod"][0] > 0
+
+
+def test_a_canary_report_with_hostile_reasons_and_outcome_renders_as_text():
+    """The finished canary's PR comment (reconciler.report.markdown, posted with a write token) carries reasons
+    and outcomes that quote canary queries from model.yaml and peers' error texts: one row per decision, as text."""
+    from reconciler.report.markdown import report_markdown
+    from reconciler.rollout.state import Phase, Policy, RolloutState, StepRecord
+
+    corpus = HOSTILE + HOSTILE_MORE
+    history = tuple(StepRecord(at=1e9 + i, revision="v2", step_index=i, canary_weight=10, decision="hold",
+                               reasons=(hostile, "query " + hostile)) for i, hostile in enumerate(corpus))
+    state = RolloutState("iris", "prod", Policy(), stable_revision="v1", canary_revision="v2", phase=Phase.rolled_back,
+                         outcome="rolled back: " + HOSTILE[2], history=history)
+    p = page(report_markdown(state))
+    assert_inert(p)
+    assert p.headings == ["Canary of iris in prod: rolled back"]
+    assert len(p.rows) == 1 + len(corpus) and all(len(r) == 7 for r in p.rows)

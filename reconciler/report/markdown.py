@@ -6,13 +6,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from reconciler.report import escape as esc
 from reconciler.report.rollout import guard_line
 from reconciler.rollout.state import Phase, RolloutState
 
 
 def _cell(text: Any) -> str:
-    """Markdown table cell: pipes and newlines would break the row."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Running text in a table cell or line: reasons and outcomes carry repository text (canary queries,
+    model names) and peers' error texts, escaped as the PR comment escapes them (reconciler.report.escape)."""
+    return esc.plain(text)
 
 
 def _figures(metrics: dict[str, Any] | None) -> str:
@@ -31,9 +33,9 @@ def _figures(metrics: dict[str, Any] | None) -> str:
 def report_markdown(state: RolloutState, chart_url: str | None = None) -> str:
     """The PR comment: outcome, then one row per decision (weight set / achieved, both tracks, why)."""
     old = state.replaced_revision if state.phase is Phase.promoted else state.stable_revision
-    lines = [f"### Canary of `{state.model}` in `{state.environment}`: {state.phase.value.replace('_', ' ')}",
-             "", f"`{old or '-'}` -> `{state.canary_revision or '-'}`"
-             + (f" ({state.replaced_pool or state.stable_pool} -> {state.canary_pool})"
+    lines = [f"### Canary of {esc.code(state.model)} in {esc.code(state.environment)}: {state.phase.value.replace('_', ' ')}",
+             "", f"{esc.code(old or '-')} -> {esc.code(state.canary_revision or '-')}"
+             + (f" ({esc.code(state.replaced_pool or state.stable_pool)} -> {esc.code(state.canary_pool)})"
                 if state.canary_pool and (state.replaced_pool or state.stable_pool) != state.canary_pool else ""),
              ""]
     if state.outcome:
@@ -51,6 +53,6 @@ def report_markdown(state: RolloutState, chart_url: str | None = None) -> str:
             continue  # a step waiting for the guard's sample: its last wait row says how far it got
         when = datetime.fromtimestamp(r.at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         achieved = "" if r.achieved_weight is None else f"{r.achieved_weight:.0f}%"
-        lines.append(f"| {when} | {r.decision} | {r.canary_weight}% | {achieved} | {_cell(_figures(r.stable))} | "
+        lines.append(f"| {when} | {_cell(r.decision)} | {r.canary_weight}% | {achieved} | {_cell(_figures(r.stable))} | "
                      f"{_cell(_figures(r.canary))} | {_cell('; '.join(r.reasons))} |")
     return "\n".join(lines) + "\n"
