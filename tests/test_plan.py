@@ -226,3 +226,23 @@ def test_metric_changes_compares_numbers_only():
         "accuracy 0.9 -> 0.95 (+0.05)"]
     assert metric_changes({"f1": 0.5}, {}) == ["f1 removed"]
     assert metric_changes({"f1": 0.5}, {"f1": 0.5}) == []
+
+
+def test_the_plan_says_why_a_model_costs_nothing_at_its_low_end(template_repo):
+    """dev scales idle models to zero (environments/dev: serving.scaleToZero): its $0 at min replicas is that, not
+    a missing price; prod keeps its minimum running and says nothing of the kind."""
+    edit(template_repo / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 3")
+    md = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "markdown"])
+    assert md.exit_code == 0, md.output
+    sections = md.stdout.split("#### ")
+    dev = next(s for s in sections if "`dev`" in s.splitlines()[0])
+    prod = next(s for s in sections if "`prod`" in s.splitlines()[0])
+    row = next(line for line in dev.splitlines() if line.startswith("| `digits-classifier` |"))
+    assert "±$0.00 (min: scales to zero when idle) / +$" in row, row
+    assert "at min replicas (1 model scales to zero when idle)" in dev, dev
+    assert "scales to zero" not in prod and "scale to zero" not in prod, prod
+    # the summary table at the top and the terminal's table say it too
+    assert "at min replicas (1 model scales to zero when idle)" in sections[0], sections[0]
+    text = runner.invoke(app, ["plan", "--repo", str(template_repo)], terminal_width=250)
+    assert text.exit_code == 0, text.output
+    assert "scales to zero when idle" in text.stdout, text.stdout

@@ -35,6 +35,7 @@ class Footprint:
     devices: dict[str, tuple[int, int]] = field(default_factory=dict)  # resource -> (min, max) requested
     per_1000: dict[str, float] = field(default_factory=dict)  # pool -> estimated USD per 1,000 inferences
     per_1000_basis: str | None = None  # where the throughput behind per_1000 comes from
+    to_zero: int = 0  # models counted at 0 replicas at the low end because they scale to zero when idle
 
     @property
     def empty(self) -> bool:
@@ -104,7 +105,8 @@ def footprint(pools: Iterable[Pool], serving: EffectiveServing, slo_p95_ms: floa
             bases.setdefault(throughput.basis, []).append(name)
     basis = None if not bases else next(iter(bases)) if len(bases) == 1 else \
         "; ".join(f"{', '.join(names)}: {text}" for text, names in bases.items())
-    return Footprint(replicas, (round(cost_low, 2), round(cost_high, 2)), devices, per_1000, basis)
+    return Footprint(replicas, (round(cost_low, 2), round(cost_high, 2)), devices, per_1000, basis,
+                     to_zero=int(bool(replicas) and low == 0 and serving.scale_to_zero))
 
 
 def total(footprints: Iterable[Footprint]) -> Footprint:
@@ -112,13 +114,15 @@ def total(footprints: Iterable[Footprint]) -> Footprint:
     replicas: dict[str, tuple[int, int]] = {}
     devices: dict[str, tuple[int, int]] = {}
     low = high = 0.0
+    to_zero = 0
     for fp in footprints:
         low, high = low + fp.monthly[0], high + fp.monthly[1]
+        to_zero += fp.to_zero
         for target, source in ((replicas, fp.replicas), (devices, fp.devices)):
             for key, (a, b) in source.items():
                 x, y = target.get(key, (0, 0))
                 target[key] = (x + a, y + b)
-    return Footprint(replicas, (round(low, 2), round(high, 2)), devices)
+    return Footprint(replicas, (round(low, 2), round(high, 2)), devices, to_zero=to_zero)
 
 
 def usd(value: float, *, signed: bool = False) -> str:
@@ -137,6 +141,17 @@ def usd_range(monthly: tuple[float, float], *, signed: bool = False) -> str:
 def delta(before: Footprint, after: Footprint) -> tuple[float, float]:
     """Monthly cost change at minimum and at maximum replicas."""
     return (round(after.monthly[0] - before.monthly[0], 2), round(after.monthly[1] - before.monthly[1], 2))
+
+
+IDLE = "scales to zero when idle"  # why a model's low end is 0 replicas, $0 (serving.scaleToZero)
+
+
+def idle_text(to_zero: int) -> str:
+    """Why the low end of a cost range is lower than its models' running cost: '' or '1 model scales to zero
+    when idle' / '3 models scale to zero when idle'."""
+    if not to_zero:
+        return ""
+    return f"1 model {IDLE}" if to_zero == 1 else f"{to_zero} models {IDLE.replace('scales', 'scale', 1)}"
 
 
 def replicas_text(fp: Footprint) -> str:

@@ -29,14 +29,19 @@ def cost_cell(mp: ModelPlan) -> str:
     low, high = mp.review.cost_delta
     if (low, high) == (0.0, 0.0):
         return "±$0.00"
-    return cost.usd(low, signed=True) if low == high else f"{cost.usd(low, signed=True)} (min) / {cost.usd(high, signed=True)} (max)"
+    if low == high:
+        return cost.usd(low, signed=True)
+    at_min = f"min: {cost.IDLE}" if mp.review.after.to_zero else "min"  # why its low end is $0
+    return f"{cost.usd(low, signed=True)} ({at_min}) / {cost.usd(high, signed=True)} (max)"
 
 
 def env_cost(env: EnvironmentPlan) -> str:
     """The environment's monthly cost change, with its totals when they are known."""
     low, high = env.cost_delta
+    # why the low end is lower than what the changed models run at: those that scale to zero when idle
+    idle = cost.idle_text(sum(mp.review.after.to_zero for mp in env.models.values() if mp.review and not mp.error))
     text = cost.usd(low, signed=True) if low == high else \
-        f"{cost.usd(low, signed=True)} at min replicas, {cost.usd(high, signed=True)} at max"
+        f"{cost.usd(low, signed=True)} at min replicas{f' ({idle})' if idle else ''}, {cost.usd(high, signed=True)} at max"
     if env.total is not None:
         text += f" ({cost.usd_range(env.total[0].monthly)} -> {cost.usd_range(env.total[1].monthly)})"
     return text
