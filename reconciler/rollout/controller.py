@@ -32,6 +32,7 @@ from reconciler import labels as L
 from reconciler.errors import MetricsError, ReconcilerError
 from reconciler.results import ObjectRef, ObjectResult
 from reconciler.catalog.effective import effective_canary, effective_slo
+from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.rollout import store
@@ -81,11 +82,11 @@ def check_router(model: str, policy: Policy, router: Router) -> None:
                                       "model or environment spec")
 
 
-def _spec_of(model: Any) -> ModelSpec:
-    return getattr(model, "spec", model)
+def _spec_of(model: ModelEntry | ModelSpec) -> ModelSpec:
+    return model.spec if isinstance(model, ModelEntry) else model
 
 
-def reconcile_rollout(client: Cluster, model: Any, env: EnvironmentSpec, desired_objects: list[dict], now: float, *,
+def reconcile_rollout(client: Cluster, model: ModelEntry | ModelSpec, env: EnvironmentSpec, desired_objects: list[dict], now: float, *,
                       pools: dict[str, Pool] | None = None, analysis: MetricsSource | None = None,
                       router: Router | None = None, confirm: Any = None) -> RolloutResult:
     """One tick of the canary of ``model`` (ModelSpec or catalog ModelEntry) in ``env``; writes nothing.

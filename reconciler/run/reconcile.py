@@ -32,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.catalog.effective import effective_canary
+from reconciler.catalog.load import Catalog
+from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.cluster.identity import verify_cluster
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import KubeError, ReconcilerError, SecretError, SignatureError, SpecError
 from reconciler.desired.state import desired_at
+from reconciler.render.environment import EnvironmentRender
 from reconciler.render.secrets import age_key, unseal
 from reconciler.report.github import report_finished
 from reconciler.results import ObjectRef
-from reconciler.rollout.controller import reconcile_rollout
+from reconciler.rollout.controller import RolloutResult, reconcile_rollout
 from reconciler.rollout.outage import shared_outage
 from reconciler.rollout.prometheus import PrometheusAnalysis, PrometheusClient
 from reconciler.run.metrics import Metrics
@@ -163,7 +166,7 @@ def resolve_revision(repo: Path, rev: str | None, policy: Any) -> str | None:
     return sha
 
 
-def unseal_secrets(render: Any, env_spec: Any, desired: dict[str, list[dict]], errors: dict[str, Any]) -> None:
+def unseal_secrets(render: EnvironmentRender, env_spec: EnvironmentSpec, desired: dict[str, list[dict]], errors: dict[str, Any]) -> None:
     """Decrypt each model's SOPS Secrets in memory and add them to its desired objects.
 
     Fails closed per model: a missing or wrong key, ciphertext or an empty Secret moves the model to the
@@ -182,8 +185,8 @@ def unseal_secrets(render: Any, env_spec: Any, desired: dict[str, list[dict]], e
         desired[name] = [*desired[name], *secrets]
 
 
-def canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list[dict]], errors: dict[str, Any],
-                 protect: dict[ObjectRef, str], options: SyncOptions) -> list[Any]:
+def canary_ticks(kube: Cluster, catalog: Catalog, env: EnvironmentSpec, desired: dict[str, list[dict]],
+                 errors: dict[str, Any], protect: dict[ObjectRef, str], options: SyncOptions) -> list[RolloutResult]:
     """One canary controller tick per model with canaries on, before the sync applies anything.
 
     The tick writes nothing: it returns the model's objects for this pass (rendered ones as the
@@ -193,7 +196,7 @@ def canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list[
     pruning. A model whose rollout cannot be driven is not synced at all: syncing it would replace
     the stable version without analysis.
     """
-    results: list[Any] = []
+    results: list[RolloutResult] = []
     if kube.get(ObjectRef("v1", "Namespace", None, env.namespace)) is None:
         return results  # nothing is live yet: a first deployment has no stable version to protect
     prometheus = PrometheusClient(options.prometheus_url, deadline=options.prometheus_deadline) if options.prometheus_url else None
@@ -212,8 +215,8 @@ def canary_ticks(kube: Cluster, catalog: Any, env: Any, desired: dict[str, list[
     return results
 
 
-def _canary_tick(kube: Cluster, catalog: Any, env: Any, model: str, desired: dict[str, list[dict]],
-                 errors: dict[str, Any], prometheus: Any) -> Any:
+def _canary_tick(kube: Cluster, catalog: Catalog, env: EnvironmentSpec, model: str, desired: dict[str, list[dict]],
+                 errors: dict[str, Any], prometheus: PrometheusClient | None) -> RolloutResult | None:
     """The rollout of one model, or None when it has canaries off, errors, or its rollout failed (recorded in errors)."""
     entry = catalog.models.get(model)
     if entry is None or model in errors:
