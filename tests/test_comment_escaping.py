@@ -401,3 +401,16 @@ def test_a_canary_report_with_hostile_reasons_and_outcome_renders_as_text():
     assert_inert(p)
     assert p.headings == ["Canary of iris in prod: rolled back"]
     assert len(p.rows) == 1 + len(corpus) and all(len(r) == 7 for r in p.rows)
+
+
+def test_webhook_messages_and_commit_statuses_carry_no_mention_link_or_hidden_character():
+    """Notifications quote model names and error texts: a Slack-compatible message escapes &, <, > (no
+    <!channel>, <@U123> or <url|label> survives), a commit status shows hidden characters as escapes."""
+    from reconciler.run.notify import commit_status, message
+
+    detail = "model <!channel> <@U024BE7LH> <https://evil.example|approve> &amp; \u202eevil"
+    text = message("failure", "prod", "0123456789abcdef", detail)["text"]
+    assert "<" not in text and ">" not in text and "\u202e" not in text
+    assert "&lt;!channel&gt;" in text and "&amp;amp;" in text and "&lt;U+202E&gt;evil" in text  # Slack shows <U+202E>
+    status = commit_status("prod", error="iris \u202eevil\x1b[2J failed").body()
+    assert "\u202e" not in status["description"] and "<U+202E>evil<U+001B>[2J" in status["description"]

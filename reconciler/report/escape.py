@@ -12,6 +12,7 @@ the context it lands in; nothing else puts repository text into markdown (docs/s
 - `block(text, info)`: a fenced code block whose fence is longer than any run of backticks in it.
 - `html_text(text)`: text inside raw HTML (a `<details>` summary): entity-escaped, so no tag, comment
   or entity of the text survives.
+- `slack(text)`: a Slack-compatible webhook message (notifications): no mention or link survives.
 - `plain(text)`: running markdown text: every ASCII punctuation is backslash-escaped (CommonMark
   allows it for all of them), `<`/`>`/`&` become entities and `@` a fullwidth at sign, so no emphasis,
   link, heading, tag or mention can start.
@@ -111,3 +112,9 @@ def plain(text: object) -> str:
     body = _inline(text)
     body = _PUNCT.sub(r"\\\1", body)
     return body.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("@", "\uff20")
+
+
+def slack(text: object) -> str:
+    """Text in a Slack-compatible webhook message (mrkdwn): `&`, `<`, `>` as entities, as Slack asks, so no
+    `<!channel>`, `<@U123>` or `<https://evil|link>` of the text is a mention or a link; hidden characters visible."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 from reconciler import net
+from reconciler.report import escape as esc
 import httpx
 
 log = logging.getLogger("reconciler.notify")
@@ -32,7 +33,8 @@ class CommitStatus:
     target_url: str | None = None
 
     def body(self) -> dict[str, str]:
-        body = {"state": self.state, "context": self.context, "description": self.description[:DESCRIPTION_LIMIT]}
+        body = {"state": self.state, "context": self.context,
+                "description": esc.visible(self.description)[:DESCRIPTION_LIMIT]}
         if self.target_url:
             body["target_url"] = self.target_url
         return body
@@ -58,8 +60,8 @@ def commit_status(environment: str, *, result: Any = None, error: str | None = N
 def message(event: str, environment: str, commit: str, detail: str = "") -> dict[str, str]:
     """A Slack-compatible webhook payload for a failure, promotion or rollback. Pure."""
     icon = {"failure": ":x:", "promotion": ":rocket:", "rollback": ":rewind:"}.get(event, ":information_source:")
-    text = f"{icon} {event} in {environment} at {commit[:12]}"
-    return {"text": f"{text}: {detail}" if detail else text}
+    text = f"{icon} {event} in {esc.slack(environment)} at {esc.slack(commit[:12])}"
+    return {"text": f"{text}: {esc.slack(detail)}" if detail else text}  # detail quotes model names and errors
 
 
 @dataclass
