@@ -414,3 +414,16 @@ def test_webhook_messages_and_commit_statuses_carry_no_mention_link_or_hidden_ch
     assert "&lt;!channel&gt;" in text and "&amp;amp;" in text and "&lt;U+202E&gt;evil" in text  # Slack shows <U+202E>
     status = commit_status("prod", error="iris \u202eevil\x1b[2J failed").body()
     assert "\u202e" not in status["description"] and "<U+202E>evil<U+001B>[2J" in status["description"]
+
+
+def test_the_status_markdown_shows_hostile_errors_and_drift_as_text():
+    """`reconciler status --format markdown` (a CI summary): an environment's error and drift lines quote
+    repository and cluster text."""
+    from reconciler.run.status import EnvironmentStatus, ModelStatus, to_markdown
+
+    statuses = [EnvironmentStatus("dev", "models-dev", head="b" * 40, deployed="a" * 40, ok=True, models={
+                    "iris": ModelStatus("iris", 3, [f"Deployment/iris: {h}" for h in HOSTILE + HOSTILE_MORE], "healthy")}),
+                EnvironmentStatus("prod", "models-prod", error=HOSTILE[2] + HOSTILE_MORE[4])]
+    p = page(to_markdown(statuses))
+    assert_inert(p)
+    assert [r[0] for r in p.rows] == ["environment", "dev", "prod", "model", "iris"]

@@ -121,8 +121,8 @@ def test_status_formats_say_synced_drift_and_health():
     assert "iris: 3 objects; drift: yes; health: healthy; canary: progressing 25%" in text
     assert "Deployment/iris: spec.replicas: 3 -> 1" in text
     markdown = to_markdown([status])
-    assert "| dev | `aaaaaaaaaaaa` | `bbbbbbbbbbbb` | out of sync | yes | healthy |" in markdown
-    assert "| iris | 3 | Deployment/iris: spec.replicas: 3 -> 1 | healthy | progressing 25% |" in markdown
+    assert "| `dev` | `aaaaaaaaaaaa` | `bbbbbbbbbbbb` | out of sync | yes | healthy |" in markdown
+    assert "| `iris` | 3 | `Deployment/iris: spec.replicas: 3 -> 1` | healthy | progressing 25\\% |" in markdown
     pinned = EnvironmentStatus("prod", "p", head="b" * 40, deployed="a" * 40, pinned_head="b" * 40)
     assert pinned.sync_state.startswith("rolled back")
     assert status.as_dict()["models"][0]["drift"] == ["Deployment/iris: spec.replicas: 3 -> 1"]

@@ -19,6 +19,7 @@ from typing import Any
 from reconciler import labels
 from reconciler.cluster.protocol import Cluster
 from reconciler.errors import ReconcilerError
+from reconciler.report import escape as esc
 from reconciler.results import ObjectRef
 from reconciler.desired.state import desired_at
 from reconciler.rollout import store
@@ -127,24 +128,23 @@ def _short(commit: str | None) -> str:
 
 def to_markdown(statuses: list[EnvironmentStatus]) -> str:
     """One table of environments, one of models per environment. Pure."""
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+    cell, code = esc.plain, esc.cell_code  # names, errors and drift lines carry repository and cluster text
 
     lines = ["| environment | deployed | head | sync | drift | health |", "|---|---|---|---|---|---|"]
     for s in statuses:
-        lines.append(f"| {s.environment} | `{_short(s.deployed)}` | `{_short(s.head)}` | {cell(s.sync_state)} | "
-                     f"{'yes' if s.drifted else 'no'} | {s.health} |")
+        lines.append(f"| {code(s.environment)} | `{_short(s.deployed)}` | `{_short(s.head)}` | {cell(s.sync_state)} | "
+                     f"{'yes' if s.drifted else 'no'} | {cell(s.health)} |")
     for s in statuses:
         if s.error:
-            lines += ["", f"**{s.environment}**: {cell(s.error)}"]
+            lines += ["", f"**{cell(s.environment)}**: {cell(s.error)}"]
             continue
         if not s.models:
             continue
-        lines += ["", f"**{s.environment}** ({s.namespace})", "",
+        lines += ["", f"**{cell(s.environment)}** ({code(s.namespace)})", "",
                   "| model | objects | drift | health | canary |", "|---|---|---|---|---|"]
         for m in sorted(s.models.values(), key=lambda m: m.name):
-            drift = "; ".join(m.drift) if m.drift else "no"
-            lines.append(f"| {m.name} | {m.objects} | {cell(drift)} | {m.health} | {m.canary or '-'} |")
+            drift = "<br>".join(code(d) for d in m.drift) if m.drift else "no"
+            lines.append(f"| {code(m.name)} | {m.objects} | {drift} | {cell(m.health)} | {cell(m.canary or '-')} |")
     return "\n".join(lines) + "\n"
 
 
