@@ -18,8 +18,9 @@ pipelines.steps` re-executes itself under that profile; calling train() in a pro
 start that way trains with whatever kernel the CPU picked.
 The example models' datasets come with scikit-learn itself: nothing is downloaded.
 
-Only the standard library, numpy and scikit-learn are imported at module level, so the step image
-needs nothing else for train and evaluate (register imports dvc when it runs).
+Only the standard library is imported at module level (so `python -m pipelines.steps` pins the numerics
+before any numeric library loads); the model's train.py brings its own stack, and register imports dvc
+when it runs.
 """
 
 from __future__ import annotations
