@@ -8,6 +8,7 @@ from pathlib import Path
 
 import git
 import pytest
+import yaml
 
 from tests.envtest import SHARED  # noqa: F401  (../shared, found from a worktree too)
 from tests.envtest_fixtures import (  # noqa: F401  (a real API server)
@@ -19,6 +20,9 @@ from tests.test_registry import serve  # noqa: F401  (the OCI registry stand-in,
 
 PROJECT = Path(__file__).resolve().parents[1]
 TEMPLATE_PARTS = ("models", "environments", "pipelines", ".dvc", ".dvcignore", ".gitignore")
+# every model of the template's models/ (what README command 1 trains, builds and deploys): the scikit-learn
+# models on the shared lock and the PyTorch one on its own
+TEMPLATE_MODELS = tuple(sorted(p.name for p in (PROJECT / "models").iterdir() if (p / "model.yaml").is_file()))
 
 IDENTITY = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
             "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
@@ -37,15 +41,28 @@ def _git_identity():
             os.environ[k] = v
 
 
+def _not_in_a_clone(folder: str, names: list[str]) -> set[str]:
+    """What a fresh clone of the template does not hold: caches, and the weights a DVC pointer tracks (model.pkl
+    beside model.pkl.dvc, model.pt beside model.pt.dvc), which a local training run may have left in the checkout."""
+    return {n for n in names if n in ("__pycache__", "cache", "tmp") or f"{n}.dvc" in names or n.endswith(".pkl")}
+
+
 def copy_template(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for part in TEMPLATE_PARTS:
         src = PROJECT / part
         if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.pkl", "cache", "tmp"))
+            shutil.copytree(src, dest / part, ignore=_not_in_a_clone)
         elif src.is_file():
             shutil.copy2(src, dest / part)
     return dest
+
+
+def tracked_weights(root: Path) -> list[Path]:
+    """Every DVC-tracked artifact of the models under `root` (model.pkl, model.pt, ...: what their .dvc
+    pointers name), whether or not it is in the working tree."""
+    return sorted(pointer.parent / out["path"] for pointer in (root / "models").glob("*/*.dvc")
+                  for out in yaml.safe_load(pointer.read_text())["outs"])
 
 
 def commit_all(repo: git.Repo, message: str) -> str:

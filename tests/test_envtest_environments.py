@@ -12,7 +12,7 @@ import yaml
 
 from reconciler.run.reconcile import reconcile_pass
 from reconciler.sync.planner import SyncOptions
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, TEMPLATE_MODELS
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 RECONCILER = Path(sys.executable).parent / "reconciler"
@@ -52,7 +52,7 @@ def test_staging_and_prod_pods_can_be_created(envtest_repo, kcm, sim_nodes, env)
         result = reconcile_pass(kube, envtest_repo.root, "HEAD", env, SyncOptions(wait=True, timeout=120))
     assert result.ok, json.dumps({m: v.get("health") for m, v in result.as_dict()["models"].items()})
     assert {m: h.status.value for m, h in result.health.items()} == {
-        "(environment)": "healthy", "digits-classifier": "healthy", "iris-classifier": "healthy"}
+        "(environment)": "healthy", **{m: "healthy" for m in TEMPLATE_MODELS}}
     pods = kube.list("v1", "Pod", envtest_repo.namespaces[env])
     assert pods and {p["spec"].get("priorityClassName") for p in pods} == {"model-serving"}
     assert {p["spec"].get("priority") for p in pods} == {100000}
@@ -65,7 +65,7 @@ def test_an_overlay_naming_an_undeclared_priority_class_is_a_model_error(envtest
     env.write_text(env.read_text().replace("priorityClasses: {model-serving: 100000}\n", ""))
     state = desired_at(envtest_repo.root, None, ["prod"])
     errors = state.errors_by_model("prod")
-    assert set(errors) == {"digits-classifier", "iris-classifier"}
+    assert set(errors) == set(TEMPLATE_MODELS)  # every model of the environment: its overlay names the class
     error = errors["iris-classifier"]
     text = str(error) + str(getattr(error, "fix", ""))
     assert "model-serving" in text and "priorityClasses" in text and "environments/prod/environment.yaml" in text

@@ -20,7 +20,7 @@ from reconciler.catalog.scaffold import Rename, class_name, new_model, plan_copy
 from reconciler.cli import app
 from reconciler.errors import ReconcilerError
 from reconciler.plan.revisions import plan_revisions
-from tests.conftest import commit_all
+from tests.conftest import TEMPLATE_MODELS, commit_all, tracked_weights
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -78,32 +78,32 @@ def test_a_bentofile_contradicting_model_yaml_is_an_error_naming_both(template_r
 
 
 def test_a_copied_folder_still_named_after_its_source_is_refused(template_repo):
-    shutil.copytree(template_repo / "models/iris-classifier", template_repo / "models/wine-classifier")
-    _edit(template_repo / "models/wine-classifier/model.yaml", "name: iris-classifier", "name: wine-classifier")
-    problems = {(p.file, p.field): str(p) for p in _problems(template_repo, "wine-classifier")}
-    assert set(problems) == {("models/wine-classifier/bentofile.yaml", "name"),
-                             ("models/wine-classifier/bentofile.yaml", "labels.gitops.ml/model")}
-    assert "set name: wine-classifier in models/wine-classifier/bentofile.yaml" in problems[
-        ("models/wine-classifier/bentofile.yaml", "name")]
+    shutil.copytree(template_repo / "models/iris-classifier", template_repo / "models/penguin-classifier")
+    _edit(template_repo / "models/penguin-classifier/model.yaml", "name: iris-classifier", "name: penguin-classifier")
+    problems = {(p.file, p.field): str(p) for p in _problems(template_repo, "penguin-classifier")}
+    assert set(problems) == {("models/penguin-classifier/bentofile.yaml", "name"),
+                             ("models/penguin-classifier/bentofile.yaml", "labels.gitops.ml/model")}
+    assert "set name: penguin-classifier in models/penguin-classifier/bentofile.yaml" in problems[
+        ("models/penguin-classifier/bentofile.yaml", "name")]
     assert "iris-classifier" in load_catalog(template_repo).models  # the source is untouched
 
 
 def test_model_new_rewrites_names_labels_and_the_service_class(template_repo):
-    written = new_model(template_repo, "wine-classifier", "iris-classifier", owner="ds@example.com",
-                        description="Wine cultivar from 13 chemical measurements")
-    folder = template_repo / "models/wine-classifier"
-    assert sorted(written) == sorted(f"models/wine-classifier/{p}" for p in plan_copy(template_repo / "models/iris-classifier"))
+    written = new_model(template_repo, "penguin-classifier", "iris-classifier", owner="ds@example.com",
+                        description="Penguin species from 4 body measurements")
+    folder = template_repo / "models/penguin-classifier"
+    assert sorted(written) == sorted(f"models/penguin-classifier/{p}" for p in plan_copy(template_repo / "models/iris-classifier"))
     assert not (folder / "model.pkl.dvc").exists() and not (folder / "metrics.json").exists()
     spec = yaml.safe_load((folder / "model.yaml").read_text())
-    assert (spec["name"], spec["owner"], spec["service"]) == ("wine-classifier", "ds@example.com", "service.py:WineClassifier")
-    assert "class WineClassifier" in (folder / "service.py").read_text()
+    assert (spec["name"], spec["owner"], spec["service"]) == ("penguin-classifier", "ds@example.com", "service.py:PenguinClassifier")
+    assert "class PenguinClassifier" in (folder / "service.py").read_text()
     # the only thing it lacks is its own weights, and the error says how to get them
-    [problem] = _problems(template_repo, "wine-classifier")
-    assert "reconciler pipeline run train --model wine-classifier --push" in problem.fix
-    with pytest.raises(ReconcilerError, match="models/wine-classifier already exists"):
-        new_model(template_repo, "wine-classifier")
-    with pytest.raises(ReconcilerError, match="'Wine' is not a valid model name"):
-        new_model(template_repo, "Wine")
+    [problem] = _problems(template_repo, "penguin-classifier")
+    assert "reconciler pipeline run train --model penguin-classifier --push" in problem.fix
+    with pytest.raises(ReconcilerError, match="models/penguin-classifier already exists"):
+        new_model(template_repo, "penguin-classifier")
+    with pytest.raises(ReconcilerError, match="'Penguin' is not a valid model name"):
+        new_model(template_repo, "Penguin")
 
 
 def test_rename_replaces_whole_names_only():
@@ -127,11 +127,11 @@ def test_plan_reports_weights_missing_from_the_remote_and_a_new_models_reason(te
     assert "digits-classifier" not in plan.environments["dev"].models  # unchanged: not checked, not listed
     assert plan_revisions(template_repo, "HEAD~1", "HEAD", ["dev"], check_artifacts=False).ok
 
-    new_model(template_repo, "wine-classifier", "iris-classifier", description="Wine cultivar from its chemistry")
-    run_train(template_repo, ["iris-classifier", "wine-classifier"], seed=1, push=True)
+    new_model(template_repo, "penguin-classifier", "iris-classifier", description="Penguin species from its measurements")
+    run_train(template_repo, ["iris-classifier", "penguin-classifier"], seed=1, push=True)
     plan = plan_revisions(template_repo, "HEAD", None, ["dev"])
     assert plan.ok, plan.as_dict()
-    assert plan.environments["dev"].models["wine-classifier"].reasons == ["new model"]
+    assert plan.environments["dev"].models["penguin-classifier"].reasons == ["new model"]
 
 
 def test_pipeline_run_train_says_whether_it_pushed(template_repo):
@@ -154,12 +154,15 @@ def test_build_right_after_quickstart_fetches_the_pushed_weights(template_repo, 
     done = subprocess.run([reconciler, "quickstart"], cwd=template_repo, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not git.Repo(template_repo).is_dirty(), git.Repo(template_repo).git.status("--porcelain")
-    # as on another machine: no weights in the tree, an empty Bento store; only the DVC remote has them
-    for weights in (template_repo / "models").glob("*/model.pkl"):
-        weights.unlink()
+    # as on another machine: no weights in the tree (model.pkl, model.pt), an empty Bento store; only the DVC
+    # remote has them
+    weights = tracked_weights(template_repo)
+    assert {w.name for w in weights} == {"model.pkl", "model.pt"}  # scikit-learn's and PyTorch's
+    for path in weights:
+        path.unlink()
     shutil.rmtree(template_repo / ".dvc" / "cache", ignore_errors=True)
     env["BENTOML_HOME"] = str(tmp_path / "bentoml-2")
     built = subprocess.run([reconciler, "build"], cwd=template_repo, env=env, capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
     bentos = {p.parent.parent.name for p in (tmp_path / "bentoml-2" / "bentos").glob("*/*/bento.yaml")}
-    assert bentos == {"iris-classifier", "digits-classifier"}
+    assert bentos == set(TEMPLATE_MODELS)  # a Bento per model of the template, each from the fetched weights

@@ -1,6 +1,6 @@
 """Models in three frameworks side by side in one repository, each from its own lock: the template's
-scikit-learn models (the shared pipelines/requirements.lock), a LightGBM model and the PyTorch example
-(examples/models/wine-classifier, its own lock with torch's CPU build). Each trains in the environment of
+scikit-learn models (the shared pipelines/requirements.lock) and its PyTorch model (models/wine-classifier, its
+own lock with torch's CPU build), plus a LightGBM model added here. Each trains in the environment of
 its lock, is planned without model errors, renders Argo workflows that validate against Argo's schema and
 install its lock, and the PyTorch model's Bento installs its lock. No platform file is edited."""
 
@@ -21,7 +21,7 @@ import yaml
 from reconciler.build.pipeline_runner import render_workflow, run_train
 from reconciler.catalog.load import load_catalog
 from reconciler.catalog.environments import serving_python
-from tests.conftest import PROJECT, commit_all
+from tests.conftest import TEMPLATE_MODELS, commit_all
 from tests.test_kind_images import _Served
 from tests.test_pipelines import argo_validator  # noqa: F401 - the Argo schema fixture
 
@@ -45,8 +45,7 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()  # DVC's md5
 
 
-def _add_models(root: Path) -> None:
-    shutil.copytree(PROJECT / "examples" / "models" / TORCH, root / "models" / TORCH)
+def _add_gbm(root: Path) -> None:
     gbm = root / "models" / GBM
     shutil.copytree(root / "models" / "iris-classifier", gbm,
                     ignore=shutil.ignore_patterns("model.pkl", "model.pkl.dvc", "metrics.json", ".gitignore"))
@@ -64,8 +63,9 @@ def _add_models(root: Path) -> None:
 def test_three_frameworks_train_build_plan_render_and_serve_side_by_side_each_from_its_own_lock(
         template_repo, argo_validator, tmp_path):  # noqa: F811
     root = template_repo
-    _add_models(root)
-    commit_all(git.Repo(root), "a PyTorch and a LightGBM model beside the scikit-learn ones")
+    assert {TORCH, "iris-classifier"} <= set(TEMPLATE_MODELS)  # the template's PyTorch and scikit-learn models
+    _add_gbm(root)
+    commit_all(git.Repo(root), "a LightGBM model beside the template's scikit-learn and PyTorch ones")
 
     runs = {r.model: r for r in run_train(root, [TORCH, GBM], push=True)}
     environments = {name: Path(run.python).parents[1] for name, run in runs.items()}
@@ -79,7 +79,8 @@ def test_three_frameworks_train_build_plan_render_and_serve_side_by_side_each_fr
         assert metrics["accuracy"] >= 0.9 and metrics["model_md5"] == _md5(folder / artifact)
     assert (environments[TORCH] / ".complete").read_text().strip() == f"models/{TORCH}/requirements.lock"
 
-    # deterministic: the PyTorch model retrains to the same bytes
+    # deterministic: the PyTorch model retrained the template's committed pointer, and retrains the same bytes
+    assert git.Repo(root).git.status("--porcelain", f"models/{TORCH}") == ""
     first = _md5(root / "models" / TORCH / "model.pt")
     run_train(root, [TORCH], register=False)
     assert _md5(root / "models" / TORCH / "model.pt") == first
@@ -154,8 +155,7 @@ def test_the_pytorch_bento_installs_its_lock_and_the_gpu_image_the_cuda_build(te
 
     root = template_repo
     folder = root / "models" / TORCH
-    shutil.copytree(PROJECT / "examples" / "models" / TORCH, folder)
-    spec = load(ModelSpec, folder / "model.yaml")  # (untrained: the catalog would report model.pt.dvc missing)
+    spec = load(ModelSpec, folder / "model.yaml")
     lock = lock_pins(root, TORCH)
     assert "torch==2.13.0+cpu" in lock
     staged = {}

@@ -23,9 +23,9 @@ from reconciler.errors import LimitError, UnsafeSourceError
 from reconciler.render import kustomize
 from reconciler.render.environment import render_environment
 from reconciler.source import guard
-from tests.conftest import commit_all
+from tests.conftest import TEMPLATE_MODELS, commit_all
 
-IMAGES = {"iris-classifier": "registry.example.com/iris-classifier:abc", "digits-classifier": "registry.example.com/digits:abc"}
+IMAGES = {m: f"registry.example.com/{m}:abc" for m in TEMPLATE_MODELS}  # an image for every model of the template
 SECRET = "TOP-SECRET-VALUE-42"
 
 
@@ -254,8 +254,9 @@ def eight_models(template_repo):
         bentofile = template_repo / "models" / name / "bentofile.yaml"  # it names the model too
         bentofile.write_text(bentofile.read_text().replace("iris-classifier", name))
         names.append(name)
-    shutil.rmtree(src)
-    shutil.rmtree(template_repo / "models" / "digits-classifier")
+    for folder in (template_repo / "models").iterdir():  # the eight, and no model of the template
+        if folder.name not in names:
+            shutil.rmtree(folder)
     return template_repo, names
 
 

@@ -23,7 +23,7 @@ from reconciler.errors import KubeError
 from reconciler.results import ObjectRef
 from reconciler.errors import ReconcilerError
 from reconciler.sync.engine import SyncResult
-from tests.conftest import PROJECT as PROJECT_TEMPLATE, commit_all, copy_template
+from tests.conftest import PROJECT as PROJECT_TEMPLATE, TEMPLATE_MODELS, commit_all, copy_template
 from tests.envtest_fixtures import isolate_environments
 
 FAST = RetryPolicy(attempts=3, initial=0.01, cap=0.02)
@@ -198,7 +198,7 @@ def test_force_push_converges_to_the_new_head_with_real_sync(remote, kube, state
     assert [o.commit for o in out] == [new] and "force-push" in out[0].reason
     assert out[0].result.ok, out[0].result.as_dict()
     deps = kube.list("apps/v1", "Deployment", work.namespaces["dev"])
-    assert {d["metadata"]["labels"][labels.MODEL] for d in deps} == {"iris-classifier"}
+    assert {d["metadata"]["labels"][labels.MODEL] for d in deps} == set(TEMPLATE_MODELS) - {"digits-classifier"}
     memory = deps[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     assert memory == "1Gi"  # the rewritten-away change is gone too
     assert load_record(kube, "dev", state_ns).commit == new

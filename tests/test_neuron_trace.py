@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from reconciler.build.pipeline_runner import run_train
-from tests.conftest import PROJECT, commit_all, copy_template, with_dvc_storage
+from tests.conftest import commit_all, copy_template, with_dvc_storage
 from tests.test_pipelines import argo_validator  # noqa: F401 - the Argo schema fixture
 
 pytestmark = pytest.mark.slow
@@ -60,14 +60,12 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def trained_on_inf2(tmp_path_factory: pytest.TempPathFactory, example_dvc_storage: Path) -> tuple[Path, str]:
-    """The PyTorch example in models/, served from inf2 in prod, trained once and pushed; (root, the commit before it)."""
+    """The template's PyTorch model moved to inf2 in prod, trained once and pushed; (root, the commit before it)."""
     root = with_dvc_storage(copy_template(tmp_path_factory.mktemp("trace") / "repo"), example_dvc_storage)
     repo = git.Repo.init(root, initial_branch="main")
     commit_all(repo, "template")
     base = repo.head.commit.hexsha
     folder = root / "models" / MODEL
-    if not folder.is_dir():
-        shutil.copytree(PROJECT / "examples" / "models" / MODEL, folder)
     spec = yaml.safe_load((folder / "model.yaml").read_text())
     spec.update(ON_INF2)
     (folder / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -99,7 +97,8 @@ def test_a_traceable_pytorch_model_passes_and_its_neuron_workflow_traces_with_th
     root, base = wine_on_inf2
     done = plan(root, base)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "new model" in done.stdout and MODEL in done.stdout
+    out = " ".join(done.stdout.split())
+    assert MODEL in out and "moves cpu-general (cpu) -> inf2 (inferentia)" in out, out  # traced, not refused
 
     render = subprocess.run([RECONCILER, "pipeline", "render", "neuron-compile", "--model", MODEL, "--env", "prod",
                              "--bento-url", "https://bentos.example.com/wine.bento",

@@ -27,7 +27,8 @@ MODEL_SOURCES = ("model.yaml", "service.py", "train.py", "bentofile.yaml", "requ
 GENERATED = ("model.pkl.dvc", "model.pt.dvc", "metrics.json", ".gitignore")
 # each example model: the artifact model.yaml declares, and the lock it trains with
 EXAMPLES = {"digits-classifier": ("model.pkl", "pipelines/requirements.lock"),
-            "iris-classifier": ("model.pkl", "pipelines/requirements.lock")}
+            "iris-classifier": ("model.pkl", "pipelines/requirements.lock"),
+            "wine-classifier": ("model.pt", "models/wine-classifier/requirements.lock")}  # PyTorch, its own lock
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -74,7 +75,7 @@ def test_runner_trains_evaluates_registers_and_pushes_every_example_model(repo):
         if s.step == "environment":
             assert f"({EXAMPLES[s.model][1]})" in s.detail
     python = {r.model: r.python for r in runs}
-    assert python["iris-classifier"] == python["digits-classifier"]  # one venv per lock
+    assert python["iris-classifier"] == python["digits-classifier"] != python["wine-classifier"]  # one venv per lock
     for run in runs:
         folder = repo / "models" / run.model
         artifact = EXAMPLES[run.model][0]

@@ -15,7 +15,7 @@ from reconciler.plan.revisions import plan_revisions
 from reconciler.plan.changes import plan_objects
 from reconciler.render.environment import with_content_hash
 from reconciler.results import Action
-from tests.conftest import commit_all
+from tests.conftest import TEMPLATE_MODELS, commit_all
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_a_commit_touching_an_environment_overlay_lists_every_model_there(templa
     edit(template_repo / "environments/staging/patches/deployment.yaml", "revisionHistoryLimit: 5", "revisionHistoryLimit: 3")
     commit_all(repo, "staging history")
     plan = plan_revisions(template_repo, "HEAD~1", "HEAD")
-    assert plan.environments["staging"].changed_models == ["digits-classifier", "iris-classifier"]
+    assert plan.environments["staging"].changed_models == list(TEMPLATE_MODELS)
     assert plan.environments["prod"].models == {} and plan.environments["dev"].models == {}
 
 
@@ -133,9 +133,8 @@ def test_hydrate_to_a_folder_writes_the_source_hydrator_layout(template_repo, tm
     result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out)])
     assert result.exit_code == 0, result.output
     for env in ("dev", "staging", "prod"):
-        assert sorted(p.name for p in (out / env).iterdir()) == [
-            "README.md", "digits-classifier.model.yaml", "hydrator.metadata", "iris-classifier.model.yaml",
-            "manifest.yaml"]
+        assert sorted(p.name for p in (out / env).iterdir()) == sorted(
+            ["README.md", "hydrator.metadata", "manifest.yaml", *(f"{m}.model.yaml" for m in TEMPLATE_MODELS)])
         assert json.loads((out / env / "hydrator.metadata").read_text())["drySha"] == "worktree"
         docs = read_documents(out / env)
         # manifest.yaml: the environment's own objects; a file per model holds only that model's
@@ -147,7 +146,7 @@ def test_hydrate_to_a_folder_writes_the_source_hydrator_layout(template_repo, tm
             "name": f"models-{env}", "labels": {"app.kubernetes.io/managed-by": "model-gitops-reconciler",
                                                 "gitops.ml/environment": env}}}
         models = {d["metadata"]["labels"].get("gitops.ml/model") for d in docs[1:] if d["kind"] != "PriorityClass"}
-        assert models == {"digits-classifier", "iris-classifier"}
+        assert models == set(TEMPLATE_MODELS)  # every model of the template, in every environment
         # the environment's own objects: the PriorityClass its overlay names (staging and prod)
         assert {d["metadata"]["name"] for d in docs if d["kind"] == "PriorityClass"} == (
             set() if env == "dev" else {"model-serving"})
@@ -158,8 +157,8 @@ def test_hydrate_kustomize_layout_is_an_option(template_repo, tmp_path):
     result = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out), "--layout", "kustomize",
                                  "--env", "dev"])
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load((out / "dev" / "kustomization.yaml").read_text())["resources"] == [
-        "digits-classifier.model.yaml", "iris-classifier.model.yaml", "manifest.yaml"]
+    assert yaml.safe_load((out / "dev" / "kustomization.yaml").read_text())["resources"] == sorted(
+        [*(f"{m}.model.yaml" for m in TEMPLATE_MODELS), "manifest.yaml"])
     bad = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--out", str(out), "--layout", "helm"])
     assert bad.exit_code == 2 and "--layout plain" in bad.stderr
 
@@ -178,8 +177,8 @@ def test_hydrate_branches_commit_only_when_content_changes(template_repo):
     assert first.exit_code == 0, first.output
     assert {"rendered/dev", "rendered/staging", "rendered/prod"} <= {h.name for h in repo.heads}
     prod_files = repo.git.ls_tree("-r", "--name-only", "rendered/prod").split()
-    assert sorted(prod_files) == ["hydrator.metadata", "prod/README.md", "prod/digits-classifier.model.yaml",
-                                  "prod/hydrator.metadata", "prod/iris-classifier.model.yaml", "prod/manifest.yaml"]
+    assert sorted(prod_files) == sorted(["hydrator.metadata", "prod/README.md", "prod/hydrator.metadata",
+                                         "prod/manifest.yaml", *(f"prod/{m}.model.yaml" for m in TEMPLATE_MODELS)])
     assert json.loads(repo.git.show("rendered/prod:hydrator.metadata"))["drySha"] == repo.head.commit.hexsha
     head_before = repo.heads["rendered/prod"].commit.hexsha
     second = runner.invoke(app, ["hydrate", "--repo", str(template_repo), "--branch-prefix", "rendered/"])
@@ -202,7 +201,7 @@ def test_plan_from_empty_creates_every_object(template_repo):
     plan = plan_revisions(template_repo, "empty", "HEAD", ["prod"])
     prod = plan.environments["prod"]
     # the environment's own objects (the PriorityClass its overlay names) are a group of their own
-    assert prod.changed_models == ["(environment)", "digits-classifier", "iris-classifier"]
+    assert prod.changed_models == ["(environment)", *TEMPLATE_MODELS]
     actions = {r.action for m in prod.models.values() for r in m.objects}
     assert actions == {Action.created}
     assert plan.base == "empty"

@@ -11,8 +11,9 @@ from reconciler import labels as L
 from reconciler.catalog.load import load_catalog
 from reconciler.errors import UnsafeSourceError
 from reconciler.render.environment import content_hash, render_environment
+from tests.conftest import TEMPLATE_MODELS
 
-IMAGES = {"iris-classifier": "registry.test/iris-classifier:abc", "digits-classifier": "registry.test/digits:abc"}
+IMAGES = {m: f"registry.test/{m}:abc" for m in TEMPLATE_MODELS}  # an image for every model of the template
 
 
 def by_kind(objects: list[dict], kind: str) -> list[dict]:
@@ -109,7 +110,7 @@ def test_one_models_kustomize_failure_does_not_stop_the_others(catalog, monkeypa
 
     monkeypatch.setattr(render_module.kustomize, "build", build)
     result = render_environment(catalog, "prod", images=IMAGES)
-    assert set(result.models) == {"iris-classifier"}
+    assert set(result.models) == set(TEMPLATE_MODELS) - {"digits-classifier"}  # the others rendered
     assert "boom" in str(result.errors["digits-classifier"])
 
 

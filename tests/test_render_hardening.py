@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from reconciler.catalog.load import load_catalog
 from reconciler.render.environment import render_environment
+from tests.conftest import TEMPLATE_MODELS
 
-IMAGES = {"iris-classifier": "registry.test/iris-classifier:abc", "digits-classifier": "registry.test/digits:abc"}
+IMAGES = {m: f"registry.test/{m}:abc" for m in TEMPLATE_MODELS}  # an image for every model of the template
 
 
 def test_every_model_deployment_is_hardened_and_a_pool_adds_only_its_capabilities(template_repo):

@@ -14,8 +14,9 @@ from reconciler.catalog.pools import PoolsFile
 from reconciler.errors import SpecError
 from reconciler.render.environment import render_environment
 from reconciler.render.schemas import problems
+from tests.conftest import TEMPLATE_MODELS
 
-IMAGES = {"iris-classifier": "registry.test/iris:abc", "digits-classifier": "registry.test/digits:abc"}
+IMAGES = {m: f"registry.test/{m}:abc" for m in TEMPLATE_MODELS}  # an image for every model of the template
 
 
 def _edit(path: Path, **changes) -> None:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from reconciler import labels
 from reconciler.cli.main import app
-from tests.conftest import commit_all
+from tests.conftest import TEMPLATE_MODELS, commit_all
 
 KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
          ("keda.sh/v1alpha1", "ScaledObject"))
@@ -52,10 +52,10 @@ def test_sync_applies_the_commit_then_a_second_pass_writes_nothing(envtest, envt
     repo, ns = envtest_repo.root, envtest_repo.namespaces["dev"]
     first = run_sync(envtest, repo)
     assert first["exit_code"] == 0, first
-    assert set(first["models"]) == {"iris-classifier", "digits-classifier"}
+    assert set(first["models"]) == set(TEMPLATE_MODELS)  # every model of the commit
     assert first["summary"]["created"] >= 4 and set(first["summary"]) == {"created"}
     deployments = kube.list("apps/v1", "Deployment", ns)
-    assert {d["metadata"]["labels"][labels.MODEL] for d in deployments} == {"iris-classifier", "digits-classifier"}
+    assert {d["metadata"]["labels"][labels.MODEL] for d in deployments} == set(TEMPLATE_MODELS)
     assert first["commit"] == git.Repo(repo).head.commit.hexsha
 
     mark = envtest.audit.mark()
@@ -95,12 +95,14 @@ def test_model_removed_from_git_is_pruned_and_dry_run_writes_nothing(envtest, en
     preview = run_sync(envtest, repo, "--dry-run")
     assert preview["dryRun"] and preview["summary"]["pruned"] >= 2
     assert writes(envtest, mark) == 0
-    assert {o["metadata"]["labels"][labels.MODEL] for o in managed(kube, ns)} == {"iris-classifier",
-                                                                                  "digits-classifier"}
+    # the dry run wrote nothing: every model of the first sync is still there
+    assert {o["metadata"]["labels"][labels.MODEL] for o in managed(kube, ns)} == set(TEMPLATE_MODELS)
     report = run_sync(envtest, repo)
     assert report["exit_code"] == 0
     assert {o["model"] for o in report["objects"] if o["action"] == "pruned"} == {"digits-classifier"}
-    assert {o["metadata"]["labels"][labels.MODEL] for o in managed(kube, ns)} == {"iris-classifier"}
+    # the others stay
+    assert {o["metadata"]["labels"][labels.MODEL] for o in managed(kube, ns)} == set(TEMPLATE_MODELS) - {
+        "digits-classifier"}
 
 
 def test_text_output_and_unreachable_cluster_exit_code(envtest, envtest_repo, tmp_path):

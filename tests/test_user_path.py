@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from reconciler.source import guard
+from tests.conftest import TEMPLATE_MODELS
 from tests.envtest import ControlPlane
 from tests.envtest_fixtures import start_control_plane
 from tests.test_kind_images import _Served
@@ -122,15 +123,15 @@ def test_plan_from_the_repository_root(user):
     nothing = user.run("plan")
     assert words(nothing.stdout).count("no change") == 3, nothing.stdout
     first = words(user.run("plan", "--base", "empty").stdout)
-    assert "Plan empty -> worktree" in first and "dev: 2 model(s) changed" in first, first
+    assert "Plan empty -> worktree" in first and f"dev: {len(TEMPLATE_MODELS)} model(s) changed" in first, first
     as_json = user.run("plan", "--base", "empty", "--format", "json").stdout
-    assert '"iris-classifier"' in as_json and '"digits-classifier"' in as_json
+    assert all(f'"{model}"' in as_json for model in TEMPLATE_MODELS), as_json
 
 
 def test_render_and_hydrate_from_the_repository_root(user, tmp_path):
     rendered = [d for d in yaml.safe_load_all(user.run("render", "dev").stdout) if d]
     deployments = sorted(d["metadata"]["name"] for d in rendered if d["kind"] == "Deployment")
-    assert deployments == ["digits-classifier-cpu-general", "iris-classifier-cpu-general"]
+    assert deployments == [f"{model}-cpu-general" for model in TEMPLATE_MODELS]  # dev serves every model on CPU
     only = [d for d in yaml.safe_load_all(user.run("render", "prod", "--model", "iris-classifier").stdout) if d]
     assert {d["metadata"]["labels"].get("gitops.ml/model") for d in only if d["kind"] == "Deployment"} \
         == {"iris-classifier"}
@@ -141,8 +142,8 @@ def test_render_and_hydrate_from_the_repository_root(user, tmp_path):
 
 def test_build_and_the_pipelines_from_the_repository_root(user):
     built = words(user.run("build").stdout)
-    # README command 1 built both Bentos at these content hashes: nothing is built again
-    assert "unchanged digits-classifier" in built and "unchanged iris-classifier" in built, built
+    # README command 1 built every model's Bento at these content hashes: nothing is built again
+    assert all(f"unchanged {model}" in built for model in TEMPLATE_MODELS), built
     trained = words(user.run("pipeline", "run", "train", "--model", "iris-classifier").stdout)
     assert "iris-classifier" in trained
     assert user.git("status", "--porcelain") == "", "retraining at the lock changed committed files"
@@ -165,28 +166,42 @@ ENDPOINTS = {
     "digits-classifier": {
         "/predict": ("digits", None),  # the first images of scikit-learn's digits set, answered by their labels
     },
+    "wine-classifier": {
+        "/predict": ("wine", None),  # a wine of each cultivar from scikit-learn's wine set, answered by its class
+    },
 }
+
+
+def test_every_model_of_the_template_has_its_endpoints_listed_here():
+    assert sorted(ENDPOINTS) == list(TEMPLATE_MODELS)
 
 
 @pytest.mark.parametrize("model", sorted(ENDPOINTS))
 def test_every_endpoint_of_the_example_services_answers_under_bentoml_serve(user, model):
-    """README command 1 built each example's Bento; `bentoml serve` runs it and every API route the Bento
-    declares is called (an endpoint calling another endpoint in process used to time out after 10 s)."""
+    """README command 1 built each example's Bento; `bentoml serve` runs it, in an environment of the model's own
+    lock plus BentoML (what its image installs: torch for the PyTorch model, which the reconciler's environment
+    does not have), and every API route the Bento declares is called (an endpoint calling another endpoint in
+    process used to time out after 10 s)."""
     import httpx
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits, load_wine
+
+    from reconciler.catalog.environments import serving_python
 
     (version,) = [p.name for p in (Path(user.env["BENTOML_HOME"]) / "bentos" / model).iterdir()
                   if p.is_dir() and "-" not in p.name]  # the cpu Bento (-cuda / -neuron are the pool kinds')
     bento = yaml.safe_load((Path(user.env["BENTOML_HOME"]) / "bentos" / model / version / "bento.yaml").read_text())
     routes = {r["route"] for r in bento["schema"]["routes"]}
     assert routes == set(ENDPOINTS[model]), f"{model} serves {routes}: give every route an input here"
-    served = _Served(Path(user.env["BENTOML_HOME"]), f"{model}:{version}")
+    served = _Served(Path(user.env["BENTOML_HOME"]), f"{model}:{version}", python=serving_python(user.root, model))
     try:
         served.wait_live()
         for route, (body, expected) in ENDPOINTS[model].items():
             if body == "digits":
                 digits = load_digits()
                 body, expected = {"images": digits.data[:5].tolist()}, digits.target[:5].tolist()
+            elif body == "wine":
+                wine, rows = load_wine(), [0, 70, 150]
+                body, expected = {"measurements": wine.data[rows].tolist()}, wine.target[rows].tolist()
             response = httpx.post(served.url(route), json=body, timeout=60)
             assert response.status_code == 200, f"{model} {route}: HTTP {response.status_code} {response.text}"
             assert response.json() == expected, f"{model} {route}: {response.json()}"

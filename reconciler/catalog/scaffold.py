@@ -132,7 +132,7 @@ def new_model(root: Path, name: str, source: str | None = None, *, owner: str | 
     models = root / MODELS_DIR
     if len(name) > 63 or not DNS1123_LABEL.match(name):
         suggestion = dns_label_fix(name)
-        example = suggestion.split("'")[1] if suggestion.startswith("use '") else "wine-classifier"
+        example = suggestion.split("'")[1] if suggestion.startswith("use '") else "fraud-detector"
         raise ReconcilerError(f"{name!r} is not a valid model name: use at most 63 lowercase letters, digits and '-', "
                               "starting and ending with a letter or digit",
                               fix=f"{suggestion}: `reconciler model new {example}"

@@ -17,7 +17,7 @@ model_app = typer.Typer(name="model", no_args_is_help=True, help="Add models to 
 
 @model_app.command("new")
 def new_command(
-    name: Annotated[str, typer.Argument(help="the new model's name (a DNS label, e.g. wine-classifier)")],
+    name: Annotated[str, typer.Argument(help="the new model's name (a DNS label, e.g. fraud-detector)")],
     source: Annotated[str | None, typer.Option("--from", help="the model folder to copy (default: iris-classifier)")] = None,
     owner: Annotated[str | None, typer.Option(help="the owner: field of the new model.yaml")] = None,
     description: Annotated[str | None, typer.Option(help="one line on what the new model predicts (default: a placeholder that `plan` reports until it is written)")] = None,
