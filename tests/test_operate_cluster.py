@@ -117,7 +117,7 @@ def test_status_diff_history_rollback_and_notifications(envtest_repo, envtest, k
     [as_json] = json.loads(shown.stdout)
     assert (as_json["deployed"], as_json["sync"], as_json["drifted"]) == (first, "synced", True)
     markdown = _cli("status", ENV, "--format", "markdown", *common, *state)
-    assert f"| {ENV} | `{first[:12]}` | `{first[:12]}` | synced | yes |" in markdown.stdout
+    assert f"| `{ENV}` | `{first[:12]}` | `{first[:12]}` | synced | yes |" in markdown.stdout
 
     # diff of a git change: field level, from the server's dry run
     _edit(root / "models/digits-classifier/model.yaml", "replicas: 2", "replicas: 6")
