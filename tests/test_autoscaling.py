@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from reconciler import labels as L
-from reconciler.catalog.effective import effective_serving
+from reconciler.catalog.effective import batching_problem, effective_serving
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.pools import PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
@@ -569,3 +569,21 @@ def test_the_canary_controller_steps_a_canary_whose_deployment_a_scaled_object_o
         assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "r.example/m/iris:v2"
         assert stable["spec"]["replicas"] == 3  # git never wrote it: KEDA's count survived the promotion
         assert kube.get(so_ref) is not None
+
+
+def test_a_batch_the_concurrency_never_fills_names_the_file_that_declares_them():
+    batching = {"maxBatchSize": 8, "maxLatency": "10ms"}
+    env = env_spec(defaults={"serving": {"concurrency": 1}})
+    # both from the environment's defaults: its file, and with concurrency 1 no smaller batch exists
+    problem = batching_problem(entry({"replicas": 1}).spec, env_spec(defaults={"serving": {
+        "concurrency": 1, "batching": batching}}), "models/iris/model.yaml", "environments/prod/environment.yaml")
+    assert problem is not None and problem.file == "environments/prod/environment.yaml", problem
+    assert problem.field == "serving.concurrency" and "remove serving.batching" in (problem.fix or "")
+    # the model declares the batch: its model.yaml, whichever layer set the concurrency
+    problem = batching_problem(entry({"replicas": 1, "batching": batching}).spec, env, "models/iris/model.yaml",
+                               "environments/prod/environment.yaml")
+    assert problem is not None and problem.file == "models/iris/model.yaml"
+    assert "serving.concurrency 1 is below serving.batching.maxBatchSize 8 in environment 'prod'" in problem.message
+    # a replica that holds a whole batch, or no concurrency declared (the autoscaler then reads maxBatchSize)
+    assert batching_problem(entry({"replicas": 1, "concurrency": 8, "batching": batching}).spec, env_spec(), "m", "e") is None
+    assert batching_problem(entry({"replicas": 1, "batching": batching}).spec, env_spec(), "m", "e") is None

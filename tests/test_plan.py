@@ -245,3 +245,24 @@ def test_the_plan_says_why_a_model_costs_nothing_at_its_low_end(template_repo):
     text = runner.invoke(app, ["plan", "--repo", str(template_repo)], terminal_width=250)
     assert text.exit_code == 0, text.output
     assert "scales to zero when idle" in text.stdout, text.stdout
+
+
+def test_a_batch_larger_than_the_concurrency_is_a_warning_naming_the_file_fields_and_fix(template_repo):
+    """BentoML serves it, so the plan goes on; but a replica sized for 4 requests at once (the autoscaler adds
+    one at 70 % of that) never fills a batch of 16: the plan says so, in the terminal and in the PR comment."""
+    model = template_repo / "models/iris-classifier/model.yaml"
+    edit(model, "  concurrency: 4\n", "  concurrency: 4\n  batching: {maxBatchSize: 16, maxLatency: 20ms}\n")
+    md = runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "markdown"])
+    assert md.exit_code == 0, md.output
+    warning = ("models/iris-classifier/model.yaml (field 'serving.concurrency'): serving.concurrency 4 is below "
+               "serving.batching.maxBatchSize 16 in environment 'prod'")
+    assert f"warning: {warning}" in md.stderr, md.stderr
+    assert "fix: raise serving.concurrency to 16 or more" in md.stderr
+    assert "lower serving.batching.maxBatchSize to 4" in md.stderr
+    assert "> [!WARNING]" in md.stdout and "serving.batching.maxBatchSize 16" in md.stdout.replace("\\", "")
+    js = json.loads(runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "json"]).stdout)
+    assert any(w.startswith(warning) for w in js["warnings"]), js["warnings"]
+    # a replica that holds a full batch: nothing to say
+    edit(model, "  concurrency: 4\n", "  concurrency: 16\n")
+    js = json.loads(runner.invoke(app, ["plan", "--repo", str(template_repo), "--format", "json"]).stdout)
+    assert js["warnings"] == [], js["warnings"]

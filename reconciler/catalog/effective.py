@@ -11,6 +11,7 @@ from reconciler.catalog.fields import Strict, duration_seconds
 from reconciler.catalog.pools import AcceleratorKind
 from reconciler.catalog.canary import ABHeader, CanaryPolicy
 from reconciler.catalog.specs import SLO, Autoscaling, Batching, EnvironmentSpec, ModelSpec, Serving
+from reconciler.errors import SpecProblem
 
 
 class EffectiveServing(Strict):
@@ -72,6 +73,30 @@ def in_flight_target(serving: EffectiveServing, metric: str | None) -> float | N
         return serving.autoscaling.target
     declared = replica_concurrency(serving)
     return None if declared is None else max(1.0, round(declared * TARGET_UTILISATION, 2))
+
+
+def batching_problem(model: ModelSpec, env: EnvironmentSpec, model_file: str, env_file: str) -> SpecProblem | None:
+    """A warning, not an error (BentoML serves it): a model whose ``serving.concurrency`` in ``env`` is below its
+    ``serving.batching.maxBatchSize`` never fills a batch. The request autoscaler adds a replica at 70 % of the
+    concurrency in flight, the plan's cost assumes that many, so a replica holds fewer requests than one batch.
+    Names the file that declares them (the model's, else the environment's defaults), both fields and the fix."""
+    serving = effective_serving(model, env)
+    if serving.batching is None or serving.concurrency is None:
+        return None
+    concurrency, size = serving.concurrency, serving.batching.max_batch_size
+    if concurrency >= size:
+        return None
+    declared_here = model.serving.concurrency is not None or model.serving.batching is not None
+    lower = (f"lower serving.batching.maxBatchSize to {concurrency}" if concurrency >= 2 else
+             "remove serving.batching")
+    return SpecProblem(
+        model_file if declared_here else env_file,
+        f"serving.concurrency {concurrency} is below serving.batching.maxBatchSize {size} in environment "
+        f"{env.name!r}: a replica is sized for {concurrency} requests at once (the request autoscaler adds replicas "
+        f"at 70 % of it), so a batch of {size} never fills",
+        field="serving.concurrency",
+        fix=f"raise serving.concurrency to {size} or more if a replica serves a full batch within the SLO, or "
+            f"{lower} (benchmarks/serve_load.py measures both)")
 
 
 class EffectiveCanary(Strict):

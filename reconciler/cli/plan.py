@@ -110,6 +110,8 @@ def plan(
         raise fail(exc) from None
     for note in [*result.notes, *result.hints]:
         err.print(f"note: {note}")
+    for warning in result.warnings:
+        err.print(f"warning: {warning}")
     if fmt is PlanFormat.text:
         print_plan(result, out, diffs=diffs)
         text = None

@@ -137,6 +137,7 @@ class Plan:
     environments: dict[str, EnvironmentPlan] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # promotion order (dev -> staging -> prod)
     notes: list[str] = field(default_factory=list)  # what the plan could not check, said once
+    warnings: list[str] = field(default_factory=list)  # what a changed model's spec allows but will not do well
     # how the plan was made (not what it found: left out of as_dict, so an incremental plan equals --full)
     hints: list[str] = field(default_factory=list)
 
@@ -152,7 +153,7 @@ class Plan:
 
     def as_dict(self) -> dict[str, object]:
         return {"base": self.base, "head": self.head, "ok": self.ok, "order": [e.environment for e in self.ordered()],
-                "notes": self.notes,
+                "notes": self.notes, "warnings": self.warnings,
                 "environments": {n: e.as_dict() for n, e in sorted(self.environments.items())}}
 
 

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.catalog.image_lock import ImageStore, images_file, model_versions, resolve_images
-from reconciler.catalog.load import ENVIRONMENT_FILE, ENVIRONMENTS_DIR, Catalog, placements, promotion_order
+from reconciler.catalog.effective import batching_problem
+from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODEL_FILE, Catalog, placements,
+                                     promotion_order)
 from reconciler.desired.outcomes import record_outcomes
 from reconciler.desired.state import DesiredState, desired_at, environments_of, open_state, render_state
 from reconciler.errors import ReconcilerError
@@ -179,7 +181,24 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
         plan.environments[env] = plan_environment_between(env, before, after, paths, first, complete, missing)
     plan.order = promotion_order(set(plan.environments),
                                  {n: e.promotes_from for n, e in after.catalog.environments.items()})
+    plan.warnings.extend(_warnings(after, plan))
     return plan
+
+
+def _warnings(after: DesiredState, plan: Plan) -> list[str]:
+    """What a changed model's spec allows but will not do as its author expects (catalog warnings), once each."""
+    found: list[str] = []
+    for name, env in sorted(plan.environments.items()):
+        spec = after.catalog.environments.get(name)
+        for model in sorted(env.models):
+            entry = after.catalog.models.get(model)
+            if spec is None or entry is None or env.models[model].error:
+                continue
+            problem = batching_problem(entry.spec, spec, f"{entry.rel}/{MODEL_FILE}",
+                                       f"{ENVIRONMENTS_DIR}/{name}/{ENVIRONMENT_FILE}")
+            if problem is not None and str(problem) not in found:
+                found.append(str(problem))
+    return found
 
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,

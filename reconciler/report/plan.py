@@ -304,6 +304,8 @@ def plan_markdown(plan: Plan, *, max_diff_lines: int = 400, limit: int = GITHUB_
     if not plan.ok:
         top += ["> [!CAUTION]", "> Some models or environments have errors or exceed a budget: they will not be applied "
                 "(what runs now stays as it is).", ""]
+    if plan.warnings:
+        top += ["> [!WARNING]", *(f"> {esc.plain(line)}<br>" for w in plan.warnings for line in w.splitlines()), ""]
     top += _summary_block(plan, base, head)
     blocks = [_Block(top)]
     for i, env in enumerate(by_importance(plan), 1):
