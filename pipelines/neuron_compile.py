@@ -82,7 +82,7 @@ def neuron_options_for(spec, default_shape: tuple[int, ...] | None = None, recip
     """The compile options of a model: `images.inferentia` of its model.yaml (neuronSdk, inputShapes, inputDtypes),
     its first declared artifact, the compile recipe (a reconciler.catalog.recipes.CompileRecipe) its architecture
     chose, and its lock (a pipelines.locks.Lock) for the export step."""
-    image = getattr(getattr(spec, "images", None), "inferentia", None)
+    image = (getattr(spec, "images", None) or {}).get("inferentia")
     kw: dict = {}
     if recipe is not None:
         kw.update(recipe=recipe.name, recipe_module=recipe.module, recipe_code=tuple(recipe.code))

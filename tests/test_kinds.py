@@ -18,7 +18,7 @@ from reconciler.catalog.kinds import KINDS, AcceleratorKind, KindProfile, kind_o
 from reconciler.catalog.load import ModelEntry
 from reconciler.catalog.pools import PoolsFile
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, SpecError
 from reconciler.render.manifests import model_objects
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,33 @@ def test_what_a_kinds_image_adds_is_not_asked_of_the_models_lock(tpu: KindProfil
     assert lock_problems(tmp_path, folder, {"tpu"}) == []
     (problem,) = lock_problems(tmp_path, folder, {"cpu"})
     assert problem.message.startswith("imports jax, but the model's lock models/m/requirements.lock does not pin jax")
+
+
+def test_a_registered_kind_carries_its_own_image_settings_in_model_yaml(tpu: KindProfile,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`images:` is keyed by the registered kinds: a model declares `images: {tpu: {...}}` with no edit of the spec
+    model, the tpu image gets that bentofile over the kind's overlay and the settings enter the content hash;
+    an unregistered kind is an error naming model.yaml, the field images.<kind> and the registered kinds."""
+    from reconciler.build.builder import bentofile_overlay
+    from reconciler.catalog.files import parse
+    from reconciler.source.hashing import _images_of
+
+    data = {"name": "iris", "owner": "a@b.c", "service": "service.py:Iris", "accelerator": "tpu-v5e",
+            "images": {"tpu": {"bentofile": {"python": {"packages": ["jax[tpu]==0.4.35"]}}}, "cpu": None}}
+    spec = parse(ModelSpec, data, "models/iris/model.yaml")
+    assert list(spec.images) == ["tpu"]
+    overlay = bentofile_overlay(spec, AcceleratorKind("tpu"))
+    assert "jax[tpu]==0.4.35" in overlay["python"]["packages"]
+    assert {"name": "MODEL_DEVICE_GLOBS", "value": "accel[0-9]*"} in overlay["envs"]
+    assert _images_of(spec) == {"tpu": {"bentofile": {"python": {"packages": ["jax[tpu]==0.4.35"]}}}}
+
+    monkeypatch.delitem(KINDS, "tpu")  # the same model.yaml where no tpu kind is registered
+    with pytest.raises(SpecError) as unknown:
+        parse(ModelSpec, data, "models/iris/model.yaml")
+    (problem,) = unknown.value.problems
+    assert (problem.file, problem.field) == ("models/iris/model.yaml", "images.tpu")
+    assert problem.message == "unknown accelerator kind 'tpu' under images"
+    assert problem.fix is not None and "cpu, gpu, inferentia" in problem.fix
 
 
 def test_a_pool_must_match_its_kinds_profile(tpu: KindProfile) -> None:

@@ -331,7 +331,7 @@ def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None
     `docker.base_image` over all of them. The base is not part of the content hash: a Bento store or registry
     that holds images built on another base keeps them under the same tag (use one store per base)."""
 
-    own = getattr(spec.images, kind.value, None)
+    own = spec.images.get(kind.value)
     sdk = neuron_sdk(own.neuron_sdk) if own is not None and own.neuron_sdk else None
     overlay = kind_overlay(kind, sdk=sdk)
     if own is not None and own.bentofile:

@@ -220,7 +220,7 @@ def parse(model: type[Strict], data: Any, file: str) -> Any:
         problems = []
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if p not in ("function-after", "function-before"))
-            dotted = ".".join(str(p) for p in loc if not str(p).startswith(("str", "dict[", "list[")))
+            dotted = ".".join(str(p) for p in loc if not str(p).startswith(("str", "dict[", "list[", "[key]")))
             message = error["msg"].removeprefix("Value error, ")
             fix = _fix_for(error, model)
             if error["type"] == "extra_forbidden":

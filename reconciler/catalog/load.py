@@ -118,7 +118,7 @@ def _load_model(root: Path, folder: Path) -> ModelEntry:
         problems.extend(bentofile_problems(root, bentofile, spec, spec_rel))
     targets = [spec.accelerator] if isinstance(spec.accelerator, str) else \
         [t for v in spec.accelerator.values() for t in ([v] if isinstance(v, str) else v)]
-    kinds = {k for k in kind_names() if getattr(spec.images, k, None) is not None or k in targets}
+    kinds = {k for k in kind_names() if spec.images.get(k) is not None or k in targets}
     problems.extend(lock_problems(root, folder, kinds, spec.service.split(":")[0]))
     if problems:
         raise SpecError(problems)
@@ -274,7 +274,7 @@ def _unknown_pool(file: str, field_name: str, name: str, pools: dict[str, Pool])
 def _check_placements(catalog: Catalog, entry: ModelEntry) -> None:
     problems = []
     file = f"{entry.rel}/{MODEL_FILE}"
-    inferentia = entry.spec.images.inferentia
+    inferentia = entry.spec.images.get("inferentia")
     if inferentia is not None and inferentia.neuron_sdk and inferentia.neuron_sdk not in NEURON_SDKS:
         problems.append(SpecProblem(file, f"unknown Neuron SDK {inferentia.neuron_sdk!r}", field="images.inferentia.neuronSdk",
                                     fix=f"use one of {', '.join(sorted(NEURON_SDKS))}, or add the release to NEURON_SDKS "

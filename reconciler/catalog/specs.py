@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.catalog.fields import Strict, _dns_label, _quantity, duration_ms, duration_seconds
 from reconciler.catalog.canary import CanaryPolicy
+from reconciler.catalog.kinds import KINDS
 
 
 # --------------------------------------------------------------------------- serving, canary, SLO
@@ -134,10 +135,18 @@ class KindImage(Strict):
         return self
 
 
-class KindImages(Strict):
-    cpu: KindImage | None = None
-    gpu: KindImage | None = None
-    inferentia: KindImage | None = None
+def _registered_kind(kind: str) -> str:
+    """A key of `images:`: a registered accelerator kind (reconciler.catalog.kinds), so a new kind carries its
+    image settings with no edit here; anything else names the registered kinds."""
+    if kind not in KINDS:
+        raise PydanticCustomError(
+            "unknown_kind", "unknown accelerator kind {kind} under images",
+            {"kind": repr(kind), "fix": f"use one of the registered kinds: {', '.join(KINDS)} (a new kind is one entry "
+                                  "of reconciler/catalog/kinds.py)"})
+    return kind
+
+
+KindImages = dict[Annotated[str, AfterValidator(_registered_kind)], KindImage | None]
 
 
 class ModelSpec(Strict):
@@ -159,12 +168,18 @@ class ModelSpec(Strict):
                                          "is used instead, or the placement is an error)")
     architecture: str | None = Field(None, description="what the weights are (e.g. sklearn-scaler-mlp): compile "
                                                        "recipes declare the architectures they compile")
-    images: KindImages = Field(default_factory=KindImages, description="per pool kind image settings")
+    images: KindImages = Field(default_factory=dict, description="per pool kind image settings, keyed by a "
+                                                                   "registered kind (cpu, gpu, inferentia, ...)")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _dns_label(value, "model name")
+
+    @field_validator("images")
+    @classmethod
+    def _declared_images(cls, value: dict[str, KindImage | None]) -> dict[str, KindImage | None]:
+        return {kind: image for kind, image in value.items() if image is not None}  # `gpu:` with nothing: none
 
     @field_validator("description")
     @classmethod

@@ -45,7 +45,7 @@ def traced_recipe(catalog: Catalog, entry: ModelEntry) -> CompileRecipe | None:
 
 def check_command(python: Path, recipe: CompileRecipe, entry: ModelEntry, artifact: Path) -> list[str]:
     """The subprocess that traces `entry` with its declared inputs (run from the repository root)."""
-    image = entry.spec.images.inferentia
+    image = entry.spec.images.get("inferentia")
     shapes = (image.input_shapes if image is not None else None) or []
     dtypes = (image.input_dtypes if image is not None else None) or ["float32"] * len(shapes)
     command = [str(python), "-m", recipe.module, "check", "--model-dir", entry.rel, "--artifact", str(artifact)]
@@ -83,7 +83,7 @@ def trace_errors(root: Path, catalog: Catalog, outputs: dict[str, list],
         recipe = traced_recipe(catalog, entry) if entry is not None else None
         if entry is None or recipe is None:
             continue
-        image = entry.spec.images.inferentia
+        image = entry.spec.images.get("inferentia")
         if image is None or not image.input_shapes:
             errors[name] = SpecError.single(
                 f"{entry.rel}/model.yaml", f"{name} is compiled for inferentia by the {recipe.name} recipe, which "

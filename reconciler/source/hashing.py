@@ -198,9 +198,11 @@ def _digest(inputs: dict[str, str]) -> str:
 
 def _images_of(spec: object) -> dict | None:
     images = getattr(spec, "images", None)
-    if images is None or not hasattr(images, "model_dump"):
+    if not isinstance(images, dict):
         return None
-    return images.model_dump(by_alias=True, exclude_none=True) or None
+    # the dump the fixed cpu/gpu/inferentia model gave (keys sorted by the digest's json.dumps): hashes unchanged
+    return {kind: image.model_dump(by_alias=True, exclude_none=True)
+            for kind, image in images.items() if image is not None} or None
 
 
 def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: str,
