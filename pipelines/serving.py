@@ -10,6 +10,8 @@ reconciler/catalog/kinds.py) and, for a compiled kind, where the compiled artifa
 (`MODEL_ACCELERATOR_ARTIFACT`). Nothing here knows a kind by name: a new kind is one entry of the kind table.
 `load_accelerated`:
   - no device probe (a CPU image), or no device on this node: the CPU model serves (say so in the log);
+  - an image that names its kind (MODEL_ACCELERATOR_KIND) but carries no MODEL_DEVICE_GLOBS at all (built before
+    the probe moved into the kind entry): NOT READY, saying to rebuild it, never a silent CPU on a device node;
   - the device is present and the artifact loads: the accelerator serves;
   - the device is present but the artifact is missing or fails to load: NOT READY, with the reason
     logged at ERROR and returned by `/readyz` (the service's `__is_ready__`): holding an
@@ -100,6 +102,15 @@ def load_accelerated(loader: Callable[[Path], Any] | None, *, kind: str | None =
     Defaults from the image's environment: `kind` MODEL_ACCELERATOR_KIND, `probe` MODEL_DEVICE_GLOBS, `artifact`
     MODEL_ACCELERATOR_ARTIFACT; `device` (whether the node gives the device) is probed when not given."""
     kind = kind or os.environ.get(KIND_ENV) or "cpu"
+    if probe is None and KIND_ENV in os.environ and DEVICE_ENV not in os.environ:
+        # the platform built this image (it set the kind) but gave it no probe: an image built before the probe
+        # moved into the kind entry (c2a454e), whose overlay wrote none. Serving from the CPU on a device node
+        # would be silent: NOT READY, loudly, until the image is rebuilt (every overlay now writes the variable,
+        # empty for a kind with no device)
+        error = (f"image built for {kind} without {DEVICE_ENV} (built before the device probe moved into the kind "
+                 f"entry): rebuild the image with `reconciler build`, or set {DEVICE_ENV} (empty: no device)")
+        log.error("NOT READY: %s", error)
+        return None, AcceleratorState(kind, False, "none", error)
     probe = device_probe() if probe is None else probe
     if not probe and device is None:  # a kind with no device to find: the CPU serves
         return None, AcceleratorState(kind, False, "cpu")

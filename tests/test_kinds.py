@@ -81,8 +81,34 @@ def test_the_service_finds_a_registered_kinds_device_from_its_image_alone(tpu: K
     model, state = load_accelerated(lambda path: f"on the tpu from {path.name}")
     assert model == "on the tpu from model.tpu" and state.backend == "tpu" and state.ready
     monkeypatch.setenv("MODEL_ACCELERATOR_KIND", "cpu")
-    monkeypatch.delenv("MODEL_DEVICE_GLOBS")  # a CPU image: no probe, the CPU serves
+    monkeypatch.setenv("MODEL_DEVICE_GLOBS", {e["name"]: e["value"] for e in kind_overlay("cpu")["envs"]}
+                       ["MODEL_DEVICE_GLOBS"])  # a CPU image: an empty probe, the CPU serves
     assert load_accelerated(lambda path: "never")[1].backend == "cpu"
+
+
+def test_an_image_built_before_the_probe_moved_into_the_kind_entry_is_not_ready_on_a_device_node(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image built before c2a454e names its kind but carries no MODEL_DEVICE_GLOBS: on an inf2 node holding the
+    device it is NOT READY, saying to rebuild, instead of serving from the CPU; every kind's overlay now writes
+    the variable (empty for cpu), so an image built now is never taken for such an old one."""
+    from pipelines.serving import load_accelerated
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "neuron0").touch()
+    monkeypatch.delenv("MODEL_DEVICE_GLOBS", raising=False)
+    for name, value in {"MODEL_DEVICE_ROOT": str(dev), "MODEL_ACCELERATOR_KIND": "inferentia",  # the old overlay
+                        "MODEL_ACCELERATOR_ARTIFACT": str(tmp_path / "model.neuron.pt")}.items():
+        monkeypatch.setenv(name, value)
+    model, state = load_accelerated(lambda path: "never")
+    assert model is None and not state.ready and state.backend == "none"
+    assert "without MODEL_DEVICE_GLOBS" in str(state.error) and "rebuild the image" in str(state.error)
+    for kind in KINDS:
+        envs = {e["name"]: e["value"] for e in kind_overlay(kind)["envs"]}
+        assert "MODEL_DEVICE_GLOBS" in envs, kind
+    monkeypatch.setenv("MODEL_DEVICE_GLOBS", "neuron*")  # the same node with an image built now
+    (tmp_path / "model.neuron.pt").write_bytes(b"compiled")
+    assert load_accelerated(lambda path: "on the device")[1].backend == "inferentia"
 
 
 def test_what_a_kinds_image_adds_is_not_asked_of_the_models_lock(tpu: KindProfile, tmp_path: Path) -> None:
@@ -147,7 +173,8 @@ def test_an_unknown_kind_is_an_error_naming_the_registered_ones_never_neuron() -
 def test_the_built_in_profiles_keep_what_the_kinds_meant() -> None:
     assert [k.value for k in AcceleratorKind] == ["cpu", "gpu", "inferentia"]
     assert {k.name for k in KINDS.values() if k.compile_needed} == set(NEEDS_COMPILE)
-    assert kind_overlay("cpu") == {"envs": [{"name": "MODEL_ACCELERATOR_KIND", "value": "cpu"}]}  # no device probe
+    assert kind_overlay("cpu") == {"envs": [{"name": "MODEL_ACCELERATOR_KIND", "value": "cpu"},
+                                            {"name": "MODEL_DEVICE_GLOBS", "value": ""}]}  # no device to probe
     assert {"name": "MODEL_DEVICE_GLOBS", "value": "nvidia[0-9]*"} in kind_overlay("gpu")["envs"]
     assert {"name": "MODEL_DEVICE_GLOBS", "value": "neuron*"} in kind_overlay("inferentia")["envs"]
     assert "cuda_version" in kind_overlay("gpu")["docker"]

@@ -74,15 +74,16 @@ def profile(kind: object) -> KindProfile:
 def kind_overlay(kind: object, *, sdk: Any = None) -> dict:
     """The bentofile overlay of a pool kind (its profile's), merged over the model's bentofile by
     `accelerators.merge_bentofile`; files it needs (the Neuron setup script) come under the key `files`
-    (context-relative path -> content) for the stager. A kind with a device probe also gets it in the image's
-    environment (accelerators.DEVICE_ENV), so the service finds the device without knowing the kind's name.
+    (context-relative path -> content) for the stager. Every kind also gets its device probe in the image's
+    environment (accelerators.DEVICE_ENV, empty for a kind with none), so the service finds the device without
+    knowing the kind's name.
     An unknown kind is an error, never Neuron."""
     entry = profile(kind)
     overlay = entry.bento_overlay(sdk)
-    if entry.device_probe:
-        probe = {"name": accelerators.DEVICE_ENV, "value": ",".join(entry.device_probe)}
-        overlay = {**overlay, "envs": [*overlay.get("envs", []), probe]}
-    return overlay
+    # every kind's image carries the variable, empty for a kind with no device: the service tells an image built
+    # before the probe moved here (none at all) from a CPU image, and refuses to serve the former
+    probe = {"name": accelerators.DEVICE_ENV, "value": ",".join(entry.device_probe)}
+    return {**overlay, "envs": [*overlay.get("envs", []), probe]}
 
 
 class _Kinds(type):
