@@ -167,3 +167,33 @@ def test_the_architecture_label_is_checked_against_the_weights(wine_on_inf2):
     out = " ".join(done.stdout.split())
     assert "architecture 'sklearn-scaler-mlp' does not match the trained weights" in out
     assert "torch.save archive" in out and "set `architecture: pytorch`" in out
+
+
+def test_plan_no_trace_runs_no_model_code_and_says_not_traced(wine_on_inf2, tmp_path):
+    """`reconciler plan --no-trace` (what the PR workflow's plan job runs on a PR's head): the model's module-level
+    code never runs, and the plan says "not traced" in text, JSON and markdown, never passed. Without the flag the
+    same model's code runs (the marker shows the test can fail)."""
+    root, base = wine_on_inf2
+    marker = tmp_path / "model-code-ran"
+    train = root / "models" / MODEL / "train.py"
+    train.write_text(train.read_text() + f"\nimport pathlib\n\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    commit_all(git.Repo(root), "model code with a side effect at import")
+    outputs = {}
+    for fmt in ("text", "json", "markdown"):
+        done = subprocess.run([RECONCILER, "plan", "--no-trace", "--base", base, "--head", "HEAD", "--format", fmt],
+                              cwd=root, capture_output=True, text=True, timeout=900,
+                              env={"COLUMNS": "250", "NO_COLOR": "1", **_env()})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not marker.exists(), f"plan --no-trace ran the model's code ({fmt})"
+        outputs[fmt] = done
+    assert f"warning: {MODEL}: not traced" in " ".join(outputs["text"].stderr.split())
+    assert any(w.startswith(f"{MODEL}: not traced") for w in json.loads(outputs["json"].stdout)["warnings"])
+    markdown = outputs["markdown"].stdout  # the comment's [!WARNING] block, punctuation escaped as running text
+    assert "> [!WARNING]" in markdown
+    assert any(line.startswith("> wine\\-classifier\\: not traced") for line in markdown.splitlines()), markdown
+    done = subprocess.run([RECONCILER, "plan", "--base", base, "--head", "HEAD"], cwd=root, capture_output=True,
+                          text=True, timeout=900, env={"COLUMNS": "250", "NO_COLOR": "1", "RECONCILER_PLAN_TRACE": "0",
+                                                       **_env()})
+    assert done.returncode == 0 and not marker.exists() and "not traced" in done.stderr, done.stdout + done.stderr
+    done = plan(root, base)  # tracing: the model's code runs, and it is not "not traced"
+    assert marker.exists() and "not traced" not in done.stderr, done.stdout + done.stderr

@@ -76,6 +76,73 @@ def test_the_pr_workflow_isolates_untrusted_code():
     assert untrusted_problems(doc, path.read_text()) == []
 
 
+def comment_job_problems(doc: dict) -> list[str]:
+    """Why the job that writes plan.md (the PR comment) could be steered by the PR's code ([] if it cannot): it
+    must install the reconciler from the base checkout only, plan the PR's checkout as data with --no-trace, and
+    run nothing from the PR's checkout."""
+    problems = []
+    jobs = {name: job for name, job in (doc.get("jobs") or {}).items()
+            if any("plan.md" in str(s.get("run", "")) for s in job.get("steps") or [])}
+    if not jobs:
+        return ["no job writes plan.md"]
+    for name, job in jobs.items():
+        checkouts = {(s.get("with") or {}).get("path"): s.get("with") or {} for s in job["steps"]
+                     if str(s.get("uses", "")).startswith("actions/checkout@")}
+        if set(checkouts) != {"base", "pr"}:
+            problems.append(f"job {name}: checkouts {sorted(map(str, checkouts))}, not base/ and pr/")
+        elif "base.sha" not in str(checkouts["base"].get("ref", "")):
+            problems.append(f"job {name}: base/ is not the PR's base revision")
+        for step in job["steps"]:
+            run, where = str(step.get("run", "")), str(step.get("working-directory", ""))
+            uses = str(step.get("uses", ""))
+            if uses.startswith(".") or "pr/" in uses:
+                problems.append(f"job {name}: uses an action from a checkout ({uses})")
+            if re.search(r"\b(pip|uv|pipx)\b.*\binstall\b", run):
+                if where != "base" or re.search(r"(-e\b|--editable|\bpr\b)", run):
+                    problems.append(f"job {name}: installs from somewhere other than the base checkout: {run.strip()}")
+            if where.startswith("pr") or re.search(r"(^|[\s;&|(])(\./)?pr/\S*", run) and "--repo pr" not in run:
+                problems.append(f"job {name}: runs something from the PR's checkout: {run.strip()[:80]}")
+            if re.search(r"\breconciler\s+plan\b", run):
+                if "--no-trace" not in run:
+                    problems.append(f"job {name}: plans without --no-trace (the trace runs the PR's model code)")
+                if "--repo pr" not in run:
+                    problems.append(f"job {name}: plans something other than the PR's checkout (--repo pr)")
+    return problems
+
+
+def test_the_job_that_writes_the_comment_never_installs_or_runs_the_pull_requests_code():
+    doc = load(WORKFLOWS / "pr.yaml")
+    assert comment_job_problems(doc) == []
+    trace = doc["jobs"]["trace"]  # the PR's model code runs apart, and its result is a check, not plan.md
+    assert not any("plan.md" in str(s.get("run", "")) or str(s.get("uses", "")).startswith("actions/upload-artifact")
+                   for s in trace["steps"])
+    assert any("reconciler plan --trace" in str(s.get("run", "")) for s in trace["steps"])
+
+
+def _plan_step(doc: dict) -> dict:
+    return next(s for s in doc["jobs"]["plan"]["steps"] if "plan.md" in str(s.get("run", "")))
+
+
+def _install_step(doc: dict) -> dict:
+    return next(s for s in doc["jobs"]["plan"]["steps"] if "pip install" in str(s.get("run", "")))
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: _install_step(d).update({"working-directory": "pr"}), "installs from somewhere other"),
+    (lambda d: _install_step(d).update({"run": "pip install -e ."}), "installs from somewhere other"),
+    (lambda d: _install_step(d).update({"run": "pip install -e pr"}), "installs from somewhere other"),
+    (lambda d: _plan_step(d).update({"run": _plan_step(d)["run"].replace("--no-trace ", "")}), "without --no-trace"),
+    (lambda d: _plan_step(d).update({"run": "bash pr/.ci/plan.sh > plan.md"}), "runs something from the PR"),
+    (lambda d: d["jobs"]["plan"]["steps"].insert(0, {"uses": "./pr/.github/actions/plan"}), "uses an action"),
+    (lambda d: d["jobs"]["plan"]["steps"][0]["with"].update({"ref": "${{ github.event.pull_request.head.sha }}"}),
+     "not the PR's base revision"),
+])
+def test_the_comment_job_check_fails_when_the_pr_could_steer_it(edit, expected):
+    doc = load(WORKFLOWS / "pr.yaml")
+    edit(doc)
+    assert any(expected in p for p in comment_job_problems(doc)), comment_job_problems(doc)
+
+
 def test_the_comment_workflow_never_runs_the_pull_requests_code():
     path = WORKFLOWS / "pr-comment.yaml"
     doc = load(path)

@@ -49,6 +49,10 @@ StateNamespaceOption = Annotated[str, typer.Option(
     help="namespace of the reconciler's state and history ConfigMaps (as `run --namespace`)")]
 EnvironmentArgument = Annotated[str, typer.Argument(help="environment name, e.g. dev")]
 ModelsOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="only this model (repeatable)")]
+TraceOption = Annotated[bool, typer.Option(
+    "--trace/--no-trace", envvar="RECONCILER_PLAN_TRACE",
+    help="run the trace check of models whose compile recipe asks for it (planCheck: trace), which runs the "
+         "model's own code; --no-trace (or RECONCILER_PLAN_TRACE=0) runs no model code and says 'not traced'")]
 
 
 def fail(exc: ReconcilerError, code: int = ExitCode.FAILED) -> typer.Exit:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from reconciler.cli.console import err, line, out, title as _title
 from reconciler.cli.exits import outcome
-from reconciler.cli.options import RepoOption, fail
+from reconciler.cli.options import RepoOption, TraceOption, fail
 from reconciler.errors import ReconcilerError
 from reconciler.plan.changes import EnvironmentPlan, Plan
 from reconciler.plan.revisions import plan_revisions
@@ -97,6 +97,7 @@ def plan(
         help="render every model at both revisions, without the render cache (slow; the incremental plan is "
              "tested to be identical)")] = False,
     check_artifacts: Annotated[bool, typer.Option(help="check that changed models' DVC-tracked weights are in the DVC remote (existence only, nothing is downloaded)")] = True,
+    trace: TraceOption = True,
     repo: RepoOption = Path("."),
 ) -> None:
     """Show, per environment, which models change between two revisions and the manifest diff.
@@ -105,7 +106,8 @@ def plan(
     out first, saying so); --artifact keeps the complete plan beside it.
     """
     try:
-        result = plan_revisions(repo, base, head, environment or None, full=full, check_artifacts=check_artifacts)
+        result = plan_revisions(repo, base, head, environment or None, full=full, check_artifacts=check_artifacts,
+                                trace=trace)
     except ReconcilerError as exc:
         raise fail(exc) from None
     for note in [*result.notes, *result.hints]:

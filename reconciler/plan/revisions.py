@@ -24,6 +24,7 @@ from reconciler.plan.changes import EnvironmentPlan, Plan, plan_environment, sho
 from reconciler.plan.outcomes import touched_models, untouched_with_errors
 from reconciler.plan.review import (ModelView, environment_changes, model_view, pool_changes, review,
                                     reviews_keeping_errors, spec_reasons as _reasons)
+from reconciler.plan.trace import untraced
 from reconciler.plan.weights import artifact_errors
 from reconciler.render.cache import NO_CACHE, RenderCache, default_folder
 from reconciler.render.environment import render_keys
@@ -161,8 +162,9 @@ def models_to_render(before: DesiredState, after: DesiredState, env: str,
 
 
 def _assemble(before: DesiredState, after: DesiredState, paths: set[str], environments: Iterable[str] | None,
-              first: bool, complete: bool, root: Path | None = None) -> Plan:
-    """The plan of two desired states; with `root`, changed models' DVC weights are checked in the remote."""
+              first: bool, complete: bool, root: Path | None = None, trace: bool = True) -> Plan:
+    """The plan of two desired states; with `root`, changed models' DVC weights are checked in the remote.
+    `trace` False: no model code runs (plan/trace.py); a changed model a recipe would trace says "not traced"."""
     plan = Plan(base=before.revision, head=after.revision)
     missing: dict[str, ReconcilerError] = {}
     if root is not None:
@@ -171,7 +173,10 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
             plan.notes.append("DVC-tracked weights were not checked against the DVC remote: dvc is not installed "
                               "(pip install dvc, or the [build] extra; --no-check-artifacts silences this)")
         else:
-            missing = artifact_errors(root, before.hashes, after.hashes, after.catalog.models, after.catalog)
+            missing = artifact_errors(root, before.hashes, after.hashes, after.catalog.models, after.catalog,
+                                      trace=trace)
+    if not trace:
+        plan.warnings.extend(untraced(after.catalog, changed_models(before.hashes, after.hashes)))
     envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
                                                                  | set(before.renders))
     for env in envs:
@@ -203,12 +208,13 @@ def _warnings(after: DesiredState, plan: Plan) -> list[str]:
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,
                    models: set[str] | None = None, *, after: DesiredState | None = None, full: bool = False,
-                   cache: RenderCache | None = None, check_artifacts: bool = True) -> Plan:
+                   cache: RenderCache | None = None, check_artifacts: bool = True, trace: bool = True) -> Plan:
     """What merging `head` onto `base` does to every environment (head None: the working tree).
 
     `base` may be EMPTY ("empty"): nothing deployed yet, so the plan is what a first sync creates.
     `after`: the head's desired state when the caller already rendered it (it is not rendered again).
     `check_artifacts`: changed models whose DVC-tracked weights are not in the DVC remote are model errors.
+    `trace` False: the plan runs no model code; a changed model its recipe would trace is "not traced" (a warning).
 
     Incremental by default: only models under the changed paths are read (all of them when a
     change may touch every model), and of those only the ones whose render key differs between
@@ -228,10 +234,10 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         after = after if after is not None else desired_at(root, head, environments, models, cache=cache)
         if base == EMPTY:
             return _assemble(DesiredState(EMPTY, Catalog(after.catalog.root), {}), after, set(), environments,
-                             True, True, dvc_root)
+                             True, True, dvc_root, trace)
         before = desired_at(root, base, environments, models, cache=cache)
         return _assemble(before, after, source.changed_paths(root, base, head), environments, False, models is None,
-                         dvc_root)
+                         dvc_root, trace)
     paths = source.changed_paths(root, base, head)
     touched = touched_models(paths)
     notes: list[str] = []
@@ -253,7 +259,7 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
         only = {env: models_to_render(old, new, env, cache) for env in envs}
         render_state(new, environments, scope, cache=cache, only=only)
         render_state(old, environments, scope, cache=cache, only=only)
-        plan = _assemble(old, new, paths, environments, False, scope is None, dvc_root)
+        plan = _assemble(old, new, paths, environments, False, scope is None, dvc_root, trace)
         plan.hints.extend(notes)
     if cache.folder is not None:
         record_outcomes(root, base, old.catalog, old.renders, cache)

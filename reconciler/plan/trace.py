@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from reconciler.catalog.accelerators import NEEDS_COMPILE, recipe_for
 from reconciler.catalog.environments import platform_path, training_python
@@ -118,3 +118,16 @@ def trace_errors(root: Path, catalog: Catalog, outputs: dict[str, list],
                                            fix=f"run `python -m {recipe.module} check --model-dir {entry.rel} ...` in "
                                                "the model's environment to see the full error")
     return errors
+
+
+def untraced(catalog: Catalog, changed: Iterable[str]) -> list[str]:
+    """What a plan that runs no model code (`reconciler plan --no-trace`) says of each changed model its recipe
+    would trace: "not traced", never passed, like a Secret the plan cannot decrypt ("not verified"). Pure."""
+    found = []
+    for name in sorted(changed):
+        entry = catalog.models.get(name)
+        recipe = traced_recipe(catalog, entry) if entry is not None else None
+        if entry is not None and recipe is not None:
+            found.append(f"{name}: not traced: the plan ran no model code (--no-trace), so the {recipe.name} "
+                         f"recipe's trace check of {entry.rel} did not run; its result is the separate trace check's")
+    return found

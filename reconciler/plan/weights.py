@@ -145,7 +145,8 @@ def architecture_errors(root: Path, models: dict[str, ModelEntry], outputs: dict
 
 
 def artifact_errors(root: Path, before: dict[str, ModelHash], after: dict[str, ModelHash],
-                    models: dict[str, ModelEntry], catalog: Catalog | None = None) -> dict[str, ReconcilerError]:
+                    models: dict[str, ModelEntry], catalog: Catalog | None = None,
+                    trace: bool = True) -> dict[str, ReconcilerError]:
     """Models of the plan whose DVC-tracked artifacts the default remote lacks, or whose `architecture:`
     is not what their weights are, as model errors.
 
@@ -165,7 +166,7 @@ def artifact_errors(root: Path, before: dict[str, ModelHash], after: dict[str, M
         return {}
     recipes = catalog.recipes.recipes if catalog is not None else ()
     mismatched = architecture_errors(root, models, outputs, recipes)  # weights read, never unpickled
-    if catalog is not None:
+    if catalog is not None and trace:
         mismatched.update({name: problem for name, problem in trace_errors(root, catalog, outputs, local_copy).items()
                            if name not in mismatched})
     try:
