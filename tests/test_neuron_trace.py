@@ -195,5 +195,10 @@ def test_plan_no_trace_runs_no_model_code_and_says_not_traced(wine_on_inf2, tmp_
                           text=True, timeout=900, env={"COLUMNS": "250", "NO_COLOR": "1", "RECONCILER_PLAN_TRACE": "0",
                                                        **_env()})
     assert done.returncode == 0 and not marker.exists() and "not traced" in done.stderr, done.stdout + done.stderr
+    done = subprocess.run([RECONCILER, "plan", "--no-check-artifacts", "--base", base, "--head", "HEAD"], cwd=root,
+                          capture_output=True, text=True, timeout=900, env={"COLUMNS": "250", "NO_COLOR": "1", **_env()})
+    assert done.returncode == 0 and not marker.exists(), done.stdout + done.stderr  # the trace runs with that check
+    assert f"warning: {MODEL}: not traced: the plan ran no model code (--no-check-artifacts)" in \
+        " ".join(done.stderr.split()), done.stderr
     done = plan(root, base)  # tracing: the model's code runs, and it is not "not traced"
     assert marker.exists() and "not traced" not in done.stderr, done.stdout + done.stderr

@@ -167,16 +167,18 @@ def _assemble(before: DesiredState, after: DesiredState, paths: set[str], enviro
     `trace` False: no model code runs (plan/trace.py); a changed model a recipe would trace says "not traced"."""
     plan = Plan(base=before.revision, head=after.revision)
     missing: dict[str, ReconcilerError] = {}
+    why = "--no-trace" if not trace else "--no-check-artifacts" if root is None else None
     if root is not None:
 
         if importlib.util.find_spec("dvc") is None:
             plan.notes.append("DVC-tracked weights were not checked against the DVC remote: dvc is not installed "
                               "(pip install dvc, or the [build] extra; --no-check-artifacts silences this)")
+            why = why or "dvc is not installed"
         else:
             missing = artifact_errors(root, before.hashes, after.hashes, after.catalog.models, after.catalog,
                                       trace=trace)
-    if not trace:
-        plan.warnings.extend(untraced(after.catalog, changed_models(before.hashes, after.hashes)))
+    if why is not None:  # the trace runs with the weights' check: without it, a traced model says so
+        plan.warnings.extend(untraced(after.catalog, changed_models(before.hashes, after.hashes), why))
     envs = environments if environments is not None else sorted(set(after.renders) | set(after.env_errors)
                                                                  | set(before.renders))
     for env in envs:

@@ -120,7 +120,7 @@ def trace_errors(root: Path, catalog: Catalog, outputs: dict[str, list],
     return errors
 
 
-def untraced(catalog: Catalog, changed: Iterable[str]) -> list[str]:
+def untraced(catalog: Catalog, changed: Iterable[str], why: str = "--no-trace") -> list[str]:
     """What a plan that runs no model code (`reconciler plan --no-trace`) says of each changed model its recipe
     would trace: "not traced", never passed, like a Secret the plan cannot decrypt ("not verified"). Pure."""
     found = []
@@ -128,6 +128,6 @@ def untraced(catalog: Catalog, changed: Iterable[str]) -> list[str]:
         entry = catalog.models.get(name)
         recipe = traced_recipe(catalog, entry) if entry is not None else None
         if entry is not None and recipe is not None:
-            found.append(f"{name}: not traced: the plan ran no model code (--no-trace), so the {recipe.name} "
+            found.append(f"{name}: not traced: the plan ran no model code ({why}), so the {recipe.name} "
                          f"recipe's trace check of {entry.rel} did not run; its result is the separate trace check's")
     return found
