@@ -111,10 +111,10 @@ def plain(text: object) -> str:
     """Running markdown text (a table cell, a list item, a blockquote line) that renders as written."""
     body = _inline(text)
     body = _PUNCT.sub(r"\\\1", body)
-    return body.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("@", "\uff20")
+    return html.escape(body, quote=False).replace("@", "\uff20")
 
 
 def slack(text: object) -> str:
     """Text in a Slack-compatible webhook message (mrkdwn): `&`, `<`, `>` as entities, as Slack asks, so no
     `<!channel>`, `<@U123>` or `<https://evil|link>` of the text is a mention or a link; hidden characters visible."""
-    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(visible(text), quote=False)
