@@ -412,6 +412,22 @@ class KubeClient:
                               reason="NoKindMatch",
                               fix=f"check apiVersion/kind, or install the CustomResourceDefinition for {kind}") from None
 
+    def wait_for_kind(self, api_version: str, kind: str, timeout: float) -> bool:
+        """Whether the server serves `kind` in `api_version`, asking discovery until `timeout`: the API server
+        marks a CustomResourceDefinition Established before its discovery document lists the kind, so a
+        custom resource applied right after its CRD can meet NoKindMatch (controller-runtime's envtest and
+        Flux's kustomize-controller wait the same way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fresh = self._discover(api_version)
+            with self._lock:
+                self._resources[api_version] = fresh
+            if kind in fresh:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
     def _path_for(self, ref: ObjectRef) -> str:
         res = self.resource(ref.api_version, ref.kind)
         if res.namespaced and not ref.namespace:

@@ -44,3 +44,8 @@ class Cluster(Protocol):
         """True when something was deleted, False when it was already gone."""
         ...
 
+    def wait_for_kind(self, api_version: str, kind: str, timeout: float) -> bool:
+        """Whether the server serves `kind` in `api_version`, waiting up to `timeout` seconds for it (a CRD
+        just applied is Established before discovery lists it)."""
+        ...
+

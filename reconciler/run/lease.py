@@ -189,6 +189,9 @@ class LeaderGuard:
         self._check(dry_run)
         return self._kube.delete(ref, propagation_policy=propagation_policy, dry_run=dry_run)
 
+    def wait_for_kind(self, api_version: str, kind: str, timeout: float) -> bool:
+        return self._kube.wait_for_kind(api_version, kind, timeout)
+
 
 if TYPE_CHECKING:
     def _satisfies_cluster(guard: LeaderGuard) -> Cluster:  # mypy checks the seam; never called

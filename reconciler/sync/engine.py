@@ -17,7 +17,8 @@ Crash safety: before the first apply the inventory is written ahead with every o
 created (hash unknown), so a process killed mid-sync never leaves objects nobody owns; the next pass
 re-applies whatever was not recorded as applied and converges. (Namespaces and CRDs declared in git
 are applied before that record, since nothing else validates without them; they are never pruned
-without confirmation anyway.)
+without confirmation anyway. After a CRD is applied the pass waits, up to CRD_SERVED_TIMEOUT, until discovery
+serves its kind, as Flux's kustomize-controller does.)
 """
 
 from __future__ import annotations
@@ -154,6 +155,25 @@ def _parallel(fn: Callable[[PlannedAction], Any], items: list[PlannedAction], co
         return list(pool.map(fn, items))
 
 
+# how long a pass waits for the API server to serve the kinds of a CustomResourceDefinition it just applied
+CRD_SERVED_TIMEOUT = 30.0
+
+
+def _served_kinds(objs: Iterable[dict[str, Any] | None]) -> list[tuple[str, str]]:
+    """(apiVersion, kind) of every served version of the CustomResourceDefinitions among `objs`. Pure."""
+    found = []
+    for obj in objs:
+        if not obj or obj.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = obj.get("spec") or {}
+        kind = (spec.get("names") or {}).get("kind")
+        group = spec.get("group")
+        for version in spec.get("versions") or []:
+            if kind and group and version.get("served", True) and version.get("name"):
+                found.append((f"{group}/{version['name']}", kind))
+    return found
+
+
 def _try(fn: Callable[[], Any]) -> KubeError | None:
     try:
         fn()
@@ -269,6 +289,10 @@ def _sync(kube: Cluster, result: SyncResult, desired: Mapping[str, list[dict]],
                 results[a.ref] = _object_result(a, exc)
                 if exc is None:
                     applied.add(a.ref)
+            for api_version, kind in _served_kinds(a.obj for a in plan.applies if a.ref in applied):
+                if not kube.wait_for_kind(api_version, kind, CRD_SERVED_TIMEOUT):
+                    result.notes.append(f"{kind} in {api_version} was not served {CRD_SERVED_TIMEOUT:.0f} s after its "
+                                        "CustomResourceDefinition was applied: its objects fail validation this pass")
     check([a for a in plan.applies if a.ref.kind not in FOUNDATION_KINDS and a.model not in invalid
            and not (a.model in unvalidated and a.ref.kind in REPLICA_SCALERS)])
     if invalid:
