@@ -9,6 +9,7 @@ here imports the code under test in-process. The start-up time itself is measure
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +31,11 @@ WRAPPER = ("import atexit, json, runpy, sys\n"
            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 
-def imported(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def imported(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+             ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     listing = cwd.parent / "modules.json"
     done = subprocess.run([sys.executable, "-c", WRAPPER, str(listing), str(SCRIPT), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     modules = set(json.loads(listing.read_text()))
     listing.unlink()
     assert "typer" in modules, done.stderr[-2000:]
@@ -77,6 +79,24 @@ def test_plan_imports_no_build_bentoml_dvc_hera_or_matplotlib_code(repo: Path) -
     # the plan reads: a model's lock and the plan-time import check (reconciler/catalog/training.py)
     assert not under(modules, "pipelines", "kubernetes", "reconciler.cluster", "reconciler.sync", "reconciler.run",
                      *HEAVY) - {"pipelines", "pipelines.locks", "pipelines.errors"}
+
+
+def test_a_warm_plan_for_a_pr_comment_imports_no_terminal_printing(repo: Path, tmp_path: Path) -> None:
+    # the PR job: `plan --format markdown|json` with the base's renders cached (the second run here). It prints
+    # nothing through rich unless it has a note, a warning or an error, so rich is not imported (start-up a
+    # PR job pays on every push: benchmarks/cli_startup.py)
+    env = {"RECONCILER_CACHE": str(tmp_path / "cache")}
+    args = ["plan", "--no-check-artifacts", "--format", "markdown"]
+    first, _ = imported(args, repo, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    done, modules = imported(args, repo, env)
+    assert done.returncode == 0 and done.stdout == first.stdout and "iris-classifier" in done.stdout
+    assert done.stderr == ""  # nothing to print through rich: no note, warning or error
+    assert not under(modules, "rich", "pygments", "reconciler.cli.console")
+    # the same command with something to say prints it through rich (the module is imported where it prints)
+    noted, modules = imported([*args, "--base", "HEAD~0"], repo, {"RECONCILER_CACHE": str(tmp_path / "empty")})
+    assert noted.returncode == 0 and noted.stderr.startswith("note: no hydrated base"), noted.stderr[-3000:]
+    assert "reconciler.cli.console" in modules
 
 
 def test_sync_help_loads_the_cluster_client_but_nothing_of_build(repo: Path) -> None:

@@ -23,7 +23,6 @@ from typing import Annotated
 
 import typer
 
-from reconciler.cli.console import print_error
 from reconciler.cli.exits import ExitCode
 from reconciler.errors import ReconcilerError
 
@@ -58,5 +57,8 @@ TraceOption = Annotated[bool, typer.Option(
 def fail(exc: ReconcilerError, code: int = ExitCode.FAILED) -> typer.Exit:
     """Print `error: <message>` with its fix line (verbatim, never parsed as markup) and return the Exit to
     raise: `raise fail(exc) from None`."""
+    # rich (reconciler.cli.console) is imported when an error is printed, not by every command that imports options
+    from reconciler.cli.console import print_error  # noqa: PLC0415
+
     print_error(exc)
     return typer.Exit(int(code))

@@ -1,19 +1,20 @@
 """`reconciler plan`, and plans printed for a terminal with rich (markdown and JSON are in
-reconciler.report.plan)."""
+reconciler.report.plan).
+
+A PR job runs `plan --format markdown|json`, which prints nothing through rich unless it has a note,
+a warning or an error: rich (and reconciler.cli.console, built on it) is imported where something is
+printed with it, so that job does not pay rich's import (tests/test_cli_imports.py keeps it out).
+"""
 
 from __future__ import annotations
 
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.text import Text
 
-from reconciler.cli.console import err, line, out, title as _title
 from reconciler.cli.exits import outcome
 from reconciler.cli.options import RepoOption, TraceOption, fail
 from reconciler.errors import ReconcilerError
@@ -22,6 +23,10 @@ from reconciler.plan.revisions import plan_revisions
 from reconciler.plan.review import fmt
 from reconciler.report.plan import by_importance, cost_cell, plan_json, plan_markdown, short_revision, summary_line, why
 from reconciler.results import Action
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.panel import Panel
 
 
 class PlanFormat(str, Enum):
@@ -35,18 +40,26 @@ ACTION_STYLE = {Action.created: "green", Action.configured: "yellow", Action.pru
 
 
 def print_plan(plan: Plan, console: Console, *, diffs: bool = True) -> None:
+    from rich.text import Text  # noqa: PLC0415 - rich only where a plan is drawn with it (module docstring)
+
+    from reconciler.cli.console import line  # noqa: PLC0415 - built on rich, as above
+
     console.print(line(Text("Plan", style="bold"), f" {short_revision(plan.base)} -> {short_revision(plan.head)}"))
     for env in by_importance(plan):  # as the PR comment: the most important environment first
         console.print(_environment_panel(env.environment, env, diffs, fit=console.is_terminal))
 
 
 def _environment_panel(name: str, env: EnvironmentPlan, diffs: bool, fit: bool = True) -> Panel:
-    # the terminal format only: rich's Syntax brings pygments and Table brings fractions/decimal, a tenth of the
-    # start-up of `plan --format markdown|json` (the PR job's), which never draws a panel
+    """`fit`: fill the terminal's width; off (a CI log), the panel takes its content's width and cuts nothing."""
+    # the terminal format only (module docstring); rich's Syntax brings pygments and Table brings fractions/decimal
+    from rich.console import Group  # noqa: PLC0415
+    from rich.panel import Panel  # noqa: PLC0415
     from rich.syntax import Syntax  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
-    """`fit`: fill the terminal's width; off (a CI log), the panel takes its content's width and cuts nothing."""
+    from reconciler.cli.console import title as _title  # noqa: PLC0415 - built on rich, as above
+
     if env.error:
         return Panel(Text(env.error, style="red"), title=_title(f"{name}: environment error"), border_style="red",
                      expand=fit)
@@ -110,11 +123,16 @@ def plan(
                                 trace=trace)
     except ReconcilerError as exc:
         raise fail(exc) from None
-    for note in [*result.notes, *result.hints]:
-        err.print(f"note: {note}")
-    for warning in result.warnings:
-        err.print(f"warning: {warning}")
+    if result.notes or result.hints or result.warnings:
+        from reconciler.cli.console import err  # noqa: PLC0415 - rich only when something is printed with it
+
+        for note in [*result.notes, *result.hints]:
+            err.print(f"note: {note}")
+        for warning in result.warnings:
+            err.print(f"warning: {warning}")
     if fmt is PlanFormat.text:
+        from reconciler.cli.console import out  # noqa: PLC0415 - as above
+
         print_plan(result, out, diffs=diffs)
         text = None
     else:
