@@ -43,6 +43,17 @@ def test_the_output_has_no_raw_control_or_bidi_characters():
     assert "\\u202E" in text  # shown, as an escape a person can read
 
 
+def test_quoted_ascii_takes_the_short_path_with_the_same_escapes():
+    """A printable-ASCII string with `"` or `\\` (a JSON annotation, a PromQL query) is escaped with two
+    replaces, not character by character: the text is what the per-character escape writes, and it reads back."""
+    samples = ['{"a":"b\\\\c"}', 'sum(x{m="a",p!~"/livez|/readyz"})', '\\', '"', 'a"b\\"c', '"' * 70 + "x"]
+    for s in samples:
+        slow = '"' + "".join(ch if emit._printable(ch) else emit._escape(ch) for ch in s) + '"'
+        assert emit.scalar(s) == slow
+        assert emit.scalar(s) == slow  # the second time from the memo (strings up to 64 characters)
+        assert yaml.safe_load(emit.dump({s: s})) == {s: s}
+
+
 def test_shas_and_tags_stay_plain_numbers_do_not():
     text = emit.dump({"sha": "42be9130ecb19a22f5d9", "tag": "0123456789ab", "octal": "007", "exp": "1e3"})
     assert "sha: 42be9130ecb19a22f5d9\n" in text and "tag: 0123456789ab\n" in text

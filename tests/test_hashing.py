@@ -265,10 +265,39 @@ def test_one_model_hashed_alone_reads_its_folder_and_what_it_imports_as_every_mo
     assert missing.inputs["models/delta/bentofile.yaml"] == "missing"
 
 
+# imports at every depth, in every block that holds statements (an import inside an expression cannot be)
+NESTED_IMPORTS = (b"import z\nclass C:\n    import y\n    def m(self):\n        try:\n            import x\n"
+                  b"        except ImportError as e:\n            import w\n        else:\n            import v\n"
+                  b"        finally:\n            import u\n"
+                  b"async def g():\n    async with a:\n        import t\n    async for i in b:\n        import s\n"
+                  b"    else:\n        import r\n"
+                  b"match q:\n    case 1:\n        import p\n    case _:\n        from o import n\n"
+                  b"while c:\n    import m\nelse:\n    import l\nwith d:\n    if e:\n        import k\n"
+                  b"    elif f:\n        import j\n    else:\n        import i\nimport h\n"
+                  b"try:\n    import g2\nexcept* ValueError:\n    import f2\n"
+                  b"lam = lambda: __import__('not_an_import_statement')\n")
+
+
+def test_imports_are_found_in_every_block_in_walk_order() -> None:
+    """source/facts walks statements only (expressions never hold one): the records are ast.walk's, in its order."""
+    import ast
+
+    tree = ast.parse(NESTED_IMPORTS)
+    expected = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            expected.extend((0, a.name, ()) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            expected.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+    assert len(expected) == 19
+    assert python_imports(NESTED_IMPORTS) == tuple(expected)
+
+
 @pytest.mark.parametrize("source", [
     b"import os, numpy.linalg as la\nfrom . import sibling\nfrom ..pkg import x\nfrom torch import nn, *\n"
     b"def f():\n    import sklearn.svm\n    from pipelines.steps import train\n",
     b"if True:\n  from a.b import (c,\n    d)\n", b"def broken(:\n", b"", "x = '\xe9'\nimport caf\xe9\n".encode("latin-1"),
+    NESTED_IMPORTS,
 ])
 def test_one_parse_answers_the_lock_check_and_the_hash_as_their_own_parsers_do(source: bytes) -> None:
     """The catalog's lock check and the content hash share one parse per content (source/facts.py): each

@@ -231,3 +231,16 @@ def test_pods_carry_the_model_hash_and_weights_md5_the_service_returns(template_
     after = render_keys(catalog, "dev", images, versions=changed)
     assert before["digits-classifier"] == after["digits-classifier"]
     assert before["iris-classifier"] != after["iris-classifier"]
+
+
+def test_the_render_command_state_leaves_out_only_what_a_plan_review_reads(template_repo):
+    """`reconciler render` asks desired_at for no review (metrics.json and model.yaml as written are a plan's):
+    the rendered objects and errors are the ones a plan's state holds."""
+    from reconciler.desired.state import desired_at
+
+    full = desired_at(template_repo, None, ["prod"])
+    lean = desired_at(template_repo, None, ["prod"], review=False)
+    assert full.metrics and full.raw_specs  # the template's models have evaluation metrics
+    assert lean.metrics == {} and lean.raw_specs == {}
+    assert lean.renders["prod"].to_yaml() == full.renders["prod"].to_yaml()
+    assert lean.renders["prod"].errors == full.renders["prod"].errors and lean.hashes == full.hashes

@@ -25,7 +25,7 @@ def render(
 ) -> None:
     """Print the rendered, validated manifests of one environment."""
     try:
-        state = desired_at(repo, rev, [environment], set(model) if model else None)
+        state = desired_at(repo, rev, [environment], set(model) if model else None, review=False)
     except ReconcilerError as exc:
         raise fail(exc) from None
     if environment in state.env_errors:

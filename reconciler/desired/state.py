@@ -98,11 +98,13 @@ def raw_specs(tree: Path, names: Iterable[str]) -> dict[str, dict]:
     return out
 
 
-def open_state(root: Path, rev: str | None, models: set[str] | None, stack: contextlib.ExitStack) -> DesiredState:
+def open_state(root: Path, rev: str | None, models: set[str] | None, stack: contextlib.ExitStack, *,
+               review: bool = True) -> DesiredState:
     """source -> catalog -> hashes, for one revision (None: the working tree), without rendering.
 
     Only the named models are read (None: all); the revision's tree is written from git's objects
-    into a folder that lives as long as `stack`.
+    into a folder that lives as long as `stack`. `review=False` leaves out what only a plan's review
+    reads (`metrics`, `raw_specs`: a file read of every model each, and neither can fail the state).
     """
     tree = stack.enter_context(source.checkout(root, rev, _tree_paths(root, rev, models)))
     revision = "worktree" if rev is None else source.resolve_sha(root, rev)
@@ -115,6 +117,8 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
         catalog.errors[name] = exc
     entries = [e for e in entries if e.name not in oversized]
     state = DesiredState(revision, catalog, hashes)
+    if not review:
+        return state
     state.metrics = {e.name: read_metrics(e.path / METRICS_FILE, root=tree) for e in entries
                      if (e.path / METRICS_FILE).is_file()}
     state.raw_specs = raw_specs(tree, set(catalog.models) | set(catalog.errors))
@@ -122,11 +126,13 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
 
 
 def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
-               models: set[str] | None = None, *, cache: RenderCache | None = None) -> DesiredState:
-    """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree)."""
+               models: set[str] | None = None, *, cache: RenderCache | None = None,
+               review: bool = True) -> DesiredState:
+    """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree).
+    `review=False`: without what only a plan's review reads (see open_state)."""
     root = source.toplevel(root)
     with contextlib.ExitStack() as stack:
-        state = render_state(open_state(root, rev, models, stack), environments, models, cache=cache)
+        state = render_state(open_state(root, rev, models, stack, review=review), environments, models, cache=cache)
     if rev is not None and cache is not None and cache.folder is not None:
         record_outcomes(root, rev, state.catalog, state.renders, cache)
     if cache is not None and cache.writes:

@@ -42,6 +42,7 @@ DIGIT_PLAIN = re.compile(r"[0-9][A-Za-z0-9_./@=+-]*\Z")
 NUMBER_12 = re.compile(r"[-+]?(?:0o[0-7]+|0x[0-9a-fA-F]+|(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?)\Z")
 _RESOLVER = yaml.resolver.Resolver()
 QUOTE_AS_IS = re.compile(r'[ !#-\[\]-~]*\Z')  # printable ASCII but `"` and `\\`: quoted with no escape
+PRINTABLE_ASCII = re.compile(r'[ -~]*\Z')  # quoted with `"` and `\\` escaped, every other character as it is
 BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
 
 
@@ -60,17 +61,34 @@ def _escape(ch: str) -> str:
     return f"\\x{o:02X}" if o <= 0xFF else f"\\u{o:04X}" if o <= 0xFFFF else f"\\U{o:08X}"
 
 
+_STRINGS: dict[str, str] = {}  # string -> its YAML text: keys and most values repeat across a render's objects
+_STRINGS_LIMIT = 100_000
+
+
+def _string(value: str) -> str:
+    if PLAIN.match(value) and value.lower() not in SPECIAL:
+        return value
+    if DIGIT_PLAIN.match(value) and not NUMBER_12.match(value) \
+            and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == "tag:yaml.org,2002:str":
+        return value
+    if QUOTE_AS_IS.match(value):
+        return f'"{value}"'
+    if PRINTABLE_ASCII.match(value):  # (a JSON or PromQL value): only `\\` and `"` need an escape
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join(ch if _printable(ch) else _escape(ch) for ch in value) + '"'
+
+
 def scalar(value: object) -> str:
     """One scalar as YAML text."""
     if isinstance(value, str):
-        if PLAIN.match(value) and value.lower() not in SPECIAL:
-            return value
-        if DIGIT_PLAIN.match(value) and not NUMBER_12.match(value) \
-                and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == "tag:yaml.org,2002:str":
-            return value
-        if QUOTE_AS_IS.match(value):
-            return f'"{value}"'
-        return '"' + "".join(ch if _printable(ch) else _escape(ch) for ch in value) + '"'
+        text = _STRINGS.get(value)
+        if text is None:
+            text = _string(value)
+            if len(value) <= 64:  # (a long string is mostly one object's own: not kept)
+                if len(_STRINGS) > _STRINGS_LIMIT:
+                    _STRINGS.clear()
+                _STRINGS[value] = text
+        return text
     if value is True:
         return "true"
     if value is False:
