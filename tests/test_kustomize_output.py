@@ -93,3 +93,20 @@ def test_rendered_models_take_the_fast_path(template_repo, tmp_path, monkeypatch
     for text in outputs:
         assert not kustomize._readers_may_differ(text)
         assert kustomize.parse_output(text) == _pyyaml(text)
+
+
+def test_the_token_scan_finds_what_the_yaml_1_1_pattern_finds():
+    """_readers_may_differ looks for a plain `=` / `<<` token from each `=` and `<<` (and for `|+` on its own): on any
+    text it answers what the one regex _DIFFERS_IN_YAML_1_1 answers (random texts of the characters that matter)."""
+    rng = random.Random(25)
+    alphabet = ["=", "<<", "<", " ", "\t", "\n", ":", "[", "{", ",", "]", "}", "a", "|", ">", "+", "2", "\x85", "\xa0",
+                "\r", "-", "#"]
+    hits = 0
+    for _ in range(100_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        expected = bool(kustomize._DIFFERS_IN_YAML_1_1.search(text))
+        found = bool(("+" in text and kustomize._KEEP_CHOMPING.search(text))
+                     or kustomize._plain_merge_or_value_token(text))
+        assert found == expected, repr(text)
+        hits += expected
+    assert 1_000 < hits < 99_000

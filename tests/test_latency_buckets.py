@@ -130,3 +130,27 @@ def test_the_template_layout_is_replaced_by_declared_buckets_in_the_rendered_ser
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     overrides = json.loads({e["name"]: e["value"] for e in container["env"]}["BENTOML_CONFIG_OVERRIDES"])
     assert overrides["services"]["IrisClassifier"]["metrics"]["duration"]["buckets"] == [0.05, 0.1, 0.2, 0.4]
+
+
+def test_the_catalog_check_reads_the_settings_effective_canary_gives() -> None:
+    """threshold_problems reads `enabled`, `queries` and `latencyBuckets` through canary_setting/canary_queries (not
+    the whole effective policy, built for every model and environment): each layer's value wins as effective_canary's."""
+    from reconciler.catalog.effective import canary_queries, canary_setting, effective_canary
+
+    layers = [None, {"enabled": False}, {"latencyBuckets": [0.1, 0.3]}, {"queries": {"latency_buckets": "x"}},
+              {"enabled": True, "latencyBuckets": [0.2], "queries": {"error_rate": "y"}}]
+    seen = set()
+    for env_canary in (True, False):
+        for env_layer in layers:
+            for model_layer in layers:
+                env = EnvironmentSpec.model_validate({
+                    "name": "prod", "cluster": {"context": "x"}, "namespace": "models-prod", "registry": "r.example/m",
+                    "pools": ["gpu-a10g"], "canary": env_canary, "defaults": {"canary": env_layer or {}}})
+                spec = ModelSpec.model_validate({"name": "m", "owner": "a@b.c", "service": "service.py:S",
+                                                 "accelerator": "gpu-a10g", "canary": model_layer or {}})
+                full = effective_canary(spec, env)
+                assert full.enabled == bool(env.canary and canary_setting(spec, env, "enabled"))
+                assert full.latency_buckets == canary_setting(spec, env, "latency_buckets")
+                assert full.queries == canary_queries(spec, env)
+                seen.add((full.enabled, tuple(full.latency_buckets or ()), tuple(sorted(full.queries))))
+    assert len(seen) >= 8  # the layers really differ

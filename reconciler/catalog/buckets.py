@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from reconciler.catalog.effective import effective_canary
+from reconciler.catalog.effective import canary_queries, canary_setting
 from reconciler.catalog.specs import EnvironmentSpec, ModelSpec
 from reconciler.errors import SpecProblem
 
@@ -79,11 +79,10 @@ def threshold_problems(spec: ModelSpec, env: EnvironmentSpec, model_file: str, e
     the histogram it reads really has, else counting slow requests there would interpolate. With the template's
     layout every threshold is rendered into the service's buckets; a declared ``canary.latencyBuckets`` (what the
     service exports, or what a custom ``queries.latency_buckets`` reads) must hold each one."""
-    canary = effective_canary(spec, env)
-    if not canary.enabled or not env.canary:
+    if not env.canary or not canary_setting(spec, env, "enabled"):  # (effective_canary's `enabled`)
         return []
-    custom = "latency_buckets" in canary.queries
-    declared = canary.latency_buckets
+    custom = "latency_buckets" in canary_queries(spec, env)
+    declared = canary_setting(spec, env, "latency_buckets")
     where = model_file if spec.canary.latency_buckets is not None else env_file
     field = "canary.latencyBuckets" if spec.canary.latency_buckets is not None else "defaults.canary.latencyBuckets"
     thresholds = _origin(spec, env, model_file, env_file)

@@ -182,6 +182,18 @@ def effective_serving(model: ModelSpec, env: EnvironmentSpec) -> EffectiveServin
     )
 
 
+def canary_setting(model: ModelSpec, env: EnvironmentSpec, attr: str) -> Any:
+    """One setting of the effective canary policy as `effective_canary` picks it (the model's, else the
+    environment's default, else the built-in one), without building the whole policy: the catalog's
+    per-environment bucket check reads three settings of every model."""
+    return _first(getattr(model.canary, attr), getattr(env.defaults.canary, attr), getattr(BUILTIN_CANARY, attr))
+
+
+def canary_queries(model: ModelSpec, env: EnvironmentSpec) -> dict[str, str]:
+    """The effective canary's queries: the environment's defaults, overridden by the model's."""
+    return {**(env.defaults.canary.queries or {}), **(model.canary.queries or {})}
+
+
 def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
     layers = [model.canary, env.defaults.canary, BUILTIN_CANARY]
 
@@ -207,7 +219,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
                                   env.defaults.canary.max_p95_latency_ms, env.defaults.slo.p95_latency_ms),
         judge=pick("judge"), router=pick("router"),
         router_options=next((layer.router_options or {} for layer in layers if layer.router is not None), {}),
-        queries={**(env.defaults.canary.queries or {}), **(model.canary.queries or {})},
+        queries=canary_queries(model, env),
         latency_buckets=pick("latency_buckets"),
         min_requests=pick("min_requests"), inconclusive_limit=pick("inconclusive_limit"),
         on_inconclusive=pick("on_inconclusive"), cost_policy=pick("cost_policy"),

@@ -68,10 +68,27 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NUMBER_LIKE = re.compile(r"[ \n\[{,]([-+0-9_.:eEbBxXoO]*[0-9][-+0-9_.:eEbBxXoO]*)(?=[ \t]*(?:$|[,\]}:]))", re.M)
 _PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?")
 _DIFFERS_IN_YAML_1_1 = re.compile(r"(?:^|[\s:\[{,])(?:=|<<)[ \t]*(?:$|[,\]}])|[|>][0-9]?\+", re.M)
+_KEEP_CHOMPING = re.compile(r"[|>][0-9]?\+")  # the regex's second branch: `|+`, `>2+`
+_TOKEN_END = re.compile(r"[ \t]*(?:$|[,\]}])", re.M)
+
+
+def _plain_merge_or_value_token(text: str) -> bool:
+    """The first branch of _DIFFERS_IN_YAML_1_1 (a plain `=` or `<<` token), found from each `=` and `<<` rather
+    than tried at every character: on a large render's output the alternation was most of this check's time."""
+    for token in ("=", "<<"):
+        at = text.find(token)
+        while at >= 0:
+            before = text[at - 1] if at else "\n"
+            if (before.isspace() or before in ":[{,") and _TOKEN_END.match(text, at + len(token)):
+                return True
+            at = text.find(token, at + 1)
+    return False
 
 
 def _readers_may_differ(text: str) -> bool:
-    if ("=" in text or "<<" in text or "+" in text) and _DIFFERS_IN_YAML_1_1.search(text):
+    if "+" in text and _KEEP_CHOMPING.search(text):
+        return True
+    if ("=" in text or "<<" in text) and _plain_merge_or_value_token(text):
         return True
     return any(not _PLAIN_DECIMAL.fullmatch(m.group(1)) for m in _NUMBER_LIKE.finditer("\n" + text))
 
