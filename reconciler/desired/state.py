@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from reconciler.catalog.load import MODEL_FILE, MODELS_DIR, Catalog, load_catalo
 from reconciler.desired.outcomes import record_outcomes
 from reconciler.errors import ReconcilerError, SpecError
 from reconciler.render.cache import RenderCache
-from reconciler.render.environment import EnvironmentRender, render_environment
+from reconciler.render.environment import EnvironmentRender, ModelRender, render_environment
 from reconciler.source import git as source
 from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, model_hashes
@@ -55,8 +55,11 @@ def environments_of(catalog: Catalog, environments: Iterable[str] | None) -> lis
 
 
 def render_state(state: DesiredState, environments: Iterable[str] | None = None, models: set[str] | None = None,
-                 *, cache: RenderCache | None = None, only: dict[str, set[str] | None] | None = None) -> DesiredState:
-    """Render a loaded state for the given (default: all) environments; `only[env]` narrows the models there."""
+                 *, cache: RenderCache | None = None, only: dict[str, set[str] | None] | None = None,
+                 sinks: Mapping[str, Callable[[ModelRender], None]] | None = None) -> DesiredState:
+    """Render a loaded state for the given (default: all) environments; `only[env]` narrows the models there.
+    `sinks[env]` takes that environment's model renders as they come, instead of the state keeping them
+    (render_environment's `sink`)."""
     catalog = state.catalog
     for env in environments_of(catalog, environments):
         try:
@@ -65,7 +68,8 @@ def render_state(state: DesiredState, environments: Iterable[str] | None = None,
             lock = ImageStore.read(images_file(catalog.root))  # the commit's image lock: digests and build commits
             state.renders[env] = render_environment(catalog, env, models=wanted, cache=cache,
                                                     images=resolve_images(catalog, env_spec, state.hashes, store=lock),
-                                                    versions=model_versions(catalog, state.hashes, env_spec, store=lock))
+                                                    versions=model_versions(catalog, state.hashes, env_spec, store=lock),
+                                                    sink=(sinks or {}).get(env))
         except ReconcilerError as exc:
             state.env_errors[env] = exc
     return state
@@ -127,12 +131,14 @@ def open_state(root: Path, rev: str | None, models: set[str] | None, stack: cont
 
 def desired_at(root: Path, rev: str | None, environments: Iterable[str] | None = None,
                models: set[str] | None = None, *, cache: RenderCache | None = None,
-               review: bool = True) -> DesiredState:
+               review: bool = True, sinks: Mapping[str, Callable[[ModelRender], None]] | None = None) -> DesiredState:
     """source -> catalog -> hashes -> images -> render, for one revision (None: the working tree).
-    `review=False`: without what only a plan's review reads (see open_state)."""
+    `review=False`: without what only a plan's review reads (see open_state). With `sinks`, those
+    environments' model renders go to them as they come (render_state)."""
     root = source.toplevel(root)
     with contextlib.ExitStack() as stack:
-        state = render_state(open_state(root, rev, models, stack, review=review), environments, models, cache=cache)
+        state = render_state(open_state(root, rev, models, stack, review=review), environments, models, cache=cache,
+                             sinks=sinks)
     if rev is not None and cache is not None and cache.folder is not None:
         record_outcomes(root, rev, state.catalog, state.renders, cache)
     if cache is not None and cache.writes:

@@ -5,7 +5,8 @@ written only when every model of the environment validated there. Between that c
 one, git says which paths changed; when they are model folders only (and the image lock's entries of
 some models), every other model renders exactly as the branch already holds it: its files keep their
 blob ids and are never read, rendered or written again (render.hydrate.hydrate_branch, through git
-fast-import). Anything else (an environment overlay, the pools file, shared code, another renderer, a
+fast-import). A whole environment streams: each model's files are sent to git as it renders and only
+their blob ids are kept (render.hydrate.EnvironmentBranch), so memory does not grow with its documents. Anything else (an environment overlay, the pools file, shared code, another renderer, a
 first hydrate) renders the environment whole, as before. Either way the branch's tree equals what a
 full hydrate writes: tests/test_hydrate_incremental.py checks it on random changes.
 
@@ -15,6 +16,7 @@ model's folder is not re-rendered when only that other folder changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -110,15 +112,17 @@ def hydrate_branches(root: Path, rev: str, environments: Iterable[str] | None, *
         held = _branch_models(root, tip, env)
         partial[env] = (meta["drySha"], (changed & present) | (present - held), held - present)
     out = BranchHydrate(sha)
-    if whole:
-        state = desired_at(root, sha, whole, cache=cache)
-        out.env_errors.update(state.env_errors)
-        for env, render in sorted(state.renders.items()):
-            out.scope[env] = f"all {len(render.models) + len(render.errors)} models"
-            if render.errors:
-                out.model_errors[env] = dict(render.errors)
-                continue
-            out.results.append(hydration.hydrate_branch(root, render, sha, prefix=prefix, layout=layout))
+    if whole:  # each model's files go to git as it renders: memory holds blob ids, not documents
+        with contextlib.ExitStack() as stack:
+            streams = {env: stack.enter_context(hydration.EnvironmentBranch(root, env, prefix=prefix)) for env in whole}
+            state = desired_at(root, sha, whole, cache=cache, sinks=streams)
+            out.env_errors.update(state.env_errors)
+            for env, render in sorted(state.renders.items()):
+                out.scope[env] = f"all {len(render.streamed) + len(render.errors)} models"
+                if render.errors:
+                    out.model_errors[env] = dict(render.errors)
+                    continue
+                out.results.append(streams[env].commit(render, sha, layout=layout))
     if partial:
         wanted = set().union(*(models for _, models, _ in partial.values()))
         state = desired_at(root, sha, sorted(partial), models=wanted, cache=cache)  # none wanted: the shared objects

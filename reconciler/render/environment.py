@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class EnvironmentRender:
     models: dict[str, ModelRender] = field(default_factory=dict)
     errors: dict[str, ReconcilerError] = field(default_factory=dict)
     shared: list[dict] = field(default_factory=list)  # objects of the environment itself (ResourceQuota)
+    streamed: list[str] = field(default_factory=list)  # models handed to a sink, not kept (render_environment)
 
     @property
     def ok(self) -> bool:
@@ -151,36 +153,55 @@ def stable_paths(exc: RenderError, folders: dict[str, str]) -> RenderError:
     return exc if message == exc.message else type(exc)(message, fix=exc.fix)
 
 
-def _check_patch_targets(targets: list[kustomize.PatchTarget], env: EnvironmentSpec,
-                         generated: dict[str, list[dict]], *, identity_only: bool) -> None:
-    """Patches must match: a target selector matching none of the environment's objects is an error of
-    the environment (kustomize would drop the patch silently). When only some models are rendered, only
-    group/version/kind are checked (a name may belong to a model not rendered here)."""
-    objects = [o for name in sorted(generated) for o in generated[name]]
-    problems = []
-    for target in targets:
-        extra = selectors.unknown_fields(target.selector)
-        if extra:
-            problems.append(SpecProblem(target.file, f"unknown selector field(s) {', '.join(extra)}",
-                                        field=target.field, fix="use " + ", ".join(selectors.SELECTOR_FIELDS)))
-            continue
-        try:
-            hit = any(selectors.matches(target.selector, o, namespaces=(env.namespace,), identity_only=identity_only)
-                      for o in objects)
-        except selectors.BadSelector as exc:
-            problems.append(SpecProblem(target.file, exc.message, field=f"{target.field}.{exc.field}",
-                                        fix="fix the selector"))
-            continue
-        if not hit:
-            shown = ", ".join(f"{k}: {v}" for k, v in target.selector.items())
-            kinds = sorted({str(o.get("kind")) for o in objects})
-            problems.append(SpecProblem(
-                target.file, f"the patch target {{{shown}}} matches no object of environment {env.name!r} "
-                f"(kinds rendered: {', '.join(kinds)}); kustomize would skip the patch silently",
-                field=target.field, fix="fix the selector (kinds and names are case-sensitive regular expressions), "
-                                        "or remove the patch"))
-    if problems:
-        raise SpecError(problems)
+class TargetHits:
+    """Patches must match: a target selector matching none of the environment's objects is an error of the
+    environment (kustomize would drop the patch silently). The generated objects are seen model by model
+    (`see`, in name order) and not kept; `check` then raises for the targets nothing matched. When only
+    some models are rendered (`identity_only`), only group/version/kind are checked (a name may belong to
+    a model not rendered here). Both answers are followed while seeing, so `check` can give either."""
+
+    def __init__(self, targets: list[kustomize.PatchTarget], env: EnvironmentSpec) -> None:
+        self.targets, self.env = targets, env
+        self.unknown = [selectors.unknown_fields(t.selector) for t in targets]
+        # per target and per identity_only (False, True): None while nothing matched, True, or its BadSelector
+        self.state: list[list[bool | selectors.BadSelector | None]] = [[None, None] for _ in targets]
+        self.kinds: set[str] = set()
+
+    def see(self, objects: list[dict]) -> None:
+        self.kinds.update(str(o.get("kind")) for o in objects)
+        for target, extra, state in zip(self.targets, self.unknown, self.state):
+            if extra:
+                continue
+            for mode, identity_only in enumerate((False, True)):
+                if state[mode] is not None:
+                    continue
+                try:
+                    if any(selectors.matches(target.selector, o, namespaces=(self.env.namespace,),
+                                             identity_only=identity_only) for o in objects):
+                        state[mode] = True
+                except selectors.BadSelector as exc:
+                    state[mode] = exc
+
+    def check(self, *, identity_only: bool) -> None:
+        problems = []
+        for target, extra, state in zip(self.targets, self.unknown, self.state):
+            if extra:
+                problems.append(SpecProblem(target.file, f"unknown selector field(s) {', '.join(extra)}",
+                                            field=target.field, fix="use " + ", ".join(selectors.SELECTOR_FIELDS)))
+                continue
+            found = state[int(identity_only)]
+            if isinstance(found, selectors.BadSelector):
+                problems.append(SpecProblem(target.file, found.message, field=f"{target.field}.{found.field}",
+                                            fix="fix the selector"))
+            elif found is None:
+                shown = ", ".join(f"{k}: {v}" for k, v in target.selector.items())
+                problems.append(SpecProblem(
+                    target.file, f"the patch target {{{shown}}} matches no object of environment {self.env.name!r} "
+                    f"(kinds rendered: {', '.join(sorted(self.kinds))}); kustomize would skip the patch silently",
+                    field=target.field, fix="fix the selector (kinds and names are case-sensitive regular expressions), "
+                                            "or remove the patch"))
+        if problems:
+            raise SpecError(problems)
 
 
 def _placed(catalog: Catalog, env: EnvironmentSpec, name: str, images: dict[str, str]) -> tuple[list, dict[str, str]]:
@@ -219,13 +240,20 @@ def _component_folders(catalog: Catalog, env: EnvironmentSpec) -> list[Path]:
 
 def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | None = None,
                        images: dict[str, str] | None = None, validate: bool = True,
-                       cache: RenderCache | None = None, versions: dict | None = None) -> EnvironmentRender:  # versions: see model_versions
+                       cache: RenderCache | None = None, versions: dict | None = None,  # versions: see model_versions
+                       sink: Callable[[ModelRender], None] | None = None) -> EnvironmentRender:
     """Render every (or the named) model for one environment.
 
     Raises for problems of the environment as a whole (its spec, its overlay); problems of one
     model are collected in the result's `errors` and never stop the others. With a `cache`, a
     model whose render key is cached is not rendered again, and new renders are stored.
     Validation and hashing of each chunk run in its worker, overlapping the other chunks' kustomize.
+
+    With a `sink`, each model's render is handed to it (in this thread) as soon as its chunk is done
+    and is not kept: `result.models` stays empty and `result.streamed` names the models sent. A chunk's
+    generated objects are made in its worker, after the patch targets were checked on a first pass
+    that keeps none of them, so memory holds a few chunks' objects, not the environment's
+    (render.hydrate streams a cold hydrate of 10,000 models this way).
     """
     env = catalog.environment(env_name)
     result = EnvironmentRender(env)
@@ -236,18 +264,32 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     targets: list[kustomize.PatchTarget] = []
     components = _check_components(catalog, env, targets)
     images = images or {}
-    generated: dict[str, list[dict]] = {}
     names = sorted(catalog.models if models is None else models & set(catalog.models))
     for name in sorted(set(catalog.errors) if models is None else set(catalog.errors) & models):
         result.errors[name] = catalog.errors[name]
     keys = render_keys(catalog, env_name, images, models=set(names), validate=validate, versions=versions) \
         if cache is not None else {}
-    for name in names:
+
+    def keep(render: ModelRender) -> None:
+        if sink is None:
+            result.models[render.model] = render
+        else:
+            sink(render)
+            result.streamed.append(render.model)
+
+    def generate(name: str) -> list[dict]:
+        pools, pool_images = _placed(catalog, env, name, images)
         entry = catalog.models[name]
+        return model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images, catalog.pools,
+                             (versions or {}).get(name))
+
+    generated: dict[str, list[dict] | None] = {}  # None: made again in its chunk's worker (with a sink)
+    hits = TargetHits(targets, env)
+    for name in names:
         cached = cache.get(keys[name]) if cache is not None and name in keys else None
         if cached is not None:  # sealed Secrets are files, not rendered: read them every time
             try:
-                result.models[name] = ModelRender(name, env.name, cached, read_sealed(catalog.root, env.name, name))
+                keep(ModelRender(name, env.name, cached, read_sealed(catalog.root, env.name, name)))
             except SpecError as exc:
                 result.errors[name] = exc
             continue
@@ -256,24 +298,28 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             result.errors[name] = failed
             continue
         try:
-            pools, pool_images = _placed(catalog, env, name, images)
-            generated[name] = model_objects(entry, env, pools, effective_serving(entry.spec, env), pool_images,
-                                            catalog.pools, (versions or {}).get(name))
+            objects = generate(name)
         except ReconcilerError as exc:
             result.errors[name] = exc
+            continue
+        hits.see(objects)
+        generated[name] = None if sink is not None else objects
     if not generated:
         return result
     # rendered in part (a subset, errors, cache hits): only kinds can be checked, names may be elsewhere
-    _check_patch_targets(targets, env, generated,
-                         identity_only=models is not None or bool(result.errors) or bool(result.models))
+    hits.check(identity_only=models is not None or bool(result.errors) or bool(result.models) or bool(result.streamed))
 
     names = sorted(generated)
-    chunks = [{n: generated[n] for n in names[i:i + CHUNK]} for i in range(0, len(names), CHUNK)]
+    chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
 
     def work(i: int, tmp: str) -> dict[str, ModelRender | None]:
         done: dict[str, ModelRender | None] = {}
-        for name, objects in render_chunk(Path(tmp) / f"chunk-{i}", env, chunks[i], components,
-                                           result.errors).items():
+        chunk: dict[str, list[dict]] = {}
+        for n in chunks[i]:
+            made = generated[n]
+            chunk[n] = generate(n) if made is None else made
+        for name, objects in render_chunk(Path(tmp) / f"chunk-{i}", env, chunk, components,
+                                          result.errors).items():
             hashed = [with_content_hash(o) for o in objects]
             try:
                 check_priority_classes(objects, env, name)
@@ -291,23 +337,22 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             done[name] = ModelRender(name, env.name, hashed, sealed)
         return done
 
-    unsealed: set[str] = set()  # rendered, but its sealed Secrets failed to read
     with tempfile.TemporaryDirectory(prefix=f"render-{env.name}-") as tmp, \
             ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
-        for part in pool.map(lambda i: work(i, tmp), range(len(chunks))):
-            unsealed.update(n for n, m in part.items() if m is None)
-            result.models.update({n: m for n, m in part.items() if m is not None})
-    for name in names:  # kustomize names absolute paths: the temporary folders differ on every run
-        failure = result.errors.get(name)
-        if isinstance(failure, RenderError):
-            result.errors[name] = stable_paths(failure, {tmp: "<render>", str(catalog.root): "<repo>"})
-    if cache is not None:
-        for name in names:
-            if name not in keys or name in unsealed:
-                continue
-            if name in result.models:
-                cache.put(keys[name], result.models[name].objects)
-            elif name in result.errors and not isinstance(result.errors[name], kustomize.KustomizeTimeout):
-                cache.put_error(keys[name], str(result.errors[name]))  # a function of the key: kept
+        for i, part in enumerate(pool.map(lambda i: work(i, tmp), range(len(chunks)))):
+            for name in chunks[i]:  # this chunk's worker is done: its models' outcomes are final
+                failure = result.errors.get(name)
+                if isinstance(failure, RenderError):  # kustomize names absolute paths: temporary folders differ
+                    result.errors[name] = stable_paths(failure, {tmp: "<render>", str(catalog.root): "<repo>"})
+                render = part.get(name)
+                if cache is not None and name in keys:
+                    if render is not None:
+                        cache.put(keys[name], render.objects)
+                    elif name not in part and name in result.errors \
+                            and not isinstance(result.errors[name], kustomize.KustomizeTimeout):
+                        cache.put_error(keys[name], str(result.errors[name]))  # a function of the key: kept
+                if render is not None:
+                    keep(render)
+            generated.update(dict.fromkeys(chunks[i]))  # with no sink, the chunk's objects go too
     result.models = dict(sorted(result.models.items()))
     return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,22 +75,29 @@ def model_files(render: ModelRender) -> dict[str, bytes]:
     return files
 
 
-def environment_files(render: EnvironmentRender, revision: str, layout: str = "plain",
-                      models: dict[str, bytes] | None = None) -> dict[str, bytes]:
-    """Every file of an environment's folder, by name. `models` (every model's files, as `model_files`
-    gives them) stands in for the render's own models: a branch keeps untouched models' files."""
+def environment_extras(render: EnvironmentRender, revision: str, layout: str, model_names: Iterable[str]) -> dict[str, bytes]:
+    """An environment folder's files besides the models': manifest.yaml, (kustomize layout) a kustomization.yaml
+    listing it and `model_names`, hydrator.metadata and the README."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
-    if models is None:
-        models = {name: body for m in render.models.values() for name, body in model_files(m).items()}
-    files = {MANIFEST: dump_objects([namespace(render.environment), *render.shared]).encode(), **models}
+    files = {MANIFEST: dump_objects([namespace(render.environment), *render.shared]).encode()}
     if layout == "kustomize":
         files["kustomization.yaml"] = yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": sorted(files)}, sort_keys=False).encode()
+            "resources": sorted({MANIFEST, *model_names})}, sort_keys=False).encode()
     files[METADATA] = metadata(revision, render.environment.name, layout).encode()
     files["README.md"] = README.format(revision=revision).encode()
     return files
+
+
+def environment_files(render: EnvironmentRender, revision: str, layout: str = "plain",
+                      models: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Every file of an environment's folder, by name. `models` (every model's files, as `model_files`
+    gives them) stands in for the render's own models."""
+    if models is None:
+        models = {name: body for m in render.models.values() for name, body in model_files(m).items()}
+    extras = environment_extras(render, revision, layout, models)
+    return {MANIFEST: extras.pop(MANIFEST), **models, **extras}
 
 
 def write_environment(render: EnvironmentRender, folder: Path, revision: str, layout: str = "plain") -> int:
@@ -140,40 +148,68 @@ def previous_hydrate(root: Path, env: str, prefix: str = BRANCH_PREFIX) -> tuple
     return None
 
 
+class EnvironmentBranch:
+    """One environment's branch `<prefix><env>`, written as its models render: called with each model's
+    render (a render_environment `sink`), it sends the model's files to git as blobs and keeps their ids
+    only (source.branches.BranchWriter); `commit` then writes the folder. Memory holds ids, not documents:
+    a cold hydrate does not grow with the repository's rendered bytes.
+
+    partial=False at `commit`: the models sent are every model; the folder is replaced. partial=True: they
+    are the models that changed since the branch's source commit; every other model's files keep their
+    blob ids, and the files of `removed` models go. Either way the tree is the one a full hydrate writes
+    (tests/test_hydrate_incremental.py proves it on random changes), and the working tree is not touched.
+    Nothing is committed when `commit` is not called (a model failed): leave the `with` block or `abort`.
+    """
+
+    def __init__(self, root: Path, env: str, *, prefix: str = BRANCH_PREFIX) -> None:
+        self.root, self.env, self.branch = root, env, f"{prefix}{env}"
+        self.parent = branches.branch_tip(root, f"refs/heads/{self.branch}")
+        self.existing = branches.entries_under(root, self.parent, f"{env}/", METADATA) if self.parent else {}
+        self.writer = branches.BranchWriter(root, self.branch, parent=self.parent, existing=self.existing)
+        self.files: dict[str, str] = {}  # file name in the folder -> blob id, of the models sent
+        self.models: set[str] = set()
+
+    def __call__(self, render: ModelRender) -> None:
+        for name, body in model_files(render).items():
+            self.files[name] = self.writer.blob(body)
+        self.models.add(render.model)
+
+    def __enter__(self) -> EnvironmentBranch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def commit(self, render: EnvironmentRender, revision: str, *, layout: str = "plain", partial: bool = False,
+               removed: frozenset[str] | set[str] = frozenset()) -> HydrateResult:
+        """Commit the folder: the models sent, the environment's own files from `render` (its shared objects)."""
+        env, existing, start = self.env, self.existing, len(self.env) + 1
+        ours = [path for path in existing if path.startswith(f"{env}/")]
+        if partial:
+            touched = self.models | set(removed)
+            kept = [path[start:] for path in ours if model_of(path[start:]) not in (None, *touched)]
+            files = environment_extras(render, revision, layout, [*kept, *self.files])
+            files_ids = {name: self.writer.blob(body) for name, body in files.items()} | self.files
+            drop = [path for path in ours if model_of(path[start:]) in touched and path[start:] not in files_ids]
+        else:
+            files = environment_extras(render, revision, layout, self.files)
+            files_ids = {name: self.writer.blob(body) for name, body in files.items()} | self.files
+            drop = [path for path in ours if path[start:] not in files_ids]
+        put = {f"{env}/{name}": sha for name, sha in files_ids.items()}
+        put[METADATA] = self.writer.blob(metadata(revision).encode())
+        committed = self.writer.commit(put, drop=drop,
+                                       message=f"Render {env} from {revision[:12]}\n\nSource-Commit: {revision}")
+        return HydrateResult(env, self.branch, len(self.models), committed)
+
+
 def hydrate_branch(root: Path, render: EnvironmentRender, revision: str, *, prefix: str = BRANCH_PREFIX,
                    layout: str = "plain", partial: bool = False, removed: frozenset[str] | set[str] = frozenset()) -> HydrateResult:
-    """Commit one environment to branch `<prefix><env>` through git's plumbing (reconciler.source.branches).
-
-    partial=False: `render` holds every model; the folder is replaced. partial=True: `render` holds only the
-    models that changed since the branch's source commit; every other model's files keep their blob ids, and
-    the files of `removed` models go. Either way the resulting tree is the one a full hydrate writes
-    (tests/test_hydrate_incremental.py proves it on random changes), and the working tree is not touched.
-    """
-    env = render.environment.name
-    branch = f"{prefix}{env}"
-    ref = f"refs/heads/{branch}"
-    parent = branches.branch_tip(root, ref)
-    existing = branches.entries_under(root, parent, f"{env}/", METADATA) if parent else {}
-    start = len(env) + 1
-    if partial:
-        touched = set(render.models) | set(removed)
-        models = {path[start:]: entry for path, entry in existing.items()
-                  if path.startswith(f"{env}/") and model_of(path[start:]) not in (None, *touched)}
-        files = environment_files(render, revision, layout, models={})
-        fresh = {name: body for m in render.models.values() for name, body in model_files(m).items()}
-        if layout == "kustomize":  # the listing names every model's files, kept and new
-            listing = sorted({*files, *models, *fresh} - {METADATA, "README.md", "kustomization.yaml"})
-            files["kustomization.yaml"] = yaml.safe_dump({
-                "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                "resources": listing}, sort_keys=False).encode()
-        files.update(fresh)
-        drop = [path for path in existing
-                if path.startswith(f"{env}/") and model_of(path[start:]) in touched and path[start:] not in files]
-    else:
-        files = environment_files(render, revision, layout)
-        drop = [path for path in existing if path.startswith(f"{env}/") and path[start:] not in files]
-    put = {f"{env}/{name}": body for name, body in files.items()}
-    put[METADATA] = metadata(revision).encode()
-    committed = branches.commit_changes(root, branch, parent=parent, put=put, drop=drop, existing=existing,
-                                        message=f"Render {env} from {revision[:12]}\n\nSource-Commit: {revision}")
-    return HydrateResult(env, branch, len(render.models), committed)
+    """Commit one environment, rendered in `render` (its models kept, not streamed), to branch `<prefix><env>`
+    through git's plumbing: EnvironmentBranch fed with the render's models."""
+    with EnvironmentBranch(root, render.environment.name, prefix=prefix) as branch:
+        for model in render.models.values():
+            branch(model)
+        return branch.commit(render, revision, layout=layout, partial=partial, removed=removed)

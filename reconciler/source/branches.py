@@ -76,47 +76,123 @@ def _quoted(path: str) -> bytes:
     return path.encode()
 
 
+class BranchWriter:
+    """One commit to `refs/heads/<branch>` on top of `parent` (None: a new, parentless branch), written as it
+    is produced: each file's content goes to `git fast-import` as a blob when the caller has it (`blob`
+    returns its id, the only thing the caller keeps), and `commit` names the files by id at the end. Memory
+    holds ids, not contents: a cold hydrate of 10,000 models streams 10,000 blobs through one process.
+
+    A blob the branch already holds (`existing`, from `entries_under`) or that was sent already is not sent
+    again. `abort` ends the stream without a commit: blobs sent are left unreferenced (`git gc` prunes them).
+    Use as a context manager: leaving it without `commit` aborts."""
+
+    def __init__(self, root: Path, branch: str, *, parent: str | None,
+                 existing: Mapping[str, Entry] | None = None) -> None:
+        self.root, self.branch, self.parent = root, branch, parent
+        self.existing = existing  # None: not known, so every commit is written
+        self._known = {e.sha for e in (existing or {}).values()}
+        self._proc: subprocess.Popen | None = None
+        self._broken = False
+
+    def __enter__(self) -> BranchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+    def _stream(self) -> subprocess.Popen:
+        if self._proc is None:
+            repo = open_repo(self.root)
+            self._proc = subprocess.Popen(["git", "-C", repo.git_dir, "fast-import", "--quiet", "--date-format=now",
+                                           "--done"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE)
+        return self._proc
+
+    def _write(self, data: bytes) -> None:
+        if self._broken:
+            return
+        proc = self._stream()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(data)
+        except BrokenPipeError:
+            self._broken = True  # fast-import stopped: its stderr says why, at the end
+
+    def blob(self, body: bytes) -> str:
+        """Send one file's content (unless git has it already); its blob id."""
+        sha = git_blob_id(body)
+        if sha not in self._known:
+            self._write(b"blob\n" + _data(body))
+            self._known.add(sha)
+        return sha
+
+    def _finish(self) -> bytes:
+        proc = self._proc
+        if proc is None:
+            return b""
+        self._write(b"done\n")
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        errors = proc.stderr.read()
+        proc.wait()
+        self._proc = None
+        if proc.returncode != 0:
+            raise SourceError(f"could not write branch {self.branch}: "
+                              f"{errors.decode(errors='replace').strip()[-400:]}", fix=FIX)
+        return errors
+
+    def abort(self) -> None:
+        """End the stream without a commit (blobs already sent stay unreferenced)."""
+        if self._proc is not None:
+            try:
+                self._finish()
+            except SourceError:
+                pass
+
+    def commit(self, put: Mapping[str, str], *, drop: Iterable[str] = (), message: str) -> str | None:
+        """Commit: the files of `put` (path -> blob id, from `blob`), the files or folders of `drop` deleted
+        first. Returns the new commit, or None when nothing would change: every file of `put` already has that
+        id on the branch and `drop` names nothing that exists (then nothing is committed)."""
+        drop = sorted(set(drop))
+        existing = self.existing
+        if self.parent is not None and existing is not None:
+            present = set(existing)
+            gone = [d for d in drop if d in present or any(p.startswith(d.rstrip("/") + "/") for p in present)]
+            # a dropped folder whose files are all put back unchanged is no change either
+            removed = {p for p in present for d in gone if p == d or p.startswith(d.rstrip("/") + "/")}
+            same = all(path in existing and existing[path].sha == sha for path, sha in put.items())
+            if same and removed <= set(put):
+                self.abort()
+                return None
+        repo = open_repo(self.root)
+        name, email = _committer(repo)
+        self._write(b"commit refs/heads/%s\ncommitter %s <%s> now\n" % (self.branch.encode(), name, email))
+        self._write(_data(message.encode()))
+        if self.parent is not None:
+            self._write(b"from %s\n" % self.parent.encode())
+        for path in drop:
+            self._write(b"D %s\n" % _quoted(path.rstrip("/")))
+        for path in sorted(put):
+            self._write(b"M 100644 %s %s\n" % (put[path].encode(), _quoted(path)))
+        self._finish()
+        tip = branch_tip(self.root, f"refs/heads/{self.branch}")
+        if tip is None:  # pragma: no cover - fast-import succeeded
+            raise SourceError(f"branch {self.branch} was not written", fix=FIX)
+        return tip
+
+
 def commit_changes(root: Path, branch: str, *, parent: str | None, put: Mapping[str, bytes],
                    drop: Iterable[str] = (), message: str, existing: Mapping[str, Entry] | None = None) -> str | None:
     """Commit to `refs/heads/<branch>` on top of `parent` (None: a new, parentless branch): write the files of
     `put`, delete the files or folders of `drop` first. Returns the new commit, or None when nothing would
     change: every file of `put` already has that content (`existing`, from `entries_under`, answers without
-    asking git) and `drop` names nothing that exists."""
-    drop = sorted(set(drop))
-    if parent is not None and existing is not None:
-        present = set(existing)
-        gone = [d for d in drop if d in present or any(p.startswith(d.rstrip("/") + "/") for p in present)]
-        # a dropped folder whose files are all put back unchanged is no change either
-        removed = {p for p in present for d in gone if p == d or p.startswith(d.rstrip("/") + "/")}
-        same = all(path in existing and existing[path].sha == git_blob_id(body) for path, body in put.items())
-        if same and removed <= set(put):
-            return None
-    repo = open_repo(root)
-    name, email = _committer(repo)
-    command = ["git", "-C", repo.git_dir, "fast-import", "--quiet", "--date-format=now", "--done"]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE) as proc:
-        assert proc.stdin is not None and proc.stderr is not None
-        try:
-            proc.stdin.write(b"commit refs/heads/%s\ncommitter %s <%s> now\n" % (branch.encode(), name, email))
-            proc.stdin.write(_data(message.encode()))
-            if parent is not None:
-                proc.stdin.write(b"from %s\n" % parent.encode())
-            for path in drop:
-                proc.stdin.write(b"D %s\n" % _quoted(path.rstrip("/")))
-            for path in sorted(put):  # one file at a time: memory is what the caller already holds
-                proc.stdin.write(b"M 100644 inline %s\n" % _quoted(path) + _data(put[path]))
-            proc.stdin.write(b"done\n")
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # fast-import stopped: its stderr says why
-        errors = proc.stderr.read()
-    if proc.returncode != 0:
-        raise SourceError(f"could not write branch {branch}: {errors.decode(errors='replace').strip()[-400:]}", fix=FIX)
-    tip = branch_tip(root, f"refs/heads/{branch}")
-    if tip is None:  # pragma: no cover - fast-import succeeded
-        raise SourceError(f"branch {branch} was not written", fix=FIX)
-    return tip
+    asking git) and `drop` names nothing that exists. `BranchWriter` does the same without holding contents."""
+    with BranchWriter(root, branch, parent=parent, existing=existing) as writer:
+        ids = {path: writer.blob(body) for path, body in put.items()}
+        return writer.commit(ids, drop=drop, message=message)
 
 
 def fetch_remote_branches(root: Path, names: Iterable[str], remote: str = "origin", timeout: float = 60.0) -> set[str]:
