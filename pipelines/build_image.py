@@ -42,9 +42,11 @@ class BuildOptions:
     memory: str = "2Gi"
 
 
-def image_tag(model_hash: str, pool: Pool | None) -> str:
-    """The image tag for the pool's kind (reconciler.catalog.images): `<hash12>`, `<hash12>-cuda`, `<hash12>-neuron`."""
-    return images.image_tag(model_hash, pool.kind if pool is not None else None)
+def image_tag(model_hash: str, pool: Pool | None, kind_digest: str) -> str:
+    """The image tag for the pool's kind (reconciler.catalog.images): `<image12>`, `<image12>-cuda`, `<image12>-neuron`;
+    `kind_digest`: what the kind's build adds (reconciler.catalog.image_inputs), so it is the tag `reconciler build`
+    and the render name."""
+    return images.image_tag(model_hash, pool.kind if pool is not None else None, kind_digest)
 
 
 image_repository = images.image_repository
@@ -127,6 +129,7 @@ def build_image_workflow(
     *,
     model: str,
     model_hash: str,
+    kind_digest: str,
     commit: str,
     repo_url: str,
     registry: str,
@@ -141,17 +144,18 @@ def build_image_workflow(
 ):
     """The image-build Workflow for one model at one commit (a hera `Workflow`; `.to_yaml()` to commit it).
 
-    - `model_hash`: the model's content hash (reconciler.source.hashing); names the workflow, tags the image
-      and keys the Neuron cache, so a second submit of the same hash is refused as already existing.
+    - `model_hash`: the model's content hash (reconciler.source.hashing); with `kind_digest` (the pool kind's
+      build inputs, reconciler.catalog.image_inputs) it tags the image and names the workflow, so a second submit
+      of the same image is refused as already existing; it keys the Neuron cache.
     - `bento_url`: where the exported bento can be downloaded (a workflow parameter, overridable at submit).
     - `pool`: the pool the image will be served from; an inferentia pool adds the memoized
-      `neuron-compile` task, scheduled on that pool's nodes, and tags the image `<hash12>-neuron`.
+      `neuron-compile` task, scheduled on that pool's nodes, and tags the image `<image12>-neuron`.
     """
     from hera.workflows import DAG, Parameter, Task, Workflow
 
     source = common.Source(repo_url=repo_url, commit=commit)
     with_neuron = requires_neuron(pool)
-    tag = image_tag(model_hash, pool)
+    tag = image_tag(model_hash, pool, kind_digest)
     image_ref = f"{image_repository(registry, model)}:{tag}"
     target = f"{pool.name} ({pool.kind.value})" if pool is not None else "any pool"
     workflow_labels, annotations = common.metadata(

@@ -16,11 +16,14 @@ from reconciler import labels
 from reconciler.build.argo import ArgoConfig, get_workflow, list_workflows, submit
 from reconciler.errors import ArgoError
 from reconciler.catalog.files import load
+from reconciler.catalog.images import image_tag
 from reconciler.catalog.pools import PoolsFile
 from tests.argo_standin import ArgoStandIn, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 HASH = "sha256:" + "fedcba9876543210" * 4
+KIND_DIGEST = "e" * 64  # what the inferentia build adds (reconciler.catalog.image_inputs)
+NEURON = image_tag(HASH, "inferentia", KIND_DIGEST)
 COMMIT = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
 REPO = "https://github.com/example/models-gitops.git"
 
@@ -37,7 +40,7 @@ def _config(server: ArgoStandIn, **kw) -> ArgoConfig:
 
 def _build(pool: str = "inf2", model: str = "digits-classifier"):
     pools = load(PoolsFile, ROOT / "environments" / "pools.yaml").pools
-    return build_image_workflow(model=model, model_hash=HASH, commit=COMMIT, repo_url=REPO,
+    return build_image_workflow(model=model, model_hash=HASH, kind_digest=KIND_DIGEST, commit=COMMIT, repo_url=REPO,
                                 registry="ghcr.io/example/models", bento_url="https://example.com/d.bento",
                                 environment="prod", pool=pools[pool])
 
@@ -46,7 +49,7 @@ def test_submit_sends_the_workflow_with_labels_annotations_and_parameters(server
     result = submit(_build(), _config(server))
 
     assert result.created and result.namespace == "argo"
-    assert result.name.startswith("build-digits-classifier-fedcba987654-neuron-")
+    assert result.name.startswith(f"build-digits-classifier-{NEURON}-")
     assert result.ui_url == f"{server.url}/workflows/argo/{result.name}"
     [request] = server.requests
     assert request.method == "POST" and request.path == "/api/v1/workflows/argo"
@@ -56,10 +59,10 @@ def test_submit_sends_the_workflow_with_labels_annotations_and_parameters(server
     assert sent["metadata"]["labels"][labels.ENVIRONMENT] == "prod"
     assert sent["metadata"]["labels"][labels.GIT_COMMIT] == COMMIT
     assert sent["metadata"]["annotations"][common.COMMIT_URL].endswith(f"/commit/{COMMIT}")
-    assert sent["metadata"]["annotations"][common.TITLE] == "build digits-classifier fedcba987654-neuron"
+    assert sent["metadata"]["annotations"][common.TITLE] == f"build digits-classifier {NEURON}"
     assert {p["name"]: p["value"] for p in sent["spec"]["arguments"]["parameters"]} == {
         "bento-url": "https://example.com/d.bento",
-        "image-ref": "ghcr.io/example/models/digits-classifier:fedcba987654-neuron"}
+        "image-ref": f"ghcr.io/example/models/digits-classifier:{NEURON}"}
     # what was sent is what `pipeline render` prints
     assert sent == yaml.safe_load(_build().to_yaml())
 

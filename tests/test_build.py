@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from reconciler.build.bento import find_bento, stage_context
 from reconciler.build.bento import staged_files
 from reconciler.build.builder import BuildOptions, NO_IMAGE_BACKEND, build_models
-from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, resolve_images, tagged_image
+from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, digests_of, resolve_images
+from reconciler.catalog.images import image_tag
 from reconciler.catalog.load import load_catalog
 from reconciler.cli.main import app
 from reconciler.errors import ArgoError, ArtifactError, BuildError
@@ -100,6 +101,13 @@ def repo(template: Path, tmp_path: Path) -> Path:
     return root
 
 
+def tags(repo: Path, hashes: dict, kind: str = "cpu") -> dict[str, str]:
+    """Each model's image tag for a pool kind: its content hash and what the kind's build adds."""
+    catalog = load_catalog(repo)
+    kinds = digests_of(catalog)
+    return {m: image_tag(h, kind, kinds.of(catalog.models[m].spec, kind)) for m, h in hashes.items()}
+
+
 def bentos(home: Path) -> set[str]:
     return {f"{p.parent.name}:{p.name}" for p in (home / "bentos").glob("*/*") if (p / "bento.yaml").is_file()}
 
@@ -119,13 +127,14 @@ def test_builds_only_what_changed(repo: Path, env, serve) -> None:
     assert r["tiny"].built == ["fetch", "build"]
 
     hashes = model_hashes(repo, None, load_catalog(repo).models.values())
-    tiny = find_bento(home, "tiny", hashes["tiny"].short)
-    assert tiny is not None and r["tiny"].bento == tiny.tag == f"tiny:{hashes['tiny'].short}"
+    tag = tags(repo, hashes)
+    tiny = find_bento(home, "tiny", tag["tiny"])
+    assert tiny is not None and r["tiny"].bento == tiny.tag == f"tiny:{tag['tiny']}"
     meta = yaml.safe_load((tiny.path / "bento.yaml").read_text())
     assert meta["labels"]["gitops.ml/model-hash"] == hashes["tiny"].digest
     assert (tiny.path / "src/weights.txt").read_text() == "weights of tiny\n"  # fetched from the DVC remote
     assert (tiny.path / "src/common/features.py").is_file()  # shared code staged at its repository path
-    assert bentos(home) == {f"tiny:{hashes['tiny'].short}", f"other:{hashes['other'].short}"}
+    assert bentos(home) == {f"tiny:{tag['tiny']}", f"other:{tag['other']}"}
 
     # second build of the unchanged repo, through the CLI, with a registry that has no images: builds nothing
     reg = serve(None, {})
@@ -136,7 +145,7 @@ def test_builds_only_what_changed(repo: Path, env, serve) -> None:
     assert [(m["model"], m["action"], m["built"]) for m in second["models"]] == [
         ("other", "unchanged", []), ("tiny", "unchanged", [])]
     assert NO_IMAGE_BACKEND in second["models"][1]["message"]
-    assert second["models"][1]["image"] == f"{reg.host}/models/tiny:{hashes['tiny'].short}"
+    assert second["models"][1]["image"] == f"{reg.host}/models/tiny:{tag['tiny']}"
     assert any(m == "HEAD" for m, _, _ in reg.requests)
     assert len(bentos(home)) == 2
 
@@ -173,7 +182,7 @@ def test_without_a_container_engine_images_are_handed_to_argo(repo: Path, env, s
         monkeypatch.setenv("RECONCILER_BENTO_URL", "https://artifacts.example.com/{model}-{tag}.bento")
         monkeypatch.setenv("RECONCILER_BENTO_EXPORT", str(tmp_path / "exports" / "{model}-{tag}.bento"))
         tiny = build_models(repo, ["tiny"], options).results["tiny"]
-        short = tiny.hash[:12]
+        short = tiny.bento.split(":")[1]  # the image tag (images.image_tag)
         assert (tiny.action, tiny.built) == (Action.created, ["image"]), tiny.error
         assert (tmp_path / "exports" / f"tiny-{short}.bento").stat().st_size > 0
         [(namespace, name)] = list(argo.workflows)
@@ -190,16 +199,17 @@ def test_existing_image_in_registry_skips_everything(repo: Path, env, serve) -> 
     catalog = load_catalog(repo)
     hashes = model_hashes(repo, None, [catalog.models["tiny"]])
     digest = "sha256:" + hashlib.sha256(b"tiny image").hexdigest()
-    reg = serve(None, {"models/tiny": {hashes["tiny"].short: digest}})
+    tag = tags(repo, hashes)["tiny"]
+    reg = serve(None, {"models/tiny": {tag: digest}})
     report = build_models(repo, ["tiny"], BuildOptions(home=env["home"], registry=f"{reg.host}/models"))
     tiny = report.results["tiny"]
     assert (tiny.action, tiny.built, tiny.image) == (Action.unchanged, [], f"{reg.host}/models/tiny@{digest}")
     assert not (env["home"] / "bentos").exists() or bentos(env["home"]) == set()
     # HEAD for the digest; GET for the image's labels (its build commit), which the stand-in does not serve
     assert [m for m, _, _ in reg.requests] == ["HEAD", "GET"]
-    assert ImageStore.read(repo / IMAGES_LOCK).commit(f"{reg.host}/models/tiny:{hashes['tiny'].short}") is None
+    assert ImageStore.read(repo / IMAGES_LOCK).commit(f"{reg.host}/models/tiny:{tag}") is None
     # the digest is recorded in the repository's lock (committed by the merge workflow), so rendering pins it
-    assert ImageStore.read(repo / IMAGES_LOCK).get(f"{reg.host}/models/tiny:{hashes['tiny'].short}") == digest
+    assert ImageStore.read(repo / IMAGES_LOCK).get(f"{reg.host}/models/tiny:{tag}") == digest
 
 
 def test_resolve_images_pins_known_digests(repo: Path, env) -> None:
@@ -207,18 +217,20 @@ def test_resolve_images_pins_known_digests(repo: Path, env) -> None:
     hashes = model_hashes(repo, None, [catalog.models["tiny"], catalog.models["other"]])
     store = ImageStore(repo / IMAGES_LOCK)
     digest = "sha256:" + "1" * 64
-    store.record(tagged_image("localhost:1/models", "tiny", hashes["tiny"]), digest)
+    cpu, gpu, neuron = (tags(repo, hashes, kind) for kind in ("cpu", "gpu", "inferentia"))
+    store.record(f"localhost:1/models/tiny:{cpu['tiny']}", digest)
     images = resolve_images(catalog, "dev", hashes)
     assert images == {"tiny": f"localhost:1/models/tiny@{digest}",
-                      "other": f"localhost:1/models/other:{hashes['other'].short}",
+                      "other": f"localhost:1/models/other:{cpu['other']}",
                       # the CUDA and Neuron images of gpu and inferentia pools: their own tags, digests not known yet
-                      "tiny/gpu": f"localhost:1/models/tiny:{hashes['tiny'].short}-cuda",
-                      "other/gpu": f"localhost:1/models/other:{hashes['other'].short}-cuda",
-                      "tiny/inferentia": f"localhost:1/models/tiny:{hashes['tiny'].short}-neuron",
-                      "other/inferentia": f"localhost:1/models/other:{hashes['other'].short}-neuron"}
+                      "tiny/gpu": f"localhost:1/models/tiny:{gpu['tiny']}",
+                      "other/gpu": f"localhost:1/models/other:{gpu['other']}",
+                      "tiny/inferentia": f"localhost:1/models/tiny:{neuron['tiny']}",
+                      "other/inferentia": f"localhost:1/models/other:{neuron['other']}"}
+    assert gpu["tiny"].endswith("-cuda") and neuron["tiny"].endswith("-neuron")
     assert resolve_images(catalog, catalog.environments["dev"], hashes, store=ImageStore.read(repo / IMAGES_LOCK)) == images
     # the machine's own state plays no part: an explicitly empty lock gives tags
-    assert resolve_images(catalog, "dev", hashes, store=ImageStore(repo / "none.json"))["tiny"].endswith(hashes["tiny"].short)
+    assert resolve_images(catalog, "dev", hashes, store=ImageStore(repo / "none.json"))["tiny"].endswith(cpu["tiny"])
 
 
 def test_staged_context_is_what_was_hashed(repo: Path, tmp_path: Path) -> None:
@@ -257,13 +269,14 @@ def test_an_image_found_in_the_registry_locks_the_commit_its_label_names(repo: P
     catalog = load_catalog(repo)
     hashes = model_hashes(repo, None, [catalog.models["tiny"], catalog.models["other"]])
     built_from = "5e" * 20
-    tiny = oci_registry.push("models/tiny", hashes["tiny"].short, {"gitops.ml/git-commit": built_from}, index=True)
-    other = oci_registry.push("models/other", hashes["other"].short)  # built by something that sets no label
+    tag = tags(repo, hashes)
+    tiny = oci_registry.push("models/tiny", tag["tiny"], {"gitops.ml/git-commit": built_from}, index=True)
+    other = oci_registry.push("models/other", tag["other"])  # built by something that sets no label
     report = build_models(repo, ["tiny", "other"], BuildOptions(home=env["home"], registry=f"{oci_registry.host}/models",
                                                                  engine=None))
     assert {n: (r.action, r.built) for n, r in report.results.items()} == {
         "tiny": (Action.unchanged, []), "other": (Action.unchanged, [])}
     lock = ImageStore.read(repo / IMAGES_LOCK)
-    tiny_tag, other_tag = (tagged_image(f"{oci_registry.host}/models", m, hashes[m]) for m in ("tiny", "other"))
+    tiny_tag, other_tag = (f"{oci_registry.host}/models/{m}:{tag[m]}" for m in ("tiny", "other"))
     assert (lock.get(tiny_tag), lock.commit(tiny_tag)) == (tiny, built_from)
     assert (lock.get(other_tag), lock.commit(other_tag)) == (other, None)  # unknown: no guess

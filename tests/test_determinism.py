@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, tagged_image
+from reconciler.catalog.image_lock import IMAGES_LOCK, ImageStore, digests_of, tagged_image
 from reconciler.catalog.load import load_catalog
 from reconciler.desired.state import desired_at
 from reconciler.source.hashing import model_hashes
@@ -35,11 +35,15 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     repo = git.Repo(template_repo)
     catalog = load_catalog(template_repo)
     hashes = model_hashes(template_repo, "HEAD", [catalog.models[MODEL]])
-    prod_tag = tagged_image(catalog.environments["prod"].registry, MODEL, hashes[MODEL])
+    kinds = digests_of(catalog)
+    spec = catalog.models[MODEL].spec
+    prod_tag, neuron_tag, dev_tag = (
+        tagged_image(catalog.environments[env].registry, MODEL, hashes[MODEL], kind, kinds.of(spec, kind))
+        for env, kind in (("prod", "cpu"), ("prod", "inferentia"), ("dev", "cpu")))
     lock = ImageStore(template_repo / IMAGES_LOCK)  # what the merge workflow commits back
     lock.record(prod_tag, "sha256:" + "a" * 64)
     built_from = repo.head.commit.hexsha  # the commit the Neuron image's bento was built from
-    lock.record(prod_tag + "-neuron", "sha256:" + "e" * 64, built_from)  # the Neuron-compiled variant for inf2 pools
+    lock.record(neuron_tag, "sha256:" + "e" * 64, built_from)  # the Neuron-compiled variant for inf2 pools
     sha = commit_all(repo, "record image digests")
 
     # 1. no image store at all: an empty Bento store, nothing else on the machine
@@ -58,7 +62,7 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(home / "reconciler-images.json"))
     newer = ImageStore.read(template_repo / IMAGES_LOCK)
     newer.record(prod_tag, "sha256:" + "c" * 64, "f" * 40)
-    newer.record(prod_tag + "-neuron", "sha256:" + "e" * 64, "d" * 40)  # a rebuild of the same image elsewhere
+    newer.record(neuron_tag, "sha256:" + "e" * 64, "d" * 40)  # a rebuild of the same image elsewhere
     assert repo.is_dirty()
     builder = _render(template_repo, sha, tmp_path / "out-builder")
 
@@ -78,8 +82,8 @@ def test_one_commit_renders_byte_identical_under_three_local_states(template_rep
     # the pods say which commit their image was built from (the X-Model-Version `commit=`), from the commit's lock
     assert f"gitops.ml/git-commit: {built_from}" in prod and "d" * 40 not in prod and "f" * 40 not in prod
     assert built_from != sha  # not the rendering commit
-    # where the lock names no digest (dev pushes to another registry), the content-hash tag, the same everywhere
-    assert f"/{MODEL}:{hashes[MODEL].short}\n" in bare[f"dev/{MODEL}.model.yaml"].decode()
+    # where the lock names no digest (dev pushes to another registry), the tag, the same everywhere
+    assert f"image: {dev_tag}\n" in bare[f"dev/{MODEL}.model.yaml"].decode()
 
 
 @pytest.mark.parametrize("content, wanted", [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from reconciler.catalog.image_lock import tagged_image
@@ -10,22 +12,34 @@ from reconciler.catalog.images import image_key, image_ref, image_tag, pinned, s
 from reconciler.catalog.pools import AcceleratorKind
 
 HEX = "0123456789abcdef" * 4
+KD = "e" * 64  # a kind's digest (reconciler.catalog.image_inputs)
 
 
 def test_one_tag_per_kind_from_any_spelling_of_the_hash():
     mh = ModelHash("m", HEX, {})
-    for spelled in (HEX, "sha256:" + HEX, HEX.upper(), mh):
-        assert image_tag(spelled) == "0123456789ab"
-        assert image_tag(spelled, "gpu") == "0123456789ab-cuda"
-        assert image_tag(spelled, AcceleratorKind.inferentia) == "0123456789ab-neuron"
-    tags = {image_tag(HEX, k) for k in AcceleratorKind}
-    assert len(tags) == len(AcceleratorKind)  # no two kinds share an image
+    for kind, suffix in (("cpu", ""), ("gpu", "-cuda"), (AcceleratorKind.inferentia, "-neuron")):
+        tags = {image_tag(spelled, kind, KD) for spelled in (HEX, "sha256:" + HEX, HEX.upper(), mh)}
+        assert len(tags) == 1 and re.fullmatch(r"[0-9a-f]{12}" + suffix, tags.pop())
+    assert image_tag(HEX, None, KD) == image_tag(HEX, "cpu", KD)
+    tags = {image_tag(HEX, k, KD)[:12] for k in AcceleratorKind}
+    assert len(tags) == len(AcceleratorKind)  # no two kinds share an image, digits included
+
+
+def test_the_tag_covers_the_kinds_build_inputs_and_the_model_hash():
+    """A tag is new when the model's sources or what the kind's build adds change, and only then: the tag
+    `reconciler build` checks the registry and the Bento store for."""
+    base = image_tag(HEX, "gpu", KD)
+    assert image_tag(HEX, "gpu", KD) == base  # deterministic
+    assert image_tag(HEX, "gpu", "f" * 64) != base  # a CUDA change: a new -cuda image
+    assert image_tag("fedcba9876543210" * 4, "gpu", KD) != base  # new sources: a new image
+    with pytest.raises(ValueError, match="needs the kind's digest"):
+        image_tag(HEX, "gpu", "")
 
 
 def test_reference_pin_and_map_key():
-    ref = image_ref("localhost:5001/models/", "iris", HEX, "inferentia")
-    assert ref == "localhost:5001/models/iris:0123456789ab-neuron"
-    assert tagged_image("localhost:5001/models", "iris", HEX, "inferentia") == ref  # build names it the same way
+    ref = image_ref("localhost:5001/models/", "iris", HEX, "inferentia", KD)
+    assert ref == f"localhost:5001/models/iris:{image_tag(HEX, 'inferentia', KD)}"
+    assert tagged_image("localhost:5001/models", "iris", HEX, "inferentia", KD) == ref  # build names it the same way
     assert pinned(ref, "sha256:" + "f" * 64) == "localhost:5001/models/iris@sha256:" + "f" * 64
     assert pinned(ref, None) == ref
     assert image_key("iris") == image_key("iris", "cpu") == "iris"
@@ -36,7 +50,7 @@ def test_bad_hash_or_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="no alphanumeric digest"):
         short_hash("sha256:")
     with pytest.raises(ValueError, match="unknown accelerator kind 'tpu'"):
-        image_tag(HEX, "tpu")
+        image_tag(HEX, "tpu", KD)
 
 
 def test_the_lock_keeps_the_build_commit_of_one_image_only(tmp_path):

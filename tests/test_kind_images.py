@@ -10,7 +10,8 @@ import yaml
 
 from pipelines import steps
 from reconciler.build.builder import BuildOptions, build_models
-from reconciler.catalog.image_lock import resolve_images
+from reconciler.catalog.image_lock import digests_of, resolve_images
+from reconciler.catalog.images import image_tag
 from reconciler.catalog.accelerators import ARTIFACT_ENV, COMPILED_FILE, NEURON_PIP_INDEX, neuron_sdk
 from reconciler.catalog.load import load_catalog
 from reconciler.render.environment import render_environment
@@ -50,6 +51,13 @@ def built(tmp_path_factory):
     return root, home, report
 
 
+def _tags(root: Path, model_hash: str) -> dict[str, str]:
+    """The model's image tag per kind: its content hash and what each kind's build adds (image_inputs)."""
+    catalog = load_catalog(root)
+    kinds = digests_of(catalog)
+    return {k: image_tag(model_hash, k, kinds.of(catalog.models[MODEL].spec, k)) for k in ("cpu", "gpu", "inferentia")}
+
+
 def _bento_dir(home: Path, tag: str) -> Path:
     name, version = tag.split(":")
     return home / "bentos" / name / version
@@ -59,14 +67,63 @@ def test_one_bento_per_pool_kind(built):
     root, home, report = built
     result = report.results[MODEL]
     assert result.action is Action.created, result.as_dict()
-    short = result.hash[:12]
-    assert result.bentos == {"cpu": f"{MODEL}:{short}", "gpu": f"{MODEL}:{short}-cuda",
-                             "inferentia": f"{MODEL}:{short}-neuron"}
-    assert result.images == {"cpu": f"registry.test/models/{MODEL}:{short}",
-                             "gpu": f"registry.test/models/{MODEL}:{short}-cuda",
-                             "inferentia": f"registry.test/models/{MODEL}:{short}-neuron"}
+    tags = _tags(root, result.hash)
+    assert tags["gpu"].endswith("-cuda") and tags["inferentia"].endswith("-neuron") and "-" not in tags["cpu"]
+    assert result.bentos == {k: f"{MODEL}:{t}" for k, t in tags.items()}
+    assert result.images == {k: f"registry.test/models/{MODEL}:{t}" for k, t in tags.items()}
     for tag in result.bentos.values():
         assert (_bento_dir(home, tag) / "bento.yaml").is_file(), tag
+
+
+# a platform change the model's content hash does not see, and the only kind whose image holds it
+PLATFORM_CHANGES = {
+    # the dense recipe's conversion (pipelines/neuron.py, its `code:`): it compiles digits' Neuron artifact
+    "recipe": ("inferentia", "import subprocess, sys\nfrom pathlib import Path\n"
+               "p = Path('pipelines/neuron.py'); p.write_text(p.read_text() + '# the conversion changed\\n')\n"
+               "subprocess.run(['git', 'commit', '-qam', 'recipe'], check=True)\n", None),
+    # a reconciler release with another CUDA base for gpu images (reconciler/catalog/accelerators.py)
+    "cuda": ("gpu", "", "from reconciler.catalog import accelerators; accelerators.CUDA_VERSION = '12.6.3'; "),
+}
+
+
+@pytest.mark.parametrize("change", sorted(PLATFORM_CHANGES))
+def test_a_platform_change_only_the_kind_overlay_or_recipe_sees_rebuilds_that_kinds_image_only(built, change,
+                                                                                                 tmp_path):
+    """Before the kind's inputs were in its tag, `reconciler build` found the old tag's bento (or image) and
+    reused it: the cluster never got the new CUDA base or the new compiled artifact."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root, home, report = built
+    kind, edit, patch = PLATFORM_CHANGES[change]
+    work, store = tmp_path / "repo", tmp_path / "bentoml"
+    shutil.copytree(root, work, symlinks=True)
+    shutil.copytree(home, store, symlinks=True)
+    env = {**os.environ, "BENTOML_HOME": str(store), "RECONCILER_CONTAINER_ENGINE": "none", "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("ARGO_SERVER", None)
+    if edit:
+        subprocess.run([sys.executable, "-c", edit], cwd=work, check=True, env=env)
+    args = ["build", "--env", "prod", "--registry", "registry.test/models", "--model", MODEL, "-o", "json"]
+    # the console script, run by the (patched, for a reconciler release) interpreter
+    command = [sys.executable, "-c", f"import sys; {patch or ''}from reconciler.cli import main; "
+                                     f"sys.argv = ['reconciler', *sys.argv[1:]]; main()", *args]
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = json.loads(done.stdout[done.stdout.index("{"):])["models"][0]
+    before = report.results[MODEL].bentos
+    assert after["action"] == "created" and after["built"][-1:] == ["build"], after  # one bento built, no image
+    assert {k for k in before if after["bentos"][k] != before[k]} == {kind}, (before, after["bentos"])
+    for other in set(before) - {kind}:
+        assert f"{other}: bento {before[other]} exists" in after["message"]
+    assert (_bento_dir(store, after["bentos"][kind]) / "bento.yaml").is_file()
+    dockerfile = (_bento_dir(store, after["bentos"][kind]) / "env" / "docker" / "Dockerfile").read_text()
+    if change == "cuda":
+        assert "nvidia/cuda:12.6.3" in dockerfile, dockerfile[:2000]
+    if change == "recipe":  # the render of this commit names the image the build made (same interpreter: no patch)
+        assert f"{MODEL}:{_tags(work, report.results[MODEL].hash)[kind]}" == after["bentos"][kind]
 
 
 def test_each_kinds_dockerfile_and_requirements(built):
@@ -112,10 +169,10 @@ def test_each_deployment_references_its_own_kinds_image(built):
     assert result.errors == {}
     by_pool = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
                for d in result.models[MODEL].objects if d["kind"] == "Deployment"}
-    short = report.results[MODEL].hash[:12]
+    tags = _tags(root, report.results[MODEL].hash)
     repo = f"ghcr.io/example/models/{MODEL}"
-    assert by_pool == {f"{MODEL}-cpu-general": f"{repo}:{short}", f"{MODEL}-gpu-a10g": f"{repo}:{short}-cuda",
-                       f"{MODEL}-inf2": f"{repo}:{short}-neuron"}
+    assert by_pool == {f"{MODEL}-cpu-general": f"{repo}:{tags['cpu']}", f"{MODEL}-gpu-a10g": f"{repo}:{tags['gpu']}",
+                       f"{MODEL}-inf2": f"{repo}:{tags['inferentia']}"}
 
 
 # --------------------------------------------------------------------------- serving: readiness and version
@@ -197,10 +254,9 @@ def test_the_served_header_the_metric_labels_and_the_pod_annotations_name_the_sa
     root, home, report = built
     result = report.results[MODEL]
     built_from = git.Repo(root).head.commit.hexsha  # the bentos were built at this commit
-    short = result.hash[:12]
     digests = {tag: oci_registry.push(f"models/{MODEL}", tag, None if tag.endswith("-neuron") else {L.GIT_COMMIT: built_from},
                                       index=tag.endswith("-cuda"))
-               for tag in (short, f"{short}-cuda", f"{short}-neuron")}
+               for tag in _tags(root, result.hash).values()}
     reg = oci_registry
     # later commits: prod pulls from this registry; the next build records the digests and build commits
     work = tmp_path / "repo"

@@ -22,6 +22,7 @@ from pipelines.neuron_compile import (NeuronOptions, compile_cache_key, neuron_c
                                       neuron_compile_workflow)
 from pipelines.train import train_workflow
 from reconciler import labels
+from reconciler.catalog import images
 from reconciler.catalog.files import load
 from reconciler.catalog.pools import PoolsFile
 from tests.requirements import missing
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "upstream-schemas" / "argo-workflows.schema.json"  # upstream's, in the repository
 WORKFLOW_DEF = "io.argoproj.workflow.v1alpha1.Workflow"
 HASH = "sha256:" + "0123456789abcdef" * 4
+KIND_DIGEST = "e" * 64  # what a kind's build adds (reconciler.catalog.image_inputs): part of the tag
+TAGS = {k: images.image_tag(HASH, k, KIND_DIGEST) for k in ("cpu", "gpu", "inferentia")}
 COMMIT = "4f2c9d1e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
 REPO = "https://github.com/example/models-gitops.git"
 REMOTES = {"s3remote": "s3://models/dvc"}
@@ -67,7 +70,8 @@ def _closed(node):
 
 
 def _build(pools, model="iris-classifier", pool="gpu-a10g", **kw):
-    args = dict(model=model, model_hash=HASH, commit=COMMIT, repo_url=REPO, registry="ghcr.io/example/models",
+    args = dict(model=model, model_hash=HASH, kind_digest=KIND_DIGEST, commit=COMMIT, repo_url=REPO,
+                registry="ghcr.io/example/models",
                 bento_url="https://artifacts.example.com/b.bento", environment="staging",
                 pool=pools[pool] if pool else None)
     args.update(kw)
@@ -223,7 +227,7 @@ def test_dag_order_rejects_cycles_and_unknown_dependencies():
 
 def test_gpu_build_is_one_buildkit_task_that_outputs_the_digest(pools):
     doc = _as_dict(_build(pools))
-    assert re.fullmatch(r"build-iris-classifier-0123456789ab-cuda-[0-9a-f]{6}", doc["metadata"]["name"])
+    assert re.fullmatch(rf"build-iris-classifier-{TAGS['gpu']}-[0-9a-f]{{6}}", doc["metadata"]["name"])
     templates = _templates(doc)
     assert [t["name"] for t in templates["main"]["dag"]["tasks"]] == ["build"]
     build = templates["build"]
@@ -234,7 +238,7 @@ def test_gpu_build_is_one_buildkit_task_that_outputs_the_digest(pools):
     assert {p["name"]: p["valueFrom"]["path"] for p in build["outputs"]["parameters"]} == {
         "digest": "/work/digest", "image": "/work/image"}
     assert {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}["image-ref"] == \
-        "ghcr.io/example/models/iris-classifier:0123456789ab-cuda"
+        f"ghcr.io/example/models/iris-classifier:{TAGS['gpu']}"
     bento = build["inputs"]["artifacts"][0]
     assert bento["http"]["url"] == "{{workflow.parameters.bento-url}}"
     params = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
@@ -249,8 +253,9 @@ def test_build_name_is_one_per_image_repository_and_tag(pools):
     assert name() == name(environment="prod", bento_url="https://elsewhere/b.bento")  # same image: same build
     assert name() != name(registry="localhost:5001/models")  # same hash, other registry: its own build
     assert name() != name(model_hash="sha256:" + "f" * 64)
+    assert name() != name(kind_digest="d" * 64)  # the kind's build inputs changed: a new image, its own build
     long = name(model="m" * 63)
-    assert len(long) <= 63 and long.endswith(("-0123456789ab-cuda-" + long[-6:]))
+    assert len(long) <= 63 and long.endswith((f"-{TAGS['gpu']}-" + long[-6:]))
 
 
 def test_build_script_extracts_the_digest_from_buildkit_metadata(tmp_path, pools):
@@ -288,7 +293,7 @@ def test_inferentia_build_compiles_on_the_inf2_pool_first(pools):
     assert tasks["build"]["arguments"]["artifacts"] == [
         {"name": "neuron-model", "from": "{{tasks.neuron-compile.outputs.artifacts.neuron-model}}"}]
     params = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
-    assert params["image-ref"] == "ghcr.io/example/models/digits-classifier:0123456789ab-neuron"
+    assert params["image-ref"] == f"ghcr.io/example/models/digits-classifier:{TAGS['inferentia']}"
     assert "cp /work/neuron/model.neuron.pt /work/context/src/model.neuron.pt" in templates["build"]["container"]["args"][0]
 
     compile_ = templates["neuron-compile"]
@@ -351,9 +356,9 @@ def test_gpu_and_cpu_builds_have_no_neuron_step(pools):
     for pool in ("gpu-a10g", "cpu-general"):
         names = [t["name"] for t in _as_dict(_build(pools, pool=pool))["spec"]["templates"]]
         assert "neuron-compile" not in names
-    assert image_tag(HASH, pools["cpu-general"]) == "0123456789ab"
-    assert image_tag(HASH, pools["gpu-a10g"]) == "0123456789ab-cuda"
-    assert image_tag(HASH, pools["inf2"]) == "0123456789ab-neuron"
+    assert image_tag(HASH, pools["cpu-general"], KIND_DIGEST) == TAGS["cpu"]
+    assert image_tag(HASH, pools["gpu-a10g"], KIND_DIGEST) == TAGS["gpu"] and TAGS["gpu"].endswith("-cuda")
+    assert image_tag(HASH, pools["inf2"], KIND_DIGEST) == TAGS["inferentia"] and TAGS["inferentia"].endswith("-neuron")
 
 
 def test_neuron_template_refuses_a_non_inferentia_pool(pools):

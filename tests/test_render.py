@@ -147,20 +147,27 @@ def test_plugins_are_refused(template_repo):
 
 
 def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
-    from reconciler.catalog.image_lock import ImageStore, resolve_images
+    from reconciler.catalog.image_lock import ImageStore, digests_of, resolve_images
+    from reconciler.catalog.images import image_tag
     from reconciler.source.hashing import model_hashes
 
     catalog = load_catalog(template_repo)
     hashes = model_hashes(template_repo, "HEAD", catalog.models.values())
     store = ImageStore(template_repo / "no-images.json")
-    for env, suffix in (("prod", "-neuron"), ("dev", "")):
+    kinds = digests_of(catalog)
+
+    def tag(model: str, kind: str) -> str:
+        return image_tag(hashes[model], kind, kinds.of(catalog.models[model].spec, kind))
+
+    for env, kind in (("prod", "inferentia"), ("dev", "cpu")):
         images = resolve_images(catalog, env, hashes, store=store)
         result = render_environment(catalog, env, images=images)
         (deploy,) = by_kind(result.models["digits-classifier"].objects, "Deployment")
-        tag = hashes["digits-classifier"].short + suffix
-        assert container(deploy)["image"] == f"{catalog.environments[env].registry}/digits-classifier:{tag}"
+        assert container(deploy)["image"] == \
+            f"{catalog.environments[env].registry}/digits-classifier:{tag('digits-classifier', kind)}"
+    assert tag("digits-classifier", "inferentia").endswith("-neuron")
     (gpu,) = by_kind(result.models["iris-classifier"].objects, "Deployment")
-    assert container(gpu)["image"].endswith(":" + hashes["iris-classifier"].short)
+    assert container(gpu)["image"].endswith(":" + tag("iris-classifier", "cpu"))
 
 
 def test_pod_monitor_is_rendered_where_the_environment_asks_for_it(template_repo):

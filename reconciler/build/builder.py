@@ -3,18 +3,20 @@
 For every model (or the ones asked for), in this order:
 
 1. hash: its content hash (reconciler.source.hashing) over the working tree;
-2. image check: when a registry is configured, `HEAD` its manifest `<registry>/<model>:<hash12>`
-   (never pulled); an existing image means there is nothing to do;
-3. bento check: a Bento tagged `<model>:<hash12>` in the Bento store means the Bento is not rebuilt;
+2. image check: when a registry is configured, `HEAD` its manifest `<registry>/<model>:<tag>` (never
+   pulled); an existing image means there is nothing to do. The tag (reconciler.catalog.images) digests the
+   content hash with what the pool kind's build adds (reconciler.catalog.image_inputs: its overlay, its compile
+   recipe's code), so an overlay-only or recipe-only change is a new tag and is built;
+3. bento check: a Bento tagged `<model>:<tag>` in the Bento store means the Bento is not rebuilt;
 4. fetch: `dvc pull` of the model's pointers (DVC's Python API);
-5. build: `bentoml build` (Python API, in a child process) of a staged context, tagged with the hash;
+5. build: `bentoml build` (Python API, in a child process) of a staged context, tagged with the tag;
 6. image: with a working container engine, `bentoml containerize` + push, and the digest is read
    back from the registry; else with ARGO_SERVER set, the image-build Argo Workflow is submitted;
    else the build stops at the Bento and says what is missing.
 
 One model failing never stops the others; each gets a typed result (created / unchanged / failed).
 Known image digests live in git: the lock file `images.lock.json` at the repository top maps each
-tagged image (`<registry>/<model>:<hash12>[-suffix]`) to its digest, and to the git commit its bento
+tagged image (`<registry>/<model>:<tag>[-suffix]`) to its digest, and to the git commit its bento
 was built from (the `commit=` of the service's X-Model-Version, read back from the bento's
 gitops-version.json, so the pods' gitops.ml/git-commit annotation says what the image says). `build` records them in
 the working tree and the merge workflow commits it back (as Flux image automation does), and
@@ -37,11 +39,12 @@ from reconciler.labels import GIT_COMMIT
 from reconciler.source import guard
 from reconciler.source.hashing import ModelHash, model_hashes
 from reconciler.results import Action, Summary
-from reconciler.catalog.images import image_tag, pinned
+from reconciler.catalog.images import image_repository, image_tag, pinned
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.build.artifacts import fetch_model
 from reconciler.build.bento import staged_files
-from reconciler.catalog.image_lock import ImageStore, images_file, tagged_image
+from reconciler.catalog.image_inputs import KindDigests
+from reconciler.catalog.image_lock import ImageStore, digests_of, images_file
 from reconciler.build import bento
 from reconciler.build.argo import ArgoConfig, submit
 from reconciler.build.bento import bentoml_home, container_engine
@@ -77,7 +80,7 @@ class ModelBuild:
     model: str
     action: Action
     hash: str | None = None  # full content hash
-    bento: str | None = None  # <model>:<hash12>
+    bento: str | None = None  # <model>:<tag> (catalog/images.image_tag)
     image: str | None = None  # <registry>/<model>@sha256:... when the digest is known, else the tagged ref
     built: list[str] = field(default_factory=list)  # steps that did work: fetch, build, image
     message: str = ""
@@ -179,14 +182,15 @@ def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, st
     """Build the model's bento and image for every pool kind it is served from (a kind's failure fails the model)."""
     name = entry.name
     kinds = model_kinds(catalog, entry, options.environment)
+    digests: KindDigests = digests_of(catalog)
     result = ModelBuild(name, Action.unchanged, hash=model_hash.digest)
     notes: list[str] = []
     fetched = False
     for kind in kinds:
-        one = ModelBuild(name, Action.unchanged, hash=model_hash.digest,
-                         bento=f"{name}:{image_tag(model_hash, kind)}")
-        fetched = _build_kind(root, entry, model_hash, kind, home, store, options, engine, clients, notify, one,
-                              fetched)
+        version = image_tag(model_hash, kind, digests.of(entry.spec, kind))  # what the kind's image holds
+        one = ModelBuild(name, Action.unchanged, hash=model_hash.digest, bento=f"{name}:{version}")
+        fetched = _build_kind(root, entry, model_hash, kind, version, home, store, options, engine, clients, notify,
+                              one, fetched)
         result.bentos[kind.value] = one.bento or ""
         if one.image:
             result.images[kind.value] = one.image
@@ -206,15 +210,16 @@ def _build_one(root: Path, catalog, entry, model_hash: ModelHash, home: Path, st
     return result
 
 
-def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind, home: Path, store: ImageStore,
-                options: BuildOptions, engine: str | None, clients: dict, notify: Progress, result: ModelBuild,
-                fetched: bool) -> bool:
-    """One kind's bento and image into `result`; returns whether the DVC artifacts are fetched."""
-    name, version = entry.name, image_tag(model_hash, kind)
+def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind, version: str, home: Path,
+                store: ImageStore, options: BuildOptions, engine: str | None, clients: dict, notify: Progress,
+                result: ModelBuild, fetched: bool) -> bool:
+    """One kind's bento and image (tagged `version`, images.image_tag) into `result`; returns whether the DVC
+    artifacts are fetched."""
+    name = entry.name
     step = "image"
     notes: list[str] = []
     try:
-        tagged = tagged_image(options.registry, name, model_hash, kind) if options.registry else None
+        tagged = f"{image_repository(options.registry, name)}:{version}" if options.registry else None
         if tagged:
             digest = store.get(tagged)
             if digest is None:
@@ -247,7 +252,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
                 fetched = True
             step = "build"
             notify(name, "build", "running")
-            built = _build_bento(root, entry, model_hash, home, kind, options.base_image)
+            built = _build_bento(root, entry, model_hash, home, kind, version, options.base_image)
             notify(name, "build", "done")
             result.built.append("build")
             result.bento = built.tag
@@ -273,7 +278,7 @@ def _build_kind(root: Path, entry, model_hash: ModelHash, kind: AcceleratorKind,
             notify(name, "image", "done")
         elif options.argo and os.environ.get("ARGO_SERVER"):
             notify(name, "image", "running")
-            note, submitted = _argo_image(root, entry, model_hash, result.bento, home, options, kind)
+            note, submitted = _argo_image(root, entry, model_hash, result.bento, home, options, kind, version)
             notes.append(note)
             if submitted:  # False: this hash's workflow was submitted before, nothing new happened
                 result.built.append("image")
@@ -306,7 +311,7 @@ def version_record(root: Path, entry, model_hash: ModelHash) -> dict:
     return {"model": entry.name, "model_hash": model_hash.digest, "git_commit": commit, "weights_md5": weights}
 
 
-def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind = AcceleratorKind.cpu,
+def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: AcceleratorKind, version: str,
                  base_image: str | None = None):
     folder = entry.path.relative_to(root).as_posix()
     files, shared = staged_files(root, folder, model_hash)
@@ -322,7 +327,7 @@ def _build_bento(root: Path, entry, model_hash: ModelHash, home: Path, kind: Acc
                                      name=entry.name, model_hash=model_hash.digest, shared=shared, dest=context,
                                      overlay=bentofile_overlay(entry.spec, kind, base_image),
                                      version=version_record(root, entry, model_hash), lock=environments.lock_pins(root, entry.name))
-        return bento.build(context, staged, name=entry.name, version=image_tag(model_hash, kind), home=home)
+        return bento.build(context, staged, name=entry.name, version=version, home=home)
 
 
 def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None) -> dict:
@@ -342,7 +347,7 @@ def bentofile_overlay(spec, kind: AcceleratorKind, base_image: str | None = None
 
 
 def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
-                options: BuildOptions, kind: AcceleratorKind = AcceleratorKind.cpu) -> tuple[str, bool]:
+                options: BuildOptions, kind: AcceleratorKind, version: str) -> tuple[str, bool]:
     """Hand the image build to the image-build Argo Workflow (pipelines/build_image.py via reconciler.build.argo)."""
 
     url_template = os.environ.get(BENTO_URL_ENV)
@@ -350,7 +355,7 @@ def _argo_image(root: Path, entry, model_hash: ModelHash, tag: str, home: Path,
         raise ArgoError(f"ARGO_SERVER is set but {BENTO_URL_ENV} is not: the workflow needs a URL to download the bento",
                         fix=f"export {BENTO_URL_ENV}='https://artifacts.example.com/bentos/{{model}}-{{tag}}.bento' "
                             f"and {BENTO_EXPORT_ENV} to where that URL is served from (e.g. s3://bucket/bentos/{{model}}-{{tag}}.bento)")
-    fields = {"model": entry.name, "tag": image_tag(model_hash, kind)}
+    fields = {"model": entry.name, "tag": version}
     destination = os.environ.get(BENTO_EXPORT_ENV, str(home / "exports" / "{model}-{tag}.bento")).format(**fields)
     local = "://" not in destination
     if local:

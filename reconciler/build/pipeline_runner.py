@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from reconciler.catalog.environments import platform_path, training_python  # re-exported
 from reconciler.catalog.accelerators import recipe_for
+from reconciler.catalog.image_inputs import KindDigests
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import ArtifactError, ReconcilerError, SourceError
 from pipelines import steps
@@ -315,7 +316,9 @@ def render_workflow(root: Path, pipeline: str, model: str, *, environment: str =
             return neuron_compile_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
                                            bento_url=bento_url, environment=environment, pool=target,
                                            namespace=namespace, options=neuron, operations=operations, run=run)
-        return build_image_workflow(model=model, model_hash=model_hash, commit=commit, repo_url=repo_url,
+        kind_digest = KindDigests(catalog.recipes.recipes).of(entry.spec, target.kind)
+        return build_image_workflow(model=model, model_hash=model_hash, kind_digest=kind_digest, commit=commit,
+                                    repo_url=repo_url,
                                     registry=registry or env.registry, bento_url=bento_url,
                                     environment=environment, pool=target, namespace=namespace,
                                     neuron=neuron, operations=operations, run=run)

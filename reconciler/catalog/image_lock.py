@@ -1,6 +1,6 @@
 """The image lock (images.lock.json at the repository top, committed): tagged image -> digest and the git
 commit its bento was built from, and what a render takes from it: the image references (digest-pinned
-where the lock has one, the content-hash tag else) and the pods' version annotations (content hash,
+where the lock has one, the tag else) and the pods' version annotations (content hash,
 build commit, weights md5: the values the service's X-Model-Version header returns).
 
     {"images":  {"<registry>/<model>:<tag>": "sha256:<64 hex>"},
@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+from reconciler.catalog.image_inputs import KindDigests
 from reconciler.catalog.images import image_key, image_ref, pinned
 from reconciler.catalog.kinds import AcceleratorKind
 from reconciler.errors import SpecError
@@ -133,17 +134,22 @@ class ImageStore:
         tmp.replace(self.path)
 
 
-def tagged_image(registry: str, model: str, model_hash: ModelHash | str,
-                 kind: AcceleratorKind | str | None = None) -> str:
+def tagged_image(registry: str, model: str, model_hash: ModelHash | str, kind: AcceleratorKind | str | None,
+                 kind_digest: str) -> str:
     """The tagged image reference (reconciler.catalog.images.image_ref): one tag per pool kind."""
-    return image_ref(registry, model, model_hash, kind)
+    return image_ref(registry, model, model_hash, kind, kind_digest)
+
+
+def digests_of(catalog) -> KindDigests:
+    """The kind digests of a catalog's models (its compile recipes), memoized per call site."""
+    return KindDigests(catalog.recipes.recipes)
 
 
 def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageStore | None = None) -> dict[str, str]:
     """Image reference per model for an environment: `registry/model@sha256:...` when the commit's image
-    lock records the digest of `registry/model:<hash12>`, else that tag. Also `<model>/<kind>` for
-    accelerator kinds (`<hash12>-cuda` for gpu, `<hash12>-neuron` for inferentia): reconciler.catalog.images
-    names them all.
+    lock records the digest of `registry/model:<image12>`, else that tag. Also `<model>/<kind>` for
+    accelerator kinds (`<image12>-cuda` for gpu, `<image12>-neuron` for inferentia): reconciler.catalog.images
+    names them all, each from the content hash and the kind's digest (reconciler.catalog.image_inputs).
 
     A pure function of the commit: the lock is read from the catalog's tree (`store` overrides it in
     tests), the registry is never asked and nothing of the machine is read.
@@ -151,14 +157,15 @@ def resolve_images(catalog, env, hashes: dict[str, ModelHash], *, store: ImageSt
     """
     env_spec = catalog.environment(env) if isinstance(env, str) else env
     store = store if store is not None else ImageStore.read(images_file(catalog.root))
+    kinds = digests_of(catalog)
     images = {}
     for name, model_hash in hashes.items():
-        tagged = tagged_image(env_spec.registry, name, model_hash)
-        images[name] = pinned(tagged, store.get(tagged))
-        for kind in AcceleratorKind:  # the CUDA and Neuron images of gpu and inferentia pools
-            if kind != AcceleratorKind.cpu:
-                variant = tagged_image(env_spec.registry, name, model_hash, kind)
-                images[image_key(name, kind)] = pinned(variant, store.get(variant))
+        entry = catalog.models.get(name)
+        if entry is None:
+            continue
+        for kind in AcceleratorKind:  # the cpu image, the CUDA and Neuron images of gpu and inferentia pools
+            tagged = tagged_image(env_spec.registry, name, model_hash, kind, kinds.of(entry.spec, kind))
+            images[image_key(name, kind)] = pinned(tagged, store.get(tagged))
     return images
 
 
@@ -181,6 +188,7 @@ def model_versions(catalog, hashes: dict[str, ModelHash], env=None, *,
     if env_spec is not None and store is None:
         store = ImageStore.read(images_file(catalog.root))
     versions: dict[str, dict[str, dict[str, str]]] = {}
+    kinds = digests_of(catalog)
     for name, model_hash in hashes.items():
         entry = catalog.models.get(name)
         if entry is None:
@@ -189,7 +197,7 @@ def model_versions(catalog, hashes: dict[str, ModelHash], env=None, *,
         base = {L.MODEL_HASH: model_hash.digest, L.WEIGHTS_MD5: weights_md5_value(md5s) or "none"}
         versions[name] = {}
         for kind in AcceleratorKind:
-            commit = store.commit(tagged_image(env_spec.registry, name, model_hash, kind)) \
+            commit = store.commit(tagged_image(env_spec.registry, name, model_hash, kind, kinds.of(entry.spec, kind))) \
                 if env_spec is not None and store is not None else None
             versions[name][kind.value] = {**base, L.GIT_COMMIT: commit} if commit else dict(base)
     return versions

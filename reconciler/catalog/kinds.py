@@ -1,13 +1,15 @@
 """The accelerator-kind profile table: every kind a pool can be (cpu, gpu, inferentia, ...) is one
 KindProfile entry, read by pool validation, image tags, the render's image keys and the bento overlay.
 
-An unknown kind is an error naming the registered ones, never another kind's image: before this table,
+Everything a profile puts into an image (its overlay, its device probe) is in that kind's image tag
+(reconciler.catalog.image_inputs): changing it rebuilds that kind's images. An unknown kind is an error naming
+the registered ones, never another kind's image: before this table,
 any kind that was not cpu or gpu got the Neuron overlay. Adding a kind (Google TPU, say) is one
 ``register(KindProfile(...))``; ``tests/test_kinds.py`` adds a fake one that way.
 
     device_resources  the extended resources its pools may request (empty: a pool of it declares no device)
     hugepages         its pools must declare hugepages2Mi (the Neuron runtime's DMA buffers)
-    tag_suffix        the image tag suffix: <hash12><suffix> (one image per kind)
+    tag_suffix        the image tag suffix: <image12><suffix> (one image per kind; catalog/images.py)
     bento_overlay     the bentofile overlay its image is built with (reconciler.catalog.accelerators)
     compile_needed    a model is compiled for the device before it can serve (a compile recipe must accept it)
     service_provides  the packages its image installs for the model's service beyond the model's lock (the

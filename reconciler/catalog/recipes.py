@@ -20,7 +20,9 @@ Pure but for reading the entry files.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,7 +31,8 @@ from pydantic import Field, field_validator
 
 from reconciler.catalog.fields import Strict
 from reconciler.catalog.files import load
-from reconciler.errors import SpecError, SpecProblem
+from reconciler.errors import ReconcilerError, SpecError, SpecProblem
+from reconciler.source import guard
 
 RECIPES_DIR = "pipelines/recipes"
 ARTIFACT_KINDS = ("pickle", "torch")  # what reconciler.plan.weights can tell a weights file is
@@ -76,6 +79,9 @@ class CompileRecipe:
     plan_check: str = "none"
     description: str = ""
     file: str = ""  # the entry it was read from, repository-relative
+    # what of it goes into the image it compiles for (target, module, artifact, each code file's sha256):
+    # path -> id, read by reconciler.catalog.image_inputs into that kind's image tag
+    inputs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,28 @@ def load_registry(root: Path) -> Registry:
             problems.append(SpecProblem(shown, f"name {entry.name!r} does not match the file's name {path.stem!r}",
                                         field="name", fix=f"set name: {path.stem} (one entry per recipe, named after it)"))
             continue
+        base = Path(root) if inside else folder.parent.parent  # code paths are repository paths
         recipes.append(CompileRecipe(entry.name, entry.target, frozenset(entry.architectures), tuple(entry.code),
                                      module=entry.module, artifact=entry.artifact, plan_check=entry.plan_check,
-                                     description=entry.description, file=shown))
+                                     description=entry.description, file=shown, inputs=_inputs(entry, base)))
     return Registry(tuple(recipes), tuple(problems))
+
+
+def _inputs(entry: RecipeEntry, base: Path) -> tuple[tuple[str, str], ...]:
+    """What of a recipe changes the artifact it compiles into an image: where it runs (module), what it takes
+    (artifact), and its code files' bytes (sha256; 'missing' or 'unreadable' otherwise, which is input too). Its
+    description, planCheck and accepted architectures change the plan, not the artifact."""
+    found = {f"{RECIPES_DIR}/{entry.name}#build": "sha256:" + hashlib.sha256(json.dumps(
+        {"target": entry.target, "module": entry.module, "artifact": entry.artifact}, sort_keys=True).encode()).hexdigest()}
+    for path in entry.code:
+        try:
+            with guard.inside(base, path).open("rb") as fh:  # streamed: a large lock file is never held whole
+                found[path] = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+        except FileNotFoundError:
+            found[path] = "missing"
+        except (OSError, ReconcilerError):  # a folder, a link leaving the repository: never read
+            found[path] = "unreadable"
+    return tuple(sorted(found.items()))
 
 
 def recipe_named(registry: Registry, name: str) -> CompileRecipe | None:

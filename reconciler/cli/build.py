@@ -86,6 +86,7 @@ def build(
                                                       help="the Bento store (default: ~/bentoml)")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
-    """Build only what changed: fetch DVC artifacts, build a Bento tagged with the model's content
-    hash, and build + push its image where a container engine (or ARGO_SERVER) is available."""
+    """Build only what changed: fetch DVC artifacts, build a Bento per pool kind tagged with its image tag (the
+    content hash and what the kind's build adds), and build + push its image where a container engine (or
+    ARGO_SERVER) is available."""
     build_command(model, env, registry, repo, bentoml_home, output)

@@ -39,8 +39,9 @@ COMMANDS: dict[str, Entry] = {
     "hydrate": Entry("reconciler.cli.hydrate:hydrate",
                      "Write rendered manifests for Argo CD or Flux to sync from (no cluster needed)."),
     "build": Entry("reconciler.cli.build:build",
-                   "Build only what changed: fetch DVC artifacts, build a Bento tagged with the model's content hash, "
-                   "and build + push its image where a container engine (or ARGO_SERVER) is available."),
+                   "Build only what changed: fetch DVC artifacts, build a Bento per pool kind tagged with its image tag (the "
+                   "content hash and what the kind's build adds), and build + push its image where a container engine (or "
+                   "ARGO_SERVER) is available."),
     "sync": Entry("reconciler.cli.sync:sync_command",
                   "Apply the current commit of the repository to one environment's cluster (server-side apply, "
                   "prune, health)."),

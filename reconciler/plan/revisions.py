@@ -12,7 +12,8 @@ import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
-from reconciler.catalog.image_lock import ImageStore, images_file, model_versions, resolve_images
+from reconciler.catalog.image_inputs import changed as inputs_changed
+from reconciler.catalog.image_lock import ImageStore, digests_of, images_file, model_versions, resolve_images
 from reconciler.catalog.effective import batching_problem
 from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODEL_FILE, Catalog, placements,
                                      promotion_order)
@@ -106,6 +107,9 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
         pools_changed = pool_changes(before.catalog.pools, after.catalog.pools, used) if not first else []
         reasons[name] = _reasons(name, path_reasons.get(name, []), reviews.get(name), hash_changes.get(name),
                                  env_changes if not first else [], pools_changed, env)
+    if not first:
+        for name, lines in image_reasons(before, after, new_views).items():
+            reasons.setdefault(name, []).extend(lines)
     secret_lines, secret_errors = secret_plan(before, after, env)
     for name, lines in secret_lines.items():
         reasons.setdefault(name, []).extend(lines)
@@ -129,6 +133,22 @@ def plan_environment_between(env: str, before: DesiredState, after: DesiredState
                 + f"\n  fix: lower the replicas, choose a cheaper pool, or raise the budget in "
                   f"{ENVIRONMENTS_DIR}/{env}/{ENVIRONMENT_FILE} (a change that itself goes through review)")
     return result
+
+def image_reasons(before: DesiredState, after: DesiredState, views: dict[str, ModelView]) -> dict[str, list[str]]:
+    """Per model, the kinds it serves from whose image gets a new tag though its sources are the same: what the
+    kind's build adds changed (its overlay, its compile recipe's code: reconciler.catalog.image_inputs)."""
+    old, new = digests_of(before.catalog), digests_of(after.catalog)
+    found: dict[str, list[str]] = {}
+    for name, view in sorted(views.items()):
+        was, now = before.catalog.models.get(name), after.catalog.models.get(name)
+        if was is None or now is None:
+            continue
+        for kind in sorted({k for _, k in view.pools}):
+            diff = inputs_changed(old.inputs(was.spec, kind), new.inputs(now.spec, kind))
+            if diff:
+                found.setdefault(name, []).append(f"{kind} image rebuilt (new tag): {', '.join(diff)} changed")
+    return found
+
 
 def _keys(state: DesiredState, env: str) -> dict[str, str] | None:
     try:
