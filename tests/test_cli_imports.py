@@ -81,18 +81,22 @@ def test_plan_imports_no_build_bentoml_dvc_hera_or_matplotlib_code(repo: Path) -
                      *HEAVY) - {"pipelines", "pipelines.locks", "pipelines.errors"}
 
 
-def test_a_warm_plan_for_a_pr_comment_imports_no_terminal_printing(repo: Path, tmp_path: Path) -> None:
+def test_a_warm_plan_for_a_pr_comment_imports_no_terminal_printing_and_no_gitpython(repo: Path, tmp_path: Path,
+                                                                                     ) -> None:
     # the PR job: `plan --format markdown|json` with the base's renders cached (the second run here). It prints
-    # nothing through rich unless it has a note, a warning or an error, so rich is not imported (start-up a
-    # PR job pays on every push: benchmarks/cli_startup.py)
+    # nothing through rich unless it has a note, a warning or an error, so rich is not imported; it reads git
+    # through the git command line (reconciler/source/git_cli.py), so GitPython is not imported either (start-up
+    # a PR job pays on every push: benchmarks/cli_startup.py)
     env = {"RECONCILER_CACHE": str(tmp_path / "cache")}
     args = ["plan", "--no-check-artifacts", "--format", "markdown"]
-    first, _ = imported(args, repo, env)
+    first, modules = imported(args, repo, env)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert not under(modules, "git", "gitdb", "smmap")  # the cold plan that records the outcomes too
     done, modules = imported(args, repo, env)
     assert done.returncode == 0 and done.stdout == first.stdout and "iris-classifier" in done.stdout
     assert done.stderr == ""  # nothing to print through rich: no note, warning or error
-    assert not under(modules, "rich", "pygments", "reconciler.cli.console")
+    assert not under(modules, "rich", "pygments", "reconciler.cli.console", "git", "gitdb", "smmap")
+    assert "reconciler.source.git_cli" in modules
     # the same command with something to say prints it through rich (the module is imported where it prints)
     noted, modules = imported([*args, "--base", "HEAD~0"], repo, {"RECONCILER_CACHE": str(tmp_path / "empty")})
     assert noted.returncode == 0 and noted.stderr.startswith("note: no hydrated base"), noted.stderr[-3000:]

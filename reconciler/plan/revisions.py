@@ -249,6 +249,10 @@ def plan_revisions(root: Path, base: str, head: str | None, environments: Iterab
     clean (`clean_environments`): with neither, the plan renders the whole head once, and records it.
     """
     root = source.toplevel(root)
+    # each revision resolved once, here: every stage below reads the same commits (were a branch to move during
+    # the plan), and git is asked once per name rather than by each stage
+    base = base if base == EMPTY else source.resolve_sha(root, base)
+    head = head if head is None else source.resolve_sha(root, head)
     dvc_root = root if check_artifacts else None
     if cache is None:
         cache = NO_CACHE if full else RenderCache(default_folder())

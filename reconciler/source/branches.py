@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import SourceError
-from reconciler.source.git import _identity, git_blob_id, open_repo
+from reconciler.source.git import _identity, git_blob_id, located, open_repo
 
 FIX = "check that the repository is writable; another writer may have moved the branch: run again"
 
@@ -33,7 +33,7 @@ class Entry:
 
 def branch_tip(root: Path, ref: str) -> str | None:
     """The commit a ref points at (`refs/heads/x`, `refs/remotes/origin/x`), None when it does not exist."""
-    repo = open_repo(root)
+    repo = located(root)
     done = subprocess.run(["git", "-C", repo.git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
                           capture_output=True, text=True, check=False)
     return done.stdout.strip() or None
@@ -42,7 +42,7 @@ def branch_tip(root: Path, ref: str) -> str | None:
 def entries_under(root: Path, commit: str, *paths: str) -> dict[str, Entry]:
     """Every file at `commit` under the given folders or named by the given paths (recursive), path -> Entry:
     one `ls-tree`."""
-    repo = open_repo(root)
+    repo = located(root)
     done = subprocess.run(["git", "-C", repo.git_dir, "ls-tree", "-r", "-z", commit, "--", *paths],
                           capture_output=True, check=False)
     if done.returncode != 0:
@@ -200,7 +200,7 @@ def fetch_remote_branches(root: Path, names: Iterable[str], remote: str = "origi
     has); return the names fetched. Quiet and best-effort: no remote, a branch the remote lacks, a remote that
     asks for credentials or does not answer within `timeout` fetch nothing. Never prompts."""
     names = sorted(set(names))
-    repo = open_repo(root)
+    repo = located(root)
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
     base = ["git", "-C", repo.git_dir]

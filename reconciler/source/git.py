@@ -1,5 +1,10 @@
 """The git adapter: every read and write of git goes through here, with one error translation
-(:func:`git_errors`: GitPython's exceptions become SourceError with git's own message and a fix).
+(:func:`git_errors`: GitPython's exceptions, and git_cli's, become SourceError with git's own message and a fix).
+
+The reads a plan makes (revisions, checkouts, diffs, trees, files at a ref) run the git command line through
+reconciler.source.git_cli, without GitPython: a plan command does not import it (tests/test_cli_imports.py).
+GitPython is imported by the first function that needs it (:func:`open_repo`: commits to branches, the watched
+branch's clone, configuration).
 
 - revisions and checkouts (:func:`open_repo`, :func:`resolve`, :func:`checkout`, :func:`head_sha`);
 - diffs (:func:`changed_paths`);
@@ -25,31 +30,54 @@ import posixpath
 import shutil
 import subprocess
 import tempfile
-import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import git
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from reconciler.errors import SourceError
 from reconciler.source import guard
+from reconciler.source.git_cli import FULL_ID, GitFailed, Located, locate, read_object, rev_parse, run
+
+if TYPE_CHECKING:
+    import git
 
 WORKTREE = None
 
 
+def gitpython() -> ModuleType:
+    """GitPython, imported by the first function that needs it (module docstring)."""
+    import git  # noqa: PLC0415 - a plan reads git through git_cli and never pays this import
+
+    return git
+
+
+def _gitpython_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """GitPython's (command errors, other errors), when it is imported (else none of them can be raised)."""
+    loaded = sys.modules.get("git")
+    if loaded is None:
+        return (), ()
+    return (loaded.GitCommandError,), (loaded.InvalidGitRepositoryError, loaded.NoSuchPathError, loaded.BadName)
+
+
 @contextlib.contextmanager
 def git_errors(what: str, *, fix: str | None = None) -> Iterator[None]:
-    """The one translation of GitPython's errors: SourceError('<what>: <git's message>', fix)."""
+    """The one translation of git's errors (GitPython's, and git_cli's GitFailed and ValueError):
+    SourceError('<what>: <git's message>', fix)."""
     try:
         yield
-    except git.GitCommandError as exc:
-        detail = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n") or str(exc)
-        raise SourceError(f"{what}: {detail}", fix=fix) from None
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.BadName, ValueError) as exc:
-        raise SourceError(f"{what}: {exc}" if str(exc) else what, fix=fix) from None
+    except Exception as exc:
+        commands, others = _gitpython_errors()
+        if isinstance(exc, (GitFailed, *commands)):
+            detail = (getattr(exc, "stderr", "") or "").strip().removeprefix("stderr:").strip(" '\n") or str(exc)
+            raise SourceError(f"{what}: {detail}", fix=fix) from None
+        if isinstance(exc, (ValueError, *others)):
+            raise SourceError(f"{what}: {exc}" if str(exc) else what, fix=fix) from None
+        raise
 
 
 # Repositories opened by this thread, by the folder asked for. GitPython starts two long-lived `git cat-file`
@@ -60,20 +88,29 @@ _OPENED_LIMIT = 8
 
 
 def open_repo(root: Path) -> git.Repo:
+    gp = gitpython()
     opened: dict[str, git.Repo] = _OPENED.__dict__.setdefault("repos", {})
     key = os.path.abspath(root)
     repo = opened.get(key)
     if repo is not None and os.path.isdir(repo.git_dir):
         return repo
     try:
-        repo = git.Repo(root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        repo = gp.Repo(root, search_parent_directories=True)
+    except (gp.InvalidGitRepositoryError, gp.NoSuchPathError):
         raise SourceError(f"{root} is not inside a git repository",
                           fix="run the reconciler from a clone of the model repository (or `git init` it)") from None
     if len(opened) >= _OPENED_LIMIT:
         opened.pop(next(iter(opened))).close()
     opened[key] = repo
     return repo
+
+
+def located(root: Path) -> Located | git.Repo:
+    """The repository holding `root` for the reads of a plan: found without GitPython where git_cli.locate can
+    (a plain checkout or linked worktree), else opened with GitPython, which decides as it always did."""
+    found = locate(root)
+    return found if found is not None else open_repo(root)
+
 
 # `git ls-tree` listings of commits and trees named by their full id: a listing of an object never changes, and
 # one plan asked for the same listing of the same commit up to three times (its stages each open the revision:
@@ -82,22 +119,22 @@ _LISTINGS: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
 _LISTINGS_LOCK = threading.Lock()
 _LISTINGS_MAX_BYTES = 64 << 20
 _listings_bytes = 0
-_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
-def ls_tree(repo: git.Repo, *args: str) -> str:
-    """`git ls-tree ARGS` (raises GitCommandError as GitPython does). Run once per process and repository when
-    ARGS name the commit or tree by its full id (immutable); listings of a branch or other name are not kept."""
+def ls_tree(repo: Located | git.Repo, *args: str) -> str:
+    """`git ls-tree ARGS` in the working tree (raises git_cli.GitFailed, as GitPython's `repo.git.ls_tree`
+    raises GitCommandError). Run once per process and repository when ARGS name the commit or tree by its full
+    id (immutable); listings of a branch or other name are not kept."""
     global _listings_bytes
-    if not any(_FULL_ID.fullmatch(a) for a in args):
-        return str(repo.git.ls_tree(*args))
+    if not any(FULL_ID.fullmatch(a) for a in args):
+        return run(repo.working_dir, "ls-tree", *args)
     key = (os.path.abspath(repo.git_dir), args)
     with _LISTINGS_LOCK:
         listing = _LISTINGS.get(key)
         if listing is not None:
             _LISTINGS.move_to_end(key)
             return listing
-    listing = str(repo.git.ls_tree(*args))
+    listing = run(repo.working_dir, "ls-tree", *args)
     if len(listing) <= _LISTINGS_MAX_BYTES // 4:
         with _LISTINGS_LOCK:
             if key not in _LISTINGS:
@@ -110,21 +147,22 @@ def ls_tree(repo: git.Repo, *args: str) -> str:
 
 def toplevel(root: Path) -> Path:
     """The root directory of the repository that holds ``root`` (callers get a path, never a Repo)."""
-    return Path(open_repo(root).working_dir)
+    return Path(located(root).working_dir)
 
 
 def resolve_sha(root: Path, rev: str) -> str:
     """A revision of the repository at ``root`` (branch, tag, HEAD~1, sha) -> full commit sha."""
-    return resolve(open_repo(root), rev)
+    return resolve(located(root), rev)
 
 
-def resolve(repo: git.Repo, rev: str) -> str:
-    """A revision (branch, tag, HEAD~1, sha) -> full commit sha."""
-    try:
-        return repo.commit(rev).hexsha
-    except (git.BadName, ValueError, git.GitCommandError):  # git's message adds nothing here
+def resolve(repo: Located | git.Repo, rev: str) -> str:
+    """A revision (branch, tag, HEAD~1, sha) -> full commit sha (`git rev-parse --verify REV^0`, as GitPython's
+    `repo.commit(rev)`; a full id is resolved once per process)."""
+    sha = rev_parse(repo, rev) if isinstance(rev, str) else None
+    if sha is None:  # git's message adds nothing here
         raise SourceError(f"unknown git revision {rev!r} in {repo.working_dir}",
-                          fix="fetch it first (`git fetch origin`), or name a branch, tag or commit that exists") from None
+                          fix="fetch it first (`git fetch origin`), or name a branch, tag or commit that exists")
+    return sha
 
 
 def cat_file_batch(git_dir: str | os.PathLike[str], shas: Iterable[str]) -> dict[str, bytes]:
@@ -150,7 +188,7 @@ def cat_file_batch(git_dir: str | os.PathLike[str], shas: Iterable[str]) -> dict
     return found
 
 
-def write_tree(repo: git.Repo, sha: str, dest: Path, paths: Iterable[str] | None = None) -> int:
+def write_tree(repo: Located | git.Repo, sha: str, dest: Path, paths: Iterable[str] | None = None) -> int:
     """Write the files of commit `sha` (only those under `paths`, if given) into `dest`, straight from
     git's object database: one `ls-tree` and one `cat-file --batch`, no archive. Symlinks stay
     symlinks (render refuses those that leave the repository); submodules are skipped."""
@@ -160,10 +198,11 @@ def write_tree(repo: git.Repo, sha: str, dest: Path, paths: Iterable[str] | None
         if not paths:
             return 0
         args += ["--", *paths]
+    failures: tuple[type[Exception], ...] = (GitFailed, *_gitpython_errors()[0])
     try:
         listing = ls_tree(repo, *args)
-    except git.GitCommandError as exc:
-        raise SourceError(f"cannot read revision {sha[:12]}: {exc.stderr.strip()}") from None
+    except failures as exc:
+        raise SourceError(f"cannot read revision {sha[:12]}: {getattr(exc, 'stderr', '').strip()}") from None
     entries = []
     for record in listing.split("\0"):
         if not record:
@@ -196,7 +235,7 @@ def checkout(root: Path, rev: str | None, paths: Iterable[str] | None = None) ->
     `paths` (repository-relative files or folders) limits what is written: a plan of one model
     needs environments/ and that model's folder, not the other 999.
     """
-    repo = open_repo(root)
+    repo = located(root)
     top = Path(repo.working_dir)
     if rev is WORKTREE:
         yield top
@@ -207,20 +246,33 @@ def checkout(root: Path, rev: str | None, paths: Iterable[str] | None = None) ->
         yield Path(tmp)
 
 
+# the options GitPython's `Commit.diff` passes (a raw listing of whole ids, renames found), after the revisions
+_DIFF_OPTIONS = ("--abbrev=40", "--full-index", "-M", "--raw", "-z", "--no-color")
+
+
 def changed_paths(root: Path, base: str, head: str | None) -> set[str]:
-    """Paths (relative to the repository top) that differ between `base` and `head` (None: working tree)."""
-    repo = open_repo(root)
-    base_commit = repo.commit(resolve(repo, base))
+    """Paths (relative to the repository top) that differ between `base` and `head` (None: working tree,
+    untracked files included): both paths of a rename."""
+    repo = located(root)
+    base_sha = resolve(repo, base)
     with git_errors(f"git diff {base}..{head or 'worktree'} failed"):
         if head is WORKTREE:
-            diffs = base_commit.diff(None)
-            untracked = set(repo.untracked_files)
+            listing = run(repo.working_dir, "diff", base_sha, *_DIFF_OPTIONS)
+            status = run(repo.working_dir, "status", "--porcelain", "-z", "--untracked-files")
+            paths = {entry[3:] for entry in status.split("\0") if entry.startswith("?? ")}
         else:
-            diffs = base_commit.diff(repo.commit(resolve(repo, head)))
-            untracked = set()
-    paths = set(untracked)
-    for d in diffs:
-        paths.update(p for p in (d.a_path, d.b_path) if p)
+            listing = run(repo.working_dir, "diff-tree", base_sha, resolve(repo, head), "-r", *_DIFF_OPTIONS)
+            paths = set()
+    fields = listing.split("\0")
+    i = 0
+    while i < len(fields):
+        meta = fields[i]
+        if not meta.startswith(":"):
+            i += 1
+            continue
+        count = 2 if meta.split()[-1][:1] in ("R", "C") else 1  # a rename or copy names both paths
+        paths.update(p for p in fields[i + 1:i + 1 + count] if p)
+        i += 1 + count
     return paths
 
 
@@ -269,6 +321,7 @@ def branch_worktree(repo_root: Path, branch: str, keep: tuple[str, ...] = ()) ->
     when it does not exist yet), without touching the working tree; removed afterwards. Top-level
     entries named in ``keep`` stay as the branch has them (e.g. ``reports``, which canaries commit);
     ``keep=("*",)`` keeps the whole tree (to add a file to what the branch holds)."""
+    git = gitpython()
     repo = open_repo(repo_root)
     fix = "check that the repository is writable and the branch is not checked out elsewhere"
     with tempfile.TemporaryDirectory(prefix="branch-") as tmp:
@@ -350,7 +403,7 @@ class GitTree(Tree):
     batched = True
     PARTIAL_MAX = 64  # more folders than this: one full listing is cheaper than their round trips
 
-    def __init__(self, repo: git.Repo, rev: str, prefix: str, folders: Iterable[str] | None = None) -> None:
+    def __init__(self, repo: Located | git.Repo, rev: str, prefix: str, folders: Iterable[str] | None = None) -> None:
         self._repo = repo
         self._prefix = prefix
         self._ids: dict[str, str] = {}
@@ -358,10 +411,13 @@ class GitTree(Tree):
         self._links: set[str] = set()  # paths git stores as symlinks (mode 120000)
         self._deferred: set[str] = set()  # folders (under the root) present at the commit, not listed yet
         self._above_deferred: set[str] = set()  # the folders that hold them ("models", and "" for the root)
-        with git_errors(f"git cannot resolve revision {rev!r} in {repo.working_tree_dir}",
+        with git_errors(f"git cannot resolve revision {rev!r} in {repo.working_dir}",
                         fix="pass a commit, branch or tag that exists (`git log --oneline`), "
                             "or fetch it first (`git fetch --all`)"):
-            self._sha = repo.rev_parse(rev).hexsha
+            sha = rev_parse(repo, rev, peel="")
+            if sha is None:  # GitPython's BadName, as `repo.rev_parse` said it
+                raise ValueError(f"Ref '{rev}' did not resolve to an object")
+            self._sha = sha
             wanted = sorted({f.strip("/") for f in folders}) if folders is not None else None
             if wanted is None or len(wanted) > self.PARTIAL_MAX or any(not f or f.startswith(".") for f in wanted):
                 self._add(ls_tree(repo, "-r", "-z", "-l", "--full-tree", self._sha))
@@ -445,7 +501,8 @@ class GitTree(Tree):
         sha = self._ids[path]
         data = self._prefetched.pop(sha, None)
         if data is None:
-            data = self._repo.odb.stream(bytes.fromhex(sha)).read()
+            with git_errors(f"git cannot read object {sha} ({path})"):
+                data = read_object(self._repo, sha)[2]
         return data
 
     def link_target(self, path: str) -> str | None:
@@ -469,11 +526,11 @@ class GitTree(Tree):
 class WorkTree(Tree):
     """The working tree: tracked and untracked files that .gitignore does not exclude."""
 
-    def __init__(self, git_cmd: git.Git, root: Path) -> None:
+    def __init__(self, root: Path) -> None:
         self._root = root
         with git_errors(f"git cannot list the working tree of {root}",
                         fix="run the reconciler inside a git checkout of the repository"):
-            out = git_cmd.ls_files("-z", "--cached", "--others", "--exclude-standard", "--", ".")
+            out = run(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", ".")
         # ls-files paths are relative to the current directory of the call: the repository root here
         paths = {p for p in out.split("\0") if p}
         self.paths = sorted(p for p in paths if os.path.isfile(os.path.join(root, p)))  # deleted tracked files are gone
@@ -513,13 +570,13 @@ class WorkTree(Tree):
 def open_tree(repo_root: Path, rev: str | None, folders: Iterable[str] | None = None) -> Tree:
     """The files of a revision (None: the working tree). `folders`: the folders the reader will ask about
     (a commit's listing may then leave the others out until asked: GitTree)."""
-    repo = open_repo(repo_root)
-    top = Path(repo.working_tree_dir or repo_root).resolve()
+    repo = located(repo_root)
+    top = Path(repo.working_dir or repo_root).resolve()
     rel = repo_root.resolve().relative_to(top).as_posix()
     prefix = "" if rel == "." else rel + "/"
     if rev is None:
         # ls-files runs in repo_root, so its paths are relative to it even inside a bigger repository
-        return WorkTree(git.Git(repo_root), repo_root.resolve())
+        return WorkTree(repo_root.resolve())
     return GitTree(repo, rev, prefix, folders)
 
 
@@ -537,6 +594,7 @@ class GitMirror:
         return f"refs/remotes/origin/{self.branch}"
 
     def _git(self) -> git.Repo:
+        git = gitpython()
         if self._repo is None:
             with git_errors(f"cannot clone {self.url} (branch {self.branch}) into {self.path}",
                             fix="check the repository URL, the branch and the credentials"):
@@ -556,6 +614,7 @@ class GitMirror:
             return repo.commit(self.tracking).hexsha
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        git = gitpython()
         try:
             repo = self._git()
             return bool(repo.is_ancestor(repo.commit(ancestor), repo.commit(descendant)))
@@ -568,7 +627,7 @@ class GitMirror:
 
 def folder_trees(root: Path, rev: str, folder: str) -> dict[str, str]:
     """The tree id of each sub-folder of `folder` at a commit (e.g. every model folder), one `ls-tree`."""
-    repo = open_repo(root)
+    repo = located(root)
     with git_errors(f"git ls-tree {rev} {folder} failed"):
         listing = ls_tree(repo, "-z", resolve(repo, rev), f"{folder}/")
     trees = {}
@@ -590,7 +649,7 @@ def remote_url(root: Path, remote: str = "origin") -> str | None:
 
 def top_names(root: Path, rev: str) -> list[str]:
     """The names (files and folders) at the top of a commit's tree, one `ls-tree`."""
-    repo = open_repo(root)
+    repo = located(root)
     with git_errors(f"git ls-tree {rev} failed"):
         listing = ls_tree(repo, "--name-only", "-z", resolve(repo, rev))
     return [p for p in listing.split("\0") if p]
@@ -598,21 +657,21 @@ def top_names(root: Path, rev: str) -> list[str]:
 
 def show_file(root: Path, ref: str, path: str) -> str | None:
     """A file's text at a ref (`refs/heads/x`, `origin/x`, a sha), or None when the ref or file is absent."""
-    repo = open_repo(root)
+    repo = located(root)
     if "\n" in ref or "\n" in path:
         return None  # no such ref or file (and not a request line of the batch below)
     try:  # through the repository's long-lived `git cat-file --batch`, not a `git show` process per file
-        _, kind, _, data = repo.git.get_object_data(f"{ref}:{path}")
-    except (ValueError, git.GitCommandError):  # "<name> missing": no such ref, or no such file in it
+        _, kind, data = read_object(repo, f"{ref}:{path}")
+    except ValueError:  # "<name> missing": no such ref, or no such file in it
         return None
-    if kind != b"blob" and kind != "blob":
+    if kind != "blob":
         return None
     return data.decode("utf-8", "surrogateescape").removesuffix("\n")
 
 
 def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str]]:
     """(path, mode, blob id) of every file of a commit outside one top-level folder, sorted."""
-    repo = open_repo(root)
+    repo = located(root)
     sha = resolve(repo, rev)
     with git_errors(f"git ls-tree {rev} failed"):
         top = [line.partition("\t")[2] for line in ls_tree(repo, "-z", sha).split("\0") if line]
@@ -629,6 +688,7 @@ def files_outside(root: Path, rev: str, folder: str) -> list[tuple[str, str, str
 
 def fetch_branch(repo_root: Path, remote: str, branch: str) -> bool:
     """Make local ``branch`` what ``remote`` has (forced); False when the remote has no such branch."""
+    git = gitpython()
     repo = open_repo(repo_root)
     try:
         repo.git.fetch(remote, f"+refs/heads/{branch}:refs/heads/{branch}")
@@ -642,6 +702,7 @@ def fetch_branch(repo_root: Path, remote: str, branch: str) -> bool:
 
 def push_branch(repo_root: Path, remote: str, branch: str) -> None:
     """Push local ``branch`` to ``remote`` (fast-forward only: a rejected push raises SourceError)."""
+    git = gitpython()
     repo = open_repo(repo_root)
     try:
         repo.git.push(remote, f"refs/heads/{branch}:refs/heads/{branch}")
