@@ -2,11 +2,13 @@
 kustomize, validation, YAML output), its CPU split between the command's own process and its children (the
 `kubectl kustomize` runs, and git), on an N-model repository (cached under /var/tmp by benchmarks/repo_cache.py).
 
-    .venv/bin/python benchmarks/render_command.py [--models 1000] [--env prod] [--runs 1]
+    .venv/bin/python benchmarks/render_command.py [--models 1000] [--env prod] [--runs 1] [--phases]
 
 The ratio printed is the command's whole CPU over its children's: the renderer's cost over kustomize's on the same
 inputs, start-up included (issue 25's target: <= 1.1x). The render cache is off (RECONCILER_CACHE=off), bytecode
 is compiled first (a normal install has it), and the load average is printed beside the wall time.
+`--phases` adds one in-process run split by step (the command's steps, called as cli/render.py calls them): the
+CPU of this process and of its children after each, so the command's own cost can be read per step.
 """
 
 from __future__ import annotations
@@ -55,11 +57,47 @@ def once(root: Path, env: str) -> dict:
     return {"wall": wall, **figures}
 
 
+def phases(root: Path, env: str) -> list[tuple[str, float, float, float]]:
+    """(step, wall s, own CPU s, children CPU s) cumulative after each step of one in-process render."""
+    import contextlib
+    import resource
+
+    from reconciler.catalog.load import load_catalog
+    from reconciler.desired.state import DesiredState, render_state
+    from reconciler.render.secrets import check_decryption
+    from reconciler.source import git as source
+    from reconciler.source.hashing import model_hashes
+
+    started, rows = time.perf_counter(), []
+
+    def mark(step: str) -> None:
+        c = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rows.append((step, time.perf_counter() - started, time.process_time(), c.ru_utime + c.ru_stime))
+
+    root = source.toplevel(root)
+    mark("start (imports done)")
+    with contextlib.ExitStack() as stack:
+        tree = stack.enter_context(source.checkout(root, None, None))
+        catalog = load_catalog(tree)
+        mark("catalog load")
+        entries = [catalog.models[m] for m in sorted(catalog.models)]
+        state = DesiredState("worktree", catalog, model_hashes(root, None, entries, errors={}))
+        mark("model hashes")
+        render_state(state, [env])
+        mark("render (kustomize, validation)")
+        result = state.renders[env]
+        check_decryption(result)
+        text = result.to_yaml()
+        mark(f"YAML output ({len(text) / 2**20:.1f} MiB)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--env", default="prod")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--phases", action="store_true", help="also one in-process run, split by step")
     args = parser.parse_args()
     for package in ("reconciler", "pipelines"):
         compileall.compile_dir(str(ROOT / package), quiet=1)
@@ -76,6 +114,14 @@ def main() -> None:
             total = r["self"] + r["children"]
             print(f"{r['wall']:8.2f} {load:5.1f} {total:14.2f} {r['self']:7.2f} {r['children']:11.2f} "
                   f"{total / r['children']:6.2f} {r['self_rss_kib'] / 1024:17.0f}")
+        if args.phases:
+            os.environ["RECONCILER_CACHE"] = "off"
+            print(f"\nin process, by step (load {os.getloadavg()[0]:.1f}); own CPU counts from this process's start")
+            print(f"{'step':34} {'wall s':>7} {'own CPU s':>10} {'children s':>11}")
+            last = (0.0, 0.0, 0.0)
+            for step, wall, own, children in phases(root, args.env):
+                print(f"{step:34} {wall - last[0]:7.2f} {own - last[1]:10.2f} {children - last[2]:11.2f}")
+                last = (wall, own, children)
 
 
 if __name__ == "__main__":

@@ -307,3 +307,22 @@ def test_one_parse_answers_the_lock_check_and_the_hash_as_their_own_parsers_do(s
 
     assert absolute_imports(source) == imported_modules(source)
     assert absolute_imports(source) == absolute_imports(bytes(bytearray(source)))  # read back from the cache
+
+
+def test_root_imports_resolved_once_per_pass_give_each_model_its_own_files(tmp_path: Path) -> None:
+    """model_hashes resolves an import at the repository root once for all models (hash_model's `top_modules`):
+    `from common import sub` in one model adds common/sub.py to that model only, never to a later model's
+    plain `import common`; each hash equals the model hashed alone, at a commit and in the working tree."""
+    root = tmp_path / "repo"
+    r = git.Repo.init(root)
+    r.git.config("user.email", "t@example.com")
+    r.git.config("user.name", "t")
+    write(root, {**model_files("alpha", service="from common import sub\nclass Svc: ...\n"),
+                 **model_files("beta", service="import common\nclass Svc: ...\n"),
+                 "common/__init__.py": "", "common/sub.py": "x = 1\n"})
+    commit(r, "two models")
+    for rev in ("HEAD", None):
+        every = model_hashes(root, rev, [Entry(root, "alpha"), Entry(root, "beta")])
+        assert "common/sub.py" in every["alpha"].inputs and "common/sub.py" not in every["beta"].inputs
+        for name in ("alpha", "beta"):
+            assert model_hashes(root, rev, [Entry(root, name)])[name] == every[name]

@@ -135,10 +135,11 @@ def test_the_template_layout_is_replaced_by_declared_buckets_in_the_rendered_ser
 def test_the_catalog_check_reads_the_settings_effective_canary_gives() -> None:
     """threshold_problems reads `enabled`, `queries` and `latencyBuckets` through canary_setting/canary_queries (not
     the whole effective policy, built for every model and environment): each layer's value wins as effective_canary's."""
-    from reconciler.catalog.effective import canary_queries, canary_setting, effective_canary
+    from reconciler.catalog.effective import canary_max_p95_ms, canary_queries, canary_setting, effective_canary, effective_slo
+    from reconciler.render.manifests import model_latency_buckets
 
     layers = [None, {"enabled": False}, {"latencyBuckets": [0.1, 0.3]}, {"queries": {"latency_buckets": "x"}},
-              {"enabled": True, "latencyBuckets": [0.2], "queries": {"error_rate": "y"}}]
+              {"enabled": True, "latencyBuckets": [0.2], "queries": {"error_rate": "y"}}, {"maxP95LatencyMs": 120}]
     seen = set()
     for env_canary in (True, False):
         for env_layer in layers:
@@ -147,10 +148,17 @@ def test_the_catalog_check_reads_the_settings_effective_canary_gives() -> None:
                     "name": "prod", "cluster": {"context": "x"}, "namespace": "models-prod", "registry": "r.example/m",
                     "pools": ["gpu-a10g"], "canary": env_canary, "defaults": {"canary": env_layer or {}}})
                 spec = ModelSpec.model_validate({"name": "m", "owner": "a@b.c", "service": "service.py:S",
-                                                 "accelerator": "gpu-a10g", "canary": model_layer or {}})
+                                                 "accelerator": "gpu-a10g", "canary": model_layer or {},
+                                                 "slo": {"p95LatencyMs": 90} if model_layer is None else {}})
                 full = effective_canary(spec, env)
                 assert full.enabled == bool(env.canary and canary_setting(spec, env, "enabled"))
                 assert full.latency_buckets == canary_setting(spec, env, "latency_buckets")
                 assert full.queries == canary_queries(spec, env)
+                assert full.max_p95_latency_ms == canary_max_p95_ms(spec, env)
+                # the rendered buckets, as they were computed from the whole effective policy
+                expected = tuple(float(b) for b in full.latency_buckets) \
+                    if full.latency_buckets and "latency_buckets" not in full.queries else \
+                    duration_buckets(t for t in (full.max_p95_latency_ms, effective_slo(spec, env).p95_latency_ms) if t)
+                assert model_latency_buckets(ModelEntry("m", ROOT, spec), env) == expected
                 seen.add((full.enabled, tuple(full.latency_buckets or ()), tuple(sorted(full.queries))))
     assert len(seen) >= 8  # the layers really differ

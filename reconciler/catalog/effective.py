@@ -194,6 +194,12 @@ def canary_queries(model: ModelSpec, env: EnvironmentSpec) -> dict[str, str]:
     return {**(env.defaults.canary.queries or {}), **(model.canary.queries or {})}
 
 
+def canary_max_p95_ms(model: ModelSpec, env: EnvironmentSpec) -> float | None:
+    """The effective canary's p95 latency limit: the model's canary limit, its SLO, then the environment's."""
+    return _first(model.canary.max_p95_latency_ms, model.slo.p95_latency_ms,
+                  env.defaults.canary.max_p95_latency_ms, env.defaults.slo.p95_latency_ms)
+
+
 def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
     layers = [model.canary, env.defaults.canary, BUILTIN_CANARY]
 
@@ -215,8 +221,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
         failure_threshold=pick("failure_threshold"),
         progress_deadline_seconds=duration_seconds(pick("progress_deadline")),
         max_error_rate=pick("max_error_rate"),
-        max_p95_latency_ms=_first(model.canary.max_p95_latency_ms, model.slo.p95_latency_ms,
-                                  env.defaults.canary.max_p95_latency_ms, env.defaults.slo.p95_latency_ms),
+        max_p95_latency_ms=canary_max_p95_ms(model, env),
         judge=pick("judge"), router=pick("router"),
         router_options=next((layer.router_options or {} for layer in layers if layer.router is not None), {}),
         queries=canary_queries(model, env),

@@ -17,7 +17,8 @@ import math
 
 from reconciler import labels as L, probes
 from reconciler.catalog.load import ModelEntry
-from reconciler.catalog.effective import (EffectiveServing, effective_canary, effective_slo, startup_seconds)
+from reconciler.catalog.effective import (EffectiveServing, canary_max_p95_ms, canary_queries, canary_setting, effective_slo,
+                                          startup_seconds)
 from reconciler.catalog.buckets import duration_buckets
 from reconciler.catalog.pools import Pool
 from reconciler.catalog.specs import EnvironmentSpec
@@ -142,10 +143,12 @@ def serving_env(entry: ModelEntry, serving: EffectiveServing, latency_buckets: t
 def model_latency_buckets(entry: ModelEntry, env: EnvironmentSpec) -> tuple[float, ...]:
     """The model's request-duration buckets in this environment: BentoML's defaults, finer bounds, and every
     latency threshold its canary judges against (maxP95LatencyMs, the SLO's p95), so each is a boundary."""
-    canary, slo = effective_canary(entry.spec, env), effective_slo(entry.spec, env)
-    if canary.latency_buckets and "latency_buckets" not in canary.queries:  # declared: the service exports those
-        return tuple(float(b) for b in canary.latency_buckets)  # (plan checks each threshold is one of them)
-    return duration_buckets(t for t in (canary.max_p95_latency_ms, slo.p95_latency_ms) if t)
+    # three settings of the effective canary (catalog.effective), not the whole policy built for every model
+    declared = canary_setting(entry.spec, env, "latency_buckets")
+    if declared and "latency_buckets" not in canary_queries(entry.spec, env):  # declared: the service exports those
+        return tuple(float(b) for b in declared)  # (plan checks each threshold is one of them)
+    slo = effective_slo(entry.spec, env)
+    return duration_buckets(t for t in (canary_max_p95_ms(entry.spec, env), slo.p95_latency_ms) if t)
 
 
 def startup_probe(serving: EffectiveServing, pool: Pool) -> dict:

@@ -148,7 +148,18 @@ def _module_files(tree: Tree, base: str, dotted: str) -> list[str]:
     return found
 
 
-def _resolve(tree: Tree, importer: str, record: tuple[int, str, tuple[str, ...]], roots: list[str]) -> list[str]:
+def _top_files(tree: Tree, dotted: str, memo: dict[str, list[str]] | None) -> list[str]:
+    """`_module_files` under the repository root: the same for every model of a tree (`memo`: one hashing pass's)."""
+    if memo is None:
+        return _module_files(tree, "", dotted)
+    found = memo.get(dotted)
+    if found is None:
+        found = memo[dotted] = _module_files(tree, "", dotted)
+    return list(found)
+
+
+def _resolve(tree: Tree, importer: str, record: tuple[int, str, tuple[str, ...]], roots: list[str],
+             memo: dict[str, list[str]] | None = None) -> list[str]:
     level, module, names = record
     if level:
         base = posixpath.dirname(importer)
@@ -158,10 +169,11 @@ def _resolve(tree: Tree, importer: str, record: tuple[int, str, tuple[str, ...]]
     else:
         bases, dotted = roots, module
     for base in bases:
-        files = _module_files(tree, base, dotted)
+        find = (lambda d: _top_files(tree, d, memo)) if base == "" else (lambda d, b=base: _module_files(tree, b, d))
+        files = find(dotted)
         # `from pkg import sub` may import a submodule
         for name in names:
-            files += _module_files(tree, base, f"{dotted}.{name}" if dotted else name)
+            files += find(f"{dotted}.{name}" if dotted else name)
         if files:
             return files
     return []
@@ -206,11 +218,13 @@ def _images_of(spec: object) -> dict | None:
 
 
 def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: str,
-               artifacts: Iterable[str], images: dict | None = None) -> ModelHash:
+               artifacts: Iterable[str], images: dict | None = None,
+               top_modules: dict[str, list[str]] | None = None) -> ModelHash:
     """The hash of one model whose folder is `folder` (repo-relative) in `tree`.
 
     `images`: the model.yaml per-kind image settings (they change what the images contain); hashed
-    only when set, so models without them keep their hash."""
+    only when set, so models without them keep their hash. `top_modules`: a memo of imports resolved
+    at the repository root, shared by the models hashed from one `tree` (every model imports bentoml...)."""
     artifacts = list(artifacts)
     inputs: dict[str, str] = {}
     kinds: dict[str, str] = {}
@@ -279,7 +293,7 @@ def hash_model(tree: Tree, folder: str, name: str, *, service: str, bentofile: s
         path = queue.pop()
         roots = [folder, ""] if path.startswith(folder + "/") else [""]
         for record in _imports_of(tree, path):
-            for dep in _resolve(tree, path, record, roots):
+            for dep in _resolve(tree, path, record, roots, top_modules):
                 if dep not in seen:
                     seen.add(dep)
                     queue.append(dep)
@@ -354,12 +368,13 @@ def model_hashes(repo_root: Path, rev: str | None, models: Iterable[_Entry],
                     wanted.append(path)
         tree.prefetch(wanted)
     result = {}
+    top_modules: dict[str, list[str]] = {}
     for entry in models:
         spec = entry.spec
         try:
             result[entry.name] = hash_model(tree, folders[entry.name], entry.name, service=spec.service,
                                             bentofile=spec.bentofile, artifacts=spec.artifacts,
-                                            images=_images_of(spec))
+                                            images=_images_of(spec), top_modules=top_modules)
         except SpecError as exc:  # LimitError, UnsafePathError: this model's error
             if errors is None:
                 raise
