@@ -169,11 +169,11 @@ def _resolve(tree: Tree, importer: str, record: tuple[int, str, tuple[str, ...]]
     else:
         bases, dotted = roots, module
     for base in bases:
-        find = (lambda d: _top_files(tree, d, memo)) if base == "" else (lambda d, b=base: _module_files(tree, b, d))
-        files = find(dotted)
+        files = _top_files(tree, dotted, memo) if base == "" else _module_files(tree, base, dotted)
         # `from pkg import sub` may import a submodule
         for name in names:
-            files += find(f"{dotted}.{name}" if dotted else name)
+            sub = f"{dotted}.{name}" if dotted else name
+            files += _top_files(tree, sub, memo) if base == "" else _module_files(tree, base, sub)
         if files:
             return files
     return []
