@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def test_every_object_carries_ownership_labels_and_its_content_hash(catalog):
         assert labels[L.MODEL] in IMAGES if obj not in result.shared else L.MODEL not in labels
         assert obj["metadata"]["annotations"][L.CONTENT_HASH] == content_hash(obj)
     kinds = sorted(o["kind"] for o in result.models["iris-classifier"].objects)
-    assert kinds == ["Deployment", "ScaledObject", "Service", "Service"]  # iris autoscales on requests (gpu pool)
+    # iris autoscales on requests (gpu pool), which its PodMonitor has scraped (staging's monitoring: pod-monitor)
+    assert kinds == ["Deployment", "PodMonitor", "ScaledObject", "Service", "Service"]
 
 
 def test_rendering_is_byte_identical(catalog, template_repo):
@@ -171,15 +173,19 @@ def test_inferentia_pools_run_the_neuron_compiled_image_variant(template_repo):
 
 
 def test_pod_monitor_is_rendered_where_the_environment_asks_for_it(template_repo):
-    env_file = template_repo / "environments/staging/environment.yaml"
-    env_file.write_text(env_file.read_text() + "monitoring: pod-monitor\n")
     catalog = load_catalog(template_repo)
+    assert catalog.environments["staging"].monitoring == "pod-monitor"  # the template's staging and prod
     staging = render_environment(catalog, "staging", images=IMAGES)
     (monitor,) = by_kind(staging.models["iris-classifier"].objects, "PodMonitor")
     assert monitor["metadata"]["namespace"] == "models-staging"
     assert monitor["spec"]["selector"]["matchLabels"] == {L.MODEL: "iris-classifier"}
     assert monitor["spec"]["podTargetLabels"] == [L.MODEL, L.TRACK, L.POOL]
-    assert by_kind(render_environment(catalog, "prod", images=IMAGES).objects(), "PodMonitor") == []
+    assert by_kind(render_environment(catalog, "dev", images=IMAGES).objects(), "PodMonitor") == []  # none
+    env_file = template_repo / "environments/prod/environment.yaml"
+    for mode in ("external", "none"):  # the cluster's own scrape config, or nothing: no PodMonitor either way
+        env_file.write_text(re.sub(r"(?m)^monitoring: .*$", f"monitoring: {mode}", env_file.read_text()))
+        assert by_kind(render_environment(load_catalog(template_repo), "prod", images=IMAGES).objects(),
+                       "PodMonitor") == []
 
 
 def test_an_overlay_that_generates_objects_of_no_model_is_an_environment_error(template_repo):

@@ -84,12 +84,13 @@ def test_rbac_covers_exactly_what_a_reconcile_pass_uses(rendered, envtest_repo, 
     pass), and every granted resource and verb is one the code uses."""
     root, namespaces = envtest_repo.root, envtest_repo.namespaces
     monkeypatch.setenv("RECONCILER_IMAGES_FILE", str(tmp_path / "images.json"))
-    # staging exercises everything a canary environment adds: PodMonitors and Gateway API routing,
+    # staging exercises everything a canary environment adds: PodMonitors (the template's `monitoring: pod-monitor`)
+    # and Gateway API routing,
     staging = root / "environments" / "staging" / "environment.yaml"
+    assert "\nmonitoring: pod-monitor\n" in staging.read_text()
     # ... and a spot pool (iris lands on it by kind): its PodDisruptionBudget
     staging.write_text(staging.read_text().replace("failureThreshold: 2}", "failureThreshold: 2, router: gateway-api}")
-                       .replace("pools: [cpu-general, gpu-a10g, inf2]", "pools: [cpu-general, gpu-a10g-spot, gpu-a10g, inf2]")
-                       + "monitoring: pod-monitor\n")
+                       .replace("pools: [cpu-general, gpu-a10g, inf2]", "pools: [cpu-general, gpu-a10g-spot, gpu-a10g, inf2]"))
     # ... and dev gives iris a SOPS-encrypted Secret (decrypted in memory, applied with the model's objects)
     from tests.test_secrets import encrypt, identity, secret
 

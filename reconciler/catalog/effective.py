@@ -99,6 +99,39 @@ def batching_problem(model: ModelSpec, env: EnvironmentSpec, model_file: str, en
             f"{lower} (benchmarks/serve_load.py measures both)")
 
 
+def metrics_needs(model: ModelSpec, env: EnvironmentSpec, kinds: list[AcceleratorKind]) -> list[str]:
+    """What of a model in ``env`` (served from pools of ``kinds``) reads its scraped request metrics: a request
+    autoscaler (KEDA's Prometheus trigger on in-flight requests or the request rate) and canary analysis. Pure."""
+    needs = []
+    serving = effective_serving(model, env)
+    metrics = sorted({m for m in (autoscaling_metric(serving, k) for k in kinds) if m in ("concurrency", "rps")})
+    if metrics:
+        needs.append(f"a request autoscaler ({', '.join(metrics)})")
+    if effective_canary(model, env).enabled:
+        needs.append("canary analysis")
+    return needs
+
+
+def monitoring_problem(env: EnvironmentSpec, env_file: str, needs: dict[str, list[str]]) -> SpecProblem | None:
+    """A warning (KEDA and the canary read an empty query as zero, silently) when ``env`` has `monitoring: none`
+    while models (``needs``: model -> metrics_needs) read their scraped request metrics: with nothing scraping
+    them, a request autoscaler reads 0 and never scales out, and canary analysis has no data to judge."""
+    needing = {m: n for m, n in sorted(needs.items()) if n}
+    if env.monitoring != "none" or not needing:
+        return None
+    shown = [f"{m} ({' and '.join(n)})" for m, n in list(needing.items())[:3]]
+    more = f" and {len(needing) - 3} more" if len(needing) > 3 else ""
+    return SpecProblem(
+        env_file,
+        f"monitoring is none in environment {env.name!r}, but {', '.join(shown)}{more} read the models' scraped "
+        "request metrics (the gitops.ml/model, track and pool labels on bentoml_service_* series): with nothing "
+        "scraping them a request autoscaler reads 0 and never scales out, and canary analysis has no data",
+        field="monitoring",
+        fix="set monitoring: pod-monitor (a prometheus-operator PodMonitor per model), or monitoring: external if "
+            "the cluster's own Prometheus scrape config copies those pod labels (docs/model-spec.md, "
+            "environment.yaml `monitoring`)")
+
+
 class EffectiveCanary(Strict):
     enabled: bool
     steps: list[int]

@@ -328,8 +328,11 @@ class EnvironmentSpec(Strict):
     pools: list[str] = Field(..., min_length=1)
     scale: Scale = Field(default_factory=Scale)
     canary: bool = False
-    monitoring: Literal["none", "pod-monitor"] = Field(
-        "none", description="pod-monitor: render a prometheus-operator PodMonitor per model (canary analysis needs it)")
+    monitoring: Literal["none", "pod-monitor", "external"] = Field(
+        "none", description="what scrapes the models' /metrics with their gitops.ml/model, track and pool labels, "
+        "which request autoscalers and canary analysis read: pod-monitor renders a prometheus-operator PodMonitor per "
+        "model; external: the cluster's own scrape config does (nothing rendered); none: nothing does (a plan "
+        "warning where a model needs them)")
     defaults: Defaults = Field(default_factory=Defaults)
     promotes_from: str | None = Field(
         None, alias="promotesFrom", description="the environment a change reaches before this one (prod: staging)")
