@@ -57,7 +57,7 @@ def hydrate(
             attempted, scope = len(done.scope) + len(env_errors), done.scope
         else:
             assert out_dir is not None  # exactly one of --out and --branch-prefix (checked above)
-            state = desired_at(repo, rev, environment or None, cache=cache)
+            state = desired_at(repo, rev, environment or None, cache=cache, review=False)
             model_errors = {env: dict(r.errors) for env, r in state.renders.items() if r.errors}
             env_errors = dict(state.env_errors)
             results = hydration.hydrate_folder({e: r for e, r in state.renders.items() if not r.errors}, out_dir,

@@ -115,7 +115,7 @@ def hydrate_branches(root: Path, rev: str, environments: Iterable[str] | None, *
     if whole:  # each model's files go to git as it renders: memory holds blob ids, not documents
         with contextlib.ExitStack() as stack:
             streams = {env: stack.enter_context(hydration.EnvironmentBranch(root, env, prefix=prefix)) for env in whole}
-            state = desired_at(root, sha, whole, cache=cache, sinks=streams)
+            state = desired_at(root, sha, whole, cache=cache, review=False, sinks=streams)
             out.env_errors.update(state.env_errors)
             for env, render in sorted(state.renders.items()):
                 out.scope[env] = f"all {len(render.streamed) + len(render.errors)} models"
@@ -125,7 +125,8 @@ def hydrate_branches(root: Path, rev: str, environments: Iterable[str] | None, *
                 out.results.append(streams[env].commit(render, sha, layout=layout))
     if partial:
         wanted = set().union(*(models for _, models, _ in partial.values()))
-        state = desired_at(root, sha, sorted(partial), models=wanted, cache=cache)  # none wanted: the shared objects
+        state = desired_at(root, sha, sorted(partial), models=wanted, cache=cache,  # none wanted: the shared objects
+                           review=False)
         for env, (since, models, removed) in sorted(partial.items()):
             out.scope[env] = f"{len(models)} changed, {len(removed)} removed since {since[:12]}"
             if env in state.env_errors:
