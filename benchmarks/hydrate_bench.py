@@ -6,6 +6,9 @@ Rows, one run, one after the other:
 - one model changed: a second commit edits one model's model.yaml; the branches hold the first commit's
   render, so only that model is rendered and one file per environment is written;
 - nothing changed: the same commit again;
+- with `--plan`, before the one-model hydrate: `reconciler plan --base HEAD~1 --head HEAD` of that commit as a
+  process, with an EMPTY render cache and the base hydrated by the cold row (what a fresh PR runner pays: the
+  plan reads the base's rendered/<env> branches instead of rendering every model);
 - all changed (an environment overlay edited): every model rendered again (`--skip-all` leaves it out);
 - with `--check`, a `--full` hydrate of the one-model commit to other branches, and the trees compared.
 
@@ -13,12 +16,13 @@ Wall time, CPU (the command and its kustomize children) and the peak RSS of the 
 (the largest child: ru_maxrss of RUSAGE_CHILDREN) are printed per row. The render cache is off
 (RECONCILER_CACHE=off), so no row is helped by an earlier one's renders.
 
-    .venv/bin/python benchmarks/hydrate_bench.py [--models 1000] [--skip-all] [--check]
+    .venv/bin/python benchmarks/hydrate_bench.py [--models 1000] [--skip-all] [--check] [--plan]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -44,20 +48,24 @@ WRAPPER = ("import resource, subprocess, sys\n"
            "sys.exit(done.returncode)\n")
 
 
-def run(root: Path, *args: str) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak RSS MiB, output) of one `reconciler hydrate` process."""
+def command(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak RSS MiB, output) of one reconciler process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", WRAPPER, str(Path(sys.executable).parent / "reconciler"), "hydrate",
-                           "--repo", str(root), "--branch-prefix", *args], capture_output=True, text=True, check=False,
-                          env={**os.environ, "RECONCILER_CACHE": "off", "COLUMNS": "200"})
+    done = subprocess.run([sys.executable, "-c", WRAPPER, str(Path(sys.executable).parent / "reconciler"), *argv],
+                          capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "200", **env})
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise SystemExit(f"hydrate failed:\n{done.stdout}\n{done.stderr}")
+    if done.returncode not in ok:
+        raise SystemExit(f"{argv[0]} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     peak_kib = int(done.stderr.strip().splitlines()[-1])
     return wall, used, peak_kib / 1024, done.stdout
+
+
+def run(root: Path, *args: str) -> tuple[float, float, float, str]:
+    """One `reconciler hydrate` process, the render cache off."""
+    return command(["hydrate", "--repo", str(root), "--branch-prefix", *args], {"RECONCILER_CACHE": "off"})
 
 
 def main() -> None:
@@ -65,6 +73,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--skip-all", action="store_true", help="leave out the all-changed row")
     parser.add_argument("--check", action="store_true", help="also hydrate --full and compare the trees")
+    parser.add_argument("--plan", action="store_true", help="also time a one-model plan, empty cache, base hydrated")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="hydrate-bench-") as tmp:
@@ -75,6 +84,14 @@ def main() -> None:
         spec = root / "models" / "model-0007" / "model.yaml"
         spec.write_text(spec.read_text().replace("maxReplicas: 4", "maxReplicas: 5"))
         git(root, "commit", "-qam", "one model")
+        if args.plan:  # the cold row hydrated HEAD~1: the plan's base
+            cache = Path(tmp) / "empty-cache"
+            wall, used, rss, output = command(["plan", "--repo", str(root), "--base", "HEAD~1", "--head", "HEAD",
+                                               "--format", "json", "--no-check-artifacts"],
+                                              {"RECONCILER_CACHE": str(cache)})
+            changed = {env: e["changedModels"] for env, e in json.loads(output)["environments"].items()}
+            assert set().union(*changed.values()) == {"model-0007"}, changed  # (dev caps maxReplicas: no change)
+            rows.append(("plan (command), empty cache, base hydrated", wall, used, rss))
         wall, used, rss, output = run(root, "rendered/")
         assert output.count("rendered 1 changed") == 3, output
         rows.append(("one model changed", wall, used, rss))
