@@ -51,6 +51,18 @@ def test_a_streamed_render_hands_every_model_to_the_sink_and_keeps_none(repo, mo
     assert alive and all(ref() is None for ref in alive), "the render kept a model's render after handing it over"
 
 
+def test_a_streamed_render_does_not_add_to_the_validation_memo(repo, monkeypatch):
+    """The per-process memo of validated contents serves a plan's two revisions; a streamed render (nothing
+    renders its objects again) reads it without growing it, so a cold hydrate's memory does not grow with it."""
+    memo: dict[str, list[str]] = {}
+    monkeypatch.setattr(environment, "_VALIDATED", memo)
+    catalog = load_catalog(repo)
+    assert render_environment(catalog, "dev", images=IMAGES, sink=lambda render: None).ok
+    assert memo == {}
+    kept = render_environment(catalog, "dev", images=IMAGES)
+    assert kept.ok and len(memo) == sum(len(m.objects) for m in kept.models.values())
+
+
 @pytest.mark.parametrize("target", ["{kind: Deploymnet}", "{kind: Deployment, name: nope-.*}",
                                     "{kind: Deployment, labelSelector: 'tier in (x)'}", "{kind: Deployment, name: '('}",
                                     "{kind: Deployment, labelSelector: 'a b c'}", "{kind: Deployment, nme: x}"])

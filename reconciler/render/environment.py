@@ -83,29 +83,33 @@ _VALIDATED: dict[str, list[str]] = {}  # content hash -> schema problems: each d
 _VALIDATED_LIMIT = 200_000
 
 
-def _problems(obj: dict) -> list[str]:
+def _problems(obj: dict, remember: bool = True) -> list[str]:
     key = (obj.get("metadata", {}).get("annotations") or {}).get(L.CONTENT_HASH) or content_hash(obj)
     found = _VALIDATED.get(key)
     if found is None:
-        if len(_VALIDATED) > _VALIDATED_LIMIT:
-            _VALIDATED.clear()
-        found = _VALIDATED[key] = (schemas.problems(obj) or []) + server_rules.problems(obj)
+        found = (schemas.problems(obj) or []) + server_rules.problems(obj)
+        if remember:
+            if len(_VALIDATED) > _VALIDATED_LIMIT:
+                _VALIDATED.clear()
+            _VALIDATED[key] = found
     return found
 
 
-def validate_objects(objects: list[dict], model: str) -> None:
+def validate_objects(objects: list[dict], model: str, *, remember: bool = True) -> None:
     """Strict offline schema validation; raises one ValidationError listing every problem.
 
     Each distinct object content (by content hash) is validated once per process: the two
-    revisions of a plan share most objects. Custom resources have no schema here: the cluster's
-    server-side dry run validates them at sync.
+    revisions of a plan share most objects. `remember=False` (a streamed render: nothing renders
+    these objects again) reads that memo without adding to it, so it does not grow with the
+    repository. Custom resources have no schema here: the cluster's server-side dry run validates
+    them at sync.
     """
     errors = []
     shortest = None  # the longest model name every object name would fit (a name over its kind's limit)
     for obj in objects:
         name = str(obj.get("metadata", {}).get("name"))
         ref = f"{obj.get('kind')}/{name}"
-        found = _problems(obj)
+        found = _problems(obj, remember)
         errors.extend(f"{ref} {problem}" for problem in found)
         limit = server_rules.NAME_RULES.get(str(obj.get("kind")), server_rules._SUBDOMAIN)[2]
         if model in name and len(name) > limit and any(p.startswith("at metadata.name:") for p in found):
@@ -252,8 +256,9 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
     With a `sink`, each model's render is handed to it (in this thread) as soon as its chunk is done
     and is not kept: `result.models` stays empty and `result.streamed` names the models sent. A chunk's
     generated objects are made in its worker, after the patch targets were checked on a first pass
-    that keeps none of them, so memory holds a few chunks' objects, not the environment's
-    (render.hydrate streams a cold hydrate of 10,000 models this way).
+    that keeps none of them, and validation does not add to its per-process memo, so memory holds a
+    few chunks' objects, not the environment's (render.hydrate streams a cold hydrate of 10,000 models
+    this way).
     """
     env = catalog.environment(env_name)
     result = EnvironmentRender(env)
@@ -324,7 +329,7 @@ def render_environment(catalog: Catalog, env_name: str, *, models: set[str] | No
             try:
                 check_priority_classes(objects, env, name)
                 if validate:
-                    validate_objects(hashed, name)
+                    validate_objects(hashed, name, remember=sink is None)
             except (ValidationError, SpecError) as exc:
                 result.errors[name] = exc
                 continue
