@@ -108,3 +108,30 @@ def test_a_recipe_code_change_is_an_image_change_in_the_plan_for_the_models_it_c
         diff = next(o["diff"] for o in model["objects"] if o["action"] == "configured")
         assert [line for line in diff.splitlines() if line[:1] in "+-" and "image:" in line] and \
             all("-neuron" in line for line in diff.splitlines() if line[:1] in "+-" and "image:" in line)
+
+
+def test_a_recipes_inputs_are_what_changes_its_artifact_and_never_read_outside_the_repository(tmp_path: Path):
+    from reconciler.catalog.recipes import load_registry
+
+    root = tmp_path / "repo"
+    folder = root / "pipelines" / "recipes"
+    folder.mkdir(parents=True)
+    (root / "pipelines" / "conv.py").write_text("def convert(): ...\n")
+    (root / "pipelines" / "adir").mkdir()
+    (tmp_path / "secret.txt").write_text("not the repository's\n")
+    (root / "pipelines" / "leak.py").symlink_to(tmp_path / "secret.txt")
+    entry = ("name: r\ntarget: inferentia\narchitectures: [a]\nmodule: pipelines.conv\ndescription: {d}\n"
+             "code: [pipelines/conv.py, pipelines/gone.py, pipelines/adir, pipelines/leak.py]\n")
+
+    def inputs(description: str = "one", module: str = "pipelines.conv") -> dict[str, str]:
+        (folder / "r.yaml").write_text(entry.format(d=description).replace("pipelines.conv", module))
+        (recipe,) = load_registry(root).recipes
+        return dict(recipe.inputs)
+
+    first = inputs()
+    assert first["pipelines/conv.py"].startswith("sha256:") and first["pipelines/gone.py"] == "missing"
+    assert first["pipelines/adir"] == first["pipelines/leak.py"] == "unreadable"  # a folder; a link out of it
+    assert inputs(description="two") == first  # the plan's words, not the artifact
+    assert inputs(module="pipelines.other") != first  # another conversion runs
+    (root / "pipelines" / "conv.py").write_text("def convert(): return 1\n")
+    assert inputs()["pipelines/conv.py"] != first["pipelines/conv.py"]

@@ -139,11 +139,15 @@ def _inputs(entry: RecipeEntry, base: Path) -> tuple[tuple[str, str], ...]:
         {"target": entry.target, "module": entry.module, "artifact": entry.artifact}, sort_keys=True).encode()).hexdigest()}
     for path in entry.code:
         try:
-            with guard.inside(base, path).open("rb") as fh:  # streamed: a large lock file is never held whole
+            real = guard.inside(base, path)
+            if real.exists() and not real.is_file():  # a folder, a device or a pipe: never opened
+                found[path] = "unreadable"
+                continue
+            with real.open("rb") as fh:  # streamed: a large lock file is never held whole
                 found[path] = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
         except FileNotFoundError:
             found[path] = "missing"
-        except (OSError, ReconcilerError):  # a folder, a link leaving the repository: never read
+        except (OSError, ReconcilerError):  # unreadable, or a link leaving the repository: never read
             found[path] = "unreadable"
     return tuple(sorted(found.items()))
 
