@@ -87,6 +87,30 @@ def test_a_model_importing_a_package_its_lock_lacks_is_a_plan_error_naming_file_
     assert model_hashes(template_repo, None, [catalog.models["gbm"]])["gbm"].digest != before
 
 
+def test_the_shared_lock_is_read_once_per_catalog_load_and_again_by_the_next(template_repo):
+    """load_catalog reads pipelines/requirements.lock once for every model without its own lock: each model still
+    gets its own problem when the lock lacks what it imports, and a lock changed between two loads is read again."""
+    for name in ("alpha", "beta"):
+        folder = template_repo / "models" / name
+        shutil.copytree(template_repo / "models" / "iris-classifier", folder)
+        (folder / "model.yaml").write_text((folder / "model.yaml").read_text().replace("name: iris-classifier",
+                                                                                     f"name: {name}"))
+        (folder / "bentofile.yaml").write_text((folder / "bentofile.yaml").read_text().replace("iris-classifier", name))
+        (folder / "train.py").write_text(LIGHTGBM_TRAIN)
+    shared = template_repo / "pipelines" / "requirements.lock"
+    catalog = load_catalog(template_repo)
+    for name in ("alpha", "beta"):  # one problem per model, from the one read
+        (problem,) = [p for p in catalog.errors[name].problems if "lightgbm" in p.message]
+        assert problem.file == f"models/{name}/train.py"
+    shared.write_text(shared.read_text() + "lightgbm==4.7.0\n")
+    catalog = load_catalog(template_repo)  # the next load reads the lock as it is now
+    assert {"alpha", "beta"} <= set(catalog.models), catalog.errors
+    shared.write_text(shared.read_text() + "not a pin\n")
+    catalog = load_catalog(template_repo)  # an unreadable lock: every model that uses it says so
+    for name in ("alpha", "beta", "iris-classifier"):
+        assert any(p.file == "pipelines/requirements.lock" for p in catalog.errors[name].problems), name
+
+
 def test_the_bento_installs_the_lock_and_a_kind_may_swap_one_pin():
     lock = ["numpy==2.4.6", "torch==2.13.0+cpu"]
     config = {"python": {"packages": ["numpy>=1.26", "pillow==11.0.0"], "lock_packages": False}}

@@ -88,7 +88,8 @@ def _rel(root: Path, path: Path) -> str:
     return str(path.relative_to(root))
 
 
-def _load_model(root: Path, folder: Path) -> ModelEntry:
+def _load_model(root: Path, folder: Path, lock_texts: dict[str, str | OSError] | None = None) -> ModelEntry:
+    """One model folder, validated (`root` resolved, as load_catalog has it; `lock_texts`: that load's)."""
     spec_path = folder / MODEL_FILE
     spec: ModelSpec = load(ModelSpec, spec_path, display=_rel(root, spec_path), root=root)
     problems = []
@@ -114,21 +115,25 @@ def _load_model(root: Path, folder: Path) -> ModelEntry:
                                f"--push` (or `dvc add` the file in {folder_rel}/ and commit the pointer)")
             problems.append(SpecProblem(spec_rel, f"{folder_rel}/{rel} ({what}) is missing", field=field_name, fix=fix))
     bentofile = folder / spec.bentofile
-    if bentofile.is_file() and bentofile.resolve().is_relative_to(root.resolve()):  # (outside: reported above)
-        problems.extend(bentofile_problems(root, bentofile, spec, spec_rel))
+    if bentofile.is_file() and bentofile.resolve().is_relative_to(root):  # (outside: reported above)
+        problems.extend(bentofile_problems(root, bentofile, spec, spec_rel, inside=True))
     targets = [spec.accelerator] if isinstance(spec.accelerator, str) else \
         [t for v in spec.accelerator.values() for t in ([v] if isinstance(v, str) else v)]
     kinds = {k for k in kind_names() if spec.images.get(k) is not None or k in targets}
-    problems.extend(lock_problems(root, folder, kinds, spec.service.split(":")[0]))
+    problems.extend(lock_problems(root, folder, kinds, spec.service.split(":")[0], texts=lock_texts))
     if problems:
         raise SpecError(problems)
     return ModelEntry(spec.name, folder, spec)
 
 
-def bentofile_problems(root: Path, bentofile: Path, spec: ModelSpec, spec_rel: str) -> list[SpecProblem]:
+def bentofile_problems(root: Path, bentofile: Path, spec: ModelSpec, spec_rel: str, *,
+                       inside: bool | None = None) -> list[SpecProblem]:
     """model.yaml is the single source of truth for the service and the name: a bentofile saying
-    otherwise (a copy of another model's, say) is an error naming both files."""
-    shown = _rel(root, bentofile) if bentofile.resolve().is_relative_to(root) else str(bentofile)
+    otherwise (a copy of another model's, say) is an error naming both files. `inside`: the caller
+    already resolved the bentofile into `root`."""
+    if inside is None:
+        inside = bentofile.resolve().is_relative_to(root)
+    shown = _rel(root, bentofile) if inside else str(bentofile)
     data = read_yaml(bentofile, display=shown)
     if not isinstance(data, dict):
         return [SpecProblem(shown, "expected a mapping at the top level", fix="see BentoML's bentofile reference")]
@@ -191,6 +196,7 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
     catalog.recipes = load_registry(root)
 
     models_root = root / MODELS_DIR
+    lock_texts: dict[str, str | OSError] = {}  # the shared lock, read once for every model of this load
     for folder in sorted(p for p in models_root.iterdir() if p.is_dir()) if models_root.is_dir() else []:
         if only is not None and folder.name not in only:
             continue
@@ -200,7 +206,7 @@ def load_catalog(root: Path, *, only: set[str] | None = None) -> Catalog:
                 fix=f"add {MODELS_DIR}/{folder.name}/{MODEL_FILE}, or remove the folder")
             continue
         try:
-            entry = _load_model(root, folder)
+            entry = _load_model(root, folder, lock_texts)
             _check_placements(catalog, entry)
             catalog.models[entry.name] = entry
         except SpecError as exc:

@@ -56,19 +56,43 @@ def _pins(text: str, rel: str) -> dict[str, str]:
     return parse_lock(text, rel)
 
 
+@functools.cache
+def _platform_lock() -> Path:
+    """The platform's shared lock (this installation's pipelines/), for a repository without its own."""
+    return Path(__file__).resolve().parents[2] / SHARED_LOCK
+
+
+def _read_lock(root: Path, path: Path, rel: str) -> str:
+    return guard.read_text(root, path, display=rel) if path.is_relative_to(root) else path.read_text(encoding="utf-8")
+
+
 def lock_problems(root: Path, folder: Path, kinds: set[str] | frozenset[str] = frozenset(),
-                  service: str = "service.py") -> list[SpecProblem]:
+                  service: str = "service.py", *, texts: dict[str, str | OSError] | None = None) -> list[SpecProblem]:
     """The model folder's lock problems: an unreadable or unpinned lock, and imports it does not provide.
 
-    `kinds`: the pool kinds the model may be served from (their images add packages for `service`)."""
+    `kinds`: the pool kinds the model may be served from (their images add packages for `service`).
+    `texts`: the lock texts (or read errors) already read in this catalog load, by path: the shared lock
+    is every model's without its own, read once per load (a later load reads it again)."""
     model = folder.name
     rel = lock_relpath(root, model)
     path = root / rel
     if not path.is_file():  # a repository without its own shared lock trains with the platform's
-        path = Path(__file__).resolve().parents[2] / SHARED_LOCK
+        path = _platform_lock()
     try:
-        pins = _pins(guard.read_text(root, path, display=rel) if path.is_relative_to(root) else
-                          path.read_text(encoding="utf-8"), rel)
+        if texts is None or rel != SHARED_LOCK:  # (a model's own lock is read by that model only)
+            text = _read_lock(root, path, rel)
+        else:
+            key = f"{path}\0{rel}"
+            if key not in texts:
+                try:
+                    texts[key] = _read_lock(root, path, rel)
+                except OSError as exc:  # (a guard refusal is a SpecError: raised, not kept, as before)
+                    texts[key] = exc
+            found = texts[key]
+            if isinstance(found, OSError):
+                raise found
+            text = found
+        pins = _pins(text, rel)
     except (LockError, OSError) as exc:
         message = exc.message if isinstance(exc, LockError) else f"{rel} cannot be read: {exc}"
         return [SpecProblem(rel, message, fix=getattr(exc, "fix", None) or f"restore {rel}")]
