@@ -107,3 +107,29 @@ def test_with_monitoring_none_a_model_change_warns_only_for_models_that_read_the
     warning = _warning(plan, "staging")
     assert warning is not None and "iris-classifier (a request autoscaler (concurrency))" in warning, plan["warnings"]
     assert "wine-classifier" not in warning and "canary analysis)" not in warning  # canaries are off here
+
+
+def test_a_sync_of_an_environment_nothing_scrapes_says_so(envtest_repo, envtest):
+    """The operator running `reconciler sync` (or the `run` loop's record) reads it too, not only a PR's plan."""
+    root = envtest_repo.root
+    _monitoring(root, "staging", "none")
+    commit_all(git.Repo(root), "staging: no monitoring")
+    env = {**os.environ, "RECONCILER_IMAGES_FILE": str(root.parent / "images.json"), "NO_COLOR": "1"}
+    env.pop("RECONCILER_PROMETHEUS_URL", None)
+    command = [str(Path(sys.executable).parent / "reconciler"), "sync", "staging", "--repo", str(root), "--dry-run",
+               "--kubeconfig", str(envtest.kubeconfig), "--context", "envtest"]
+    done = subprocess.run([*command, "--format", "json"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    notes = json.loads(done.stdout[done.stdout.index("{"):])["notes"]
+    (warning,) = [n for n in notes if "(field 'monitoring')" in n]
+    assert warning.startswith(f"warning: {STAGING} (field 'monitoring'): monitoring is none in environment 'staging'")
+    assert "iris-classifier (a request autoscaler (concurrency) and canary analysis)" in warning
+    assert "fix: set monitoring: pod-monitor" in warning
+    text = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert text.returncode == 0 and "note: warning: environments/staging/environment.yaml (field 'monitoring')" in \
+        " ".join(text.stdout.split()), text.stdout
+    _monitoring(root, "staging", "pod-monitor")
+    commit_all(git.Repo(root), "staging: PodMonitors")
+    done = subprocess.run([*command, "--format", "json"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0 and not [n for n in json.loads(done.stdout[done.stdout.index("{"):])["notes"]
+                                         if "'monitoring'" in n], done.stdout

@@ -8,11 +8,13 @@ other hand, affects every model in it, so it is an error of the environment (`en
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError, SpecError, SpecProblem, UnsafePathError, closest, did_you_mean
 from reconciler.catalog.buckets import threshold_problems
+from reconciler.catalog.effective import metrics_needs, monitoring_problem
 from reconciler.catalog.files import load, read_yaml
 from reconciler.catalog.kinds import AcceleratorKind, names as kind_names
 from reconciler.catalog.pools import Pool, PoolsFile
@@ -356,3 +358,22 @@ def model_kinds(catalog: Catalog, entry: ModelEntry, environment: str | None = N
             continue  # reported by the catalog as the model's error
     order = list(AcceleratorKind)
     return sorted(kinds or {AcceleratorKind.cpu}, key=order.index)
+
+
+def unscraped_metrics(catalog: Catalog, env: EnvironmentSpec, models: Iterable[str] | None = None) -> SpecProblem | None:
+    """The warning of an environment with `monitoring: none` whose models (the named ones, default all) read scraped
+    request metrics (catalog.effective.monitoring_problem); None when something scrapes them or nothing reads them.
+    A model not placed in the environment is left out (its placement is an error of its own)."""
+    if env.monitoring != "none":
+        return None
+    needs = {}
+    for name in sorted(catalog.models if models is None else models):
+        entry = catalog.models.get(name)
+        if entry is None:
+            continue
+        try:
+            kinds = [p.kind for p in placements(entry, env, catalog.pools)]
+        except ReconcilerError:
+            continue
+        needs[name] = metrics_needs(entry.spec, env, kinds)
+    return monitoring_problem(env, f"{ENVIRONMENTS_DIR}/{env.name}/{ENVIRONMENT_FILE}", needs)

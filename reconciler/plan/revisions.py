@@ -14,10 +14,9 @@ from pathlib import Path
 
 from reconciler.catalog.image_inputs import changed as inputs_changed
 from reconciler.catalog.image_lock import ImageStore, digests_of, images_file, model_versions, resolve_images
-from reconciler.catalog.effective import batching_problem, metrics_needs, monitoring_problem
+from reconciler.catalog.effective import batching_problem
 from reconciler.catalog.load import (ENVIRONMENT_FILE, ENVIRONMENTS_DIR, MODEL_FILE, Catalog, placements,
-                                     promotion_order)
-from reconciler.catalog.specs import EnvironmentSpec
+                                     promotion_order, unscraped_metrics)
 from reconciler.desired.outcomes import record_outcomes
 from reconciler.desired.state import DesiredState, desired_at, environments_of, open_state, render_state
 from reconciler.errors import ReconcilerError
@@ -228,26 +227,12 @@ def _warnings(after: DesiredState, plan: Plan) -> list[str]:
             problem = batching_problem(entry.spec, spec, f"{entry.rel}/{MODEL_FILE}", env_file)
             if problem is not None and str(problem) not in found:
                 found.append(str(problem))
-        if spec is not None and spec.monitoring == "none":
-            rows = set(after.catalog.models) if env.changes else {m for m, p in env.models.items() if not p.error}
-            problem = monitoring_problem(spec, env_file, _metrics_needs(after.catalog, spec, rows))
+        if spec is not None:  # every loaded model when environment.yaml changed, else the models of the plan
+            rows = None if env.changes else {m for m, p in env.models.items() if not p.error}
+            problem = unscraped_metrics(after.catalog, spec, rows)
             if problem is not None:
                 found.append(str(problem))
     return found
-
-
-def _metrics_needs(catalog: Catalog, env: EnvironmentSpec, models: set[str]) -> dict[str, list[str]]:
-    needs = {}
-    for model in sorted(models):
-        entry = catalog.models.get(model)
-        if entry is None:
-            continue
-        try:
-            kinds = [p.kind for p in placements(entry, env, catalog.pools)]
-        except ReconcilerError:  # not placed here (an error the plan reports as such)
-            continue
-        needs[model] = metrics_needs(entry.spec, env, kinds)
-    return needs
 
 
 def plan_revisions(root: Path, base: str, head: str | None, environments: Iterable[str] | None = None,

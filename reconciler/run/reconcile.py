@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.catalog.effective import effective_canary
-from reconciler.catalog.load import Catalog
+from reconciler.catalog.load import Catalog, unscraped_metrics
 from reconciler.catalog.specs import EnvironmentSpec
 from reconciler.cluster.identity import verify_cluster
 from reconciler.cluster.protocol import Cluster
@@ -130,6 +130,9 @@ def _pass(kube: Cluster, repo: Path, rev: str | None, environment: str, options:
     elif environment_failure(result) is not None:  # every model failed: the pass fails at the first one's stage
         result.stage = failed_at.get(min(result.model_errors), Stage.sync).value
     result.rollouts = rollouts
+    unscraped = unscraped_metrics(state.catalog, env)  # monitoring: none, while models read scraped metrics
+    if unscraped is not None:
+        result.notes.append(f"warning: {unscraped}")
     if options.rollouts and env.canary and options.dry_run:
         result.notes.append("dry run: canaries were not evaluated; a changed model would start a canary "
                             "rather than replace its stable version as shown")
