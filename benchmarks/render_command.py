@@ -58,7 +58,8 @@ def once(root: Path, env: str) -> dict:
 
 
 def phases(root: Path, env: str) -> list[tuple[str, float, float, float]]:
-    """(step, wall s, own CPU s, children CPU s) cumulative after each step of one in-process render."""
+    """(step, wall s, own CPU s, children CPU s) cumulative after each step of one in-process render (the
+    render modules are imported before: the command's imports are in its own row above)."""
     import contextlib
     import resource
 
@@ -74,8 +75,9 @@ def phases(root: Path, env: str) -> list[tuple[str, float, float, float]]:
         c = resource.getrusage(resource.RUSAGE_CHILDREN)
         rows.append((step, time.perf_counter() - started, time.process_time(), c.ru_utime + c.ru_stime))
 
+    mark("(before)")
     root = source.toplevel(root)
-    mark("start (imports done)")
+    mark("locate the repository")
     with contextlib.ExitStack() as stack:
         tree = stack.enter_context(source.checkout(root, None, None))
         catalog = load_catalog(tree)
@@ -116,12 +118,11 @@ def main() -> None:
                   f"{total / r['children']:6.2f} {r['self_rss_kib'] / 1024:17.0f}")
         if args.phases:
             os.environ["RECONCILER_CACHE"] = "off"
-            print(f"\nin process, by step (load {os.getloadavg()[0]:.1f}); own CPU counts from this process's start")
+            print(f"\nin process, by step (load {os.getloadavg()[0]:.1f})")
             print(f"{'step':34} {'wall s':>7} {'own CPU s':>10} {'children s':>11}")
-            last = (0.0, 0.0, 0.0)
-            for step, wall, own, children in phases(root, args.env):
+            rows = phases(root, args.env)
+            for (_, *last), (step, wall, own, children) in zip(rows, rows[1:]):
                 print(f"{step:34} {wall - last[0]:7.2f} {own - last[1]:10.2f} {children - last[2]:11.2f}")
-                last = (wall, own, children)
 
 
 if __name__ == "__main__":
