@@ -11,7 +11,8 @@ import pytest
 
 from reconciler.errors import SourceError
 from reconciler.source import git as source_git
-from reconciler.source.git import changed_paths, located, ls_tree, open_repo, open_tree, resolve_sha, show_file, toplevel
+from reconciler.source.git import (changed_paths, folder_trees, located, ls_tree, open_repo, open_tree, resolve_sha,
+                                   show_file, toplevel)
 from reconciler.source.git_cli import Located, locate
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
@@ -112,3 +113,14 @@ def test_revisions_and_changes_read_through_the_git_command_line(root: Path) -> 
     assert tree.read("a.txt") == b"a\n" and tree.paths == ["a.txt", "gone.txt", "old/name.txt"]
     with pytest.raises(SourceError, match="Ref 'nope' did not resolve to an object"):
         open_tree(root, "nope")
+
+
+def test_folder_trees_answers_per_commit_and_each_caller_gets_its_own(root: Path) -> None:
+    first = commit(root, {"models/a/m.yaml": "a\n", "models/b/m.yaml": "b\n", "models/c.txt": "not a folder\n"}, "one")
+    trees = folder_trees(root, first, "models")
+    assert set(trees) == {"a", "b"} and all(len(t) == 40 for t in trees.values())
+    trees.pop("a")  # the caller's dict: the next answer is whole
+    assert set(folder_trees(root, "main", "models")) == {"a", "b"}
+    second = commit(root, {"models/d/m.yaml": "d\n"}, "two")
+    assert set(folder_trees(root, "main", "models")) == {"a", "b", "d"}  # a branch that moved: its new commit
+    assert set(folder_trees(root, first, "models")) == {"a", "b"} and second != first

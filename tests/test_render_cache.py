@@ -112,3 +112,24 @@ def test_a_render_error_names_no_temporary_folder(tmp_path):
     timeout = stable_paths(KustomizeTimeout(f"slow in {work}"), {str(work): "<render>"})
     assert isinstance(timeout, KustomizeTimeout) and timeout.message == "slow in <render>"
     assert stable_paths(exc, {"/elsewhere": "<x>"}) is exc
+
+
+def test_an_outcome_set_is_read_back_as_written_grouped_by_outcome(tmp_path):
+    cache = RenderCache(tmp_path / "c")
+    clean = {"dev": None, "prod": None, "staging": None}
+    models = {f"model-{i:04d}": dict(clean) for i in range(500)}
+    models["broken"] = {"dev": "models/broken/model.yaml: owner: Field required", "prod": None, "staging": None}
+    models["dev-only"] = {"dev": None}
+    key = "ab" * 32
+    cache.put_outcome_set(key, models)
+    assert cache.outcome_set(key) == models
+    written = next((tmp_path / "c" / "outcome-sets").rglob("*.json")).read_text()
+    assert written.count('"staging"') == 2  # one object per distinct outcome, not per model
+    assert cache.outcome_set("cd" * 32) is None  # never written
+    assert RenderCache(None).outcome_set(key) is None
+    # a set written by the per-model format before, or a damaged one, is not recorded: the plan reads the models
+    path = next((tmp_path / "c" / "outcome-sets").rglob("*.json"))
+    for damaged in ('{"format": "render-cache/v1", "models": {"a": {"dev": null}}}',
+                    '{"format": "render-cache/v1", "groups": [[{"dev": null}]]}', "not json"):
+        path.write_text(damaged)
+        assert cache.outcome_set(key) is None

@@ -222,15 +222,26 @@ class RenderCache:
         if self.folder is None:
             return None
         data = self._read(self._path(key, area="outcome-sets"))
-        models = data.get("models") if data is not None else None
-        if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        groups = data.get("groups") if data is not None else None
+        if not isinstance(groups, list):
             return None
-        return {str(name): {str(e): t for e, t in errors.items() if t is None or isinstance(t, str)}
-                for name, errors in models.items()}
+        found: dict[str, dict[str, str | None]] = {}
+        for group in groups:  # [outcome, [model, ...]]: models that share one outcome share one object
+            if not (isinstance(group, list) and len(group) == 2 and isinstance(group[0], dict)
+                    and isinstance(group[1], list)):
+                return None
+            outcome = {str(e): t for e, t in group[0].items() if t is None or isinstance(t, str)}
+            found.update(dict.fromkeys(map(str, group[1]), outcome))
+        return found
 
     def put_outcome_set(self, key: str, models: dict[str, dict[str, str | None]]) -> None:
+        """Written grouped by outcome: nearly every model of a set has the same one (rendered everywhere, no
+        error), so 10,000 models are one list of names, not 10,000 objects to parse on every plan."""
         if self.folder is not None:
-            self._write(self._path(key, area="outcome-sets"), {"models": models})
+            groups: dict[str, tuple[dict[str, str | None], list[str]]] = {}
+            for name, outcome in sorted(models.items()):
+                groups.setdefault(json.dumps(outcome, sort_keys=True), (outcome, []))[1].append(name)
+            self._write(self._path(key, area="outcome-sets"), {"groups": [[o, n] for o, n in groups.values()]})
 
     def prune(self, *, max_bytes: int | None = None, max_age_days: float | None = None,
               now: float | None = None) -> tuple[int, int]:
