@@ -184,17 +184,6 @@ class BranchWriter:
         return tip
 
 
-def commit_changes(root: Path, branch: str, *, parent: str | None, put: Mapping[str, bytes],
-                   drop: Iterable[str] = (), message: str, existing: Mapping[str, Entry] | None = None) -> str | None:
-    """Commit to `refs/heads/<branch>` on top of `parent` (None: a new, parentless branch): write the files of
-    `put`, delete the files or folders of `drop` first. Returns the new commit, or None when nothing would
-    change: every file of `put` already has that content (`existing`, from `entries_under`, answers without
-    asking git) and `drop` names nothing that exists. `BranchWriter` does the same without holding contents."""
-    with BranchWriter(root, branch, parent=parent, existing=existing) as writer:
-        ids = {path: writer.blob(body) for path, body in put.items()}
-        return writer.commit(ids, drop=drop, message=message)
-
-
 def fetch_remote_branches(root: Path, names: Iterable[str], remote: str = "origin", timeout: float = 60.0) -> set[str]:
     """Fetch branches `names` of `remote` into `refs/remotes/<remote>/<name>` (what a clone with full history
     has); return the names fetched. Quiet and best-effort: no remote, a branch the remote lacks, a remote that
