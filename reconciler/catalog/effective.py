@@ -237,7 +237,7 @@ def effective_canary(model: ModelSpec, env: EnvironmentSpec) -> EffectiveCanary:
     layers = [model.canary, env.defaults.canary, BUILTIN_CANARY]
 
     def pick(attr: str) -> Any:
-        return _first(*(getattr(layer, attr) for layer in layers))
+        return canary_setting(model, env, attr)
 
     enabled = env.canary and pick("enabled")
     steps: list[int] = []
