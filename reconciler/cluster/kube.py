@@ -395,16 +395,20 @@ class KubeClient:
             found[item["kind"]] = Resource(api_version, item["kind"], name, bool(item.get("namespaced")))
         return found
 
+    def _rediscover(self, api_version: str) -> dict[str, Resource]:
+        """Ask discovery afresh and cache the answer."""
+        fresh = self._discover(api_version)
+        with self._lock:
+            self._resources[api_version] = fresh
+        return fresh
+
     def resource(self, api_version: str, kind: str) -> Resource:
         """Map apiVersion + kind to the server's resource, asking discovery once per group-version
         (and once more on a miss, so custom resources installed meanwhile are found)."""
         with self._lock:
             cached = self._resources.get(api_version)
         if cached is None or kind not in cached:
-            fresh = self._discover(api_version)
-            with self._lock:
-                self._resources[api_version] = fresh
-            cached = fresh
+            cached = self._rediscover(api_version)
         try:
             return cached[kind]
         except KeyError:
@@ -419,10 +423,7 @@ class KubeClient:
         Flux's kustomize-controller wait the same way)."""
         deadline = time.monotonic() + timeout
         while True:
-            fresh = self._discover(api_version)
-            with self._lock:
-                self._resources[api_version] = fresh
-            if kind in fresh:
+            if kind in self._rediscover(api_version):
                 return True
             if time.monotonic() >= deadline:
                 return False
